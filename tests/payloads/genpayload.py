@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Makes Direct Line payloads shaped like what a Copilot Studio / PVA bot sends.
+
+The tests and benchmarks build their inputs here instead of reading ../shared, so the
+suite runs from a clean checkout. The shape follows the service's handoff.initiate:
+context in `value`, the bot-user transcript in an attachment named "Transcript".
+
+    genpayload.py N                      ActivitySet with one handoff.initiate, N transcript entries
+    genpayload.py N --value-as-string    `value` sent as a JSON string (Composer does this)
+    genpayload.py N --content-as-string  attachment `content` sent as a JSON string
+    genpayload.py N --name transcript    attachment name in another case
+    genpayload.py N --no-transcript      no attachment at all
+    genpayload.py N --content-url        transcript given by reference only
+    genpayload.py N --mixed              a "transferring you" message before the event
+    genpayload.py N --vars K             K extra custom variables in `value`
+
+Sizes: N=2 is about 2.7 KB, 20 about 18 KB, 200 about 160 KB, 2000 about 1.6 MB.
+"""
+import argparse
+import datetime
+import json
+import sys
+
+CONV = "Kx7Qb2ZrT9w1LmN4aP8sVd-us"
+USER = {"id": "dl_user_5c1e0b7a", "name": "Dana Customer", "role": "user"}
+BOT = {"id": "bot-0a1b2c3d", "name": "Support Bot", "role": "bot"}
+T0 = datetime.datetime(2026, 11, 20, 9, 15, tzinfo=datetime.timezone.utc)
+SERVICE_URL = "https://directline.example.invalid/"
+
+
+def stamp(i):
+    t = T0 + datetime.timedelta(milliseconds=4100 * i)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def activity_id(conv, i):
+    return "%s|%07d" % (conv, i)
+
+
+def user_turn(conv, i):
+    return {
+        "type": "message", "id": activity_id(conv, i), "timestamp": stamp(i),
+        "serviceUrl": SERVICE_URL, "channelId": "directline", "from": USER,
+        "conversation": {"id": conv}, "recipient": BOT, "textFormat": "plain", "locale": "en-US",
+        "text": "My order #%d has not arrived, it was due on Tuesday \u2014 \u00fcn\u00efc\u00f8d\u00e9 "
+                "\u2713 \U0001F600 %d" % (10000 + i, i),
+        "entities": [{"type": "ClientCapabilities", "requiresBotState": True,
+                      "supportsListening": True, "supportsTts": True}],
+        "channelData": {"clientActivityID": "1700000000%d.abc" % i, "traceHistory": None,
+                        "enableDiagnostics": True},
+    }
+
+
+def bot_turn(conv, i):
+    return {
+        "type": "message", "id": activity_id(conv, i), "timestamp": stamp(i),
+        "serviceUrl": SERVICE_URL, "channelId": "directline", "from": BOT,
+        "conversation": {"id": conv}, "recipient": USER, "textFormat": "markdown", "locale": "en-US",
+        "text": "I'm sorry to hear that. Let me check order #%d for you. "
+                "Could you confirm the postcode?" % (10000 + i - 1),
+        "entities": [], "replyToId": activity_id(conv, i - 1),
+        "channelData": {
+            "DialogTraceDetail": {"DialogTraces": [{"DialogId": "d-%d" % i, "NodeId": "n-%d" % i}]},
+            "ConversationUnderstandingDetail": {
+                "NormalizedQuery": "order late", "RawQuery": "order late",
+                "RankedIntents": [{"IntentId": "i-%d" % i, "Score": 0.93,
+                                   "MatchedTriggerQuery": "Where is my order"}]},
+            "VariableDetail": {"Variables": {}}},
+    }
+
+
+def transcript(conv, n):
+    return [user_turn(conv, i) if i % 2 == 0 else bot_turn(conv, i) for i in range(n)]
+
+
+def context(conv, acts, extra_vars):
+    phrases = [a["text"] for a in acts if a["from"] is USER][-10:]
+    value = {
+        "va_Scope": "bot", "va_LastTopic": "Order status", "va_Topics": ["Greeting", "Order status"],
+        "va_LastPhrase": "talk to a person", "va_Phrases": phrases, "va_ConversationId": conv,
+        "va_AgentMessage": "Customer asked for a human", "va_BotId": BOT["id"],
+        "va_BotName": BOT["name"], "va_Language": "en-US",
+        "Global.CustomerTier": "gold", "Global.OrderNumber": 10042,
+    }
+    for k in range(extra_vars):
+        value["Global.Custom%d" % k] = "value %d" % k
+    return value
+
+
+def handoff_event(n, conv=CONV, value_as_string=False, content_as_string=False,
+                  name="Transcript", no_transcript=False, content_url=False, extra_vars=0):
+    acts = transcript(conv, n)
+    value = context(conv, acts, extra_vars)
+    event = {
+        "type": "event", "id": activity_id(conv, n), "timestamp": stamp(n),
+        "channelId": "directline", "from": BOT, "conversation": {"id": conv},
+        "attachments": [], "entities": [], "name": "handoff.initiate",
+        "value": json.dumps(value) if value_as_string else value,
+        "relatesTo": {"activityId": acts[0]["id"] if acts else "", "user": USER, "bot": BOT,
+                      "conversation": {"id": conv}, "channelId": "directline",
+                      "serviceUrl": SERVICE_URL},
+    }
+    if acts:
+        event["replyToId"] = acts[-1]["id"]
+    if content_url:
+        event["attachments"].append({"contentType": "application/json", "name": name,
+                                     "contentUrl": "https://files.example.invalid/transcript.json"})
+    elif not no_transcript:
+        content = {"activities": acts}
+        event["attachments"].append({"contentType": "application/json", "name": name,
+                                     "content": json.dumps(content) if content_as_string else content})
+    return event
+
+
+def transfer_message(conv, i):
+    return {"type": "message", "id": activity_id(conv, i), "timestamp": stamp(i),
+            "channelId": "directline", "from": BOT, "conversation": {"id": conv},
+            "text": "Transferring you to an agent\u2026"}
+
+
+def activity_set(n, mixed=False, **kw):
+    event = handoff_event(n, **kw)
+    acts = [event]
+    if mixed:
+        event["id"] = activity_id(kw.get("conv", CONV), n + 1)
+        acts.insert(0, transfer_message(kw.get("conv", CONV), n))
+    return {"activities": acts, "watermark": str(n + len(acts))}
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("n", type=int, nargs="?", default=20)
+    p.add_argument("--value-as-string", action="store_true")
+    p.add_argument("--content-as-string", action="store_true")
+    p.add_argument("--name", default="Transcript")
+    p.add_argument("--no-transcript", action="store_true")
+    p.add_argument("--content-url", action="store_true")
+    p.add_argument("--mixed", action="store_true")
+    p.add_argument("--vars", type=int, default=0)
+    a = p.parse_args(argv)
+    out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
+                       content_as_string=a.content_as_string, name=a.name,
+                       no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars)
+    sys.stdout.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
