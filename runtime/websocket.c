@@ -825,8 +825,11 @@ static void lost(struct websocket *ws, bool eof, int e)
 	case ST_OPEN:
 		fail(ws, WEBSOCKET_END_EOF, err, "no close frame: %s", why);
 		break;
-	default:		/* CLOSING: the close handshake is over, the note says how */
+	case ST_CLOSING:	/* the close handshake is over; the note says how it went */
 		conclude(ws);
+		break;
+	default:
+		fail(ws, WEBSOCKET_END_INTERNAL, err, "connection event in state %d", ws->state);
 		break;
 	}
 }

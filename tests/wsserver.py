@@ -6,14 +6,16 @@ listener per --tls CERT KEY pair. Prints one line per listener, "PORT plain 4123
 "PORT tls0 41235", ..., then one line per thing a test may want to assert
 ("request path=/echo", "server-close code=1000 reason=bye", "server-ping").
 Stops by itself when its standard input closes (the test process went away) or after
---lifetime seconds.
+--lifetime seconds. --quiet prints the PORT lines only (for the benchmark).
 
 What a connection gets depends on its path:
   /echo                  echoes text messages
   /push?n=N              sends msg-1 .. msg-N, then echoes
   /keepalive             sends "", "  \\n" and "done", then echoes
-  /fragmented            sends "Hello, world" in three fragments with a ping between
-                         them, then "after"
+  /fragmented            sends "Hello, world" in three fragments with a ping ("p")
+                         between them, then "after"; waits for the answer (prints
+                         "server-got type=PONG data=p"), then closes 1000 "done"
+  /binary                sends a binary message, then "after"
   /big?size=N            sends one text message of N bytes, then echoes
   /close?code=C&reason=R closes with that code and reason
   /abrupt                sends "bye", then drops the TCP connection without a close frame
@@ -33,8 +35,12 @@ import sys
 from aiohttp import WSMsgType, web
 
 
+QUIET = False
+
+
 def say(*parts):
-    print(*parts, flush=True)
+    if not QUIET or str(parts[0]).startswith("PORT "):
+        print(*parts, flush=True)
 
 
 async def converse(ws):
@@ -87,9 +93,19 @@ async def on_keepalive(request):
 
 
 async def on_fragmented(request):
-    ws = await upgrade(request)
+    ws = await upgrade(request, autoping=False)  # so that the client's pong is printed
     request.transport.write(frame(0x1, b"Hel", fin=False) + frame(0x9, b"p")
                             + frame(0x0, b"lo, ", fin=False) + frame(0x0, b"world"))
+    await ws.send_str("after")
+    msg = await ws.receive()
+    say(f"server-got type={msg.type.name} data={msg.data.decode() if msg.type == WSMsgType.PONG else ''}")
+    await ws.close(code=1000, message=b"done")
+    return ws
+
+
+async def on_binary(request):
+    ws = await upgrade(request)
+    await ws.send_bytes(b"\x00\x01binary")
     await ws.send_str("after")
     await converse(ws)
     return ws
@@ -152,7 +168,7 @@ async def on_hugeheader(request):
 
 ROUTES = {
     "/echo": on_echo, "/push": on_push, "/keepalive": on_keepalive,
-    "/fragmented": on_fragmented, "/big": on_big, "/close": on_close, "/abrupt": on_abrupt,
+    "/fragmented": on_fragmented, "/binary": on_binary, "/big": on_big, "/close": on_close, "/abrupt": on_abrupt,
     "/silent": on_silent, "/hold": on_hold, "/status": on_status, "/stall": on_stall,
     "/badaccept": on_badaccept, "/hugeheader": on_hugeheader,
 }
@@ -199,5 +215,8 @@ if __name__ == "__main__":
     parser.add_argument("--tls", nargs=2, action="append", default=[], metavar=("CERT", "KEY"))
     parser.add_argument("--lifetime", type=float, default=600)
     parser.add_argument("--backlog", type=int, default=1024)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--quiet", action="store_true", help="print the PORT lines only")
+    arguments = parser.parse_args()
+    QUIET = arguments.quiet
+    asyncio.run(main(arguments))
     sys.exit(0)

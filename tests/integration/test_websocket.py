@@ -161,10 +161,17 @@ def test_empty_and_blank_messages_are_delivered(server):
     assert run.messages()[2] == "done"
 
 
-def test_fragmented_message_is_reassembled(server):
-    run = probe("--close-after", "2", ws(server, "/fragmented"))
+def test_fragmented_message_is_reassembled_and_ping_answered(server):
+    since = server.mark()
+    run = probe(ws(server, "/fragmented"))
     assert run.messages() == ["Hello, world", "after"]
-    assert run.close["end"] == "local"
+    assert (run.close["end"], run.close["reason"]) == ("closed", "done")
+    server.wait_for(r"^server-got type=PONG data=p$", since)	# the ping between fragments
+
+
+def test_binary_messages_are_ignored(server):
+    run = probe("--close-after", "1", ws(server, "/binary"))
+    assert run.messages() == ["after"]
 
 
 def test_message_at_the_limit_is_delivered(server):
@@ -208,14 +215,14 @@ def test_silent_server_is_declared_dead_after_the_window(server):
     since = server.mark()
     run = probe("--ping", "100", "--dead", "500", ws(server, "/silent"))
     assert run.close["end"] == "dead" and run.close["err"] == "-110"
-    assert int(run.close["after_open_ms"]) >= 500
+    assert int(run.close["after_open_ms"]) >= 490	# open and the last byte: same ms, or 1 apart
     server.wait_for(r"^server-ping$", since)	# we did ask
 
 
 def test_pongs_keep_an_idle_socket_alive(server):
-    # The server answers pings but sends nothing else; the window is 4 pings long and
-    # the socket lives 5 windows, so only pongs keep it from being declared dead.
-    run = probe("--ping", "50", "--dead", "200", "--close-after-ms", "1000", ws(server, "/echo"))
+    # The server answers pings but sends nothing else; the window is 10 pings long and
+    # the socket lives 3 windows, so only pongs keep it from being declared dead.
+    run = probe("--ping", "50", "--dead", "500", "--close-after-ms", "1500", ws(server, "/echo"))
     assert run.close["end"] == "local", run.events
 
 
