@@ -253,10 +253,10 @@ static void destroy(struct websocket *ws)
 
 static void log_end(struct websocket *ws, const struct websocket_end_info *info)
 {
-	log_info(ws->wc->lg, "websocket.close", "where=%s end=%s code=%u status=%d err=%d reason=\"%s\"%s%s%s",
+	log_info(ws->wc->lg, "websocket.close",
+		 "where=%s end=%s code=%u status=%d err=%d reason=\"%s\" retry_after=\"%s\"",
 		 ws->where, websocket_end_name(info->kind), info->code, info->http_status, info->err,
-		 info->reason, info->retry_after ? " retry_after=\"" : "",
-		 info->retry_after ? info->retry_after : "", info->retry_after ? "\"" : "");
+		 info->reason, info->retry_after ? info->retry_after : "");
 }
 
 static void report(struct websocket *ws)

@@ -76,9 +76,11 @@ struct websocket_end_info {
 	enum websocket_end kind;
 	unsigned code;		/* close code received (CLOSED, LOCAL) or sent (PROTOCOL,
 				 * TOO_LARGE); 1005 when a close frame had none; else 0 */
-	const char *reason;	/* close reason, or a short error detail; never NULL */
+	const char *reason;	/* close reason, or a short error detail; never NULL.
+				 * Bytes from the peer outside printable ASCII, '"' and
+				 * '\\' read '?', so it can be logged as it is */
 	int http_status;	/* WEBSOCKET_END_HTTP: the refused upgrade's status */
-	const char *retry_after;	/* its Retry-After value verbatim, NULL if absent */
+	const char *retry_after;	/* its Retry-After value (as reason), NULL if absent */
 	int err;		/* a negative errno when one applies, else 0 */
 };
 

@@ -90,7 +90,9 @@ static const struct websocket_callbacks bench_callbacks = { .on_open = on_open, 
 static void start_more(struct bench *b)
 {
 	while (b->started < b->n && b->started - b->opened - b->failed < BENCH_IN_FLIGHT) {
-		if (websocket_connect(b->wc, b->url, NULL, &bench_callbacks, b, &b->ws[b->started]) < 0) {
+		struct websocket **slot = &b->ws[b->started];
+
+		if (websocket_connect(b->wc, b->url, NULL, &bench_callbacks, b, slot) < 0) {
 			fprintf(stderr, "connect failed\n");
 			exit(1);
 		}
