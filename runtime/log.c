@@ -178,7 +178,7 @@ void log_redact(const struct log *lg, char *buf, size_t cap)
 {
 	static const char *const markers[] = {
 		"Bearer ", "bearer ", "?t=", "&t=", "token=", "secret=", "\"token\":\"",
-		"\"secret\":\"", "Authorization: ", "authorization: ",
+		"\"secret\":\"", "Basic ",
 	};
 
 	for (size_t i = 0; i < lg->nsecrets; i++) {
