@@ -1,6 +1,8 @@
 /* bindings.c - the module registry and the helpers all binding files share. */
 #include "bindings.h"
 
+#include "script_host.h"
+
 #include <lauxlib.h>
 #include <lua-cjson.h>
 #include <string.h>
@@ -13,6 +15,7 @@ static const luaL_Reg preloaded[] = {
 	{ "handoff", luaopen_handoff },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
+	{ "handoff.timer", luaopen_handoff_timer },
 	{ NULL, NULL },
 };
 
@@ -28,7 +31,7 @@ void bindings_preload(lua_State *L)
 
 struct hd_runtime *bind_runtime(lua_State *L)
 {
-	return *(struct hd_runtime **)lua_getextraspace(L);
+	return (*(struct script_ctx **)lua_getextraspace(L))->rt;
 }
 
 void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[])
