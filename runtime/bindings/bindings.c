@@ -13,6 +13,7 @@ static const luaL_Reg preloaded[] = {
 	{ "cjson", luaopen_cjson },
 	{ "cjson.safe", luaopen_cjson_safe },
 	{ "handoff", luaopen_handoff },
+	{ "handoff.crypto", luaopen_handoff_crypto },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
 	{ "handoff.timer", luaopen_handoff_timer },
