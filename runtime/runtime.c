@@ -1,14 +1,16 @@
 /* runtime.c - start-up, signals, health and the graceful stop.
- * Order at start: scripts (so a bad hub or rules file fails before we listen), the
- * listener and its built-in routes, then signals. Order at stop: stop accepting, let
+ * Order at start: the listener with its built-in routes, the scripts (whose webhooks
+ * join the listener), then signals and the file watch. Order at stop: stop accepting, let
  * in-flight work finish until shutdown_timeout, then leave the loop. */
 #include "runtime.h"
 
+#include "admin.h"
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
 #include "script_host.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <event2/http.h>
@@ -47,6 +49,7 @@ void runtime_free(struct hd_runtime *rt)
 	for (size_t i = 0; i < sizeof(rt->signals) / sizeof(rt->signals[0]); i++)
 		loop_signal_free(rt->signals[i]);
 	loop_timer_free(rt->drain);
+	watch_free(rt->watch);
 	script_host_free(rt->scripts);
 	http_server_free(rt->http);
 	loop_free(rt->loop);
@@ -196,21 +199,30 @@ static int install_signals(struct hd_runtime *rt)
 int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 {
 	const struct config *cfg = rt->config;
-	int rc = script_host_load(rt->scripts, err, errlen);
+	int rc;
 
-	record_reload(rt, rc, err);
-	if (rc < 0)
-		return rc;
+	/* The built-in routes first, so a hub's webhook cannot take /healthz. */
 	rt->http = http_server_new(rt->loop, rt->log, cfg->listen_host, cfg->listen_port, err, errlen);
 	if (!rt->http)
 		return -EADDRNOTAVAIL;
 	rc = http_server_route(rt->http, "GET", "/healthz", on_healthz, rt);
 	if (rc == 0)
-		rc = install_signals(rt);
+		rc = admin_register(rt);
 	if (rc < 0) {
 		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
 		return rc;
 	}
+	rc = script_host_load(rt->scripts, err, errlen);
+	record_reload(rt, rc, err);
+	if (rc < 0)
+		return rc;
+	rc = install_signals(rt);
+	if (rc < 0) {
+		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
+		return rc;
+	}
+	if (cfg->scripts.watch)
+		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
 	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
 	return 0;
 }

@@ -17,6 +17,7 @@ struct loop;
 struct loop_signal;
 struct loop_timer;
 struct script_host;
+struct watch;
 
 struct hd_runtime {
 	struct config *config;		/* owned */
@@ -26,6 +27,7 @@ struct hd_runtime {
 	struct script_host *scripts;	/* owned */
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
 	struct loop_timer *drain;	/* polls in-flight work during a graceful stop */
+	struct watch *watch;		/* owned; NULL unless scripts.watch */
 	uint64_t started_ms;		/* monotonic */
 	uint64_t stop_deadline_ms;	/* set when a stop began */
 	bool stopping;

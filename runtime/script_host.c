@@ -137,7 +137,9 @@ static void gen_retire(struct script_host *sh, struct script_gen *g)
 	g->retired = true;
 	if (sh->rt->http)
 		webhooks_detach(sh->rt->http, g);
+	g->tasks++;	/* a premature timer's task must not close G under our feet */
 	run_retire_hooks(g);
+	g->tasks--;
 	if (g->tasks == 0) {
 		gen_close(g);
 		return;

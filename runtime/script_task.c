@@ -167,7 +167,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 		return;
 	/* From now on every instruction raises, so a pcall loop cannot swallow the error. */
 	lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-	luaL_error(L, "cpu budget exceeded (%lu instructions)", budget);
+	luaL_error(L, "cpu budget exceeded (%I instructions)", (lua_Integer)budget);
 }
 
 static void task_free(struct script_task *t)
