@@ -13,6 +13,7 @@ static const luaL_Reg preloaded[] = {
 	{ "handoff", luaopen_handoff },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
+	{ "handoff.time", luaopen_handoff_time },
 	{ NULL, NULL },
 };
 
