@@ -130,9 +130,10 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
+/* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
 static int in_flight(const struct hd_runtime *rt)
 {
-	return rt->http ? (int)http_server_in_flight(rt->http) : 0;
+	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);
 }
 
 static void on_drain_tick(void *arg)
@@ -156,6 +157,7 @@ void runtime_stop(struct hd_runtime *rt)
 	rt->stop_deadline_ms = loop_now_ms() + (uint64_t)(rt->config->shutdown_timeout * 1000.0);
 	if (rt->http)
 		http_server_stop_accepting(rt->http);
+	script_host_shutdown(rt->scripts);
 	log_info(rt->log, "shutdown.begin", "in_flight=%d timeout_s=%g", in_flight(rt),
 		 rt->config->shutdown_timeout);
 	if (!rt->drain)
