@@ -16,6 +16,7 @@ static const luaL_Reg preloaded[] = {
 	{ "handoff.crypto", luaopen_handoff_crypto },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
+	{ "handoff.time", luaopen_handoff_time },
 	{ "handoff.timer", luaopen_handoff_timer },
 	{ NULL, NULL },
 };
