@@ -9,10 +9,12 @@
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "script_host.h"
 #include "watch.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +23,40 @@
 #include <unistd.h>
 
 #define DRAIN_POLL_MS 50
+
+static double gauge_uptime(void *arg)
+{
+	return runtime_uptime(arg);
+}
+
+static double gauge_conversations(void *arg)
+{
+	return (double)runtime_conversations(arg);
+}
+
+static double gauge_tasks(void *arg)
+{
+	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
+}
+
+static double gauge_generation(void *arg)
+{
+	return (double)script_host_generation(((struct hd_runtime *)arg)->scripts);
+}
+
+static int add_metrics(struct hd_runtime *rt)
+{
+	struct metrics *m = rt->metrics;
+
+	rt->reloads_ok = metrics_counter(m, "handoffd_reloads_total", "result=\"ok\"", "Script reloads");
+	rt->reloads_failed = metrics_counter(m, "handoffd_reloads_total", "result=\"failed\"", "Script reloads");
+	if (metrics_gauge(m, "handoffd_uptime_seconds", "Seconds since start", gauge_uptime, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_conversations", "Open conversations", gauge_conversations, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
+		return -ENOMEM;
+	return 0;
+}
 
 struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 {
@@ -33,8 +69,9 @@ struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 	rt->config = cfg;
 	rt->log = lg;
 	rt->loop = loop_new();
-	rt->scripts = script_host_new(rt);
-	if (!rt->loop || !rt->scripts) {
+	rt->metrics = metrics_new();
+	rt->scripts = rt->metrics ? script_host_new(rt) : NULL;
+	if (!rt->loop || !rt->scripts || add_metrics(rt) < 0) {
 		runtime_free(rt);
 		return NULL;
 	}
@@ -52,6 +89,7 @@ void runtime_free(struct hd_runtime *rt)
 	watch_free(rt->watch);
 	script_host_free(rt->scripts);
 	http_server_free(rt->http);
+	metrics_free(rt->metrics);
 	loop_free(rt->loop);
 	config_free(rt->config);
 	free(rt);
@@ -78,8 +116,7 @@ static void record_reload(struct hd_runtime *rt, int rc, const char *err)
 	rt->last_reload_ok = rc == 0;
 	rt->last_reload_time = time(NULL);
 	snprintf(rt->last_reload_error, sizeof(rt->last_reload_error), "%s", rc == 0 ? "" : err);
-	if (rc < 0)
-		rt->reloads_failed++;
+	metrics_inc(rc < 0 ? rt->reloads_failed : rt->reloads_ok);
 }
 
 int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
@@ -134,6 +171,22 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 }
 
 /* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct hd_runtime *rt = arg;
+	struct evbuffer *body = evbuffer_new();
+
+	if (!body) {
+		evhttp_send_error(req, 503, NULL);
+		return;
+	}
+	metrics_render(rt->metrics, body);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, body);
+	evbuffer_free(body);
+}
+
 static int in_flight(const struct hd_runtime *rt)
 {
 	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);
@@ -206,6 +259,8 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 	if (!rt->http)
 		return -EADDRNOTAVAIL;
 	rc = http_server_route(rt->http, "GET", "/healthz", on_healthz, rt);
+	if (rc == 0)
+		rc = http_server_route(rt->http, "GET", "/metrics", on_metrics, rt);
 	if (rc == 0)
 		rc = admin_register(rt);
 	if (rc < 0) {

@@ -16,6 +16,7 @@ struct log;
 struct loop;
 struct loop_signal;
 struct loop_timer;
+struct metrics;
 struct script_host;
 struct watch;
 
@@ -25,6 +26,7 @@ struct hd_runtime {
 	struct loop *loop;		/* owned */
 	struct http_server *http;	/* owned; NULL until runtime_start */
 	struct script_host *scripts;	/* owned */
+	struct metrics *metrics;	/* owned */
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
 	struct loop_timer *drain;	/* polls in-flight work during a graceful stop */
 	struct watch *watch;		/* owned; NULL unless scripts.watch */
@@ -35,7 +37,7 @@ struct hd_runtime {
 	bool last_reload_ok;
 	time_t last_reload_time;
 	char last_reload_error[512];
-	unsigned long reloads_failed;
+	uint64_t *reloads_ok, *reloads_failed;	/* counters in metrics */
 };
 
 /* Builds the runtime around CFG (ownership taken, also on failure) and LG (borrowed).

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Registry keys of a generation's loaded pieces. */
 #define SCRIPT_REG_HUB "handoffd.hub"
@@ -52,6 +53,7 @@ struct script_host {
 	struct keyq_table *keys;	/* per-key task order (script_task.c) */
 	struct script_task *running;	/* the task whose coroutine runs now */
 	bool closing;			/* shutting down: queued tasks end unstarted */
+	uint64_t *errors;		/* counter: callbacks that ended in an error */
 };
 
 void script_gen_add_retire_hook(struct script_gen *g, struct script_retire_hook *hook);

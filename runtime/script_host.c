@@ -12,6 +12,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "runtime.h"
 #include "webhooks.h"
 
@@ -398,6 +399,8 @@ struct script_host *script_host_new(struct hd_runtime *rt)
 	if (!sh)
 		return NULL;
 	sh->rt = rt;
+	sh->errors = metrics_counter(rt->metrics, "handoffd_script_errors_total", NULL,
+				     "Script callbacks that ended in an error");
 	sh->keys = script_task_table_new();
 	if (!sh->keys) {
 		free(sh);

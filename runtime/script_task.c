@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "runtime.h"
 
 #include <errno.h>
@@ -221,6 +222,7 @@ static void finish(struct script_task *t, bool ok, int nres)
 
 static void fail_with(struct script_task *t, const char *msg)
 {
+	metrics_inc(t->sh->errors);
 	lua_pushstring(t->co, msg);
 	log_error(t->sh->rt->log, "script.error", "what=\"%s\" key=%s error=\"%s\"", t->what,
 		  t->key ? t->key : "-", msg);
@@ -251,6 +253,7 @@ static void step(struct script_task *t, int nargs)
 		return;
 	}
 	/* The coroutine's stack is not unwound after an error: the traceback still sees it. */
+	metrics_inc(sh->errors);
 	luaL_traceback(t->co, t->co, lua_tostring(t->co, -1), 0);
 	log_error(sh->rt->log, "script.error", "what=\"%s\" key=%s generation=%lu error=\"%s\"", t->what,
 		  t->key ? t->key : "-", t->gen->id, lua_tostring(t->co, -1));
