@@ -15,6 +15,7 @@
 #define SCRIPT_REG_FRONT "handoffd.front"
 #define SCRIPT_REG_DESK "handoffd.desk"
 #define SCRIPT_REG_ROUTES "handoffd.routes"
+#define SCRIPT_REG_EVALUATE "handoffd.route_evaluate"	/* handoff.route's evaluate */
 
 struct loop_timer;
 struct keyq_table;

@@ -298,6 +298,14 @@ static int load_routes(struct script_gen *g, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	lua_setfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
+	/* evaluate() runs every rules file, a function or a list, under its protection. */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "handoff.route");
+	if (gen_pcall(g, 1, 1, "routes", err, errlen) < 0)
+		return -EINVAL;
+	lua_getfield(L, -1, "evaluate");
+	lua_setfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_EVALUATE);
+	lua_pop(L, 1);
 	lua_getfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
 	if (!lua_istable(L, -1)) {
 		lua_pop(L, 1);
