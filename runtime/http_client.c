@@ -256,23 +256,30 @@ static bool method_has_body(const char *m)
 	return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
 }
 
+/* With the options used here, setopt fails only for want of memory. */
+static int setopt_result(int failed)
+{
+	return failed ? -ENOMEM : 0;
+}
+
 static int set_method(struct http_transfer *t, const struct http_request *req)
 {
+	bool head = strcmp(t->method, "HEAD") == 0;
 	CURL *e = t->easy;
-	int rc = 0;
+	int failed = 0;
 
-	if (!req->body && req->body_len)
+	if ((!req->body && req->body_len) || (head && req->body))
 		return -EINVAL;
-	if (strcmp(t->method, "HEAD") == 0)
-		return req->body ? -EINVAL : (int)curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	if (head)
+		return setopt_result(curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
 	if (req->body || method_has_body(t->method)) {
 		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
-		rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		rc |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
+		failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
 	}
 	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0)
-		rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
-	return rc;
+		failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
+	return setopt_result(failed);
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg);
@@ -283,19 +290,19 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 	uint32_t connect_ms = req->connect_timeout_ms ? req->connect_timeout_ms
 						       : o->connect_timeout_ms;
 	CURL *e = t->easy;
-	int rc = 0;
+	int failed = 0;
 
 	t->max_body = req->max_body ? req->max_body : o->max_body;
 	/* MAXFILESIZE fails early on a Content-Length over the cap; on_body catches the rest. */
-	rc |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
-	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	failed |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	/* The whole-request timeout is our deadline timer, not CURLOPT_TIMEOUT_MS: libcurl
 	 * 7.88 does not time out transfers queued for a connection. */
-	rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
-	rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
-	rc |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
-	return rc;
+	failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
+	failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
+	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
+	return setopt_result(failed);
 }
 
 static int set_transport(struct http_transfer *t, const struct http_request *req)
@@ -303,26 +310,26 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	const struct http_client_opts *o = &t->hc->opts;
 	const char *ca = req->ca_file ? req->ca_file : o->ca_file;
 	CURL *e = t->easy;
-	int rc = 0;
+	int failed = 0;
 
-	rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	rc |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
-	rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	rc |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	rc |= curl_easy_setopt(e, CURLOPT_SHARE, t->hc->share);
-	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
+	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_SHARE, t->hc->share);
+	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
 	/* Verification is not an option: a test CA goes in ca_file instead. */
-	rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-	rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (ca)
-		rc |= curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca);
 	if (o->proxy)
-		rc |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
-	rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+		failed |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
+	failed |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
-	return rc;
+	return setopt_result(failed);
 }
 
 static void transfer_free(struct http_transfer *t)
@@ -356,9 +363,8 @@ static int transfer_setup(struct http_transfer *t, const struct http_request *re
 		return -ENOMEM;
 	rc = set_method(t, req);
 	if (rc == 0)
-		rc = set_transport(t, req) | set_limits(t, req);
-	/* rc is a negative errno or a CURLcode; only malformed input or memory fails setopt. */
-	return rc < 0 ? rc : rc > 0 ? (rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL) : 0;
+		rc = set_transport(t, req);
+	return rc < 0 ? rc : set_limits(t, req);
 }
 
 static int transfer_new(struct http_client *hc, const struct http_request *req,

@@ -503,6 +503,23 @@ static void test_large_put_round_trip(void **state)
 	free(body);
 }
 
+static void test_other_methods(void **state)
+{
+	struct fx *f = *state;
+	struct http_request head = { .method = "HEAD" }, del = { .method = "DELETE" };
+	struct http_request patch = { .method = "PATCH", .body = "p", .body_len = 1 };
+	struct result *rh = fetch(f, &head, "/echo");
+	struct result *rd = fetch(f, &del, "/echo");
+	struct result *rp = fetch(f, &patch, "/echo");
+
+	assert_int_equal(rh->status, 200);
+	assert_string_equal(rh->x_method, "HEAD");
+	assert_int_equal(rh->body_len, 0);
+	assert_string_equal(rd->x_method, "DELETE");
+	assert_string_equal(rp->x_method, "PATCH");
+	assert_string_equal(rp->body, "p");
+}
+
 static void test_error_statuses_are_responses(void **state)
 {
 	struct fx *f = *state;
@@ -888,6 +905,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_get_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_post_body_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_put_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_methods, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_statuses_are_responses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_after_lookup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_redirects_off_by_default, setup, teardown),
