@@ -757,14 +757,16 @@ static void fill_defaults(struct http_client_opts *o)
 
 static int copy_opts(struct http_client *hc, const struct http_client_opts *opts)
 {
+	const char *ca, *proxy;
+
 	if (opts)
 		hc->opts = *opts;
 	fill_defaults(&hc->opts);
-	hc->opts.ca_file = hc->opts.ca_file ? strdup(hc->opts.ca_file) : NULL;
-	hc->opts.proxy = hc->opts.proxy ? strdup(hc->opts.proxy) : NULL;
-	if ((opts && opts->ca_file && !hc->opts.ca_file) || (opts && opts->proxy && !hc->opts.proxy))
-		return -ENOMEM;
-	return 0;
+	ca = hc->opts.ca_file;
+	proxy = hc->opts.proxy;
+	hc->opts.ca_file = ca ? strdup(ca) : NULL;
+	hc->opts.proxy = proxy ? strdup(proxy) : NULL;
+	return (ca && !hc->opts.ca_file) || (proxy && !hc->opts.proxy) ? -ENOMEM : 0;
 }
 
 static int setup_multi(struct http_client *hc)

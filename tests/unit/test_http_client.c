@@ -186,19 +186,7 @@ static struct http_transfer *start(struct fx *f, struct http_request *req, const
 	return t;
 }
 
-/* Runs REQ for PATH to completion. */
-static struct result *fetch(struct fx *f, struct http_request *req, const char *path)
-{
-	struct result *r = result(f);
-	int target = f->completions + 1;
-
-	start(f, req, path, r);
-	run_until(f, target);
-	assert_int_equal(r->calls, 1);
-	return r;
-}
-
-/* Runs a request for URL to completion. */
+/* Runs REQ for URL to completion. */
 static struct result *fetch_url(struct fx *f, struct http_request *req, const char *url)
 {
 	struct result *r = result(f);
@@ -208,6 +196,18 @@ static struct result *fetch_url(struct fx *f, struct http_request *req, const ch
 	assert_int_equal(http_client_request(f->hc, req, on_done, r, NULL), 0);
 	run_until(f, target);
 	assert_int_equal(r->calls, 1);
+	return r;
+}
+
+/* Runs REQ for PATH on the fixture's server to completion. */
+static struct result *fetch(struct fx *f, struct http_request *req, const char *path)
+{
+	char url[256];
+	struct result *r;
+
+	url_for(f, url, sizeof(url), path);
+	r = fetch_url(f, req, url);
+	req->url = NULL;	/* url dies here */
 	return r;
 }
 
@@ -596,10 +596,13 @@ static void test_free_inside_callback(void **state)
 
 /* {===== TLS */
 
+enum trust { TRUST_NONE, TRUST_REQUEST, TRUST_CLIENT };
+
 /* Serves TLS with a fresh certificate for SAN and fetches /echo from it, trusting the
- * certificate only if TRUST. */
-static struct result *tls_fetch(struct fx *f, const char *san, bool trust)
+ * certificate through the request's CA file, the client's, or not at all. */
+static struct result *tls_fetch(struct fx *f, const char *san, enum trust trust)
 {
+	struct http_client_opts opts = { 0 };
 	struct cert c = { 0 };
 	struct server tls = { 0 };
 	struct http_request req = { 0 };
@@ -609,7 +612,9 @@ static struct result *tls_fetch(struct fx *f, const char *san, bool trust)
 	cert_make(&c, san);
 	server_start(&tls, f->lp, cert_server_ctx(&c));
 	snprintf(url, sizeof(url), "https://127.0.0.1:%u/echo", tls.port);
-	req.ca_file = trust ? c.ca_path : NULL;
+	req.ca_file = trust == TRUST_REQUEST ? c.ca_path : NULL;
+	opts.ca_file = trust == TRUST_CLIENT ? c.ca_path : NULL;
+	new_client(f, &opts);
 	r = fetch_url(f, &req, url);
 	server_stop(&tls);
 	cert_free(&c);
@@ -618,7 +623,7 @@ static struct result *tls_fetch(struct fx *f, const char *san, bool trust)
 
 static void test_tls_untrusted_is_refused(void **state)
 {
-	struct result *r = tls_fetch(*state, "IP:127.0.0.1", false);
+	struct result *r = tls_fetch(*state, "IP:127.0.0.1", TRUST_NONE);
 
 	assert_int_equal(r->err, -EPROTO);
 	assert_string_equal(http_client_strerror(r->err), "tls error");
@@ -627,15 +632,18 @@ static void test_tls_untrusted_is_refused(void **state)
 
 static void test_tls_trusted_via_ca_file(void **state)
 {
-	struct result *r = tls_fetch(*state, "IP:127.0.0.1", true);
+	struct result *per_request = tls_fetch(*state, "IP:127.0.0.1", TRUST_REQUEST);
+	struct result *per_client = tls_fetch(*state, "IP:127.0.0.1", TRUST_CLIENT);
 
-	assert_int_equal(r->err, 0);
-	assert_int_equal(r->status, 200);
+	assert_int_equal(per_request->err, 0);
+	assert_int_equal(per_request->status, 200);
+	assert_int_equal(per_client->err, 0);
+	assert_int_equal(per_client->status, 200);
 }
 
 static void test_tls_host_mismatch_is_refused(void **state)
 {
-	struct result *r = tls_fetch(*state, "DNS:other.example", true);
+	struct result *r = tls_fetch(*state, "DNS:other.example", TRUST_REQUEST);
 
 	assert_int_equal(r->err, -EPROTO);
 	assert_false(r->sent);
