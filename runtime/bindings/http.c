@@ -108,7 +108,8 @@ static uint32_t opt_uint(lua_State *L, int idx, const char *name, lua_Integer ma
 		lua_pop(L, 1);
 		return 0;
 	}
-	if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) <= 0 || v > max)
+	v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+	if (v <= 0 || v > max)
 		luaL_error(L, "http.request: option '%s' must be a positive integer up to %d", name, (int)max);
 	lua_pop(L, 1);
 	return (uint32_t)v;
