@@ -1,0 +1,41 @@
+"""What the emulated service does about reconnect storms (F26).
+
+Owns the connect-rate limit shared by reconnect GETs and WebSocket handshakes, and the
+count of reconnects in flight: a conversation is "reconnecting" from its
+GET /conversations/{id} until the handshake that follows ends, either way.
+"""
+import time
+
+from .replies import refuse
+
+
+class ConnectGate:
+    def __init__(self, settings, stats):
+        self.settings = settings
+        self.stats = stats
+        self.window = 0         # the whole second being counted
+        self.count = 0
+
+    def admit(self):
+        """Refuses with 429 when this second's connects exceed connect_rate_limit."""
+        limit = self.settings.values["connect_rate_limit"]
+        if not limit:
+            return
+        second = int(time.monotonic())
+        if second != self.window:
+            self.window, self.count = second, 0
+        self.count += 1
+        if self.count > limit:
+            self.stats.bump("rate_limited")
+            refuse(429, "Throttled", "too many connections",
+                   self.settings.values["rate_limit_retry_after"])
+
+    def started(self, conv):
+        if not conv.reconnecting:
+            conv.reconnecting = True
+            self.stats.gauge("reconnects_in_flight", 1)
+
+    def ended(self, conv):
+        if conv.reconnecting:
+            conv.reconnecting = False
+            self.stats.gauge("reconnects_in_flight", -1)
