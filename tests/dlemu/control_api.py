@@ -127,7 +127,7 @@ class ControlApi:
         stat = body.get("stat")
         if not isinstance(stat, str):
             raise BadRequest("wait needs stat, or conversation and count")
-        return lambda: self.emu.stats.snapshot().get(stat, 0)
+        return lambda: self.emu.stats.value(stat)
 
     # ---- settings and scripted failures ---------------------------------------------
     async def get_settings(self, request, body):

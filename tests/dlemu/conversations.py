@@ -55,7 +55,7 @@ class Conversation:
         self.failures = None        # op -> deque of scripted failures
         self.greeted = False
         self.wm_base = 0            # F8: subtracted from reported watermarks
-        self.reconnecting = False   # between a reconnect GET and its handshake (F26)
+        self.reconnecting = None    # timer while between a reconnect GET and its handshake (F26)
 
     def append(self, activity):
         """Stamps the service fields and files the activity; returns it."""

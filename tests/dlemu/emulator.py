@@ -10,6 +10,7 @@ terminal, so a harness that dies cannot leave it running. README.md lists the op
 """
 import argparse
 import asyncio
+import asyncio.sslproto
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ if __package__ in (None, ""):       # run as a script: make `tests.dlemu` import
 
 from .server import Emulator                    # noqa: E402
 from .settings import TABLE, check               # noqa: E402
+
+TLS_READ_BUFFER = 32 * 1024
 
 
 def parse(argv):
@@ -83,6 +86,14 @@ def read_stdin(done):
     done.set()
 
 
+def shrink_tls_buffers():
+    """asyncio gives every TLS connection a 256 KiB read buffer (SSLProtocol.max_size), 2.5 GiB
+    for 10,000 wss sockets. A TLS record carries at most 16 KiB, so 32 KiB loses nothing.
+    Done here, for the emulator's own process only, not when it runs inside a test."""
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
 async def serve(args):
     emu = Emulator(host=args.host, port=args.port, tls_port=port(args.tls_port),
                    wrong_tls_port=port(args.wrong_tls_port), secret=args.secret,
@@ -111,6 +122,7 @@ def main(argv=None):
         settings_from(args)
     except ValueError as e:
         sys.exit("dlemu: %s (settings: %s)" % (e, ", ".join(sorted(TABLE))))
+    shrink_tls_buffers()
     asyncio.run(serve(args))
 
 

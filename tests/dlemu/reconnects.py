@@ -4,6 +4,7 @@ Owns the connect-rate limit shared by reconnect GETs and WebSocket handshakes, a
 count of reconnects in flight: a conversation is "reconnecting" from its
 GET /conversations/{id} until the handshake that follows ends, either way.
 """
+import asyncio
 import time
 
 from .replies import refuse
@@ -31,11 +32,17 @@ class ConnectGate:
                    self.settings.values["rate_limit_retry_after"])
 
     def started(self, conv):
-        if not conv.reconnecting:
-            conv.reconnecting = True
+        """A reconnect GET arrived. If no handshake follows before its streamUrl expires,
+        the attempt is over anyway."""
+        if conv.reconnecting is None:
             self.stats.gauge("reconnects_in_flight", 1)
+        else:
+            conv.reconnecting.cancel()
+        conv.reconnecting = asyncio.get_running_loop().call_later(
+            self.settings.get(conv, "stream_ttl"), self.ended, conv)
 
     def ended(self, conv):
-        if conv.reconnecting:
-            conv.reconnecting = False
+        if conv.reconnecting is not None:
+            conv.reconnecting.cancel()
+            conv.reconnecting = None
             self.stats.gauge("reconnects_in_flight", -1)

@@ -4,8 +4,13 @@ Owns the shape of refusals: `{"error":{"code","message"}}` bodies, Retry-After, 
 a queued failure does to a request (answer a status, or drop the TCP connection).
 """
 import asyncio
+import functools
+import json
 
 from aiohttp import web
+
+# Raw UTF-8 like the service, not \u escapes: a client must cope with both anyway.
+dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 
 # The code the service puts in the body for each status when a failure names none.
 DEFAULT_CODES = {400: "BadArgument", 401: "BadArgument", 403: "BadArgument", 404: "BadArgument",
@@ -19,15 +24,19 @@ class Refused(Exception):
     """Raised by a handler to answer with `response`; the server middleware returns it."""
 
     def __init__(self, response):
-        super().__init__(response.status)
-        self.response = response
+        super().__init__(response.status if response is not None else "dropped")
+        self.response = response    # None: the connection was reset, nothing is answered
 
 
 def error(status, code=None, message=None, retry_after=None):
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     body = {"error": {"code": code or DEFAULT_CODES.get(status, "ServiceError"),
                       "message": message or "emulated failure"}}
-    return web.json_response(body, status=status, headers=headers)
+    return reply(body, status, headers)
+
+
+def reply(body, status=200, headers=None):
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 def refuse(status, code=None, message=None, retry_after=None):
@@ -50,5 +59,5 @@ async def fail(request, spec):
         await asyncio.sleep(spec["delay_ms"] / 1000)
     if spec.get("drop"):
         request.transport.abort()
-        raise Refused(web.Response(status=500))     # never reaches the wire
+        raise Refused(None)
     refuse(spec["status"], spec.get("code"), spec.get("message"), spec.get("retry_after"))

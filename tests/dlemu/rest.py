@@ -10,10 +10,11 @@ import asyncio
 import json
 import time
 
+from aiohttp import web
+
 from . import tokens
 from .conversations import parse_watermark
-from .replies import refuse, fail
-from aiohttp import web
+from .replies import refuse, fail, reply
 
 ACTIVITY_MAX_CHARS = 256 * 1024     # the service's limit on one serialized activity
 SERVICE_URL = "https://directline.botframework.com/"
@@ -84,7 +85,7 @@ class Rest:
         await self.scripted(request, None, "generate")
         conv = self.emu.registry.create(await user_id(request))
         self.emu.stats.bump("tokens_generated")
-        return web.json_response(self.token_reply(conv))
+        return reply(self.token_body(conv))
 
     async def refresh(self, request):
         claims = self.credential(request)
@@ -93,9 +94,9 @@ class Rest:
         conv = self.live(self.emu.registry.get(claims["conv"]))
         await self.scripted(request, conv, "refresh")
         self.emu.stats.bump("tokens_refreshed")
-        return web.json_response(self.token_reply(conv))
+        return reply(self.token_body(conv))
 
-    def token_reply(self, conv):
+    def token_body(self, conv):
         ttl = self.emu.settings.get(conv, "token_ttl")
         token = self.emu.minter.mint(tokens.CONV, conv.id, ttl, conv.user_id)
         return {"conversationId": conv.id, "token": token, "expires_in": int(ttl)}
@@ -106,17 +107,17 @@ class Rest:
         claims = self.credential(request)
         if claims is None:
             conv = self.emu.registry.create(await user_id(request))
-            reply = self.token_reply(conv)
+            body = self.token_body(conv)
         else:
             conv = self.live(self.emu.registry.get(claims["conv"]))
-            reply = {"conversationId": conv.id, "token": request.headers["Authorization"][7:],
-                     "expires_in": max(0, int(claims["exp"] - time.time()))}
+            body = {"conversationId": conv.id, "token": request.headers["Authorization"][7:],
+                    "expires_in": max(0, int(claims["exp"] - time.time()))}
         await self.scripted(request, conv, "start")
         status = 200 if conv.started else 201
         conv.started = True
         self.emu.stats.bump("conversations_started" if status == 201 else "conversations_resumed")
-        reply["streamUrl"] = self.stream_url(request, conv, "-", 0)
-        return web.json_response(reply, status=status)
+        body["streamUrl"] = self.stream_url(request, conv, "-", 0)
+        return reply(body, status=status)
 
     async def reconnect(self, request):
         """GET /conversations/{id}?watermark=W: a fresh token and streamUrl (F11, F20, F26)."""
@@ -133,10 +134,10 @@ class Rest:
             self.emu.gate.ended(conv)
             raise
         self.emu.stats.bump("reconnects")
-        reply = self.token_reply(conv)
+        body = self.token_body(conv)
         shown = request.query["watermark"] if "watermark" in request.query else None
-        reply["streamUrl"] = self.stream_url(request, conv, shown, len(conv.log) if watermark is None else 0)
-        return web.json_response(reply)
+        body["streamUrl"] = self.stream_url(request, conv, shown, len(conv.log) if watermark is None else 0)
+        return reply(body)
 
     def stream_url(self, request, conv, watermark, replay_from):
         """Same listener, same base path, ws:// or wss:// to match; t= lives stream_ttl."""
@@ -154,8 +155,7 @@ class Rest:
         await self.scripted(request, conv, "get_activities")
         self.emu.stats.bump("get_activities")
         acts, position = conv.page(watermark or 0, max(1, self.emu.settings.get(conv, "page_size")))
-        return web.json_response({"activities": acts,
-                                  "watermark": conv.reported(max(position, watermark or 0))})
+        return reply({"activities": acts, "watermark": conv.reported(position)})
 
     async def post_activity(self, request):
         """Records one activity, echoes it on the stream, hands it to the bot, answers {id}.
@@ -170,7 +170,7 @@ class Rest:
             await asyncio.sleep(delay / 1000)
         if failure:
             await fail(request, failure)
-        return web.json_response({"id": activity["id"]})
+        return reply({"id": activity["id"]})
 
     async def activity_body(self, request):
         if request.content_type != "application/json":
@@ -218,14 +218,14 @@ class Rest:
         await self.scripted(request, None, "copilot_token")
         conv = self.emu.registry.create()
         self.emu.stats.bump("copilot_tokens")
-        return web.json_response(self.token_reply(conv))
+        return reply(self.token_body(conv))
 
     async def regional_settings(self, request):
         api_version(request)
         self.emu.stats.bump("regional_lookups")
         url = self.emu.settings.values["regional_url"] or "%s://%s/%s/" % (
             request.scheme, request.host, self.emu.regional_prefix)
-        return web.json_response({"channelUrlsById": {"directline": url}})
+        return reply({"channelUrlsById": {"directline": url}})
 
 
 def api_version(request):

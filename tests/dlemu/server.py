@@ -112,6 +112,9 @@ class Emulator:
             response = refused.response
         except web.HTTPException as e:
             response = e
+        if response is None:
+            self.stats.bump("requests_dropped")
+            return web.Response()   # the transport is gone; nothing is written
         if counted and not isinstance(response, web.WebSocketResponse):  # stream.py counts 101s
             self.stats.by_status[response.status] += 1
         if isinstance(response, web.HTTPException):

@@ -45,6 +45,13 @@ class Stats:
             g[1] = g[0]
         self.notify()
 
+    def value(self, name):
+        if name in self.gauges:
+            return self.gauges[name][0]
+        if name.endswith("_max") and name[:-4] in self.gauges:
+            return self.gauges[name[:-4]][1]
+        return self.counters.get(name, 0)
+
     def snapshot(self):
         out = dict(self.counters)
         for name, (current, peak) in self.gauges.items():

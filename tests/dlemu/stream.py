@@ -121,9 +121,10 @@ class Streams:
         conv = sock.conv
         stats = self.emu.stats
         policy = self.emu.settings.get(conv, "collision")
-        if conv.sockets and policy != "none":
+        alive = [s for s in conv.sockets if not s.stalled]     # a stalled one is dead to the service
+        if alive and policy != "none":
             stats.bump("collisions")
-            victims = list(conv.sockets) if policy == "old" else [sock]
+            victims = alive if policy == "old" else [sock]
             for victim in victims:
                 self.close(victim, 1000, "collision")
         conv.sockets.append(sock)

@@ -184,9 +184,9 @@ async def until_refused(c, cid):
 
 
 def test_faults_paging_post_502_handshake_429_and_abrupt_drop(emu):
-    """F19 pages of 2 until an empty page; F15 a 502 POST that still reached the bot;
-    F12 a 429 handshake with Retry-After; F1 an abrupt drop (no close frame); F13-style
-    control-driven bot messages seq-1..seq-5 arrive once, in order."""
+    """F15 a 502 POST that still reached the log; control-driven bot messages seq-1..seq-5;
+    F19 pages of 2 until an empty page, each once and in order; F12 a 429 handshake with
+    Retry-After; F1 an abrupt drop (the client sees no close frame)."""
     async def scenario():
         async with aiohttp.ClientSession() as s:
             c = Client(s, emu.info)
