@@ -43,7 +43,8 @@ def parse(argv):
                    help="Direct Line is also served under /<prefix>/v3/directline")
     p.add_argument("--cert-dir", help="keep the generated certificates here (default: a temp dir)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
-                   help="any setting as JSON or a bare word, e.g. --set keepalive_interval=1 --set collision=none")
+                   help="any setting as JSON or a bare word, e.g. --set keepalive_interval=1 "
+                        "--set collision=none")
     p.add_argument("--stdin", choices=("auto", "watch", "ignore"), default="auto",
                    help="stop at end of stdin: auto = when stdin is a pipe, socket or terminal")
     return p.parse_args(argv)

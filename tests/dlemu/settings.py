@@ -17,14 +17,18 @@ TABLE = {
     "post_delay_ms": (0, True, "delay before POST /activities answers; the activity is recorded first (F18)"),
     "bot_delay_ms": (0, True, "delay between the bot's typing and its reply"),
     "fragment_size": (0, True, "split stream messages into frames of this many bytes; 0 = whole (F21)"),
-    "collision": ("old", True, "second socket on a conversation: close old | new one with reason 'collision', or none"),
+    "collision": ("old", True, "second socket on a conversation: close the old or the new one "
+                               "with reason 'collision', or none"),
     "handshake_delay_ms": (0, True, "hold each WebSocket handshake this long before answering (F26)"),
     "reconnect_delay_ms": (0, True, "hold each GET /conversations/{id} this long before answering (F26)"),
     "bot_enabled": (True, True, "the scripted bot answers user activities"),
-    "connect_rate_limit": (0, False, "reconnect GETs + handshakes allowed per second; more get 429 (F26); 0 = no limit"),
+    "connect_rate_limit": (0, False, "reconnect GETs + handshakes allowed per second, more get 429 "
+                                     "(F26); 0 = no limit"),
     "rate_limit_retry_after": (1, False, "Retry-After seconds sent with connect-rate 429s"),
-    "regional_url": ("", False, "channelUrlsById.directline of regionalchannelsettings; '' = this listener + /<regional prefix>/ (F28)"),
-    "max_write_buffer": (64 << 20, False, "bytes queued to one socket before it is dropped as a slow consumer"),
+    "regional_url": ("", False, "channelUrlsById.directline of regionalchannelsettings; "
+                                "'' = this listener + /<regional prefix>/ (F28)"),
+    "max_write_buffer": (64 << 20, False, "bytes queued to one socket before it is dropped as a "
+                                          "slow consumer"),
 }
 
 ENUMS = {"watermark_mode": ("normal", "omit", "null"), "collision": ("old", "new", "none")}

@@ -99,7 +99,8 @@ def test_conversation_streams_echo_and_replies_over_ws_then_wss(emu):
 
             status, info, _ = await c.call("GET", "/conversations/%s?watermark=%s" % (cid, echo["watermark"]),
                                            base=emu.info["https_base"])
-            assert status == 200 and info["streamUrl"].startswith("wss://127.0.0.1:%d/" % emu.info["tls_port"])
+            assert status == 200
+            assert info["streamUrl"].startswith("wss://127.0.0.1:%d/" % emu.info["tls_port"])
             wss = await c.connect(info["streamUrl"])
             replay = await next_set(wss)
             assert [a["id"] for a in replay["activities"]] == [a["id"] for a in reply["activities"]]
@@ -199,7 +200,8 @@ def test_faults_paging_post_502_handshake_429_and_abrupt_drop(emu):
             emu.ctl.bot(cid, seq=5)
             pages, watermark = [], "0"
             while True:
-                page = (await c.call("GET", "/conversations/%s/activities?watermark=%s" % (cid, watermark)))[1]
+                path = "/conversations/%s/activities?watermark=%s" % (cid, watermark)
+                page = (await c.call("GET", path))[1]
                 if not page["activities"]:
                     break
                 pages.append([a.get("text") for a in page["activities"]])
