@@ -1,0 +1,18 @@
+/* cli.h - the subcommands of the handoffd binary (`handoffd parse`, `handoffd test`).
+ * Each lives in its own cmd_<name>.c, takes argv starting at its own name and returns
+ * the process exit code. */
+#ifndef HANDOFFD_CLI_H
+#define HANDOFFD_CLI_H
+
+/* Exit codes shared by the binary and its subcommands (sysexits.h where one fits). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,		/* runtime or configuration error */
+	EXIT_USAGE = 2,		/* bad command line */
+	EXIT_DATAERR = 65,	/* malformed input data */
+};
+
+/* `handoffd test [-c CONFIG] FILE...`: runs Lua test files inside the runtime. */
+int cmd_test(int argc, char **argv);
+
+#endif
