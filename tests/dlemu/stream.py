@@ -9,14 +9,13 @@ Socket faults: abrupt drop (F1, F26), clean close with code and reason (F2, F3),
 stall (F4), arbitrary frames (F5, F21, F22), watermark reset (F8), collision (F3).
 """
 import asyncio
-import json
 import time
 
 from aiohttp import web, WSMsgType
 
 from . import frames, tokens
 from .conversations import parse_watermark
-from .replies import refuse, fail
+from .replies import dumps, refuse, fail
 
 CLIENT_MSG_MAX = 64 * 1024          # clients only send keep-alives up the socket
 KEEPALIVE_TICK = 0.1                # seconds between keep-alive scans while any is configured
@@ -112,7 +111,7 @@ class Streams:
         unless the socket is stalled (F4)."""
         if msg.type == WSMsgType.PING:
             self.emu.stats.bump("ws_pings")
-            if not sock.stalled:
+            if not sock.stalled and not sock.closing:
                 await sock.ws.pong(msg.data)
         elif msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             self.emu.stats.bump("ws_client_frames")
@@ -163,7 +162,7 @@ class Streams:
         mode = self.emu.settings.get(conv, "watermark_mode")
         if mode != "omit":
             body["watermark"] = watermark if mode == "normal" else None
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload = dumps(body).encode("utf-8")
         return frames.message(payload, frames.TEXT, self.emu.settings.get(conv, "fragment_size"))
 
     def write(self, sock, data):
