@@ -5,12 +5,14 @@
     /usr/bin/python3 tests/dlemu/emulator.py [options]
 
 Prints one JSON line to stdout once every listener is bound (ports, base URLs, CA file,
-secret), then serves until SIGTERM, SIGINT, or end of stdin when stdin is a pipe or a
-terminal, so a harness that dies cannot leave it running. README.md lists the options.
+secret), then serves until SIGTERM, SIGINT, end of stdin when stdin is a pipe or a
+terminal, or (Linux) the exit of the process that started it, so a harness that dies
+cannot leave it running. README.md lists the options.
 """
 import argparse
 import asyncio
 import asyncio.sslproto
+import ctypes
 import json
 import os
 import signal
@@ -25,6 +27,7 @@ from .server import Emulator                    # noqa: E402
 from .settings import TABLE, check               # noqa: E402
 
 TLS_READ_BUFFER = 32 * 1024
+PR_SET_PDEATHSIG = 1
 
 
 def parse(argv):
@@ -47,6 +50,8 @@ def parse(argv):
                         "--set collision=none")
     p.add_argument("--stdin", choices=("auto", "watch", "ignore"), default="auto",
                    help="stop at end of stdin: auto = when stdin is a pipe, socket or terminal")
+    p.add_argument("--parent-death", choices=("on", "off"), default="on",
+                   help="stop when the process (thread) that started this one exits (Linux)")
     return p.parse_args(argv)
 
 
@@ -87,6 +92,17 @@ def read_stdin(done):
     done.set()
 
 
+def die_with_parent():
+    """SIGTERM when our parent exits, even if stdin is /dev/null (PR_SET_PDEATHSIG)."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return                      # not Linux: stdin and signals still work
+    if os.getppid() != parent:      # it died before prctl took effect
+        sys.exit("dlemu: parent exited before start-up")
+
+
 def shrink_tls_buffers():
     """asyncio gives every TLS connection a 256 KiB read buffer (SSLProtocol.max_size), 2.5 GiB
     for 10,000 wss sockets. A TLS record carries at most 16 KiB, so 32 KiB loses nothing.
@@ -123,6 +139,8 @@ def main(argv=None):
         settings_from(args)
     except ValueError as e:
         sys.exit("dlemu: %s (settings: %s)" % (e, ", ".join(sorted(TABLE))))
+    if args.parent_death == "on":
+        die_with_parent()
     shrink_tls_buffers()
     asyncio.run(serve(args))
 
