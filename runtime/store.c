@@ -24,11 +24,8 @@ static const char *const SCHEMA =
 	"PRAGMA synchronous=NORMAL;"
 	"CREATE TABLE IF NOT EXISTS conversations ("
 	"  key TEXT PRIMARY KEY, state TEXT NOT NULL, user_json TEXT, dl_conversation_id TEXT,"
-	"  dl_token TEXT, dl_token_expiry INTEGER, watermark TEXT, hub_data TEXT, handoff_id TEXT,"
-	"  updated_at INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS seen ("
-	"  key TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, id));"
-	"CREATE INDEX IF NOT EXISTS seen_by_seq ON seen (key, seq);"
+	"  dl_token TEXT, dl_token_expiry INTEGER, watermark TEXT, dl_seen BLOB, hub_data TEXT,"
+	"  handoff_id TEXT, updated_at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS outbox ("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
@@ -37,7 +34,7 @@ static const char *const SCHEMA =
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
-	S_SEEN_ADD, S_SEEN_TRIM, S_EVENT_ADD, S_EVENT_EXPIRE,
+	S_EVENT_ADD, S_EVENT_EXPIRE,
 	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_NSTMT
 };
 
@@ -45,20 +42,17 @@ static const char *const SQL[S_NSTMT] = {
 	[S_BEGIN] = "BEGIN",
 	[S_COMMIT] = "COMMIT",
 	[S_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
-		       " dl_token_expiry, watermark, hub_data, handoff_id, updated_at)"
-		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+		       " dl_token_expiry, watermark, dl_seen, hub_data, handoff_id, updated_at)"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
 		       " ON CONFLICT (key) DO UPDATE SET state = ?2, user_json = ?3, dl_conversation_id = ?4,"
-		       " dl_token = ?5, dl_token_expiry = ?6, watermark = ?7, hub_data = ?8, handoff_id = ?9,"
-		       " updated_at = ?10",
+		       " dl_token = ?5, dl_token_expiry = ?6, watermark = ?7, dl_seen = ?8, hub_data = ?9,"
+		       " handoff_id = ?10, updated_at = ?11",
 	[S_CONV_GET] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
-		       " watermark, hub_data, handoff_id, updated_at FROM conversations WHERE key = ?1",
+		       " watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations WHERE key = ?1",
 	[S_CONV_OPEN] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
-			" watermark, hub_data, handoff_id, updated_at FROM conversations WHERE state <> 'closed'",
+			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations"
+			" WHERE state <> 'closed'",
 	[S_CONV_DEL] = "DELETE FROM conversations WHERE key = ?1",
-	[S_SEEN_ADD] = "INSERT OR IGNORE INTO seen (key, id, seq) VALUES (?1, ?2,"
-		       " (SELECT COALESCE(MAX(seq), 0) + 1 FROM seen WHERE key = ?1))",
-	[S_SEEN_TRIM] = "DELETE FROM seen WHERE key = ?1 AND seq <= "
-			" (SELECT MAX(seq) FROM seen WHERE key = ?1) - ?2",
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
 	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload) VALUES (?1, ?2, ?3)",
@@ -254,9 +248,13 @@ int store_conv_put(struct store *st, const struct store_conv *c)
 	bind_text(s, 5, c->dl_token);
 	sqlite3_bind_int64(s, 6, c->dl_token_expiry);
 	bind_text(s, 7, c->watermark);
-	bind_text(s, 8, c->hub_data);
-	bind_text(s, 9, c->handoff_id);
-	sqlite3_bind_int64(s, 10, now_s());
+	if (c->nseen)
+		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(s, 8);
+	bind_text(s, 9, c->hub_data);
+	bind_text(s, 10, c->handoff_id);
+	sqlite3_bind_int64(s, 11, now_s());
 	return finish(st, s, sqlite3_step(s), "conv_put");
 }
 
@@ -265,6 +263,16 @@ static char *column_dup(sqlite3_stmt *s, int i)
 	const unsigned char *v = sqlite3_column_text(s, i);
 
 	return v ? strdup((const char *)v) : NULL;
+}
+
+static void read_seen(sqlite3_stmt *s, int i, struct store_conv *c)
+{
+	size_t n = (size_t)sqlite3_column_bytes(s, i) / sizeof(*c->seen);
+
+	if (n == 0 || !(c->seen = malloc(n * sizeof(*c->seen))))
+		return;	/* without the dedupe set a resume relies on the watermark alone */
+	memcpy(c->seen, sqlite3_column_blob(s, i), n * sizeof(*c->seen));
+	c->nseen = n;
 }
 
 static void read_conv(sqlite3_stmt *s, struct store_conv *c)
@@ -276,9 +284,10 @@ static void read_conv(sqlite3_stmt *s, struct store_conv *c)
 	c->dl_token = column_dup(s, 4);
 	c->dl_token_expiry = sqlite3_column_int64(s, 5);
 	c->watermark = column_dup(s, 6);
-	c->hub_data = column_dup(s, 7);
-	c->handoff_id = column_dup(s, 8);
-	c->updated_at = sqlite3_column_int64(s, 9);
+	read_seen(s, 7, c);
+	c->hub_data = column_dup(s, 8);
+	c->handoff_id = column_dup(s, 9);
+	c->updated_at = sqlite3_column_int64(s, 10);
 }
 
 int store_conv_get(struct store *st, const char *key, struct store_conv *out)
@@ -329,34 +338,13 @@ void store_conv_clear(struct store_conv *c)
 	free(c->dl_conversation_id);
 	free(c->dl_token);
 	free(c->watermark);
+	free(c->seen);
 	free(c->hub_data);
 	free(c->handoff_id);
 	memset(c, 0, sizeof(*c));
 }
 
 /* ---- dedupe ---- */
-
-int store_seen_add(struct store *st, const char *key, const char *id)
-{
-	sqlite3_stmt *s = st->stmt[S_SEEN_ADD];
-	int added;
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, key);
-	bind_text(s, 2, id);
-	if (finish(st, s, sqlite3_step(s), "seen_add") < 0)
-		return -EIO;
-	added = sqlite3_changes(st->db) > 0;
-	if (added) {
-		s = st->stmt[S_SEEN_TRIM];
-		bind_text(s, 1, key);
-		sqlite3_bind_int64(s, 2, STORE_SEEN_PER_CONVERSATION);
-		if (finish(st, s, sqlite3_step(s), "seen_trim") < 0)
-			return -EIO;
-	}
-	return added;
-}
 
 int store_event_add(struct store *st, const char *event_id)
 {

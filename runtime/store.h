@@ -20,8 +20,6 @@ struct log;
 struct loop;
 struct store;
 
-/* Per conversation, bounded: the activity ids remembered for dedupe. */
-#define STORE_SEEN_PER_CONVERSATION 512
 /* How long hub event ids are remembered for dedupe. */
 #define STORE_EVENT_ID_TTL_S (7 * 24 * 3600)
 
@@ -33,6 +31,8 @@ struct store_conv {
 	char *dl_token;
 	int64_t dl_token_expiry;	/* unix seconds; 0 unknown */
 	char *watermark;
+	uint64_t *seen;		/* Direct Line's dedupe set (hashes of recent activity ids) */
+	size_t nseen;
 	char *hub_data;		/* JSON the hub scripts keep with the conversation */
 	char *handoff_id;
 	int64_t updated_at;
@@ -61,8 +61,6 @@ int store_conv_delete(struct store *st, const char *key);
 void store_conv_clear(struct store_conv *c);
 
 /* ---- dedupe ---- */
-/* Records Direct Line activity ID for KEY: 1 when new, 0 when seen before. */
-int store_seen_add(struct store *st, const char *key, const char *id);
 /* Records a hub event id: 1 when new, 0 when seen within STORE_EVENT_ID_TTL_S. */
 int store_event_add(struct store *st, const char *event_id);
 

@@ -75,9 +75,10 @@ static void test_file_is_private(void **state)
 static void test_conversation_round_trip_survives_reopen(void **state)
 {
 	struct fixture *f = *state;
+	uint64_t seen[] = { 11, 22, 33 };
 	struct store_conv c = { .key = "webhook:c-42", .state = "agent", .user_json = "{\"id\":\"u-7\"}",
 				.dl_conversation_id = "DL-1", .dl_token = "tok", .dl_token_expiry = 1234,
-				.watermark = "17", .hub_data = "{}", .handoff_id = "h-1" };
+				.watermark = "17", .seen = seen, .nseen = 3, .hub_data = "{}", .handoff_id = "h-1" };
 	struct store_conv out;
 
 	assert_int_equal(store_conv_put(f->st, &c), 0);
@@ -87,6 +88,8 @@ static void test_conversation_round_trip_survives_reopen(void **state)
 	assert_string_equal(out.dl_conversation_id, "DL-1");
 	assert_string_equal(out.watermark, "17");
 	assert_int_equal(out.dl_token_expiry, 1234);
+	assert_int_equal(out.nseen, 3);
+	assert_memory_equal(out.seen, seen, sizeof(seen));
 	store_conv_clear(&out);
 	c.state = "bot";
 	c.watermark = NULL;
@@ -121,25 +124,6 @@ static void test_each_open_skips_closed(void **state)
 	n = 0;
 	store_conv_each_open(f->st, count_open, &n);
 	assert_int_equal(n, 1);
-}
-
-static void test_seen_dedupes_and_stays_bounded(void **state)
-{
-	struct fixture *f = *state;
-	char id[32];
-
-	assert_int_equal(store_seen_add(f->st, "k", "x|1"), 1);
-	assert_int_equal(store_seen_add(f->st, "k", "x|1"), 0);
-	assert_int_equal(store_seen_add(f->st, "other", "x|1"), 1);
-	for (int i = 0; i < STORE_SEEN_PER_CONVERSATION + 10; i++) {
-		snprintf(id, sizeof(id), "y|%d", i);
-		assert_int_equal(store_seen_add(f->st, "k", id), 1);
-	}
-	reopen(f);
-	assert_int_equal(store_seen_add(f->st, "k", "y|600"), 1);	/* never seen */
-	snprintf(id, sizeof(id), "y|%d", STORE_SEEN_PER_CONVERSATION);
-	assert_int_equal(store_seen_add(f->st, "k", id), 0);	/* recent: remembered */
-	assert_int_equal(store_seen_add(f->st, "k", "x|1"), 1);	/* oldest: forgotten */
 }
 
 static void test_event_ids(void **state)
@@ -207,7 +191,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conversation_round_trip_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_each_open_skips_closed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_seen_dedupes_and_stays_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
