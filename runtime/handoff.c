@@ -37,9 +37,14 @@ struct handoff_build {
 enum attachment_slot { ATT_NAME, ATT_CONTENT, ATT_CONTENT_URL, ATT_ACTIVITIES, ATT_NSLOTS };
 enum entry_slot { ENT_ID, ENT_TYPE, ENT_TEXT, ENT_TIMESTAMP, ENT_ROLE, ENT_NAME, ENT_NSLOTS };
 
-static const char *const context_keys[HD_CTX_NFIELDS] = {
-	"va_Scope", "va_LastTopic", "va_Topics", "va_LastPhrase", "va_Phrases",
-	"va_AgentMessage", "va_BotId", "va_BotName", "va_Language", "va_ConversationId",
+#define VA(k) { k, sizeof(k) - 1 }
+static const struct {
+	const char *key;
+	size_t len;
+} context_keys[HD_CTX_NFIELDS] = {
+	VA("va_Scope"), VA("va_LastTopic"), VA("va_Topics"), VA("va_LastPhrase"), VA("va_Phrases"),
+	VA("va_AgentMessage"), VA("va_BotId"), VA("va_BotName"), VA("va_Language"),
+	VA("va_ConversationId"),
 };
 
 static const char *const context_names[HD_CTX_NFIELDS] = {
@@ -334,21 +339,21 @@ static void transcript_from_string(struct handoff_collector *hc, struct handoff_
 
 /* {==== Building a handoff */
 
-static bool node_key_is(const struct hd_node *n, const char *key)
-{
-	return hd_str_eq(n->key, key);
-}
-
+/* Points the well-known fields at their variables. Every key is looked at, so the
+ * comparison first rules out what cannot match (no "va_" prefix, other length). */
 static void find_fields(struct handoff_collector *hc, struct handoff_build *b)
 {
 	const struct hd_node *nodes = hc->tree.nodes;
 	uint32_t end = b->vars + nodes[b->vars].size;
 
 	for (uint32_t i = b->vars + 1; i < end; i += nodes[i].size) {
+		struct hd_str key = nodes[i].key;
+		if (key.len < 4 || memcmp(key.ptr, "va_", 3))
+			continue;
 		for (int f = 0; f < HD_CTX_NFIELDS; f++)
-			if (node_key_is(&nodes[i], context_keys[f]))
+			if (key.len == context_keys[f].len && !memcmp(key.ptr, context_keys[f].key, key.len))
 				b->field[f] = i;
-		if (b->field[HD_CTX_LAST_PHRASE] == NO_NODE && node_key_is(&nodes[i], "va_LastPhrases"))
+		if (b->field[HD_CTX_LAST_PHRASE] == NO_NODE && hd_str_eq(key, "va_LastPhrases"))
 			b->field[HD_CTX_LAST_PHRASE] = i;
 	}
 }

@@ -1,5 +1,6 @@
 /* bindings.c - the module registry and the helpers all binding files share. */
 #include "bindings.h"
+#include "handoff_object.h"
 
 #include <lauxlib.h>
 #include <lua-cjson.h>
@@ -13,6 +14,7 @@ static const luaL_Reg preloaded[] = {
 	{ "handoff", luaopen_handoff },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
+	{ "handoff.payload", luaopen_handoff_payload },
 	{ NULL, NULL },
 };
 
