@@ -92,7 +92,8 @@ static char *arena_padded(struct handoff_collector *hc, struct hd_str s)
 	char *p = arena_alloc(hc, s.len + HD_PARSE_PADDING);
 
 	if (p) {
-		memcpy(p, s.ptr, s.len);
+		if (s.len)
+			memcpy(p, s.ptr, s.len);
 		memset(p + s.len, 0, HD_PARSE_PADDING);
 	}
 	return p;

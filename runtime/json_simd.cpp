@@ -435,7 +435,8 @@ simdjson_inline int walk_member(walker &k, od::value v, std::string_view tok, co
 	if (!slot)
 		slot = &ignored;
 	if (m->capture) {
-		rc = capture(k, v, tok, {}, depth, &slot->node);
+		if (!(rc = capture(k, v, tok, {}, depth, &slot->node)))
+			slot->str = k.w->tree->nodes[slot->node].str;
 	} else if (kind == HD_OBJECT && m->object) {
 		if (depth > k.w->max_depth)
 			return too_deep(k, tok.data());

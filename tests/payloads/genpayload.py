@@ -13,6 +13,9 @@ context in `value`, the bot-user transcript in an attachment named "Transcript".
     genpayload.py N --content-url        transcript given by reference only
     genpayload.py N --mixed              a "transferring you" message before the event
     genpayload.py N --vars K             K extra custom variables in `value`
+    genpayload.py N --ascii              non-ASCII text as \\u escapes (surrogate pairs for emoji)
+    genpayload.py N --card-first         an adaptive card attachment before the transcript
+    genpayload.py N --nulls              nulls where strings are expected (text, names, locale)
 
 Sizes: N=2 is about 2.7 KB, 20 about 18 KB, 200 about 160 KB, 2000 about 1.6 MB.
 """
@@ -87,10 +90,30 @@ def context(conv, acts, extra_vars):
     return value
 
 
+CARD = {"contentType": "application/vnd.microsoft.card.adaptive", "name": "summary",
+        "content": {"type": "AdaptiveCard", "version": "1.5",
+                    "body": [{"type": "TextBlock", "text": "Order #10042", "wrap": True}]}}
+
+
+def with_nulls(acts, value):
+    """Nulls where a reader expects strings, as some channels send them."""
+    for i, a in enumerate(acts):
+        if i % 3 == 1:
+            a["text"] = None
+        if i % 3 == 2:
+            a["from"] = dict(a["from"], name=None)
+            a["locale"] = None
+    value["va_LastTopic"] = None
+    value["Global.Nothing"] = None
+
+
 def handoff_event(n, conv=CONV, value_as_string=False, content_as_string=False,
-                  name="Transcript", no_transcript=False, content_url=False, extra_vars=0):
+                  name="Transcript", no_transcript=False, content_url=False, extra_vars=0,
+                  card_first=False, nulls=False):
     acts = transcript(conv, n)
     value = context(conv, acts, extra_vars)
+    if nulls:
+        with_nulls(acts, value)
     event = {
         "type": "event", "id": activity_id(conv, n), "timestamp": stamp(n),
         "channelId": "directline", "from": BOT, "conversation": {"id": conv},
@@ -102,6 +125,8 @@ def handoff_event(n, conv=CONV, value_as_string=False, content_as_string=False,
     }
     if acts:
         event["replyToId"] = acts[-1]["id"]
+    if card_first:
+        event["attachments"].append(CARD)
     if content_url:
         event["attachments"].append({"contentType": "application/json", "name": name,
                                      "contentUrl": "https://files.example.invalid/transcript.json"})
@@ -137,11 +162,15 @@ def main(argv):
     p.add_argument("--content-url", action="store_true")
     p.add_argument("--mixed", action="store_true")
     p.add_argument("--vars", type=int, default=0)
+    p.add_argument("--ascii", action="store_true")
+    p.add_argument("--card-first", action="store_true")
+    p.add_argument("--nulls", action="store_true")
     a = p.parse_args(argv)
     out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
                        content_as_string=a.content_as_string, name=a.name,
-                       no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars)
-    sys.stdout.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")))
+                       no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars,
+                       card_first=a.card_first, nulls=a.nulls)
+    sys.stdout.write(json.dumps(out, ensure_ascii=a.ascii, separators=(",", ":")))
 
 
 if __name__ == "__main__":
