@@ -112,6 +112,8 @@ __attribute__((cold)) int syntax(walker &k, error_code e, const char *at, const 
 	default:
 		break;
 	}
+	if (at >= k.end)
+		what = "unexpected end of input";
 	return json_simd_fail(k.err, HD_PARSE_SYNTAX, offset(k, at), "malformed JSON: %s", what);
 }
 
@@ -214,7 +216,7 @@ simdjson_inline int walk_object(walker &k, od::value v, const char *at, unsigned
 		return syntax(k, e, at, "invalid object");
 	for (auto member : o) {
 		if (auto e = member.error())
-			return syntax(k, e, here(k), "expected a member or '}'");
+			return syntax(k, e, here(k), "expected a member, ',' or '}'");
 		od::field &f = member.value_unsafe();
 		std::string_view tok = f.value().raw_json_token();
 		if (int rc = read_key(k, f, tok.data(), false, &name))
@@ -236,7 +238,7 @@ simdjson_inline int walk_array(walker &k, od::value v, const char *at, unsigned 
 	for (auto item : a) {
 		od::value iv;
 		if (auto e = std::move(item).get(iv))
-			return syntax(k, e, here(k), "expected a value or ']'");
+			return syntax(k, e, here(k), "expected a value, ',' or ']'");
 		if (int rc = walk_value(k, iv, iv.raw_json_token(), depth + 1))
 			return rc;
 	}
@@ -306,7 +308,7 @@ int capture_fields(walker &k, od::object &o, unsigned depth, uint32_t *count)
 		key name;
 		uint32_t child;
 		if (auto e = member.error())
-			return syntax(k, e, here(k), "expected a member or '}'");
+			return syntax(k, e, here(k), "expected a member, ',' or '}'");
 		od::field &f = member.value_unsafe();
 		std::string_view tok = f.value().raw_json_token();
 		if (int rc = read_key(k, f, tok.data(), true, &name))
@@ -336,7 +338,7 @@ int capture_children(walker &k, od::value v, hd_kind kind, const char *at, unsig
 		od::value iv;
 		uint32_t child;
 		if (auto e = std::move(item).get(iv))
-			return syntax(k, e, here(k), "expected a value or ']'");
+			return syntax(k, e, here(k), "expected a value, ',' or ']'");
 		if (int rc = capture(k, iv, iv.raw_json_token(), {}, depth + 1, &child))
 			return rc;
 		++*count;
@@ -416,7 +418,7 @@ int walk_each(walker &k, od::value v, const char *at, const json_schema *s, unsi
 	for (auto item : a) {
 		od::value iv;
 		if (auto e = std::move(item).get(iv))
-			return syntax(k, e, here(k), "expected a value or ']'");
+			return syntax(k, e, here(k), "expected a value, ',' or ']'");
 		if (int rc = walk_element(k, iv, s, depth + 1))
 			return rc;
 	}
@@ -463,7 +465,7 @@ int walk_fields(walker &k, od::object &o, const json_schema *s, json_slot *slots
 
 	for (auto member : o) {
 		if (auto e = member.error())
-			return syntax(k, e, here(k), "expected a member or '}'");
+			return syntax(k, e, here(k), "expected a member, ',' or '}'");
 		od::field &f = member.value_unsafe();
 		std::string_view tok = f.value().raw_json_token();
 		if (int rc = read_key(k, f, tok.data(), false, &name))
