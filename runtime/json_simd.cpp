@@ -599,6 +599,40 @@ int trailing(walker &k)
 	return json_simd_fail(k.err, HD_PARSE_SYNTAX, offset(k, p), "malformed JSON: trailing content");
 }
 
+/* A document that is a single scalar: wrong in shape, but first it must be valid. */
+int root_scalar(walker &k, od::document &doc, hd_kind kind, const char *at)
+{
+	std::string_view str;
+	double d;
+	bool b;
+	error_code e;
+
+	switch (kind) {
+	case HD_OBJECT:
+	case HD_ARRAY:
+		return 0;
+	case HD_STRING:
+		e = doc.get_string().get(str);
+		break;
+	case HD_NUMBER:
+		e = doc.get_double().get(d);
+		break;
+	case HD_TRUE:
+	case HD_FALSE:
+		e = doc.get_bool().get(b);
+		break;
+	case HD_NULL:
+		e = doc.is_null().get(b);
+		e = e ? e : b ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+		break;
+	default:
+		e = simdjson::TAPE_ERROR;
+		break;
+	}
+	return e ? syntax(k, e, at, kind == HD_NUMBER ? "invalid number"
+				  : kind == HD_ABSENT ? "expected a value" : "invalid literal") : 0;
+}
+
 /* Finds out why a document that passed stage 1 was refused as a root object: walks it
  * as a plain value over a zero-padded copy, which reports the first problem and where. */
 int diagnose(json_simd *js, const char *buf, size_t len, const json_walk *w, hd_parse_error *err)
@@ -626,6 +660,8 @@ int diagnose(json_simd *js, const char *buf, size_t len, const json_walk *w, hd_
 		if (int rc = trailing(k))
 			return rc;
 	}
+	if (int rc = root_scalar(k, doc, kind_of(tok[0]), tok.data()))
+		return rc;
 	if (tok[0] != '{')
 		return json_simd_fail(err, HD_PARSE_SHAPE, offset(k, tok.data()),
 				      "wrong shape: the payload is not a JSON object");
