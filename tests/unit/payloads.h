@@ -12,7 +12,7 @@
 
 /* Runs genpayload.py with ARGS ("3 --ascii"); returns its output (malloc'd, with
  * HD_PARSE_PADDING zero bytes after it) and its length in *LEN. */
-static char *payload_generate(const char *args, size_t *len)
+static inline char *payload_generate(const char *args, size_t *len)
 {
 	const char *dir = getenv("HANDOFFD_TEST_DIR");
 	char cmd[1024];
@@ -44,7 +44,7 @@ static char *payload_generate(const char *args, size_t *len)
 	} while (0)
 
 /* S as a NUL-terminated string in a static buffer, "(null)" when absent. */
-static const char *str_of(struct hd_str s)
+static inline const char *str_of(struct hd_str s)
 {
 	static char out[4][512];
 	static int i;
