@@ -15,4 +15,7 @@ enum {
 /* `handoffd test [-c CONFIG] FILE...`: runs Lua test files inside the runtime. */
 int cmd_test(int argc, char **argv);
 
+/* `handoffd parse FILE|-`: parses a Direct Line payload, prints it as JSON (cmd_parse.c). */
+int cmd_parse(int argc, char **argv);
+
 #endif

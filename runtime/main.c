@@ -32,6 +32,7 @@ static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } subcommands[] = {
+	{ "parse", cmd_parse },
 	{ "test", cmd_test },
 };
 
