@@ -178,7 +178,7 @@ void log_redact(const struct log *lg, char *buf, size_t cap)
 {
 	static const char *const markers[] = {
 		"Bearer ", "bearer ", "?t=", "&t=", "token=", "secret=", "\"token\":\"",
-		"\"secret\":\"", "Authorization: ", "authorization: ",
+		"\"secret\":\"", "Basic ",
 	};
 
 	for (size_t i = 0; i < lg->nsecrets; i++) {
@@ -228,6 +228,8 @@ static void append(char *out, size_t cap, size_t *len, const char *s)
 {
 	size_t n = strlen(s);
 
+	if (*len + 1 >= cap)
+		return;
 	if (*len + n >= cap)
 		n = cap - *len - 1;
 	memcpy(out + *len, s, n);

@@ -1,0 +1,531 @@
+/* config.c - loads the Lua config file, applies defaults and checks every key.
+ * The file runs in a throw-away Lua state with the standard libraries (os.getenv reads
+ * secrets from the environment). Validation is table-driven: the key tables below are
+ * both the checker and the list of what exists, so a typo fails loudly with its line.
+ * Script-owned settings (the hub table beyond `module`) are not interpreted here. */
+#include "config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <limits.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_FILE_MAX (1 << 20)
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8088"
+#define CONFIG_DEFAULT_DIRECTLINE_BASE "https://directline.botframework.com/v3/directline"
+#define CONFIG_DEFAULT_STATE "sqlite:handoffd-state.db"
+#define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT 10.0
+#define CONFIG_DEFAULT_MAX_INSTRUCTIONS 50e6	/* about 0.1-0.5 s of pure Lua */
+#define CONFIG_DEFAULT_MAX_MEMORY_MB 256.0
+#define CONFIG_DEFAULT_RETIRE_AFTER 60.0
+#define CONFIG_DEFAULT_FALLBACK_QUEUE "default"
+
+enum key_type { KEY_STRING, KEY_NUMBER, KEY_BOOL, KEY_TABLE, KEY_MODULE_TABLE };
+
+struct config_key {
+	const char *name;
+	enum key_type type;
+	bool required;
+	size_t offset;			/* where the value lands in struct config */
+	const struct config_key *children;	/* KEY_TABLE: its keys */
+};
+
+#define FIELD(f) offsetof(struct config, f)
+
+static const struct config_key directline_keys[] = {
+	{ "base", KEY_STRING, false, FIELD(directline.base), NULL },
+	{ "secret", KEY_STRING, false, FIELD(directline.secret), NULL },
+	{ "token_url", KEY_STRING, false, FIELD(directline.token_url), NULL },
+	{ "token", KEY_STRING, false, FIELD(directline.token), NULL },
+	{ "transport", KEY_STRING, false, FIELD(directline.transport), NULL },
+	{ "ca_file", KEY_STRING, false, FIELD(directline.ca_file), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key admin_keys[] = {
+	{ "token", KEY_STRING, false, FIELD(admin.token), NULL },
+	{ "allow_remote", KEY_BOOL, false, FIELD(admin.allow_remote), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key scripts_keys[] = {
+	{ "max_instructions", KEY_NUMBER, false, FIELD(scripts.max_instructions), NULL },
+	{ "max_memory_mb", KEY_NUMBER, false, FIELD(scripts.max_memory_mb), NULL },
+	{ "retire_after", KEY_NUMBER, false, FIELD(scripts.retire_after), NULL },
+	{ "watch", KEY_BOOL, false, FIELD(scripts.watch), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key fallback_keys[] = {
+	{ "queue", KEY_STRING, false, FIELD(fallback.queue), NULL },
+	{ "skill", KEY_STRING, false, FIELD(fallback.skill), NULL },
+	{ "agent", KEY_STRING, false, FIELD(fallback.agent), NULL },
+	{ "reason", KEY_STRING, false, FIELD(fallback.reason), NULL },
+	{ "priority", KEY_NUMBER, false, FIELD(fallback.priority), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key top_keys[] = {
+	{ "listen", KEY_STRING, false, 0, NULL },	/* parsed into host and port */
+	{ "state", KEY_STRING, false, FIELD(state), NULL },
+	{ "log_level", KEY_STRING, false, FIELD(log_level), NULL },
+	{ "shutdown_timeout", KEY_NUMBER, false, FIELD(shutdown_timeout), NULL },
+	{ "routes", KEY_STRING, false, FIELD(routes), NULL },
+	{ "script_path", KEY_STRING, false, FIELD(script_path), NULL },
+	{ "directline", KEY_TABLE, true, 0, directline_keys },
+	{ "hub", KEY_MODULE_TABLE, false, FIELD(hub_module), NULL },
+	{ "front", KEY_MODULE_TABLE, false, FIELD(front_module), NULL },
+	{ "desk", KEY_MODULE_TABLE, false, FIELD(desk_module), NULL },
+	{ "admin", KEY_TABLE, false, 0, admin_keys },
+	{ "scripts", KEY_TABLE, false, 0, scripts_keys },
+	{ "fallback", KEY_TABLE, false, 0, fallback_keys },
+	{ NULL, 0, false, 0, NULL },
+};
+
+/* What validation needs besides the Lua state: the file's text, for line numbers. */
+struct loader {
+	struct config *cfg;
+	const char *text;
+	char *err;
+	size_t errlen;
+};
+
+static bool is_ident(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* The line where KEY is first written as a table key (`key =` or `["key"]`), or 0.
+ * Lua keeps no positions for table fields, so the source is searched instead. */
+static int key_line(const char *text, const char *key)
+{
+	size_t klen = strlen(key);
+	int line = 1;
+
+	for (const char *p = text; *p; p++) {
+		if (*p == '\n') {
+			line++;
+			continue;
+		}
+		if (strncmp(p, key, klen) != 0 || (p > text && is_ident(p[-1])) || is_ident(p[klen]))
+			continue;
+		const char *q = p + klen;
+
+		if (q[0] == '"' || q[0] == '\'')
+			q++;
+		while (*q == ' ' || *q == '\t' || *q == ']')
+			q++;
+		if (*q == '=' && q[1] != '=')
+			return line;
+	}
+	return 0;
+}
+
+static int fail(struct loader *ld, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Writes "reason in FILE:LINE" (or "in FILE" when the line is unknown) to the error buffer. */
+static int fail(struct loader *ld, const char *key, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+	int line = key ? key_line(ld->text, key) : 0;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(ld->err, ld->errlen, "%s in %s:%d", reason, ld->cfg->path, line);
+	else
+		snprintf(ld->err, ld->errlen, "%s in %s", reason, ld->cfg->path);
+	return -EINVAL;
+}
+
+static const char *type_name(enum key_type t)
+{
+	switch (t) {
+	case KEY_STRING: return "a string";
+	case KEY_NUMBER: return "a number";
+	case KEY_BOOL: return "a boolean";
+	default: return "a table";
+	}
+}
+
+static bool type_matches(lua_State *L, int idx, enum key_type t)
+{
+	switch (t) {
+	case KEY_STRING: return lua_type(L, idx) == LUA_TSTRING;
+	case KEY_NUMBER: return lua_type(L, idx) == LUA_TNUMBER;
+	case KEY_BOOL: return lua_type(L, idx) == LUA_TBOOLEAN;
+	default: return lua_type(L, idx) == LUA_TTABLE;
+	}
+}
+
+static const struct config_key *find_key(const struct config_key *keys, const char *name)
+{
+	for (; keys->name; keys++)
+		if (strcmp(keys->name, name) == 0)
+			return keys;
+	return NULL;
+}
+
+static int store_value(struct loader *ld, lua_State *L, const struct config_key *k, const char *qual)
+{
+	char *base = (char *)ld->cfg;
+
+	if (k->type == KEY_STRING && k->offset) {
+		char **slot = (char **)(base + k->offset);
+
+		*slot = strdup(lua_tostring(L, -1));
+		return *slot ? 0 : -ENOMEM;
+	}
+	if (k->type == KEY_NUMBER)
+		*(double *)(base + k->offset) = lua_tonumber(L, -1);
+	if (k->type == KEY_BOOL)
+		*(bool *)(base + k->offset) = lua_toboolean(L, -1);
+	if (k->type == KEY_MODULE_TABLE) {
+		char **slot = (char **)(base + k->offset);
+
+		lua_getfield(L, -1, "module");
+		if (lua_type(L, -1) != LUA_TSTRING) {
+			lua_pop(L, 1);
+			return fail(ld, k->name, "key '%s.module' must be a string naming a Lua module", qual);
+		}
+		*slot = strdup(lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return *slot ? 0 : -ENOMEM;
+	}
+	return 0;
+}
+
+static int check_table(struct loader *ld, lua_State *L, const struct config_key *keys, const char *prefix);
+
+/* Checks the value on top of the stack against K. */
+static int check_value(struct loader *ld, lua_State *L, const struct config_key *k, const char *prefix)
+{
+	char qual[128];
+
+	snprintf(qual, sizeof(qual), "%s%s", prefix, k->name);
+	if (!type_matches(L, -1, k->type))
+		return fail(ld, k->name, "key '%s' must be %s, not %s", qual, type_name(k->type),
+			    luaL_typename(L, -1));
+	if (k->type == KEY_TABLE) {
+		char sub[136];
+
+		snprintf(sub, sizeof(sub), "%s.", qual);
+		return check_table(ld, L, k->children, sub);
+	}
+	return store_value(ld, L, k, qual);
+}
+
+/* Every key of the table on top of the stack must be in KEYS; required ones must be there. */
+static int check_table(struct loader *ld, lua_State *L, const struct config_key *keys, const char *prefix)
+{
+	int rc;
+
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		const struct config_key *k;
+
+		if (lua_type(L, -2) != LUA_TSTRING) {
+			lua_pop(L, 2);
+			return fail(ld, NULL, "a key of '%s' is not a name", prefix[0] ? prefix : "the config");
+		}
+		k = find_key(keys, lua_tostring(L, -2));
+		if (!k) {
+			char key[256];
+
+			snprintf(key, sizeof(key), "%s%s", prefix, lua_tostring(L, -2));
+			lua_pop(L, 2);
+			return fail(ld, strrchr(key, '.') ? strrchr(key, '.') + 1 : key, "unknown key '%s'", key);
+		}
+		rc = check_value(ld, L, k, prefix);
+		lua_pop(L, 1);
+		if (rc < 0) {
+			lua_pop(L, 1);
+			return rc;
+		}
+	}
+	for (; keys->name; keys++) {
+		if (!keys->required)
+			continue;
+		lua_getfield(L, -1, keys->name);
+		rc = lua_isnil(L, -1);
+		lua_pop(L, 1);
+		if (rc)
+			return fail(ld, NULL, "missing required key '%s%s'", prefix, keys->name);
+	}
+	return 0;
+}
+
+static int parse_listen(struct loader *ld, const char *listen)
+{
+	const char *colon = strrchr(listen, ':');
+	char *end;
+	long port;
+	size_t hostlen;
+
+	if (!colon)
+		return fail(ld, "listen", "key 'listen' must be \"host:port\", not \"%s\"", listen);
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+		return fail(ld, "listen", "key 'listen' has a bad port in \"%s\"", listen);
+	hostlen = (size_t)(colon - listen);
+	if (listen[0] == '[' && hostlen >= 2 && listen[hostlen - 1] == ']') {
+		listen++;	/* [::1]:8088 */
+		hostlen -= 2;
+	}
+	free(ld->cfg->listen_host);
+	ld->cfg->listen_host = strndup(listen, hostlen);
+	ld->cfg->listen_port = (int)port;
+	return ld->cfg->listen_host ? 0 : -ENOMEM;
+}
+
+static int set_default(char **slot, const char *value)
+{
+	if (*slot)
+		return 0;
+	*slot = strdup(value);
+	return *slot ? 0 : -ENOMEM;
+}
+
+/* Numbers whose zero means "unlimited" get their default before the file is read. */
+static void preset_numbers(struct config *cfg)
+{
+	cfg->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT;
+	cfg->scripts.max_instructions = CONFIG_DEFAULT_MAX_INSTRUCTIONS;
+	cfg->scripts.max_memory_mb = CONFIG_DEFAULT_MAX_MEMORY_MB;
+	cfg->scripts.retire_after = CONFIG_DEFAULT_RETIRE_AFTER;
+}
+
+static int apply_defaults(struct config *cfg)
+{
+	int rc = set_default(&cfg->directline.base, CONFIG_DEFAULT_DIRECTLINE_BASE);
+
+	if (rc == 0)
+		rc = set_default(&cfg->fallback.queue, CONFIG_DEFAULT_FALLBACK_QUEUE);
+	if (rc == 0)
+		rc = set_default(&cfg->directline.transport, "websocket");
+	if (rc == 0)
+		rc = set_default(&cfg->state, CONFIG_DEFAULT_STATE);
+	return rc;
+}
+
+/* Cross-key rules and defaults, after every key was checked on its own. */
+static int finish(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	struct config_directline *dl = &cfg->directline;
+	int rc = 0;
+
+	if (!dl->secret && !dl->token_url && !dl->token)
+		return fail(ld, "directline",
+			    "missing required key 'directline.secret' (or 'directline.token_url', 'directline.token')");
+	if (dl->transport && strcmp(dl->transport, "websocket") != 0 && strcmp(dl->transport, "polling") != 0)
+		return fail(ld, "transport", "key 'directline.transport' must be \"websocket\" or \"polling\"");
+	if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
+	    strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error"))
+		return fail(ld, "log_level", "key 'log_level' must be debug, info, warn or error");
+	if (cfg->shutdown_timeout < 0)
+		return fail(ld, "shutdown_timeout", "key 'shutdown_timeout' must not be negative");
+	if (cfg->scripts.max_instructions < 0 || cfg->scripts.max_memory_mb < 0 ||
+	    cfg->scripts.retire_after < 0)
+		return fail(ld, "scripts", "the numbers in 'scripts' must not be negative");
+	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))
+		return fail(ld, "hub", "key 'hub' excludes 'front' and 'desk'");
+	if (!cfg->listen_host)
+		rc = parse_listen(ld, CONFIG_DEFAULT_LISTEN);
+	return rc == 0 ? apply_defaults(cfg) : rc;
+}
+
+static int resolve_routes(struct loader *ld)
+{
+	char *abs;
+	struct stat st;
+
+	if (!ld->cfg->routes)
+		return 0;
+	abs = config_resolve_path(ld->cfg, ld->cfg->routes);
+	if (!abs)
+		return -ENOMEM;
+	if (stat(abs, &st) < 0) {
+		int rc = fail(ld, "routes", "key 'routes' names \"%s\", which cannot be read (%s)", abs,
+			      strerror(errno));
+		free(abs);
+		return rc;
+	}
+	free(ld->cfg->routes);
+	ld->cfg->routes = abs;
+	return 0;
+}
+
+static int evaluate(struct loader *ld, lua_State *L)
+{
+	int rc;
+
+	if (luaL_loadfilex(L, ld->cfg->path, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+		snprintf(ld->err, ld->errlen, "%s", lua_tostring(L, -1));
+		return -EINVAL;
+	}
+	if (!lua_istable(L, -1))
+		return fail(ld, NULL, "the config must return a table, not %s", luaL_typename(L, -1));
+	lua_getfield(L, -1, "listen");
+	rc = lua_type(L, -1) == LUA_TSTRING ? parse_listen(ld, lua_tostring(L, -1)) : 0;
+	lua_pop(L, 1);
+	if (rc == 0)
+		rc = check_table(ld, L, top_keys, "");
+	if (rc == 0)
+		rc = finish(ld);
+	if (rc == 0)
+		rc = resolve_routes(ld);
+	return rc;
+}
+
+static char *read_text(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char *text;
+	size_t n;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	text = malloc(CONFIG_FILE_MAX + 1);
+	n = text ? fread(text, 1, CONFIG_FILE_MAX, f) : 0;
+	fclose(f);
+	if (!text) {
+		snprintf(err, errlen, "out of memory reading %s", path);
+		return NULL;
+	}
+	text[n] = '\0';
+	return text;
+}
+
+static char *dir_of(const char *abs_path)
+{
+	char *abs = abs_path ? strdup(abs_path) : NULL;
+	char *slash;
+
+	if (!abs)
+		return NULL;
+	slash = strrchr(abs, '/');
+	if (slash == abs)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	return abs;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct loader ld = { .cfg = cfg, .err = err, .errlen = errlen };
+	lua_State *L = NULL;
+	char *text = NULL;
+	int rc = -ENOMEM;
+
+	if (!cfg || !(cfg->path = strdup(path)))
+		goto out;
+	preset_numbers(cfg);
+	text = read_text(path, err, errlen);
+	if (!text)
+		goto out;
+	ld.text = text;
+	cfg->file = realpath(path, NULL);
+	cfg->dir = dir_of(cfg->file);
+	L = luaL_newstate();
+	if (!cfg->dir || !L)
+		goto out;
+	luaL_openlibs(L);
+	rc = evaluate(&ld, L);
+out:
+	if (rc == -ENOMEM && text)
+		snprintf(err, errlen, "out of memory loading %s", path);
+	if (L)
+		lua_close(L);
+	free(text);
+	if (rc < 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+struct config *config_new_defaults(void)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+
+	if (!cfg)
+		return NULL;
+	preset_numbers(cfg);
+	cfg->listen_host = strdup("127.0.0.1");
+	cfg->listen_port = 8088;
+	cfg->dir = getcwd(NULL, 0);
+	if (!cfg->listen_host || !cfg->dir || apply_defaults(cfg) < 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	free(cfg->file);
+	free(cfg->dir);
+	free(cfg->listen_host);
+	free(cfg->state);
+	free(cfg->log_level);
+	free(cfg->routes);
+	free(cfg->script_path);
+	free(cfg->hub_module);
+	free(cfg->front_module);
+	free(cfg->desk_module);
+	free(cfg->directline.base);
+	free(cfg->directline.secret);
+	free(cfg->directline.token_url);
+	free(cfg->directline.token);
+	free(cfg->directline.transport);
+	free(cfg->directline.ca_file);
+	free(cfg->admin.token);
+	free(cfg->fallback.queue);
+	free(cfg->fallback.skill);
+	free(cfg->fallback.agent);
+	free(cfg->fallback.reason);
+	free(cfg);
+}
+
+char *config_resolve_path(const struct config *cfg, const char *p)
+{
+	size_t n;
+	char *out;
+
+	if (p[0] == '/')
+		return strdup(p);
+	n = strlen(cfg->dir) + strlen(p) + 2;
+	out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s/%s", cfg->dir, p);
+	return out;
+}
+
+size_t config_secrets(const struct config *cfg, const char **out, size_t max)
+{
+	const char *all[] = { cfg->directline.secret, cfg->directline.token, cfg->admin.token };
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && n < max; i++)
+		if (all[i])
+			out[n++] = all[i];
+	return n;
+}

@@ -1,0 +1,71 @@
+/* config.h - the daemon's settings, read from a Lua file that returns a table.
+ * config.c owns loading, defaults and validation: an unknown or mistyped key is an
+ * error that names the key, the file and the line. The free-form parts that belong to
+ * scripts (hub settings) stay in Lua and are read again by script_host. */
+#ifndef HANDOFFD_CONFIG_H
+#define HANDOFFD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config_directline {
+	char *base;		/* REST base URL, ends in /v3/directline */
+	char *secret;		/* exchanged for per-conversation tokens; never logged */
+	char *token_url;	/* Copilot Studio / PVA token endpoint */
+	char *token;		/* a fixed token */
+	char *transport;	/* "websocket" or "polling" */
+	char *ca_file;		/* extra trust anchor (tests, private CAs) */
+};
+
+struct config_admin {
+	char *token;		/* bearer token for /admin/ routes; NULL disables them */
+	bool allow_remote;	/* admin routes answer only loopback peers unless set */
+};
+
+struct config_scripts {
+	double max_instructions;	/* per callback, VM instructions; 0: unlimited */
+	double max_memory_mb;		/* per Lua state; 0: unlimited */
+	double retire_after;		/* seconds an old generation may finish its work */
+	bool watch;			/* reload when a script file changes */
+};
+
+/* A routing destination (the fallback when rules fail or match nothing). */
+struct config_route {
+	char *queue, *skill, *agent, *reason;
+	double priority;
+};
+
+struct config {
+	char *path;		/* the file as named on the command line (NULL: defaults only) */
+	char *file;		/* the same, absolute, so a daemon that left its cwd re-reads it */
+	char *dir;		/* absolute directory of the file: relative paths start here */
+	char *listen_host;
+	int listen_port;
+	char *state;		/* "sqlite:PATH" */
+	char *log_level;	/* NULL: the command line or the default decides */
+	double shutdown_timeout;	/* seconds to finish in-flight work on SIGTERM */
+	char *routes;		/* absolute path of the routing rules, or NULL */
+	char *script_path;	/* extra Lua search path, prepended */
+	char *hub_module;	/* module name of hub = { module = ... } */
+	char *front_module;	/* front = { module = ... } (desk-only hubs) */
+	char *desk_module;	/* desk = { module = ... } */
+	struct config_directline directline;
+	struct config_admin admin;
+	struct config_scripts scripts;
+	struct config_route fallback;
+};
+
+/* Loads and validates PATH. On success returns the config (caller frees with
+ * config_free); on failure returns NULL and writes "file:line: reason" to ERR. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+/* The embedded defaults alone, with no Direct Line credentials (for `handoffd test`). */
+struct config *config_new_defaults(void);
+
+/* Resolves P against the config's directory; returns a malloc'd absolute path or NULL. */
+char *config_resolve_path(const struct config *cfg, const char *p);
+
+/* The secrets the config holds (for log redaction), NULL-terminated, borrowed. */
+size_t config_secrets(const struct config *cfg, const char **out, size_t max);
+
+#endif

@@ -1,0 +1,222 @@
+/* http_server.c - evhttp listener and the route table.
+ * Owns the listening socket, the size and time limits on requests and the count of
+ * requests in flight (the graceful shutdown waits on it). What a route answers is the
+ * business of whoever registered it. */
+#include "http_server.h"
+
+#include "log.h"
+#include "loop.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct route {
+	char method[8];
+	char *path;
+	http_route_fn fn;
+	void *arg;
+};
+
+struct http_server {
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	struct log *log;
+	int port;
+	unsigned in_flight;
+	struct route routes[HTTP_SERVER_MAX_ROUTES];
+	size_t nroutes;
+};
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+	switch (cmd) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	default: return "OTHER";
+	}
+}
+
+void http_server_reply_json(struct evhttp_request *req, int status, const char *json)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	if (body)
+		evbuffer_add(body, json, strlen(json));
+	evhttp_send_reply(req, status, NULL, body);
+	if (body)
+		evbuffer_free(body);
+}
+
+int http_server_peer_is_loopback(struct evhttp_request *req)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	const struct sockaddr *sa = conn ? evhttp_connection_get_addr(conn) : NULL;
+
+	if (!sa)
+		return 0;
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return 0;
+}
+
+static void on_complete(struct evhttp_request *req, void *arg)
+{
+	struct http_server *srv = arg;
+
+	(void)req;
+	if (srv->in_flight > 0)
+		srv->in_flight--;
+}
+
+static void dispatch(struct evhttp_request *req, void *arg)
+{
+	struct http_server *srv = arg;
+	const char *method = method_name(evhttp_request_get_command(req));
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	int path_known = 0;
+
+	srv->in_flight++;
+	evhttp_request_set_on_complete_cb(req, on_complete, srv);
+	if (!path || !*path)
+		path = "/";
+	for (size_t i = 0; i < srv->nroutes; i++) {
+		struct route *r = &srv->routes[i];
+
+		if (strcmp(r->path, path) != 0)
+			continue;
+		path_known = 1;
+		if (strcmp(r->method, method) == 0) {
+			r->fn(req, r->arg);
+			return;
+		}
+	}
+	if (path_known)
+		http_server_reply_json(req, 405, "{\"error\":\"method not allowed\"}");
+	else
+		http_server_reply_json(req, 404, "{\"error\":\"not found\"}");
+}
+
+static int bound_port(struct evhttp_bound_socket *bound)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	evutil_socket_t fd = evhttp_bound_socket_get_fd(bound);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+struct http_server *http_server_new(struct loop *lp, struct log *lg, const char *host, int port,
+				    char *err, size_t errlen)
+{
+	struct http_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv || !(srv->http = evhttp_new(loop_base(lp)))) {
+		snprintf(err, errlen, "out of memory creating the HTTP listener");
+		http_server_free(srv);
+		return NULL;
+	}
+	srv->log = lg;
+	evhttp_set_max_headers_size(srv->http, HTTP_SERVER_MAX_HEADERS_BYTES);
+	evhttp_set_max_body_size(srv->http, HTTP_SERVER_MAX_BODY_BYTES);
+	evhttp_set_timeout(srv->http, HTTP_SERVER_TIMEOUT_S);
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+				   EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(srv->http, dispatch, srv);
+	srv->bound = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
+	if (!srv->bound) {
+		snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+		http_server_free(srv);
+		return NULL;
+	}
+	srv->port = bound_port(srv->bound);
+	return srv;
+}
+
+void http_server_free(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->http)
+		evhttp_free(srv->http);
+	for (size_t i = 0; i < srv->nroutes; i++)
+		free(srv->routes[i].path);
+	free(srv);
+}
+
+int http_server_port(const struct http_server *srv)
+{
+	return srv->port;
+}
+
+int http_server_route(struct http_server *srv, const char *method, const char *path,
+		      http_route_fn fn, void *arg)
+{
+	struct route *r;
+
+	for (size_t i = 0; i < srv->nroutes; i++)
+		if (strcmp(srv->routes[i].method, method) == 0 && strcmp(srv->routes[i].path, path) == 0)
+			return -EEXIST;
+	if (srv->nroutes == HTTP_SERVER_MAX_ROUTES || strlen(method) >= sizeof(r->method))
+		return -ENOSPC;
+	r = &srv->routes[srv->nroutes];
+	r->path = strdup(path);
+	if (!r->path)
+		return -ENOMEM;
+	strcpy(r->method, method);
+	r->fn = fn;
+	r->arg = arg;
+	srv->nroutes++;
+	return 0;
+}
+
+void http_server_unroute(struct http_server *srv, void *arg)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < srv->nroutes; i++) {
+		if (srv->routes[i].arg == arg)
+			free(srv->routes[i].path);
+		else
+			srv->routes[kept++] = srv->routes[i];
+	}
+	srv->nroutes = kept;
+}
+
+void http_server_stop_accepting(struct http_server *srv)
+{
+	if (!srv->bound)
+		return;
+	evhttp_del_accept_socket(srv->http, srv->bound);
+	srv->bound = NULL;
+}
+
+unsigned http_server_in_flight(const struct http_server *srv)
+{
+	return srv->in_flight;
+}
+
+void http_server_forget(struct http_server *srv)
+{
+	if (srv && srv->in_flight > 0)
+		srv->in_flight--;
+}

@@ -1,0 +1,300 @@
+/* runtime.c - start-up, signals, health and the graceful stop.
+ * Order at start: the listener with its built-in routes, the scripts (whose webhooks
+ * join the listener), then signals and the file watch. Order at stop: stop accepting, let
+ * in-flight work finish until shutdown_timeout, then leave the loop. */
+#include "runtime.h"
+
+#include "admin.h"
+#include "config.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "script_host.h"
+#include "watch.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DRAIN_POLL_MS 50
+
+static double gauge_uptime(void *arg)
+{
+	return runtime_uptime(arg);
+}
+
+static double gauge_conversations(void *arg)
+{
+	return (double)runtime_conversations(arg);
+}
+
+static double gauge_tasks(void *arg)
+{
+	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
+}
+
+static double gauge_generation(void *arg)
+{
+	return (double)script_host_generation(((struct hd_runtime *)arg)->scripts);
+}
+
+static int add_metrics(struct hd_runtime *rt)
+{
+	struct metrics *m = rt->metrics;
+
+	rt->reloads_ok = metrics_counter(m, "handoffd_reloads_total", "result=\"ok\"", "Script reloads");
+	rt->reloads_failed = metrics_counter(m, "handoffd_reloads_total", "result=\"failed\"", "Script reloads");
+	if (metrics_gauge(m, "handoffd_uptime_seconds", "Seconds since start", gauge_uptime, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_conversations", "Open conversations", gauge_conversations, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
+{
+	struct hd_runtime *rt = calloc(1, sizeof(*rt));
+
+	if (!rt) {
+		config_free(cfg);
+		return NULL;
+	}
+	rt->config = cfg;
+	rt->log = lg;
+	rt->loop = loop_new();
+	rt->metrics = metrics_new();
+	rt->curl_ready = http_client_global_init() == 0;	/* libcurl counts its own inits */
+	rt->http_client = rt->loop && rt->curl_ready ? http_client_new(rt->loop, lg, NULL) : NULL;
+	rt->scripts = rt->metrics ? script_host_new(rt) : NULL;
+	if (!rt->loop || !rt->http_client || !rt->scripts || add_metrics(rt) < 0) {
+		runtime_free(rt);
+		return NULL;
+	}
+	rt->started_ms = loop_now_ms();
+	return rt;
+}
+
+void runtime_free(struct hd_runtime *rt)
+{
+	if (!rt)
+		return;
+	for (size_t i = 0; i < sizeof(rt->signals) / sizeof(rt->signals[0]); i++)
+		loop_signal_free(rt->signals[i]);
+	loop_timer_free(rt->drain);
+	watch_free(rt->watch);
+	script_host_free(rt->scripts);	/* first: aborted tasks cancel their requests */
+	http_client_free(rt->http_client);
+	if (rt->curl_ready)
+		http_client_global_cleanup();
+	http_server_free(rt->http);
+	metrics_free(rt->metrics);
+	loop_free(rt->loop);
+	config_free(rt->config);
+	free(rt);
+}
+
+double runtime_uptime(const struct hd_runtime *rt)
+{
+	return (double)(loop_now_ms() - rt->started_ms) / 1000.0;
+}
+
+unsigned long runtime_conversations(const struct hd_runtime *rt)
+{
+	(void)rt;
+	return 0;
+}
+
+int runtime_check(struct hd_runtime *rt, char *err, size_t errlen)
+{
+	return script_host_load(rt->scripts, err, errlen);
+}
+
+static void record_reload(struct hd_runtime *rt, int rc, const char *err)
+{
+	rt->last_reload_ok = rc == 0;
+	rt->last_reload_time = time(NULL);
+	snprintf(rt->last_reload_error, sizeof(rt->last_reload_error), "%s", rc == 0 ? "" : err);
+	metrics_inc(rc < 0 ? rt->reloads_failed : rt->reloads_ok);
+}
+
+int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
+{
+	int rc = script_host_load(rt->scripts, err, errlen);
+
+	record_reload(rt, rc, err);
+	if (rc == 0)
+		log_info(rt->log, "reload.ok", "generation=%lu", script_host_generation(rt->scripts));
+	else
+		log_error(rt->log, "reload.failed", "error=\"%s\" kept_generation=%lu", err,
+			  script_host_generation(rt->scripts));
+	return rc;
+}
+
+/* Appends S to OUT as a JSON string literal. */
+static size_t json_string(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	out[n++] = '"';
+	for (; *s && n + 8 < cap; s++) {
+		if (*s == '"' || *s == '\\')
+			out[n++] = '\\';
+		if ((unsigned char)*s < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)*s);
+			continue;
+		}
+		out[n++] = *s;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+	return n;
+}
+
+static void on_healthz(struct evhttp_request *req, void *arg)
+{
+	struct hd_runtime *rt = arg;
+	char body[2048], err[1100], when[32];
+	struct tm tm;
+
+	json_string(err, sizeof(err), rt->last_reload_error);
+	gmtime_r(&rt->last_reload_time, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(body, sizeof(body),
+		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
+		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"}}",
+		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
+		 runtime_conversations(rt), script_host_generation(rt->scripts),
+		 rt->last_reload_ok ? "true" : "false", rt->last_reload_error[0] ? err : "null", when);
+	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
+}
+
+/* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct hd_runtime *rt = arg;
+	struct evbuffer *body = evbuffer_new();
+
+	if (!body) {
+		evhttp_send_error(req, 503, NULL);
+		return;
+	}
+	metrics_render(rt->metrics, body);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, body);
+	evbuffer_free(body);
+}
+
+static int in_flight(const struct hd_runtime *rt)
+{
+	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);
+}
+
+static void on_drain_tick(void *arg)
+{
+	struct hd_runtime *rt = arg;
+	int busy = in_flight(rt);
+
+	if (busy > 0 && loop_now_ms() < rt->stop_deadline_ms)
+		return;
+	if (busy > 0)
+		log_warn(rt->log, "shutdown.deadline", "abandoned=%d", busy);
+	loop_timer_stop(rt->drain);
+	loop_stop(rt->loop);
+}
+
+void runtime_stop(struct hd_runtime *rt)
+{
+	if (rt->stopping)
+		return;
+	rt->stopping = true;
+	rt->stop_deadline_ms = loop_now_ms() + (uint64_t)(rt->config->shutdown_timeout * 1000.0);
+	if (rt->http)
+		http_server_stop_accepting(rt->http);
+	script_host_shutdown(rt->scripts);
+	log_info(rt->log, "shutdown.begin", "in_flight=%d timeout_s=%g", in_flight(rt),
+		 rt->config->shutdown_timeout);
+	if (!rt->drain)
+		rt->drain = loop_timer_new(rt->loop, on_drain_tick, rt);
+	if (!rt->drain || loop_timer_start(rt->drain, DRAIN_POLL_MS, 1) < 0)
+		loop_stop(rt->loop);	/* cannot wait: stop now rather than never */
+}
+
+static void on_signal(int signo, void *arg)
+{
+	struct hd_runtime *rt = arg;
+	char err[1024];
+
+	if (signo == SIGHUP) {
+		log_info(rt->log, "signal", "name=SIGHUP action=reload");
+		log_reopen(rt->log);
+		runtime_reload(rt, err, sizeof(err));
+		return;
+	}
+	log_info(rt->log, "signal", "name=%s action=stop", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+	runtime_stop(rt);
+}
+
+static int install_signals(struct hd_runtime *rt)
+{
+	static const int signos[] = { SIGTERM, SIGINT, SIGHUP };
+
+	for (size_t i = 0; i < sizeof(signos) / sizeof(signos[0]); i++) {
+		rt->signals[i] = loop_signal_new(rt->loop, signos[i], on_signal, rt);
+		if (!rt->signals[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
+{
+	const struct config *cfg = rt->config;
+	int rc;
+
+	/* The built-in routes first, so a hub's webhook cannot take /healthz. */
+	rt->http = http_server_new(rt->loop, rt->log, cfg->listen_host, cfg->listen_port, err, errlen);
+	if (!rt->http)
+		return -EADDRNOTAVAIL;
+	rc = http_server_route(rt->http, "GET", "/healthz", on_healthz, rt);
+	if (rc == 0)
+		rc = http_server_route(rt->http, "GET", "/metrics", on_metrics, rt);
+	if (rc == 0)
+		rc = admin_register(rt);
+	if (rc < 0) {
+		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
+		return rc;
+	}
+	rc = script_host_load(rt->scripts, err, errlen);
+	record_reload(rt, rc, err);
+	if (rc < 0)
+		return rc;
+	rc = install_signals(rt);
+	if (rc < 0) {
+		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
+		return rc;
+	}
+	if (cfg->scripts.watch)
+		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
+	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
+	return 0;
+}
+
+int runtime_run(struct hd_runtime *rt)
+{
+	log_info(rt->log, "started", "version=%s pid=%ld", HANDOFFD_VERSION, (long)getpid());
+	if (loop_run(rt->loop) < 0) {
+		log_error(rt->log, "loop.failed", "reason=dispatch");
+		return 1;
+	}
+	log_info(rt->log, "stopped", "uptime_s=%.0f", runtime_uptime(rt));
+	return 0;
+}

@@ -1,0 +1,47 @@
+-- Runs inside the real runtime (`handoffd test`): the modules scripts get, and the
+-- rules every generation follows.
+local T = {}
+
+function T.modules_are_preloaded()
+  local hd = require "handoff"
+  assert(type(hd.version) == "string" and hd.version:match("^%d+%.%d+%.%d+$"), "version")
+  assert(hd.log == require "handoff.log", "handoff.log is the same module")
+  assert(hd.conversations() == 0)
+  assert(type(require("cjson").encode) == "function")
+  assert(type(require("cjson.safe").decode) == "function")
+end
+
+function T.json_is_the_safe_variant()
+  local json = require "handoff.json"
+  local v, err = json.decode("{not json")
+  assert(v == nil and type(err) == "string", "a decode error is returned, not raised")
+  assert(json.decode('{"a":[1,2]}').a[2] == 2)
+  assert(json.encode({ x = "é" }) == '{"x":"é"}')
+end
+
+function T.log_accepts_fields_and_rejects_misuse()
+  local log = require "handoff.log"
+  log.info("test.event", { conv = "c1", n = 3, text = "two words" })
+  log.debug("test.debug", "a message")
+  local ok, err = pcall(log.info)
+  assert(not ok and err:match("bad argument #1"), "an event name is required: " .. tostring(err))
+  ok, err = pcall(log.warn, {})
+  assert(not ok and err:match("bad argument #1"))
+end
+
+function T.globals_are_locked()
+  local ok, err = pcall(function() undeclared_name = 1 end)
+  assert(not ok and err:match("assignment to undeclared global 'undeclared_name'"), tostring(err))
+  ok, err = pcall(function() return missing_global end)
+  assert(not ok and err:match("undeclared global 'missing_global'"), tostring(err))
+  -- declared globals still work
+  assert(type(string.format) == "function" and type(require) == "function")
+end
+
+function T.sandbox_keeps_standard_libraries()
+  assert(os.getenv("PATH") ~= nil)
+  assert(math.floor(2.5) == 2)
+  assert(("%d"):format(7) == "7")
+end
+
+return T

@@ -1,0 +1,193 @@
+/* test_config.c - config loading: defaults, every error names key, file and line. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+struct fixture {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	strcpy(f->dir, "/tmp/handoffd-config-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/config.lua", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* Loads TEXT; expects failure with an error containing WANT. */
+static void expect_error(struct fixture *f, const char *text, const char *want)
+{
+	char err[512] = "";
+	struct config *cfg;
+
+	write_file(f->path, text);
+	cfg = config_load(f->path, err, sizeof(err));
+	if (cfg || !strstr(err, want))
+		fail_msg("want error containing \"%s\", got \"%s\"", want, err);
+}
+
+static void test_minimal_config_gets_defaults(void **state)
+{
+	struct fixture *f = *state;
+	char err[512];
+	struct config *cfg;
+
+	write_file(f->path, "return { directline = { secret = 'abcdef' } }\n");
+	cfg = config_load(f->path, err, sizeof(err));
+	assert_non_null(cfg);
+	assert_string_equal(cfg->listen_host, "127.0.0.1");
+	assert_int_equal(cfg->listen_port, 8088);
+	assert_string_equal(cfg->directline.base, "https://directline.botframework.com/v3/directline");
+	assert_string_equal(cfg->directline.transport, "websocket");
+	assert_string_equal(cfg->directline.secret, "abcdef");
+	assert_true(cfg->shutdown_timeout > 0);
+	assert_string_equal(cfg->dir, f->dir);
+	config_free(cfg);
+}
+
+static void test_full_config(void **state)
+{
+	struct fixture *f = *state;
+	char err[512], routes[160];
+	struct config *cfg;
+
+	snprintf(routes, sizeof(routes), "%s/routes.lua", f->dir);
+	write_file(routes, "return function(h) return { queue = 'q' } end\n");
+	setenv("HANDOFFD_TEST_SECRET", "from-the-environment", 1);
+	write_file(f->path,
+		   "return {\n"
+		   "  listen = '[::1]:9000',\n"
+		   "  log_level = 'debug',\n"
+		   "  shutdown_timeout = 2.5,\n"
+		   "  routes = 'routes.lua',\n"
+		   "  directline = { token_url = 'https://x.invalid/token', transport = 'polling',\n"
+		   "                 secret = os.getenv('HANDOFFD_TEST_SECRET') },\n"
+		   "  hub = { module = 'hubs.webhook', url = 'https://hub.invalid', anything = { 1, 2 } },\n"
+		   "  admin = { token = 'admintoken', allow_remote = true },\n"
+		   "}\n");
+	cfg = config_load(f->path, err, sizeof(err));
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_string_equal(cfg->listen_host, "::1");
+	assert_int_equal(cfg->listen_port, 9000);
+	assert_string_equal(cfg->log_level, "debug");
+	assert_true(cfg->shutdown_timeout == 2.5);
+	assert_string_equal(cfg->routes, routes);
+	assert_string_equal(cfg->directline.transport, "polling");
+	assert_string_equal(cfg->directline.secret, "from-the-environment");
+	assert_string_equal(cfg->hub_module, "hubs.webhook");
+	assert_string_equal(cfg->admin.token, "admintoken");
+	assert_true(cfg->admin.allow_remote);
+
+	const char *secrets[4];
+	assert_int_equal(config_secrets(cfg, secrets, 4), 2);
+	config_free(cfg);
+}
+
+static void test_unknown_key_named_with_line(void **state)
+{
+	struct fixture *f = *state;
+	char want[200];
+
+	snprintf(want, sizeof(want), "unknown key 'lisen' in %s:3", f->path);
+	expect_error(f, "return {\n  directline = { secret = 'abcdef' },\n  lisen = '127.0.0.1:1',\n}\n", want);
+	snprintf(want, sizeof(want), "unknown key 'directline.scret' in %s:2", f->path);
+	expect_error(f, "return {\n  directline = { scret = 'abcdef' },\n}\n", want);
+}
+
+static void test_missing_keys_named(void **state)
+{
+	struct fixture *f = *state;
+
+	expect_error(f, "return { listen = '127.0.0.1:1' }\n", "missing required key 'directline'");
+	expect_error(f, "return { directline = {} }\n", "missing required key 'directline.secret'");
+	expect_error(f, "return { directline = { secret = 'abcd' }, hub = { url = 'x' } }\n",
+		     "key 'hub.module' must be a string");
+}
+
+static void test_wrong_types_and_values(void **state)
+{
+	struct fixture *f = *state;
+
+	expect_error(f, "return { directline = { secret = 'abcd' }, listen = 8088 }\n",
+		     "key 'listen' must be a string, not number");
+	expect_error(f, "return { directline = { secret = 'abcd' }, listen = 'localhost' }\n",
+		     "must be \"host:port\"");
+	expect_error(f, "return { directline = { secret = 'abcd' }, listen = '127.0.0.1:70000' }\n",
+		     "bad port");
+	expect_error(f, "return { directline = { secret = 'abcd', transport = 'carrier-pigeon' } }\n",
+		     "must be \"websocket\" or \"polling\"");
+	expect_error(f, "return { directline = { secret = 'abcd' }, log_level = 'loud' }\n",
+		     "key 'log_level' must be");
+	expect_error(f, "return { directline = { secret = 'abcd' }, routes = 'nope.lua' }\n",
+		     "cannot be read");
+	expect_error(f, "return 42\n", "must return a table, not number");
+}
+
+static void test_syntax_and_runtime_errors_carry_line(void **state)
+{
+	struct fixture *f = *state;
+	char want[200];
+
+	snprintf(want, sizeof(want), "%s:2:", f->path);
+	expect_error(f, "return {\n  listen = ,\n}\n", want);
+	snprintf(want, sizeof(want), "%s:1:", f->path);
+	expect_error(f, "error('boom')\n", want);
+}
+
+static void test_missing_file(void **state)
+{
+	char err[512];
+
+	(void)state;
+	assert_null(config_load("/nonexistent/handoffd.lua", err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot open /nonexistent/handoffd.lua"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_minimal_config_gets_defaults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_config, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_key_named_with_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_keys_named, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_types_and_values, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_syntax_and_runtime_errors_carry_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

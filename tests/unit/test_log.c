@@ -1,0 +1,143 @@
+/* test_log.c - log lines: levels, text and JSON form, and that secrets never get out. */
+#include "log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char *read_all(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char *buf = calloc(1, 65536);
+
+	assert_non_null(fp);
+	assert_non_null(buf);
+	if (fread(buf, 1, 65535, fp) == 0)
+		buf[0] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+/* Opens a log on a fresh temp file; PATH receives its name. */
+static struct log *temp_log(char *path)
+{
+	struct log *lg = log_new();
+	int fd;
+
+	strcpy(path, "/tmp/handoffd-log-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_non_null(lg);
+	assert_int_equal(log_open_file(lg, path), 0);
+	return lg;
+}
+
+static void test_levels_filter(void **state)
+{
+	char path[64];
+	struct log *lg = temp_log(path);
+	char *out;
+
+	(void)state;
+	log_set_level(lg, LEVEL_WARN);
+	log_info(lg, "quiet.event", "k=%d", 1);
+	log_warn(lg, "loud.event", "k=%d", 2);
+	out = read_all(path);
+	assert_null(strstr(out, "quiet.event"));
+	assert_non_null(strstr(out, " warn loud.event k=2\n"));
+	free(out);
+	log_free(lg);
+	unlink(path);
+}
+
+static void test_secrets_redacted(void **state)
+{
+	char path[64];
+	struct log *lg = temp_log(path);
+	char *out;
+
+	(void)state;
+	assert_int_equal(log_add_secret(lg, "s3cr3t-direct-line"), 0);
+	log_info(lg, "dl.start", "secret=%s", "s3cr3t-direct-line");
+	log_info(lg, "dl.echo", "note=\"the key s3cr3t-direct-line leaked\"");
+	log_info(lg, "ws.open", "url=wss://dl.invalid/stream?watermark=5&t=eyJhbGciOi.abc.def");
+	log_info(lg, "http", "header=\"Authorization: Bearer eyJtoken.payload.sig\"");
+	out = read_all(path);
+	assert_null(strstr(out, "s3cr3t"));
+	assert_null(strstr(out, "eyJ"));
+	assert_non_null(strstr(out, "watermark=5&t=***"));
+	assert_non_null(strstr(out, "Bearer ***"));
+	free(out);
+	log_free(lg);
+	unlink(path);
+}
+
+static void test_json_lines(void **state)
+{
+	char path[64];
+	struct log *lg = temp_log(path);
+	char *out;
+
+	(void)state;
+	log_set_json(lg, true);
+	log_info(lg, "conv.state", "conv=%s from=bot to=\"agent desk\" quote=%s", "c1", "a\"b");
+	out = read_all(path);
+	assert_non_null(strstr(out, "\"level\":\"info\",\"event\":\"conv.state\",\"conv\":\"c1\","
+				    "\"from\":\"bot\",\"to\":\"agent desk\",\"quote\":\"a\\\"b\"}\n"));
+	assert_int_equal(out[0], '{');
+	free(out);
+	log_free(lg);
+	unlink(path);
+}
+
+static void test_level_names(void **state)
+{
+	enum log_level lv;
+
+	(void)state;
+	assert_int_equal(log_level_parse("debug", &lv), 0);
+	assert_int_equal(lv, LEVEL_DEBUG);
+	assert_int_equal(log_level_parse("error", &lv), 0);
+	assert_int_equal(lv, LEVEL_ERROR);
+	assert_true(log_level_parse("verbose", &lv) < 0);
+	assert_string_equal(log_level_name(LEVEL_WARN), "warn");
+}
+
+static void test_long_lines_bounded(void **state)
+{
+	char path[64];
+	struct log *lg = temp_log(path);
+	char *big = malloc(100000), *out;
+
+	(void)state;
+	memset(big, 'x', 99999);
+	big[99999] = '\0';
+	log_info(lg, "big", "v=%s", big);
+	log_info(lg, "after", "ok=1");
+	out = read_all(path);
+	assert_non_null(strstr(out, "after ok=1\n"));
+	free(out);
+	free(big);
+	log_free(lg);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_levels_filter),
+		cmocka_unit_test(test_secrets_redacted),
+		cmocka_unit_test(test_json_lines),
+		cmocka_unit_test(test_level_names),
+		cmocka_unit_test(test_long_lines_bounded),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
