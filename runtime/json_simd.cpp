@@ -137,17 +137,15 @@ simdjson_inline hd_str span(walker &k, const char *start, hd_kind kind, std::str
  * (and checked) by simdjson's unescaper. */
 simdjson_inline int string(walker &k, od::value v, std::string_view tok, hd_str *out)
 {
-	const char *q = trim_end(tok.data(), tok.data() + tok.size()) - 1;
+	const char *end = tok.data() + tok.size();
 	std::string_view s;
 	od::raw_json_string raw;
 
-	if (q <= tok.data() || *q != '"')
-		return syntax(k, simdjson::STRING_ERROR, tok.data(), "invalid string");
-	if (!escaped(k, tok.data(), q)) {
+	if (!escaped(k, tok.data(), end)) {
 		if (auto e = v.get_raw_json_string().get(raw))
 			return syntax(k, e, tok.data(), "invalid string");
-		if (out)
-			*out = { tok.data() + 1, size_t(q - tok.data() - 1) };
+		if (out)	/* stage 1 saw the closing quote: the token ends with it */
+			*out = { tok.data() + 1, size_t(trim_end(tok.data(), end) - tok.data() - 2) };
 		return 0;
 	}
 	if (auto e = v.get_string().get(s))
@@ -390,14 +388,16 @@ simdjson_inline bool raw_name_is(const char *raw, const char *key, unsigned keyl
 
 simdjson_inline const json_member *find_member(const json_schema *s, const key &name)
 {
-	char first = name.escaped ? name.text.empty() ? '\0' : name.text[0] : name.raw[0];
+	char first = name.raw[0];
 
+	if (simdjson_unlikely(name.escaped))
+		first = name.text.empty() ? '\0' : name.text[0];
 	for (; s; s = s->also) {
 		for (const json_member *m = s->members; m < s->members + s->nmembers; m++) {
 			if (m->key[0] != first)
 				continue;
-			if (name.escaped ? name.text == std::string_view(m->key, m->keylen)
-					 : raw_name_is(name.raw, m->key, m->keylen))
+			if (simdjson_likely(!name.escaped) ? raw_name_is(name.raw, m->key, m->keylen)
+							   : name.text == std::string_view(m->key, m->keylen))
 				return m;
 		}
 	}
