@@ -232,31 +232,36 @@ static int parse_and_print(const char *name, const char *buf, size_t len)
 	return rc;
 }
 
+char *cli_read_payload(const char *path, size_t *len)
+{
+	FILE *fp = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	char *buf;
+
+	if (!fp) {
+		fprintf(stderr, "handoffd: %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	errno = 0;
+	buf = slurp(fp, HD_PARSE_MAX_BYTES_DEFAULT, len);
+	if (!buf)
+		fprintf(stderr, "handoffd: %s: %s\n", path, strerror(errno));
+	if (fp != stdin)
+		fclose(fp);
+	return buf;
+}
+
 int cmd_parse(int argc, char **argv)
 {
-	const char *path;
-	FILE *fp;
 	char *buf;
 	size_t len;
 	int rc;
 
 	if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
 		return usage();
-	path = argv[1];
-	fp = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-	if (!fp) {
-		fprintf(stderr, "handoffd: %s: %s\n", path, strerror(errno));
-		return EXIT_FAIL;
-	}
-	errno = 0;
-	buf = slurp(fp, HD_PARSE_MAX_BYTES_DEFAULT, &len);
-	if (!buf)
-		fprintf(stderr, "handoffd: %s: %s\n", path, strerror(errno));
-	if (fp != stdin)
-		fclose(fp);
+	buf = cli_read_payload(argv[1], &len);
 	if (!buf)
 		return EXIT_FAIL;
-	rc = parse_and_print(path, buf, len);
+	rc = parse_and_print(argv[1], buf, len);
 	free(buf);
 	return rc;
 }

@@ -22,6 +22,10 @@
 #define CONFIG_DEFAULT_DIRECTLINE_BASE "https://directline.botframework.com/v3/directline"
 #define CONFIG_DEFAULT_STATE "sqlite:handoffd-state.db"
 #define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT 10.0
+#define CONFIG_DEFAULT_MAX_INSTRUCTIONS 50e6	/* about 0.1-0.5 s of pure Lua */
+#define CONFIG_DEFAULT_MAX_MEMORY_MB 256.0
+#define CONFIG_DEFAULT_RETIRE_AFTER 60.0
+#define CONFIG_DEFAULT_FALLBACK_QUEUE "default"
 
 enum key_type { KEY_STRING, KEY_NUMBER, KEY_BOOL, KEY_TABLE, KEY_MODULE_TABLE };
 
@@ -51,6 +55,23 @@ static const struct config_key admin_keys[] = {
 	{ NULL, 0, false, 0, NULL },
 };
 
+static const struct config_key scripts_keys[] = {
+	{ "max_instructions", KEY_NUMBER, false, FIELD(scripts.max_instructions), NULL },
+	{ "max_memory_mb", KEY_NUMBER, false, FIELD(scripts.max_memory_mb), NULL },
+	{ "retire_after", KEY_NUMBER, false, FIELD(scripts.retire_after), NULL },
+	{ "watch", KEY_BOOL, false, FIELD(scripts.watch), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key fallback_keys[] = {
+	{ "queue", KEY_STRING, false, FIELD(fallback.queue), NULL },
+	{ "skill", KEY_STRING, false, FIELD(fallback.skill), NULL },
+	{ "agent", KEY_STRING, false, FIELD(fallback.agent), NULL },
+	{ "reason", KEY_STRING, false, FIELD(fallback.reason), NULL },
+	{ "priority", KEY_NUMBER, false, FIELD(fallback.priority), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
 static const struct config_key top_keys[] = {
 	{ "listen", KEY_STRING, false, 0, NULL },	/* parsed into host and port */
 	{ "state", KEY_STRING, false, FIELD(state), NULL },
@@ -63,6 +84,8 @@ static const struct config_key top_keys[] = {
 	{ "front", KEY_MODULE_TABLE, false, FIELD(front_module), NULL },
 	{ "desk", KEY_MODULE_TABLE, false, FIELD(desk_module), NULL },
 	{ "admin", KEY_TABLE, false, 0, admin_keys },
+	{ "scripts", KEY_TABLE, false, 0, scripts_keys },
+	{ "fallback", KEY_TABLE, false, 0, fallback_keys },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -273,10 +296,21 @@ static int set_default(char **slot, const char *value)
 	return *slot ? 0 : -ENOMEM;
 }
 
+/* Numbers whose zero means "unlimited" get their default before the file is read. */
+static void preset_numbers(struct config *cfg)
+{
+	cfg->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT;
+	cfg->scripts.max_instructions = CONFIG_DEFAULT_MAX_INSTRUCTIONS;
+	cfg->scripts.max_memory_mb = CONFIG_DEFAULT_MAX_MEMORY_MB;
+	cfg->scripts.retire_after = CONFIG_DEFAULT_RETIRE_AFTER;
+}
+
 static int apply_defaults(struct config *cfg)
 {
 	int rc = set_default(&cfg->directline.base, CONFIG_DEFAULT_DIRECTLINE_BASE);
 
+	if (rc == 0)
+		rc = set_default(&cfg->fallback.queue, CONFIG_DEFAULT_FALLBACK_QUEUE);
 	if (rc == 0)
 		rc = set_default(&cfg->directline.transport, "websocket");
 	if (rc == 0)
@@ -301,6 +335,9 @@ static int finish(struct loader *ld)
 		return fail(ld, "log_level", "key 'log_level' must be debug, info, warn or error");
 	if (cfg->shutdown_timeout < 0)
 		return fail(ld, "shutdown_timeout", "key 'shutdown_timeout' must not be negative");
+	if (cfg->scripts.max_instructions < 0 || cfg->scripts.max_memory_mb < 0 ||
+	    cfg->scripts.retire_after < 0)
+		return fail(ld, "scripts", "the numbers in 'scripts' must not be negative");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))
 		return fail(ld, "hub", "key 'hub' excludes 'front' and 'desk'");
 	if (!cfg->listen_host)
@@ -397,7 +434,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 
 	if (!cfg || !(cfg->path = strdup(path)))
 		goto out;
-	cfg->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT;
+	preset_numbers(cfg);
 	text = read_text(path, err, errlen);
 	if (!text)
 		goto out;
@@ -428,7 +465,7 @@ struct config *config_new_defaults(void)
 
 	if (!cfg)
 		return NULL;
-	cfg->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT;
+	preset_numbers(cfg);
 	cfg->listen_host = strdup("127.0.0.1");
 	cfg->listen_port = 8088;
 	cfg->dir = getcwd(NULL, 0);
@@ -461,6 +498,10 @@ void config_free(struct config *cfg)
 	free(cfg->directline.transport);
 	free(cfg->directline.ca_file);
 	free(cfg->admin.token);
+	free(cfg->fallback.queue);
+	free(cfg->fallback.skill);
+	free(cfg->fallback.agent);
+	free(cfg->fallback.reason);
 	free(cfg);
 }
 

@@ -22,6 +22,19 @@ struct config_admin {
 	bool allow_remote;	/* admin routes answer only loopback peers unless set */
 };
 
+struct config_scripts {
+	double max_instructions;	/* per callback, VM instructions; 0: unlimited */
+	double max_memory_mb;		/* per Lua state; 0: unlimited */
+	double retire_after;		/* seconds an old generation may finish its work */
+	bool watch;			/* reload when a script file changes */
+};
+
+/* A routing destination (the fallback when rules fail or match nothing). */
+struct config_route {
+	char *queue, *skill, *agent, *reason;
+	double priority;
+};
+
 struct config {
 	char *path;		/* the file as named on the command line (NULL: defaults only) */
 	char *file;		/* the same, absolute, so a daemon that left its cwd re-reads it */
@@ -38,6 +51,8 @@ struct config {
 	char *desk_module;	/* desk = { module = ... } */
 	struct config_directline directline;
 	struct config_admin admin;
+	struct config_scripts scripts;
+	struct config_route fallback;
 };
 
 /* Loads and validates PATH. On success returns the config (caller frees with

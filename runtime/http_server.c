@@ -214,3 +214,9 @@ unsigned http_server_in_flight(const struct http_server *srv)
 {
 	return srv->in_flight;
 }
+
+void http_server_forget(struct http_server *srv)
+{
+	if (srv && srv->in_flight > 0)
+		srv->in_flight--;
+}

@@ -41,6 +41,9 @@ void http_server_stop_accepting(struct http_server *srv);
 /* Requests received but not answered yet. */
 unsigned http_server_in_flight(const struct http_server *srv);
 
+/* Counts a request whose peer hung up before it was answered as no longer in flight. */
+void http_server_forget(struct http_server *srv);
+
 /* Answers REQ with STATUS and a JSON body (copied). */
 void http_server_reply_json(struct evhttp_request *req, int status, const char *json);
 /* Whether the peer of REQ is on a loopback address. */

@@ -228,6 +228,8 @@ static void append(char *out, size_t cap, size_t *len, const char *s)
 {
 	size_t n = strlen(s);
 
+	if (*len + 1 >= cap)
+		return;
 	if (*len + n >= cap)
 		n = cap - *len - 1;
 	memcpy(out + *len, s, n);

@@ -1,16 +1,21 @@
 /* runtime.c - start-up, signals, health and the graceful stop.
- * Order at start: scripts (so a bad hub or rules file fails before we listen), the
- * listener and its built-in routes, then signals. Order at stop: stop accepting, let
+ * Order at start: the listener with its built-in routes, the scripts (whose webhooks
+ * join the listener), then signals and the file watch. Order at stop: stop accepting, let
  * in-flight work finish until shutdown_timeout, then leave the loop. */
 #include "runtime.h"
 
+#include "admin.h"
 #include "config.h"
+#include "http_client.h"
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "script_host.h"
+#include "watch.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +24,40 @@
 #include <unistd.h>
 
 #define DRAIN_POLL_MS 50
+
+static double gauge_uptime(void *arg)
+{
+	return runtime_uptime(arg);
+}
+
+static double gauge_conversations(void *arg)
+{
+	return (double)runtime_conversations(arg);
+}
+
+static double gauge_tasks(void *arg)
+{
+	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
+}
+
+static double gauge_generation(void *arg)
+{
+	return (double)script_host_generation(((struct hd_runtime *)arg)->scripts);
+}
+
+static int add_metrics(struct hd_runtime *rt)
+{
+	struct metrics *m = rt->metrics;
+
+	rt->reloads_ok = metrics_counter(m, "handoffd_reloads_total", "result=\"ok\"", "Script reloads");
+	rt->reloads_failed = metrics_counter(m, "handoffd_reloads_total", "result=\"failed\"", "Script reloads");
+	if (metrics_gauge(m, "handoffd_uptime_seconds", "Seconds since start", gauge_uptime, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_conversations", "Open conversations", gauge_conversations, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
+	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
+		return -ENOMEM;
+	return 0;
+}
 
 struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 {
@@ -31,8 +70,11 @@ struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 	rt->config = cfg;
 	rt->log = lg;
 	rt->loop = loop_new();
-	rt->scripts = script_host_new(rt);
-	if (!rt->loop || !rt->scripts) {
+	rt->metrics = metrics_new();
+	rt->curl_ready = http_client_global_init() == 0;	/* libcurl counts its own inits */
+	rt->http_client = rt->loop && rt->curl_ready ? http_client_new(rt->loop, lg, NULL) : NULL;
+	rt->scripts = rt->metrics ? script_host_new(rt) : NULL;
+	if (!rt->loop || !rt->http_client || !rt->scripts || add_metrics(rt) < 0) {
 		runtime_free(rt);
 		return NULL;
 	}
@@ -47,8 +89,13 @@ void runtime_free(struct hd_runtime *rt)
 	for (size_t i = 0; i < sizeof(rt->signals) / sizeof(rt->signals[0]); i++)
 		loop_signal_free(rt->signals[i]);
 	loop_timer_free(rt->drain);
-	script_host_free(rt->scripts);
+	watch_free(rt->watch);
+	script_host_free(rt->scripts);	/* first: aborted tasks cancel their requests */
+	http_client_free(rt->http_client);
+	if (rt->curl_ready)
+		http_client_global_cleanup();
 	http_server_free(rt->http);
+	metrics_free(rt->metrics);
 	loop_free(rt->loop);
 	config_free(rt->config);
 	free(rt);
@@ -75,8 +122,7 @@ static void record_reload(struct hd_runtime *rt, int rc, const char *err)
 	rt->last_reload_ok = rc == 0;
 	rt->last_reload_time = time(NULL);
 	snprintf(rt->last_reload_error, sizeof(rt->last_reload_error), "%s", rc == 0 ? "" : err);
-	if (rc < 0)
-		rt->reloads_failed++;
+	metrics_inc(rc < 0 ? rt->reloads_failed : rt->reloads_ok);
 }
 
 int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
@@ -130,9 +176,26 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
+/* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct hd_runtime *rt = arg;
+	struct evbuffer *body = evbuffer_new();
+
+	if (!body) {
+		evhttp_send_error(req, 503, NULL);
+		return;
+	}
+	metrics_render(rt->metrics, body);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, body);
+	evbuffer_free(body);
+}
+
 static int in_flight(const struct hd_runtime *rt)
 {
-	return rt->http ? (int)http_server_in_flight(rt->http) : 0;
+	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);
 }
 
 static void on_drain_tick(void *arg)
@@ -156,6 +219,7 @@ void runtime_stop(struct hd_runtime *rt)
 	rt->stop_deadline_ms = loop_now_ms() + (uint64_t)(rt->config->shutdown_timeout * 1000.0);
 	if (rt->http)
 		http_server_stop_accepting(rt->http);
+	script_host_shutdown(rt->scripts);
 	log_info(rt->log, "shutdown.begin", "in_flight=%d timeout_s=%g", in_flight(rt),
 		 rt->config->shutdown_timeout);
 	if (!rt->drain)
@@ -194,21 +258,32 @@ static int install_signals(struct hd_runtime *rt)
 int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 {
 	const struct config *cfg = rt->config;
-	int rc = script_host_load(rt->scripts, err, errlen);
+	int rc;
 
-	record_reload(rt, rc, err);
-	if (rc < 0)
-		return rc;
+	/* The built-in routes first, so a hub's webhook cannot take /healthz. */
 	rt->http = http_server_new(rt->loop, rt->log, cfg->listen_host, cfg->listen_port, err, errlen);
 	if (!rt->http)
 		return -EADDRNOTAVAIL;
 	rc = http_server_route(rt->http, "GET", "/healthz", on_healthz, rt);
 	if (rc == 0)
-		rc = install_signals(rt);
+		rc = http_server_route(rt->http, "GET", "/metrics", on_metrics, rt);
+	if (rc == 0)
+		rc = admin_register(rt);
 	if (rc < 0) {
 		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
 		return rc;
 	}
+	rc = script_host_load(rt->scripts, err, errlen);
+	record_reload(rt, rc, err);
+	if (rc < 0)
+		return rc;
+	rc = install_signals(rt);
+	if (rc < 0) {
+		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));
+		return rc;
+	}
+	if (cfg->scripts.watch)
+		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
 	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
 	return 0;
 }

@@ -11,29 +11,36 @@
 #include <time.h>
 
 struct config;
+struct http_client;
 struct http_server;
 struct log;
 struct loop;
 struct loop_signal;
 struct loop_timer;
+struct metrics;
 struct script_host;
+struct watch;
 
 struct hd_runtime {
 	struct config *config;		/* owned */
 	struct log *log;		/* borrowed from main */
 	struct loop *loop;		/* owned */
 	struct http_server *http;	/* owned; NULL until runtime_start */
+	struct http_client *http_client;	/* owned: scripts' and Direct Line's requests */
 	struct script_host *scripts;	/* owned */
+	struct metrics *metrics;	/* owned */
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
 	struct loop_timer *drain;	/* polls in-flight work during a graceful stop */
+	struct watch *watch;		/* owned; NULL unless scripts.watch */
 	uint64_t started_ms;		/* monotonic */
 	uint64_t stop_deadline_ms;	/* set when a stop began */
 	bool stopping;
+	bool curl_ready;		/* http_client_global_init succeeded */
 	/* The last reload: for /healthz and the admin answer. */
 	bool last_reload_ok;
 	time_t last_reload_time;
 	char last_reload_error[512];
-	unsigned long reloads_failed;
+	uint64_t *reloads_ok, *reloads_failed;	/* counters in metrics */
 };
 
 /* Builds the runtime around CFG (ownership taken, also on failure) and LG (borrowed).

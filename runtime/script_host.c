@@ -1,15 +1,20 @@
-/* script_host.c - builds Lua generations and swaps them in.
- * Owns every lua_State of the daemon. A generation is loaded in a fixed order: the
- * runtime's modules in package.preload, the search path, the config table (for the
- * hub settings), the hub module(s) and their init, the routing rules; then globals are
- * locked. Any failure discards the new state and leaves the running one alone
- * (the order Redis's functions.c uses: build, check, then swap). */
-#include "script_host.h"
+/* script_host.c - builds Lua generations, swaps them in and retires them.
+ * Owns every lua_State of the daemon and its memory accounting. A generation is loaded
+ * in a fixed order: the runtime's modules in package.preload, the search path, the
+ * config table (for the hub settings), the hub module(s) and their init, the routing
+ * rules and their examples, the hubs' webhooks; then globals are locked. Any failure
+ * discards the new state and leaves the running one alone (the order Redis's
+ * functions.c uses: build, check, then swap). Tasks live in script_task.c. */
+#include "script_gen.h"
 
 #include "bindings/bindings.h"
 #include "config.h"
+#include "http_server.h"
 #include "log.h"
+#include "loop.h"
+#include "metrics.h"
 #include "runtime.h"
+#include "webhooks.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -22,44 +27,134 @@
 #ifndef HANDOFFD_SCRIPT_DIR
 #define HANDOFFD_SCRIPT_DIR "/usr/share/handoffd/scripts"
 #endif
+#define TEST_TIMEOUT_MS 30000
 
-/* Registry keys of a generation. */
-#define REG_HUB "handoffd.hub"
-#define REG_FRONT "handoffd.front"
-#define REG_DESK "handoffd.desk"
-#define REG_ROUTES "handoffd.routes"
+/* ---- generations ---------------------------------------------------------------- */
 
-struct script_host {
-	struct hd_runtime *rt;
-	lua_State *L;			/* the current generation, or NULL before the first load */
-	unsigned long generation;
-};
-
-struct script_host *script_host_new(struct hd_runtime *rt)
+/* Lua's allocator, counting bytes. The cap applies only while scripts run: the C side's
+ * own calls into the Lua API (outside any protected call) must never fail, or Lua
+ * would panic and take the daemon down. */
+static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-	struct script_host *sh = calloc(1, sizeof(*sh));
+	struct script_gen *g = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
 
-	if (sh)
-		sh->rt = rt;
-	return sh;
+	if (nsize == 0) {
+		free(ptr);
+		g->mem_used -= old;
+		return NULL;
+	}
+	if (nsize > old && g->in_script > 0 && g->mem_limit && g->mem_used - old + nsize > g->mem_limit)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p)
+		g->mem_used = g->mem_used - old + nsize;
+	return p;
 }
 
-void script_host_free(struct script_host *sh)
+static void gen_close(struct script_gen *g)
 {
-	if (!sh)
+	if (!g)
 		return;
-	if (sh->L)
-		lua_close(sh->L);
-	free(sh);
+	loop_timer_free(g->retire_timer);
+	webhooks_free(g);
+	if (g->L)
+		lua_close(g->L);
+	free(g);
 }
 
-unsigned long script_host_generation(const struct script_host *sh)
+struct script_gen *script_gen_of(lua_State *L)
 {
-	return sh->generation;
+	return (*(struct script_ctx **)lua_getextraspace(L))->gen;
 }
 
-/* Message handler for lua_pcall: the error plus a traceback naming file and line. */
-static int traceback(lua_State *L)
+void script_gen_add_retire_hook(struct script_gen *g, struct script_retire_hook *hook)
+{
+	hook->next = g->retire_hooks.next;
+	hook->prev = &g->retire_hooks;
+	g->retire_hooks.next->prev = hook;
+	g->retire_hooks.next = hook;
+}
+
+void script_gen_remove_retire_hook(struct script_retire_hook *hook)
+{
+	if (!hook->next)
+		return;
+	hook->prev->next = hook->next;
+	hook->next->prev = hook->prev;
+	hook->next = hook->prev = NULL;
+}
+
+static void unlink_retired(struct script_host *sh, struct script_gen *g)
+{
+	for (struct script_gen **p = &sh->retired; *p; p = &(*p)->next) {
+		if (*p == g) {
+			*p = g->next;
+			return;
+		}
+	}
+}
+
+void script_gen_task_ended(struct script_gen *g)
+{
+	struct script_host *sh = g->sh;
+
+	if (!g->retired || g->tasks > 0 || sh->closing)
+		return;
+	log_info(sh->rt->log, "script.generation_closed", "generation=%lu", g->id);
+	unlink_retired(sh, g);
+	gen_close(g);
+}
+
+/* retire_after passed: whatever the old generation still waits on is cut off. */
+static void on_retire_timeout(void *arg)
+{
+	struct script_gen *g = arg;
+
+	log_warn(g->sh->rt->log, "script.generation_forced", "generation=%lu tasks=%u", g->id, g->tasks);
+	script_task_abort_gen(g->sh, g);	/* the last task's end closes it */
+}
+
+static void run_retire_hooks(struct script_gen *g)
+{
+	while (g->retire_hooks.next != &g->retire_hooks) {
+		struct script_retire_hook *hook = g->retire_hooks.next;
+
+		script_gen_remove_retire_hook(hook);
+		hook->fn(hook);	/* timers fire with premature = true */
+	}
+}
+
+void script_host_shutdown(struct script_host *sh)
+{
+	if (sh->current)
+		run_retire_hooks(sh->current);
+}
+
+/* G serves no new work from now on; it closes when its last task ends. */
+static void gen_retire(struct script_host *sh, struct script_gen *g)
+{
+	g->retired = true;
+	if (sh->rt->http)
+		webhooks_detach(sh->rt->http, g);
+	g->tasks++;	/* a premature timer's task must not close G under our feet */
+	run_retire_hooks(g);
+	g->tasks--;
+	if (g->tasks == 0) {
+		gen_close(g);
+		return;
+	}
+	g->next = sh->retired;
+	sh->retired = g;
+	g->retire_timer = loop_timer_new(sh->rt->loop, on_retire_timeout, g);
+	if (g->retire_timer)
+		loop_timer_start(g->retire_timer, (uint64_t)(sh->rt->config->scripts.retire_after * 1000.0), 0);
+}
+
+/* ---- loading -------------------------------------------------------------------- */
+
+int script_traceback(lua_State *L)
 {
 	const char *msg = lua_tostring(L, 1);
 
@@ -69,17 +164,19 @@ static int traceback(lua_State *L)
 	return 1;
 }
 
-/* Calls the function below NARGS arguments; on error copies the first line of the
- * message (file:line: reason) to ERR and logs the whole traceback. */
-static int pcall_reporting(struct script_host *sh, lua_State *L, int nargs, int nres,
-			   const char *what, char *err, size_t errlen)
+/* Calls the function below NARGS arguments in G; on error copies the first line of the
+ * message (file:line: reason) to ERR, prefixed by WHAT, and logs the traceback. */
+static int gen_pcall(struct script_gen *g, int nargs, int nres, const char *what, char *err, size_t errlen)
 {
+	lua_State *L = g->L;
 	int base = lua_gettop(L) - nargs;
 	int rc;
 
-	lua_pushcfunction(L, traceback);
+	lua_pushcfunction(L, script_traceback);
 	lua_insert(L, base);
+	g->in_script++;
 	rc = lua_pcall(L, nargs, nres, base);
+	g->in_script--;
 	lua_remove(L, base);
 	if (rc == LUA_OK)
 		return 0;
@@ -88,8 +185,17 @@ static int pcall_reporting(struct script_host *sh, lua_State *L, int nargs, int 
 
 	snprintf(err, errlen, "%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
 		 msg ? msg : "");
-	log_debug(sh->rt->log, "script.error", "what=\"%s\" traceback=\"%s\"", what, msg ? msg : "");
+	log_debug(g->sh->rt->log, "script.load_error", "what=\"%s\" traceback=\"%s\"", what, msg ? msg : "");
 	lua_pop(L, 1);
+	return -EINVAL;
+}
+
+static int gen_loadfile(struct script_gen *g, const char *path, const char *what, char *err, size_t errlen)
+{
+	if (luaL_loadfilex(g->L, path, "t") == LUA_OK)
+		return 0;
+	snprintf(err, errlen, "%s: %s", what, lua_tostring(g->L, -1));
+	lua_pop(g->L, 1);
 	return -EINVAL;
 }
 
@@ -106,36 +212,32 @@ static void set_search_path(lua_State *L, const struct config *cfg)
 
 /* Leaves the config file's table on the stack: scripts get the same settings the core
  * validated, read fresh at every reload. */
-static int load_config_table(struct script_host *sh, lua_State *L, char *err, size_t errlen)
+static int load_config_table(struct script_gen *g, char *err, size_t errlen)
 {
-	const struct config *cfg = sh->rt->config;
+	const struct config *cfg = g->sh->rt->config;
 
 	if (!cfg->file) {
-		lua_newtable(L);
+		lua_newtable(g->L);
 		return 0;
 	}
-	if (luaL_loadfilex(L, cfg->file, "t") != LUA_OK) {
-		snprintf(err, errlen, "%s", lua_tostring(L, -1));
-		lua_pop(L, 1);
+	if (gen_loadfile(g, cfg->file, "config", err, errlen) < 0)
 		return -EINVAL;
-	}
-	return pcall_reporting(sh, L, 0, 1, "config", err, errlen);
+	return gen_pcall(g, 0, 1, "config", err, errlen);
 }
 
 /* require()s the module named in config key KEY, runs its init with the key's table and
  * stores the module under REGKEY. The config table is on top of the stack. */
-static int load_hub(struct script_host *sh, lua_State *L, const char *key, const char *module,
-		    const char *regkey, char *err, size_t errlen)
+static int load_hub(struct script_gen *g, const char *key, const char *module, const char *regkey,
+		    char *err, size_t errlen)
 {
-	int rc;
+	lua_State *L = g->L;
 
 	if (!module)
 		return 0;
 	lua_getglobal(L, "require");
 	lua_pushstring(L, module);
-	rc = pcall_reporting(sh, L, 1, 1, key, err, errlen);
-	if (rc < 0)
-		return rc;
+	if (gen_pcall(g, 1, 1, key, err, errlen) < 0)
+		return -EINVAL;
 	if (!lua_istable(L, -1)) {
 		snprintf(err, errlen, "%s: module '%s' must return a table, not %s", key, module,
 			 luaL_typename(L, -1));
@@ -145,10 +247,9 @@ static int load_hub(struct script_host *sh, lua_State *L, const char *key, const
 	lua_getfield(L, -1, "init");
 	if (lua_isfunction(L, -1)) {
 		lua_getfield(L, -3, key);
-		rc = pcall_reporting(sh, L, 1, 0, key, err, errlen);
-		if (rc < 0) {
+		if (gen_pcall(g, 1, 0, key, err, errlen) < 0) {
 			lua_pop(L, 1);
-			return rc;
+			return -EINVAL;
 		}
 	} else {
 		lua_pop(L, 1);
@@ -157,29 +258,63 @@ static int load_hub(struct script_host *sh, lua_State *L, const char *key, const
 	return 0;
 }
 
-static int load_routes(struct script_host *sh, lua_State *L, char *err, size_t errlen)
+/* Calls handoff.route's FN(rules) when the rules are a list; it returns true or nil, err. */
+static int check_rules(struct script_gen *g, const char *fn, char *err, size_t errlen)
 {
-	const char *path = sh->rt->config->routes;
-	int rc;
+	lua_State *L = g->L;
+	int rc = 0;
 
-	if (!path)
-		return 0;
-	if (luaL_loadfilex(L, path, "t") != LUA_OK) {
-		snprintf(err, errlen, "routes: %s", lua_tostring(L, -1));
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "handoff.route");
+	if (gen_pcall(g, 1, 1, "routes", err, errlen) < 0)
+		return -EINVAL;
+	lua_getfield(L, -1, fn);
+	lua_getfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
+	if (gen_pcall(g, 1, 2, "routes", err, errlen) < 0) {
 		lua_pop(L, 1);
 		return -EINVAL;
 	}
-	rc = pcall_reporting(sh, L, 0, 1, "routes", err, errlen);
-	if (rc < 0)
-		return rc;
+	if (!lua_toboolean(L, -2)) {
+		snprintf(err, errlen, "routes: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "rejected");
+		rc = -EINVAL;
+	}
+	lua_pop(L, 3);
+	return rc;
+}
+
+static int load_routes(struct script_gen *g, char *err, size_t errlen)
+{
+	const char *path = g->sh->rt->config->routes;
+	lua_State *L = g->L;
+
+	if (!path)
+		return 0;
+	if (gen_loadfile(g, path, "routes", err, errlen) < 0 || gen_pcall(g, 0, 1, "routes", err, errlen) < 0)
+		return -EINVAL;
 	if (!lua_isfunction(L, -1) && !lua_istable(L, -1)) {
 		snprintf(err, errlen, "routes: %s must return a function or a list of rules, not %s", path,
 			 luaL_typename(L, -1));
 		lua_pop(L, 1);
 		return -EINVAL;
 	}
-	lua_setfield(L, LUA_REGISTRYINDEX, REG_ROUTES);
-	return 0;
+	lua_setfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
+	/* evaluate() runs every rules file, a function or a list, under its protection. */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "handoff.route");
+	if (gen_pcall(g, 1, 1, "routes", err, errlen) < 0)
+		return -EINVAL;
+	lua_getfield(L, -1, "evaluate");
+	lua_setfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_EVALUATE);
+	lua_pop(L, 1);
+	lua_getfield(L, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
+	if (!lua_istable(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pop(L, 1);
+	if (check_rules(g, "check", err, errlen) < 0)
+		return -EINVAL;
+	return check_rules(g, "run_examples", err, errlen);
 }
 
 static int undeclared_global(lua_State *L)
@@ -206,90 +341,201 @@ static void lock_globals(lua_State *L)
 	lua_pop(L, 1);
 }
 
-static lua_State *new_state(struct script_host *sh)
+static struct script_gen *gen_new(struct script_host *sh)
 {
-	lua_State *L = luaL_newstate();
+	struct script_gen *g = calloc(1, sizeof(*g));
 
-	if (!L)
+	if (!g)
 		return NULL;
-	*(struct hd_runtime **)lua_getextraspace(L) = sh->rt;
-	luaL_openlibs(L);
-	bindings_preload(L);
-	set_search_path(L, sh->rt->config);
-	return L;
+	g->sh = sh;
+	g->ctx.rt = sh->rt;
+	g->ctx.gen = g;
+	g->retire_hooks.next = g->retire_hooks.prev = &g->retire_hooks;
+	g->mem_limit = (size_t)(sh->rt->config->scripts.max_memory_mb * 1024 * 1024);
+	g->L = lua_newstate(gen_alloc, g);
+	if (!g->L) {
+		free(g);
+		return NULL;
+	}
+	*(struct script_ctx **)lua_getextraspace(g->L) = &g->ctx;
+	luaL_openlibs(g->L);
+	bindings_preload(g->L);
+	set_search_path(g->L, sh->rt->config);
+	script_task_set_budget_hook(g->L);
+	return g;
 }
 
-/* Builds a generation in a new state. Returns it, or NULL with ERR set. */
-static lua_State *build_generation(struct script_host *sh, char *err, size_t errlen)
+/* Builds a generation. Returns it, or NULL with ERR set. */
+static struct script_gen *build_generation(struct script_host *sh, char *err, size_t errlen)
 {
 	const struct config *cfg = sh->rt->config;
-	lua_State *L = new_state(sh);
+	struct script_gen *g = gen_new(sh);
 	int rc;
 
-	if (!L) {
+	if (!g) {
 		snprintf(err, errlen, "out of memory creating a Lua state");
 		return NULL;
 	}
-	rc = load_config_table(sh, L, err, errlen);
+	rc = load_config_table(g, err, errlen);
 	if (rc == 0)
-		rc = load_hub(sh, L, "hub", cfg->hub_module, REG_HUB, err, errlen);
+		rc = load_hub(g, "hub", cfg->hub_module, SCRIPT_REG_HUB, err, errlen);
 	if (rc == 0)
-		rc = load_hub(sh, L, "front", cfg->front_module, REG_FRONT, err, errlen);
+		rc = load_hub(g, "front", cfg->front_module, SCRIPT_REG_FRONT, err, errlen);
 	if (rc == 0)
-		rc = load_hub(sh, L, "desk", cfg->desk_module, REG_DESK, err, errlen);
+		rc = load_hub(g, "desk", cfg->desk_module, SCRIPT_REG_DESK, err, errlen);
 	if (rc == 0)
-		rc = load_routes(sh, L, err, errlen);
+		lua_pop(g->L, 1);	/* the config table */
+	if (rc == 0)
+		rc = load_routes(g, err, errlen);
+	if (rc == 0)
+		rc = webhooks_collect(g, err, errlen);
 	if (rc < 0) {
-		lua_close(L);
+		gen_close(g);
 		return NULL;
 	}
-	lua_pop(L, 1);	/* the config table */
-	lock_globals(L);
-	return L;
+	lock_globals(g->L);
+	lua_sethook(g->L, NULL, 0, 0);	/* tasks carry their own budget from here */
+	return g;
+}
+
+/* ---- the host ------------------------------------------------------------------- */
+
+struct script_host *script_host_new(struct hd_runtime *rt)
+{
+	struct script_host *sh = calloc(1, sizeof(*sh));
+
+	if (!sh)
+		return NULL;
+	sh->rt = rt;
+	sh->errors = metrics_counter(rt->metrics, "handoffd_script_errors_total", NULL,
+				     "Script callbacks that ended in an error");
+	sh->keys = script_task_table_new();
+	if (!sh->keys) {
+		free(sh);
+		return NULL;
+	}
+	return sh;
+}
+
+void script_host_free(struct script_host *sh)
+{
+	if (!sh)
+		return;
+	script_task_abort_all(sh);
+	while (sh->retired) {
+		struct script_gen *g = sh->retired;
+
+		sh->retired = g->next;
+		gen_close(g);
+	}
+	gen_close(sh->current);
+	script_task_table_free(sh->keys);
+	free(sh);
+}
+
+unsigned long script_host_generation(const struct script_host *sh)
+{
+	return sh->generations;
+}
+
+unsigned script_host_tasks(const struct script_host *sh)
+{
+	return sh->tasks;
 }
 
 int script_host_load(struct script_host *sh, char *err, size_t errlen)
 {
-	lua_State *L = build_generation(sh, err, errlen);
+	struct script_gen *g = build_generation(sh, err, errlen);
+	struct script_gen *old = sh->current;
 
-	if (!L)
+	if (!g)
 		return -EINVAL;
-	/* No coroutine outlives a call yet, so the old state can go at once. */
-	if (sh->L)
-		lua_close(sh->L);
-	sh->L = L;
-	sh->generation++;
-	return 0;
-}
+	if (old && sh->rt->http)
+		webhooks_detach(sh->rt->http, old);
+	if (sh->rt->http && webhooks_attach(sh->rt->http, g, err, errlen) < 0) {
+		char ignored[256];
 
-/* Runs one test function in a coroutine of L; returns 1 when it passed. */
-static int run_one_test(lua_State *L, const char *name)
-{
-	lua_State *co = lua_newthread(L);
-	int nres, rc;
-
-	lua_pushvalue(L, -2);	/* the test function */
-	lua_xmove(L, co, 1);
-	rc = lua_resume(co, L, 0, &nres);
-	if (rc == LUA_OK) {
-		printf("ok - %s\n", name);
-		lua_pop(L, 1);
-		return 1;
+		if (old)
+			webhooks_attach(sh->rt->http, old, ignored, sizeof(ignored));
+		gen_close(g);
+		return -EINVAL;
 	}
-	if (rc == LUA_YIELD)
-		lua_pushstring(co, "test yielded outside a runtime call");
-	luaL_traceback(L, co, lua_tostring(co, -1), 0);
-	printf("not ok - %s\n  %s\n", name, lua_tostring(L, -1));
-	lua_pop(L, 2);
+	g->id = ++sh->generations;
+	sh->current = g;
+	if (old)
+		gen_retire(sh, old);
 	return 0;
 }
 
-/* Collects test names and runs them in name order, so output is stable. */
-static void run_test_table(lua_State *L, unsigned *passed, unsigned *failed)
+/* ---- the test runner ------------------------------------------------------------ */
+
+struct test_run {
+	struct script_host *sh;
+	struct script_gen *g;
+	struct loop_timer *timeout;
+	const char *name;
+	bool finished, passed;
+};
+
+static int push_test(lua_State *co, void *arg)
+{
+	struct test_run *tr = arg;
+
+	lua_getfield(co, LUA_REGISTRYINDEX, "handoffd.tests");
+	lua_getfield(co, -1, tr->name);
+	lua_remove(co, -2);
+	return 0;
+}
+
+static void test_done(lua_State *co, bool ok, int nres, void *arg)
+{
+	struct test_run *tr = arg;
+
+	(void)nres;
+	tr->finished = true;
+	tr->passed = ok;
+	if (ok)
+		printf("ok - %s\n", tr->name);
+	else
+		printf("not ok - %s\n  %s\n", tr->name, co && lua_isstring(co, -1) ? lua_tostring(co, -1) : "?");
+	fflush(stdout);
+	loop_stop(tr->sh->rt->loop);
+}
+
+static void on_test_timeout(void *arg)
+{
+	struct test_run *tr = arg;
+
+	script_task_abort_gen(tr->sh, tr->g);
+}
+
+/* Runs one test as a task, driving the loop until it ends (tests may wait on timers
+ * and HTTP like hooks do). */
+static bool run_test(struct test_run *tr, const char *name)
+{
+	tr->name = name;
+	tr->finished = false;
+	if (script_task_spawn_on(tr->sh, tr->g, NULL, name, push_test, test_done, tr) < 0) {
+		printf("not ok - %s\n  could not start\n", name);
+		return false;
+	}
+	loop_timer_start(tr->timeout, TEST_TIMEOUT_MS, 0);
+	while (!tr->finished) {
+		if (loop_run(tr->sh->rt->loop) < 0 || (!tr->finished && !loop_timer_pending(tr->timeout)))
+			break;
+	}
+	loop_timer_stop(tr->timeout);
+	if (!tr->finished)
+		script_task_abort_gen(tr->sh, tr->g);
+	return tr->passed;
+}
+
+/* Test names in sorted order, so output is stable. */
+static int sorted_names(lua_State *L)
 {
 	int n = 0;
 
-	lua_newtable(L);	/* names */
+	lua_newtable(L);
 	lua_pushnil(L);
 	while (lua_next(L, -3)) {
 		lua_pop(L, 1);
@@ -303,43 +549,57 @@ static void run_test_table(lua_State *L, unsigned *passed, unsigned *failed)
 	lua_pushvalue(L, -3);
 	lua_call(L, 1, 0);
 	lua_pop(L, 1);
-	for (int i = 1; i <= n; i++) {
-		lua_rawgeti(L, -1, i);
-		const char *name = lua_tostring(L, -1);
+	return n;
+}
 
-		lua_gettable(L, -3);	/* names[i] -> tests[name] */
-		if (run_one_test(L, name))
-			(*passed)++;
-		else
-			(*failed)++;
-		lua_pop(L, 1);
+static int load_tests(struct script_gen *g, const char *file)
+{
+	char err[1024];
+
+	if (gen_loadfile(g, file, file, err, sizeof(err)) < 0 || gen_pcall(g, 0, 1, file, err, sizeof(err)) < 0) {
+		fprintf(stderr, "handoffd: %s\n", err);
+		return -EINVAL;
 	}
-	lua_pop(L, 1);
+	if (!lua_istable(g->L, -1)) {
+		fprintf(stderr, "handoffd: %s must return a table of tests\n", file);
+		lua_pop(g->L, 1);
+		return -EINVAL;
+	}
+	lua_pushvalue(g->L, -1);
+	lua_setfield(g->L, LUA_REGISTRYINDEX, "handoffd.tests");
+	return 0;
 }
 
 int script_host_run_tests(struct script_host *sh, const char *file, unsigned *passed,
 			  unsigned *failed)
 {
 	char err[1024];
-	lua_State *L = build_generation(sh, err, sizeof(err));
-	int rc = 0;
+	struct test_run tr = { .sh = sh };
+	int n;
 
-	if (!L) {
+	tr.g = build_generation(sh, err, sizeof(err));
+	if (!tr.g) {
 		fprintf(stderr, "handoffd: %s\n", err);
 		return -EINVAL;
 	}
-	if (luaL_loadfilex(L, file, "t") != LUA_OK) {
-		fprintf(stderr, "handoffd: %s\n", lua_tostring(L, -1));
-		rc = -EINVAL;
-	} else if (pcall_reporting(sh, L, 0, 1, file, err, sizeof(err)) < 0) {
-		fprintf(stderr, "handoffd: %s\n", err);
-		rc = -EINVAL;
-	} else if (!lua_istable(L, -1)) {
-		fprintf(stderr, "handoffd: %s must return a table of tests\n", file);
-		rc = -EINVAL;
-	} else {
-		run_test_table(L, passed, failed);
+	tr.g->id = ++sh->generations;
+	tr.timeout = loop_timer_new(sh->rt->loop, on_test_timeout, &tr);
+	if (!tr.timeout || load_tests(tr.g, file) < 0) {
+		loop_timer_free(tr.timeout);
+		gen_close(tr.g);
+		return -EINVAL;
 	}
-	lua_close(L);
-	return rc;
+	n = sorted_names(tr.g->L);
+	for (int i = 1; i <= n; i++) {
+		lua_rawgeti(tr.g->L, -1, i);
+		if (run_test(&tr, lua_tostring(tr.g->L, -1)))
+			(*passed)++;
+		else
+			(*failed)++;
+		lua_pop(tr.g->L, 1);
+	}
+	lua_settop(tr.g->L, 0);
+	loop_timer_free(tr.timeout);
+	gen_retire(sh, tr.g);	/* fires its timers early; closes once its tasks are gone */
+	return 0;
 }

@@ -1,6 +1,8 @@
 /* bindings.c - the module registry and the helpers all binding files share. */
 #include "bindings.h"
+
 #include "handoff_object.h"
+#include "script_host.h"
 
 #include <lauxlib.h>
 #include <lua-cjson.h>
@@ -12,9 +14,13 @@ static const luaL_Reg preloaded[] = {
 	{ "cjson", luaopen_cjson },
 	{ "cjson.safe", luaopen_cjson_safe },
 	{ "handoff", luaopen_handoff },
+	{ "handoff.crypto", luaopen_handoff_crypto },
+	{ "handoff.http", luaopen_handoff_http },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
 	{ "handoff.payload", luaopen_handoff_payload },
+	{ "handoff.time", luaopen_handoff_time },
+	{ "handoff.timer", luaopen_handoff_timer },
 	{ NULL, NULL },
 };
 
@@ -30,7 +36,7 @@ void bindings_preload(lua_State *L)
 
 struct hd_runtime *bind_runtime(lua_State *L)
 {
-	return *(struct hd_runtime **)lua_getextraspace(L);
+	return (*(struct script_ctx **)lua_getextraspace(L))->rt;
 }
 
 void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[])

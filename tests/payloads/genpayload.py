@@ -13,9 +13,13 @@ context in `value`, the bot-user transcript in an attachment named "Transcript".
     genpayload.py N --content-url        transcript given by reference only
     genpayload.py N --mixed              a "transferring you" message before the event
     genpayload.py N --vars K             K extra custom variables in `value`
+    genpayload.py N --language En-US     `va_Language` in another spelling
     genpayload.py N --ascii              non-ASCII text as \\u escapes (surrogate pairs for emoji)
     genpayload.py N --card-first         an adaptive card attachment before the transcript
     genpayload.py N --nulls              nulls where strings are expected (text, names, locale)
+
+handoff_event_for() builds the same event around a transcript the caller already has
+(the Direct Line emulator passes a conversation's real activities).
 
 Sizes: N=2 is about 2.7 KB, 20 about 18 KB, 200 about 160 KB, 2000 about 1.6 MB.
 """
@@ -76,13 +80,17 @@ def transcript(conv, n):
     return [user_turn(conv, i) if i % 2 == 0 else bot_turn(conv, i) for i in range(n)]
 
 
-def context(conv, acts, extra_vars):
-    phrases = [a["text"] for a in acts if a["from"] is USER][-10:]
+def is_user(activity):
+    return activity.get("from", {}).get("role") == "user"
+
+
+def context(conv, acts, extra_vars, bot=BOT, language="en-US"):
+    phrases = [a.get("text", "") for a in acts if is_user(a)][-10:]
     value = {
         "va_Scope": "bot", "va_LastTopic": "Order status", "va_Topics": ["Greeting", "Order status"],
         "va_LastPhrase": "talk to a person", "va_Phrases": phrases, "va_ConversationId": conv,
-        "va_AgentMessage": "Customer asked for a human", "va_BotId": BOT["id"],
-        "va_BotName": BOT["name"], "va_Language": "en-US",
+        "va_AgentMessage": "Customer asked for a human", "va_BotId": bot["id"],
+        "va_BotName": bot["name"], "va_Language": language,
         "Global.CustomerTier": "gold", "Global.OrderNumber": 10042,
     }
     for k in range(extra_vars):
@@ -107,19 +115,28 @@ def with_nulls(acts, value):
     value["Global.Nothing"] = None
 
 
-def handoff_event(n, conv=CONV, value_as_string=False, content_as_string=False,
-                  name="Transcript", no_transcript=False, content_url=False, extra_vars=0,
-                  card_first=False, nulls=False):
-    acts = transcript(conv, n)
-    value = context(conv, acts, extra_vars)
+def handoff_event(n, conv=CONV, **variant):
+    """handoff.initiate with a made-up transcript of n activities; variant as handoff_event_for."""
+    return handoff_event_for(conv, transcript(conv, n), activity_id(conv, n), stamp(n), **variant)
+
+
+def handoff_event_for(conv, acts, event_id, timestamp, user=USER, bot=BOT,
+                      value_as_string=False, content_as_string=False, name="Transcript",
+                      no_transcript=False, content_url=False, extra_vars=0, language="en-US",
+                      card_first=False, nulls=False):
+    """handoff.initiate carrying `acts` as its transcript. The variants are the shapes seen
+    in the wild: `value` or `content` as JSON strings, another attachment name case, no
+    transcript, a transcript by reference only, extra custom variables, `va_Language` spelling."""
+    value = context(conv, acts, extra_vars, bot, language)
     if nulls:
+        acts = [dict(a) for a in acts]
         with_nulls(acts, value)
     event = {
-        "type": "event", "id": activity_id(conv, n), "timestamp": stamp(n),
-        "channelId": "directline", "from": BOT, "conversation": {"id": conv},
+        "type": "event", "id": event_id, "timestamp": timestamp,
+        "channelId": "directline", "from": bot, "conversation": {"id": conv},
         "attachments": [], "entities": [], "name": "handoff.initiate",
         "value": json.dumps(value) if value_as_string else value,
-        "relatesTo": {"activityId": acts[0]["id"] if acts else "", "user": USER, "bot": BOT,
+        "relatesTo": {"activityId": acts[0]["id"] if acts else "", "user": user, "bot": bot,
                       "conversation": {"id": conv}, "channelId": "directline",
                       "serviceUrl": SERVICE_URL},
     }
@@ -162,6 +179,7 @@ def main(argv):
     p.add_argument("--content-url", action="store_true")
     p.add_argument("--mixed", action="store_true")
     p.add_argument("--vars", type=int, default=0)
+    p.add_argument("--language", default="en-US")
     p.add_argument("--ascii", action="store_true")
     p.add_argument("--card-first", action="store_true")
     p.add_argument("--nulls", action="store_true")
@@ -169,7 +187,7 @@ def main(argv):
     out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
                        content_as_string=a.content_as_string, name=a.name,
                        no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars,
-                       card_first=a.card_first, nulls=a.nulls)
+                       language=a.language, card_first=a.card_first, nulls=a.nulls)
     sys.stdout.write(json.dumps(out, ensure_ascii=a.ascii, separators=(",", ":")))
 
 

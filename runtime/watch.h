@@ -1,0 +1,15 @@
+/* watch.h - reload when a script changes (config key scripts.watch).
+ * Watches the config's directory, the routes file's directory and the directories of
+ * script_path with inotify; a burst of changes to *.lua files becomes one reload after
+ * a short quiet period, so an editor's save-as-rename dance reloads once. */
+#ifndef HANDOFFD_WATCH_H
+#define HANDOFFD_WATCH_H
+
+struct hd_runtime;
+struct watch;
+
+/* NULL on failure (logged); the daemon then runs without watching. */
+struct watch *watch_new(struct hd_runtime *rt);
+void watch_free(struct watch *w);
+
+#endif
