@@ -177,9 +177,9 @@ static void push_party(lua_State *L, const struct hd_party *p)
 	set_str(L, "role", p->role);
 }
 
-/* A JSON value as its Lua type; a JSON null is nil or, where a key must stay, the light
- * userdata NULL that lua-cjson calls cjson.null. */
-static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
+/* A JSON value as its Lua type; a JSON null is the light userdata NULL that lua-cjson
+ * calls cjson.null, so that a key sent with null stays in the table. */
+static void push_node(lua_State *L, const struct hd_node *n)
 {
 	const struct hd_node *c = n + 1;
 
@@ -189,14 +189,14 @@ static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
 		lua_createtable(L, 0, (int)n->count);
 		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
 			lua_pushlstring(L, c->key.ptr ? c->key.ptr : "", c->key.len);
-			push_node(L, c, false);
+			push_node(L, c);
 			lua_rawset(L, -3);
 		}
 		break;
 	case HD_ARRAY:
 		lua_createtable(L, (int)n->count, 0);
 		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
-			push_node(L, c, false);
+			push_node(L, c);
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
 		break;
@@ -214,10 +214,7 @@ static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
 		lua_pushboolean(L, n->kind == HD_TRUE);
 		break;
 	default:
-		if (null_is_nil)
-			lua_pushnil(L);
-		else
-			lua_pushlightuserdata(L, NULL);	/* cjson.null */
+		lua_pushlightuserdata(L, NULL);
 		break;
 	}
 }
@@ -233,7 +230,7 @@ static void push_context(lua_State *L, const struct hd_context *c)
 	lua_createtable(L, 0, n ? (int)n->count : 0);
 	for (uint32_t i = 0; n && i < n->count; i++, m += m->size) {
 		lua_pushlstring(L, m->key.ptr ? m->key.ptr : "", m->key.len);
-		push_node(L, m, false);
+		push_node(L, m);
 		for (int f = 0; f < HD_CTX_NFIELDS; f++) {
 			if (c->field[f] != m || m->kind == HD_NULL)
 				continue;
