@@ -63,8 +63,6 @@ simdjson_inline const char *here(walker &k)
 	return p;
 }
 
-/* True when a backslash lies in [FROM, TO). One memchr serves many strings, so checking
- * escapes costs one pass over the document instead of one call per string. */
 simdjson_inline const char *next_backslash(const char *from, const char *end)
 {
 	const void *p = memchr(from, '\\', size_t(end - from));
@@ -72,6 +70,8 @@ simdjson_inline const char *next_backslash(const char *from, const char *end)
 	return p ? static_cast<const char *>(p) : end;
 }
 
+/* True when a backslash lies in [FROM, TO). One memchr serves many strings, so checking
+ * escapes costs one pass over the document instead of one call per string. */
 simdjson_inline bool escaped(walker &k, const char *from, const char *to)
 {
 	if (k.bs < from)
