@@ -314,6 +314,8 @@ int hd_activity_parse(struct hd_activity_parser *p, const char *buf, size_t len,
 	rc = walk(p, buf, len, cap);
 	if (rc == -ENOMEM)
 		json_simd_fail(err, HD_PARSE_NOMEM, 0, "out of memory");
+	else if (rc < 0)	/* a reason for every refusal, even one that cannot happen */
+		json_simd_fail(err, HD_PARSE_SYNTAX, 0, "internal error %d", rc);
 	if (rc < 0) {
 		p->nacts = 0;
 		handoff_collector_reset(&p->hc);

@@ -118,15 +118,23 @@ static void put_node(FILE *out, const struct hd_node *n)
 	}
 }
 
+/* {"NAMES[0]":VALUES[0],...} */
+static void put_members(FILE *out, const char *const *names, const struct hd_str *values, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		fprintf(out, "%c\"%s\":", i ? ',' : '{', names[i]);
+		put_str(out, values[i]);
+	}
+	putc('}', out);
+}
+
 static void put_party(FILE *out, const char *name, const struct hd_party *p)
 {
-	fprintf(out, "\"%s\":{\"id\":", name);
-	put_str(out, p->id);
-	fputs(",\"name\":", out);
-	put_str(out, p->name);
-	fputs(",\"role\":", out);
-	put_str(out, p->role);
-	putc('}', out);
+	static const char *const names[] = { "id", "name", "role" };
+	const struct hd_str values[] = { p->id, p->name, p->role };
+
+	fprintf(out, "\"%s\":", name);
+	put_members(out, names, values, 3);
 }
 
 static void put_context(FILE *out, const struct hd_context *c)
@@ -154,20 +162,12 @@ static void put_transcript(FILE *out, const struct hd_transcript *t)
 	put_cstr(out, t->error);
 	fputs(",\"entries\":[", out);
 	for (size_t i = 0; i < t->count; i++) {
+		static const char *const names[] = { "id", "type", "role", "name", "text", "timestamp" };
 		const struct hd_transcript_entry *e = &t->entries[i];
-		fputs(i ? ",{\"id\":" : "{\"id\":", out);
-		put_str(out, e->id);
-		fputs(",\"type\":", out);
-		put_str(out, e->type);
-		fputs(",\"role\":", out);
-		put_str(out, e->role);
-		fputs(",\"name\":", out);
-		put_str(out, e->name);
-		fputs(",\"text\":", out);
-		put_str(out, e->text);
-		fputs(",\"timestamp\":", out);
-		put_str(out, e->timestamp);
-		putc('}', out);
+		const struct hd_str values[] = { e->id, e->type, e->role, e->name, e->text, e->timestamp };
+		if (i)
+			putc(',', out);
+		put_members(out, names, values, 6);
 	}
 	fputs("]}", out);
 }

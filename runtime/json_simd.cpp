@@ -63,8 +63,6 @@ simdjson_inline const char *here(walker &k)
 	return p;
 }
 
-/* True when a backslash lies in [FROM, TO). One memchr serves many strings, so checking
- * escapes costs one pass over the document instead of one call per string. */
 simdjson_inline const char *next_backslash(const char *from, const char *end)
 {
 	const void *p = memchr(from, '\\', size_t(end - from));
@@ -72,6 +70,8 @@ simdjson_inline const char *next_backslash(const char *from, const char *end)
 	return p ? static_cast<const char *>(p) : end;
 }
 
+/* True when a backslash lies in [FROM, TO). One memchr serves many strings, so checking
+ * escapes costs one pass over the document instead of one call per string. */
 simdjson_inline bool escaped(walker &k, const char *from, const char *to)
 {
 	if (k.bs < from)
@@ -137,17 +137,15 @@ simdjson_inline hd_str span(walker &k, const char *start, hd_kind kind, std::str
  * (and checked) by simdjson's unescaper. */
 simdjson_inline int string(walker &k, od::value v, std::string_view tok, hd_str *out)
 {
-	const char *q = trim_end(tok.data(), tok.data() + tok.size()) - 1;
+	const char *end = tok.data() + tok.size();
 	std::string_view s;
 	od::raw_json_string raw;
 
-	if (q <= tok.data() || *q != '"')
-		return syntax(k, simdjson::STRING_ERROR, tok.data(), "invalid string");
-	if (!escaped(k, tok.data(), q)) {
+	if (!escaped(k, tok.data(), end)) {
 		if (auto e = v.get_raw_json_string().get(raw))
 			return syntax(k, e, tok.data(), "invalid string");
-		if (out)
-			*out = { tok.data() + 1, size_t(q - tok.data() - 1) };
+		if (out)	/* stage 1 saw the closing quote: the token ends with it */
+			*out = { tok.data() + 1, size_t(trim_end(tok.data(), end) - tok.data() - 2) };
 		return 0;
 	}
 	if (auto e = v.get_string().get(s))
@@ -203,31 +201,42 @@ simdjson_inline int read_key(walker &k, od::field &f, const char *value_at, bool
 	return 0;
 }
 
-int walk_value(walker &k, od::value v, std::string_view tok, unsigned depth);
+/* {==== Iteration: every member and element is visited, so every one is checked */
 
-simdjson_inline int walk_object(walker &k, od::value v, const char *at, unsigned depth)
+/* Starts the object V at AT, whose nesting level is DEPTH. */
+simdjson_inline int open_object(walker &k, od::value &v, const char *at, unsigned depth,
+				od::object *o)
 {
-	od::object o;
-	key name;
-
 	if (depth > k.w->max_depth)
 		return too_deep(k, at);
-	if (auto e = v.get_object().get(o))
+	if (auto e = v.get_object().get(*o))
 		return syntax(k, e, at, "invalid object");
+	return 0;
+}
+
+/* Calls F(field, name, value token) for each member of O, its name read (and checked)
+ * first; TEXT asks for the name's text even when it needs no unescaping. */
+template <class F>
+simdjson_inline int each_member(walker &k, od::object &o, bool text, F &&f)
+{
+	key name;
+
 	for (auto member : o) {
 		if (auto e = member.error())
 			return syntax(k, e, here(k), "expected a member, ',' or '}'");
-		od::field &f = member.value_unsafe();
-		std::string_view tok = f.value().raw_json_token();
-		if (int rc = read_key(k, f, tok.data(), false, &name))
+		od::field &fld = member.value_unsafe();
+		std::string_view tok = fld.value().raw_json_token();
+		if (int rc = read_key(k, fld, tok.data(), text, &name))
 			return rc;
-		if (int rc = walk_value(k, f.value(), tok, depth + 1))
+		if (int rc = f(fld, name, tok))
 			return rc;
 	}
 	return 0;
 }
 
-simdjson_inline int walk_array(walker &k, od::value v, const char *at, unsigned depth)
+/* Calls F(element) for each element of the array V at AT, whose nesting level is DEPTH. */
+template <class F>
+simdjson_inline int each_element(walker &k, od::value &v, const char *at, unsigned depth, F &&f)
 {
 	od::array a;
 
@@ -239,10 +248,32 @@ simdjson_inline int walk_array(walker &k, od::value v, const char *at, unsigned 
 		od::value iv;
 		if (auto e = std::move(item).get(iv))
 			return syntax(k, e, here(k), "expected a value, ',' or ']'");
-		if (int rc = walk_value(k, iv, iv.raw_json_token(), depth + 1))
+		if (int rc = f(iv))
 			return rc;
 	}
 	return 0;
+}
+
+/* }==== */
+
+int walk_value(walker &k, od::value v, std::string_view tok, unsigned depth);
+
+simdjson_inline int walk_object(walker &k, od::value v, const char *at, unsigned depth)
+{
+	od::object o;
+
+	if (int rc = open_object(k, v, at, depth, &o))
+		return rc;
+	return each_member(k, o, false, [&](od::field &f, const key &, std::string_view tok) {
+		return walk_value(k, f.value(), tok, depth + 1);
+	});
+}
+
+simdjson_inline int walk_array(walker &k, od::value v, const char *at, unsigned depth)
+{
+	return each_element(k, v, at, depth, [&](od::value &item) {
+		return walk_value(k, item, item.raw_json_token(), depth + 1);
+	});
 }
 
 /* Checks a value nobody asked for. DEPTH is the value's own nesting level. */
@@ -304,46 +335,29 @@ int capture(walker &k, od::value v, std::string_view tok, std::string_view name,
 
 int capture_fields(walker &k, od::object &o, unsigned depth, uint32_t *count)
 {
-	for (auto member : o) {
-		key name;
+	return each_member(k, o, true, [&](od::field &f, const key &name, std::string_view tok) {
 		uint32_t child;
-		if (auto e = member.error())
-			return syntax(k, e, here(k), "expected a member, ',' or '}'");
-		od::field &f = member.value_unsafe();
-		std::string_view tok = f.value().raw_json_token();
-		if (int rc = read_key(k, f, tok.data(), true, &name))
-			return rc;
-		if (int rc = capture(k, f.value(), tok, name.text, depth + 1, &child))
-			return rc;
-		++*count;
-	}
-	return 0;
+		int rc = capture(k, f.value(), tok, name.text, depth + 1, &child);
+		*count += !rc;
+		return rc;
+	});
 }
 
 int capture_children(walker &k, od::value v, hd_kind kind, const char *at, unsigned depth,
 		     uint32_t *count)
 {
-	if (depth > k.w->max_depth)
-		return too_deep(k, at);
+	od::object o;
+
 	if (kind == HD_OBJECT) {
-		od::object o;
-		if (auto e = v.get_object().get(o))
-			return syntax(k, e, at, "invalid object");
-		return capture_fields(k, o, depth, count);
+		int rc = open_object(k, v, at, depth, &o);
+		return rc ? rc : capture_fields(k, o, depth, count);
 	}
-	od::array a;
-	if (auto e = v.get_array().get(a))
-		return syntax(k, e, at, "invalid array");
-	for (auto item : a) {
-		od::value iv;
+	return each_element(k, v, at, depth, [&](od::value &item) {
 		uint32_t child;
-		if (auto e = std::move(item).get(iv))
-			return syntax(k, e, here(k), "expected a value, ',' or ']'");
-		if (int rc = capture(k, iv, iv.raw_json_token(), {}, depth + 1, &child))
-			return rc;
-		++*count;
-	}
-	return 0;
+		int rc = capture(k, item, item.raw_json_token(), {}, depth + 1, &child);
+		*count += !rc;
+		return rc;
+	});
 }
 
 int capture(walker &k, od::value v, std::string_view tok, std::string_view name, unsigned depth,
@@ -390,14 +404,16 @@ simdjson_inline bool raw_name_is(const char *raw, const char *key, unsigned keyl
 
 simdjson_inline const json_member *find_member(const json_schema *s, const key &name)
 {
-	char first = name.escaped ? name.text.empty() ? '\0' : name.text[0] : name.raw[0];
+	char first = name.raw[0];
 
+	if (simdjson_unlikely(name.escaped))
+		first = name.text.empty() ? '\0' : name.text[0];
 	for (; s; s = s->also) {
 		for (const json_member *m = s->members; m < s->members + s->nmembers; m++) {
 			if (m->key[0] != first)
 				continue;
-			if (name.escaped ? name.text == std::string_view(m->key, m->keylen)
-					 : raw_name_is(name.raw, m->key, m->keylen))
+			if (simdjson_likely(!name.escaped) ? raw_name_is(name.raw, m->key, m->keylen)
+							   : name.text == std::string_view(m->key, m->keylen))
 				return m;
 		}
 	}
@@ -409,20 +425,9 @@ int walk_element(walker &k, od::value v, const json_schema *s, unsigned depth);
 
 int walk_each(walker &k, od::value v, const char *at, const json_schema *s, unsigned depth)
 {
-	od::array a;
-
-	if (depth > k.w->max_depth)
-		return too_deep(k, at);
-	if (auto e = v.get_array().get(a))
-		return syntax(k, e, at, "invalid array");
-	for (auto item : a) {
-		od::value iv;
-		if (auto e = std::move(item).get(iv))
-			return syntax(k, e, here(k), "expected a value, ',' or ']'");
-		if (int rc = walk_element(k, iv, s, depth + 1))
-			return rc;
-	}
-	return 0;
+	return each_element(k, v, at, depth, [&](od::value &item) {
+		return walk_element(k, item, s, depth + 1);
+	});
 }
 
 simdjson_inline int walk_member(walker &k, od::value v, std::string_view tok, const json_member *m,
@@ -440,11 +445,8 @@ simdjson_inline int walk_member(walker &k, od::value v, std::string_view tok, co
 		if (!(rc = capture(k, v, tok, {}, depth, &slot->node)))
 			slot->str = k.w->tree->nodes[slot->node].str;
 	} else if (kind == HD_OBJECT && m->object) {
-		if (depth > k.w->max_depth)
-			return too_deep(k, tok.data());
-		if (auto e = v.get_object().get(o))
-			return syntax(k, e, tok.data(), "invalid object");
-		rc = walk_fields(k, o, m->object, slots, depth);
+		if (!(rc = open_object(k, v, tok.data(), depth, &o)))
+			rc = walk_fields(k, o, m->object, slots, depth);
 	} else if (kind == HD_ARRAY && m->each) {
 		rc = walk_each(k, v, tok.data(), m->each, depth);
 	} else if (kind == HD_STRING) {
@@ -461,22 +463,11 @@ simdjson_inline int walk_member(walker &k, od::value v, std::string_view tok, co
 
 int walk_fields(walker &k, od::object &o, const json_schema *s, json_slot *slots, unsigned depth)
 {
-	key name;
-
-	for (auto member : o) {
-		if (auto e = member.error())
-			return syntax(k, e, here(k), "expected a member, ',' or '}'");
-		od::field &f = member.value_unsafe();
-		std::string_view tok = f.value().raw_json_token();
-		if (int rc = read_key(k, f, tok.data(), false, &name))
-			return rc;
+	return each_member(k, o, false, [&](od::field &f, const key &name, std::string_view tok) {
 		const json_member *m = find_member(s, name);
-		int rc = m ? walk_member(k, f.value(), tok, m, slots, depth + 1)
-			   : walk_value(k, f.value(), tok, depth + 1);
-		if (rc)
-			return rc;
-	}
-	return 0;
+		return m ? walk_member(k, f.value(), tok, m, slots, depth + 1)
+			 : walk_value(k, f.value(), tok, depth + 1);
+	});
 }
 
 int element_done(walker &k, const json_schema *s, json_slot *self, json_slot *slots,
@@ -499,11 +490,8 @@ int walk_element(walker &k, od::value v, const json_schema *s, unsigned depth)
 	if (s->begin && (rc = s->begin(k.w->ctx)))
 		return rc;
 	if (self.kind == HD_OBJECT) {
-		if (depth > k.w->max_depth)
-			return too_deep(k, tok.data());
-		if (auto e = v.get_object().get(o))
-			return syntax(k, e, tok.data(), "invalid object");
-		rc = walk_fields(k, o, s, slots, depth);
+		if (!(rc = open_object(k, v, tok.data(), depth, &o)))
+			rc = walk_fields(k, o, s, slots, depth);
 	} else if (self.kind == HD_STRING) {
 		rc = string(k, v, tok, &self.str);
 	} else {

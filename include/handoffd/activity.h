@@ -34,8 +34,9 @@ struct hd_activity_set {
 
 struct hd_activity_parser;
 
-/* A reusable parser (not thread-safe; one per thread). OPTS NULL means the defaults;
- * max_depth is capped at 1024. NULL on allocation failure. */
+/* A reusable parser (one per thread; it does no I/O and touches no global state, so it
+ * may be called from any callback). OPTS NULL means the defaults; max_depth is capped
+ * at 1024. NULL on allocation failure. */
 struct hd_activity_parser *hd_activity_parser_new(const struct hd_parse_opts *opts);
 void hd_activity_parser_free(struct hd_activity_parser *p);
 

@@ -10,6 +10,7 @@
 
 #include <lauxlib.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define RAW_METATABLE "handoff.raw"
@@ -27,6 +28,12 @@ struct handoff_raw {
 	size_t nentries;
 	struct raw_span activity, context, transcript;
 	struct raw_span entries[];	/* followed by the bytes */
+};
+
+/* The userdata holds the block; the block lives outside Lua's heap, since a payload of
+ * megabytes counted as Lua allocation would pull every next collection forward. */
+struct raw_box {
+	struct handoff_raw *block;
 };
 
 /* Where the copied pieces go: the event's text first, then the context and transcript
@@ -72,12 +79,18 @@ static void push_raw(lua_State *L, const struct hd_handoff *h)
 {
 	const struct hd_transcript *t = &h->transcript;
 	struct layout l = { .n = 0 };
+	struct raw_box *box = lua_newuserdatauv(L, sizeof(*box), 0);
 	struct handoff_raw *r;
 
+	box->block = NULL;	/* collectable as it is if the allocation below fails */
+	luaL_setmetatable(L, RAW_METATABLE);
 	layout_add(&l, h->raw);
 	layout_add(&l, h->context.raw);
 	layout_add(&l, t->raw);
-	r = lua_newuserdatauv(L, sizeof(*r) + t->count * sizeof(r->entries[0]) + l.total, 0);
+	r = malloc(sizeof(*r) + t->count * sizeof(r->entries[0]) + l.total);
+	if (!r)
+		luaL_error(L, "not enough memory");
+	box->block = r;
 	r->nentries = t->count;
 	r->activity = layout_span(&l, h->raw);
 	r->context = layout_span(&l, h->context.raw);
@@ -86,7 +99,20 @@ static void push_raw(lua_State *L, const struct hd_handoff *h)
 		r->entries[i] = layout_span(&l, t->entries[i].raw);
 	for (int i = 0; i < l.n; i++)
 		memcpy(raw_bytes(r) + l.off[i], l.region[i].ptr, l.region[i].len);
-	luaL_setmetatable(L, RAW_METATABLE);
+}
+
+static struct handoff_raw *check_raw(lua_State *L)
+{
+	return ((struct raw_box *)luaL_checkudata(L, 1, RAW_METATABLE))->block;
+}
+
+static int l_raw_gc(lua_State *L)
+{
+	struct raw_box *box = luaL_checkudata(L, 1, RAW_METATABLE);
+
+	free(box->block);
+	box->block = NULL;
+	return 0;
 }
 
 static int push_span(lua_State *L, struct handoff_raw *r, struct raw_span s)
@@ -100,25 +126,25 @@ static int push_span(lua_State *L, struct handoff_raw *r, struct raw_span s)
 
 static int l_raw_activity(lua_State *L)
 {
-	struct handoff_raw *r = luaL_checkudata(L, 1, RAW_METATABLE);
+	struct handoff_raw *r = check_raw(L);
 	return push_span(L, r, r->activity);
 }
 
 static int l_raw_context(lua_State *L)
 {
-	struct handoff_raw *r = luaL_checkudata(L, 1, RAW_METATABLE);
+	struct handoff_raw *r = check_raw(L);
 	return push_span(L, r, r->context);
 }
 
 static int l_raw_transcript(lua_State *L)
 {
-	struct handoff_raw *r = luaL_checkudata(L, 1, RAW_METATABLE);
+	struct handoff_raw *r = check_raw(L);
 	return push_span(L, r, r->transcript);
 }
 
 static int l_raw_entry(lua_State *L)
 {
-	struct handoff_raw *r = luaL_checkudata(L, 1, RAW_METATABLE);
+	struct handoff_raw *r = check_raw(L);
 	lua_Integer i = luaL_checkinteger(L, 2);
 
 	if (i < 1 || (lua_Unsigned)i > r->nentries) {
@@ -130,7 +156,7 @@ static int l_raw_entry(lua_State *L)
 
 static int l_raw_len(lua_State *L)
 {
-	struct handoff_raw *r = luaL_checkudata(L, 1, RAW_METATABLE);
+	struct handoff_raw *r = check_raw(L);
 
 	lua_pushinteger(L, (lua_Integer)r->nentries);
 	return 1;
@@ -154,6 +180,8 @@ static void register_raw(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, l_raw_len);
 	lua_setfield(L, -2, "__len");
+	lua_pushcfunction(L, l_raw_gc);
+	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
 }
 
@@ -177,9 +205,9 @@ static void push_party(lua_State *L, const struct hd_party *p)
 	set_str(L, "role", p->role);
 }
 
-/* A JSON value as its Lua type; a JSON null is nil or, where a key must stay, the light
- * userdata NULL that lua-cjson calls cjson.null. */
-static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
+/* A JSON value as its Lua type; a JSON null is the light userdata NULL that lua-cjson
+ * calls cjson.null, so that a key sent with null stays in the table. */
+static void push_node(lua_State *L, const struct hd_node *n)
 {
 	const struct hd_node *c = n + 1;
 
@@ -189,14 +217,14 @@ static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
 		lua_createtable(L, 0, (int)n->count);
 		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
 			lua_pushlstring(L, c->key.ptr ? c->key.ptr : "", c->key.len);
-			push_node(L, c, false);
+			push_node(L, c);
 			lua_rawset(L, -3);
 		}
 		break;
 	case HD_ARRAY:
 		lua_createtable(L, (int)n->count, 0);
 		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
-			push_node(L, c, false);
+			push_node(L, c);
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
 		break;
@@ -214,10 +242,7 @@ static void push_node(lua_State *L, const struct hd_node *n, bool null_is_nil)
 		lua_pushboolean(L, n->kind == HD_TRUE);
 		break;
 	default:
-		if (null_is_nil)
-			lua_pushnil(L);
-		else
-			lua_pushlightuserdata(L, NULL);	/* cjson.null */
+		lua_pushlightuserdata(L, NULL);
 		break;
 	}
 }
@@ -233,7 +258,7 @@ static void push_context(lua_State *L, const struct hd_context *c)
 	lua_createtable(L, 0, n ? (int)n->count : 0);
 	for (uint32_t i = 0; n && i < n->count; i++, m += m->size) {
 		lua_pushlstring(L, m->key.ptr ? m->key.ptr : "", m->key.len);
-		push_node(L, m, false);
+		push_node(L, m);
 		for (int f = 0; f < HD_CTX_NFIELDS; f++) {
 			if (c->field[f] != m || m->kind == HD_NULL)
 				continue;

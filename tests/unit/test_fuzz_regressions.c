@@ -42,7 +42,7 @@ static void test_replay_regressions(void **state)
 	dp = opendir(path);
 	assert_non_null(dp);
 	while ((d = readdir(dp))) {
-		size_t len;
+		size_t len = 0;
 		char *data;
 		if (d->d_name[0] == '.')
 			continue;
