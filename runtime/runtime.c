@@ -6,6 +6,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "http_client.h"
 #include "http_server.h"
 #include "log.h"
 #include "loop.h"
@@ -70,8 +71,10 @@ struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 	rt->log = lg;
 	rt->loop = loop_new();
 	rt->metrics = metrics_new();
+	rt->curl_ready = http_client_global_init() == 0;	/* libcurl counts its own inits */
+	rt->http_client = rt->loop && rt->curl_ready ? http_client_new(rt->loop, lg, NULL) : NULL;
 	rt->scripts = rt->metrics ? script_host_new(rt) : NULL;
-	if (!rt->loop || !rt->scripts || add_metrics(rt) < 0) {
+	if (!rt->loop || !rt->http_client || !rt->scripts || add_metrics(rt) < 0) {
 		runtime_free(rt);
 		return NULL;
 	}
@@ -87,7 +90,10 @@ void runtime_free(struct hd_runtime *rt)
 		loop_signal_free(rt->signals[i]);
 	loop_timer_free(rt->drain);
 	watch_free(rt->watch);
-	script_host_free(rt->scripts);
+	script_host_free(rt->scripts);	/* first: aborted tasks cancel their requests */
+	http_client_free(rt->http_client);
+	if (rt->curl_ready)
+		http_client_global_cleanup();
 	http_server_free(rt->http);
 	metrics_free(rt->metrics);
 	loop_free(rt->loop);

@@ -11,6 +11,7 @@
 #include <time.h>
 
 struct config;
+struct http_client;
 struct http_server;
 struct log;
 struct loop;
@@ -25,6 +26,7 @@ struct hd_runtime {
 	struct log *log;		/* borrowed from main */
 	struct loop *loop;		/* owned */
 	struct http_server *http;	/* owned; NULL until runtime_start */
+	struct http_client *http_client;	/* owned: scripts' and Direct Line's requests */
 	struct script_host *scripts;	/* owned */
 	struct metrics *metrics;	/* owned */
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
@@ -33,6 +35,7 @@ struct hd_runtime {
 	uint64_t started_ms;		/* monotonic */
 	uint64_t stop_deadline_ms;	/* set when a stop began */
 	bool stopping;
+	bool curl_ready;		/* http_client_global_init succeeded */
 	/* The last reload: for /healthz and the admin answer. */
 	bool last_reload_ok;
 	time_t last_reload_time;

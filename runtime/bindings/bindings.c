@@ -14,6 +14,7 @@ static const luaL_Reg preloaded[] = {
 	{ "cjson.safe", luaopen_cjson_safe },
 	{ "handoff", luaopen_handoff },
 	{ "handoff.crypto", luaopen_handoff_crypto },
+	{ "handoff.http", luaopen_handoff_http },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
 	{ "handoff.time", luaopen_handoff_time },

@@ -20,6 +20,7 @@ void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[]);
 
 int luaopen_handoff(lua_State *L);
 int luaopen_handoff_crypto(lua_State *L);
+int luaopen_handoff_http(lua_State *L);
 int luaopen_handoff_log(lua_State *L);
 int luaopen_handoff_time(lua_State *L);
 int luaopen_handoff_timer(lua_State *L);

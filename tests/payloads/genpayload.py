@@ -13,6 +13,10 @@ context in `value`, the bot-user transcript in an attachment named "Transcript".
     genpayload.py N --content-url        transcript given by reference only
     genpayload.py N --mixed              a "transferring you" message before the event
     genpayload.py N --vars K             K extra custom variables in `value`
+    genpayload.py N --language En-US     `va_Language` in another spelling
+
+handoff_event_for() builds the same event around a transcript the caller already has
+(the Direct Line emulator passes a conversation's real activities).
 
 Sizes: N=2 is about 2.7 KB, 20 about 18 KB, 200 about 160 KB, 2000 about 1.6 MB.
 """
@@ -73,13 +77,17 @@ def transcript(conv, n):
     return [user_turn(conv, i) if i % 2 == 0 else bot_turn(conv, i) for i in range(n)]
 
 
-def context(conv, acts, extra_vars):
-    phrases = [a["text"] for a in acts if a["from"] is USER][-10:]
+def is_user(activity):
+    return activity.get("from", {}).get("role") == "user"
+
+
+def context(conv, acts, extra_vars, bot=BOT, language="en-US"):
+    phrases = [a.get("text", "") for a in acts if is_user(a)][-10:]
     value = {
         "va_Scope": "bot", "va_LastTopic": "Order status", "va_Topics": ["Greeting", "Order status"],
         "va_LastPhrase": "talk to a person", "va_Phrases": phrases, "va_ConversationId": conv,
-        "va_AgentMessage": "Customer asked for a human", "va_BotId": BOT["id"],
-        "va_BotName": BOT["name"], "va_Language": "en-US",
+        "va_AgentMessage": "Customer asked for a human", "va_BotId": bot["id"],
+        "va_BotName": bot["name"], "va_Language": language,
         "Global.CustomerTier": "gold", "Global.OrderNumber": 10042,
     }
     for k in range(extra_vars):
@@ -87,16 +95,24 @@ def context(conv, acts, extra_vars):
     return value
 
 
-def handoff_event(n, conv=CONV, value_as_string=False, content_as_string=False,
-                  name="Transcript", no_transcript=False, content_url=False, extra_vars=0):
-    acts = transcript(conv, n)
-    value = context(conv, acts, extra_vars)
+def handoff_event(n, conv=CONV, **variant):
+    """handoff.initiate with a made-up transcript of n activities; variant as handoff_event_for."""
+    return handoff_event_for(conv, transcript(conv, n), activity_id(conv, n), stamp(n), **variant)
+
+
+def handoff_event_for(conv, acts, event_id, timestamp, user=USER, bot=BOT,
+                      value_as_string=False, content_as_string=False, name="Transcript",
+                      no_transcript=False, content_url=False, extra_vars=0, language="en-US"):
+    """handoff.initiate carrying `acts` as its transcript. The variants are the shapes seen
+    in the wild: `value` or `content` as JSON strings, another attachment name case, no
+    transcript, a transcript by reference only, extra custom variables, `va_Language` spelling."""
+    value = context(conv, acts, extra_vars, bot, language)
     event = {
-        "type": "event", "id": activity_id(conv, n), "timestamp": stamp(n),
-        "channelId": "directline", "from": BOT, "conversation": {"id": conv},
+        "type": "event", "id": event_id, "timestamp": timestamp,
+        "channelId": "directline", "from": bot, "conversation": {"id": conv},
         "attachments": [], "entities": [], "name": "handoff.initiate",
         "value": json.dumps(value) if value_as_string else value,
-        "relatesTo": {"activityId": acts[0]["id"] if acts else "", "user": USER, "bot": BOT,
+        "relatesTo": {"activityId": acts[0]["id"] if acts else "", "user": user, "bot": bot,
                       "conversation": {"id": conv}, "channelId": "directline",
                       "serviceUrl": SERVICE_URL},
     }
@@ -137,10 +153,12 @@ def main(argv):
     p.add_argument("--content-url", action="store_true")
     p.add_argument("--mixed", action="store_true")
     p.add_argument("--vars", type=int, default=0)
+    p.add_argument("--language", default="en-US")
     a = p.parse_args(argv)
     out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
                        content_as_string=a.content_as_string, name=a.name,
-                       no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars)
+                       no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars,
+                       language=a.language)
     sys.stdout.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")))
 
 

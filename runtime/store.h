@@ -1,0 +1,88 @@
+/* store.h - durable state: conversations, Direct Line positions, dedupe ids, outbox.
+ *
+ * SQLite in WAL mode (synchronous=NORMAL: a committed write survives the process being
+ * killed; the file is created 0600 because it holds tokens). Writes are grouped: the
+ * first write of a loop turn opens a transaction and the loop commits it when the turn
+ * ends, so a burst of messages costs one commit. Whoever must not act before its write
+ * is durable (a 202 to a hub) waits with store_after_commit().
+ *
+ * Strings passed in are copied by SQLite; strings handed out are malloc'd copies owned by
+ * the caller (store_conv_clear frees a struct store_conv's). Errors return a negative
+ * errno (-EIO for SQLite failures, logged with SQLite's message). */
+#ifndef HANDOFFD_STORE_H
+#define HANDOFFD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct log;
+struct loop;
+struct store;
+
+/* How long hub event ids are remembered for dedupe. */
+#define STORE_EVENT_ID_TTL_S (7 * 24 * 3600)
+
+struct store_conv {
+	char *key;		/* "<front>:<front conversation id>" */
+	char *state;		/* bot, routing, agent, closed */
+	char *user_json;	/* the customer as the hub named them: {"id":..,"name":..} */
+	char *dl_conversation_id;
+	char *dl_token;
+	int64_t dl_token_expiry;	/* unix seconds; 0 unknown */
+	char *watermark;
+	uint64_t *seen;		/* Direct Line's dedupe set (hashes of recent activity ids) */
+	size_t nseen;
+	char *hub_data;		/* JSON the hub scripts keep with the conversation */
+	char *handoff_id;
+	int64_t updated_at;
+};
+
+typedef void (*store_commit_fn)(void *arg);
+typedef int (*store_conv_fn)(const struct store_conv *c, void *arg);
+
+/* Opens (creating) the database at PATH. NULL with ERR on failure. */
+struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen);
+/* Commits what is pending and closes. */
+void store_close(struct store *st);
+
+/* Commits the open transaction now and runs the after-commit callbacks. */
+int store_flush(struct store *st);
+/* Runs FN(ARG) once the writes made so far are committed (at once when none is pending). */
+int store_after_commit(struct store *st, store_commit_fn fn, void *arg);
+
+/* ---- conversations ---- */
+int store_conv_put(struct store *st, const struct store_conv *c);
+/* 0 and *OUT filled; -ENOENT when there is no such conversation. */
+int store_conv_get(struct store *st, const char *key, struct store_conv *out);
+/* Calls FN for every conversation not closed; stops at FN's first non-zero return. */
+int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg);
+int store_conv_delete(struct store *st, const char *key);
+void store_conv_clear(struct store_conv *c);
+
+/* ---- dedupe ---- */
+/* Records a hub event id: 1 when new, 0 when seen within STORE_EVENT_ID_TTL_S. */
+int store_event_add(struct store *st, const char *event_id);
+
+/* ---- outbox: ordered work per conversation and queue ("to_bot", "to_hub", "inbound") ---- */
+struct store_item {
+	int64_t id;
+	char *key;
+	char *queue;
+	char *payload;
+	size_t payload_len;
+	int attempts;
+	int64_t next_at_ms;	/* wall clock, ms */
+};
+
+/* Appends PAYLOAD; returns the item id (> 0) or a negative errno. */
+int64_t store_outbox_add(struct store *st, const char *key, const char *queue, const char *payload, size_t len);
+/* The oldest item of KEY/QUEUE: 0 and *OUT filled, or -ENOENT. */
+int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out);
+int store_outbox_done(struct store *st, int64_t id);
+int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms);
+/* Calls FN(key, queue, arg) once per KEY/QUEUE pair that has items (restart recovery). */
+int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const char *queue, void *arg), void *arg);
+void store_item_clear(struct store_item *it);
+
+#endif

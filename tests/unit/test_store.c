@@ -1,0 +1,200 @@
+/* test_store.c - the durable state on a real SQLite file: conversations, dedupe,
+ * outbox order, group commit and what survives a reopen. */
+#include "loop.h"
+#include "log.h"
+#include "store.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct log *lg;
+	struct loop *lp;
+	struct store *st;
+};
+
+static struct store *reopen(struct fixture *f)
+{
+	char err[256];
+
+	store_close(f->st);
+	f->st = store_open(f->lp, f->lg, f->path, err, sizeof(err));
+	if (!f->st)
+		fail_msg("%s", err);
+	return f->st;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	strcpy(f->dir, "/tmp/handoffd-store-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+	f->lg = log_new();
+	f->lp = loop_new();
+	reopen(f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	store_close(f->st);
+	loop_free(f->lp);
+	log_free(f->lg);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void test_file_is_private(void **state)
+{
+	struct fixture *f = *state;
+	struct stat sb;
+
+	assert_int_equal(stat(f->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+static void test_conversation_round_trip_survives_reopen(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t seen[] = { 11, 22, 33 };
+	struct store_conv c = { .key = "webhook:c-42", .state = "agent", .user_json = "{\"id\":\"u-7\"}",
+				.dl_conversation_id = "DL-1", .dl_token = "tok", .dl_token_expiry = 1234,
+				.watermark = "17", .seen = seen, .nseen = 3, .hub_data = "{}", .handoff_id = "h-1" };
+	struct store_conv out;
+
+	assert_int_equal(store_conv_put(f->st, &c), 0);
+	reopen(f);
+	assert_int_equal(store_conv_get(f->st, "webhook:c-42", &out), 0);
+	assert_string_equal(out.state, "agent");
+	assert_string_equal(out.dl_conversation_id, "DL-1");
+	assert_string_equal(out.watermark, "17");
+	assert_int_equal(out.dl_token_expiry, 1234);
+	assert_int_equal(out.nseen, 3);
+	assert_memory_equal(out.seen, seen, sizeof(seen));
+	store_conv_clear(&out);
+	c.state = "bot";
+	c.watermark = NULL;
+	assert_int_equal(store_conv_put(f->st, &c), 0);
+	assert_int_equal(store_conv_get(f->st, "webhook:c-42", &out), 0);
+	assert_string_equal(out.state, "bot");
+	assert_null(out.watermark);
+	store_conv_clear(&out);
+	assert_int_equal(store_conv_get(f->st, "nope", &out), -ENOENT);
+}
+
+static int count_open(const struct store_conv *c, void *arg)
+{
+	(void)c;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_each_open_skips_closed(void **state)
+{
+	struct fixture *f = *state;
+	struct store_conv a = { .key = "a", .state = "bot" }, b = { .key = "b", .state = "closed" },
+			  c = { .key = "c", .state = "agent" };
+	int n = 0;
+
+	store_conv_put(f->st, &a);
+	store_conv_put(f->st, &b);
+	store_conv_put(f->st, &c);
+	assert_int_equal(store_conv_each_open(f->st, count_open, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_conv_delete(f->st, "a"), 0);
+	n = 0;
+	store_conv_each_open(f->st, count_open, &n);
+	assert_int_equal(n, 1);
+}
+
+static void test_event_ids(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(store_event_add(f->st, "ev-1"), 1);
+	assert_int_equal(store_event_add(f->st, "ev-1"), 0);
+	reopen(f);
+	assert_int_equal(store_event_add(f->st, "ev-1"), 0);
+	assert_int_equal(store_event_add(f->st, "ev-2"), 1);
+}
+
+static void test_outbox_order_retry_done(void **state)
+{
+	struct fixture *f = *state;
+	struct store_item it;
+	int64_t a = store_outbox_add(f->st, "k", "to_hub", "first", 5);
+	int64_t b = store_outbox_add(f->st, "k", "to_hub", "sec\0nd", 6);
+
+	assert_true(a > 0 && b > a);
+	store_outbox_add(f->st, "k", "to_bot", "other queue", 11);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), 0);
+	assert_int_equal(it.id, a);
+	assert_string_equal(it.payload, "first");
+	store_item_clear(&it);
+	assert_int_equal(store_outbox_retry(f->st, a, 3, 99999), 0);
+	reopen(f);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), 0);
+	assert_int_equal(it.id, a);
+	assert_int_equal(it.attempts, 3);
+	assert_int_equal(it.next_at_ms, 99999);
+	store_item_clear(&it);
+	assert_int_equal(store_outbox_done(f->st, a), 0);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), 0);
+	assert_int_equal(it.payload_len, 6);
+	assert_memory_equal(it.payload, "sec\0nd", 6);
+	store_item_clear(&it);
+	store_outbox_done(f->st, b);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), -ENOENT);
+}
+
+static void mark(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+static void test_after_commit_waits_for_the_commit(void **state)
+{
+	struct fixture *f = *state;
+	int ran = 0;
+
+	assert_int_equal(store_after_commit(f->st, mark, &ran), 0);
+	assert_int_equal(ran, 1);	/* nothing pending: at once */
+	store_event_add(f->st, "ev-x");
+	store_after_commit(f->st, mark, &ran);
+	assert_int_equal(ran, 1);
+	loop_run(f->lp);	/* the end-of-turn commit */
+	assert_int_equal(ran, 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conversation_round_trip_survives_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_each_open_skips_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
