@@ -26,6 +26,17 @@
 #define CONFIG_DEFAULT_MAX_MEMORY_MB 256.0
 #define CONFIG_DEFAULT_RETIRE_AFTER 60.0
 #define CONFIG_DEFAULT_FALLBACK_QUEUE "default"
+#define CONFIG_DEFAULT_DL_USER_ID "dl_handoffd-"
+#define CONFIG_DEFAULT_DL_POLL_INTERVAL 5.0	/* service-to-service advice: 5-10 s */
+#define CONFIG_DEFAULT_DL_LIVENESS 60.0
+#define CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT 64.0
+#define CONFIG_DEFAULT_DL_RECONNECT_BASE 1.0
+#define CONFIG_DEFAULT_DL_RECONNECT_CAP 60.0
+#define CONFIG_DEFAULT_DL_TOKEN_REFRESH 0.5
+#define CONFIG_DEFAULT_DL_POST_TIMEOUT 20.0	/* above the bot's 15 s, like DirectLineJS */
+#define CONFIG_DEFAULT_DL_ECHO_GRACE 5.0
+#define CONFIG_DEFAULT_DL_MAX_MESSAGE (4.0 * 1024 * 1024)
+#define CONFIG_DL_MIN_MESSAGE (64.0 * 1024)
 
 enum key_type { KEY_STRING, KEY_NUMBER, KEY_BOOL, KEY_TABLE, KEY_MODULE_TABLE };
 
@@ -46,6 +57,21 @@ static const struct config_key directline_keys[] = {
 	{ "token", KEY_STRING, false, FIELD(directline.token), NULL },
 	{ "transport", KEY_STRING, false, FIELD(directline.transport), NULL },
 	{ "ca_file", KEY_STRING, false, FIELD(directline.ca_file), NULL },
+	{ "user_id", KEY_STRING, false, FIELD(directline.user_id), NULL },
+	{ "bot_name", KEY_STRING, false, FIELD(directline.bot_name), NULL },
+	{ "locale", KEY_STRING, false, FIELD(directline.locale), NULL },
+	{ "poll_interval", KEY_NUMBER, false, FIELD(directline.poll_interval), NULL },
+	{ "liveness", KEY_NUMBER, false, FIELD(directline.liveness), NULL },
+	{ "reconnect_max_concurrent", KEY_NUMBER, false, FIELD(directline.reconnect_max_concurrent), NULL },
+	{ "reconnect_base", KEY_NUMBER, false, FIELD(directline.reconnect_base), NULL },
+	{ "reconnect_cap", KEY_NUMBER, false, FIELD(directline.reconnect_cap), NULL },
+	{ "token_refresh", KEY_NUMBER, false, FIELD(directline.token_refresh), NULL },
+	{ "post_timeout", KEY_NUMBER, false, FIELD(directline.post_timeout), NULL },
+	{ "echo_grace", KEY_NUMBER, false, FIELD(directline.echo_grace), NULL },
+	{ "max_message", KEY_NUMBER, false, FIELD(directline.max_message), NULL },
+	{ "regional_discovery", KEY_BOOL, false, FIELD(directline.regional_discovery), NULL },
+	{ "greeting", KEY_BOOL, false, FIELD(directline.greeting), NULL },
+	{ "status_events", KEY_BOOL, false, FIELD(directline.status_events), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -303,6 +329,15 @@ static void preset_numbers(struct config *cfg)
 	cfg->scripts.max_instructions = CONFIG_DEFAULT_MAX_INSTRUCTIONS;
 	cfg->scripts.max_memory_mb = CONFIG_DEFAULT_MAX_MEMORY_MB;
 	cfg->scripts.retire_after = CONFIG_DEFAULT_RETIRE_AFTER;
+	cfg->directline.poll_interval = CONFIG_DEFAULT_DL_POLL_INTERVAL;
+	cfg->directline.liveness = CONFIG_DEFAULT_DL_LIVENESS;
+	cfg->directline.reconnect_max_concurrent = CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT;
+	cfg->directline.reconnect_base = CONFIG_DEFAULT_DL_RECONNECT_BASE;
+	cfg->directline.reconnect_cap = CONFIG_DEFAULT_DL_RECONNECT_CAP;
+	cfg->directline.token_refresh = CONFIG_DEFAULT_DL_TOKEN_REFRESH;
+	cfg->directline.post_timeout = CONFIG_DEFAULT_DL_POST_TIMEOUT;
+	cfg->directline.echo_grace = CONFIG_DEFAULT_DL_ECHO_GRACE;
+	cfg->directline.max_message = CONFIG_DEFAULT_DL_MAX_MESSAGE;
 }
 
 static int apply_defaults(struct config *cfg)
@@ -314,8 +349,37 @@ static int apply_defaults(struct config *cfg)
 	if (rc == 0)
 		rc = set_default(&cfg->directline.transport, "websocket");
 	if (rc == 0)
+		rc = set_default(&cfg->directline.user_id, CONFIG_DEFAULT_DL_USER_ID);
+	if (rc == 0)
 		rc = set_default(&cfg->state, CONFIG_DEFAULT_STATE);
 	return rc;
+}
+
+/* The Direct Line timings and bounds: each must make sense on its own and together. */
+static int check_directline_numbers(struct loader *ld, const struct config_directline *dl)
+{
+	if (dl->poll_interval < 0.1)
+		return fail(ld, "poll_interval", "key 'directline.poll_interval' must be at least 0.1 seconds");
+	if (dl->liveness < 0.5)
+		return fail(ld, "liveness", "key 'directline.liveness' must be at least 0.5 seconds");
+	if (dl->reconnect_max_concurrent < 1 || dl->reconnect_max_concurrent > 100000 ||
+	    dl->reconnect_max_concurrent != (double)(long)dl->reconnect_max_concurrent)
+		return fail(ld, "reconnect_max_concurrent",
+			    "key 'directline.reconnect_max_concurrent' must be a whole number from 1 to 100000");
+	if (dl->reconnect_base <= 0 || dl->reconnect_cap < dl->reconnect_base || dl->reconnect_cap > 3600)
+		return fail(ld, "reconnect_base",
+			    "keys 'directline.reconnect_base' and 'reconnect_cap' need 0 < base <= cap <= 3600 seconds");
+	if (dl->token_refresh < 0.1 || dl->token_refresh > 0.9)
+		return fail(ld, "token_refresh", "key 'directline.token_refresh' must be from 0.1 to 0.9");
+	if (dl->post_timeout < 1 || dl->post_timeout > 600)
+		return fail(ld, "post_timeout", "key 'directline.post_timeout' must be from 1 to 600 seconds");
+	if (dl->echo_grace < 0 || dl->echo_grace > 600)
+		return fail(ld, "echo_grace", "key 'directline.echo_grace' must be from 0 to 600 seconds");
+	if (dl->max_message < CONFIG_DL_MIN_MESSAGE || dl->max_message > 256.0 * 1024 * 1024)
+		return fail(ld, "max_message", "key 'directline.max_message' must be from 65536 to 268435456 bytes");
+	if (dl->regional_discovery && !dl->token_url)
+		return fail(ld, "regional_discovery", "key 'directline.regional_discovery' needs 'directline.token_url'");
+	return 0;
 }
 
 /* Cross-key rules and defaults, after every key was checked on its own. */
@@ -330,6 +394,9 @@ static int finish(struct loader *ld)
 			    "missing required key 'directline.secret' (or 'directline.token_url', 'directline.token')");
 	if (dl->transport && strcmp(dl->transport, "websocket") != 0 && strcmp(dl->transport, "polling") != 0)
 		return fail(ld, "transport", "key 'directline.transport' must be \"websocket\" or \"polling\"");
+	rc = check_directline_numbers(ld, dl);
+	if (rc < 0)
+		return rc;
 	if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
 	    strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error"))
 		return fail(ld, "log_level", "key 'log_level' must be debug, info, warn or error");
@@ -497,6 +564,9 @@ void config_free(struct config *cfg)
 	free(cfg->directline.token);
 	free(cfg->directline.transport);
 	free(cfg->directline.ca_file);
+	free(cfg->directline.user_id);
+	free(cfg->directline.bot_name);
+	free(cfg->directline.locale);
 	free(cfg->admin.token);
 	free(cfg->fallback.queue);
 	free(cfg->fallback.skill);

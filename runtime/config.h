@@ -15,6 +15,21 @@ struct config_directline {
 	char *token;		/* a fixed token */
 	char *transport;	/* "websocket" or "polling" */
 	char *ca_file;		/* extra trust anchor (tests, private CAs) */
+	char *user_id;		/* prefix of our user ids (Direct Line wants "dl_") */
+	char *bot_name;		/* the bot's label in logs */
+	char *locale;		/* sent with the greeting event; NULL: none */
+	double poll_interval;	/* seconds between polls when idle */
+	double liveness;	/* seconds of silence that declare a stream dead */
+	double reconnect_max_concurrent;	/* opens + reconnects in flight, all conversations */
+	double reconnect_base;	/* seconds: first backoff window, doubled per failure */
+	double reconnect_cap;	/* seconds: largest backoff window */
+	double token_refresh;	/* fraction of a token's lifetime after which it is refreshed */
+	double post_timeout;	/* seconds a POST may take (the bot has 15) */
+	double echo_grace;	/* seconds to wait for the echo of an unconfirmed POST */
+	double max_message;	/* bytes of one stream message or GET body */
+	bool regional_discovery;	/* token_url: ask regionalchannelsettings for the base */
+	bool greeting;		/* post the startConversation event on new conversations */
+	bool status_events;	/* report handoff.status events to the bot */
 };
 
 struct config_admin {

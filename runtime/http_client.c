@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -45,6 +46,8 @@ struct http_transfer {
 	http_done_fn done;
 	void *arg;
 	char method[METHOD_MAX];
+	char *upload;			/* a no_resend request's body; read once */
+	size_t upload_len, upload_off;
 	char *body;			/* the response body so far */
 	size_t body_len, body_cap, max_body;
 	int write_err;			/* why on_body refused data: -EFBIG or -ENOMEM */
@@ -262,6 +265,45 @@ static int setopt_result(int failed)
 	return failed ? -ENOMEM : 0;
 }
 
+static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
+{
+	struct http_transfer *t = arg;
+	size_t left = t->upload_len - t->upload_off, want = size * n < left ? size * n : left;
+
+	memcpy(buf, t->upload + t->upload_off, want);
+	t->upload_off += want;
+	return want;
+}
+
+/* libcurl rewinds the body only to send it again; once any of it went out, refuse. */
+static int seek_upload(void *arg, curl_off_t offset, int origin)
+{
+	struct http_transfer *t = arg;
+
+	return offset == 0 && origin == SEEK_SET && t->upload_off == 0 ? CURL_SEEKFUNC_OK
+									 : CURL_SEEKFUNC_FAIL;
+}
+
+/* The body through a read callback that cannot be rewound (see no_resend). */
+static int set_upload(struct http_transfer *t, const struct http_request *req)
+{
+	CURL *e = t->easy;
+	int failed = 0;
+
+	t->upload = malloc(req->body_len ? req->body_len : 1);
+	if (!t->upload)
+		return -ENOMEM;
+	memcpy(t->upload, req->body, req->body_len);
+	t->upload_len = req->body_len;
+	failed |= curl_easy_setopt(e, CURLOPT_POST, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	return setopt_result(failed);
+}
+
 static int set_method(struct http_transfer *t, const struct http_request *req)
 {
 	bool head = strcmp(t->method, "HEAD") == 0;
@@ -272,7 +314,9 @@ static int set_method(struct http_transfer *t, const struct http_request *req)
 		return -EINVAL;
 	if (head)
 		return setopt_result(curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
-	if (req->body || method_has_body(t->method)) {
+	if (req->no_resend && req->body) {
+		failed |= set_upload(t, req) < 0;
+	} else if (req->body || method_has_body(t->method)) {
 		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
 		failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
@@ -340,6 +384,7 @@ static void transfer_free(struct http_transfer *t)
 	curl_url_cleanup(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);
+	free(t->upload);
 	free(t->body);
 	free(t);
 }
@@ -520,6 +565,7 @@ static int result_error(const struct http_transfer *t, CURLcode rc)
 	case CURLE_SSL_INVALIDCERTSTATUS: return -EPROTO;
 	case CURLE_SEND_ERROR: return -EPIPE;
 	case CURLE_RECV_ERROR:
+	case CURLE_SEND_FAIL_REWIND:	/* a no_resend request's connection died */
 	case CURLE_GOT_NOTHING:
 	case CURLE_PARTIAL_FILE: return -ECONNRESET;
 	case CURLE_TOO_MANY_REDIRECTS: return -ELOOP;

@@ -77,6 +77,10 @@ struct http_request {
 	size_t max_body;		/* 0: the client's default; exceeding it fails with -EFBIG */
 	const char *ca_file;		/* NULL: the client's */
 	bool follow_redirects;		/* off unless asked; then at most HTTP_CLIENT_MAX_REDIRECTS */
+	/* libcurl sends a request again by itself when a reused connection dies before any
+	 * answer. For a POST that is not idempotent (Direct Line activities) that can deliver
+	 * it twice: with NO_RESEND the request fails instead (-ECONNRESET, sent true). */
+	bool no_resend;
 };
 
 /* Borrowed by the callback: every pointer in it dies when the callback returns. */

@@ -1,0 +1,132 @@
+/* directline.h - Direct Line 3.0 client: one bot conversation per relay conversation.
+ * A struct directline is one bot (its credentials, base URL and settings) and holds any
+ * number of conversations on the loop. Each conversation gets its token, starts or
+ * resumes, receives over a WebSocket stream (or by polling), reconnects without loss
+ * from its watermark, refreshes its token, and sends activities in order. Parsed bot
+ * activities come out of one dispatch point, the on_activity callback.
+ *
+ * Ownership and reentrancy, in one place:
+ * - The caller owns each struct dl_conv from directline_open() until it calls
+ *   directline_close(), exactly once. After a terminal state (DL_STATE_ENDED,
+ *   DL_STATE_FAILED) the conversation holds no socket, timer or request any more, but
+ *   the handle stays valid until directline_close(), which may be called from inside
+ *   on_state itself.
+ * - Callbacks run from the loop, never from inside the call that caused them (directline_
+ *   open/send/close never call on_activity, on_state or on_persist synchronously), with
+ *   one documented exception: directline_close() and directline_free() call the done
+ *   callback of every unfinished send with -ECANCELED before they return.
+ * - Inside any callback the caller may call directline_send(), directline_open() and
+ *   directline_close() on any conversation, this one included. directline_free() must not
+ *   be called from a callback.
+ * - Everything a callback receives is borrowed and dies when the callback returns. */
+#ifndef HANDOFFD_DIRECTLINE_H
+#define HANDOFFD_DIRECTLINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config_directline;
+struct hd_activity;
+struct http_client;
+struct log;
+struct loop;
+struct metrics;
+
+struct directline;
+struct dl_conv;
+
+enum dl_state {
+	DL_STATE_CONNECTING,	/* getting a token, starting or resuming the conversation */
+	DL_STATE_ONLINE,	/* receiving: stream open, or polling */
+	DL_STATE_RECONNECTING,	/* receive path lost; waiting or reconnecting from the watermark */
+	DL_STATE_ENDED,		/* terminal: endOfConversation, 404, or closed */
+	DL_STATE_FAILED,	/* terminal: credentials refused or token lost for good */
+};
+
+/* What the store keeps to resume a conversation later (daemon restart, another instance). */
+struct dl_persist {
+	const char *conversation_id;
+	const char *token;		/* never log it */
+	int64_t token_expires;		/* wall clock, unix seconds */
+	const char *watermark;		/* verbatim; NULL before the first one */
+	const uint64_t *seen;		/* dedupe_hash() of recently seen activity ids, oldest first */
+	size_t nseen;
+};
+
+struct directline_callbacks {
+	/* One bot activity (or a user activity from another client, with its role), exactly
+	 * once and in arrival order. Our own echoes never come here. A is valid during the
+	 * call only. */
+	void (*on_activity)(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg);
+	/* A state change with a short, stable reason ("started", "stream lost", "collision",
+	 * "endOfConversation", "not found", "token expired", "closed", ...). */
+	void (*on_state)(struct dl_conv *c, const char *key, enum dl_state state, const char *reason,
+			 void *arg);
+	/* The conversation id, the token or the watermark changed. The watermark changes only
+	 * after on_activity returned for every activity of its set. May be NULL. */
+	void (*on_persist)(struct dl_conv *c, const char *key, const struct dl_persist *p, void *arg);
+};
+
+/* A send finished: ERR 0 and the id Direct Line gave the activity (may be NULL on 204),
+ * or a negative errno and REASON, one of: "bad request" (400), "unauthorized" (401),
+ * "forbidden" (403), "not found" (404, the conversation ended), "too large" (413),
+ * "unconfirmed" (the outcome stayed unknown after one resend), "retries exhausted",
+ * "ended" (the conversation ended first), "closed" (directline_close/free). */
+typedef void (*dl_send_done_fn)(struct dl_conv *c, int err, const char *reason,
+				const char *activity_id, void *arg);
+
+/* Builds a client for one bot. CFG is copied (the secret is added to LG's redaction
+ * list); LP, LG, HC and M are borrowed and must outlive it. CB is copied; ARG is passed to
+ * every callback. NULL on failure (bad settings, out of memory), logged. */
+struct directline *directline_new(struct loop *lp, struct log *lg, struct http_client *hc,
+				  struct metrics *m, const struct config_directline *cfg,
+				  const struct directline_callbacks *cb, void *arg);
+/* Ends every conversation (no on_state; unfinished sends get -ECANCELED "closed") and
+ * frees the client. NULL is a no-op. Not from inside a callback. */
+void directline_free(struct directline *dl);
+
+/* Opens a conversation for KEY (copied; the relay's conversation key, printable). RESUME
+ * NULL starts a new Direct Line conversation; otherwise it is resumed from what an
+ * on_persist gave (copied): its id, watermark and seen ids, and its token unless that
+ * expired (or is NULL), when a new one is acquired if the credentials allow it (a
+ * secret). Progress comes through on_state. NULL when out of memory or when RESUME
+ * has no conversation id. */
+struct dl_conv *directline_open(struct directline *dl, const char *key,
+				const struct dl_persist *resume);
+
+/* Queues one activity (a JSON object of LEN bytes, e.g. {"type":"message","text":"hi"})
+ * for sending after every activity queued before it. `from` is set to our user and
+ * `channelData.clientActivityID` to a fresh id (other channelData members are kept).
+ * Returns 0 and later calls DONE exactly once (DONE may be NULL); or -EINVAL (not a JSON
+ * object with a string "type"), -EFBIG (too large), -ENOBUFS (queue full), -ESHUTDOWN
+ * (terminal state), -ENOMEM, and then DONE is never called. */
+int directline_send(struct dl_conv *c, const char *activity_json, size_t len,
+		    dl_send_done_fn done, void *arg);
+
+/* Gives the handle back. Unfinished sends get -ECANCELED "closed" before this returns.
+ * END_CONVERSATION: tell the bot with an endOfConversation activity (best effort, in the
+ * background). No callback mentions C afterwards. NULL is a no-op. */
+void directline_close(struct dl_conv *c, bool end_conversation);
+
+const char *directline_key(const struct dl_conv *c);
+/* The Direct Line conversation id, or NULL before it is known. */
+const char *directline_conversation_id(const struct dl_conv *c);
+enum dl_state directline_state(const struct dl_conv *c);
+/* "connecting", "online", "reconnecting", "ended", "failed". */
+const char *directline_state_name(enum dl_state s);
+
+/* Figures for benchmarks and the admin API. */
+struct directline_stats {
+	size_t conversations;		/* open handles */
+	size_t online, reconnecting;
+	unsigned connects_in_flight;	/* opens and reconnects holding a slot */
+	size_t connects_queued;		/* waiting for a slot */
+	uint64_t dispatched, duplicates, echoes, reconnects, refreshes;
+	/* Time spent handling a received payload (parse, dedupe, dispatch), per activity,
+	 * in microseconds: a log2 histogram, bucket i counting values in [2^(i-1), 2^i). */
+	uint64_t dispatch_us_hist[24];
+};
+void directline_get_stats(const struct directline *dl, struct directline_stats *out);
+
+#endif

@@ -1,0 +1,518 @@
+/* dl_stream.c - the receive path of a Direct Line conversation.
+ * Owns bringing it up and keeping it up: a connect slot, then (through dl_token.c) a
+ * token and the start, or a resume by GET /conversations/{id}?watermark= that yields a
+ * fresh streamUrl; one WebSocket per conversation (websocket.c does the socket and the
+ * liveness checks); polling GET /activities as the configured transport or as a fallback
+ * when sockets cannot be opened; reconnecting after any loss with full-jitter backoff and
+ * Retry-After; and catch-up GETs beside the stream. Every payload received goes to
+ * dl_dispatch(); what is in it is not this file's business. */
+#include "dl_internal.h"
+
+#include "http_client.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "websocket.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void resume(struct dl_conv *c);
+static void poll_now(struct dl_conv *c);
+static void start_polling(struct dl_conv *c, const char *reason);
+
+static bool polling_mode(const struct dl_conv *c)
+{
+	return c->dl->s.polling || c->poll_until_ms;
+}
+
+/* {===== Retry, stop, timer */
+
+static void arm(struct dl_conv *c, uint64_t delay_ms)
+{
+	if (dl_timer(c, &c->rx_timer, dl_stream_timer))
+		loop_timer_start(c->rx_timer, delay_ms, 0);
+}
+
+static void drop_socket(struct dl_conv *c)
+{
+	if (c->ws) {
+		websocket_free(c->ws);
+		c->ws = NULL;
+	}
+}
+
+void dl_stream_stop(struct dl_conv *c)
+{
+	drop_socket(c);
+	dl_http_cancel(&c->rx);
+	dl_http_cancel(&c->sync);
+	if (c->rx_timer)
+		loop_timer_stop(c->rx_timer);
+	c->phase = DL_PH_IDLE;
+}
+
+void dl_stream_retry(struct dl_conv *c, int64_t retry_after_ms, const char *reason)
+{
+	struct directline *dl = c->dl;
+	uint64_t delay = retry_after_ms >= 0 ? (uint64_t)retry_after_ms : dl_backoff_ms(dl, c->rx_attempt);
+
+	if (dl_done(c))
+		return;
+	dl_slot_release(c);
+	drop_socket(c);
+	dl_http_cancel(&c->rx);
+	if (c->rx_attempt < 30)
+		c->rx_attempt++;
+	c->phase = DL_PH_BACKOFF;
+	arm(c, delay);
+	log_info(dl->lg, "directline.retry", "key=\"%s\" conv=%s reason=\"%s\" attempt=%u delay_ms=%llu",
+		 c->key, c->id ? c->id : "-", reason, c->rx_attempt, (unsigned long long)delay);
+	if (c->state == DL_STATE_ONLINE)
+		dl_set_state(c, DL_STATE_RECONNECTING, reason);
+}
+
+void dl_stream_timer(void *arg)
+{
+	struct dl_conv *c = arg;
+
+	dl_hold(c);
+	if (dl_done(c)) {
+		dl_release(c);
+		return;
+	}
+	switch (c->phase) {
+	case DL_PH_QUEUED:
+		if (c->has_slot)
+			dl_stream_slot_granted(c);
+		break;
+	case DL_PH_POLL:
+		if (c->poll_until_ms && loop_now_ms() >= c->poll_until_ms && !c->dl->s.polling) {
+			c->poll_until_ms = 0;	/* fallback over: try the socket again */
+			c->ws_fails = 0;
+			dl_stream_begin(c);
+		} else {
+			poll_now(c);
+		}
+		break;
+	case DL_PH_IDLE:
+	case DL_PH_BACKOFF:
+		dl_stream_begin(c);
+		break;
+	default:
+		break;
+	}
+	dl_release(c);
+}
+
+void dl_stream_begin(struct dl_conv *c)
+{
+	if (dl_done(c))
+		return;
+	c->phase = DL_PH_QUEUED;
+	dl_slot_request(c);
+}
+
+void dl_stream_slot_granted(struct dl_conv *c)
+{
+	if (!c->started) {
+		dl_token_start(c);
+	} else if (!dl_token_valid(c)) {
+		c->phase = DL_PH_WAIT_TOKEN;
+		dl_token_reacquire(c);
+	} else if (polling_mode(c)) {
+		dl_slot_release(c);
+		start_polling(c, c->dl->s.polling ? "polling" : "polling fallback");
+	} else {
+		resume(c);
+	}
+}
+
+void dl_stream_token_ready(struct dl_conv *c)
+{
+	if (c->phase == DL_PH_WAIT_TOKEN)
+		dl_stream_begin(c);
+}
+
+/* }===== */
+
+/* {===== The WebSocket stream */
+
+static void went_online(struct dl_conv *c, const char *reason)
+{
+	if (c->ever_online && c->state != DL_STATE_ONLINE) {
+		c->dl->n_reconnects++;
+		metrics_inc(c->dl->c.reconnects);
+	}
+	c->ever_online = true;
+	dl_set_state(c, DL_STATE_ONLINE, reason);
+}
+
+static void ws_open(struct websocket *ws, void *arg)
+{
+	struct dl_conv *c = arg;
+
+	(void)ws;
+	dl_hold(c);
+	c->phase = DL_PH_STREAM;
+	c->ws_opened_ms = loop_now_ms();
+	c->ws_fails = 0;
+	c->ws_received = false;
+	dl_slot_release(c);
+	went_online(c, "stream open");
+	/* A resume without a watermark could not say where to replay from: catch up by GET
+	 * from the start (dedupe drops what was already delivered). */
+	if (!dl_done(c) && c->catch_up) {
+		c->catch_up = false;
+		dl_stream_sync(c);
+	}
+	dl_release(c);
+}
+
+static void ws_message(struct websocket *ws, const char *data, size_t len, void *arg)
+{
+	struct dl_conv *c = arg;
+
+	(void)ws;
+	dl_hold(c);
+	c->ws_received = true;
+	if (dl_dispatch(c, data, len) == -EPROTO && !dl_done(c))
+		dl_stream_sync(c);	/* a payload we could not read: reconcile by GET */
+	dl_release(c);
+}
+
+/* The socket never opened. Proxies that refuse upgrades make this repeat: then poll. */
+static void ws_failed(struct dl_conv *c, const struct websocket_end_info *end)
+{
+	struct directline *dl = c->dl;
+	char why[96];
+
+	if (end->kind == WEBSOCKET_END_HTTP)
+		snprintf(why, sizeof(why), "stream refused: http %d", end->http_status);
+	else
+		snprintf(why, sizeof(why), "stream refused: %s (%.40s)", websocket_end_name(end->kind), end->reason);
+	if (end->kind == WEBSOCKET_END_HTTP && end->http_status == 429) {
+		int64_t wait = -1;
+
+		if (end->retry_after) {
+			wait = strtoll(end->retry_after, NULL, 10);
+			wait = wait > DL_RETRY_AFTER_MAX_S ? DL_RETRY_AFTER_MAX_S * 1000 : wait * 1000;
+			wait += (int64_t)(dl_random(dl) % 500);
+		}
+		dl_stream_retry(c, wait, why);
+		return;
+	}
+	/* 403: the streamUrl expired; the retry fetches a fresh one. */
+	if (!(end->kind == WEBSOCKET_END_HTTP && end->http_status == 403) &&
+	    ++c->ws_fails >= DL_WS_FAILS_BEFORE_POLLING && !dl->s.polling) {
+		log_warn(dl->lg, "directline.polling_fallback", "key=\"%s\" conv=%s reason=\"%s\" for_s=%u",
+			 c->key, c->id, why, DL_POLL_BEFORE_WS_RETRY_MS / 1000);
+		metrics_inc(dl->c.polling_fallbacks);
+		c->poll_until_ms = loop_now_ms() + DL_POLL_BEFORE_WS_RETRY_MS;
+		dl_slot_release(c);
+		start_polling(c, "polling fallback");
+		return;
+	}
+	dl_stream_retry(c, -1, why);
+}
+
+static void ws_lost(struct dl_conv *c, const struct websocket_end_info *end)
+{
+	struct directline *dl = c->dl;
+	bool healthy = c->ws_received || loop_now_ms() - c->ws_opened_ms >= DL_HEALTHY_STREAM_MS;
+
+	if (end->reason && strcmp(end->reason, "collision") == 0) {
+		/* Someone else holds this conversation's stream: do not fight over it. */
+		metrics_inc(dl->c.collisions);
+		log_warn(dl->lg, "directline.collision", "key=\"%s\" conv=%s", c->key, c->id);
+		dl_stream_retry(c, (int64_t)(dl->s.reconnect_cap_ms / 2 +
+					     dl_random(dl) % (dl->s.reconnect_cap_ms / 2 + 1)), "collision");
+		return;
+	}
+	if (healthy)
+		c->rx_attempt = 0;
+	log_info(dl->lg, "directline.stream_lost", "key=\"%s\" conv=%s end=%s code=%u", c->key, c->id,
+		 websocket_end_name(end->kind), end->code);
+	dl_stream_retry(c, -1, "stream lost");
+}
+
+static void ws_close(struct websocket *ws, const struct websocket_end_info *end, void *arg)
+{
+	struct dl_conv *c = arg;
+
+	dl_hold(c);
+	websocket_free(ws);
+	if (c->ws == ws)
+		c->ws = NULL;
+	if (!dl_done(c)) {
+		if (c->phase == DL_PH_STREAM)
+			ws_lost(c, end);
+		else
+			ws_failed(c, end);
+	}
+	dl_release(c);
+}
+
+static const struct websocket_callbacks ws_callbacks = {
+	.on_open = ws_open, .on_message = ws_message, .on_close = ws_close,
+};
+
+/* The streamUrl is used once, while fresh; docs sometimes print it as https. */
+static void connect_stream(struct dl_conv *c)
+{
+	char url[DL_URL_MAX];
+	const char *u = c->stream_url;
+	int rc;
+
+	if (!u || loop_now_ms() - c->stream_url_ms > DL_STREAM_URL_FRESH_MS) {
+		resume(c);
+		return;
+	}
+	if (strncmp(u, "https://", 8) == 0)
+		snprintf(url, sizeof(url), "wss://%s", u + 8);
+	else if (strncmp(u, "http://", 7) == 0)
+		snprintf(url, sizeof(url), "ws://%s", u + 7);
+	else
+		snprintf(url, sizeof(url), "%s", u);
+	free(c->stream_url);
+	c->stream_url = NULL;
+	drop_socket(c);
+	c->phase = DL_PH_HANDSHAKE;
+	rc = websocket_connect(c->dl->wc, url, NULL, &ws_callbacks, c, &c->ws);
+	if (rc < 0)
+		dl_stream_retry(c, -1, rc == -EINVAL ? "bad stream url" : "cannot connect");
+}
+
+void dl_stream_started(struct dl_conv *c)
+{
+	if (polling_mode(c)) {
+		dl_slot_release(c);
+		start_polling(c, c->dl->s.polling ? "polling" : "polling fallback");
+	} else {
+		connect_stream(c);
+	}
+}
+
+/* }===== */
+
+/* {===== Resume: GET /conversations/{id}?watermark= */
+
+/* The conversation's path plus SUFFIX and the watermark query, escaped. */
+static int conv_path(const struct dl_conv *c, const char *suffix, char *out, size_t cap)
+{
+	char id[DL_ID_MAX * 3 + 1], wm[DL_WATERMARK_MAX * 3 + 1] = "";
+
+	if (dl_url_escape(id, sizeof(id), c->id) < 0 ||
+	    (c->watermark && dl_url_escape(wm, sizeof(wm), c->watermark) < 0))
+		return -ENAMETOOLONG;
+	if (snprintf(out, cap, "/conversations/%s%s%s%s", id, suffix, wm[0] ? "?watermark=" : "", wm) >=
+	    (int)cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* What any REST answer on the receive path means when it is not a success. */
+static void rest_failed(struct dl_conv *c, const struct http_response *res, int err, const char *what)
+{
+	int status = err ? 0 : res->status;
+	char why[64];
+
+	if (status == 404) {
+		dl_terminate(c, DL_STATE_ENDED, "not found");
+		return;
+	}
+	if (status == 401 || status == 403) {
+		dl_slot_release(c);
+		c->phase = DL_PH_WAIT_TOKEN;
+		dl_token_reacquire(c);
+		return;
+	}
+	snprintf(why, sizeof(why), "%s failed: %s", what, err ? http_client_strerror(err) : "");
+	if (status)
+		snprintf(why, sizeof(why), "%s failed: %d", what, status);
+	dl_stream_retry(c, status ? dl_http_retry_after_ms(c->dl, res) : -1, why);
+}
+
+static void on_resumed(struct dl_conv *c, const struct http_response *res, int err)
+{
+	struct dl_token_answer a;
+
+	if (dl_done(c))
+		return;
+	if (!dl_http_ok(res, err)) {
+		rest_failed(c, res, err, "resume");
+		return;
+	}
+	if (dl_token_parse(c->dl, res, &a) < 0 || !a.stream_url.ptr) {
+		dl_stream_retry(c, -1, "resume answer unreadable");
+		return;
+	}
+	if (dl_strset(&c->stream_url, a.stream_url.ptr, a.stream_url.len) < 0) {
+		dl_stream_retry(c, -1, "out of memory");
+		return;
+	}
+	c->stream_url_ms = loop_now_ms();
+	c->catch_up = !c->watermark;
+	/* DirectLineJS adopts the token a reconnect returns; so do we. */
+	if (a.token.ptr && (!c->token || a.token.len != strlen(c->token) ||
+			    memcmp(a.token.ptr, c->token, a.token.len) != 0)) {
+		if (dl_token_adopt(c, a.token.ptr, a.token.len, a.expires_in) == 0)
+			dl_persist(c);
+		if (dl_done(c))
+			return;
+	}
+	connect_stream(c);
+}
+
+static void resume(struct dl_conv *c)
+{
+	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
+
+	c->phase = DL_PH_RESUME;
+	if (conv_path(c, "", path, sizeof(path)) < 0) {
+		dl_terminate(c, DL_STATE_FAILED, "conversation id too long");
+		return;
+	}
+	if (dl_http(c, &c->rx, "GET", path, DL_CRED_TOKEN, NULL, 0, DL_REST_TIMEOUT_MS, on_resumed) < 0)
+		dl_stream_retry(c, -1, "cannot resume");
+}
+
+/* }===== */
+
+/* {===== Polling, and catch-up GETs beside the stream */
+
+/* A page was read. More may follow while it held activities and moved the watermark;
+ * a page that does not move it cannot be followed without looping. */
+static bool more_pages(const struct dl_conv *c, int n, const char *before)
+{
+	if (n <= 0 || !c->watermark)
+		return false;
+	return !before || strcmp(before, c->watermark) != 0;
+}
+
+static void on_polled(struct dl_conv *c, const struct http_response *res, int err)
+{
+	char *before;
+	int n;
+
+	if (dl_done(c))
+		return;
+	if (!dl_http_ok(res, err)) {
+		rest_failed(c, res, err, "poll");
+		if (!dl_done(c) && c->phase == DL_PH_BACKOFF)
+			c->phase = DL_PH_POLL;	/* keep polling after the backoff */
+		return;
+	}
+	before = c->watermark ? strdup(c->watermark) : NULL;
+	n = dl_dispatch(c, res->body, res->body_len);
+	if (!dl_done(c)) {
+		c->rx_attempt = 0;
+		went_online(c, c->poll_until_ms ? "polling fallback" : "polling");
+	}
+	if (!dl_done(c)) {
+		c->phase = DL_PH_POLL;
+		if (more_pages(c, n, before) || (c->poll_soon && n >= 0))
+			arm(c, c->poll_soon && !more_pages(c, n, before) ? DL_EXTRA_POLL_MS : 0);
+		else
+			arm(c, n < 0 ? dl_backoff_ms(c->dl, 1) : c->dl->s.poll_ms);
+		c->poll_soon = false;
+	}
+	free(before);
+}
+
+static void poll_now(struct dl_conv *c)
+{
+	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
+
+	c->phase = DL_PH_POLL;
+	if (c->rx.t)
+		return;
+	if (!dl_token_valid(c)) {
+		c->phase = DL_PH_WAIT_TOKEN;
+		dl_token_reacquire(c);
+		return;
+	}
+	if (conv_path(c, "/activities", path, sizeof(path)) < 0 ||
+	    dl_http(c, &c->rx, "GET", path, DL_CRED_TOKEN, NULL, 0, DL_REST_TIMEOUT_MS, on_polled) < 0) {
+		arm(c, dl_backoff_ms(c->dl, c->rx_attempt++ + 1));
+	}
+}
+
+static void start_polling(struct dl_conv *c, const char *reason)
+{
+	(void)reason;
+	drop_socket(c);
+	poll_now(c);
+}
+
+void dl_stream_poll_soon(struct dl_conv *c)
+{
+	if (c->phase != DL_PH_POLL)
+		return;
+	if (c->rx.t)
+		c->poll_soon = true;
+	else
+		arm(c, DL_EXTRA_POLL_MS);
+}
+
+static void sync_page(struct dl_conv *c);
+
+static void on_synced(struct dl_conv *c, const struct http_response *res, int err)
+{
+	char *before;
+	int n;
+
+	if (dl_done(c))
+		return;
+	if (!dl_http_ok(res, err)) {
+		if (!err && (res->status == 404 || res->status == 401 || res->status == 403)) {
+			rest_failed(c, res, err, "catch-up");
+			if (dl_done(c))
+				return;
+		}
+		dl_send_synced(c, false);
+		return;
+	}
+	before = c->watermark ? strdup(c->watermark) : NULL;
+	n = dl_dispatch(c, res->body, res->body_len);
+	if (!dl_done(c) && more_pages(c, n, before)) {
+		free(before);
+		sync_page(c);
+		return;
+	}
+	free(before);
+	if (dl_done(c))
+		return;
+	if (c->sync_again) {
+		c->sync_again = false;
+		sync_page(c);
+		return;
+	}
+	dl_send_synced(c, n >= 0);
+}
+
+static void sync_page(struct dl_conv *c)
+{
+	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
+
+	if (!dl_token_valid(c) || conv_path(c, "/activities", path, sizeof(path)) < 0 ||
+	    dl_http(c, &c->sync, "GET", path, DL_CRED_TOKEN, NULL, 0, DL_REST_TIMEOUT_MS, on_synced) < 0)
+		dl_send_synced(c, false);
+}
+
+void dl_stream_sync(struct dl_conv *c)
+{
+	if (c->sync.t) {
+		c->sync_again = true;
+		return;
+	}
+	if (!c->id) {
+		dl_send_synced(c, false);
+		return;
+	}
+	sync_page(c);
+}
+
+/* }===== */

@@ -1,0 +1,175 @@
+"""Direct Line send path: faults F10 and F15-F18 of shared/directline.md section 8, each
+over the WebSocket stream and over polling (parity).
+
+Setup: one emulator per module, one dl_driver per test. The emulator's control API queues
+a failure for the conversation's next POST; the test then checks what the bot received
+(exactly once, in our order) and what the driver reported for each send.
+"""
+import pytest
+
+from dldriver import check_exactly_once, check_received, driver_factory, emu, texts  # noqa: F401
+
+TRANSPORTS = ["websocket", "polling"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request):
+    return request.param
+
+
+def test_f10_reply_before_echo(driver_factory, emu, transport):
+    """F10: the bot's answer overtakes the echo of our message by 500 ms: the answer is
+    dispatched at once, the late echo is recognised as ours and dropped."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.settings(conversation=cid, echo_delay_ms=500)
+    drv.send("k1", "t1", "hello bot")
+    assert drv.sent("t1")["err"] == 0
+    ctl.wait_count(cid, "activities", 3)
+    check_exactly_once(drv, ctl, "k1", cid)
+    assert texts(drv, "k1")[-1] == "You said: hello bot"      # after the greeting
+    if transport == "websocket":
+        drv.wait_stat("echoes", 1)      # the late echo came over the stream and was dropped
+    check_received(ctl, cid, ["hello bot"])
+
+
+@pytest.mark.parametrize("failure", [
+    {"status": 502, "code": "BotError"},
+    {"status": 504},
+    {"drop": True},
+])
+def test_f15_unknown_outcome_echo_found(driver_factory, emu, transport, failure):
+    """F15: the POST reached the bot, then 502/504 or a reset connection: the echo proves
+    it arrived, so nothing is sent twice and the send succeeds."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport, echo_grace=1)
+    cid = drv.open("k1")
+    ctl.fail("post", failure, conversation=cid)
+    drv.send("k1", "t1", "first")
+    drv.send("k1", "t2", "second")
+    assert drv.sent("t1")["err"] == 0
+    assert drv.sent("t2")["err"] == 0
+    check_received(ctl, cid, ["first", "second"])
+    check_exactly_once(drv, ctl, "k1", cid)
+
+
+def test_f15_unknown_outcome_echo_absent_resends_once(driver_factory, emu, transport):
+    """F15: 502 and the activity did not reach the bot: no echo within the grace period,
+    a catch-up GET finds none, one resend."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 502, "record": False}, conversation=cid)
+    drv.send("k1", "t1", "lost once")
+    drv.send("k1", "t2", "after it")
+    assert drv.sent("t1")["err"] == 0
+    assert drv.sent("t2")["err"] == 0
+    check_received(ctl, cid, ["lost once", "after it"])
+    assert drv.metric("handoffd_directline_resends_total") == 1
+    assert drv.metric("handoffd_directline_echo_timeouts_total") == 1
+
+
+def test_f15_unconfirmed_twice_is_reported(driver_factory, emu, transport):
+    """F15: both the POST and its single resend end unknown and unseen: reported as
+    "unconfirmed", never sent a third time; the queue goes on."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 504, "record": False}, {"status": 504, "record": False}, conversation=cid)
+    drv.send("k1", "t1", "doomed")
+    drv.send("k1", "t2", "fine")
+    e = drv.sent("t1")
+    assert (e["err"], e["reason"]) == (-110, "unconfirmed")
+    assert drv.sent("t2")["err"] == 0
+    check_received(ctl, cid, ["fine"])
+
+
+def test_f16_throttled_post_waits_and_keeps_order(driver_factory, emu, transport):
+    """F16: 429 with Retry-After 1 on the first POST: it waits at least that long, sends
+    once, and the activities queued behind it keep their order."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 429, "retry_after": 1}, conversation=cid)
+    for i in range(1, 5):
+        drv.send("k1", "t%d" % i, "m%d" % i)
+    outcomes = [drv.sent("t%d" % i) for i in range(1, 5)]
+    assert [o["err"] for o in outcomes] == [0, 0, 0, 0]
+    assert [e["tag"] for e in drv.events if e["ev"] == "sent"] == ["t1", "t2", "t3", "t4"]
+    check_received(ctl, cid, ["m1", "m2", "m3", "m4"])
+    assert drv.metric('handoffd_directline_http_errors_total{code="429"}') == 1
+
+
+def test_f16_server_error_and_pre_send_failure_retried(driver_factory, emu, transport):
+    """500 is retried with backoff; so is a request that never reached the service."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 500}, {"status": 500}, conversation=cid)
+    drv.send("k1", "t1", "eventually")
+    assert drv.sent("t1")["err"] == 0
+    check_received(ctl, cid, ["eventually"])
+
+
+@pytest.mark.parametrize("status,reason,err", [
+    (400, "bad request", -22),
+    (403, "forbidden", -1),
+])
+def test_f17_refusals_are_not_retried(driver_factory, emu, transport, status, reason, err):
+    """F17: 400 and a 403 that is not about expiry: reported at once, not retried, and the
+    next activity goes through."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    before = ctl.stats().get("posts", 0)
+    ctl.fail("post", {"status": status}, conversation=cid)
+    drv.send("k1", "t1", "refused")
+    drv.send("k1", "t2", "accepted")
+    e = drv.sent("t1")
+    assert (e["err"], e["reason"]) == (err, reason)
+    assert drv.sent("t2")["err"] == 0
+    assert ctl.stats()["posts"] - before == 2
+    check_received(ctl, cid, ["accepted"])
+
+
+def test_f17_not_found_ends_the_conversation(driver_factory, emu, transport):
+    """F17: 404 on a POST: reported, the conversation ends, later sends are refused."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 404}, conversation=cid)
+    drv.batch(("send", "k1", "t1", "nobody home"), ("send", "k1", "t2", "queued behind"))
+    assert (drv.sent("t1")["reason"], drv.sent("t2")["reason"]) == ("not found", "ended")
+    assert drv.wait_state("k1", "ended")["reason"] == "not found"
+    drv.send("k1", "t3", "too late")
+    assert drv.sent("t3")["ev"] == "refused"
+    check_received(ctl, cid, [])
+
+
+def test_f17_expired_token_on_post_is_reacquired(driver_factory, emu, transport):
+    """403 TokenExpired on a POST is not the activity's fault: a new token, then the same
+    activity once."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    ctl.fail("post", {"status": 403, "code": "TokenExpired"}, conversation=cid)
+    drv.send("k1", "t1", "with a new token")
+    assert drv.sent("t1")["err"] == 0
+    check_received(ctl, cid, ["with a new token"])
+    assert "directline.token_reacquired" in drv.log()
+
+
+def test_f18_slow_bot_ack_within_post_timeout(driver_factory, emu):
+    """F18: the bot takes 14 s to acknowledge; our POST timeout (20 s by default, above the
+    service's 15 s) waits for it: one POST, success, no resend."""
+    ctl = emu.ctl
+    drv = driver_factory(post_timeout=20)
+    cid = drv.open("k1")
+    ctl.settings(conversation=cid, post_delay_ms=14000)
+    before = ctl.stats().get("posts", 0)
+    drv.send("k1", "t1", "take your time")
+    assert drv.sent("t1", timeout=30)["err"] == 0
+    assert ctl.stats()["posts"] - before == 1
+    check_received(ctl, cid, ["take your time"])
+    check_exactly_once(drv, ctl, "k1", cid)
