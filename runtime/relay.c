@@ -1064,6 +1064,20 @@ int relay_end(struct relay *r, const char *id)
 	return 0;
 }
 
+int relay_set_data(struct relay *r, const char *id, const char *data_json)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c)
+		return -ENOENT;
+	if (data_json[0] != '{')
+		return -EINVAL;
+	if (conv_set_string(&c->hub_data, data_json) < 0)
+		return -ENOMEM;
+	save(r, c);
+	return 0;
+}
+
 int relay_event_seen(struct relay *r, const char *event_id)
 {
 	return store_event_add(r->store, event_id);

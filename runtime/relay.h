@@ -42,6 +42,10 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json);
 /* The front ends the conversation: endOfConversation to the bot, state closed. */
 int relay_end(struct relay *r, const char *id);
+/* Replaces the conversation's hub data (DATA_JSON, a JSON object), the table hub calls
+ * see as conv.data: for what a webhook learns that later calls need. -ENOENT unknown
+ * conversation, -EINVAL not an object. */
+int relay_set_data(struct relay *r, const char *id, const char *data_json);
 /* Remembers a hub event id: 1 new, 0 duplicate, negative errno. */
 int relay_event_seen(struct relay *r, const char *event_id);
 /* Forgets it again (the event's effect failed before anything was committed). */

@@ -8,6 +8,7 @@
  *   hd.remember_event(event_id)          true the first time, false for a duplicate
  *   hd.forget_event(event_id)            undoes remember_event when the effect failed
  *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
+ *   hd.set_data(id, data)                replaces conv.data (what later hub calls see)
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
  * "overloaded" (conversation limit), "queue full", "unknown conversation", "bad
@@ -192,6 +193,18 @@ static int l_handoff_forget_event(lua_State *L)
 	return 1;
 }
 
+static int l_handoff_set_data(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = luaL_checkstring(L, 1);
+	size_t len;
+	const char *data;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	data = activity_json(L, 2, &len);
+	return finish_write(L, r, relay_set_data(r, id, data));
+}
+
 static void set_json_field(lua_State *L, const char *name, const char *json)
 {
 	if (!json)
@@ -250,6 +263,7 @@ static const luaL_Reg handoff_funcs[] = {
 	{ "forget_event", l_handoff_forget_event },
 	{ "handoff_event", l_handoff_event },
 	{ "remember_event", l_handoff_remember_event },
+	{ "set_data", l_handoff_set_data },
 	{ "to_bot", l_handoff_to_bot },
 	{ NULL, NULL },
 };

@@ -4,7 +4,9 @@ The runtime calls run() in a task of the conversation for every delivery to a hu
 bot message or typing for the customer (front.to_user), a handoff (desk.escalate), a
 customer message for the agent (desk.to_agent). It decodes what the runtime stored,
 calls the hub module and hands back its answer, plus the conversation's `data` table
-(which the runtime keeps, durably, for the next call).
+when the call changed it (the runtime keeps it, durably, for the next call; a call that
+left it alone hands back nothing, so it cannot undo what a webhook stored meanwhile with
+hd.set_data).
 
 Hub functions return:
   true                  delivered (escalate: handed over; the hub reports acceptance later)
@@ -27,10 +29,11 @@ end
 --- "escalate"; conv: {key, id, state, user, data, handoff_id, dl_conversation_id} with
 --- user and data as JSON text; arg: the activity as JSON text, or for escalate the
 --- handoff object (built in C from the stored event); route_json: the destination.
---- Returns ok, err, retry, data_json.
+--- Returns ok, err, retry, data_json (nil when unchanged).
 function M.run(module, fn, conv, arg, route_json)
   conv.user = decode(conv.user)
   conv.data = decode(conv.data) or {}
+  local data, before = conv.data, json.encode(conv.data)
   local f = module[fn]
   if type(f) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
   local ok, err, retry
@@ -41,7 +44,9 @@ function M.run(module, fn, conv, arg, route_json)
     if not activity then return nil, "bad activity: " .. tostring(jerr) end
     ok, err, retry = f(conv, activity)
   end
-  return ok, err, retry, json.encode(conv.data)
+  -- The same table encodes the same way twice: a different text means a change.
+  local after = json.encode(conv.data)
+  return ok, err, retry, (conv.data ~= data or after ~= before) and after or nil
 end
 
 return M
