@@ -5,6 +5,7 @@ its 4 KB limit, Genesys customAttributes). flat() turns the routing decision and
 context into string values with stable keys, and drops what does not fit, reporting it:
 
   local flat, dropped = require("handoff.context").flat(h, route, { max_bytes = 4096, prefix = "handoff_" })
+  -- json = true: json.encode(flat) itself stays within max_bytes (Sunshine measures that)
 ]]
 local json = require "handoff.json"
 
@@ -41,19 +42,34 @@ function M.pairs(h, route, prefix)
   return out
 end
 
---- A flat table of at most opts.max_bytes (sum of key and value lengths; default 4096).
---- Values longer than opts.max_value (default 512) are cut. Returns the table and the
---- list of keys left out.
+-- S cut to at most N bytes without splitting a UTF-8 sequence, marked with "...".
+local function cut(s, n)
+  local stop = n - 3
+  while stop > 0 and (s:byte(stop + 1) or 0) & 0xC0 == 0x80 do stop = stop - 1 end
+  return s:sub(1, stop) .. "..."
+end
+
+-- What a pair costs: its bytes, or with as_json its bytes in a JSON object ("k":"v" and
+-- a comma or a brace), so that json.encode(flat) stays within max_bytes.
+local function cost(k, v, as_json)
+  if not as_json then return #k + #v end
+  return #json.encode(k) + #json.encode(v) + 2
+end
+
+--- A flat table of at most opts.max_bytes (sum of key and value lengths, or with
+--- opts.json the size of the table encoded as JSON; default 4096). Values longer than
+--- opts.max_value (default 512) are cut. Returns the table and the list of keys left out.
 function M.flat(h, route, opts)
   opts = opts or {}
   local max, max_value = opts.max_bytes or 4096, opts.max_value or 512
-  local flat, dropped, used = {}, {}, 0
+  local flat, dropped, used = {}, {}, opts.json and 1 or 0
   for _, kv in ipairs(M.pairs(h, route, opts.prefix)) do
     local k, v = kv[1], kv[2]
-    if #v > max_value then v = v:sub(1, max_value - 3) .. "..." end
-    if used + #k + #v <= max then
+    if #v > max_value then v = cut(v, max_value) end
+    local c = cost(k, v, opts.json)
+    if used + c <= max then
       flat[k] = v
-      used = used + #k + #v
+      used = used + c
     else
       dropped[#dropped + 1] = k
     end
