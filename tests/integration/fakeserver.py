@@ -5,9 +5,13 @@ that need something on the other end of handoffd's outbound requests.
 
 Handlers are aiohttp handlers (async def h(request) -> web.Response). Every request is
 recorded in srv.requests as (method, path, headers, body) in arrival order.
+post_json(url, body, headers) is the other direction: a fake hub calling handoffd.
 """
 import asyncio
+import json
 import threading
+import urllib.error
+import urllib.request
 
 from aiohttp import web
 
@@ -59,3 +63,17 @@ class FakeServer:
             asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def post_json(url, body, headers, timeout=30):
+    """POSTs BODY (bytes) to URL; returns (status, the answer parsed as JSON, or its text)."""
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text or b"null")
+        except ValueError:
+            return e.code, text.decode(errors="replace")
