@@ -151,3 +151,30 @@ def test_kill_and_restart_mid_traffic(env):
     # contract tells the hub to drop (the fake does, into hub.redelivered).
     assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], "every reply once, in order"
     assert [a["text"] for a in env.bot_received("k-1")] == sent, "every message reached the bot once"
+
+
+def test_rules_edited_mid_conversation(env):
+    """A reload between two handoffs of one conversation: the second uses the new rules,
+    and the conversation (and its Direct Line conversation) carries on."""
+    import signal
+    hub, port = env.hub, env.port
+    hub.message(port, "r-1", "my order is late, I want a human")
+    first = hub.wait_handoff("r-1")
+    assert first["routing"]["queue"] == "orders"
+    dl_id = env.dl_conversation("r-1")
+    hub.send(port, {"id": "r-done", "type": "handoff.completed", "conversation": "r-1",
+                    "handoff_id": first["handoff_id"], "return_to_bot": True})
+    (env.workdir / "routes.lua").write_text(
+        (env.workdir / "routes.lua").read_text().replace('queue("orders"', 'queue("orders-v2"'))
+    env.daemon.proc.send_signal(signal.SIGHUP)
+    env.daemon.wait_line("reload.ok generation=2")
+    hub.message(port, "r-1", "thanks")
+    assert texts(hub.wait_messages("r-1", 3))[-1] == "You said: thanks"
+    hub.message(port, "r-1", "the order again, a human please")
+    env.hub.wait(lambda r: len([b for p, b in r if p == "/handoffs" and b["conversation"] == "r-1"]) >= 2,
+                 30, "the second handoff")
+    second = hub.handoffs("r-1")[1]
+    assert second["routing"]["queue"] == "orders-v2"
+    assert second["handoff_id"] != first["handoff_id"]
+    assert env.dl_conversation("r-1") == dl_id, "the same conversation with the bot throughout"
+    assert env.daemon.errors() == []
