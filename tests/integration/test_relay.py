@@ -178,3 +178,21 @@ def test_rules_edited_mid_conversation(env):
     assert second["handoff_id"] != first["handoff_id"]
     assert env.dl_conversation("r-1") == dl_id, "the same conversation with the bot throughout"
     assert env.daemon.errors() == []
+
+
+def test_limits_answer_503(tmp_path):
+    """limits.conversations and limits.queued: the hub is told to come back later (503)."""
+    env = Environment(BIN, tmp_path, extra_config="limits = { conversations = 3, queued = 3 },")
+    try:
+        hub, port = env.hub, env.port
+        for i in range(3):
+            assert hub.message(port, f"l-{i}", "hello")[0] == 202
+        assert hub.message(port, "l-3", "hello") == (503, {"error": "overloaded"})
+        hub.wait_messages("l-0", 2)
+        # the bot stops taking messages: l-0's messages pile up to the limit
+        env.emu.ctl.fail("post", *([{"status": 500}] * 200), conversation=env.dl_conversation("l-0"))
+        answers = [hub.message(port, "l-0", f"m{j}")[0] for j in range(5)]
+        assert answers[:3] == [202, 202, 202] and 503 in answers[3:], answers
+        assert hub.message(port, "l-1", "others are not affected")[0] == 202
+    finally:
+        assert env.close() == 0
