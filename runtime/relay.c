@@ -418,8 +418,7 @@ static void push_json_or_nil(lua_State *co, const char *json)
 		lua_pushnil(co);
 }
 
-/* The conversation as scripts see it; relay.lua decodes the JSON members. */
-static void push_conv(lua_State *co, const struct conversation *c)
+void relay_push_conversation(lua_State *co, const struct conversation *c)
 {
 	lua_createtable(co, 0, 7);
 	lua_pushstring(co, c->key);
@@ -494,7 +493,7 @@ static int push_hub_call(lua_State *co, void *arg)
 	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
 	lua_getfield(co, LUA_REGISTRYINDEX, p.desk ? hc->r->desk_reg : hc->r->front_reg);
 	lua_pushstring(co, p.fn);
-	push_conv(co, c);
+	relay_push_conversation(co, c);
 	if (strcmp(p.fn, "escalate") == 0) {
 		if (push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
 			return -EINVAL;
@@ -1006,27 +1005,32 @@ static int find_or_add(struct relay *r, const char *id, struct conversation **ou
 	return rc;
 }
 
-int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+/* The conversation a front message is for, opened on first contact. */
+static int front_message(struct relay *r, const char *id, const char *activity, size_t len,
+			 struct conversation **c)
 {
-	struct conversation *c;
-	int rc = find_or_add(r, id, &c);
+	int rc = find_or_add(r, id, c);
 
 	if (rc < 0)
 		return rc;
-	if (len < 2 || activity[0] != '{')
-		return -EINVAL;
-	return enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
+	return len < 2 || activity[0] != '{' ? -EINVAL : 0;
+}
+
+int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = front_message(r, id, activity, len, &c);
+
+	return rc < 0 ? rc : enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 }
 
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
 {
 	struct conversation *c;
-	int rc = find_or_add(r, id, &c);
+	int rc = front_message(r, id, activity, len, &c);
 
 	if (rc < 0)
 		return rc;
-	if (len < 2 || activity[0] != '{')
-		return -EINVAL;
 	if (user_json && (!c->user_json || strcmp(c->user_json, user_json) != 0)) {
 		conv_set_string(&c->user_json, user_json);
 		save(r, c);
