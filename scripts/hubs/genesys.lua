@@ -198,7 +198,8 @@ end
 --- A customer message while the desk has the conversation. Its message id counts per
 --- conversation and is only advanced on success, so a retry sends the same id again.
 function M.to_agent(conv, activity)
-  if activity.type ~= "message" then return true end
+  -- Queued before a handoff failed or ended: sending it would open a new Genesys conversation.
+  if activity.type ~= "message" or not WITH_DESK[conv.state] then return true end
   local text = type(activity.text) == "string" and activity.text ~= "" and activity.text or nil
   local content = content_of(activity.attachments)
   if not text and not content then return true end
@@ -226,9 +227,8 @@ end
 
 local function accept(conv, msg)
   if conv.state ~= "routing" then return true end
-  local from = type(msg.channel.from) == "table" and msg.channel.from or {}
-  return hd.handoff_event(conv.id, "accepted", { handoff_id = conv.handoff_id,
-                                                 agent = { id = from.id, name = from.nickname } })
+  local from = type(msg.channel.from) == "table" and msg.channel.from or {}   -- from.id is the integration
+  return hd.handoff_event(conv.id, "accepted", { handoff_id = conv.handoff_id, agent = { name = from.nickname } })
 end
 
 local function activity_of(msg)
