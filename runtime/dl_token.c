@@ -204,9 +204,13 @@ static void start_failed(struct dl_conv *c, const struct http_response *res, int
 		dl_terminate(c, DL_STATE_FAILED, status == 404 ? "not found" : "bad request");
 		return;
 	}
+	int64_t wait = status ? dl_http_retry_after_ms(dl, res) : -1;
+
 	free(c->token);	/* a fresh token on the next try */
 	c->token = NULL;
-	dl_stream_retry(c, status ? dl_http_retry_after_ms(dl, res) : -1, "start failed");
+	if (status == 429)
+		dl_slot_throttle(dl, wait >= 0 ? (uint64_t)wait : 1000);
+	dl_stream_retry(c, wait, "start failed");
 }
 
 static void on_started(struct dl_conv *c, const struct http_response *res, int err)

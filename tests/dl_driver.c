@@ -9,7 +9,7 @@
  *   send KEY TAG TEXT...       a message activity with TEXT
  *   sendjson KEY TAG JSON      any activity
  *   close KEY [end]            give the handle back (end: tell the bot)
- *   reopen KEY                 close, then resume from the last on_persist (a restart)
+ *   reopen KEY                 close if open, then resume from the last on_persist
  *   stats                      print the client's figures
  *   metrics                    print the metrics text
  * End of input closes everything and exits.
@@ -353,6 +353,8 @@ static void command(struct driver *d, char *line)
 		cmd_metrics(d);
 	} else if (strcmp(cmd, "open") == 0 && key) {
 		cmd_open(d, key);
+	} else if (strcmp(cmd, "reopen") == 0 && cv && cv->saved.conversation_id) {
+		cmd_reopen(d, cv);
 	} else if (!cv || !cv->c) {
 		error("bad command or unknown conversation: %s %s", cmd, key ? key : "");
 	} else if (strcmp(cmd, "send") == 0 || strcmp(cmd, "sendjson") == 0) {
@@ -367,8 +369,6 @@ static void command(struct driver *d, char *line)
 	} else if (strcmp(cmd, "close") == 0) {
 		directline_close(cv->c, strcmp(line, "end") == 0);
 		cv->c = NULL;
-	} else if (strcmp(cmd, "reopen") == 0) {
-		cmd_reopen(d, cv);
 	} else {
 		error("unknown command %s", cmd);
 	}
