@@ -98,6 +98,19 @@ static const struct config_key fallback_keys[] = {
 	{ NULL, 0, false, 0, NULL },
 };
 
+static const struct config_key limits_keys[] = {
+	{ "conversations", KEY_NUMBER, false, FIELD(limits.conversations), NULL },
+	{ "queued", KEY_NUMBER, false, FIELD(limits.queued), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
+static const struct config_key retry_keys[] = {
+	{ "base", KEY_NUMBER, false, FIELD(retry.base), NULL },
+	{ "max_delay", KEY_NUMBER, false, FIELD(retry.max_delay), NULL },
+	{ "give_up_after", KEY_NUMBER, false, FIELD(retry.give_up_after), NULL },
+	{ NULL, 0, false, 0, NULL },
+};
+
 static const struct config_key top_keys[] = {
 	{ "listen", KEY_STRING, false, 0, NULL },	/* parsed into host and port */
 	{ "state", KEY_STRING, false, FIELD(state), NULL },
@@ -112,6 +125,8 @@ static const struct config_key top_keys[] = {
 	{ "admin", KEY_TABLE, false, 0, admin_keys },
 	{ "scripts", KEY_TABLE, false, 0, scripts_keys },
 	{ "fallback", KEY_TABLE, false, 0, fallback_keys },
+	{ "limits", KEY_TABLE, false, 0, limits_keys },
+	{ "retry", KEY_TABLE, false, 0, retry_keys },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -338,6 +353,11 @@ static void preset_numbers(struct config *cfg)
 	cfg->directline.post_timeout = CONFIG_DEFAULT_DL_POST_TIMEOUT;
 	cfg->directline.echo_grace = CONFIG_DEFAULT_DL_ECHO_GRACE;
 	cfg->directline.max_message = CONFIG_DEFAULT_DL_MAX_MESSAGE;
+	cfg->limits.conversations = 50000;
+	cfg->limits.queued = 1000;
+	cfg->retry.base = 1;
+	cfg->retry.max_delay = 60;
+	cfg->retry.give_up_after = 600;	/* hubs.md: retried up to 10 minutes */
 }
 
 static int apply_defaults(struct config *cfg)
@@ -405,6 +425,10 @@ static int finish(struct loader *ld)
 	if (cfg->scripts.max_instructions < 0 || cfg->scripts.max_memory_mb < 0 ||
 	    cfg->scripts.retire_after < 0)
 		return fail(ld, "scripts", "the numbers in 'scripts' must not be negative");
+	if (cfg->limits.conversations < 1 || cfg->limits.queued < 1)
+		return fail(ld, "limits", "the numbers in 'limits' must be at least 1");
+	if (cfg->retry.base <= 0 || cfg->retry.max_delay < cfg->retry.base || cfg->retry.give_up_after < 0)
+		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))
 		return fail(ld, "hub", "key 'hub' excludes 'front' and 'desk'");
 	if (!cfg->listen_host)

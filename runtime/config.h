@@ -44,6 +44,18 @@ struct config_scripts {
 	bool watch;			/* reload when a script file changes */
 };
 
+struct config_limits {
+	double conversations;		/* open conversations; more answer 503 */
+	double queued;			/* undelivered messages per conversation */
+};
+
+/* Delivery to hubs (and the bot, across restarts): exponential backoff, full jitter. */
+struct config_retry {
+	double base;			/* seconds before the first retry */
+	double max_delay;		/* cap of one wait */
+	double give_up_after;		/* seconds since the first attempt */
+};
+
 /* A routing destination (the fallback when rules fail or match nothing). */
 struct config_route {
 	char *queue, *skill, *agent, *reason;
@@ -68,6 +80,8 @@ struct config {
 	struct config_admin admin;
 	struct config_scripts scripts;
 	struct config_route fallback;
+	struct config_limits limits;
+	struct config_retry retry;
 };
 
 /* Loads and validates PATH. On success returns the config (caller frees with

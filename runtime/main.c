@@ -32,6 +32,8 @@ static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } subcommands[] = {
+	{ "parse", cmd_parse },
+	{ "route", cmd_route },
 	{ "test", cmd_test },
 };
 
@@ -41,6 +43,8 @@ static void print_usage(FILE *out)
 		"usage: handoffd -c FILE [-d] [--pidfile FILE] [--log FILE] [--log-level LEVEL] [--json-logs]\n"
 		"       handoffd -t -c FILE\n"
 		"       handoffd test [-c FILE] TEST.lua...\n"
+		"       handoffd parse PAYLOAD|-\n"
+		"       handoffd route -c FILE PAYLOAD|-\n"
 		"\n"
 		"  -c, --config FILE    Lua config file returning a table (required)\n"
 		"  -t, --test-config    load and check the config and the scripts it names, then exit\n"

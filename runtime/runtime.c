@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "relay.h"
 #include "script_host.h"
 #include "watch.h"
 
@@ -91,6 +92,7 @@ void runtime_free(struct hd_runtime *rt)
 	loop_timer_free(rt->drain);
 	watch_free(rt->watch);
 	script_host_free(rt->scripts);	/* first: aborted tasks cancel their requests */
+	relay_free(rt->relay);		/* after: those tasks' ends still reach the relay */
 	http_client_free(rt->http_client);
 	if (rt->curl_ready)
 		http_client_global_cleanup();
@@ -108,8 +110,7 @@ double runtime_uptime(const struct hd_runtime *rt)
 
 unsigned long runtime_conversations(const struct hd_runtime *rt)
 {
-	(void)rt;
-	return 0;
+	return rt->relay ? (unsigned long)relay_conversation_count(rt->relay) : 0;
 }
 
 int runtime_check(struct hd_runtime *rt, char *err, size_t errlen)
@@ -277,6 +278,11 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 	record_reload(rt, rc, err);
 	if (rc < 0)
 		return rc;
+	if (cfg->hub_module || cfg->front_module) {
+		rt->relay = relay_new(rt, err, errlen);
+		if (!rt->relay)
+			return -EINVAL;
+	}
 	rc = install_signals(rt);
 	if (rc < 0) {
 		snprintf(err, errlen, "start-up failed: %s", strerror(-rc));

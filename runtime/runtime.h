@@ -18,6 +18,7 @@ struct loop;
 struct loop_signal;
 struct loop_timer;
 struct metrics;
+struct relay;
 struct script_host;
 struct watch;
 
@@ -29,6 +30,7 @@ struct hd_runtime {
 	struct http_client *http_client;	/* owned: scripts' and Direct Line's requests */
 	struct script_host *scripts;	/* owned */
 	struct metrics *metrics;	/* owned */
+	struct relay *relay;		/* owned; NULL without a hub or outside the daemon */
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
 	struct loop_timer *drain;	/* polls in-flight work during a graceful stop */
 	struct watch *watch;		/* owned; NULL unless scripts.watch */

@@ -16,6 +16,7 @@
 #define SCRIPT_REG_DESK "handoffd.desk"
 #define SCRIPT_REG_ROUTES "handoffd.routes"
 #define SCRIPT_REG_EVALUATE "handoffd.route_evaluate"	/* handoff.route's evaluate */
+#define SCRIPT_REG_RELAY_RUN "handoffd.relay_run"	/* handoff.relay's run */
 
 struct loop_timer;
 struct keyq_table;

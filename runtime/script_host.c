@@ -258,6 +258,19 @@ static int load_hub(struct script_gen *g, const char *key, const char *module, c
 	return 0;
 }
 
+/* The Lua side of the relay: handoff.relay's run, called for every hub delivery. */
+static int load_relay(struct script_gen *g, char *err, size_t errlen)
+{
+	lua_getglobal(g->L, "require");
+	lua_pushliteral(g->L, "handoff.relay");
+	if (gen_pcall(g, 1, 1, "relay", err, errlen) < 0)
+		return -EINVAL;
+	lua_getfield(g->L, -1, "run");
+	lua_setfield(g->L, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
+	lua_pop(g->L, 1);
+	return 0;
+}
+
 /* Calls handoff.route's FN(rules) when the rules are a list; it returns true or nil, err. */
 static int check_rules(struct script_gen *g, const char *fn, char *err, size_t errlen)
 {
@@ -383,6 +396,8 @@ static struct script_gen *build_generation(struct script_host *sh, char *err, si
 		rc = load_hub(g, "front", cfg->front_module, SCRIPT_REG_FRONT, err, errlen);
 	if (rc == 0)
 		rc = load_hub(g, "desk", cfg->desk_module, SCRIPT_REG_DESK, err, errlen);
+	if (rc == 0 && (cfg->hub_module || cfg->front_module))
+		rc = load_relay(g, err, errlen);
 	if (rc == 0)
 		lua_pop(g->L, 1);	/* the config table */
 	if (rc == 0)

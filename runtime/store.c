@@ -34,7 +34,7 @@ static const char *const SCHEMA =
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
-	S_EVENT_ADD, S_EVENT_EXPIRE,
+	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
 	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_NSTMT
 };
 
@@ -54,6 +54,7 @@ static const char *const SQL[S_NSTMT] = {
 			" WHERE state <> 'closed'",
 	[S_CONV_DEL] = "DELETE FROM conversations WHERE key = ?1",
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
+	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
 	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload) VALUES (?1, ?2, ?3)",
 	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at FROM outbox"
@@ -144,6 +145,11 @@ int store_flush(struct store *st)
 		memmove(st->after, st->after + n, (st->nafter - n) * sizeof(*st->after));
 	st->nafter -= n;
 	return rc;
+}
+
+bool store_write_pending(const struct store *st)
+{
+	return st->in_txn;
 }
 
 int store_after_commit(struct store *st, store_commit_fn fn, void *arg)
@@ -364,6 +370,16 @@ int store_event_add(struct store *st, const char *event_id)
 		finish(st, s, sqlite3_step(s), "event_expire");
 	}
 	return added;
+}
+
+int store_event_delete(struct store *st, const char *event_id)
+{
+	sqlite3_stmt *s = st->stmt[S_EVENT_DEL];
+
+	if (write_begin(st) < 0)
+		return -EIO;
+	bind_text(s, 1, event_id);
+	return finish(st, s, sqlite3_step(s), "event_delete");
 }
 
 /* ---- outbox ---- */

@@ -48,6 +48,8 @@ void store_close(struct store *st);
 
 /* Commits the open transaction now and runs the after-commit callbacks. */
 int store_flush(struct store *st);
+/* Whether a transaction is open (writes not yet durable). */
+bool store_write_pending(const struct store *st);
 /* Runs FN(ARG) once the writes made so far are committed (at once when none is pending). */
 int store_after_commit(struct store *st, store_commit_fn fn, void *arg);
 
@@ -63,6 +65,7 @@ void store_conv_clear(struct store_conv *c);
 /* ---- dedupe ---- */
 /* Records a hub event id: 1 when new, 0 when seen within STORE_EVENT_ID_TTL_S. */
 int store_event_add(struct store *st, const char *event_id);
+int store_event_delete(struct store *st, const char *event_id);
 
 /* ---- outbox: ordered work per conversation and queue ("to_bot", "to_hub", "inbound") ---- */
 struct store_item {

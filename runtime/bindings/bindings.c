@@ -1,6 +1,7 @@
 /* bindings.c - the module registry and the helpers all binding files share. */
 #include "bindings.h"
 
+#include "handoff_object.h"
 #include "script_host.h"
 
 #include <lauxlib.h>
@@ -17,6 +18,7 @@ static const luaL_Reg preloaded[] = {
 	{ "handoff.http", luaopen_handoff_http },
 	{ "handoff.json", luaopen_cjson_safe },
 	{ "handoff.log", luaopen_handoff_log },
+	{ "handoff.payload", luaopen_handoff_payload },
 	{ "handoff.time", luaopen_handoff_time },
 	{ "handoff.timer", luaopen_handoff_timer },
 	{ NULL, NULL },

@@ -1,10 +1,239 @@
-/* bindings/handoff.c - the `handoff` module: the runtime API scripts call.
- * Translation only: each function checks its arguments and calls into the runtime. */
+/* bindings/handoff.c - the `handoff` module: the runtime API hub scripts call.
+ *   local hd = require "handoff"
+ *   hd.customer(id, activity [, user])   a customer message arrived at the front
+ *   hd.to_bot(id, activity)              straight to the bot, whatever the state
+ *   hd.agent(id, activity)               an agent message arrived at the desk
+ *   hd.handoff_event(id, "accepted" | "failed" | "completed" [, detail])
+ *   hd.end_conversation(id)              the front closed the conversation
+ *   hd.remember_event(event_id)          true the first time, false for a duplicate
+ *   hd.forget_event(event_id)            undoes remember_event when the effect failed
+ *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
+ * ID is the front hub's conversation id. Calls that change something return true once
+ * the change is durable (the task waits for the commit), or nil and a short reason:
+ * "overloaded" (conversation limit), "queue full", "unknown conversation", "bad
+ * activity", "no relay" (no hub configured), "state not writable". Translation only:
+ * the work happens in relay.c. */
 #include "bindings.h"
 
+#include "convstore.h"
+#include "relay.h"
 #include "runtime.h"
+#include "script_host.h"
 
+#include <errno.h>
 #include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct relay *check_relay(lua_State *L)
+{
+	struct relay *r = bind_runtime(L)->relay;
+
+	if (!r)
+		luaL_error(L, "handoff: no relay is running (no hub in the config, or not in the daemon)");
+	return r;
+}
+
+static int push_failure(lua_State *L, int rc)
+{
+	const char *why = rc == -ENOSPC ? "overloaded" : rc == -ENOBUFS ? "queue full"
+		: rc == -ENOENT ? "unknown conversation" : rc == -EINVAL ? "bad activity"
+		: rc == -EIO ? "state not writable" : "out of memory";
+
+	luaL_pushfail(L);
+	lua_pushstring(L, why);
+	return 2;
+}
+
+/* A task waiting for the commit of what it wrote. Freed by whichever comes last: the
+ * commit or the task's abort. */
+struct commit_wait {
+	struct script_task *task;
+	bool aborted;
+};
+
+static void on_committed(void *arg)
+{
+	struct commit_wait *w = arg;
+
+	if (w->aborted) {
+		free(w);
+		return;
+	}
+	lua_pushboolean(script_task_thread(w->task), 1);
+	script_task_resume(w->task, 1);
+	free(w);
+}
+
+static void on_abort(void *arg)
+{
+	((struct commit_wait *)arg)->aborted = true;
+}
+
+/* Returns true now when nothing is pending, else yields until the commit. */
+static int wait_durable(lua_State *L, struct relay *r)
+{
+	struct script_task *task = script_task_of(L);
+	struct commit_wait *w;
+
+	/* Nothing to wait for, or no task to suspend (a script-made coroutine): the write
+	 * is committed at the end of this loop turn anyway. */
+	if (!relay_write_pending(r) || !task || !(w = calloc(1, sizeof(*w)))) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	w->task = task;
+	if (relay_after_commit(r, on_committed, w) < 0) {
+		free(w);
+		return push_failure(L, -ENOMEM);
+	}
+	script_task_wait(task, on_abort, w);
+	return lua_yield(L, 0);
+}
+
+/* The activity argument as JSON text: a table is encoded, a string is taken as is. */
+static const char *activity_json(lua_State *L, int idx, size_t *len)
+{
+	idx = lua_absindex(L, idx);
+	if (lua_type(L, idx) == LUA_TSTRING)
+		return lua_tolstring(L, idx, len);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "cjson");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "encode");
+	lua_pushvalue(L, idx);
+	lua_call(L, 1, 1);
+	lua_replace(L, idx);
+	lua_pop(L, 1);
+	return lua_tolstring(L, idx, len);
+}
+
+static const char *optional_json(lua_State *L, int idx)
+{
+	size_t len;
+
+	return lua_isnoneornil(L, idx) ? NULL : activity_json(L, idx, &len);
+}
+
+static int finish_write(lua_State *L, struct relay *r, int rc)
+{
+	return rc < 0 ? push_failure(L, rc) : wait_durable(L, r);
+}
+
+static int l_handoff_customer(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = luaL_checkstring(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+	const char *user = optional_json(L, 3);
+
+	return finish_write(L, r, relay_customer(r, id, user, activity, len));
+}
+
+static int l_handoff_to_bot(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = luaL_checkstring(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+
+	return finish_write(L, r, relay_to_bot(r, id, activity, len));
+}
+
+static int l_handoff_agent(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = luaL_checkstring(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+
+	return finish_write(L, r, relay_agent(r, id, activity, len));
+}
+
+static int l_handoff_event(lua_State *L)
+{
+	static const char *const states[] = { "accepted", "failed", "completed", NULL };
+	struct relay *r = check_relay(L);
+	const char *id = luaL_checkstring(L, 1);
+	int state = luaL_checkoption(L, 2, NULL, states);
+	const char *detail = optional_json(L, 3);
+
+	return finish_write(L, r, relay_handoff_event(r, id, states[state], detail));
+}
+
+static int l_handoff_end(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+
+	return finish_write(L, r, relay_end(r, luaL_checkstring(L, 1)));
+}
+
+static int l_handoff_remember_event(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	int rc = relay_event_seen(r, luaL_checkstring(L, 1));
+
+	if (rc < 0)
+		return push_failure(L, rc);
+	lua_pushboolean(L, rc == 1);
+	return 1;
+}
+
+static int l_handoff_forget_event(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	int rc = relay_event_forget(r, luaL_checkstring(L, 1));
+
+	if (rc < 0)
+		return push_failure(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static void set_json_field(lua_State *L, const char *name, const char *json)
+{
+	if (!json)
+		return;
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "cjson.safe");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "decode");
+	lua_pushstring(L, json);
+	lua_call(L, 1, 1);
+	lua_setfield(L, -3, name);
+	lua_pop(L, 1);
+}
+
+static int l_handoff_conversation(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const struct conversation *c = relay_conversation(r, luaL_checkstring(L, 1));
+
+	if (!c) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, 0, 7);
+	lua_pushstring(L, c->key);
+	lua_setfield(L, -2, "key");
+	lua_pushstring(L, c->id);
+	lua_setfield(L, -2, "id");
+	lua_pushstring(L, conv_state_name(c->state));
+	lua_setfield(L, -2, "state");
+	set_json_field(L, "user", c->user_json);
+	set_json_field(L, "data", c->hub_data);
+	if (c->handoff_id) {
+		lua_pushstring(L, c->handoff_id);
+		lua_setfield(L, -2, "handoff_id");
+	}
+	if (c->dl_conversation_id) {
+		lua_pushstring(L, c->dl_conversation_id);
+		lua_setfield(L, -2, "dl_conversation_id");
+	}
+	return 1;
+}
 
 static int l_handoff_conversations(lua_State *L)
 {
@@ -13,7 +242,15 @@ static int l_handoff_conversations(lua_State *L)
 }
 
 static const luaL_Reg handoff_funcs[] = {
+	{ "agent", l_handoff_agent },
+	{ "conversation", l_handoff_conversation },
 	{ "conversations", l_handoff_conversations },
+	{ "customer", l_handoff_customer },
+	{ "end_conversation", l_handoff_end },
+	{ "forget_event", l_handoff_forget_event },
+	{ "handoff_event", l_handoff_event },
+	{ "remember_event", l_handoff_remember_event },
+	{ "to_bot", l_handoff_to_bot },
 	{ NULL, NULL },
 };
 

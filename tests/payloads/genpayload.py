@@ -14,6 +14,9 @@ context in `value`, the bot-user transcript in an attachment named "Transcript".
     genpayload.py N --mixed              a "transferring you" message before the event
     genpayload.py N --vars K             K extra custom variables in `value`
     genpayload.py N --language En-US     `va_Language` in another spelling
+    genpayload.py N --ascii              non-ASCII text as \\u escapes (surrogate pairs for emoji)
+    genpayload.py N --card-first         an adaptive card attachment before the transcript
+    genpayload.py N --nulls              nulls where strings are expected (text, names, locale)
 
 handoff_event_for() builds the same event around a transcript the caller already has
 (the Direct Line emulator passes a conversation's real activities).
@@ -95,6 +98,23 @@ def context(conv, acts, extra_vars, bot=BOT, language="en-US"):
     return value
 
 
+CARD = {"contentType": "application/vnd.microsoft.card.adaptive", "name": "summary",
+        "content": {"type": "AdaptiveCard", "version": "1.5",
+                    "body": [{"type": "TextBlock", "text": "Order #10042", "wrap": True}]}}
+
+
+def with_nulls(acts, value):
+    """Nulls where a reader expects strings, as some channels send them."""
+    for i, a in enumerate(acts):
+        if i % 3 == 1:
+            a["text"] = None
+        if i % 3 == 2:
+            a["from"] = dict(a["from"], name=None)
+            a["locale"] = None
+    value["va_LastTopic"] = None
+    value["Global.Nothing"] = None
+
+
 def handoff_event(n, conv=CONV, **variant):
     """handoff.initiate with a made-up transcript of n activities; variant as handoff_event_for."""
     return handoff_event_for(conv, transcript(conv, n), activity_id(conv, n), stamp(n), **variant)
@@ -102,11 +122,15 @@ def handoff_event(n, conv=CONV, **variant):
 
 def handoff_event_for(conv, acts, event_id, timestamp, user=USER, bot=BOT,
                       value_as_string=False, content_as_string=False, name="Transcript",
-                      no_transcript=False, content_url=False, extra_vars=0, language="en-US"):
+                      no_transcript=False, content_url=False, extra_vars=0, language="en-US",
+                      card_first=False, nulls=False):
     """handoff.initiate carrying `acts` as its transcript. The variants are the shapes seen
     in the wild: `value` or `content` as JSON strings, another attachment name case, no
     transcript, a transcript by reference only, extra custom variables, `va_Language` spelling."""
     value = context(conv, acts, extra_vars, bot, language)
+    if nulls:
+        acts = [dict(a) for a in acts]
+        with_nulls(acts, value)
     event = {
         "type": "event", "id": event_id, "timestamp": timestamp,
         "channelId": "directline", "from": bot, "conversation": {"id": conv},
@@ -118,6 +142,8 @@ def handoff_event_for(conv, acts, event_id, timestamp, user=USER, bot=BOT,
     }
     if acts:
         event["replyToId"] = acts[-1]["id"]
+    if card_first:
+        event["attachments"].append(CARD)
     if content_url:
         event["attachments"].append({"contentType": "application/json", "name": name,
                                      "contentUrl": "https://files.example.invalid/transcript.json"})
@@ -154,12 +180,15 @@ def main(argv):
     p.add_argument("--mixed", action="store_true")
     p.add_argument("--vars", type=int, default=0)
     p.add_argument("--language", default="en-US")
+    p.add_argument("--ascii", action="store_true")
+    p.add_argument("--card-first", action="store_true")
+    p.add_argument("--nulls", action="store_true")
     a = p.parse_args(argv)
     out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
                        content_as_string=a.content_as_string, name=a.name,
                        no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars,
-                       language=a.language)
-    sys.stdout.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")))
+                       language=a.language, card_first=a.card_first, nulls=a.nulls)
+    sys.stdout.write(json.dumps(out, ensure_ascii=a.ascii, separators=(",", ":")))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+/* convstore.h - the conversations handoffd holds, in memory, by key.
+ * A conversation is keyed by its front hub and the hub's conversation id ("webhook:c-42")
+ * and carries the state that decides where each message goes (bot, routing, agent,
+ * closed) plus what resuming it needs. convstore.c owns the table, its limit and the
+ * state names; relay.c owns the transitions; store.c makes them durable. */
+#ifndef HANDOFFD_CONVSTORE_H
+#define HANDOFFD_CONVSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dl_conv;
+struct loop_timer;
+
+enum conv_state { CONV_BOT, CONV_ROUTING, CONV_AGENT, CONV_CLOSED };
+
+/* The outbox queues of a conversation, each delivered in order. */
+enum conv_queue { QUEUE_TO_BOT, QUEUE_TO_HUB, QUEUE_COUNT };
+
+struct conv_queue_state {
+	bool busy;			/* an item is being delivered */
+	bool scheduled;			/* a retry timer is armed */
+	struct loop_timer *retry;	/* created on first use */
+	void *retry_arg;		/* the timer's argument, freed with it */
+};
+
+struct conversation {
+	char *key;			/* "<front>:<id>" */
+	const char *id;			/* the front's conversation id, inside KEY */
+	enum conv_state state;
+	char *user_json;		/* {"id":..,"name":..} as the hub named the customer */
+	char *hub_data;			/* JSON the hub scripts keep here */
+	char *handoff_id;
+	struct dl_conv *dl;		/* NULL until the first message to the bot */
+	char *dl_conversation_id;
+	char *dl_token;			/* never logged */
+	int64_t dl_token_expiry;
+	char *watermark;
+	uint64_t *seen;
+	size_t nseen;
+	struct conv_queue_state queues[QUEUE_COUNT];
+	struct conversation *next;	/* hash chain */
+};
+
+struct convstore;
+
+struct convstore *convstore_new(size_t max);
+/* Frees every conversation (their queue timers included); their dl handles must be
+ * closed by the caller first. */
+void convstore_free(struct convstore *cs);
+
+struct conversation *convstore_get(struct convstore *cs, const char *key);
+/* Adds an empty conversation in state bot. -EEXIST, -ENOSPC (the limit), -ENOMEM. */
+int convstore_add(struct convstore *cs, const char *key, struct conversation **out);
+void convstore_remove(struct convstore *cs, struct conversation *c);
+size_t convstore_count(const struct convstore *cs);
+/* Calls FN for each conversation; FN must not add or remove. */
+void convstore_each(struct convstore *cs, void (*fn)(struct conversation *c, void *arg), void *arg);
+
+const char *conv_state_name(enum conv_state s);
+/* -EINVAL for an unknown name. */
+int conv_state_parse(const char *name, enum conv_state *out);
+/* Replaces *SLOT with a copy of V (NULL allowed). -ENOMEM leaves *SLOT as it was. */
+int conv_set_string(char **slot, const char *v);
+
+#endif

@@ -1,0 +1,1085 @@
+/* relay.c - conversations between the front hub, the bot and the desk hub.
+ * Owns the state transitions (relay.h), the per-conversation outbox delivery with
+ * retries, and the glue between directline.c's callbacks, routing.c and the hub scripts
+ * (which run as tasks through scripts/handoff/relay.lua). It holds no protocol detail:
+ * Direct Line is directline.c's, hub APIs are the scripts'. */
+#include "relay.h"
+
+#include "bindings/handoff_object.h"
+#include "config.h"
+#include "convstore.h"
+#include "directline.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "routing.h"
+#include "runtime.h"
+#include "script_gen.h"
+#include "store.h"
+
+#include <errno.h>
+#include <handoffd/activity.h>
+#include <handoffd/handoff.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RELAY_KEY_MAX 512
+/* Outbox items for the hub start with their role, so the runner picks the module
+ * without decoding the item. */
+#define DESK_PREFIX "{\"role\":\"desk\""
+#define FRONT_PREFIX "{\"role\":\"front\""
+#define ESCALATE_PREFIX "{\"role\":\"desk\",\"fn\":\"escalate\","
+
+static bool is_escalation(const struct store_item *it)
+{
+	return strncmp(it->payload, ESCALATE_PREFIX, strlen(ESCALATE_PREFIX)) == 0;
+}
+
+
+static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
+
+struct relay {
+	struct hd_runtime *rt;
+	struct store *store;
+	struct convstore *convs;
+	struct directline *dl;
+	struct hd_activity_parser *parser;	/* for handoff payloads kept in the outbox */
+	char front[64];			/* key prefix: the front module's last name */
+	const char *front_reg, *desk_reg;	/* registry keys of the modules */
+	bool desk_only;			/* front and desk are different modules */
+	uint64_t rng;
+	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
+	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
+};
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static uint64_t wall_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static uint64_t next_random(struct relay *r)
+{
+	r->rng ^= r->rng << 13;	/* xorshift64: jitter needs spread, not secrecy */
+	r->rng ^= r->rng >> 7;
+	r->rng ^= r->rng << 17;
+	return r->rng;
+}
+
+/* Full jitter: a random wait in [0, min(max_delay, base * 2^attempts)] seconds. */
+static uint64_t backoff_ms(struct relay *r, int attempts)
+{
+	const struct config_retry *rc = &r->rt->config->retry;
+	double cap = rc->base * (double)(1u << (attempts < 20 ? attempts : 20));
+
+	if (cap > rc->max_delay)
+		cap = rc->max_delay;
+	return (uint64_t)((double)(next_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
+}
+
+static int make_key(struct relay *r, const char *id, char *key, size_t cap)
+{
+	int n = snprintf(key, cap, "%s:%s", r->front, id);
+
+	return n > 0 && (size_t)n < cap && id[0] ? 0 : -EINVAL;
+}
+
+static void save(struct relay *r, struct conversation *c)
+{
+	struct store_conv sc = {
+		.key = c->key, .state = (char *)conv_state_name(c->state), .user_json = c->user_json,
+		.dl_conversation_id = c->dl_conversation_id, .dl_token = c->dl_token,
+		.dl_token_expiry = c->dl_token_expiry, .watermark = c->watermark, .seen = c->seen,
+		.nseen = c->nseen, .hub_data = c->hub_data, .handoff_id = c->handoff_id,
+	};
+
+	store_conv_put(r->store, &sc);
+}
+
+static void set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
+{
+	if (c->state == s)
+		return;
+	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
+		 conv_state_name(c->state), conv_state_name(s), why);
+	c->state = s;
+	save(r, c);
+}
+
+static void kick(struct relay *r, struct conversation *c, enum conv_queue q);
+
+static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
+{
+	if (store_outbox_add(r->store, c->key, queue_names[q], payload, len) < 0)
+		return -EIO;
+	kick(r, c, q);
+	return 0;
+}
+
+/* ---- the bot side ------------------------------------------------------------------ */
+
+static void forget_dl(struct conversation *c)
+{
+	directline_close(c->dl, false);
+	c->dl = NULL;
+	conv_set_string(&c->dl_conversation_id, NULL);
+	conv_set_string(&c->dl_token, NULL);
+	conv_set_string(&c->watermark, NULL);
+	free(c->seen);
+	c->seen = NULL;
+	c->nseen = 0;
+	c->dl_token_expiry = 0;
+}
+
+static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
+{
+	struct dl_persist resume = {
+		.conversation_id = c->dl_conversation_id, .token = c->dl_token,
+		.token_expires = c->dl_token_expiry, .watermark = c->watermark, .seen = c->seen,
+		.nseen = c->nseen,
+	};
+
+	if (!c->dl)
+		c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL);
+	return c->dl;
+}
+
+struct sent {
+	struct relay *r;
+	char *key;
+	int64_t item;
+};
+
+static void item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+{
+	if (id > 0)
+		store_outbox_done(r->store, id);
+	c->queues[q].busy = false;
+	kick(r, c, q);
+}
+
+static void retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+			int attempts, uint64_t at_least_ms);
+
+static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const char *activity_id, void *arg)
+{
+	struct sent *s = arg;
+	struct relay *r = s->r;
+	struct conversation *c = convstore_get(r->convs, s->key);
+
+	(void)dc;
+	(void)activity_id;
+	if (c && err == 0) {
+		metrics_inc(r->m_to_bot);
+		item_finished(r, c, QUEUE_TO_BOT, s->item);
+	} else if (c && err == -ECANCELED) {
+		c->queues[QUEUE_TO_BOT].busy = false;	/* the handle went away; kept for later */
+	} else if (c && (strcmp(reason, "ended") == 0 || strcmp(reason, "not found") == 0)) {
+		/* The bot's conversation is gone: the message starts a new one. */
+		log_info(r->rt->log, "dl.restart", "conv=%s reason=\"%s\"", c->key, reason);
+		forget_dl(c);
+		save(r, c);
+		c->queues[QUEUE_TO_BOT].busy = false;
+		kick(r, c, QUEUE_TO_BOT);
+	} else if (c) {
+		log_error(r->rt->log, "relay.to_bot_failed", "conv=%s reason=\"%s\"", c->key, reason);
+		metrics_inc(r->m_dropped);
+		item_finished(r, c, QUEUE_TO_BOT, s->item);
+	}
+	free(s->key);
+	free(s);
+}
+
+static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	struct sent *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
+		free(s);
+		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		return;
+	}
+	s->r = r;
+	s->item = it->id;
+	rc = directline_send(c->dl, it->payload, it->payload_len, on_bot_sent, s);
+	if (rc == 0)
+		return;
+	free(s->key);
+	free(s);
+	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
+		forget_dl(c);
+		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+	} else if (rc == -ENOBUFS || rc == -ENOMEM) {
+		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+	} else {
+		log_error(r->rt->log, "relay.to_bot_refused", "conv=%s error=\"%s\"", c->key, strerror(-rc));
+		metrics_inc(r->m_dropped);
+		item_finished(r, c, QUEUE_TO_BOT, it->id);
+	}
+}
+
+/* Posts handoff.status to the bot when the bot wants it (directline.status_events). */
+static void report_status(struct relay *r, struct conversation *c, const char *state, const char *message)
+{
+	char buf[1024];
+	int n;
+
+	if (!r->rt->config->directline.status_events)
+		return;
+	if (message)
+		n = snprintf(buf, sizeof(buf),
+			     "{\"type\":\"event\",\"name\":\"handoff.status\",\"value\":{\"state\":\"%s\",\"message\":%s}}",
+			     state, message);
+	else
+		n = snprintf(buf, sizeof(buf), "{\"type\":\"event\",\"name\":\"handoff.status\",\"value\":{\"state\":\"%s\"}}",
+			     state);
+	if (n > 0 && (size_t)n < sizeof(buf))
+		enqueue(r, c, QUEUE_TO_BOT, buf, (size_t)n);
+}
+
+/* ---- the hub side ------------------------------------------------------------------ */
+
+/* What a to_hub delivery waits on: the item and, for a handoff, the routing decision. */
+struct hub_call {
+	struct relay *r;
+	char *key;
+	struct store_item item;
+	char *route_json;	/* escalations: the destination, as JSON */
+	bool fallback_tried;
+	bool route_was_fallback;
+};
+
+static void hub_call_free(struct hub_call *hc)
+{
+	store_item_clear(&hc->item);
+	free(hc->route_json);
+	free(hc->key);
+	free(hc);
+}
+
+static void push_json_or_nil(lua_State *co, const char *json)
+{
+	if (json)
+		lua_pushstring(co, json);
+	else
+		lua_pushnil(co);
+}
+
+/* The conversation as scripts see it; relay.lua decodes the JSON members. */
+static void push_conv(lua_State *co, const struct conversation *c)
+{
+	lua_createtable(co, 0, 7);
+	lua_pushstring(co, c->key);
+	lua_setfield(co, -2, "key");
+	lua_pushstring(co, c->id);
+	lua_setfield(co, -2, "id");
+	lua_pushstring(co, conv_state_name(c->state));
+	lua_setfield(co, -2, "state");
+	push_json_or_nil(co, c->user_json);
+	lua_setfield(co, -2, "user");
+	push_json_or_nil(co, c->hub_data);
+	lua_setfield(co, -2, "data");
+	push_json_or_nil(co, c->handoff_id);
+	lua_setfield(co, -2, "handoff_id");
+	push_json_or_nil(co, c->dl_conversation_id);
+	lua_setfield(co, -2, "dl_conversation_id");
+}
+
+/* An outbox item for a hub is `{"role":"R","fn":"F","M":RAW}`: the role and function
+ * are read from that fixed head and RAW (an activity or an event, as received) is
+ * handed on without decoding. */
+struct item_parts {
+	bool desk;
+	char fn[16];
+	const char *raw;
+	size_t raw_len;
+};
+
+static int item_split(const struct store_item *it, struct item_parts *p)
+{
+	const char *fn = strstr(it->payload, "\"fn\":\"");
+	const char *end = fn ? strchr(fn + 6, '"') : NULL;
+	const char *member = end ? strstr(end, "\":") : NULL;
+
+	if (!member || (size_t)(end - fn - 6) >= sizeof(p->fn) || it->payload_len < 2)
+		return -EINVAL;
+	p->desk = strncmp(it->payload, DESK_PREFIX, strlen(DESK_PREFIX)) == 0;
+	memcpy(p->fn, fn + 6, (size_t)(end - fn - 6));
+	p->fn[end - fn - 6] = '\0';
+	member = strstr(end + 1, "\":");	/* after the member name */
+	if (!member)
+		return -EINVAL;
+	p->raw = member + 2;
+	p->raw_len = it->payload_len - (size_t)(p->raw - it->payload) - 1;
+	return 0;
+}
+
+/* The handoff object of a raw handoff.initiate event (for the rules and escalate). */
+static int push_handoff_of(struct relay *r, lua_State *co, const char *raw, size_t len)
+{
+	struct hd_activity_set set;
+	struct hd_parse_error perr;
+	const struct hd_handoff *h = NULL;
+
+	if (hd_activity_parse(r->parser, raw, len, len, &set, &perr) == 0)
+		h = hd_activity_set_handoff(&set);
+	if (!h)
+		return -EINVAL;
+	handoff_object_push(co, h);
+	return 0;
+}
+
+/* relay.run(module, fn, conv, arg, route_json) of scripts/handoff/relay.lua. */
+static int push_hub_call(lua_State *co, void *arg)
+{
+	struct hub_call *hc = arg;
+	struct conversation *c = convstore_get(hc->r->convs, hc->key);
+	struct item_parts p;
+
+	if (!c || item_split(&hc->item, &p) < 0)
+		return -EINVAL;
+	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
+	lua_getfield(co, LUA_REGISTRYINDEX, p.desk ? hc->r->desk_reg : hc->r->front_reg);
+	lua_pushstring(co, p.fn);
+	push_conv(co, c);
+	if (strcmp(p.fn, "escalate") == 0) {
+		if (push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
+			return -EINVAL;
+	} else {
+		lua_pushlstring(co, p.raw, p.raw_len);
+	}
+	push_json_or_nil(co, hc->route_json);
+	return 5;
+}
+
+static void handoff_accepted(struct relay *r, struct conversation *c, const char *why)
+{
+	if (c->state != CONV_ROUTING && c->state != CONV_BOT)
+		return;
+	set_state(r, c, CONV_AGENT, why);
+	metrics_inc(r->m_handoffs_accepted);
+	report_status(r, c, "accepted", NULL);
+}
+
+static void handoff_failed(struct relay *r, struct conversation *c, const char *reason)
+{
+	char msg[600];
+	size_t n = 0;
+
+	metrics_inc(r->m_handoffs_failed);
+	log_warn(r->rt->log, "handoff.failed", "conv=%s reason=\"%s\"", c->key, reason);
+	set_state(r, c, CONV_BOT, "handoff failed");
+	msg[n++] = '"';
+	for (const char *p = reason; *p && n + 8 < sizeof(msg); p++) {
+		if (*p == '"' || *p == '\\')
+			msg[n++] = '\\';
+		msg[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+	}
+	msg[n++] = '"';
+	msg[n] = '\0';
+	report_status(r, c, "failed", msg);
+}
+
+static void spawn_hub_call(struct hub_call *hc);
+
+/* The hub's answer to an escalation. */
+static void escalate_result(struct hub_call *hc, struct conversation *c, lua_State *co, int base, bool ok_call)
+{
+	struct relay *r = hc->r;
+	const char *res = ok_call && lua_type(co, base) == LUA_TSTRING ? lua_tostring(co, base) : NULL;
+
+	if (ok_call && res && strcmp(res, "accepted") == 0)
+		handoff_accepted(r, c, "the hub accepted at once");
+	else if (ok_call && lua_toboolean(co, base))
+		log_info(r->rt->log, "handoff.delivered", "conv=%s handoff=%s", c->key, c->handoff_id ? c->handoff_id : "-");
+}
+
+static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg);
+
+/* A failure that will not be retried: an escalation may still go to the fallback. */
+static void hub_call_gave_up(struct hub_call *hc, struct conversation *c, const char *err)
+{
+	struct relay *r = hc->r;
+	bool escalate = is_escalation(&hc->item);
+
+	log_error(r->rt->log, "relay.to_hub_failed", "conv=%s attempts=%d error=\"%s\"", c->key,
+		  hc->item.attempts + 1, err);
+	metrics_inc(r->m_dropped);
+	if (escalate && !hc->route_was_fallback && !hc->fallback_tried) {
+		struct route_decision d = { 0 };
+		const struct config_route *fb = &r->rt->config->fallback;
+		char json[1024];
+
+		d.queue = fb->queue;
+		d.skill = fb->skill;
+		d.agent = fb->agent;
+		d.reason = fb->reason;
+		d.priority = fb->priority;
+		d.has_priority = fb->priority != 0;
+		d.fallback = true;
+		snprintf(d.why, sizeof(d.why), "the first destination failed: %s", err);
+		if (routing_decision_json(&d, json, sizeof(json)) > 0 && conv_set_string(&hc->route_json, json) == 0) {
+			log_warn(r->rt->log, "handoff.fallback", "conv=%s queue=%s", c->key, fb->queue);
+			hc->fallback_tried = true;
+			hc->route_was_fallback = true;
+			spawn_hub_call(hc);
+			return;
+		}
+	}
+	if (escalate)
+		handoff_failed(r, c, err);
+	item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
+	hub_call_free(hc);
+}
+
+static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
+{
+	struct hub_call *hc = arg;
+	struct relay *r = hc->r;
+	struct conversation *c = convstore_get(r->convs, hc->key);
+	int base = co ? lua_gettop(co) - nres + 1 : 0;
+	const char *err;
+	bool done = ok_call && nres >= 1 && lua_toboolean(co, base);
+
+	if (!c) {
+		hub_call_free(hc);
+		return;
+	}
+	if (ok_call && nres >= 4 && lua_type(co, base + 3) == LUA_TSTRING)
+		conv_set_string(&c->hub_data, lua_tostring(co, base + 3));
+	if (done) {
+		metrics_inc(r->m_to_hub);
+		if (is_escalation(&hc->item))
+			escalate_result(hc, c, co, base, ok_call);
+		save(r, c);
+		item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
+		hub_call_free(hc);
+		return;
+	}
+	err = !co ? "aborted" : !ok_call ? "script error" : nres >= 2 && lua_isstring(co, base + 1)
+		? lua_tostring(co, base + 1) : "the hub script returned no result";
+	if (ok_call && nres >= 3 && lua_toboolean(co, base + 2)) {
+		/* Retryable: a number is the hub's Retry-After in seconds. The queue runner gives
+		 * up once retry.give_up_after has passed. */
+		double after = lua_type(co, base + 2) == LUA_TNUMBER ? lua_tonumber(co, base + 2) : 0;
+
+		log_warn(r->rt->log, "relay.to_hub_retry", "conv=%s attempt=%d error=\"%s\"", c->key,
+			 hc->item.attempts + 1, err);
+		metrics_inc(r->m_retries);
+		retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1,
+			    after > 0 ? (uint64_t)(after * 1000.0) : 0);
+		hub_call_free(hc);
+		return;
+	}
+	hub_call_gave_up(hc, c, err);
+}
+
+static void spawn_hub_call(struct hub_call *hc)
+{
+	int rc = script_host_spawn(hc->r->rt->scripts, hc->key, "hub call", push_hub_call, hub_call_done, hc);
+	struct conversation *c;
+
+	if (rc == 0)
+		return;
+	c = convstore_get(hc->r->convs, hc->key);
+	if (c)
+		retry_later(hc->r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
+	hub_call_free(hc);
+}
+
+/* The handoff object of an escalation item, for the routing rules. */
+static int push_item_handoff(lua_State *co, void *arg)
+{
+	struct hub_call *hc = arg;
+	struct item_parts p;
+
+	if (item_split(&hc->item, &p) < 0 || push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
+		return -EINVAL;
+	return 1;
+}
+
+static void routed(const struct route_decision *d, void *arg)
+{
+	struct hub_call *hc = arg;
+	struct relay *r = hc->r;
+	struct conversation *c = convstore_get(r->convs, hc->key);
+	char json[1024];
+
+	if (!c || !d || routing_decision_json(d, json, sizeof(json)) < 0 || conv_set_string(&hc->route_json, json) < 0) {
+		if (c)
+			retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
+		hub_call_free(hc);
+		return;
+	}
+	hc->route_was_fallback = d->fallback;
+	log_info(r->rt->log, "handoff.routed", "conv=%s handoff=%s queue=%s rule=%d fallback=%s", c->key,
+		 c->handoff_id ? c->handoff_id : "-", d->queue, d->rule, d->fallback ? "yes" : "no");
+	spawn_hub_call(hc);
+}
+
+static void deliver_to_hub(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	struct hub_call *hc = calloc(1, sizeof(*hc));
+
+	if (!hc || !(hc->key = strdup(c->key))) {
+		free(hc);
+		retry_later(r, c, QUEUE_TO_HUB, it->id, it->attempts + 1, 0);
+		store_item_clear(it);
+		return;
+	}
+	hc->r = r;
+	hc->item = *it;
+	memset(it, 0, sizeof(*it));
+	if (is_escalation(&hc->item)) {
+		/* The rules run when the escalation is delivered (and again after a restart),
+		 * in the conversation's order, so the destination uses the rules in force. */
+		if (routing_decide(r->rt, hc->key, push_item_handoff, hc, routed, hc) < 0) {
+			retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
+			hub_call_free(hc);
+		}
+		return;
+	}
+	spawn_hub_call(hc);
+}
+
+/* ---- the queue runner --------------------------------------------------------------- */
+
+struct retry_timer_arg {
+	struct relay *r;
+	struct conversation *c;
+	enum conv_queue q;
+};
+
+static void on_retry_timer(void *arg)
+{
+	struct retry_timer_arg *a = arg;
+
+	a->c->queues[a->q].scheduled = false;
+	kick(a->r, a->c, a->q);
+}
+
+static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms)
+{
+	struct conv_queue_state *qs = &c->queues[q];
+
+	if (!qs->retry) {
+		struct retry_timer_arg *a = calloc(1, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		*a = (struct retry_timer_arg){ r, c, q };
+		qs->retry = loop_timer_new(r->rt->loop, on_retry_timer, a);
+		qs->retry_arg = a;
+		if (!qs->retry)
+			return -ENOMEM;
+	}
+	qs->scheduled = true;
+	return loop_timer_start(qs->retry, delay_ms, 0);
+}
+
+static void retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+			int attempts, uint64_t at_least_ms)
+{
+	uint64_t delay = backoff_ms(r, attempts);
+
+	if (delay < at_least_ms)
+		delay = at_least_ms + backoff_ms(r, 0);	/* Retry-After, plus jitter */
+	if (id > 0)
+		store_outbox_retry(r->store, id, attempts, (int64_t)(wall_ms() + delay));
+	c->queues[q].busy = false;
+	if (arm_retry(r, c, q, delay) < 0)
+		log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=%s", c->key, queue_names[q]);
+}
+
+static bool gave_up(struct relay *r, const struct store_item *it)
+{
+	double limit = r->rt->config->retry.give_up_after;
+
+	/* attempts grow with each failure; with full jitter the expected total wait is about
+	 * half the sum of the caps, so compare against the cap sum to stay conservative. */
+	double spent = 0;
+
+	for (int i = 1; i <= it->attempts; i++) {
+		double cap = r->rt->config->retry.base * (double)(1u << (i < 20 ? i : 20));
+
+		spent += cap > r->rt->config->retry.max_delay ? r->rt->config->retry.max_delay : cap;
+	}
+	return it->attempts > 0 && spent / 2 > limit;
+}
+
+static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
+{
+	struct conv_queue_state *qs = &c->queues[q];
+	struct store_item it;
+	uint64_t now;
+
+	if (qs->busy || qs->scheduled)
+		return;
+	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0)
+		return;
+	now = wall_ms();
+	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
+		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
+		store_item_clear(&it);
+		return;
+	}
+	if (q == QUEUE_TO_HUB && gave_up(r, &it)) {
+		struct hub_call hc = { .r = r, .item = it };
+
+		log_error(r->rt->log, "relay.gave_up", "conv=%s queue=%s attempts=%d", c->key, queue_names[q], it.attempts);
+		metrics_inc(r->m_dropped);
+		if (is_escalation(&it))
+			handoff_failed(r, c, "the hub could not be reached");
+		store_outbox_done(r->store, it.id);
+		store_item_clear(&hc.item);
+		kick(r, c, q);
+		return;
+	}
+	qs->busy = true;
+	if (q == QUEUE_TO_BOT) {
+		deliver_to_bot(r, c, &it);
+		store_item_clear(&it);
+	} else {
+		deliver_to_hub(r, c, &it);
+	}
+}
+
+/* ---- from Direct Line ------------------------------------------------------------- */
+
+/* Queues "{role, fn, <member>: <raw JSON>}" for the hub. */
+static int enqueue_hub(struct relay *r, struct conversation *c, const char *role, const char *fn,
+		       const char *member, const char *raw, size_t len)
+{
+	char head[128];
+	int n = snprintf(head, sizeof(head), "{\"role\":\"%s\",\"fn\":\"%s\",\"%s\":", role, fn, member);
+	char *buf = malloc((size_t)n + len + 2);
+	int rc;
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, head, (size_t)n);
+	memcpy(buf + n, raw, len);
+	buf[(size_t)n + len] = '}';
+	rc = enqueue(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1);
+	free(buf);
+	return rc;
+}
+
+static char *new_handoff_id(struct relay *r)
+{
+	char *id = malloc(24);
+
+	if (id)
+		snprintf(id, 24, "h-%016llx", (unsigned long long)next_random(r));
+	return id;
+}
+
+static void start_handoff(struct relay *r, struct conversation *c, const struct hd_activity *a)
+{
+	char *hid = new_handoff_id(r);
+
+	if (!hid)
+		return;
+	free(c->handoff_id);
+	c->handoff_id = hid;
+	metrics_inc(r->m_handoffs_started);
+	log_info(r->rt->log, "handoff.initiate", "conv=%s handoff=%s transcript=%zu", c->key, hid,
+		 a->handoff ? a->handoff->transcript.count : (size_t)0);
+	set_state(r, c, CONV_ROUTING, "handoff.initiate");
+	save(r, c);
+	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len);
+}
+
+static void typing_done(lua_State *co, bool ok, int nres, void *arg)
+{
+	(void)co;
+	(void)ok;
+	(void)nres;
+	hub_call_free(arg);
+}
+
+/* Typing is best effort: straight to the front, never stored or retried. */
+static void send_typing(struct relay *r, struct conversation *c, const struct hd_activity *a)
+{
+	static const char head[] = FRONT_PREFIX ",\"fn\":\"to_user\",\"activity\":";
+	struct hub_call *hc = calloc(1, sizeof(*hc));
+	size_t n = sizeof(head) - 1;
+
+	if (!hc)
+		return;
+	hc->r = r;
+	hc->key = strdup(c->key);
+	hc->item.payload = malloc(n + a->raw.len + 2);
+	if (!hc->key || !hc->item.payload) {
+		hub_call_free(hc);
+		return;
+	}
+	memcpy(hc->item.payload, head, n);
+	memcpy(hc->item.payload + n, a->raw.ptr, a->raw.len);
+	hc->item.payload[n + a->raw.len] = '}';
+	hc->item.payload[n + a->raw.len + 1] = '\0';
+	hc->item.payload_len = n + a->raw.len + 1;
+	if (script_host_spawn(r->rt->scripts, c->key, "typing", push_hub_call, typing_done, hc) < 0)
+		hub_call_free(hc);
+}
+
+static void on_activity(struct dl_conv *dc, const char *key, const struct hd_activity *a, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	(void)dc;
+	if (!c || hd_str_eq(a->from_role, "user"))
+		return;	/* another client of the conversation, or our own message */
+	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
+		if (c->state == CONV_BOT)
+			start_handoff(r, c, a);
+		else
+			log_info(r->rt->log, "handoff.ignored", "conv=%s state=%s", key, conv_state_name(c->state));
+		return;
+	}
+	if (hd_str_eq(a->type, "endOfConversation")) {
+		set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
+		return;
+	}
+	if (c->state != CONV_BOT) {
+		/* An agent has the customer: what the bot still says stays with the bot. */
+		metrics_inc(r->m_suppressed);
+		return;
+	}
+	if (hd_str_eq(a->type, "message"))
+		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len);
+	else if (hd_str_eq(a->type, "typing"))
+		send_typing(r, c, a);
+}
+
+static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, const char *reason, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	if (!c || c->dl != dc || (st != DL_STATE_ENDED && st != DL_STATE_FAILED))
+		return;
+	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
+	forget_dl(c);
+	save(r, c);
+	if (st == DL_STATE_ENDED && c->state == CONV_BOT)
+		set_state(r, c, CONV_CLOSED, reason);
+	else
+		kick(r, c, QUEUE_TO_BOT);	/* anything still queued starts a new conversation */
+}
+
+static void on_persist(struct dl_conv *dc, const char *key, const struct dl_persist *p, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+	uint64_t *seen = NULL;
+
+	if (!c || c->dl != dc)
+		return;
+	if (p->nseen && (seen = malloc(p->nseen * sizeof(*seen))))
+		memcpy(seen, p->seen, p->nseen * sizeof(*seen));
+	free(c->seen);
+	c->seen = seen;
+	c->nseen = seen ? p->nseen : 0;
+	conv_set_string(&c->dl_conversation_id, p->conversation_id);
+	conv_set_string(&c->dl_token, p->token);
+	conv_set_string(&c->watermark, p->watermark);
+	c->dl_token_expiry = p->token_expires;
+	save(r, c);
+}
+
+/* ---- from the scripts ----------------------------------------------------------------- */
+
+static struct conversation *find(struct relay *r, const char *id)
+{
+	char key[RELAY_KEY_MAX];
+
+	return make_key(r, id, key, sizeof(key)) == 0 ? convstore_get(r->convs, key) : NULL;
+}
+
+static int find_or_add(struct relay *r, const char *id, struct conversation **out)
+{
+	char key[RELAY_KEY_MAX];
+	int rc = make_key(r, id, key, sizeof(key));
+
+	if (rc < 0)
+		return rc;
+	*out = convstore_get(r->convs, key);
+	if (*out)
+		return 0;
+	rc = convstore_add(r->convs, key, out);
+	if (rc == 0)
+		log_info(r->rt->log, "conv.open", "conv=%s", key);
+	return rc;
+}
+
+int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = find_or_add(r, id, &c);
+
+	if (rc < 0)
+		return rc;
+	if (len < 2 || activity[0] != '{')
+		return -EINVAL;
+	return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+}
+
+int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = find_or_add(r, id, &c);
+
+	if (rc < 0)
+		return rc;
+	if (len < 2 || activity[0] != '{')
+		return -EINVAL;
+	if (user_json && (!c->user_json || strcmp(c->user_json, user_json) != 0)) {
+		conv_set_string(&c->user_json, user_json);
+		save(r, c);
+	}
+	if (c->state == CONV_CLOSED) {
+		forget_dl(c);
+		set_state(r, c, CONV_BOT, "the customer wrote again");
+	}
+	if (c->state == CONV_BOT)
+		return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+	if (r->desk_only)	/* the desk is another system: relay to the agent */
+		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len);
+	return 0;		/* a front+desk hub carries the chat with the agent itself */
+}
+
+int relay_agent(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c)
+		return -ENOENT;
+	if (len < 2 || activity[0] != '{')
+		return -EINVAL;
+	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len);
+}
+
+int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
+{
+	struct conversation *c = find(r, id);
+	bool to_bot = !detail_json || !strstr(detail_json, "\"return_to_bot\":false");
+
+	if (!c)
+		return -ENOENT;
+	if (strcmp(state, "accepted") == 0) {
+		handoff_accepted(r, c, "the hub accepted");
+	} else if (strcmp(state, "failed") == 0) {
+		if (c->state == CONV_ROUTING || c->state == CONV_AGENT)
+			handoff_failed(r, c, "the hub reported a failure");
+	} else if (strcmp(state, "completed") == 0) {
+		metrics_inc(r->m_handoffs_completed);
+		report_status(r, c, "completed", NULL);
+		set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
+		if (!to_bot && c->dl) {
+			directline_close(c->dl, true);
+			c->dl = NULL;
+		}
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int relay_end(struct relay *r, const char *id)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c)
+		return -ENOENT;
+	if (c->dl) {
+		directline_close(c->dl, true);
+		c->dl = NULL;
+	}
+	set_state(r, c, CONV_CLOSED, "the front ended the conversation");
+	return 0;
+}
+
+int relay_event_seen(struct relay *r, const char *event_id)
+{
+	return store_event_add(r->store, event_id);
+}
+
+int relay_event_forget(struct relay *r, const char *event_id)
+{
+	return store_event_delete(r->store, event_id);
+}
+
+const struct conversation *relay_conversation(struct relay *r, const char *id)
+{
+	return find(r, id);
+}
+
+size_t relay_conversation_count(const struct relay *r)
+{
+	return convstore_count(r->convs);
+}
+
+const char *relay_front_name(const struct relay *r)
+{
+	return r->front;
+}
+
+bool relay_write_pending(const struct relay *r)
+{
+	return store_write_pending(r->store);
+}
+
+int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg)
+{
+	return store_after_commit(r->store, fn, arg);
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+static int resume_one(const struct store_conv *sc, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c;
+	enum conv_state st = CONV_BOT;
+
+	if (convstore_add(r->convs, sc->key, &c) < 0)
+		return 0;
+	conv_state_parse(sc->state, &st);
+	c->state = st;
+	conv_set_string(&c->user_json, sc->user_json);
+	conv_set_string(&c->hub_data, sc->hub_data);
+	conv_set_string(&c->handoff_id, sc->handoff_id);
+	conv_set_string(&c->dl_conversation_id, sc->dl_conversation_id);
+	conv_set_string(&c->dl_token, sc->dl_token);
+	conv_set_string(&c->watermark, sc->watermark);
+	c->dl_token_expiry = sc->dl_token_expiry;
+	if (sc->nseen && (c->seen = malloc(sc->nseen * sizeof(*c->seen)))) {
+		memcpy(c->seen, sc->seen, sc->nseen * sizeof(*c->seen));
+		c->nseen = sc->nseen;
+	}
+	/* Reopen the bot side so what the bot said while we were down reaches us. */
+	if (c->dl_conversation_id)
+		open_dl(r, c);
+	return 0;
+}
+
+static int kick_queue(const char *key, const char *queue, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	for (int q = 0; c && q < QUEUE_COUNT; q++)
+		if (strcmp(queue, queue_names[q]) == 0)
+			kick(r, c, (enum conv_queue)q);
+	return 0;
+}
+
+static const char *module_short_name(const char *module)
+{
+	const char *dot = module ? strrchr(module, '.') : NULL;
+
+	return dot ? dot + 1 : module ? module : "hub";
+}
+
+static int open_parts(struct relay *r, char *err, size_t errlen)
+{
+	const struct config *cfg = r->rt->config;
+	const char *state = cfg->state;
+	char *path;
+	struct directline_callbacks cb = { on_activity, on_dl_state, on_persist };
+
+	if (strncmp(state, "sqlite:", 7) != 0) {
+		snprintf(err, errlen, "state \"%s\": only sqlite:PATH is supported", state);
+		return -EINVAL;
+	}
+	path = config_resolve_path(cfg, state + 7);
+	r->store = path ? store_open(r->rt->loop, r->rt->log, path, err, errlen) : NULL;
+	free(path);
+	if (!r->store)
+		return -EIO;
+	r->convs = convstore_new((size_t)cfg->limits.conversations);
+	r->parser = hd_activity_parser_new(NULL);
+	r->dl = directline_new(r->rt->loop, r->rt->log, r->rt->http_client, r->rt->metrics, &cfg->directline, &cb, r);
+	if (!r->convs || !r->parser || !r->dl) {
+		snprintf(err, errlen, "%s", !r->dl ? "the directline settings were refused (see the log)"
+						   : "out of memory starting the relay");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void add_counters(struct relay *r)
+{
+	struct metrics *m = r->rt->metrics;
+
+	r->m_to_bot = metrics_counter(m, "handoffd_relay_delivered_total", "to=\"bot\"", "Messages delivered");
+	r->m_to_hub = metrics_counter(m, "handoffd_relay_delivered_total", "to=\"hub\"", "Messages delivered");
+	r->m_suppressed = metrics_counter(m, "handoffd_relay_bot_suppressed_total", NULL,
+					  "Bot activities held back because an agent has the conversation");
+	r->m_retries = metrics_counter(m, "handoffd_relay_retries_total", NULL, "Deliveries retried");
+	r->m_dropped = metrics_counter(m, "handoffd_relay_dropped_total", NULL, "Deliveries given up");
+	r->m_handoffs_started = metrics_counter(m, "handoffd_handoffs_total", "result=\"initiated\"", "Handoffs");
+	r->m_handoffs_accepted = metrics_counter(m, "handoffd_handoffs_total", "result=\"accepted\"", "Handoffs");
+	r->m_handoffs_failed = metrics_counter(m, "handoffd_handoffs_total", "result=\"failed\"", "Handoffs");
+	r->m_handoffs_completed = metrics_counter(m, "handoffd_handoffs_total", "result=\"completed\"", "Handoffs");
+}
+
+struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
+{
+	const struct config *cfg = rt->config;
+	struct relay *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		snprintf(err, errlen, "out of memory starting the relay");
+		return NULL;
+	}
+	r->rt = rt;
+	r->rng = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+	r->desk_only = cfg->front_module != NULL;
+	r->front_reg = r->desk_only ? SCRIPT_REG_FRONT : SCRIPT_REG_HUB;
+	r->desk_reg = r->desk_only ? SCRIPT_REG_DESK : SCRIPT_REG_HUB;
+	snprintf(r->front, sizeof(r->front), "%s", module_short_name(r->desk_only ? cfg->front_module : cfg->hub_module));
+	add_counters(r);
+	if (open_parts(r, err, errlen) < 0) {
+		relay_free(r);
+		return NULL;
+	}
+	store_conv_each_open(r->store, resume_one, r);
+	store_outbox_each_queue(r->store, kick_queue, r);
+	log_info(rt->log, "relay.ready", "front=%s desk_only=%s resumed=%zu", r->front, r->desk_only ? "yes" : "no",
+		 convstore_count(r->convs));
+	return r;
+}
+
+static void close_dl(struct conversation *c, void *arg)
+{
+	(void)arg;
+	directline_close(c->dl, false);
+	c->dl = NULL;
+}
+
+void relay_free(struct relay *r)
+{
+	if (!r)
+		return;
+	if (r->convs)
+		convstore_each(r->convs, close_dl, NULL);
+	directline_free(r->dl);
+	convstore_free(r->convs);
+	hd_activity_parser_free(r->parser);
+	store_close(r->store);
+	free(r);
+}

@@ -1,0 +1,61 @@
+/* relay.h - the job itself: customer <-> bot relay, the handoff, the way back.
+ *
+ * The relay connects the front hub (where the customer chats), the Direct Line client
+ * (the bot) and the desk hub (where agents work; the same module for hubs that are
+ * both). The conversation's state alone decides where a message goes:
+ *   bot      customer -> bot, bot -> customer
+ *   routing  the bot asked for a human: rules chose a destination, the desk is asked
+ *   agent    customer -> desk (desk-only hubs; a front+desk hub carries the chat itself),
+ *            agent -> customer; nothing from the bot reaches the customer
+ *   closed   the next customer message starts over with the bot
+ * Everything that must reach the bot or a hub goes through the durable outbox first and
+ * is delivered in order per conversation, with retries; a restart resumes every open
+ * conversation from its stored watermark and outbox. */
+#ifndef HANDOFFD_RELAY_H
+#define HANDOFFD_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct hd_runtime;
+struct relay;
+struct conversation;
+
+/* Opens the state, the Direct Line client, and resumes the stored conversations. NULL
+ * with ERR when the state cannot be opened or the Direct Line settings are refused. */
+struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen);
+void relay_free(struct relay *r);
+
+/* ---- called by scripts (bindings/handoff.c); ID is the front's conversation id ---- */
+
+/* A customer message (an activity JSON object) arrived at the front. USER_JSON
+ * ({"id","name"}) may be NULL. 0, or -ENOSPC (conversation limit), -ENOBUFS (too many
+ * queued messages), -EINVAL (not an activity), -EIO (state not writable). */
+int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity,
+		   size_t len);
+/* Sends an activity to the bot whatever the conversation's state. Same errors. */
+int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len);
+/* An agent message arrived at the desk: to the customer through the front. */
+int relay_agent(struct relay *r, const char *id, const char *activity, size_t len);
+/* The desk reports the handoff: "accepted", "failed" or "completed". DETAIL_JSON may
+ * carry {reason, agent, return_to_bot}. -ENOENT unknown conversation, -EINVAL state. */
+int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json);
+/* The front ends the conversation: endOfConversation to the bot, state closed. */
+int relay_end(struct relay *r, const char *id);
+/* Remembers a hub event id: 1 new, 0 duplicate, negative errno. */
+int relay_event_seen(struct relay *r, const char *event_id);
+/* Forgets it again (the event's effect failed before anything was committed). */
+int relay_event_forget(struct relay *r, const char *event_id);
+
+/* The conversation of ID, or NULL. Borrowed until the next relay call. */
+const struct conversation *relay_conversation(struct relay *r, const char *id);
+size_t relay_conversation_count(const struct relay *r);
+/* The key prefix of the front hub ("webhook" for hubs.webhook). */
+const char *relay_front_name(const struct relay *r);
+
+/* Whether writes wait for the end-of-turn commit. */
+bool relay_write_pending(const struct relay *r);
+/* Runs FN(ARG) once everything written so far is durable. */
+int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,197 @@
+--[[ hubs.webhook - the generic webhook hub: handoffd's own contract (normative).
+
+The hub fronts the customer and hosts the agents (both roles). Configure it with
+
+  hub = { module = "hubs.webhook", url = "https://hub.example/handoffd",
+          secret = os.getenv("HUB_SECRET"), token = os.getenv("HUB_TOKEN") }
+
+Every request, both ways, carries X-Handoffd-Timestamp (unix seconds), X-Handoffd-Delivery
+(a unique id) and X-Handoffd-Signature: v1=<hex HMAC-SHA256(secret, timestamp "." body)>.
+A missing or wrong signature, or a timestamp more than 300 s away, is answered 401.
+
+Hub -> handoffd: POST /hubs/webhook/events, one JSON event per request:
+  message            {id, type, conversation, user {id,name}, text, attachments?, locale?}
+  handoff.accepted   {id, type, conversation, handoff_id, agent?}
+  handoff.failed     {id, type, conversation, handoff_id, reason}
+  handoff.completed  {id, type, conversation, handoff_id, return_to_bot}
+  conversation.end   {id, type, conversation}
+Answers: 202 {"ok":true} once durably recorded; 200 {"ok":true,"duplicate":true} for an id
+seen before; 400 {"error":...} malformed or unknown; 401 signature; 413 too large;
+503 overloaded (the hub retries).
+
+handoffd -> hub: POST {url}/messages, POST {url}/typing (best effort), POST {url}/handoffs.
+Retried by the runtime with backoff and jitter on network errors, 429 (Retry-After) and
+5xx; never on 400, 401, 403, 404, 410, 422. A retry carries the same id / handoff_id.
+]]
+local hd = require "handoff"
+local http = require "handoff.http"
+local json = require "handoff.json"
+local crypto = require "handoff.crypto"
+local time = require "handoff.time"
+
+local M = {}
+
+local MAX_SKEW_S = 300
+local RETRIED_4XX = { [408] = true, [429] = true }
+local EVENT_TYPES = { ["message"] = true, ["handoff.accepted"] = true, ["handoff.failed"] = true,
+                      ["handoff.completed"] = true, ["conversation.end"] = true }
+
+local conf                                -- set by init; a reload builds a fresh one
+
+--- Checks the settings; raising rejects the (re)load.
+function M.init(settings)
+  assert(type(settings.url) == "string" and settings.url:match("^https?://"),
+         "hubs.webhook: url is required (http:// or https://)")
+  assert(type(settings.secret) == "string" and #settings.secret >= 16,
+         "hubs.webhook: secret is required (at least 16 characters)")
+  assert(settings.token == nil or type(settings.token) == "string", "hubs.webhook: token must be a string")
+  conf = { url = settings.url:gsub("/+$", ""), secret = settings.secret, token = settings.token,
+           timeout_ms = settings.timeout_ms or 10000, ca_file = settings.ca_file }
+end
+
+-- lua-cjson encodes an empty table as {}; these members are arrays in the contract.
+local ARRAY_KEYS = { "attachments", "transcript", "topics", "phrases" }
+
+local function encode(payload)
+  local body = json.encode(payload)
+  for _, k in ipairs(ARRAY_KEYS) do
+    body = body:gsub('"' .. k .. '":{}', '"' .. k .. '":[]')
+  end
+  return body
+end
+
+local function signature(ts, body)
+  return "v1=" .. crypto.hmac("sha256", conf.secret, ts .. "." .. body)
+end
+
+local function signed(req)
+  local ts, sig = req.headers["x-handoffd-timestamp"], req.headers["x-handoffd-signature"]
+  local t = tonumber(ts)
+  if not t or not sig or math.abs(time.now() - t) > MAX_SKEW_S then return false end
+  return crypto.compare(sig, signature(ts, req.body))
+end
+
+--- POSTs PAYLOAD to the hub, signed. Returns the response, or nil, err, retry (true or
+--- the hub's Retry-After in seconds) for the runtime's retry policy.
+local function post(path, payload)
+  local body = encode(payload)
+  local ts = string.format("%d", math.floor(time.now()))
+  local headers = { ["Content-Type"] = "application/json", ["X-Handoffd-Timestamp"] = ts,
+                    ["X-Handoffd-Delivery"] = crypto.uuid(), ["X-Handoffd-Signature"] = signature(ts, body) }
+  if conf.token then headers["Authorization"] = "Bearer " .. conf.token end
+  local res, err = http.request(conf.url .. path, { method = "POST", headers = headers, body = body,
+                                                    timeout_ms = conf.timeout_ms, ca_file = conf.ca_file })
+  if not res then return nil, err, true end
+  if res.status >= 200 and res.status < 300 then return res end
+  local why = "HTTP " .. res.status
+  if res.status >= 500 or RETRIED_4XX[res.status] then
+    return nil, why, tonumber(res.headers["retry-after"]) or true
+  end
+  return nil, why
+end
+
+--- The bot said something: messages go to {url}/messages, typing (best effort) to {url}/typing.
+function M.to_user(conv, activity)
+  if activity.type == "typing" then
+    post("/typing", { conversation = conv.id })
+    return true
+  end
+  if activity.type ~= "message" then return true end
+  local res, err, retry = post("/messages", {
+    id = activity.id, conversation = conv.id,
+    activity = { type = "message", text = activity.text, textFormat = activity.textFormat,
+                 attachments = activity.attachments or {}, suggestedActions = activity.suggestedActions,
+                 inputHint = activity.inputHint },
+  })
+  if not res then return nil, err, retry end
+  return true
+end
+
+local function transcript_of(h)
+  local out = {}
+  for _, e in ipairs(h.transcript) do
+    if e.type == "message" then
+      out[#out + 1] = { id = e.id, role = e.role, name = e.name, text = e.text, timestamp = e.timestamp }
+    end
+  end
+  return out
+end
+
+--- Hands the conversation to the hub's agents: {url}/handoffs with routing, context and
+--- transcript. "accepted" when the hub answers {"accepted":true}, else true (the hub
+--- sends handoff.accepted later).
+function M.escalate(conv, h, route)
+  local ctx = h.context
+  local res, err, retry = post("/handoffs", {
+    handoff_id = conv.handoff_id, conversation = conv.id,
+    user = conv.user or { id = h.user.id, name = h.user.name },
+    routing = { queue = route.queue, skill = route.skill, priority = route.priority,
+                reason = route.reason or h.reason },
+    context = { last_topic = ctx.last_topic, topics = ctx.topics, last_phrase = ctx.last_phrase,
+                phrases = ctx.phrases, agent_message = ctx.agent_message, language = ctx.language,
+                bot_id = ctx.bot_id, bot_name = ctx.bot_name,
+                conversation_id = conv.dl_conversation_id or h.conversation_id, vars = ctx.vars },
+    transcript = transcript_of(h),
+  })
+  if not res then return nil, err, retry end
+  local answer = json.decode(res.body)
+  if type(answer) == "table" and answer.accepted == true then return "accepted" end
+  return true
+end
+
+local function reply(status, body) return status, body end
+
+local function bad(reason) return reply(400, { error = reason }) end
+
+--- Checks an event's fields; returns nil or the reason it is malformed.
+local function malformed(ev)
+  if type(ev) ~= "table" then return "the body must be a JSON object" end
+  if type(ev.id) ~= "string" or ev.id == "" then return "id must be a non-empty string" end
+  if type(ev.conversation) ~= "string" or ev.conversation == "" then return "conversation must be a non-empty string" end
+  if not EVENT_TYPES[ev.type] then return "unknown type " .. tostring(ev.type) end
+  if ev.type == "message" then
+    if type(ev.user) ~= "table" or type(ev.user.id) ~= "string" then return "message needs user.id" end
+    if type(ev.text) ~= "string" and type(ev.attachments) ~= "table" then return "message needs text or attachments" end
+  end
+  return nil
+end
+
+local function apply(ev)
+  local id = ev.conversation
+  if ev.type == "message" then
+    local user = { id = ev.user.id, name = ev.user.name }
+    return hd.customer(id, { type = "message", text = ev.text, attachments = ev.attachments,
+                             locale = ev.locale, from = user }, user)
+  elseif ev.type == "handoff.accepted" then
+    return hd.handoff_event(id, "accepted", { handoff_id = ev.handoff_id, agent = ev.agent })
+  elseif ev.type == "handoff.failed" then
+    return hd.handoff_event(id, "failed", { handoff_id = ev.handoff_id, reason = ev.reason })
+  elseif ev.type == "handoff.completed" then
+    return hd.handoff_event(id, "completed", { handoff_id = ev.handoff_id, return_to_bot = ev.return_to_bot ~= false })
+  end
+  return hd.end_conversation(id)
+end
+
+local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 503,
+                         ["out of memory"] = 503 }
+
+local function on_event(req)
+  if not signed(req) then return reply(401, { error = "bad signature" }) end
+  local ev = json.decode(req.body)
+  local why = malformed(ev)
+  if why then return bad(why) end
+  -- Remembered in the same transaction as the effect: both are durable, or neither.
+  if not hd.remember_event(ev.id) then return reply(200, { ok = true, duplicate = true }) end
+  local ok, err = apply(ev)
+  if not ok then
+    hd.forget_event(ev.id)
+    return reply(FAILURE_STATUS[err] or 400, { error = err })
+  end
+  return reply(202, { ok = true })
+end
+
+M.webhooks = {
+  ["POST /hubs/webhook/events"] = on_event,
+}
+
+return M

@@ -1,0 +1,135 @@
+"""A contract fake of the generic webhook hub (hubs.md section 2) on 127.0.0.1.
+
+It plays the hub's two sides: it receives handoffd's signed POSTs to /messages, /typing
+and /handoffs (checking the signature and the bearer token, recording each in order,
+answering as scripted), and it sends signed events to handoffd's
+/hubs/webhook/events as a real hub would.
+"""
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from aiohttp import web
+
+from fakeserver import FakeServer
+
+SECRET = "hub-secret-0123456789abcdef"
+TOKEN = "hub-token-abc"
+
+
+def sign(secret, ts, body):
+    return "v1=" + hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+class FakeHub:
+    def __init__(self, secret=SECRET, token=TOKEN):
+        self.secret, self.token = secret, token
+        self.received = []           # (path, json body) in arrival order, accepted ones only
+        self.rejected = []           # (path, reason)
+        self.script = []             # answers to give before the normal one: (status, headers)
+        self.accept_handoffs = False  # answer {"accepted": true} to /handoffs
+        self.cond = threading.Condition()
+        self.server = FakeServer()
+        for path in ("/messages", "/typing", "/handoffs"):
+            self.server.route("POST", path, self._handle)
+        self.daemon_port = None
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def stop(self):
+        self.server.stop()
+
+    @property
+    def url(self):
+        return self.server.url
+
+    # --- handoffd -> hub -------------------------------------------------------------
+
+    def _verify(self, request, body):
+        ts = request.headers.get("X-Handoffd-Timestamp", "")
+        if not ts.isdigit() or abs(time.time() - int(ts)) > 300:
+            return "bad timestamp"
+        if not request.headers.get("X-Handoffd-Delivery"):
+            return "no delivery id"
+        if not hmac.compare_digest(request.headers.get("X-Handoffd-Signature", ""), sign(self.secret, ts, body)):
+            return "bad signature"
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return "bad token"
+        if request.headers.get("Content-Type") != "application/json":
+            return "not json"
+        return None
+
+    async def _handle(self, request, body):
+        why = self._verify(request, body)
+        if why:
+            with self.cond:
+                self.rejected.append((request.path, why))
+            return web.json_response({"error": why}, status=401)
+        with self.cond:
+            if self.script and request.path != "/typing":
+                status, headers = self.script.pop(0)
+                return web.Response(status=status, headers=headers or {})
+            self.received.append((request.path, json.loads(body)))
+            self.cond.notify_all()
+        if request.path == "/handoffs" and self.accept_handoffs:
+            return web.json_response({"accepted": True})
+        return web.json_response({"ok": True})
+
+    def wait(self, predicate, timeout=30, what="the expected traffic"):
+        with self.cond:
+            if not self.cond.wait_for(lambda: predicate(self.received), timeout):
+                raise AssertionError(f"timed out waiting for {what}; got {self.received}")
+            return list(self.received)
+
+    def messages(self, conversation=None):
+        with self.cond:
+            return [b for p, b in self.received if p == "/messages"
+                    and (conversation is None or b["conversation"] == conversation)]
+
+    def handoffs(self, conversation=None):
+        with self.cond:
+            return [b for p, b in self.received if p == "/handoffs"
+                    and (conversation is None or b["conversation"] == conversation)]
+
+    def wait_messages(self, conversation, n, timeout=30):
+        self.wait(lambda r: len([b for p, b in r if p == "/messages" and b["conversation"] == conversation]) >= n,
+                  timeout, f"{n} messages in {conversation}")
+        return self.messages(conversation)
+
+    def wait_handoff(self, conversation, timeout=30):
+        self.wait(lambda r: any(p == "/handoffs" and b["conversation"] == conversation for p, b in r),
+                  timeout, f"a handoff of {conversation}")
+        return self.handoffs(conversation)[0]
+
+    # --- hub -> handoffd ---------------------------------------------------------------
+
+    def send(self, port, event, secret=None, ts=None, raw=None):
+        """POSTs EVENT (signed) to handoffd; returns (status, parsed body)."""
+        body = raw if raw is not None else json.dumps(event).encode()
+        ts = str(int(time.time()) if ts is None else ts)
+        headers = {"Content-Type": "application/json", "X-Handoffd-Timestamp": ts,
+                   "X-Handoffd-Delivery": str(uuid.uuid4()),
+                   "X-Handoffd-Signature": sign(secret or self.secret, ts, body)}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/hubs/webhook/events", data=body,
+                                     headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                return e.code, json.loads(text or b"null")
+            except ValueError:
+                return e.code, text.decode(errors="replace")
+
+    def message(self, port, conversation, text, user="u-7", name="Dana", event_id=None):
+        return self.send(port, {"id": event_id or str(uuid.uuid4()), "type": "message",
+                                "conversation": conversation, "user": {"id": user, "name": name},
+                                "text": text, "locale": "en-US"})

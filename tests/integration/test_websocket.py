@@ -1,0 +1,340 @@
+"""runtime/websocket.c over real sockets.
+
+Setup: tests/wsserver.py (aiohttp) on 127.0.0.1 with kernel-chosen ports: one plain
+listener, one TLS listener with a certificate for localhost/127.0.0.1 and one with a
+certificate for wrong.example (both made here with the openssl CLI). Each test runs
+tests/tools/wsprobe (links handoffd_core) against one server path; the probe prints one
+line per event (open, message, close ...) and the daemon log on stderr. The tests assert
+those lines and what the server saw on the wire ("request path=...", "server-close ...").
+"""
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+SOURCE = pathlib.Path(os.environ.get("HANDOFFD_SOURCE_DIR", pathlib.Path(__file__).parents[2]))
+TOOLS = pathlib.Path(os.environ.get("HANDOFFD_TOOLS_DIR", SOURCE / "build" / "tests" / "tools"))
+PROBE = TOOLS / "wsprobe"
+FIELD = re.compile(r'(\w+)=("([^"]*)"|\S*)')
+
+
+class Server:
+    """The wsserver.py process and the lines it printed, read by a thread."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(SOURCE / "tests" / "wsserver.py"), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.lines = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ports = {}
+        for i in range(1 + args.count("--tls")):
+            name = "plain" if i == 0 else f"tls{i - 1}"
+            self.ports[name] = int(self.wait_for(rf"^PORT {name} \d+$", since=0).split()[2])
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def wait_for(self, pattern, since, timeout=10):
+        """The first line after SINCE matching PATTERN, waiting up to TIMEOUT seconds."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines[since:]:
+                    if re.search(pattern, line):
+                        return line
+                left = deadline - time.monotonic()
+                assert left > 0, f"server never printed {pattern!r}: {self.lines[since:]}"
+                self.cond.wait(left)
+
+    def seen(self, since):
+        with self.cond:
+            return list(self.lines[since:])
+
+    def sync(self):
+        """Returns once the server handled a request made now, so every connection made
+        before it has been handled too."""
+        since = self.mark()
+        url = f"http://127.0.0.1:{self.ports['plain']}/status?code=204"
+        urllib.request.urlopen(url, timeout=10).close()
+        self.wait_for(r"request path=/status", since)
+
+    def stop(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+class Run:
+    """One wsprobe run: its event lines, parsed close line and log."""
+
+    def __init__(self, stdout, log):
+        self.events = stdout.splitlines()
+        self.log = log
+        closes = [e for e in self.events if e.startswith("close ")]
+        assert len(closes) <= 1, f"on_close more than once: {self.events}"
+        self.close = {k: (q if q or v == '""' else v) for k, v, q in FIELD.findall(closes[0])} \
+            if closes else None
+
+    def messages(self):
+        return [e.split(" text=", 1)[1] for e in self.events if e.startswith("message ")]
+
+
+def probe(*args, timeout=20):
+    proc = subprocess.run([str(PROBE), *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"wsprobe exit {proc.returncode}: {proc.stdout}\n{proc.stderr}"
+    assert "ERROR: AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+    return Run(proc.stdout, proc.stderr)
+
+
+def make_cert(directory, name, san):
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", f"/CN={name}", "-addext",
+                    f"subjectAltName={san}"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("certs")
+    return {"good": make_cert(directory, "localhost", "DNS:localhost,IP:127.0.0.1"),
+            "wrong": make_cert(directory, "wrong.example", "DNS:wrong.example")}
+
+
+@pytest.fixture(scope="module")
+def server(certs):
+    srv = Server(["--tls", *map(str, certs["good"]), "--tls", *map(str, certs["wrong"])])
+    yield srv
+    srv.stop()
+
+
+def ws(server, path):
+    return f"ws://127.0.0.1:{server.ports['plain']}{path}"
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- plain ws: messages -------------------------------------------------------------
+
+def test_echo_then_clean_close(server):
+    since = server.mark()
+    run = probe("--send", "hello", "--close-after", "1", ws(server, "/echo"))
+    assert run.events[:2] == ["open", "message len=5 text=hello"]
+    assert run.close["end"] == "local" and run.close["code"] == "1000"
+    assert run.close["reason"] == "bye"
+    server.wait_for(r"^server-close code=1000 reason=bye$", since)
+
+
+def test_pushed_messages_arrive_in_order(server):
+    run = probe("--close-after", "5", ws(server, "/push?n=5"))
+    assert run.messages() == [f"msg-{i}" for i in range(1, 6)]
+    assert run.close["end"] == "local"
+
+
+def test_empty_and_blank_messages_are_delivered(server):
+    run = probe("--close-after", "3", ws(server, "/keepalive"))
+    assert [e.split(" text=")[0] for e in run.events if e.startswith("message")] == [
+        "message len=0", "message len=3", "message len=4"]
+    assert run.messages()[2] == "done"
+
+
+def test_fragmented_message_is_reassembled_and_ping_answered(server):
+    since = server.mark()
+    run = probe(ws(server, "/fragmented"))
+    assert run.messages() == ["Hello, world", "after"]
+    assert (run.close["end"], run.close["reason"]) == ("closed", "done")
+    server.wait_for(r"^server-got type=PONG data=p$", since)	# the ping between fragments
+
+
+def test_binary_messages_are_ignored(server):
+    run = probe("--close-after", "1", ws(server, "/binary"))
+    assert run.messages() == ["after"]
+
+
+def test_message_at_the_limit_is_delivered(server):
+    run = probe("--max-message", "1000", "--close-after", "1", ws(server, "/big?size=1000"))
+    assert run.events[1].startswith("message len=1000 ")
+    assert run.close["end"] == "local"
+
+
+def test_oversize_message_closes_with_1009(server):
+    since = server.mark()
+    run = probe("--max-message", "1000", ws(server, "/big?size=1001"))
+    assert run.events[0] == "open" and not run.messages()
+    assert run.close["end"] == "too_large" and run.close["code"] == "1009"
+    assert "message too large" in run.close["reason"]
+    server.wait_for(r"^server-close code=1009", since)
+
+
+def test_default_limit_is_one_mebibyte(server):
+    run = probe("--close-after", "1", ws(server, f"/big?size={1024 * 1024}"))
+    assert run.events[1].startswith(f"message len={1024 * 1024} ")
+    run = probe(ws(server, f"/big?size={1024 * 1024 + 1}"))
+    assert run.close["end"] == "too_large"
+
+
+# ---- plain ws: how it ends ------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [1000, 4001])
+def test_server_close_code_and_reason_are_reported(server, code):
+    run = probe(ws(server, f"/close?code={code}&reason=collision"))
+    assert run.close["end"] == "closed"
+    assert run.close["code"] == str(code) and run.close["reason"] == "collision"
+
+
+def test_abrupt_tcp_close_is_eof(server):
+    run = probe(ws(server, "/abrupt"))
+    assert run.messages() == ["bye"]
+    assert run.close["end"] == "eof" and run.close["code"] == "0"
+
+
+def test_silent_server_is_declared_dead_after_the_window(server):
+    since = server.mark()
+    run = probe("--ping", "100", "--dead", "500", ws(server, "/silent"))
+    assert run.close["end"] == "dead" and run.close["err"] == "-110"
+    assert int(run.close["after_open_ms"]) >= 490	# open and the last byte: same ms, or 1 apart
+    server.wait_for(r"^server-ping$", since)	# we did ask
+
+
+def test_pongs_keep_an_idle_socket_alive(server):
+    # The server answers pings but sends nothing else; the window is 10 pings long and
+    # the socket lives 3 windows, so only pongs keep it from being declared dead.
+    run = probe("--ping", "50", "--dead", "500", "--close-after-ms", "1500", ws(server, "/echo"))
+    assert run.close["end"] == "local", run.events
+
+
+def test_client_close_before_open_aborts(server):
+    run = probe("--close-before-open", ws(server, "/echo"))
+    assert run.events == [run.events[0]] and run.close["end"] == "local"
+    assert run.close["reason"] == "closed before open"
+
+
+@pytest.mark.parametrize("flag,expect", [
+    ("--free-on-open", ["open", "freed"]),
+    ("--free-on-message", ["open", "message len=5 text=msg-1", "freed"]),
+])
+def test_free_inside_a_callback_stops_everything(server, flag, expect):
+    run = probe(flag, ws(server, "/push?n=3"))
+    assert run.events == expect	# and ASan saw no use after free or leak
+
+
+# ---- handshake -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query,status,retry_after", [
+    ("code=403", "403", None),
+    ("code=429&retry_after=7", "429", "7"),
+    ("code=500", "500", None),
+])
+def test_refused_upgrade_reports_status_and_retry_after(server, query, status, retry_after):
+    run = probe(ws(server, f"/status?{query}"))
+    assert run.events == [run.events[0]]	# no open
+    assert run.close["end"] == "http" and run.close["status"] == status
+    assert run.close.get("retry_after") == retry_after
+
+
+def test_handshake_timeout(server):
+    run = probe("--connect-timeout", "300", ws(server, "/stall"))
+    assert run.close["end"] == "timeout" and run.close["err"] == "-110"
+
+
+def test_wrong_accept_is_refused(server):
+    run = probe(ws(server, "/badaccept"))
+    assert run.close["end"] == "handshake"
+    assert "Sec-WebSocket-Accept" in run.close["reason"]
+
+
+def test_oversized_handshake_answer_is_refused(server):
+    run = probe(ws(server, "/hugeheader"))
+    assert run.close["end"] == "handshake" and "over 8192 bytes" in run.close["reason"]
+
+
+def test_extra_headers_are_sent(server):
+    since = server.mark()
+    probe("--header", "X-Test: probe-1", "--close-after", "0", ws(server, "/echo"))
+    server.wait_for(r"^request path=/echo x-test=probe-1$", since)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/x", "ws://user@127.0.0.1/x", "ws://127.0.0.1:99999/x", "ws:///x",
+    "ws://127.0.0.1/a b", "ws://[::1/x",
+])
+def test_bad_urls_are_refused_at_once(url):
+    run = probe(url)
+    assert run.events == ["connect-failed rc=-22"]
+
+
+def test_header_injection_is_refused(server):
+    run = probe("--header", "X-Test: a\r\nX-Evil: b", ws(server, "/echo"))
+    assert run.events == ["connect-failed rc=-22"]
+
+
+def test_connection_refused(server):
+    run = probe(f"ws://127.0.0.1:{closed_port()}/echo")
+    assert run.close["end"] == "connect" and run.close["err"] == "-111"
+
+
+def test_query_is_never_logged(server):
+    run = probe("--close-after", "0", ws(server, "/echo?watermark=4&t=SECRET1&x=SECRET2"))
+    assert run.close["end"] == "local"
+    assert f"where=127.0.0.1:{server.ports['plain']}/echo " in run.log
+    assert "SECRET" not in run.log and "watermark" not in run.log
+
+
+# ---- wss --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])	# IP SAN; DNS name + SNI
+def test_wss_echo(server, certs, host):
+    run = probe("--ca", str(certs["good"][0]), "--send", "hi", "--close-after", "1",
+                f"wss://{host}:{server.ports['tls0']}/echo")
+    assert run.events[:2] == ["open", "message len=2 text=hi"]
+    assert run.close["end"] == "local" and run.close["code"] == "1000"
+
+
+def test_wss_server_close_and_abrupt_close(server, certs):
+    url = f"wss://localhost:{server.ports['tls0']}"
+    run = probe("--ca", str(certs["good"][0]), f"{url}/close?code=1000&reason=collision")
+    assert (run.close["end"], run.close["reason"]) == ("closed", "collision")
+    run = probe("--ca", str(certs["good"][0]), f"{url}/abrupt")
+    assert run.messages() == ["bye"] and run.close["end"] == "eof"
+
+
+@pytest.mark.parametrize("ca,port,detail", [
+    ("wrong", "tls1", "certificate verify failed: hostname mismatch"),
+    (None, "tls0", "certificate verify failed: self-signed certificate"),
+])
+def test_wss_bad_certificate_fails_before_the_upgrade(server, certs, ca, port, detail):
+    since = server.mark()
+    args = ["--ca", str(certs[ca][0])] if ca else []
+    run = probe(*args, f"wss://localhost:{server.ports[port]}/echo")
+    assert run.close["end"] == "tls" and run.close["reason"] == detail
+    assert run.events == [run.events[0]]
+    server.sync()
+    assert not [line for line in server.seen(since) if "path=/echo" in line]
+
+
+def test_wss_connection_refused_is_a_connect_error(certs):
+    run = probe("--ca", str(certs["good"][0]), f"wss://127.0.0.1:{closed_port()}/echo")
+    assert run.close["end"] == "connect" and run.close["err"] == "-111"
