@@ -231,7 +231,10 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl
 		c->tx_head = s;
 	c->tx_tail = s;
 	c->tx_count++;
-	dl_send_kick(c);
+	/* From the loop: a kick may find the token gone for good and end the conversation,
+	 * and its callbacks must not run inside this call. */
+	if (!c->tx.t && dl_timer(c, &c->tx_timer, on_tx_timer) && !loop_timer_pending(c->tx_timer))
+		loop_timer_start(c->tx_timer, 0, 0);
 	return 0;
 }
 
@@ -482,7 +485,7 @@ static void on_tx_timer(void *arg)
 
 	dl_hold(c);
 	if (!dl_done(c) && s) {
-		if (s->state == TX_RETRY) {
+		if (s->state == TX_RETRY || s->state == TX_QUEUED) {
 			s->state = TX_QUEUED;
 			dl_send_kick(c);
 		} else if (s->state == TX_WAIT_ECHO) {
