@@ -244,6 +244,7 @@ void directline_get_stats(const struct directline *dl, struct directline_stats *
 		out->reconnecting += c->state == DL_STATE_RECONNECTING;
 	}
 	out->connects_in_flight = dl->connecting;
+	out->connects_peak = dl->connects_peak;
 	out->connects_queued = dl->nqueued;
 	out->dispatched = dl->n_dispatched;
 	out->duplicates = dl->n_duplicates;
@@ -507,7 +508,8 @@ void dl_slot_request(struct dl_conv *c)
 	}
 	if (dl->connecting < dl->connect_limit && !dl->queue_head && !paused(dl)) {
 		c->has_slot = true;
-		dl->connecting++;
+		if (++dl->connecting > dl->connects_peak)
+			dl->connects_peak = dl->connecting;
 		dl_stream_slot_granted(c);
 		return;
 	}
@@ -533,7 +535,8 @@ static void grant(struct directline *dl)
 
 		unqueue(next);
 		next->has_slot = true;
-		dl->connecting++;
+		if (++dl->connecting > dl->connects_peak)
+			dl->connects_peak = dl->connecting;
 		if (!dl_timer(next, &next->rx_timer, dl_stream_timer) ||
 		    loop_timer_start(next->rx_timer, 0, 0) < 0) {
 			dl_slot_release(next);	/* out of memory: let the next one try */

@@ -121,6 +121,7 @@ struct directline_stats {
 	size_t conversations;		/* open handles */
 	size_t online, reconnecting;
 	unsigned connects_in_flight;	/* opens and reconnects holding a slot */
+	unsigned connects_peak;		/* the most ever held at once */
 	size_t connects_queued;		/* waiting for a slot */
 	uint64_t dispatched, duplicates, echoes, reconnects, refreshes;
 	/* Time spent handling a received payload (parse, dedupe, dispatch), per activity,

@@ -94,6 +94,7 @@ struct directline {
 	uint64_t next_client_seq;
 	unsigned connecting;			/* connect slots in use */
 	unsigned connect_limit;			/* slots now: halved per 429, +1 per success */
+	unsigned connects_peak;
 	uint64_t paused_until_ms;		/* a 429 stops granting slots until then */
 	struct loop_timer *pause_timer;
 	struct dl_conv *queue_head, *queue_tail;	/* waiting for a slot, FIFO */

@@ -121,6 +121,7 @@ void dl_stream_slot_granted(struct dl_conv *c)
 	if (!c->started) {
 		dl_token_start(c);
 	} else if (!dl_token_valid(c)) {
+		dl_slot_release(c);	/* a slow re-acquisition must not hold a slot */
 		c->phase = DL_PH_WAIT_TOKEN;
 		dl_token_reacquire(c);
 	} else if (polling_mode(c)) {

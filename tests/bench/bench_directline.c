@@ -323,7 +323,6 @@ static void phase_storm(struct bench *b, unsigned rounds)
 	struct directline_stats st;
 	double t0 = now_realtime_ms();
 	uint64_t deadline = loop_now_ms() + PHASE_DEADLINE_MS, reconnects0;
-	unsigned max_in_flight = 0;
 	size_t lost = 0, repeated = 0, expected = b->dispatched + b->n;
 
 	directline_get_stats(b->dl, &st);
@@ -333,13 +332,11 @@ static void phase_storm(struct bench *b, unsigned rounds)
 	control(b, "/drop", "{}");
 	control(b, "/bot", "{\"seq\":1,\"prefix\":\"storm-\"}");
 	b->waiting_for = expected;
-	for (;;) {	/* 100 ms slices, sampling the connect slots in use */
+	for (;;) {	/* 100 ms slices until everything is back */
 		b->deadline_ms = loop_now_ms() + 100;
 		loop_timer_start(b->check, 100, 1);
 		loop_run(b->lp);
 		directline_get_stats(b->dl, &st);
-		if (st.connects_in_flight > max_in_flight)
-			max_in_flight = st.connects_in_flight;
 		if ((b->dispatched >= expected && st.online == b->n) || loop_now_ms() > deadline)
 			break;
 	}
@@ -349,10 +346,10 @@ static void phase_storm(struct bench *b, unsigned rounds)
 		lost += b->got[i] < rounds + 1u;
 		repeated += b->got[i] > rounds + 1u;
 	}
-	printf("storm: seconds_until_all_back=%.1f online=%zu reconnects=%llu max_connects_in_flight=%u "
+	printf("storm: seconds_until_all_back=%.1f online=%zu reconnects=%llu connects_in_flight_peak=%u "
 	       "conversations_missing_an_activity=%zu conversations_with_a_repeat=%zu\n",
 	       (now_realtime_ms() - t0) / 1e3, st.online, (unsigned long long)(st.reconnects - reconnects0),
-	       max_in_flight, lost, repeated);
+	       st.connects_peak, lost, repeated);
 	print_emulator_stats(b);
 }
 
@@ -388,88 +385,123 @@ static void raise_nofile(void)
 	}
 }
 
+struct args {
+	const char *source;
+	unsigned rounds, max_concurrent, rate_limit;
+	bool tls;
+};
+
+static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
+{
+	*a = (struct args){ .source = HANDOFFD_SCRIPT_DIR "/..", .rounds = 5, .max_concurrent = 64 };
+	b->n = 1000;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+			b->n = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+			a->rounds = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--concurrent") == 0 && i + 1 < argc)
+			a->max_concurrent = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--rate-limit") == 0 && i + 1 < argc)
+			a->rate_limit = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc)
+			a->source = argv[++i];
+		else if (strcmp(argv[i], "--tls") == 0)
+			a->tls = true;
+	}
+}
+
+/* The emulator's addresses, and the client's settings through the real config loader. */
+static struct config *emulator_config(struct bench *b, const struct args *a, const char *info)
+{
+	char err[512] = "", path[] = "/tmp/bench_directline_XXXXXX";
+	struct config *cfg = NULL;
+	int fd;
+
+	if (info_field(info, a->tls ? "https_base" : "http_base", b->base, sizeof(b->base)) < 0 ||
+	    info_field(info, "control", b->control, sizeof(b->control)) < 0 ||
+	    info_field(info, "secret", b->secret, sizeof(b->secret)) < 0 ||
+	    info_field(info, "ca_file", b->ca, sizeof(b->ca)) < 0)
+		return NULL;
+	fd = mkstemp(path);
+	if (fd >= 0 && write_config(b, path, a->max_concurrent) == 0)
+		cfg = config_load(path, err, sizeof(err));
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+	}
+	if (!cfg)
+		fprintf(stderr, "config: %s\n", err);
+	return cfg;
+}
+
+static int setup(struct bench *b, const struct args *a, const struct config *cfg)
+{
+	b->lp = loop_new();
+	b->lg = log_new();
+	b->m = metrics_new();
+	if (!b->lp || !b->lg || !b->m || http_client_global_init() < 0)
+		return -ENOMEM;
+	log_set_level(b->lg, LEVEL_WARN);
+	b->hc = http_client_new(b->lp, b->lg, &(struct http_client_opts){ .ca_file = b->ca, .proxy = "" });
+	b->dl = b->hc ? directline_new(b->lp, b->lg, b->hc, b->m, &cfg->directline, &callbacks, b) : NULL;
+	b->check = loop_timer_new(b->lp, on_check, b);
+	b->convs = calloc(b->n, sizeof(*b->convs));
+	b->got = calloc(b->n, sizeof(*b->got));
+	b->lat_cap = b->n * a->rounds;
+	b->lat_ms = calloc(b->lat_cap + 1, sizeof(double));
+	return b->dl && b->check && b->convs && b->got && b->lat_ms ? 0 : -ENOMEM;
+}
+
+static void teardown(struct bench *b)
+{
+	for (size_t i = 0; b->convs && i < b->n; i++)
+		directline_close(b->convs[i], false);
+	directline_free(b->dl);
+	loop_timer_free(b->check);
+	http_client_free(b->hc);
+	http_client_global_cleanup();
+	metrics_free(b->m);
+	log_free(b->lg);
+	loop_free(b->lp);
+	free(b->convs);
+	free(b->got);
+	free(b->lat_ms);
+}
+
 int main(int argc, char **argv)
 {
 	static struct bench b;
-	const char *source = HANDOFFD_SCRIPT_DIR "/..";
-	unsigned rounds = 5, max_concurrent = 64, rate_limit = 0;
-	bool tls = false;
-	char info[INFO_MAX], err[512], cfg_path[] = "/tmp/bench_directline_XXXXXX";
+	struct args a;
+	char info[INFO_MAX];
 	struct config *cfg;
 	pid_t emu;
-	int fd;
+	int rc = 1;
 
-	b.n = 1000;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-			b.n = strtoul(argv[++i], NULL, 10);
-		else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
-			rounds = (unsigned)atoi(argv[++i]);
-		else if (strcmp(argv[i], "--concurrent") == 0 && i + 1 < argc)
-			max_concurrent = (unsigned)atoi(argv[++i]);
-		else if (strcmp(argv[i], "--rate-limit") == 0 && i + 1 < argc)
-			rate_limit = (unsigned)atoi(argv[++i]);
-		else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc)
-			source = argv[++i];
-		else if (strcmp(argv[i], "--tls") == 0)
-			tls = true;
-	}
+	parse_args(argc, argv, &b, &a);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
-	emu = spawn_emulator(source, info, sizeof(info));
-	if (emu < 0 || info_field(info, tls ? "https_base" : "http_base", b.base, sizeof(b.base)) < 0 ||
-	    info_field(info, "control", b.control, sizeof(b.control)) < 0 ||
-	    info_field(info, "secret", b.secret, sizeof(b.secret)) < 0 ||
-	    info_field(info, "ca_file", b.ca, sizeof(b.ca)) < 0) {
-		fprintf(stderr, "the emulator did not start (run from a build of %s)\n", source);
+	emu = spawn_emulator(a.source, info, sizeof(info));
+	cfg = emu > 0 ? emulator_config(&b, &a, info) : NULL;
+	if (!cfg) {
+		fprintf(stderr, "the emulator did not start (run from a build of %s)\n", a.source);
 		return 1;
 	}
-	fd = mkstemp(cfg_path);
-	if (fd < 0 || write_config(&b, cfg_path, max_concurrent) < 0 || !(cfg = config_load(cfg_path, err, sizeof(err)))) {
-		fprintf(stderr, "config: %s\n", err);
-		return 1;
-	}
-	close(fd);
-	unlink(cfg_path);
 	printf("bench_directline: conversations=%zu transport=%s rounds=%u reconnect_max_concurrent=%u "
-	       "emulator_rate_limit=%u\n", b.n, tls ? "wss" : "ws", rounds, max_concurrent, rate_limit);
-	b.lp = loop_new();
-	b.lg = log_new();
-	log_set_level(b.lg, LEVEL_WARN);
-	b.m = metrics_new();
-	http_client_global_init();
-	b.hc = http_client_new(b.lp, b.lg, &(struct http_client_opts){ .ca_file = b.ca, .proxy = "" });
-	b.dl = directline_new(b.lp, b.lg, b.hc, b.m, &cfg->directline, &callbacks, &b);
-	b.check = loop_timer_new(b.lp, on_check, &b);
-	b.convs = calloc(b.n, sizeof(*b.convs));
-	b.got = calloc(b.n, sizeof(*b.got));
-	b.lat_cap = b.n * rounds;
-	b.lat_ms = calloc(b.lat_cap + 1, sizeof(double));
-	if (!b.dl || !b.check || !b.convs || !b.got || !b.lat_ms)
-		return 1;
-	if (rate_limit) {
+	       "emulator_rate_limit=%u\n", b.n, a.tls ? "wss" : "ws", a.rounds, a.max_concurrent, a.rate_limit);
+	if (setup(&b, &a, cfg) == 0) {
 		char body[64];
 
-		snprintf(body, sizeof(body), "{\"connect_rate_limit\":%u}", rate_limit);
+		snprintf(body, sizeof(body), "{\"connect_rate_limit\":%u}", a.rate_limit);
 		control(&b, "/settings", body);
+		phase_open(&b);
+		phase_rounds(&b, a.rounds);
+		phase_storm(&b, a.rounds);
+		rc = 0;
 	}
-	phase_open(&b);
-	phase_rounds(&b, rounds);
-	phase_storm(&b, rounds);
-	for (size_t i = 0; i < b.n; i++)
-		directline_close(b.convs[i], false);
-	directline_free(b.dl);
-	loop_timer_free(b.check);
-	http_client_free(b.hc);
-	http_client_global_cleanup();
-	metrics_free(b.m);
-	log_free(b.lg);
-	loop_free(b.lp);
+	teardown(&b);
 	config_free(cfg);
 	kill(emu, SIGTERM);
 	waitpid(emu, NULL, 0);
-	free(b.convs);
-	free(b.got);
-	free(b.lat_ms);
-	return 0;
+	return rc;
 }
