@@ -353,6 +353,7 @@ static void preset_numbers(struct config *cfg)
 	cfg->directline.post_timeout = CONFIG_DEFAULT_DL_POST_TIMEOUT;
 	cfg->directline.echo_grace = CONFIG_DEFAULT_DL_ECHO_GRACE;
 	cfg->directline.max_message = CONFIG_DEFAULT_DL_MAX_MESSAGE;
+	cfg->directline.status_events = true;	/* bots that ignore the event lose nothing */
 	cfg->limits.conversations = 50000;
 	cfg->limits.queued = 1000;
 	cfg->retry.base = 1;

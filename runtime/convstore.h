@@ -40,6 +40,18 @@ struct conversation {
 	uint64_t *seen;
 	size_t nseen;
 	struct conv_queue_state queues[QUEUE_COUNT];
+	/* After a restart, a message to the bot that may have left before the crash waits
+	 * for the replayed echo carrying its marker instead of going out twice. */
+	int64_t reconcile_id;		/* the outbox item waiting so, or 0 */
+	char reconcile_marker[48];
+	bool reconcile_armed;		/* the grace period runs (the stream is online) */
+	int64_t reconciled_id;		/* grace over without an echo: send it */
+	/* While a message to the bot is on its way, the stored Direct Line position stays
+	 * before its echo, so that a restart replays the echo and can reconcile. */
+	bool position_held;
+	char *held_watermark;
+	uint64_t *held_seen;
+	size_t held_nseen;
 	struct conversation *next;	/* hash chain */
 };
 

@@ -56,7 +56,9 @@ struct dl_persist {
 
 struct directline_callbacks {
 	/* One bot activity (or a user activity from another client, with its role), exactly
-	 * once and in arrival order. Our own echoes never come here. A is valid during the
+	 * once and in arrival order. Echoes of what this process sent never come here; an
+	 * echo of what a previous process sent (replayed after a restart) does, with role
+	 * "user", so the caller can settle a message it was unsure had left. A is valid during the
 	 * call only. */
 	void (*on_activity)(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg);
 	/* A state change with a short, stable reason ("started", "stream lost", "collision",

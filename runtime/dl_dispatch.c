@@ -58,7 +58,7 @@ static bool one(struct dl_conv *c, const struct hd_activity *a)
 		metrics_inc(dl->c.duplicates);
 		return false;
 	}
-	if (a->client_activity_id.ptr && dl_send_is_ours(a->client_activity_id.ptr, a->client_activity_id.len)) {
+	if (a->client_activity_id.ptr && dl_send_is_ours(dl, a->client_activity_id.ptr, a->client_activity_id.len)) {
 		dl->n_echoes++;
 		metrics_inc(dl->c.echoes);
 		dl_send_echo(c, a->client_activity_id.ptr, a->client_activity_id.len);

@@ -288,7 +288,7 @@ int dl_dispatch(struct dl_conv *c, const char *data, size_t len);
 /* Marks the echo of our activity CLIENT_ID as seen (it reached the bot). */
 void dl_send_echo(struct dl_conv *c, const char *client_id, size_t len);
 /* True when CLIENT_ID has the shape of the ids we generate. */
-bool dl_send_is_ours(const char *client_id, size_t len);
+bool dl_send_is_ours(const struct directline *dl, const char *client_id, size_t len);
 /* Something the queue waited for happened (started, token back, catch-up done). */
 void dl_send_kick(struct dl_conv *c);
 /* A catch-up GET finished; OK false when it failed (the echo question stays open). */

@@ -429,10 +429,15 @@ static void post_head(struct dl_conv *c)
 
 /* {===== Reconciliation: the echo decides */
 
-bool dl_send_is_ours(const char *client_id, size_t len)
+/* Ours means sent by this process: the id carries our instance. An echo of something a
+ * previous process sent (replayed after a restart) is dispatched like any user activity,
+ * so the caller can recognise a message it was unsure had left. */
+bool dl_send_is_ours(const struct directline *dl, const char *client_id, size_t len)
 {
-	return len > sizeof(CLIENT_ID_PREFIX) - 1 &&
-	       memcmp(client_id, CLIENT_ID_PREFIX, sizeof(CLIENT_ID_PREFIX) - 1) == 0;
+	size_t plen = sizeof(CLIENT_ID_PREFIX) - 1, ilen = strlen(dl->instance);
+
+	return len > plen + ilen && memcmp(client_id, CLIENT_ID_PREFIX, plen) == 0 &&
+	       memcmp(client_id + plen, dl->instance, ilen) == 0 && client_id[plen + ilen] == '.';
 }
 
 void dl_send_echo(struct dl_conv *c, const char *client_id, size_t len)

@@ -3,6 +3,7 @@
  * retries, and the glue between directline.c's callbacks, routing.c and the hub scripts
  * (which run as tasks through scripts/handoff/relay.lua). It holds no protocol detail:
  * Direct Line is directline.c's, hub APIs are the scripts'. */
+#define _GNU_SOURCE	/* memmem */
 #include "relay.h"
 
 #include "bindings/handoff_object.h"
@@ -118,9 +119,56 @@ static void set_state(struct relay *r, struct conversation *c, enum conv_state s
 
 static void kick(struct relay *r, struct conversation *c, enum conv_queue q);
 
+/* Puts channelData.handoffd = MARKER into a message for the bot, so that the echo of a
+ * send interrupted by a crash can be recognised after the restart. An activity that
+ * brings its own channelData goes as it is (it is resent if in doubt). */
+static char *with_marker(struct relay *r, const char *activity, size_t len, size_t *out_len)
+{
+	char head[96];
+	int n = snprintf(head, sizeof(head), "{\"channelData\":{\"handoffd\":\"m%016llx\"},",
+			 (unsigned long long)next_random(r));
+	const char *rest = activity + 1;
+	size_t rest_len = len - 1;
+	char *out;
+
+	while (rest_len && (*rest == ' ' || *rest == '\n' || *rest == '\t' || *rest == '\r'))
+		rest++, rest_len--;
+	if (strstr(activity, "\"channelData\"") || rest_len == 0)
+		return NULL;
+	if (*rest == '}')	/* {} gets no trailing comma */
+		head[n - 1] = '}', n--, rest++, rest_len--;
+	out = malloc((size_t)n + rest_len + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, head, (size_t)n);
+	memcpy(out + n, rest, rest_len);
+	out[(size_t)n + rest_len] = '\0';
+	*out_len = (size_t)n + rest_len;
+	return out;
+}
+
+static const char *marker_of(const char *payload, char *out, size_t cap)
+{
+	const char *m = strstr(payload, "\"handoffd\":\"");
+	size_t n = 0;
+
+	if (!m)
+		return NULL;
+	for (m += strlen("\"handoffd\":\""); m[n] && m[n] != '"' && n + 1 < cap; n++)
+		out[n] = m[n];
+	out[n] = '\0';
+	return n ? out : NULL;
+}
+
 static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
 {
-	if (store_outbox_add(r->store, c->key, queue_names[q], payload, len) < 0)
+	size_t marked_len = 0;
+	char *marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
+	int64_t rc = store_outbox_add(r->store, c->key, queue_names[q], marked ? marked : payload,
+				      marked ? marked_len : len);
+
+	free(marked);
+	if (rc < 0)
 		return -EIO;
 	kick(r, c, q);
 	return 0;
@@ -139,6 +187,11 @@ static void forget_dl(struct conversation *c)
 	c->seen = NULL;
 	c->nseen = 0;
 	c->dl_token_expiry = 0;
+	c->position_held = false;
+	conv_set_string(&c->held_watermark, NULL);
+	free(c->held_seen);
+	c->held_seen = NULL;
+	c->held_nseen = 0;
 }
 
 static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
@@ -152,6 +205,37 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 	if (!c->dl)
 		c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL);
 	return c->dl;
+}
+
+static void set_position(struct conversation *c, const char *watermark, const uint64_t *seen, size_t nseen,
+			 char **wm_slot, uint64_t **seen_slot, size_t *nseen_slot)
+{
+	uint64_t *copy = NULL;
+
+	if (nseen && (copy = malloc(nseen * sizeof(*copy))))
+		memcpy(copy, seen, nseen * sizeof(*copy));
+	free(*seen_slot);
+	*seen_slot = copy;
+	*nseen_slot = copy ? nseen : 0;
+	conv_set_string(wm_slot, watermark);
+	(void)c;
+}
+
+/* The held position becomes the stored one (the message on its way is settled). */
+static void release_position(struct relay *r, struct conversation *c)
+{
+	if (!c->position_held)
+		return;
+	c->position_held = false;
+	free(c->watermark);
+	free(c->seen);
+	c->watermark = c->held_watermark;
+	c->seen = c->held_seen;
+	c->nseen = c->held_nseen;
+	c->held_watermark = NULL;
+	c->held_seen = NULL;
+	c->held_nseen = 0;
+	save(r, c);
 }
 
 struct sent {
@@ -179,6 +263,8 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 
 	(void)dc;
 	(void)activity_id;
+	if (c)
+		release_position(r, c);
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
 		item_finished(r, c, QUEUE_TO_BOT, s->item);
@@ -200,11 +286,41 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 	free(s);
 }
 
+static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
+
+/* Grace for the replayed echo of a message that may have left before a restart. */
+static uint64_t reconcile_grace_ms(const struct relay *r)
+{
+	double g = r->rt->config->directline.echo_grace;
+
+	return (uint64_t)((g > 0 ? g : 3.0) * 1000.0);
+}
+
+/* The head item may have reached the bot before a crash: wait for its echo. */
+static bool start_reconcile(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	if (it->attempts == 0 || c->reconciled_id == it->id || !marker_of(it->payload, c->reconcile_marker,
+									  sizeof(c->reconcile_marker)))
+		return false;
+	c->reconcile_id = it->id;
+	c->queues[QUEUE_TO_BOT].busy = false;
+	c->queues[QUEUE_TO_BOT].scheduled = true;	/* held until the echo or the grace */
+	if (open_dl(r, c) && directline_state(c->dl) == DL_STATE_ONLINE) {
+		c->reconcile_armed = true;
+		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
+	}
+	log_info(r->rt->log, "relay.reconcile", "conv=%s item=%lld", c->key, (long long)it->id);
+	return true;
+}
+
 static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
-	struct sent *s = calloc(1, sizeof(*s));
+	struct sent *s;
 	int rc;
 
+	if (start_reconcile(r, c, it))
+		return;
+	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
 		free(s);
 		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
@@ -213,8 +329,12 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	s->r = r;
 	s->item = it->id;
 	rc = directline_send(c->dl, it->payload, it->payload_len, on_bot_sent, s);
-	if (rc == 0)
+	if (rc == 0) {
+		/* From here the message may reach the bot: a restart must look for its echo. */
+		store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+		c->reconciled_id = 0;
 		return;
+	}
 	free(s->key);
 	free(s);
 	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
@@ -564,9 +684,18 @@ struct retry_timer_arg {
 static void on_retry_timer(void *arg)
 {
 	struct retry_timer_arg *a = arg;
+	struct conversation *c = a->c;
 
-	a->c->queues[a->q].scheduled = false;
-	kick(a->r, a->c, a->q);
+	c->queues[a->q].scheduled = false;
+	if (a->q == QUEUE_TO_BOT && c->reconcile_id) {
+		/* No echo within the grace: it never reached the bot. */
+		log_info(a->r->rt->log, "relay.reconcile_resend", "conv=%s item=%lld", c->key,
+			 (long long)c->reconcile_id);
+		c->reconciled_id = c->reconcile_id;
+		c->reconcile_id = 0;
+		c->reconcile_armed = false;
+	}
+	kick(a->r, c, a->q);
 }
 
 static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms)
@@ -740,8 +869,21 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 	struct conversation *c = convstore_get(r->convs, key);
 
 	(void)dc;
-	if (!c || hd_str_eq(a->from_role, "user"))
+	if (!c)
+		return;
+	if (hd_str_eq(a->from_role, "user")) {
+		/* Our own message, replayed after a restart: the one we were unsure about? */
+		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
+			log_info(r->rt->log, "relay.reconciled", "conv=%s item=%lld", key, (long long)c->reconcile_id);
+			store_outbox_done(r->store, c->reconcile_id);
+			c->reconcile_id = 0;
+			c->reconcile_armed = false;
+			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
+			c->queues[QUEUE_TO_BOT].scheduled = false;
+			kick(r, c, QUEUE_TO_BOT);
+		}
 		return;	/* another client of the conversation, or our own message */
+	}
 	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
 		if (c->state == CONV_BOT)
 			start_handoff(r, c, a);
@@ -769,8 +911,19 @@ static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, c
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
 
+	if (c && c->dl == dc && st == DL_STATE_ONLINE && c->reconcile_id && !c->reconcile_armed) {
+		c->reconcile_armed = true;	/* the replay is coming now */
+		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
+	}
 	if (!c || c->dl != dc || (st != DL_STATE_ENDED && st != DL_STATE_FAILED))
 		return;
+	if (c->reconcile_id) {	/* that conversation is gone: nothing to wait for */
+		c->reconciled_id = c->reconcile_id;
+		c->reconcile_id = 0;
+		c->reconcile_armed = false;
+		c->queues[QUEUE_TO_BOT].scheduled = false;
+		loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
+	}
 	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
 	forget_dl(c);
 	save(r, c);
@@ -784,19 +937,18 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 {
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
-	uint64_t *seen = NULL;
 
 	if (!c || c->dl != dc)
 		return;
-	if (p->nseen && (seen = malloc(p->nseen * sizeof(*seen))))
-		memcpy(seen, p->seen, p->nseen * sizeof(*seen));
-	free(c->seen);
-	c->seen = seen;
-	c->nseen = seen ? p->nseen : 0;
 	conv_set_string(&c->dl_conversation_id, p->conversation_id);
 	conv_set_string(&c->dl_token, p->token);
-	conv_set_string(&c->watermark, p->watermark);
 	c->dl_token_expiry = p->token_expires;
+	if (c->queues[QUEUE_TO_BOT].busy) {
+		c->position_held = true;
+		set_position(c, p->watermark, p->seen, p->nseen, &c->held_watermark, &c->held_seen, &c->held_nseen);
+	} else {
+		set_position(c, p->watermark, p->seen, p->nseen, &c->watermark, &c->seen, &c->nseen);
+	}
 	save(r, c);
 }
 

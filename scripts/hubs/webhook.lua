@@ -28,11 +28,12 @@ local http = require "handoff.http"
 local json = require "handoff.json"
 local crypto = require "handoff.crypto"
 local time = require "handoff.time"
+local delivery = require "handoff.delivery"
+local signature_ok = require "handoff.signature"
 
 local M = {}
 
 local MAX_SKEW_S = 300
-local RETRIED_4XX = { [408] = true, [429] = true }
 local EVENT_TYPES = { ["message"] = true, ["handoff.accepted"] = true, ["handoff.failed"] = true,
                       ["handoff.completed"] = true, ["conversation.end"] = true }
 
@@ -65,10 +66,10 @@ local function signature(ts, body)
 end
 
 local function signed(req)
-  local ts, sig = req.headers["x-handoffd-timestamp"], req.headers["x-handoffd-signature"]
-  local t = tonumber(ts)
-  if not t or not sig or math.abs(time.now() - t) > MAX_SKEW_S then return false end
-  return crypto.compare(sig, signature(ts, req.body))
+  local ts = req.headers["x-handoffd-timestamp"]
+  return signature_ok.fresh(ts, MAX_SKEW_S) and ts:match("^%d+$") ~= nil
+     and signature_ok.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-handoffd-signature"],
+                              { prefix = "v1=" })
 end
 
 --- POSTs PAYLOAD to the hub, signed. Returns the response, or nil, err, retry (true or
@@ -79,15 +80,8 @@ local function post(path, payload)
   local headers = { ["Content-Type"] = "application/json", ["X-Handoffd-Timestamp"] = ts,
                     ["X-Handoffd-Delivery"] = crypto.uuid(), ["X-Handoffd-Signature"] = signature(ts, body) }
   if conf.token then headers["Authorization"] = "Bearer " .. conf.token end
-  local res, err = http.request(conf.url .. path, { method = "POST", headers = headers, body = body,
-                                                    timeout_ms = conf.timeout_ms, ca_file = conf.ca_file })
-  if not res then return nil, err, true end
-  if res.status >= 200 and res.status < 300 then return res end
-  local why = "HTTP " .. res.status
-  if res.status >= 500 or RETRIED_4XX[res.status] then
-    return nil, why, tonumber(res.headers["retry-after"]) or true
-  end
-  return nil, why
+  return delivery.result(http.request(conf.url .. path, { method = "POST", headers = headers, body = body,
+                                                          timeout_ms = conf.timeout_ms, ca_file = conf.ca_file }))
 end
 
 --- The bot said something: messages go to {url}/messages, typing (best effort) to {url}/typing.

@@ -30,6 +30,8 @@ class FakeHub:
     def __init__(self, secret=SECRET, token=TOKEN):
         self.secret, self.token = secret, token
         self.received = []           # (path, json body) in arrival order, accepted ones only
+        self.redelivered = []        # retries of something already received (same id): dropped,
+                                     # as the contract asks a hub to
         self.rejected = []           # (path, reason)
         self.script = []             # answers to give before the normal one: (status, headers)
         self.accept_handoffs = False  # answer {"accepted": true} to /handoffs
@@ -76,7 +78,13 @@ class FakeHub:
             if self.script and request.path != "/typing":
                 status, headers = self.script.pop(0)
                 return web.Response(status=status, headers=headers or {})
-            self.received.append((request.path, json.loads(body)))
+            doc = json.loads(body)
+            key = doc.get("id") or doc.get("handoff_id")
+            if key and any(p == request.path and (b.get("id") or b.get("handoff_id")) == key
+                           for p, b in self.received):
+                self.redelivered.append((request.path, doc))
+            else:
+                self.received.append((request.path, doc))
             self.cond.notify_all()
         if request.path == "/handoffs" and self.accept_handoffs:
             return web.json_response({"accepted": True})

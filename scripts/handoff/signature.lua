@@ -1,0 +1,33 @@
+--[[ handoff.signature - checks of signed webhooks, shared by the hub scripts.
+
+  local sig = require "handoff.signature"
+  sig.hmac_ok(secret, data, given, { alg = "sha256", enc = "hex", prefix = "sha256=" })
+  sig.fresh(timestamp, 300)      -- a timestamp (seconds, or ms when > 1e12) within the window
+
+Comparisons run in constant time; a missing or malformed value is simply not ok.
+]]
+local crypto = require "handoff.crypto"
+local time = require "handoff.time"
+
+local M = {}
+
+--- Whether GIVEN is the HMAC of DATA under SECRET (opts: alg "sha256", enc "hex",
+--- prefix "" stripped from GIVEN first).
+function M.hmac_ok(secret, data, given, opts)
+  opts = opts or {}
+  if type(secret) ~= "string" or type(data) ~= "string" or type(given) ~= "string" then return false end
+  local prefix = opts.prefix or ""
+  if given:sub(1, #prefix) ~= prefix then return false end
+  local want = crypto.hmac(opts.alg or "sha256", secret, data, opts.enc or "hex")
+  return crypto.compare(given:sub(#prefix + 1), want)
+end
+
+--- Whether TIMESTAMP (unix seconds, or milliseconds) is within WINDOW seconds of now.
+function M.fresh(timestamp, window)
+  local t = tonumber(timestamp)
+  if not t then return false end
+  if t > 1e12 then t = t / 1000 end
+  return math.abs(time.now() - t) <= (window or 300)
+end
+
+return M

@@ -1,0 +1,129 @@
+"""The end-to-end setup shared by the relay tests and the demo: a Direct Line emulator
+with its scripted bot, the contract fake of the generic webhook hub, and handoffd
+between them on a config written for this run.
+"""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+
+HERE = pathlib.Path(__file__).resolve().parent
+SOURCE_DIR = HERE.parents[1]
+sys.path.insert(0, str(SOURCE_DIR))
+
+from tests.dlemu.control import spawn  # noqa: E402
+from fakehub import FakeHub  # noqa: E402
+
+ROUTES = """local route = require "handoff.route"
+local queue = route.queue
+return {
+  route.phrase({ "refund", "order" },      queue("orders", { skill = "late-delivery", priority = 2 })),
+  route.var("Global.CustomerTier", "gold", queue("vip", { priority = 1 })),
+  route.always(                            queue("general")),
+}
+"""
+
+
+def config_text(emu, hub, state_dir, extra=""):
+    return f"""return {{
+  listen = "127.0.0.1:0",
+  state = "sqlite:{state_dir}/state.db",
+  directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1 }},
+  hub = {{ module = "hubs.webhook", url = "{hub.url}", secret = "{hub.secret}", token = "{hub.token}" }},
+  routes = "routes.lua",
+  retry = {{ base = 0.05, max_delay = 0.5, give_up_after = 60 }},
+  {extra}
+}}
+"""
+
+
+class Handoffd:
+    """handoffd in the foreground; its log lines are collected as they come."""
+
+    def __init__(self, binary, workdir):
+        self.binary, self.workdir = binary, pathlib.Path(workdir)
+        self.proc, self.port, self.lines = None, None, []
+        self.cond = threading.Condition()
+
+    def start(self, *args):
+        self.lines = []
+        self.proc = subprocess.Popen([self.binary, "-c", "config.lua", *args], cwd=self.workdir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        line = self.wait_line("http.listen")
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
+
+    def _read(self, proc):
+        for line in proc.stderr:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait_line(self, needle, timeout=30):
+        def find():
+            return next((l for l in self.lines if needle in l), None)
+        with self.cond:
+            self.cond.wait_for(lambda: find() or self.proc.poll() is not None, timeout)
+            found = find()
+        if not found:
+            raise AssertionError(f"no log line with {needle!r}:\n" + "\n".join(self.lines[-40:]))
+        return found
+
+    def errors(self):
+        with self.cond:
+            return [l for l in self.lines if " error " in l or "ERROR" in l or "runtime error" in l]
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+
+class Environment:
+    """Emulator + fake hub + handoffd, started and stopped together."""
+
+    def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None):
+        self.workdir = pathlib.Path(workdir)
+        self.hub = FakeHub().start()
+        self.emu_ctx = spawn(settings=emulator_settings or {})
+        self.emu = self.emu_ctx.__enter__()
+        (self.workdir / "routes.lua").write_text(routes)
+        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config))
+        self.daemon = Handoffd(binary, self.workdir).start()
+
+    @property
+    def port(self):
+        return self.daemon.port
+
+    def dl_conversation(self, conversation):
+        """The Direct Line conversation id handoffd opened for a hub conversation."""
+        import sqlite3
+        db = sqlite3.connect(self.workdir / "state.db")
+        try:
+            row = db.execute("SELECT dl_conversation_id FROM conversations WHERE key = ?",
+                             (f"webhook:{conversation}",)).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
+
+    def bot_received(self, conversation):
+        return self.emu.ctl.received(self.dl_conversation(conversation))
+
+    def close(self):
+        code = self.daemon.stop()
+        self.emu_ctx.__exit__(None, None, None)
+        self.hub.stop()
+        return code

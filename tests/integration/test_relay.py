@@ -1,0 +1,153 @@
+"""End to end through the generic webhook hub: relay, handoff, durable state.
+
+Setup (relay_env.Environment): the Direct Line emulator and its scripted bot, the
+contract fake of the webhook hub, and handoffd between them; routing rules send
+"order"/"refund" talk to queue orders and gold customers to vip. Each test states its
+input (hub events, bot activities) and the traffic it expects on both wires.
+"""
+import concurrent.futures
+import json
+import time
+
+import pytest
+
+from conftest import BIN
+from relay_env import Environment
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Environment(BIN, tmp_path)
+    yield e
+    assert e.close() == 0, "handoffd stops cleanly"
+
+
+def texts(messages):
+    return [m["activity"]["text"] for m in messages]
+
+
+def test_complete_flow(env):
+    hub, port = env.hub, env.port
+    # greeting and a question the bot answers
+    assert hub.message(port, "c-1", "hello") == (202, {"ok": True})
+    assert texts(hub.wait_messages("c-1", 2))[1] == "You said: hello"
+    hub.message(port, "c-1", "What are your opening hours?")
+    assert "open Monday to Friday" in texts(hub.wait_messages("c-1", 3))[2]
+    # the customer asks for a human: the bot's last words, then the handoff
+    hub.message(port, "c-1", "My order is late, I want a human")
+    handoff = hub.wait_handoff("c-1")
+    assert texts(hub.messages("c-1"))[-1].startswith("Transferring you")
+    assert handoff["conversation"] == "c-1" and handoff["handoff_id"].startswith("h-")
+    assert handoff["user"] == {"id": "u-7", "name": "Dana"}
+    assert handoff["routing"]["queue"] == "orders" and handoff["routing"]["skill"] == "late-delivery"
+    assert handoff["routing"]["priority"] == 2 and handoff["routing"]["reason"]
+    ctx = handoff["context"]
+    assert ctx["conversation_id"] == env.dl_conversation("c-1")
+    assert ctx["vars"]["Global.CustomerTier"] == "gold" and "va_LastTopic" in ctx["vars"]
+    said = [e["text"] for e in handoff["transcript"]]
+    assert said[:2] == ["hello", env.hub.messages("c-1")[0]["activity"]["text"]]
+    assert "My order is late, I want a human" in said
+    assert all(set(e) >= {"id", "role", "text", "timestamp"} for e in handoff["transcript"])
+    # the agent takes it: the bot is told, and from now on stays out
+    assert hub.send(port, {"id": "e-acc", "type": "handoff.accepted", "conversation": "c-1",
+                           "handoff_id": handoff["handoff_id"], "agent": {"id": "a-1", "name": "Sam"}})[0] == 202
+    env.emu.ctl.wait_count(env.dl_conversation("c-1"), "received", 4, timeout=20)
+    statuses = [a["value"]["state"] for a in env.bot_received("c-1") if a.get("name") == "handoff.status"]
+    assert statuses == ["accepted"]
+    before = len(env.bot_received("c-1"))
+    assert hub.message(port, "c-1", "hi Sam, where is it?")[0] == 202
+    env.emu.ctl.bot(env.dl_conversation("c-1"), texts=["the bot still talking"])
+    # completion: status to the bot, and the conversation is the bot's again
+    assert hub.send(port, {"id": "e-done", "type": "handoff.completed", "conversation": "c-1",
+                           "handoff_id": handoff["handoff_id"], "return_to_bot": True})[0] == 202
+    hub.message(port, "c-1", "thanks, one more question")
+    msgs = hub.wait_messages("c-1", 5)
+    assert texts(msgs)[-1] == "You said: thanks, one more question"
+    assert "the bot still talking" not in texts(msgs), "nothing the bot says during the handoff reaches the customer"
+    received = [a.get("text") or a["value"]["state"] for a in env.bot_received("c-1")[before:]]
+    assert received == ["completed", "thanks, one more question"], "customer lines during the handoff stay away from the bot"
+    assert env.daemon.errors() == []
+
+
+def test_handoff_accepted_at_once_and_closed_after(env):
+    env.hub.accept_handoffs = True
+    env.hub.message(env.port, "c-2", "I need an agent")
+    env.hub.wait_handoff("c-2")
+    env.daemon.wait_line("conv.state conv=webhook:c-2 from=routing to=agent")
+    assert env.hub.send(env.port, {"id": "e-2", "type": "handoff.completed", "conversation": "c-2",
+                                   "handoff_id": "x", "return_to_bot": False})[0] == 202
+    env.daemon.wait_line("conv.state conv=webhook:c-2 from=agent to=closed")
+
+
+def test_replayed_handoff_escalates_once(env):
+    env.hub.message(env.port, "c-3", "agent please")
+    env.hub.wait_handoff("c-3")
+    cid = env.dl_conversation("c-3")
+    env.emu.ctl.bot(cid, resend="last_handoff")   # the same activity id again (F24)
+    env.emu.ctl.bot(cid, handoff={})              # and a new one while routing
+    env.daemon.wait_line("handoff.ignored conv=webhook:c-3")  # both are behind us now
+    assert len(env.hub.handoffs("c-3")) == 1
+
+
+def test_signatures_and_malformed_events(env):
+    hub, port = env.hub, env.port
+    ev = {"id": "s-1", "type": "message", "conversation": "c-4", "user": {"id": "u"}, "text": "hi"}
+    assert hub.send(port, ev, secret="wrong-secret-wrong-secret")[0] == 401
+    assert hub.send(port, ev, ts=int(time.time()) - 3600)[0] == 401
+    assert hub.send(port, None, raw=b"{not json")[0] == 400
+    assert hub.send(port, {"id": "s-2", "type": "nonsense", "conversation": "c-4"}) == (400, {"error": "unknown type nonsense"})
+    assert hub.send(port, {"id": "s-3", "type": "message", "conversation": "c-4", "user": {"id": "u"}})[0] == 400
+    assert hub.send(port, {"id": "s-4", "type": "handoff.accepted", "conversation": "nobody"})[0] == 400
+    assert hub.send(port, ev) == (202, {"ok": True})
+    assert hub.send(port, ev) == (200, {"ok": True, "duplicate": True})
+    hub.wait_messages("c-4", 2)
+    assert [a["text"] for a in env.bot_received("c-4")] == ["hi"], "a duplicate event has no second effect"
+    assert hub.rejected == [], "every request handoffd sent was signed correctly"
+
+
+def test_parallel_conversations_keep_their_order(env):
+    n_conv, n_msg = 100, 20
+    hub, port = env.hub, env.port
+
+    def talk(i):
+        for j in range(n_msg):
+            status, _ = hub.message(port, f"p-{i}", f"m{j}")
+            assert status == 202
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(talk, range(n_conv)))
+    for i in range(n_conv):
+        msgs = hub.wait_messages(f"p-{i}", n_msg + 1, timeout=120)
+        assert texts(msgs)[1:] == [f"You said: m{j}" for j in range(n_msg)], f"order at the hub in p-{i}"
+        assert [a["text"] for a in env.bot_received(f"p-{i}")] == [f"m{j}" for j in range(n_msg)]
+    assert env.daemon.errors() == []
+
+
+def test_hub_outage_loses_nothing(env):
+    hub, port = env.hub, env.port
+    hub.message(port, "o-1", "m0")
+    hub.wait_messages("o-1", 2)
+    hub.script = [(500, None)] * 6 + [(429, {"Retry-After": "0"})] * 2 + [(503, None)] * 4
+    for j in range(1, 8):
+        assert hub.message(port, "o-1", f"m{j}")[0] == 202
+    msgs = hub.wait_messages("o-1", 9, timeout=60)
+    assert texts(msgs)[1:] == [f"You said: m{j}" for j in range(8)]
+    assert hub.script == []
+    env.daemon.wait_line("relay.to_hub_retry")
+
+
+def test_kill_and_restart_mid_traffic(env):
+    hub, port = env.hub, env.port
+    sent = []
+    for j in range(10):
+        assert hub.message(port, "k-1", f"m{j}")[0] == 202
+        sent.append(f"m{j}")
+    env.daemon.kill()  # kill -9 while replies and deliveries are in flight
+    env.daemon.start()
+    for j in range(10, 20):
+        assert hub.message(env.port, "k-1", f"m{j}")[0] == 202
+        sent.append(f"m{j}")
+    msgs = hub.wait_messages("k-1", 21, timeout=60)
+    # A reply whose delivery the kill interrupted comes again with the same id, which the
+    # contract tells the hub to drop (the fake does, into hub.redelivered).
+    assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], "every reply once, in order"
+    assert [a["text"] for a in env.bot_received("k-1")] == sent, "every message reached the bot once"

@@ -1,0 +1,75 @@
+-- The pieces hub scripts share (scripts/handoff/): delivery results, transcripts, flat
+-- context, signature checks. Run inside the runtime with the real modules.
+local delivery = require "handoff.delivery"
+local transcript = require "handoff.transcript"
+local context = require "handoff.context"
+local sig = require "handoff.signature"
+local crypto = require "handoff.crypto"
+local time = require "handoff.time"
+local T = {}
+
+local function res(status, headers, body) return { status = status, headers = headers or {}, body = body or "" } end
+
+function T.delivery_classifies_answers()
+  assert(delivery.result(res(201)).status == 201)
+  local ok, err, retry = delivery.result(nil, "timeout")
+  assert(ok == nil and err == "timeout" and retry == true)
+  ok, err, retry = delivery.result(res(503))
+  assert(ok == nil and err == "HTTP 503" and retry == true)
+  ok, err, retry = delivery.result(res(429, { ["retry-after"] = "7" }))
+  assert(err == "HTTP 429" and retry == 7)
+  ok, err, retry = delivery.result(res(400, {}, '{"error":"bad field"}'))
+  assert(ok == nil and err == 'HTTP 400: {"error":"bad field"}' and retry == nil)
+  ok, err, retry = delivery.result(res(404))
+  assert(err == "HTTP 404" and retry == nil)
+end
+
+local H = {
+  transcript = {
+    { type = "message", role = "user", name = "Dana", text = "hello", timestamp = "2026-11-20T09:15:00.000Z" },
+    { type = "typing", role = "bot" },
+    { type = "message", role = "bot", name = "Support Bot", text = "Hi Dana" },
+    { type = "message", role = "user", text = "I want a human" },
+  },
+  context = { last_topic = "Order status", language = "en-US", topics = { "Greeting", "Order status" },
+              vars = { ["Global.CustomerTier"] = "gold", ["va_LastTopic"] = "Order status", n = 3 } },
+}
+
+function T.transcript_reads_like_a_chat()
+  local text, dropped = transcript.text(H)
+  assert(text == "Dana: hello\nSupport Bot: Hi Dana\nCustomer: I want a human", text)
+  assert(dropped == 0)
+  text, dropped = transcript.text(H, { max_bytes = 40 })
+  assert(dropped == 2 and text == "(2 earlier lines left out)\nCustomer: I want a human", text)
+  assert(transcript.lines(H, { timestamps = true })[1] == "[09:15:00] Dana: hello")
+  assert(transcript.text({ transcript = {} }) == "")
+end
+
+function T.context_is_flat_and_bounded()
+  local flat, dropped = context.flat(H, { queue = "orders", priority = 2 }, { prefix = "h_" })
+  assert(flat.h_queue == "orders" and flat.h_priority == "2" and flat.h_language == "en-US")
+  assert(flat["h_var.Global.CustomerTier"] == "gold" and flat["h_var.n"] == "3")
+  assert(flat.h_topics == '["Greeting","Order status"]')
+  assert(#dropped == 0)
+  flat, dropped = context.flat(H, { queue = "orders" }, { max_bytes = 40 })
+  assert(flat.queue == "orders" and #dropped > 0)
+  local size = 0
+  for k, v in pairs(flat) do size = size + #k + #v end
+  assert(size <= 40)
+end
+
+function T.signatures()
+  local body = '{"a":1}'
+  local good = "sha256=" .. crypto.hmac("sha256", "s3cret", body)
+  assert(sig.hmac_ok("s3cret", body, good, { prefix = "sha256=" }))
+  assert(not sig.hmac_ok("s3cret", body .. " ", good, { prefix = "sha256=" }))
+  assert(not sig.hmac_ok("s3cret", body, good:sub(8), { prefix = "sha256=" }))
+  assert(not sig.hmac_ok("s3cret", body, nil))
+  assert(sig.hmac_ok("k", "d", crypto.hmac("sha1", "k", "d", "base64"), { alg = "sha1", enc = "base64" }))
+  assert(sig.fresh(math.floor(time.now()), 300))
+  assert(sig.fresh(math.floor(time.now() * 1000), 300), "milliseconds too")
+  assert(not sig.fresh(math.floor(time.now()) - 301, 300))
+  assert(not sig.fresh("soon", 300))
+end
+
+return T
