@@ -294,12 +294,8 @@ static int apply_resume(struct dl_conv *c, const struct dl_persist *r)
 	if (dl_strset(&c->id, r->conversation_id, strlen(r->conversation_id)) < 0 ||
 	    (r->watermark && dl_strset(&c->watermark, r->watermark, strlen(r->watermark)) < 0))
 		return -ENOMEM;
-	if (r->token && left > 0) {
-		if (dl_strset(&c->token, r->token, strlen(r->token)) < 0)
-			return -ENOMEM;
-		c->token_expires_ms = loop_now_ms() + (uint64_t)left * 1000u;
-		c->token_expires_wall = r->token_expires;
-	}
+	if (r->token && left > 0 && dl_token_resume(c, r->token, (uint64_t)left * 1000u) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < r->nseen; i++)
 		if (!dedupe_contains(&c->seen, r->seen[i]) && dedupe_add(&c->seen, r->seen[i]) < 0)
 			return -ENOMEM;

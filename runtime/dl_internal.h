@@ -240,6 +240,8 @@ void dl_token_start(struct dl_conv *c);
 /* Adopts a token from a response (TOKEN of LEN bytes, EXPIRES_IN seconds or <= 0 when
  * absent): persisted by the caller, refresh rescheduled. Returns 0 or -ENOMEM/-EPROTO. */
 int dl_token_adopt(struct dl_conv *c, const char *token, size_t len, double expires_in);
+/* A persisted token with LEFT_MS to live: kept, and refreshed in time. 0 or -ENOMEM. */
+int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms);
 /* True when C's token can be used now. */
 bool dl_token_valid(const struct dl_conv *c);
 /* The token was refused as expired: get another (secret only) and resume what waited. */

@@ -159,6 +159,17 @@ int dl_token_adopt(struct dl_conv *c, const char *token, size_t len, double expi
 	return 0;
 }
 
+int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms)
+{
+	if (dl_strset(&c->token, token, strlen(token)) < 0)
+		return -ENOMEM;
+	c->token_expires_ms = loop_now_ms() + left_ms;
+	c->token_expires_wall = (int64_t)time(NULL) + (int64_t)(left_ms / 1000);
+	/* Its whole lifetime is not known any more: refresh at the same fraction of what is left. */
+	schedule_refresh(c, left_ms);
+	return 0;
+}
+
 bool dl_token_valid(const struct dl_conv *c)
 {
 	return c->token && !c->token_bad && loop_now_ms() + TOKEN_MARGIN_MS < c->token_expires_ms;

@@ -123,7 +123,8 @@ static void test_settings_defaults(void **state)
 	assert_true(dl->reconnect_max_concurrent == 64 && dl->reconnect_base == 1 && dl->reconnect_cap == 60);
 	assert_true(dl->post_timeout == 20.0 && dl->post_timeout > 15.0);	/* the bot has 15 s */
 	assert_true(dl->echo_grace == 5.0 && dl->max_message >= 1024 * 1024);
-	assert_false(dl->greeting || dl->regional_discovery || dl->status_events);
+	assert_false(dl->greeting || dl->regional_discovery);
+	assert_true(dl->status_events);	/* bots that ignore the event lose nothing */
 	config_free(cfg);
 }
 
