@@ -84,11 +84,13 @@ def test_close_with_end_tells_the_bot(driver_factory, emu):
     drv.wait_log("directline.goodbye")
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_resume_from_persisted_state(driver_factory, emu, transport):
+@pytest.mark.parametrize("transport,expired", [("websocket", False), ("polling", False),
+                                               ("websocket", True)])
+def test_resume_from_persisted_state(driver_factory, emu, transport, expired):
     """A restart: the conversation is closed and opened again from its last on_persist
-    (id, token, watermark, seen ids). What the bot said meanwhile arrives once; nothing
-    from before is repeated."""
+    (id, token, watermark, seen ids), its token possibly expired meanwhile (then a new one
+    comes from the secret). What the bot said meanwhile arrives once; nothing from before
+    is repeated."""
     ctl = emu.ctl
     drv = driver_factory(transport=transport)
     cid = drv.open("k1")
@@ -98,7 +100,7 @@ def test_resume_from_persisted_state(driver_factory, emu, transport):
     drv.wait_log('directline.close key="k1"')
     ctl.bot(cid, seq=2, prefix="meanwhile-")
     mark = drv.mark()
-    drv.cmd("reopen", "k1")
+    drv.cmd("reopen", "k1", "expired" if expired else "")
     drv.wait_state("k1", "online", start=mark)
     ctl.bot(cid, seq=1, prefix="after-")
     drv.send("k1", "t1", "back again")
@@ -108,3 +110,5 @@ def test_resume_from_persisted_state(driver_factory, emu, transport):
         ["before-1", "before-2", "before-3", "meanwhile-1", "meanwhile-2", "after-1"]
     check_received(ctl, cid, ["back again"])
     assert "resume=yes" in drv.log()
+    assert ("directline.token_reacquired" in drv.log()) == expired
+    assert {e["conv"] for e in drv.events if e.get("conv")} == {cid}

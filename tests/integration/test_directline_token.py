@@ -172,3 +172,23 @@ def test_no_secret_or_token_in_logs(driver_factory, short_emu):
     assert JWT_HEADER not in log
     assert not re.search(r"[?&]t=(?!\*\*\*)", log)
     assert "Bearer" not in log and "Authorization" not in log
+
+
+def test_resumed_token_is_refreshed(driver_factory, short_emu):
+    """A token given back by the store (a restart) is refreshed before it expires, like
+    one the client got itself. (Polling: no reconnect GET hands out a token meanwhile.)"""
+    ctl = short_emu.ctl
+    drv = driver_factory(emulator=short_emu, transport="polling")
+    cid = drv.open("k1")
+    drv.cmd("close", "k1")
+    mark = drv.mark()
+    drv.cmd("reopen", "k1")
+    drv.wait_state("k1", "online", start=mark)
+    seen = set(drv.tokens())
+    for _ in range(2):
+        seen.add(next_token(drv, "k1", seen)["token"])
+    drv.send("k1", "t1", "after two refreshes")
+    assert drv.sent("t1")["err"] == 0
+    check_received(ctl, cid, ["after two refreshes"])
+    assert ctl.auth_failures() == []
+    assert "token_reacquired" not in drv.log()
