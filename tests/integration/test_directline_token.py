@@ -7,8 +7,10 @@ Setup: emulators with short token lifetimes (they enforce expiry: a token used a
 expired is refused with 403 TokenExpired and shows in the emulator's auth failures), one
 dl_driver per test.
 """
+import http.server
 import json
 import re
+import threading
 import urllib.request
 
 import pytest
@@ -146,6 +148,53 @@ def test_wrong_certificate_is_refused(driver_factory, emu, base, ca):
     drv.wait_log('step=generate status=0 err="tls error"')
     assert [s for s, _ in drv.states("k1")] == []     # still connecting, never online
     assert emu.ctl.stats()["requests_by_base"].get("/v3/directline", 0) == before
+
+
+class StreamElsewhere(http.server.BaseHTTPRequestHandler):
+    """Plain-HTTP Direct Line REST whose streamUrl points at STREAM (a wss listener)."""
+    stream = None
+
+    def answer(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200 if self.command == "GET" or "generate" in self.path else 201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.answer({"conversationId": "c1", "token": "tok-" + "x" * 20, "expires_in": 1800,
+                     "streamUrl": self.stream})
+
+    def do_GET(self):
+        if "/activities" in self.path:
+            self.answer({"activities": [], "watermark": "0"})
+        else:
+            self.answer({"conversationId": "c1", "token": "tok-" + "x" * 20, "streamUrl": self.stream})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_stream_with_a_wrong_certificate_is_refused(driver_factory, emu):
+    """The stream itself verifies its certificate: REST answers from a plain listener send
+    the socket to the emulator's wss listener whose certificate names another host. The
+    handshake never completes, and the client keeps receiving by polling instead."""
+    StreamElsewhere.stream = "wss://127.0.0.1:%d/v3/directline/conversations/c1/stream?t=abc" % \
+        emu.info["wrong_tls_port"]
+    rest = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StreamElsewhere)
+    threading.Thread(target=rest.serve_forever, daemon=True).start()
+    try:
+        before = emu.ctl.stats().get("ws_handshakes", 0)
+        drv = driver_factory(base="http://127.0.0.1:%d/v3/directline" % rest.server_port)
+        drv.cmd("open", "k1")
+        assert drv.wait_state("k1", "online")["reason"] == "polling fallback"
+        refusals = [l for l in drv.log().splitlines() if "stream refused: tls" in l]
+        assert refusals and all("certificate verify failed" in l for l in refusals)
+        assert emu.ctl.stats().get("ws_handshakes", 0) == before
+    finally:
+        rest.shutdown()
 
 
 def test_no_secret_or_token_in_logs(driver_factory, short_emu):
