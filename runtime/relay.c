@@ -160,16 +160,40 @@ static const char *marker_of(const char *payload, char *out, size_t cap)
 	return n ? out : NULL;
 }
 
+static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+			size_t len, bool from_front);
+
 static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
 {
+	return enqueue_from(r, c, q, payload, len, false);
+}
+
+static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+{
+	store_outbox_done(r->store, id);
+	if (c->pending[q] > 0)
+		c->pending[q]--;
+}
+
+static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+			size_t len, bool from_front)
+{
 	size_t marked_len = 0;
-	char *marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
+	char *marked;
+
+	/* What a front sends must not pile up without bound when the bot stops taking it:
+	 * the front gets "queue full" (503 to a webhook hub) and retries later. What the bot
+	 * says is never refused, since Direct Line cannot be asked to send it again. */
+	if (from_front && c->pending[q] >= (unsigned)r->rt->config->limits.queued)
+		return -ENOBUFS;
+	marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
 	int64_t rc = store_outbox_add(r->store, c->key, queue_names[q], marked ? marked : payload,
 				      marked ? marked_len : len);
 
 	free(marked);
 	if (rc < 0)
 		return -EIO;
+	c->pending[q]++;
 	kick(r, c, q);
 	return 0;
 }
@@ -247,7 +271,7 @@ struct sent {
 static void item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
 {
 	if (id > 0)
-		store_outbox_done(r->store, id);
+		outbox_done(r, c, q, id);
 	c->queues[q].busy = false;
 	kick(r, c, q);
 }
@@ -770,7 +794,7 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		metrics_inc(r->m_dropped);
 		if (is_escalation(&it))
 			handoff_failed(r, c, "the hub could not be reached");
-		store_outbox_done(r->store, it.id);
+		outbox_done(r, c, q, it.id);
 		store_item_clear(&hc.item);
 		kick(r, c, q);
 		return;
@@ -788,7 +812,7 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 
 /* Queues "{role, fn, <member>: <raw JSON>}" for the hub. */
 static int enqueue_hub(struct relay *r, struct conversation *c, const char *role, const char *fn,
-		       const char *member, const char *raw, size_t len)
+		       const char *member, const char *raw, size_t len, bool from_front)
 {
 	char head[128];
 	int n = snprintf(head, sizeof(head), "{\"role\":\"%s\",\"fn\":\"%s\",\"%s\":", role, fn, member);
@@ -800,7 +824,7 @@ static int enqueue_hub(struct relay *r, struct conversation *c, const char *role
 	memcpy(buf, head, (size_t)n);
 	memcpy(buf + n, raw, len);
 	buf[(size_t)n + len] = '}';
-	rc = enqueue(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1);
+	rc = enqueue_from(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1, from_front);
 	free(buf);
 	return rc;
 }
@@ -827,7 +851,7 @@ static void start_handoff(struct relay *r, struct conversation *c, const struct 
 		 a->handoff ? a->handoff->transcript.count : (size_t)0);
 	set_state(r, c, CONV_ROUTING, "handoff.initiate");
 	save(r, c);
-	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len);
+	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len, false);
 }
 
 static void typing_done(lua_State *co, bool ok, int nres, void *arg)
@@ -875,7 +899,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		/* Our own message, replayed after a restart: the one we were unsure about? */
 		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
 			log_info(r->rt->log, "relay.reconciled", "conv=%s item=%lld", key, (long long)c->reconcile_id);
-			store_outbox_done(r->store, c->reconcile_id);
+			outbox_done(r, c, QUEUE_TO_BOT, c->reconcile_id);
 			c->reconcile_id = 0;
 			c->reconcile_armed = false;
 			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
@@ -901,7 +925,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		return;
 	}
 	if (hd_str_eq(a->type, "message"))
-		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len);
+		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
 	else if (hd_str_eq(a->type, "typing"))
 		send_typing(r, c, a);
 }
@@ -986,7 +1010,7 @@ int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t l
 		return rc;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
-	return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+	return enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 }
 
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
@@ -1007,9 +1031,9 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 		set_state(r, c, CONV_BOT, "the customer wrote again");
 	}
 	if (c->state == CONV_BOT)
-		return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+		return enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 	if (r->desk_only)	/* the desk is another system: relay to the agent */
-		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len);
+		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len, true);
 	return 0;		/* a front+desk hub carries the chat with the agent itself */
 }
 
@@ -1021,7 +1045,7 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 		return -ENOENT;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
-	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len);
+	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len, true);
 }
 
 int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
@@ -1133,9 +1157,12 @@ static int kick_queue(const char *key, const char *queue, void *arg)
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
 
-	for (int q = 0; c && q < QUEUE_COUNT; q++)
-		if (strcmp(queue, queue_names[q]) == 0)
-			kick(r, c, (enum conv_queue)q);
+	for (int q = 0; c && q < QUEUE_COUNT; q++) {
+		if (strcmp(queue, queue_names[q]) != 0)
+			continue;
+		c->pending[q] = (unsigned)store_outbox_count(r->store, key, queue);
+		kick(r, c, (enum conv_queue)q);
+	}
 	return 0;
 }
 

@@ -35,7 +35,7 @@ static const char *const SCHEMA =
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
-	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_NSTMT
+	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT, S_NSTMT
 };
 
 static const char *const SQL[S_NSTMT] = {
@@ -62,6 +62,7 @@ static const char *const SQL[S_NSTMT] = {
 	[S_OUT_DONE] = "DELETE FROM outbox WHERE id = ?1",
 	[S_OUT_RETRY] = "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
 	[S_OUT_QUEUES] = "SELECT DISTINCT key, queue FROM outbox",
+	[S_OUT_COUNT] = "SELECT COUNT(*) FROM outbox WHERE key = ?1 AND queue = ?2",
 };
 
 struct after_commit {
@@ -441,6 +442,21 @@ int store_outbox_done(struct store *st, int64_t id)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
 	return finish(st, s, sqlite3_step(s), "outbox_done");
+}
+
+int store_outbox_count(struct store *st, const char *key, const char *queue)
+{
+	sqlite3_stmt *s = st->stmt[S_OUT_COUNT];
+	int rc, n = 0;
+
+	bind_text(s, 1, key);
+	bind_text(s, 2, queue);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		n = sqlite3_column_int(s, 0);
+	if (finish(st, s, rc, "outbox_count") < 0)
+		return -EIO;
+	return n;
 }
 
 int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms)

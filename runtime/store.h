@@ -83,6 +83,8 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 /* The oldest item of KEY/QUEUE: 0 and *OUT filled, or -ENOENT. */
 int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out);
 int store_outbox_done(struct store *st, int64_t id);
+/* How many items KEY/QUEUE holds, or a negative errno. */
+int store_outbox_count(struct store *st, const char *key, const char *queue);
 int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms);
 /* Calls FN(key, queue, arg) once per KEY/QUEUE pair that has items (restart recovery). */
 int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const char *queue, void *arg), void *arg);
