@@ -76,6 +76,7 @@ struct store_item {
 	size_t payload_len;
 	int attempts;
 	int64_t next_at_ms;	/* wall clock, ms */
+	int64_t created_ms;	/* when it was queued, wall clock ms */
 };
 
 /* Appends PAYLOAD; returns the item id (> 0) or a negative errno. */

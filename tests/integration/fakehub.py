@@ -37,6 +37,8 @@ class FakeHub:
         self.rejected = []           # (path, reason)
         self.script = []             # answers to give before the normal one: (status, headers)
         self.accept_handoffs = False  # answer {"accepted": true} to /handoffs
+        self.handoff_status = None    # answer every /handoffs with this status (an outage)
+        self.handoff_attempts = []    # routing of every /handoffs attempt, failed ones too
         self.cond = threading.Condition()
         self.server = FakeServer()
         for path in ("/messages", "/typing", "/handoffs"):
@@ -77,6 +79,10 @@ class FakeHub:
                 self.rejected.append((request.path, why))
             return web.json_response({"error": why}, status=401)
         with self.cond:
+            if request.path == "/handoffs":
+                self.handoff_attempts.append(json.loads(body)["routing"])
+                if self.handoff_status:
+                    return web.json_response({"error": "down"}, status=self.handoff_status)
             if self.script and request.path != "/typing":
                 status, headers = self.script.pop(0)
                 return web.Response(status=status, headers=headers or {})

@@ -196,3 +196,25 @@ def test_limits_answer_503(tmp_path):
         assert hub.message(port, "l-1", "others are not affected")[0] == 202
     finally:
         assert env.close() == 0
+
+
+def test_unreachable_desk_fails_the_handoff(tmp_path):
+    """The desk keeps answering 503 past retry.give_up_after: the fallback destination is
+    tried once, then the bot is told handoff.status failed and has the customer again."""
+    env = Environment(BIN, tmp_path, extra_config="retry = { base = 0.05, max_delay = 0.2, give_up_after = 1 },")
+    try:
+        hub, port = env.hub, env.port
+        hub.handoff_status = 503
+        hub.message(port, "f-1", "a human please, about my order")
+        env.daemon.wait_line("handoff.fallback conv=webhook:f-1")
+        env.daemon.wait_line("conv.state conv=webhook:f-1 from=routing to=bot")
+        queues = {a["queue"] for a in hub.handoff_attempts}
+        assert queues == {"orders", "default"}, queues  # the rules' choice, then config.fallback
+        cid = env.dl_conversation("f-1")
+        env.emu.ctl.wait_count(cid, "received", 2, timeout=20)
+        status = [a for a in env.emu.ctl.received(cid) if a.get("name") == "handoff.status"]
+        assert status[0]["value"]["state"] == "failed" and status[0]["value"]["message"]
+        hub.message(port, "f-1", "hello again")
+        assert texts(hub.wait_messages("f-1", 3))[-1] == "You said: hello again"
+    finally:
+        assert env.close() == 0
