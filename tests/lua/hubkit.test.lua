@@ -51,6 +51,7 @@ function T.context_is_flat_and_bounded()
   assert(flat["h_var.Global.CustomerTier"] == "gold" and flat["h_var.n"] == "3")
   assert(flat.h_topics == '["Greeting","Order status"]')
   assert(#dropped == 0)
+  assert(context.flat(H, { queue = "q", priority = 2.0 }).priority == "2", "JSON numbers read as integers")
   flat, dropped = context.flat(H, { queue = "orders" }, { max_bytes = 40 })
   assert(flat.queue == "orders" and #dropped > 0)
   local size = 0
