@@ -26,6 +26,7 @@ and then opens a pending conversation itself):
       resolved while an agent has it -> handoff completed, conversation closed
       resolved while the bot has it  -> endOfConversation to the bot
       open     while the bot has it  -> a human took over: handoff accepted
+  - conversation_updated with an agent assigned while the handoff waits: handoff accepted.
 handoffd -> Chatwoot ({url}/api/v1/accounts/{account_id}/conversations/{id}/..., header
 api_access_token): messages (outgoing), toggle_typing_status (best effort), and on a handoff:
 a private note with the transcript, custom_attributes from the context, assignments (team,
@@ -52,7 +53,8 @@ local function id_map(t, what)
   assert(t == nil or type(t) == "table", "hubs.chatwoot: " .. what .. " must be a table of name = id")
   for k, v in pairs(t or {}) do
     local n = math.tointeger(tonumber(v))
-    assert(type(k) == "string" and n and n > 0, "hubs.chatwoot: " .. what .. "." .. tostring(k) .. " must be a positive integer id")
+    assert(type(k) == "string" and n and n > 0,
+           "hubs.chatwoot: " .. what .. "." .. tostring(k) .. " must be a positive integer id")
     out[k] = n
   end
   return out
@@ -64,11 +66,13 @@ function M.init(settings)
   assert(type(settings.url) == "string" and settings.url:match("^https?://"),
          "hubs.chatwoot: url is required (http:// or https://)")
   assert(account and account > 0, "hubs.chatwoot: account_id is required (a positive integer)")
-  assert(type(settings.token) == "string" and settings.token ~= "", "hubs.chatwoot: token is required (the Agent Bot's access token)")
+  assert(type(settings.token) == "string" and settings.token ~= "",
+         "hubs.chatwoot: token is required (the Agent Bot's access token)")
   assert(settings.secret == nil or (type(settings.secret) == "string" and settings.secret ~= ""),
          "hubs.chatwoot: secret must be a non-empty string")
   conf = { url = settings.url:gsub("/+$", ""), account_id = account, token = settings.token,
-           secret = settings.secret, teams = id_map(settings.teams, "teams"), agents = id_map(settings.agents, "agents"),
+           secret = settings.secret, teams = id_map(settings.teams, "teams"),
+           agents = id_map(settings.agents, "agents"),
            attribute_prefix = settings.attribute_prefix or "handoff_",
            transcript_bytes = settings.transcript_bytes or 16000,
            timeout_ms = settings.timeout_ms or 10000, ca_file = settings.ca_file }
@@ -102,7 +106,8 @@ local function choices(activity)
   return items
 end
 
--- A hero card as a Chatwoot card {title, description, media_url, actions}.
+-- A hero card as a Chatwoot card {title, description, media_url, actions}; Chatwoot
+-- refuses cards without actions, so those come back as markdown instead.
 local function card(c)
   local actions = {}
   for _, b in ipairs(type(c.buttons) == "table" and c.buttons or {}) do
@@ -113,9 +118,18 @@ local function card(c)
       actions[#actions + 1] = { type = "postback", text = text, payload = value }
     end
   end
-  local image = type(c.images) == "table" and type(c.images[1]) == "table" and str(c.images[1].url)
-  return { title = str(c.title), description = str(c.text) or str(c.subtitle), media_url = image or nil,
-           actions = #actions > 0 and actions or nil }
+  local image = type(c.images) == "table" and type(c.images[1]) == "table" and str(c.images[1].url) or nil
+  local item = { title = str(c.title), description = str(c.text) or str(c.subtitle), media_url = image }
+  if #actions > 0 then
+    item.actions = actions
+    return item
+  end
+  local lines = {}
+  for _, l in ipairs({ item.title and ("**" .. item.title .. "**") or false, item.description or false,
+                       image and ("![](" .. image .. ")") or false }) do
+    if l then lines[#lines + 1] = l end
+  end
+  return nil, table.concat(lines, "\n")
 end
 
 -- Hero cards become Chatwoot cards; files and images become links under the text.
@@ -123,7 +137,8 @@ local function attachments(activity)
   local cards, links = {}, {}
   for _, a in ipairs(type(activity.attachments) == "table" and activity.attachments or {}) do
     if a.contentType == "application/vnd.microsoft.card.hero" and type(a.content) == "table" then
-      cards[#cards + 1] = card(a.content)
+      local item, text = card(a.content)
+      if item then cards[#cards + 1] = item elseif text ~= "" then links[#links + 1] = text end
     elseif str(a.contentUrl) then
       links[#links + 1] = ("[%s](%s)"):format(str(a.name) or a.contentUrl, a.contentUrl)
     end
@@ -136,7 +151,8 @@ local function message_of(activity)
   local cards, links = attachments(activity)
   local parts = { str(activity.text) }
   for _, l in ipairs(links) do parts[#parts + 1] = l end
-  local msg = { content = table.concat(parts, "\n\n"), message_type = "outgoing", private = false, content_type = "text" }
+  local msg = { content = table.concat(parts, "\n\n"), message_type = "outgoing", private = false,
+                content_type = "text" }
   local items = choices(activity)
   if #cards > 0 then
     msg.content_type, msg.content_attributes = "cards", { items = cards }
@@ -203,8 +219,12 @@ function M.escalate(conv, h, route)
   if conv.data.handoff ~= conv.handoff_id then conv.data.handoff, conv.data.done = conv.handoff_id, {} end
   local done = conv.data.done
   local steps = {
-    { "note", "messages", function() return { content = note_of(conv, h, route, team), message_type = "outgoing", private = true } end },
-    { "attributes", "custom_attributes", function() return { custom_attributes = attributes_of(h, route), merge = true } end },
+    { "note", "messages", function()
+      return { content = note_of(conv, h, route, team), message_type = "outgoing", private = true }
+    end },
+    { "attributes", "custom_attributes", function()
+      return { custom_attributes = attributes_of(h, route), merge = true }
+    end },
     { "team", team and "assignments", function() return { team_id = team } end },
     { "agent", agent and "assignments", function() return { assignee_id = agent } end },
     { "open", "toggle_status", function() return { status = "open" } end },
@@ -227,7 +247,8 @@ local function signed(req)
   if not conf.secret then return true end
   local ts = req.headers["x-chatwoot-timestamp"]
   return type(ts) == "string" and ts:match("^%d+$") ~= nil and signature.fresh(ts, MAX_SKEW_S)
-     and signature.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-chatwoot-signature"], { prefix = "sha256=" })
+     and signature.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-chatwoot-signature"],
+                           { prefix = "sha256=" })
 end
 
 -- Chatwoot ids arrive as JSON numbers: "55", never "55.0".
@@ -243,7 +264,8 @@ end
 
 local function customer(id, ev, text, files)
   local sender = type(ev.sender) == "table" and ev.sender or {}
-  local user = { id = idstr(sender.id) and ("contact-" .. idstr(sender.id)) or ("conversation-" .. id), name = str(sender.name) }
+  local contact = idstr(sender.id)
+  local user = { id = contact and ("contact-" .. contact) or ("conversation-" .. id), name = str(sender.name) }
   return hd.customer(id, { type = "message", text = text, attachments = files, from = user }, user)
 end
 

@@ -143,8 +143,9 @@ class FakeChatwoot:
             items = (doc.get("content_attributes") or {}).get("items")
             if not isinstance(items, list) or not items or any(set(i) - ITEM_KEYS[ctype] for i in items):
                 return 422, "content_attributes items are invalid"
-            if any(set(a) - ACTION_KEYS for i in items for a in i.get("actions", [])):
-                return 422, "card actions are invalid"
+            if ctype == "cards" and any(not i.get("actions") or any(set(a) - ACTION_KEYS for a in i["actions"])
+                                        for i in items):
+                return 422, "contains items missing actions, or invalid keys for actions"
         msg = self._message(conv, doc.get("content", ""), "outgoing", {"id": 1, "name": "handoffd", "type": "agent_bot"},
                             private=bool(doc.get("private")), content_type=ctype,
                             content_attributes=doc.get("content_attributes") or {})

@@ -240,17 +240,32 @@ def test_webhooks_answer_within_chatwoot_timeout(env):
         "no webhook hit Chatwoot's 5 s timeout, so Chatwoot never opened the conversation itself"
 
 
-def test_agent_route_accepted_at_once_and_choices(env):
+def test_rich_messages_choices_and_an_agent_route(env):
     cw = env.cw
     cid = cw.new_conversation()
     cw.customer(cid, "hi")
     cw.wait_bot_messages(cid, 2)
+    # a hero card with buttons becomes a Chatwoot card; one without, and a file, markdown
+    env.emu.ctl.bot(env.dl_conversation(cid), activities=[{"attachments": [
+        {"contentType": "application/vnd.microsoft.card.hero", "content": {
+            "title": "Order 1234", "text": "Shipped Monday", "images": [{"url": "https://img.example/1.png"}],
+            "buttons": [{"type": "openUrl", "title": "Track", "value": "https://track.example/1234"},
+                        {"type": "imBack", "title": "Where is it?", "value": "where is my order"}]}},
+        {"contentType": "application/vnd.microsoft.card.hero", "content": {"title": "Plain", "text": "no buttons"}},
+        {"contentType": "application/pdf", "contentUrl": "https://files.example/invoice.pdf", "name": "invoice.pdf"}]}])
+    shown = cw.wait_bot_messages(cid, 3)[2]
+    assert shown["content_type"] == "cards"
+    assert shown["content_attributes"]["items"] == [{
+        "title": "Order 1234", "description": "Shipped Monday", "media_url": "https://img.example/1.png",
+        "actions": [{"type": "link", "text": "Track", "uri": "https://track.example/1234"},
+                    {"type": "postback", "text": "Where is it?", "payload": "where is my order"}]}]
+    assert shown["content"] == "**Plain**\nno buttons\n\n[invoice.pdf](https://files.example/invoice.pdf)"
     # the bot offers choices: an input_select; the customer's pick goes to the bot
     env.emu.ctl.bot(env.dl_conversation(cid), activities=[{
         "text": "Pick one", "suggestedActions": {"actions": [
             {"type": "imBack", "title": "Opening hours", "value": "opening hours"},
             {"type": "imBack", "title": "Talk to a manager", "value": "manager agent"}]}}])
-    offer = cw.wait_bot_messages(cid, 3)[2]
+    offer = cw.wait_bot_messages(cid, 4)[3]
     assert offer["content_type"] == "input_select"
     assert offer["content_attributes"]["items"][1] == {"title": "Talk to a manager", "value": "manager agent"}
     assert cw.choose(cid, offer["id"], 1) == (200, {"ok": True})
@@ -263,3 +278,15 @@ def test_agent_route_accepted_at_once_and_choices(env):
     assert env.wait_bot_heard(cid, 3)[1:] == ["manager agent", "accepted"], "a named agent accepts at once"
     env.daemon.wait_line("chatwoot.unmapped_queue")
     assert cw.rejected == [] and cw.bot_failures == []
+
+
+def test_without_a_secret_unsigned_webhooks_are_accepted(tmp_path):
+    """Chatwoot before the signed Agent Bot webhooks (spring 2026): no secret configured."""
+    env = Env(tmp_path, secret=False)
+    try:
+        env.daemon.wait_line("chatwoot.unsigned")
+        cid = env.cw.new_conversation()
+        assert env.cw.send(env.cw.event_for(cid, content="unsigned hello"), signed=False)[0] == 200
+        assert env.wait_bot_heard(cid, 1) == ["unsigned hello"]
+    finally:
+        assert env.close() == 0
