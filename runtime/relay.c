@@ -779,8 +779,15 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 
 	if (qs->busy || qs->scheduled)
 		return;
-	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0)
+	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0) {
+		/* A closed conversation's last words (handoff.status) have reached the bot:
+		 * only now may its Direct Line conversation end. */
+		if (q == QUEUE_TO_BOT && c->state == CONV_CLOSED && c->dl) {
+			directline_close(c->dl, true);
+			c->dl = NULL;
+		}
 		return;
+	}
 	now = wall_ms();
 	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
 		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
@@ -1073,10 +1080,7 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 		metrics_inc(r->m_handoffs_completed);
 		report_status(r, c, "completed", NULL);
 		set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
-		if (!to_bot && c->dl) {
-			directline_close(c->dl, true);
-			c->dl = NULL;
-		}
+		kick(r, c, QUEUE_TO_BOT);	/* closed: ends the bot's side once the status is out */
 	} else {
 		return -EINVAL;
 	}

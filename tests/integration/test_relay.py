@@ -77,6 +77,9 @@ def test_handoff_accepted_at_once_and_closed_after(env):
     assert env.hub.send(env.port, {"id": "e-2", "type": "handoff.completed", "conversation": "c-2",
                                    "handoff_id": "x", "return_to_bot": False})[0] == 202
     env.daemon.wait_line("conv.state conv=webhook:c-2 from=agent to=closed")
+    env.emu.ctl.wait_count(env.dl_conversation("c-2"), "received", 4, timeout=20)
+    got = [a["value"]["state"] if a.get("name") == "handoff.status" else a["type"] for a in env.bot_received("c-2")]
+    assert got == ["message", "accepted", "completed", "endOfConversation"], "the status reaches the bot before the end"
 
 
 def test_replayed_handoff_escalates_once(env):
