@@ -1093,11 +1093,8 @@ int relay_end(struct relay *r, const char *id)
 
 	if (!c)
 		return -ENOENT;
-	if (c->dl) {
-		directline_close(c->dl, true);
-		c->dl = NULL;
-	}
 	set_state(r, c, CONV_CLOSED, "the front ended the conversation");
+	kick(r, c, QUEUE_TO_BOT);	/* ends the bot's side once what is queued has gone */
 	return 0;
 }
 
