@@ -221,3 +221,14 @@ def test_unreachable_desk_fails_the_handoff(tmp_path):
         assert texts(hub.wait_messages("f-1", 3))[-1] == "You said: hello again"
     finally:
         assert env.close() == 0
+
+
+def test_conversation_end_reaches_the_bot_after_the_queue(env):
+    hub, port = env.hub, env.port
+    hub.message(port, "e-1", "hello")
+    hub.message(port, "e-1", "and goodbye")
+    assert hub.send(port, {"id": "e-end", "type": "conversation.end", "conversation": "e-1"})[0] == 202
+    cid = env.dl_conversation("e-1")
+    env.emu.ctl.wait_count(cid, "received", 3, timeout=20)
+    assert [a.get("text") or a["type"] for a in env.bot_received("e-1")] == ["hello", "and goodbye", "endOfConversation"]
+    env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=closed")
