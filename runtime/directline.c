@@ -84,6 +84,7 @@ static int copy_settings(struct dl_settings *s, const struct config_directline *
 	s->status_events = cfg->status_events;
 	s->poll_ms = ms(cfg->poll_interval);
 	s->liveness_ms = ms(cfg->liveness);
+	s->idle_sync_ms = ms(cfg->idle_sync);
 	s->reconnect_base_ms = ms(cfg->reconnect_base);
 	s->reconnect_cap_ms = ms(cfg->reconnect_cap);
 	s->post_timeout_ms = ms(cfg->post_timeout);

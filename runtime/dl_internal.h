@@ -55,6 +55,7 @@ struct dl_settings {
 	char *base, *secret, *token_url, *token, *ca_file, *user_id, *bot_name, *locale;
 	bool polling, regional_discovery, greeting, status_events;
 	uint32_t poll_ms, liveness_ms, reconnect_base_ms, reconnect_cap_ms;
+	uint32_t idle_sync_ms;			/* 0: no catch-up GET on an idle stream */
 	uint32_t post_timeout_ms, echo_grace_ms;
 	unsigned max_concurrent;
 	double token_refresh;

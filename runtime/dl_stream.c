@@ -102,6 +102,12 @@ void dl_stream_timer(void *arg)
 	case DL_PH_BACKOFF:
 		dl_stream_begin(c);
 		break;
+	case DL_PH_STREAM:
+		/* Sockets have stayed open while delivering nothing: after a quiet spell, ask
+		 * by GET what came after our watermark (dedupe drops what the socket gave). */
+		dl_stream_sync(c);
+		arm(c, c->dl->s.idle_sync_ms);
+		break;
 	default:
 		break;
 	}
@@ -166,6 +172,8 @@ static void ws_open(struct websocket *ws, void *arg)
 	c->stream_url = NULL;
 	dl_slot_done(c);
 	went_online(c, "stream open");
+	if (c->dl->s.idle_sync_ms)
+		arm(c, c->dl->s.idle_sync_ms);
 	/* A resume without a watermark could not say where to replay from: catch up by GET
 	 * from the start (dedupe drops what was already delivered). */
 	if (!dl_done(c) && c->catch_up) {
@@ -178,12 +186,16 @@ static void ws_open(struct websocket *ws, void *arg)
 static void ws_message(struct websocket *ws, const char *data, size_t len, void *arg)
 {
 	struct dl_conv *c = arg;
+	int n;
 
 	(void)ws;
 	dl_hold(c);
 	c->ws_received = true;
-	if (dl_dispatch(c, data, len) == -EPROTO && !dl_done(c))
+	n = dl_dispatch(c, data, len);
+	if (n == -EPROTO && !dl_done(c))
 		dl_stream_sync(c);	/* a payload we could not read: reconcile by GET */
+	else if (n > 0 && !dl_done(c) && c->phase == DL_PH_STREAM && c->dl->s.idle_sync_ms)
+		arm(c, c->dl->s.idle_sync_ms);	/* not idle: push the catch-up back */
 	dl_release(c);
 }
 
