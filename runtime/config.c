@@ -62,6 +62,7 @@ static const struct config_key directline_keys[] = {
 	{ "locale", KEY_STRING, false, FIELD(directline.locale), NULL },
 	{ "poll_interval", KEY_NUMBER, false, FIELD(directline.poll_interval), NULL },
 	{ "liveness", KEY_NUMBER, false, FIELD(directline.liveness), NULL },
+	{ "idle_sync", KEY_NUMBER, false, FIELD(directline.idle_sync), NULL },
 	{ "reconnect_max_concurrent", KEY_NUMBER, false, FIELD(directline.reconnect_max_concurrent), NULL },
 	{ "reconnect_base", KEY_NUMBER, false, FIELD(directline.reconnect_base), NULL },
 	{ "reconnect_cap", KEY_NUMBER, false, FIELD(directline.reconnect_cap), NULL },
@@ -346,6 +347,7 @@ static void preset_numbers(struct config *cfg)
 	cfg->scripts.retire_after = CONFIG_DEFAULT_RETIRE_AFTER;
 	cfg->directline.poll_interval = CONFIG_DEFAULT_DL_POLL_INTERVAL;
 	cfg->directline.liveness = CONFIG_DEFAULT_DL_LIVENESS;
+	cfg->directline.idle_sync = 300;	/* directline.md 7.11: reconcile idle streams every few minutes */
 	cfg->directline.reconnect_max_concurrent = CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT;
 	cfg->directline.reconnect_base = CONFIG_DEFAULT_DL_RECONNECT_BASE;
 	cfg->directline.reconnect_cap = CONFIG_DEFAULT_DL_RECONNECT_CAP;
@@ -381,6 +383,8 @@ static int check_directline_numbers(struct loader *ld, const struct config_direc
 {
 	if (dl->poll_interval < 0.1)
 		return fail(ld, "poll_interval", "key 'directline.poll_interval' must be at least 0.1 seconds");
+	if (dl->idle_sync < 0)
+		return fail(ld, "idle_sync", "key 'directline.idle_sync' must not be negative");
 	if (dl->liveness < 0.5)
 		return fail(ld, "liveness", "key 'directline.liveness' must be at least 0.5 seconds");
 	if (dl->reconnect_max_concurrent < 1 || dl->reconnect_max_concurrent > 100000 ||

@@ -20,6 +20,7 @@ struct config_directline {
 	char *locale;		/* sent with the greeting event; NULL: none */
 	double poll_interval;	/* seconds between polls when idle */
 	double liveness;	/* seconds of silence that declare a stream dead */
+	double idle_sync;	/* seconds without activities before a catch-up GET; 0: never */
 	double reconnect_max_concurrent;	/* opens + reconnects in flight, all conversations */
 	double reconnect_base;	/* seconds: first backoff window, doubled per failure */
 	double reconnect_cap;	/* seconds: largest backoff window */

@@ -57,6 +57,7 @@ static void conv_free(struct conversation *c)
 	free(c->seen);
 	free(c->held_watermark);
 	free(c->held_seen);
+	free(c->route_json);
 	free(c);
 }
 

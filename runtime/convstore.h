@@ -40,6 +40,11 @@ struct conversation {
 	uint64_t *seen;
 	size_t nseen;
 	struct conv_queue_state queues[QUEUE_COUNT];
+	unsigned pending[QUEUE_COUNT];	/* undelivered items (limits.queued) */
+	/* The routing decision of the escalation being delivered (kept across retries). */
+	int64_t route_item;
+	char *route_json;
+	bool route_fallback;		/* it is the fallback destination already */
 	/* After a restart, a message to the bot that may have left before the crash waits
 	 * for the replayed echo carrying its marker instead of going out twice. */
 	int64_t reconcile_id;		/* the outbox item waiting so, or 0 */

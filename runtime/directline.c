@@ -84,6 +84,7 @@ static int copy_settings(struct dl_settings *s, const struct config_directline *
 	s->status_events = cfg->status_events;
 	s->poll_ms = ms(cfg->poll_interval);
 	s->liveness_ms = ms(cfg->liveness);
+	s->idle_sync_ms = ms(cfg->idle_sync);
 	s->reconnect_base_ms = ms(cfg->reconnect_base);
 	s->reconnect_cap_ms = ms(cfg->reconnect_cap);
 	s->post_timeout_ms = ms(cfg->post_timeout);
@@ -190,6 +191,7 @@ struct directline *directline_new(struct loop *lp, struct log *lg, struct http_c
 	if (dl->s.token)
 		log_add_secret(lg, dl->s.token);
 	po.max_bytes = dl->s.max_message;
+	dl->connect_limit = dl->s.max_concurrent;
 	seed(dl);
 	dl->wc = new_ws_client(dl);
 	dl->parser = hd_activity_parser_new(&po);
@@ -222,6 +224,7 @@ void directline_free(struct directline *dl)
 	}
 	http_client_cancel(dl->discover_req);
 	loop_timer_free(dl->discover_timer);
+	loop_timer_free(dl->pause_timer);
 	websocket_client_free(dl->wc);
 	hd_activity_parser_free(dl->parser);
 	json_simd_free(dl->js);
@@ -242,6 +245,7 @@ void directline_get_stats(const struct directline *dl, struct directline_stats *
 		out->reconnecting += c->state == DL_STATE_RECONNECTING;
 	}
 	out->connects_in_flight = dl->connecting;
+	out->connects_peak = dl->connects_peak;
 	out->connects_queued = dl->nqueued;
 	out->dispatched = dl->n_dispatched;
 	out->duplicates = dl->n_duplicates;
@@ -291,12 +295,8 @@ static int apply_resume(struct dl_conv *c, const struct dl_persist *r)
 	if (dl_strset(&c->id, r->conversation_id, strlen(r->conversation_id)) < 0 ||
 	    (r->watermark && dl_strset(&c->watermark, r->watermark, strlen(r->watermark)) < 0))
 		return -ENOMEM;
-	if (r->token && left > 0) {
-		if (dl_strset(&c->token, r->token, strlen(r->token)) < 0)
-			return -ENOMEM;
-		c->token_expires_ms = loop_now_ms() + (uint64_t)left * 1000u;
-		c->token_expires_wall = r->token_expires;
-	}
+	if (r->token && left > 0 && dl_token_resume(c, r->token, (uint64_t)left * 1000u) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < r->nseen; i++)
 		if (!dedupe_contains(&c->seen, r->seen[i]) && dedupe_add(&c->seen, r->seen[i]) < 0)
 			return -ENOMEM;
@@ -490,6 +490,11 @@ static void unqueue(struct dl_conv *c)
 	dl->nqueued--;
 }
 
+static bool paused(const struct directline *dl)
+{
+	return dl->paused_until_ms && loop_now_ms() < dl->paused_until_ms;
+}
+
 void dl_slot_request(struct dl_conv *c)
 {
 	struct directline *dl = c->dl;
@@ -498,9 +503,10 @@ void dl_slot_request(struct dl_conv *c)
 		dl_stream_slot_granted(c);
 		return;
 	}
-	if (dl->connecting < dl->s.max_concurrent && !dl->queue_head) {
+	if (dl->connecting < dl->connect_limit && !dl->queue_head && !paused(dl)) {
 		c->has_slot = true;
-		dl->connecting++;
+		if (++dl->connecting > dl->connects_peak)
+			dl->connects_peak = dl->connecting;
 		dl_stream_slot_granted(c);
 		return;
 	}
@@ -516,28 +522,67 @@ void dl_slot_request(struct dl_conv *c)
 	dl->nqueued++;
 }
 
-void dl_slot_release(struct dl_conv *c)
+/* Grants slots to the conversations waiting longest, as far as the cap and a pause allow.
+ * Each goes on from its own timer (dl_stream_timer sees QUEUED with a slot), never from
+ * inside this call. */
+static void grant(struct directline *dl)
 {
-	struct directline *dl = c->dl;
-
-	if (!c->has_slot)
-		return;
-	c->has_slot = false;
-	dl->connecting--;
-	while (dl->queue_head && dl->connecting < dl->s.max_concurrent) {
+	while (dl->queue_head && dl->connecting < dl->connect_limit && !paused(dl)) {
 		struct dl_conv *next = dl->queue_head;
 
 		unqueue(next);
 		next->has_slot = true;
-		dl->connecting++;
-		/* It goes on from its own timer (dl_stream_timer sees QUEUED with a slot),
-		 * never from inside this release. */
+		if (++dl->connecting > dl->connects_peak)
+			dl->connects_peak = dl->connecting;
 		if (!dl_timer(next, &next->rx_timer, dl_stream_timer) ||
 		    loop_timer_start(next->rx_timer, 0, 0) < 0) {
 			dl_slot_release(next);	/* out of memory: let the next one try */
 			break;
 		}
 	}
+}
+
+void dl_slot_release(struct dl_conv *c)
+{
+	if (!c->has_slot)
+		return;
+	c->has_slot = false;
+	c->dl->connecting--;
+	grant(c->dl);
+}
+
+void dl_slot_done(struct dl_conv *c)
+{
+	struct directline *dl = c->dl;
+
+	if (c->has_slot && dl->connect_limit < dl->s.max_concurrent)
+		dl->connect_limit++;
+	dl_slot_release(c);
+}
+
+static void on_pause_over(void *arg)
+{
+	struct directline *dl = arg;
+
+	dl->paused_until_ms = 0;
+	grant(dl);
+}
+
+void dl_slot_throttle(struct directline *dl, uint64_t ms)
+{
+	uint64_t until = loop_now_ms() + ms;
+
+	if (until <= dl->paused_until_ms)
+		return;
+	dl->connect_limit = dl->connect_limit > 1 ? dl->connect_limit / 2 : 1;
+	if (!dl->pause_timer)
+		dl->pause_timer = loop_timer_new(dl->lp, on_pause_over, dl);
+	if (!dl->pause_timer || loop_timer_start(dl->pause_timer, ms, 0) < 0)
+		return;		/* without a timer a pause could never end */
+	if (!dl->paused_until_ms)
+		log_warn(dl->lg, "directline.throttled", "bot=\"%s\" pause_ms=%llu queued=%zu limit=%u",
+			 dl->s.bot_name, (unsigned long long)ms, dl->nqueued, dl->connect_limit);
+	dl->paused_until_ms = until;
 }
 
 /* }===== */

@@ -70,11 +70,14 @@ struct directline_callbacks {
 	void (*on_persist)(struct dl_conv *c, const char *key, const struct dl_persist *p, void *arg);
 };
 
-/* A send finished: ERR 0 and the id Direct Line gave the activity (may be NULL on 204),
- * or a negative errno and REASON, one of: "bad request" (400), "unauthorized" (401),
- * "forbidden" (403), "not found" (404, the conversation ended), "too large" (413),
- * "unconfirmed" (the outcome stayed unknown after one resend), "retries exhausted",
- * "ended" (the conversation ended first), "closed" (directline_close/free). */
+/* A send finished: ERR 0 ("ok") and the id Direct Line gave the activity (NULL when the
+ * answer had none, or when only the echo proved it arrived), or a negative errno and
+ * REASON, one of: "bad request" (400), "unauthorized" (401), "forbidden" (403 other than
+ * an expired token, which is re-acquired and retried), "not found" (404; the conversation
+ * ends), "too large" (413), "rejected" (another 4xx), "unconfirmed" (502/504/timeout, no
+ * echo, and the same after one resend), "retries exhausted" (500s, 429s or requests that
+ * never left, too many times), "ended" (the conversation ended first), "closed"
+ * (directline_close/free, -ECANCELED). */
 typedef void (*dl_send_done_fn)(struct dl_conv *c, int err, const char *reason,
 				const char *activity_id, void *arg);
 
@@ -123,6 +126,7 @@ struct directline_stats {
 	size_t conversations;		/* open handles */
 	size_t online, reconnecting;
 	unsigned connects_in_flight;	/* opens and reconnects holding a slot */
+	unsigned connects_peak;		/* the most ever held at once */
 	size_t connects_queued;		/* waiting for a slot */
 	uint64_t dispatched, duplicates, echoes, reconnects, refreshes;
 	/* Time spent handling a received payload (parse, dedupe, dispatch), per activity,

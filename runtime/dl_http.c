@@ -107,7 +107,7 @@ void dl_http_count(struct directline *dl, int status)
 
 int dl_json_walk(struct directline *dl, const char *body, size_t len, const struct json_walk *w)
 {
-	struct hd_parse_error err;
+	struct hd_parse_error err = { 0 };	/* json_simd keeps the first error it is given */
 	size_t need = len + HD_PARSE_PADDING;
 
 	if (need > dl->scratch_cap) {

@@ -55,6 +55,7 @@ struct dl_settings {
 	char *base, *secret, *token_url, *token, *ca_file, *user_id, *bot_name, *locale;
 	bool polling, regional_discovery, greeting, status_events;
 	uint32_t poll_ms, liveness_ms, reconnect_base_ms, reconnect_cap_ms;
+	uint32_t idle_sync_ms;			/* 0: no catch-up GET on an idle stream */
 	uint32_t post_timeout_ms, echo_grace_ms;
 	unsigned max_concurrent;
 	double token_refresh;
@@ -93,6 +94,10 @@ struct directline {
 	char instance[17];			/* hex, makes clientActivityIDs unique across processes */
 	uint64_t next_client_seq;
 	unsigned connecting;			/* connect slots in use */
+	unsigned connect_limit;			/* slots now: halved per 429, +1 per success */
+	unsigned connects_peak;
+	uint64_t paused_until_ms;		/* a 429 stops granting slots until then */
+	struct loop_timer *pause_timer;
 	struct dl_conv *queue_head, *queue_tail;	/* waiting for a slot, FIFO */
 	size_t nqueued;
 	struct dl_conv *all;			/* every conversation not yet freed */
@@ -185,6 +190,11 @@ void dl_persist(struct dl_conv *c);
 /* The global cap on opens and reconnects: dl_stream_slot_granted() runs when C may go. */
 void dl_slot_request(struct dl_conv *c);
 void dl_slot_release(struct dl_conv *c);
+/* A connect succeeded: releases the slot and lets the limit grow back by one. */
+void dl_slot_done(struct dl_conv *c);
+/* The service throttles connects (429): no slot is granted to anyone for MS and the limit
+ * is halved, so a crowd of reconnects does not turn into a storm of 429s. */
+void dl_slot_throttle(struct directline *dl, uint64_t ms);
 /* Our user id for C: the configured prefix plus a hash of the key (stable across restarts). */
 void dl_user_id(const struct dl_conv *c, char *out, size_t cap);
 /* Replaces *SLOT with a copy of LEN bytes of S. Returns 0 or -ENOMEM (*SLOT unchanged). */
@@ -231,6 +241,8 @@ void dl_token_start(struct dl_conv *c);
 /* Adopts a token from a response (TOKEN of LEN bytes, EXPIRES_IN seconds or <= 0 when
  * absent): persisted by the caller, refresh rescheduled. Returns 0 or -ENOMEM/-EPROTO. */
 int dl_token_adopt(struct dl_conv *c, const char *token, size_t len, double expires_in);
+/* A persisted token with LEFT_MS to live: kept, and refreshed in time. 0 or -ENOMEM. */
+int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms);
 /* True when C's token can be used now. */
 bool dl_token_valid(const struct dl_conv *c);
 /* The token was refused as expired: get another (secret only) and resume what waited. */

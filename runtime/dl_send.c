@@ -14,6 +14,7 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,40 +94,61 @@ static size_t at(const struct directline *dl, const struct json_slot *s)
 	return (size_t)(s->raw.ptr - dl->scratch);
 }
 
-/* The edits, in text order: our members after the root's '{', then replacements. */
+static void set_edit(struct edit *e, size_t start, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void set_edit(struct edit *e, size_t start, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->start = start;
+	e->end = start + len;
+	va_start(ap, fmt);
+	vsnprintf(e->text, sizeof(e->text), fmt, ap);
+	va_end(ap);
+}
+
+static bool empty_object(const struct json_slot *s)
+{
+	const char *p = s->raw.ptr + 1;
+
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return *p == '}';
+}
+
+/* The caller's channelData keeps its members and gets our clientActivityID. */
+static void channel_edit(struct directline *dl, const struct compose *k, const char *cid, struct edit *e)
+{
+	const struct json_slot *ch = &k->s[OUT_CHANNEL], *id = &k->s[OUT_CLIENT_ID];
+
+	if (ch->kind == HD_OBJECT && id->kind != HD_ABSENT)	/* theirs is replaced */
+		set_edit(e, at(dl, id), id->raw.len, "\"%s\"", cid);
+	else if (ch->kind == HD_OBJECT)				/* ours goes first */
+		set_edit(e, at(dl, ch) + 1, 0, "\"clientActivityID\":\"%s\"%s", cid, empty_object(ch) ? "" : ",");
+	else							/* not an object: ours instead */
+		set_edit(e, at(dl, ch), ch->raw.len, "{\"clientActivityID\":\"%s\"}", cid);
+}
+
+/* The edits in text order: what the caller left out goes right after the root's '{',
+ * then `from` is replaced and channelData completed where they are. */
 static size_t plan(struct directline *dl, const struct compose *k, const char *from, const char *cid,
 		   struct edit e[3])
 {
-	const struct json_slot *ch = &k->s[OUT_CHANNEL], *id = &k->s[OUT_CLIENT_ID];
-	size_t n = 1, root = at(dl, &k->root) + 1;
-	char *head = e[0].text;
+	bool has_from = k->s[OUT_FROM].kind != HD_ABSENT, has_channel = k->s[OUT_CHANNEL].kind != HD_ABSENT;
+	char head[sizeof(e[0].text)] = "";
+	size_t n = 1;
 
-	e[0].start = e[0].end = root;
-	head[0] = '\0';
-	if (k->s[OUT_FROM].kind == HD_ABSENT)
-		snprintf(head, sizeof(e[0].text), "\"from\":%s,", from);
-	if (ch->kind == HD_ABSENT)
-		snprintf(head + strlen(head), sizeof(e[0].text) - strlen(head),
+	if (!has_from)
+		snprintf(head, sizeof(head), "\"from\":%s,", from);
+	if (!has_channel)
+		snprintf(head + strlen(head), sizeof(head) - strlen(head),
 			 "\"channelData\":{\"clientActivityID\":\"%s\"},", cid);
-	if (k->s[OUT_FROM].kind != HD_ABSENT) {
-		e[n] = (struct edit){ at(dl, &k->s[OUT_FROM]), at(dl, &k->s[OUT_FROM]) + k->s[OUT_FROM].raw.len, "" };
-		snprintf(e[n++].text, sizeof(e[0].text), "%s", from);
-	}
-	if (ch->kind == HD_OBJECT && id->kind != HD_ABSENT) {
-		e[n] = (struct edit){ at(dl, id), at(dl, id) + id->raw.len, "" };
-		snprintf(e[n++].text, sizeof(e[0].text), "\"%s\"", cid);
-	} else if (ch->kind == HD_OBJECT) {
-		const char *p = ch->raw.ptr + 1;
-
-		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-			p++;
-		e[n] = (struct edit){ at(dl, ch) + 1, at(dl, ch) + 1, "" };
-		snprintf(e[n++].text, sizeof(e[0].text), "\"clientActivityID\":\"%s\"%s", cid, *p == '}' ? "" : ",");
-	} else if (ch->kind != HD_ABSENT) {
-		e[n] = (struct edit){ at(dl, ch), at(dl, ch) + ch->raw.len, "" };
-		snprintf(e[n++].text, sizeof(e[0].text), "{\"clientActivityID\":\"%s\"}", cid);
-	}
-	if (n == 3 && e[2].start < e[1].start) {	/* channelData may come before from */
+	set_edit(&e[0], at(dl, &k->root) + 1, 0, "%s", head);
+	if (has_from)
+		set_edit(&e[n++], at(dl, &k->s[OUT_FROM]), k->s[OUT_FROM].raw.len, "%s", from);
+	if (has_channel)
+		channel_edit(dl, k, cid, &e[n++]);
+	if (n == 3 && e[2].start < e[1].start) {	/* channelData came before from */
 		struct edit t = e[1];
 
 		e[1] = e[2];
@@ -231,7 +253,10 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl
 		c->tx_head = s;
 	c->tx_tail = s;
 	c->tx_count++;
-	dl_send_kick(c);
+	/* From the loop: a kick may find the token gone for good and end the conversation,
+	 * and its callbacks must not run inside this call. */
+	if (!c->tx.t && dl_timer(c, &c->tx_timer, on_tx_timer) && !loop_timer_pending(c->tx_timer))
+		loop_timer_start(c->tx_timer, 0, 0);
 	return 0;
 }
 
@@ -487,7 +512,7 @@ static void on_tx_timer(void *arg)
 
 	dl_hold(c);
 	if (!dl_done(c) && s) {
-		if (s->state == TX_RETRY) {
+		if (s->state == TX_RETRY || s->state == TX_QUEUED) {
 			s->state = TX_QUEUED;
 			dl_send_kick(c);
 		} else if (s->state == TX_WAIT_ECHO) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 static void resume(struct dl_conv *c);
+static void connect_stream(struct dl_conv *c);
 static void poll_now(struct dl_conv *c);
 static void start_polling(struct dl_conv *c, const char *reason);
 
@@ -101,6 +102,12 @@ void dl_stream_timer(void *arg)
 	case DL_PH_BACKOFF:
 		dl_stream_begin(c);
 		break;
+	case DL_PH_STREAM:
+		/* Sockets have stayed open while delivering nothing: after a quiet spell, ask
+		 * by GET what came after our watermark (dedupe drops what the socket gave). */
+		dl_stream_sync(c);
+		arm(c, c->dl->s.idle_sync_ms);
+		break;
 	default:
 		break;
 	}
@@ -120,13 +127,14 @@ void dl_stream_slot_granted(struct dl_conv *c)
 	if (!c->started) {
 		dl_token_start(c);
 	} else if (!dl_token_valid(c)) {
+		dl_slot_release(c);	/* a slow re-acquisition must not hold a slot */
 		c->phase = DL_PH_WAIT_TOKEN;
 		dl_token_reacquire(c);
 	} else if (polling_mode(c)) {
 		dl_slot_release(c);
 		start_polling(c, c->dl->s.polling ? "polling" : "polling fallback");
 	} else {
-		resume(c);
+		connect_stream(c);	/* a fresh streamUrl left from a throttled handshake, or a resume */
 	}
 }
 
@@ -160,8 +168,12 @@ static void ws_open(struct websocket *ws, void *arg)
 	c->ws_opened_ms = loop_now_ms();
 	c->ws_fails = 0;
 	c->ws_received = false;
-	dl_slot_release(c);
+	free(c->stream_url);	/* used: the next connect needs a fresh one */
+	c->stream_url = NULL;
+	dl_slot_done(c);
 	went_online(c, "stream open");
+	if (c->dl->s.idle_sync_ms)
+		arm(c, c->dl->s.idle_sync_ms);
 	/* A resume without a watermark could not say where to replay from: catch up by GET
 	 * from the start (dedupe drops what was already delivered). */
 	if (!dl_done(c) && c->catch_up) {
@@ -174,12 +186,16 @@ static void ws_open(struct websocket *ws, void *arg)
 static void ws_message(struct websocket *ws, const char *data, size_t len, void *arg)
 {
 	struct dl_conv *c = arg;
+	int n;
 
 	(void)ws;
 	dl_hold(c);
 	c->ws_received = true;
-	if (dl_dispatch(c, data, len) == -EPROTO && !dl_done(c))
+	n = dl_dispatch(c, data, len);
+	if (n == -EPROTO && !dl_done(c))
 		dl_stream_sync(c);	/* a payload we could not read: reconcile by GET */
+	else if (n > 0 && !dl_done(c) && c->phase == DL_PH_STREAM && c->dl->s.idle_sync_ms)
+		arm(c, c->dl->s.idle_sync_ms);	/* not idle: push the catch-up back */
 	dl_release(c);
 }
 
@@ -194,16 +210,15 @@ static void ws_failed(struct dl_conv *c, const struct websocket_end_info *end)
 	else
 		snprintf(why, sizeof(why), "stream refused: %s (%.40s)", websocket_end_name(end->kind), end->reason);
 	if (end->kind == WEBSOCKET_END_HTTP && end->http_status == 429) {
-		int64_t wait = -1;
+		int64_t wait = end->retry_after ? strtoll(end->retry_after, NULL, 10) : 1;
 
-		if (end->retry_after) {
-			wait = strtoll(end->retry_after, NULL, 10);
-			wait = wait > DL_RETRY_AFTER_MAX_S ? DL_RETRY_AFTER_MAX_S * 1000 : wait * 1000;
-			wait += (int64_t)(dl_random(dl) % 500);
-		}
-		dl_stream_retry(c, wait, why);
-		return;
+		wait = (wait < 1 ? 1 : wait > DL_RETRY_AFTER_MAX_S ? DL_RETRY_AFTER_MAX_S : wait) * 1000;
+		dl_slot_throttle(dl, (uint64_t)wait);
+		dl_stream_retry(c, wait + (int64_t)(dl_random(dl) % 500), why);
+		return;		/* the streamUrl stays: still fresh after the wait, it saves a GET */
 	}
+	free(c->stream_url);
+	c->stream_url = NULL;
 	/* 403: the streamUrl expired; the retry fetches a fresh one. */
 	if (!(end->kind == WEBSOCKET_END_HTTP && end->http_status == 403) &&
 	    ++c->ws_fails >= DL_WS_FAILS_BEFORE_POLLING && !dl->s.polling) {
@@ -259,7 +274,7 @@ static const struct websocket_callbacks ws_callbacks = {
 	.on_open = ws_open, .on_message = ws_message, .on_close = ws_close,
 };
 
-/* The streamUrl is used once, while fresh; docs sometimes print it as https. */
+/* A streamUrl opens one socket, and only while fresh; docs sometimes print it as https. */
 static void connect_stream(struct dl_conv *c)
 {
 	char url[DL_URL_MAX];
@@ -276,8 +291,6 @@ static void connect_stream(struct dl_conv *c)
 		snprintf(url, sizeof(url), "ws://%s", u + 7);
 	else
 		snprintf(url, sizeof(url), "%s", u);
-	free(c->stream_url);
-	c->stream_url = NULL;
 	drop_socket(c);
 	c->phase = DL_PH_HANDSHAKE;
 	rc = websocket_connect(c->dl->wc, url, NULL, &ws_callbacks, c, &c->ws);
@@ -317,6 +330,7 @@ static int conv_path(const struct dl_conv *c, const char *suffix, char *out, siz
 static void rest_failed(struct dl_conv *c, const struct http_response *res, int err, const char *what)
 {
 	int status = err ? 0 : res->status;
+	int64_t wait;
 	char why[64];
 
 	if (status == 404) {
@@ -332,7 +346,10 @@ static void rest_failed(struct dl_conv *c, const struct http_response *res, int 
 	snprintf(why, sizeof(why), "%s failed: %s", what, err ? http_client_strerror(err) : "");
 	if (status)
 		snprintf(why, sizeof(why), "%s failed: %d", what, status);
-	dl_stream_retry(c, status ? dl_http_retry_after_ms(c->dl, res) : -1, why);
+	wait = status ? dl_http_retry_after_ms(c->dl, res) : -1;
+	if (status == 429)
+		dl_slot_throttle(c->dl, wait >= 0 ? (uint64_t)wait : 1000);
+	dl_stream_retry(c, wait, why);
 }
 
 static void on_resumed(struct dl_conv *c, const struct http_response *res, int err)

@@ -159,6 +159,17 @@ int dl_token_adopt(struct dl_conv *c, const char *token, size_t len, double expi
 	return 0;
 }
 
+int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms)
+{
+	if (dl_strset(&c->token, token, strlen(token)) < 0)
+		return -ENOMEM;
+	c->token_expires_ms = loop_now_ms() + left_ms;
+	c->token_expires_wall = (int64_t)time(NULL) + (int64_t)(left_ms / 1000);
+	/* Its whole lifetime is not known any more: refresh at the same fraction of what is left. */
+	schedule_refresh(c, left_ms);
+	return 0;
+}
+
 bool dl_token_valid(const struct dl_conv *c)
 {
 	return c->token && !c->token_bad && loop_now_ms() + TOKEN_MARGIN_MS < c->token_expires_ms;
@@ -204,9 +215,13 @@ static void start_failed(struct dl_conv *c, const struct http_response *res, int
 		dl_terminate(c, DL_STATE_FAILED, status == 404 ? "not found" : "bad request");
 		return;
 	}
+	int64_t wait = status ? dl_http_retry_after_ms(dl, res) : -1;
+
 	free(c->token);	/* a fresh token on the next try */
 	c->token = NULL;
-	dl_stream_retry(c, status ? dl_http_retry_after_ms(dl, res) : -1, "start failed");
+	if (status == 429)
+		dl_slot_throttle(dl, wait >= 0 ? (uint64_t)wait : 1000);
+	dl_stream_retry(c, wait, "start failed");
 }
 
 static void on_started(struct dl_conv *c, const struct http_response *res, int err)

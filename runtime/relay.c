@@ -160,16 +160,40 @@ static const char *marker_of(const char *payload, char *out, size_t cap)
 	return n ? out : NULL;
 }
 
+static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+			size_t len, bool from_front);
+
 static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
 {
+	return enqueue_from(r, c, q, payload, len, false);
+}
+
+static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+{
+	store_outbox_done(r->store, id);
+	if (c->pending[q] > 0)
+		c->pending[q]--;
+}
+
+static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+			size_t len, bool from_front)
+{
 	size_t marked_len = 0;
-	char *marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
+	char *marked;
+
+	/* What a front sends must not pile up without bound when the bot stops taking it:
+	 * the front gets "queue full" (503 to a webhook hub) and retries later. What the bot
+	 * says is never refused, since Direct Line cannot be asked to send it again. */
+	if (from_front && c->pending[q] >= (unsigned)r->rt->config->limits.queued)
+		return -ENOBUFS;
+	marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
 	int64_t rc = store_outbox_add(r->store, c->key, queue_names[q], marked ? marked : payload,
 				      marked ? marked_len : len);
 
 	free(marked);
 	if (rc < 0)
 		return -EIO;
+	c->pending[q]++;
 	kick(r, c, q);
 	return 0;
 }
@@ -247,7 +271,7 @@ struct sent {
 static void item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
 {
 	if (id > 0)
-		store_outbox_done(r->store, id);
+		outbox_done(r, c, q, id);
 	c->queues[q].busy = false;
 	kick(r, c, q);
 }
@@ -376,8 +400,6 @@ struct hub_call {
 	char *key;
 	struct store_item item;
 	char *route_json;	/* escalations: the destination, as JSON */
-	bool fallback_tried;
-	bool route_was_fallback;
 };
 
 static void hub_call_free(struct hub_call *hc)
@@ -396,8 +418,7 @@ static void push_json_or_nil(lua_State *co, const char *json)
 		lua_pushnil(co);
 }
 
-/* The conversation as scripts see it; relay.lua decodes the JSON members. */
-static void push_conv(lua_State *co, const struct conversation *c)
+void relay_push_conversation(lua_State *co, const struct conversation *c)
 {
 	lua_createtable(co, 0, 7);
 	lua_pushstring(co, c->key);
@@ -472,7 +493,7 @@ static int push_hub_call(lua_State *co, void *arg)
 	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
 	lua_getfield(co, LUA_REGISTRYINDEX, p.desk ? hc->r->desk_reg : hc->r->front_reg);
 	lua_pushstring(co, p.fn);
-	push_conv(co, c);
+	relay_push_conversation(co, c);
 	if (strcmp(p.fn, "escalate") == 0) {
 		if (push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
 			return -EINVAL;
@@ -514,52 +535,55 @@ static void handoff_failed(struct relay *r, struct conversation *c, const char *
 static void spawn_hub_call(struct hub_call *hc);
 
 /* The hub's answer to an escalation. */
-static void escalate_result(struct hub_call *hc, struct conversation *c, lua_State *co, int base, bool ok_call)
+/* escalate returned a true value: "accepted" means an agent has it already. */
+static void escalate_result(struct relay *r, struct conversation *c, lua_State *co, int base)
 {
-	struct relay *r = hc->r;
-	const char *res = ok_call && lua_type(co, base) == LUA_TSTRING ? lua_tostring(co, base) : NULL;
+	const char *res = lua_type(co, base) == LUA_TSTRING ? lua_tostring(co, base) : NULL;
 
-	if (ok_call && res && strcmp(res, "accepted") == 0)
+	if (res && strcmp(res, "accepted") == 0)
 		handoff_accepted(r, c, "the hub accepted at once");
-	else if (ok_call && lua_toboolean(co, base))
+	else
 		log_info(r->rt->log, "handoff.delivered", "conv=%s handoff=%s", c->key, c->handoff_id ? c->handoff_id : "-");
 }
 
 static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg);
 
-/* A failure that will not be retried: an escalation may still go to the fallback. */
+/* The escalation of C could not be delivered: try the fallback destination once, then
+ * give the customer back to the bot. Returns true when the fallback is being tried. */
+static bool escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err)
+{
+	const struct config_route *fb = &r->rt->config->fallback;
+	struct route_decision d = { .queue = fb->queue, .skill = fb->skill, .agent = fb->agent,
+				    .reason = fb->reason, .priority = fb->priority,
+				    .has_priority = fb->priority != 0, .fallback = true };
+	char json[1024];
+
+	if (c->route_item == item && !c->route_fallback) {
+		snprintf(d.why, sizeof(d.why), "the first destination failed: %s", err);
+		if (routing_decision_json(&d, json, sizeof(json)) > 0 && conv_set_string(&c->route_json, json) == 0) {
+			log_warn(r->rt->log, "handoff.fallback", "conv=%s queue=%s", c->key, fb->queue);
+			c->route_fallback = true;
+			return true;
+		}
+	}
+	handoff_failed(r, c, err);
+	return false;
+}
+
+/* A failure that will not be retried. */
 static void hub_call_gave_up(struct hub_call *hc, struct conversation *c, const char *err)
 {
 	struct relay *r = hc->r;
-	bool escalate = is_escalation(&hc->item);
 
 	log_error(r->rt->log, "relay.to_hub_failed", "conv=%s attempts=%d error=\"%s\"", c->key,
 		  hc->item.attempts + 1, err);
 	metrics_inc(r->m_dropped);
-	if (escalate && !hc->route_was_fallback && !hc->fallback_tried) {
-		struct route_decision d = { 0 };
-		const struct config_route *fb = &r->rt->config->fallback;
-		char json[1024];
-
-		d.queue = fb->queue;
-		d.skill = fb->skill;
-		d.agent = fb->agent;
-		d.reason = fb->reason;
-		d.priority = fb->priority;
-		d.has_priority = fb->priority != 0;
-		d.fallback = true;
-		snprintf(d.why, sizeof(d.why), "the first destination failed: %s", err);
-		if (routing_decision_json(&d, json, sizeof(json)) > 0 && conv_set_string(&hc->route_json, json) == 0) {
-			log_warn(r->rt->log, "handoff.fallback", "conv=%s queue=%s", c->key, fb->queue);
-			hc->fallback_tried = true;
-			hc->route_was_fallback = true;
-			spawn_hub_call(hc);
-			return;
-		}
+	if (is_escalation(&hc->item) && escalation_failed(r, c, hc->item.id, err)) {
+		c->queues[QUEUE_TO_HUB].busy = false;
+		kick(r, c, QUEUE_TO_HUB);	/* the same item, to the fallback */
+	} else {
+		item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
 	}
-	if (escalate)
-		handoff_failed(r, c, err);
-	item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
 	hub_call_free(hc);
 }
 
@@ -581,7 +605,7 @@ static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
 	if (done) {
 		metrics_inc(r->m_to_hub);
 		if (is_escalation(&hc->item))
-			escalate_result(hc, c, co, base, ok_call);
+			escalate_result(r, c, co, base);
 		save(r, c);
 		item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
 		hub_call_free(hc);
@@ -642,7 +666,9 @@ static void routed(const struct route_decision *d, void *arg)
 		hub_call_free(hc);
 		return;
 	}
-	hc->route_was_fallback = d->fallback;
+	c->route_item = hc->item.id;
+	c->route_fallback = d->fallback;
+	conv_set_string(&c->route_json, json);
 	log_info(r->rt->log, "handoff.routed", "conv=%s handoff=%s queue=%s rule=%d fallback=%s", c->key,
 		 c->handoff_id ? c->handoff_id : "-", d->queue, d->rule, d->fallback ? "yes" : "no");
 	spawn_hub_call(hc);
@@ -661,9 +687,16 @@ static void deliver_to_hub(struct relay *r, struct conversation *c, struct store
 	hc->r = r;
 	hc->item = *it;
 	memset(it, 0, sizeof(*it));
+	if (is_escalation(&hc->item) && c->route_item == hc->item.id && c->route_json) {
+		if (conv_set_string(&hc->route_json, c->route_json) == 0) {	/* decided already */
+			spawn_hub_call(hc);
+			return;
+		}
+	}
 	if (is_escalation(&hc->item)) {
-		/* The rules run when the escalation is delivered (and again after a restart),
-		 * in the conversation's order, so the destination uses the rules in force. */
+		/* The rules run when the escalation is first delivered (and again after a
+		 * restart), in the conversation's order, so the destination uses the rules in
+		 * force; retries keep the decision. */
 		if (routing_decide(r->rt, hc->key, push_item_handoff, hc, routed, hc) < 0) {
 			retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
 			hub_call_free(hc);
@@ -731,20 +764,11 @@ static void retry_later(struct relay *r, struct conversation *c, enum conv_queue
 		log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=%s", c->key, queue_names[q]);
 }
 
+/* retry.give_up_after is counted from when the item was queued. */
 static bool gave_up(struct relay *r, const struct store_item *it)
 {
-	double limit = r->rt->config->retry.give_up_after;
-
-	/* attempts grow with each failure; with full jitter the expected total wait is about
-	 * half the sum of the caps, so compare against the cap sum to stay conservative. */
-	double spent = 0;
-
-	for (int i = 1; i <= it->attempts; i++) {
-		double cap = r->rt->config->retry.base * (double)(1u << (i < 20 ? i : 20));
-
-		spent += cap > r->rt->config->retry.max_delay ? r->rt->config->retry.max_delay : cap;
-	}
-	return it->attempts > 0 && spent / 2 > limit;
+	return it->attempts > 0 && it->created_ms > 0 &&
+	       (double)(wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
 static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
@@ -755,8 +779,15 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 
 	if (qs->busy || qs->scheduled)
 		return;
-	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0)
+	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0) {
+		/* A closed conversation's last words (handoff.status) have reached the bot:
+		 * only now may its Direct Line conversation end. */
+		if (q == QUEUE_TO_BOT && c->state == CONV_CLOSED && c->dl) {
+			directline_close(c->dl, true);
+			c->dl = NULL;
+		}
 		return;
+	}
 	now = wall_ms();
 	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
 		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
@@ -764,14 +795,18 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		return;
 	}
 	if (q == QUEUE_TO_HUB && gave_up(r, &it)) {
-		struct hub_call hc = { .r = r, .item = it };
-
 		log_error(r->rt->log, "relay.gave_up", "conv=%s queue=%s attempts=%d", c->key, queue_names[q], it.attempts);
 		metrics_inc(r->m_dropped);
-		if (is_escalation(&it))
-			handoff_failed(r, c, "the hub could not be reached");
-		store_outbox_done(r->store, it.id);
-		store_item_clear(&hc.item);
+		if (is_escalation(&it) && escalation_failed(r, c, it.id, "the hub could not be reached")) {
+			/* one more try, to the fallback, before the item may give up again */
+			store_outbox_retry(r->store, it.id, 0, 0);
+			it.attempts = 0;
+			qs->busy = true;
+			deliver_to_hub(r, c, &it);
+			return;
+		}
+		outbox_done(r, c, q, it.id);
+		store_item_clear(&it);
 		kick(r, c, q);
 		return;
 	}
@@ -788,7 +823,7 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 
 /* Queues "{role, fn, <member>: <raw JSON>}" for the hub. */
 static int enqueue_hub(struct relay *r, struct conversation *c, const char *role, const char *fn,
-		       const char *member, const char *raw, size_t len)
+		       const char *member, const char *raw, size_t len, bool from_front)
 {
 	char head[128];
 	int n = snprintf(head, sizeof(head), "{\"role\":\"%s\",\"fn\":\"%s\",\"%s\":", role, fn, member);
@@ -800,7 +835,7 @@ static int enqueue_hub(struct relay *r, struct conversation *c, const char *role
 	memcpy(buf, head, (size_t)n);
 	memcpy(buf + n, raw, len);
 	buf[(size_t)n + len] = '}';
-	rc = enqueue(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1);
+	rc = enqueue_from(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1, from_front);
 	free(buf);
 	return rc;
 }
@@ -827,7 +862,7 @@ static void start_handoff(struct relay *r, struct conversation *c, const struct 
 		 a->handoff ? a->handoff->transcript.count : (size_t)0);
 	set_state(r, c, CONV_ROUTING, "handoff.initiate");
 	save(r, c);
-	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len);
+	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len, false);
 }
 
 static void typing_done(lua_State *co, bool ok, int nres, void *arg)
@@ -875,7 +910,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		/* Our own message, replayed after a restart: the one we were unsure about? */
 		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
 			log_info(r->rt->log, "relay.reconciled", "conv=%s item=%lld", key, (long long)c->reconcile_id);
-			store_outbox_done(r->store, c->reconcile_id);
+			outbox_done(r, c, QUEUE_TO_BOT, c->reconcile_id);
 			c->reconcile_id = 0;
 			c->reconcile_armed = false;
 			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
@@ -901,7 +936,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		return;
 	}
 	if (hd_str_eq(a->type, "message"))
-		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len);
+		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
 	else if (hd_str_eq(a->type, "typing"))
 		send_typing(r, c, a);
 }
@@ -977,27 +1012,32 @@ static int find_or_add(struct relay *r, const char *id, struct conversation **ou
 	return rc;
 }
 
-int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+/* The conversation a front message is for, opened on first contact. */
+static int front_message(struct relay *r, const char *id, const char *activity, size_t len,
+			 struct conversation **c)
 {
-	struct conversation *c;
-	int rc = find_or_add(r, id, &c);
+	int rc = find_or_add(r, id, c);
 
 	if (rc < 0)
 		return rc;
-	if (len < 2 || activity[0] != '{')
-		return -EINVAL;
-	return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+	return len < 2 || activity[0] != '{' ? -EINVAL : 0;
+}
+
+int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = front_message(r, id, activity, len, &c);
+
+	return rc < 0 ? rc : enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 }
 
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
 {
 	struct conversation *c;
-	int rc = find_or_add(r, id, &c);
+	int rc = front_message(r, id, activity, len, &c);
 
 	if (rc < 0)
 		return rc;
-	if (len < 2 || activity[0] != '{')
-		return -EINVAL;
 	if (user_json && (!c->user_json || strcmp(c->user_json, user_json) != 0)) {
 		conv_set_string(&c->user_json, user_json);
 		save(r, c);
@@ -1007,9 +1047,9 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 		set_state(r, c, CONV_BOT, "the customer wrote again");
 	}
 	if (c->state == CONV_BOT)
-		return enqueue(r, c, QUEUE_TO_BOT, activity, len);
+		return enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 	if (r->desk_only)	/* the desk is another system: relay to the agent */
-		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len);
+		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len, true);
 	return 0;		/* a front+desk hub carries the chat with the agent itself */
 }
 
@@ -1021,7 +1061,7 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 		return -ENOENT;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
-	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len);
+	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len, true);
 }
 
 int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
@@ -1040,10 +1080,7 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 		metrics_inc(r->m_handoffs_completed);
 		report_status(r, c, "completed", NULL);
 		set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
-		if (!to_bot && c->dl) {
-			directline_close(c->dl, true);
-			c->dl = NULL;
-		}
+		kick(r, c, QUEUE_TO_BOT);	/* closed: ends the bot's side once the status is out */
 	} else {
 		return -EINVAL;
 	}
@@ -1056,11 +1093,8 @@ int relay_end(struct relay *r, const char *id)
 
 	if (!c)
 		return -ENOENT;
-	if (c->dl) {
-		directline_close(c->dl, true);
-		c->dl = NULL;
-	}
 	set_state(r, c, CONV_CLOSED, "the front ended the conversation");
+	kick(r, c, QUEUE_TO_BOT);	/* ends the bot's side once what is queued has gone */
 	return 0;
 }
 
@@ -1147,9 +1181,12 @@ static int kick_queue(const char *key, const char *queue, void *arg)
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
 
-	for (int q = 0; c && q < QUEUE_COUNT; q++)
-		if (strcmp(queue, queue_names[q]) == 0)
-			kick(r, c, (enum conv_queue)q);
+	for (int q = 0; c && q < QUEUE_COUNT; q++) {
+		if (strcmp(queue, queue_names[q]) != 0)
+			continue;
+		c->pending[q] = (unsigned)store_outbox_count(r->store, key, queue);
+		kick(r, c, (enum conv_queue)q);
+	}
 	return 0;
 }
 

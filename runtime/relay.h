@@ -19,6 +19,7 @@
 
 struct hd_runtime;
 struct relay;
+typedef struct lua_State lua_State;
 struct conversation;
 
 /* Opens the state, the Direct Line client, and resumes the stored conversations. NULL
@@ -50,6 +51,10 @@ int relay_set_data(struct relay *r, const char *id, const char *data_json);
 int relay_event_seen(struct relay *r, const char *event_id);
 /* Forgets it again (the event's effect failed before anything was committed). */
 int relay_event_forget(struct relay *r, const char *event_id);
+
+/* Pushes C as scripts see it: {key, id, state, user, data, handoff_id,
+ * dl_conversation_id}, with user and data as JSON text. */
+void relay_push_conversation(lua_State *L, const struct conversation *c);
 
 /* The conversation of ID, or NULL. Borrowed until the next relay call. */
 const struct conversation *relay_conversation(struct relay *r, const char *id);

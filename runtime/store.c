@@ -29,13 +29,14 @@ static const char *const SCHEMA =
 	"CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS outbox ("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
-	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0);"
+	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+	"  created INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);";
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
-	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_NSTMT
+	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT, S_NSTMT
 };
 
 static const char *const SQL[S_NSTMT] = {
@@ -56,12 +57,13 @@ static const char *const SQL[S_NSTMT] = {
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
-	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload) VALUES (?1, ?2, ?3)",
-	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at FROM outbox"
+	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created) VALUES (?1, ?2, ?3, ?4)",
+	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at, created FROM outbox"
 		       " WHERE key = ?1 AND queue = ?2 ORDER BY id LIMIT 1",
 	[S_OUT_DONE] = "DELETE FROM outbox WHERE id = ?1",
 	[S_OUT_RETRY] = "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
 	[S_OUT_QUEUES] = "SELECT DISTINCT key, queue FROM outbox",
+	[S_OUT_COUNT] = "SELECT COUNT(*) FROM outbox WHERE key = ?1 AND queue = ?2",
 };
 
 struct after_commit {
@@ -83,6 +85,14 @@ struct store {
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int db_error(struct store *st, const char *what)
@@ -393,6 +403,7 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 	bind_text(s, 1, key);
 	bind_text(s, 2, queue);
 	sqlite3_bind_blob(s, 3, payload, (int)len, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 4, now_ms());
 	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)
 		return -EIO;
 	return sqlite3_last_insert_rowid(st->db);
@@ -423,6 +434,7 @@ int store_outbox_head(struct store *st, const char *key, const char *queue, stru
 		out->payload_len = (size_t)n;
 		out->attempts = sqlite3_column_int(s, 4);
 		out->next_at_ms = sqlite3_column_int64(s, 5);
+		out->created_ms = sqlite3_column_int64(s, 6);
 	}
 	if (finish(st, s, rc, "outbox_head") < 0)
 		return -EIO;
@@ -441,6 +453,21 @@ int store_outbox_done(struct store *st, int64_t id)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
 	return finish(st, s, sqlite3_step(s), "outbox_done");
+}
+
+int store_outbox_count(struct store *st, const char *key, const char *queue)
+{
+	sqlite3_stmt *s = st->stmt[S_OUT_COUNT];
+	int rc, n = 0;
+
+	bind_text(s, 1, key);
+	bind_text(s, 2, queue);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		n = sqlite3_column_int(s, 0);
+	if (finish(st, s, rc, "outbox_count") < 0)
+		return -EIO;
+	return n;
 }
 
 int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms)

@@ -76,6 +76,7 @@ struct store_item {
 	size_t payload_len;
 	int attempts;
 	int64_t next_at_ms;	/* wall clock, ms */
+	int64_t created_ms;	/* when it was queued, wall clock ms */
 };
 
 /* Appends PAYLOAD; returns the item id (> 0) or a negative errno. */
@@ -83,6 +84,8 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 /* The oldest item of KEY/QUEUE: 0 and *OUT filled, or -ENOENT. */
 int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out);
 int store_outbox_done(struct store *st, int64_t id);
+/* How many items KEY/QUEUE holds, or a negative errno. */
+int store_outbox_count(struct store *st, const char *key, const char *queue);
 int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms);
 /* Calls FN(key, queue, arg) once per KEY/QUEUE pair that has items (restart recovery). */
 int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const char *queue, void *arg), void *arg);

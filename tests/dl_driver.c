@@ -9,7 +9,8 @@
  *   send KEY TAG TEXT...       a message activity with TEXT
  *   sendjson KEY TAG JSON      any activity
  *   close KEY [end]            give the handle back (end: tell the bot)
- *   reopen KEY                 close, then resume from the last on_persist (a restart)
+ *   reopen KEY [expired]       close if open, then resume from the last on_persist
+ *                              (expired: as if its token had expired meanwhile)
  *   stats                      print the client's figures
  *   metrics                    print the metrics text
  * End of input closes everything and exits.
@@ -240,11 +241,12 @@ static void cmd_open(struct driver *d, const char *key)
 		error("open %s failed", key);
 }
 
-static void cmd_reopen(struct driver *d, struct conv *cv)
+/* EXPIRED: as if the process was down longer than the token lived. */
+static void cmd_reopen(struct driver *d, struct conv *cv, bool expired)
 {
 	struct dl_persist p = {
 		.conversation_id = cv->saved.conversation_id, .token = cv->saved.token,
-		.token_expires = cv->saved.token_expires, .watermark = cv->saved.watermark,
+		.token_expires = expired ? 1 : cv->saved.token_expires, .watermark = cv->saved.watermark,
 		.seen = cv->saved.seen, .nseen = cv->saved.nseen,
 	};
 
@@ -353,6 +355,8 @@ static void command(struct driver *d, char *line)
 		cmd_metrics(d);
 	} else if (strcmp(cmd, "open") == 0 && key) {
 		cmd_open(d, key);
+	} else if (strcmp(cmd, "reopen") == 0 && cv && cv->saved.conversation_id) {
+		cmd_reopen(d, cv, strcmp(line, "expired") == 0);
 	} else if (!cv || !cv->c) {
 		error("bad command or unknown conversation: %s %s", cmd, key ? key : "");
 	} else if (strcmp(cmd, "send") == 0 || strcmp(cmd, "sendjson") == 0) {
@@ -367,8 +371,6 @@ static void command(struct driver *d, char *line)
 	} else if (strcmp(cmd, "close") == 0) {
 		directline_close(cv->c, strcmp(line, "end") == 0);
 		cv->c = NULL;
-	} else if (strcmp(cmd, "reopen") == 0) {
-		cmd_reopen(d, cv);
 	} else {
 		error("unknown command %s", cmd);
 	}

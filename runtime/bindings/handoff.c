@@ -16,7 +16,6 @@
  * the work happens in relay.c. */
 #include "bindings.h"
 
-#include "convstore.h"
 #include "relay.h"
 #include "runtime.h"
 #include "script_host.h"
@@ -205,17 +204,20 @@ static int l_handoff_set_data(lua_State *L)
 	return finish_write(L, r, relay_set_data(r, id, data));
 }
 
-static void set_json_field(lua_State *L, const char *name, const char *json)
+/* Replaces the JSON text in field NAME of the table on top with its decoded value. */
+static void decode_field(lua_State *L, const char *name)
 {
-	if (!json)
-		return;
-	lua_getglobal(L, "require");
-	lua_pushliteral(L, "cjson.safe");
-	lua_call(L, 1, 1);
-	lua_getfield(L, -1, "decode");
-	lua_pushstring(L, json);
-	lua_call(L, 1, 1);
-	lua_setfield(L, -3, name);
+	lua_getfield(L, -1, name);
+	if (lua_isstring(L, -1)) {
+		lua_getglobal(L, "require");
+		lua_pushliteral(L, "cjson.safe");
+		lua_call(L, 1, 1);
+		lua_getfield(L, -1, "decode");
+		lua_pushvalue(L, -3);
+		lua_call(L, 1, 1);
+		lua_setfield(L, -4, name);
+		lua_pop(L, 1);
+	}
 	lua_pop(L, 1);
 }
 
@@ -228,23 +230,9 @@ static int l_handoff_conversation(lua_State *L)
 		lua_pushnil(L);
 		return 1;
 	}
-	lua_createtable(L, 0, 7);
-	lua_pushstring(L, c->key);
-	lua_setfield(L, -2, "key");
-	lua_pushstring(L, c->id);
-	lua_setfield(L, -2, "id");
-	lua_pushstring(L, conv_state_name(c->state));
-	lua_setfield(L, -2, "state");
-	set_json_field(L, "user", c->user_json);
-	set_json_field(L, "data", c->hub_data);
-	if (c->handoff_id) {
-		lua_pushstring(L, c->handoff_id);
-		lua_setfield(L, -2, "handoff_id");
-	}
-	if (c->dl_conversation_id) {
-		lua_pushstring(L, c->dl_conversation_id);
-		lua_setfield(L, -2, "dl_conversation_id");
-	}
+	relay_push_conversation(L, c);
+	decode_field(L, "user");
+	decode_field(L, "data");
 	return 1;
 }
 

@@ -13,7 +13,9 @@ local M = {}
 
 local function as_string(v)
   if type(v) == "string" then return v end
-  if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
+  -- JSON numbers decode as floats: a priority of 2 must read "2", not "2.0".
+  if type(v) == "number" then return tostring(math.tointeger(v) or v) end
+  if type(v) == "boolean" then return tostring(v) end
   if type(v) == "table" then return json.encode(v) end
   return nil                      -- nil and JSON null leave the key out
 end

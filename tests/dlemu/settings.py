@@ -22,6 +22,7 @@ TABLE = {
     "handshake_delay_ms": (0, True, "hold each WebSocket handshake this long before answering (F26)"),
     "reconnect_delay_ms": (0, True, "hold each GET /conversations/{id} this long before answering (F26)"),
     "bot_enabled": (True, True, "the scripted bot answers user activities"),
+    "push": (True, True, "push new activities to open sockets; off = lost on the socket, still in GET"),
     "connect_rate_limit": (0, False, "reconnect GETs + handshakes allowed per second, more get 429 "
                                      "(F26); 0 = no limit"),
     "rate_limit_retry_after": (1, False, "Retry-After seconds sent with connect-rate 429s"),

@@ -151,8 +151,10 @@ class Streams:
 
     # ---- pushing --------------------------------------------------------------------
     def push(self, conv, activities):
-        """One ActivitySet to every socket of the conversation, carrying the stream position."""
-        if conv.sockets:
+        """One ActivitySet to every socket of the conversation, carrying the stream position.
+        With the `push` setting off the service loses them on the socket (they stay in the
+        log for GET), as the real one has been seen to."""
+        if conv.sockets and self.emu.settings.get(conv, "push"):
             data = self.encode_set(conv, activities, conv.reported())
             for sock in conv.sockets:
                 self.write(sock, data)

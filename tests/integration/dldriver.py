@@ -49,7 +49,8 @@ class Driver:
 
     def __init__(self, tmp_path, emu, base="http_base", log_level="info", **settings):
         directline = dict(FAST)
-        directline.update(base=emu.info[base], secret=emu.info["secret"], ca_file=emu.info["ca_file"])
+        directline.update(base=base if "://" in base else emu.info[base], secret=emu.info["secret"],
+                          ca_file=emu.info["ca_file"])
         directline.update(settings)
         self.config = write_config(tmp_path / "dl.lua", **directline)
         self.log_path = tmp_path / "driver.log"
@@ -151,12 +152,12 @@ class Driver:
                              timeout)
 
     def wait_log(self, needle, timeout=DEADLINE):
-        """Waits for a log line holding NEEDLE (the log is a file: re-read on each event)."""
-        def has():
-            return needle in self.log()
-        with self.cond:
-            self.cond.wait_for(lambda: has() or self.proc.poll() is not None, timeout)
-        assert has(), "no log line with %r:\n%s" % (needle, self.log()[-4000:])
+        """Waits for a log line holding NEEDLE."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log() and self.proc.poll() is None and time.monotonic() < deadline:
+            with self.cond:     # the log is a file: look again every 50 ms or on an event
+                self.cond.wait(0.05)
+        assert needle in self.log(), "no log line with %r:\n%s" % (needle, self.log()[-4000:])
 
     def mark(self):
         return len(self.events)

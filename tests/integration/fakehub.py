@@ -32,9 +32,13 @@ class FakeHub:
         self.received = []           # (path, json body) in arrival order, accepted ones only
         self.redelivered = []        # retries of something already received (same id): dropped,
                                      # as the contract asks a hub to
+        self.seen = set()            # (path, id) of what was received
+        self.arrivals = {}           # (conversation, text) -> arrival time, for benchmarks
         self.rejected = []           # (path, reason)
         self.script = []             # answers to give before the normal one: (status, headers)
         self.accept_handoffs = False  # answer {"accepted": true} to /handoffs
+        self.handoff_status = None    # answer every /handoffs with this status (an outage)
+        self.handoff_attempts = []    # routing of every /handoffs attempt, failed ones too
         self.cond = threading.Condition()
         self.server = FakeServer()
         for path in ("/messages", "/typing", "/handoffs"):
@@ -75,16 +79,22 @@ class FakeHub:
                 self.rejected.append((request.path, why))
             return web.json_response({"error": why}, status=401)
         with self.cond:
+            if request.path == "/handoffs":
+                self.handoff_attempts.append(json.loads(body)["routing"])
+                if self.handoff_status:
+                    return web.json_response({"error": "down"}, status=self.handoff_status)
             if self.script and request.path != "/typing":
                 status, headers = self.script.pop(0)
                 return web.Response(status=status, headers=headers or {})
             doc = json.loads(body)
             key = doc.get("id") or doc.get("handoff_id")
-            if key and any(p == request.path and (b.get("id") or b.get("handoff_id")) == key
-                           for p, b in self.received):
+            if key and (request.path, key) in self.seen:
                 self.redelivered.append((request.path, doc))
             else:
+                self.seen.add((request.path, key))
                 self.received.append((request.path, doc))
+                if request.path == "/messages":
+                    self.arrivals[(doc["conversation"], doc["activity"].get("text"))] = time.monotonic()
             self.cond.notify_all()
         if request.path == "/handoffs" and self.accept_handoffs:
             return web.json_response({"accepted": True})

@@ -26,12 +26,17 @@ return {
 """
 
 
-def config_text(emu, hub, state_dir, extra=""):
+def webhook_hub(hub):
+    """The hub lines of the config: the generic webhook hub as front and desk."""
+    return f'hub = {{ module = "hubs.webhook", url = "{hub.url}", secret = "{hub.secret}", token = "{hub.token}" }},'
+
+
+def config_text(emu, hub, state_dir, extra="", hubs=webhook_hub):
     return f"""return {{
   listen = "127.0.0.1:0",
   state = "sqlite:{state_dir}/state.db",
   directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1 }},
-  hub = {{ module = "hubs.webhook", url = "{hub.url}", secret = "{hub.secret}", token = "{hub.token}" }},
+  {hubs(hub)}
   routes = "routes.lua",
   retry = {{ base = 0.05, max_delay = 0.5, give_up_after = 60 }},
   {extra}
@@ -95,13 +100,13 @@ class Handoffd:
 class Environment:
     """Emulator + fake hub + handoffd, started and stopped together."""
 
-    def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None):
+    def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None, hubs=webhook_hub):
         self.workdir = pathlib.Path(workdir)
         self.hub = FakeHub().start()
         self.emu_ctx = spawn(settings=emulator_settings or {})
         self.emu = self.emu_ctx.__enter__()
         (self.workdir / "routes.lua").write_text(routes)
-        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config))
+        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config, hubs))
         self.daemon = Handoffd(binary, self.workdir).start()
 
     @property

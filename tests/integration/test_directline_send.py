@@ -173,3 +173,31 @@ def test_f18_slow_bot_ack_within_post_timeout(driver_factory, emu):
     assert ctl.stats()["posts"] - before == 1
     check_received(ctl, cid, ["take your time"])
     check_exactly_once(drv, ctl, "k1", cid)
+
+
+def test_outbound_activities_get_our_from_and_client_id(driver_factory, emu):
+    """Whatever the caller's activity holds, the bot sees our user in `from` and a fresh
+    clientActivityID, with the caller's other channelData kept; what is not an activity
+    object is refused before anything is sent."""
+    ctl = emu.ctl
+    drv = driver_factory()
+    cid = drv.open("k1")
+    drv.send_json("k1", "a", {"type": "message", "text": "a", "from": {"id": "spoof", "name": "n"},
+                              "channelData": {"foo": {"bar": [1, 2]}, "clientActivityID": "theirs"}})
+    drv.send_json("k1", "b", {"channelData": {}, "text": "b", "type": "message"})
+    drv.send_json("k1", "c", {"type": "message", "text": "c", "channelData": "not an object"})
+    drv.send_json("k1", "d", {"type": "event", "name": "custom", "value": {"x": "\u00e9\"\\"}})
+    drv.send_json("k1", "e", {"channelData": {"k": 1}, "from": {"id": "x"}, "type": "message", "text": "e"})
+    for tag in "abcde":
+        assert drv.sent(tag)["err"] == 0
+    got = ctl.received(cid)
+    assert [a.get("text") for a in got] == ["a", "b", "c", None, "e"]
+    assert got[4]["channelData"]["k"] == 1
+    assert len({a["from"]["id"] for a in got}) == 1 and got[0]["from"]["id"].startswith("dl_handoffd-")
+    assert got[0]["channelData"]["foo"] == {"bar": [1, 2]}
+    assert all(a["channelData"]["clientActivityID"].startswith("hd1.") for a in got)
+    assert got[3]["value"] == {"x": "\u00e9\"\\"}
+    for tag, text in (("r1", '{"text":"no type"}'), ("r2", "[1,2]"), ("r3", '{"type":'), ("r4", '{"type":3}')):
+        drv.cmd("sendjson", "k1", tag, text)
+        assert drv.sent(tag) == {**drv.sent(tag), "ev": "refused", "err": -22}
+    check_exactly_once(drv, ctl, "k1", cid)

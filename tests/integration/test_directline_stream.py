@@ -112,6 +112,20 @@ def test_f4_silent_stall_detected(driver_factory, emu):
     assert "end=dead" in drv.log()
 
 
+def test_idle_stream_is_reconciled_by_get(driver_factory, emu):
+    """directline.md 7.11: a socket that stays open but delivers nothing (pings still
+    answered, so the liveness check is content) is caught up by a GET after idle_sync."""
+    ctl = emu.ctl
+    drv = driver_factory(liveness=60, idle_sync=1)
+    cid = drv.open("k1")
+    mark = drv.mark()
+    ctl.settings(conversation=cid, push=False)
+    talk(ctl, cid, "quiet-")
+    check_exactly_once(drv, ctl, "k1", cid)
+    assert texts(drv, "k1") == ["quiet-1", "quiet-2", "quiet-3"]
+    assert drv.states("k1", start=mark) == [], "no reconnect was needed"
+
+
 def test_f5_keepalives_and_unknown_frames_ignored(driver_factory, emu):
     """F5: empty and whitespace keep-alives and an unknown root change nothing."""
     ctl = emu.ctl

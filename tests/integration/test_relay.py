@@ -77,6 +77,9 @@ def test_handoff_accepted_at_once_and_closed_after(env):
     assert env.hub.send(env.port, {"id": "e-2", "type": "handoff.completed", "conversation": "c-2",
                                    "handoff_id": "x", "return_to_bot": False})[0] == 202
     env.daemon.wait_line("conv.state conv=webhook:c-2 from=agent to=closed")
+    env.emu.ctl.wait_count(env.dl_conversation("c-2"), "received", 4, timeout=20)
+    got = [a["value"]["state"] if a.get("name") == "handoff.status" else a["type"] for a in env.bot_received("c-2")]
+    assert got == ["message", "accepted", "completed", "endOfConversation"], "the status reaches the bot before the end"
 
 
 def test_replayed_handoff_escalates_once(env):
@@ -151,3 +154,81 @@ def test_kill_and_restart_mid_traffic(env):
     # contract tells the hub to drop (the fake does, into hub.redelivered).
     assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], "every reply once, in order"
     assert [a["text"] for a in env.bot_received("k-1")] == sent, "every message reached the bot once"
+
+
+def test_rules_edited_mid_conversation(env):
+    """A reload between two handoffs of one conversation: the second uses the new rules,
+    and the conversation (and its Direct Line conversation) carries on."""
+    import signal
+    hub, port = env.hub, env.port
+    hub.message(port, "r-1", "my order is late, I want a human")
+    first = hub.wait_handoff("r-1")
+    assert first["routing"]["queue"] == "orders"
+    dl_id = env.dl_conversation("r-1")
+    hub.send(port, {"id": "r-done", "type": "handoff.completed", "conversation": "r-1",
+                    "handoff_id": first["handoff_id"], "return_to_bot": True})
+    (env.workdir / "routes.lua").write_text(
+        (env.workdir / "routes.lua").read_text().replace('queue("orders"', 'queue("orders-v2"'))
+    env.daemon.proc.send_signal(signal.SIGHUP)
+    env.daemon.wait_line("reload.ok generation=2")
+    hub.message(port, "r-1", "thanks")
+    assert texts(hub.wait_messages("r-1", 3))[-1] == "You said: thanks"
+    hub.message(port, "r-1", "the order again, a human please")
+    env.hub.wait(lambda r: len([b for p, b in r if p == "/handoffs" and b["conversation"] == "r-1"]) >= 2,
+                 30, "the second handoff")
+    second = hub.handoffs("r-1")[1]
+    assert second["routing"]["queue"] == "orders-v2"
+    assert second["handoff_id"] != first["handoff_id"]
+    assert env.dl_conversation("r-1") == dl_id, "the same conversation with the bot throughout"
+    assert env.daemon.errors() == []
+
+
+def test_limits_answer_503(tmp_path):
+    """limits.conversations and limits.queued: the hub is told to come back later (503)."""
+    env = Environment(BIN, tmp_path, extra_config="limits = { conversations = 3, queued = 3 },")
+    try:
+        hub, port = env.hub, env.port
+        for i in range(3):
+            assert hub.message(port, f"l-{i}", "hello")[0] == 202
+        assert hub.message(port, "l-3", "hello") == (503, {"error": "overloaded"})
+        hub.wait_messages("l-0", 2)
+        # the bot stops taking messages: l-0's messages pile up to the limit
+        env.emu.ctl.fail("post", *([{"status": 500}] * 200), conversation=env.dl_conversation("l-0"))
+        answers = [hub.message(port, "l-0", f"m{j}")[0] for j in range(5)]
+        assert answers[:3] == [202, 202, 202] and 503 in answers[3:], answers
+        assert hub.message(port, "l-1", "others are not affected")[0] == 202
+    finally:
+        assert env.close() == 0
+
+
+def test_unreachable_desk_fails_the_handoff(tmp_path):
+    """The desk keeps answering 503 past retry.give_up_after: the fallback destination is
+    tried once, then the bot is told handoff.status failed and has the customer again."""
+    env = Environment(BIN, tmp_path, extra_config="retry = { base = 0.05, max_delay = 0.2, give_up_after = 1 },")
+    try:
+        hub, port = env.hub, env.port
+        hub.handoff_status = 503
+        hub.message(port, "f-1", "a human please, about my order")
+        env.daemon.wait_line("handoff.fallback conv=webhook:f-1")
+        env.daemon.wait_line("conv.state conv=webhook:f-1 from=routing to=bot")
+        queues = {a["queue"] for a in hub.handoff_attempts}
+        assert queues == {"orders", "default"}, queues  # the rules' choice, then config.fallback
+        cid = env.dl_conversation("f-1")
+        env.emu.ctl.wait_count(cid, "received", 2, timeout=20)
+        status = [a for a in env.emu.ctl.received(cid) if a.get("name") == "handoff.status"]
+        assert status[0]["value"]["state"] == "failed" and status[0]["value"]["message"]
+        hub.message(port, "f-1", "hello again")
+        assert texts(hub.wait_messages("f-1", 3))[-1] == "You said: hello again"
+    finally:
+        assert env.close() == 0
+
+
+def test_conversation_end_reaches_the_bot_after_the_queue(env):
+    hub, port = env.hub, env.port
+    hub.message(port, "e-1", "hello")
+    hub.message(port, "e-1", "and goodbye")
+    assert hub.send(port, {"id": "e-end", "type": "conversation.end", "conversation": "e-1"})[0] == 202
+    cid = env.dl_conversation("e-1")
+    env.emu.ctl.wait_count(cid, "received", 3, timeout=20)
+    assert [a.get("text") or a["type"] for a in env.bot_received("e-1")] == ["hello", "and goodbye", "endOfConversation"]
+    env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=closed")

@@ -51,6 +51,8 @@ function T.context_is_flat_and_bounded()
   assert(flat["h_var.Global.CustomerTier"] == "gold" and flat["h_var.n"] == "3")
   assert(flat.h_topics == '["Greeting","Order status"]')
   assert(#dropped == 0)
+  assert(context.flat(H, { priority = 2.0 }).priority == "2", "a decoded JSON number")
+  assert(context.flat(H, { priority = 2.5 }).priority == "2.5")
   flat, dropped = context.flat(H, { queue = "orders" }, { max_bytes = 40 })
   assert(flat.queue == "orders" and #dropped > 0)
   local size = 0

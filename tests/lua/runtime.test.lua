@@ -44,4 +44,12 @@ function T.sandbox_keeps_standard_libraries()
   assert(("%d"):format(7) == "7")
 end
 
+function T.relay_calls_need_a_relay_and_check_arguments()
+  local hd = require "handoff"
+  local ok, err = pcall(hd.customer, "c-1", { type = "message", text = "hi" })
+  assert(not ok and err:match("no relay is running"), tostring(err))
+  ok, err = pcall(hd.conversation, "c-1")
+  assert(not ok and err:match("no relay is running"), tostring(err))
+end
+
 return T

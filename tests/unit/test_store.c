@@ -146,6 +146,9 @@ static void test_outbox_order_retry_done(void **state)
 
 	assert_true(a > 0 && b > a);
 	store_outbox_add(f->st, "k", "to_bot", "other queue", 11);
+	assert_int_equal(store_outbox_count(f->st, "k", "to_hub"), 2);
+	assert_int_equal(store_outbox_count(f->st, "k", "to_bot"), 1);
+	assert_int_equal(store_outbox_count(f->st, "nobody", "to_bot"), 0);
 	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), 0);
 	assert_int_equal(it.id, a);
 	assert_string_equal(it.payload, "first");

@@ -1,0 +1,507 @@
+/* bench_directline.c - the Direct Line client (runtime/directline.c) at scale against the
+ * emulator (tests/dlemu) on loopback: N concurrent streaming conversations. Prints figures,
+ * asserts nothing about time.
+ *
+ *   bench_directline [-n CONVERSATIONS] [--tls] [--rounds R] [--source REPO_DIR]
+ *
+ * Phases: open N conversations and wait until all are online (time, resident memory per
+ * conversation once idle); R rounds of one bot message to every conversation (latency from
+ * the emulator's timestamp to dispatch, p50/p99; CPU time per dispatched activity; the time
+ * the client spends per activity, from its own histogram); then the reconnect storm of F26:
+ * the emulator drops every socket at once and the bot talks to everyone meanwhile (time
+ * until all are back, reconnects in flight at most, 429s, activities lost or repeated).
+ * The emulator runs as a child process (/usr/bin/python3 -m tests.dlemu); --rate-limit N
+ * makes it refuse more than N reconnects and handshakes per second with 429 (F26). */
+#define _GNU_SOURCE	/* memmem, strptime */
+#include "config.h"
+#include "directline.h"
+#include "http_client.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+
+#include <handoffd/activity.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INFO_MAX 4096
+#define PHASE_DEADLINE_MS (10u * 60u * 1000u)
+
+struct bench {
+	struct loop *lp;
+	struct log *lg;
+	struct http_client *hc;
+	struct metrics *m;
+	struct directline *dl;
+	struct dl_conv **convs;
+	unsigned *got;		/* activities dispatched per conversation */
+	double *lat_ms;		/* emulator timestamp to dispatch, per activity of the rounds */
+	size_t nlat, lat_cap;
+	size_t n, online, dispatched, waiting_for;	/* waiting_for: stop at this many */
+	bool measuring;
+	bool storm;
+	uint64_t deadline_ms;
+	struct loop_timer *check;
+	char control[256], base[256], ca[512], secret[128];
+};
+
+/* {===== Emulator process */
+
+/* The string value of "KEY": "..." in the emulator's one-line JSON info (its own format,
+ * flat and ASCII). */
+static int info_field(const char *info, const char *key, char *out, size_t cap)
+{
+	char pat[64];
+	const char *p, *e;
+
+	snprintf(pat, sizeof(pat), "\"%s\": \"", key);
+	p = strstr(info, pat);
+	if (!p)
+		return -ENOENT;
+	p += strlen(pat);
+	e = strchr(p, '"');
+	if (!e || (size_t)(e - p) >= cap)
+		return -ENOSPC;
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = '\0';
+	return 0;
+}
+
+static pid_t spawn_emulator(const char *source, char *info, size_t cap)
+{
+	int out[2], in[2];
+	pid_t pid;
+	FILE *f;
+
+	if (pipe(out) < 0 || pipe(in) < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(in[0], 0);
+		close(out[0]);
+		close(in[1]);
+		if (chdir(source) < 0)
+			_exit(127);
+		execl("/usr/bin/python3", "python3", "-m", "tests.dlemu", "--stdin", "watch", (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	close(in[0]);	/* in[1] stays open: the emulator stops when we exit */
+	f = fdopen(out[0], "r");
+	if (pid < 0 || !f || !fgets(info, (int)cap, f))
+		return -1;
+	return pid;
+}
+
+/* }===== */
+
+/* {===== Client callbacks */
+
+static double now_realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The emulator stamps each activity with UTC microseconds ("2026-11-25T00:24:28.907923Z"). */
+static double stamp_ms(const char *raw, size_t len)
+{
+	const char *p = memmem(raw, len, "\"timestamp\":\"", 13);
+	struct tm tm = { 0 };
+	double frac = 0;
+	char *end;
+
+	if (!p)
+		return -1;
+	end = strptime(p + 13, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!end)
+		return -1;
+	if (*end == '.')
+		frac = strtod(end, NULL);
+	return (double)timegm(&tm) * 1e3 + frac * 1e3;
+}
+
+static void on_activity(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg)
+{
+	struct bench *b = arg;
+	size_t i = strtoul(key + 1, NULL, 10);
+	double ts;
+
+	(void)c;
+	if (!hd_str_eq(a->type, "message"))
+		return;
+	b->got[i]++;
+	b->dispatched++;
+	if (b->measuring && b->nlat < b->lat_cap && (ts = stamp_ms(a->raw.ptr, a->raw.len)) > 0)
+		b->lat_ms[b->nlat++] = now_realtime_ms() - ts;
+	if (b->waiting_for && b->dispatched >= b->waiting_for)
+		loop_stop(b->lp);
+}
+
+static void on_state(struct dl_conv *c, const char *key, enum dl_state state, const char *reason, void *arg)
+{
+	struct bench *b = arg;
+
+	(void)c;
+	(void)key;
+	(void)reason;
+	if (!b->storm && state == DL_STATE_ONLINE && ++b->online == b->n)
+		loop_stop(b->lp);
+}
+
+static const struct directline_callbacks callbacks = { .on_activity = on_activity, .on_state = on_state };
+
+/* }===== */
+
+/* {===== Helpers */
+
+static double rss_mb(void)
+{
+	long pages = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return (double)resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+	       ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void on_check(void *arg)
+{
+	struct bench *b = arg;
+
+	if (loop_now_ms() > b->deadline_ms)
+		loop_stop(b->lp);
+}
+
+/* Runs the loop until a callback stops it or the phase deadline passes. */
+static void run(struct bench *b)
+{
+	b->deadline_ms = loop_now_ms() + PHASE_DEADLINE_MS;
+	loop_timer_start(b->check, 1000, 1);
+	loop_run(b->lp);
+	loop_timer_stop(b->check);
+}
+
+static void on_control_done(const struct http_response *res, int err, void *arg)
+{
+	(void)arg;
+	if (err || res->status != 200)
+		fprintf(stderr, "control call failed: %s %d\n", http_client_strerror(err), res->status);
+}
+
+static void control(struct bench *b, const char *path, const char *body)
+{
+	char url[512];
+	struct http_header h[] = { { "Content-Type", "application/json" } };
+	struct http_request req = { .method = "POST", .url = url, .headers = h, .nheaders = 1,
+				    .body = body, .body_len = strlen(body), .timeout_ms = 120000 };
+
+	snprintf(url, sizeof(url), "%s%s", b->control, path);
+	http_client_request(b->hc, &req, on_control_done, b, NULL);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, size_t n, double p)
+{
+	return n ? v[(size_t)((double)(n - 1) * p)] : 0;
+}
+
+/* The histogram's bucket bound (microseconds) below which a fraction P of activities fall. */
+static unsigned hist_pct(const struct directline_stats *st, double p)
+{
+	uint64_t total = 0, acc = 0;
+	size_t nb = sizeof(st->dispatch_us_hist) / sizeof(st->dispatch_us_hist[0]);
+
+	for (size_t i = 0; i < nb; i++)
+		total += st->dispatch_us_hist[i];
+	for (size_t i = 0; i < nb; i++) {
+		acc += st->dispatch_us_hist[i];
+		if (acc >= (uint64_t)((double)total * p))
+			return 1u << i;
+	}
+	return 0;
+}
+
+/* }===== */
+
+/* {===== Phases */
+
+static int write_config(const struct bench *b, const char *path, unsigned max_concurrent)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return -errno;
+	fprintf(f, "return { directline = { base = \"%s\", secret = \"%s\", ca_file = \"%s\",\n"
+		"  reconnect_max_concurrent = %u, reconnect_base = 1, reconnect_cap = 30 } }\n",
+		b->base, b->secret, b->ca, max_concurrent);
+	fclose(f);
+	return 0;
+}
+
+static void phase_open(struct bench *b)
+{
+	double rss0 = rss_mb(), t0 = now_realtime_ms();
+	char key[32];
+
+	for (size_t i = 0; i < b->n; i++) {
+		snprintf(key, sizeof(key), "c%zu", i);
+		b->convs[i] = directline_open(b->dl, key, NULL);
+	}
+	run(b);
+	printf("open: conversations=%zu online=%zu seconds=%.1f\n", b->n, b->online,
+	       (now_realtime_ms() - t0) / 1e3);
+	/* Idle a moment so what the opening needed (requests, handshakes) is released. */
+	b->waiting_for = (size_t)-1;
+	b->deadline_ms = loop_now_ms() + 2000;
+	loop_timer_start(b->check, 200, 1);
+	loop_run(b->lp);
+	loop_timer_stop(b->check);
+	b->waiting_for = 0;
+	printf("memory: rss_before_mb=%.1f rss_idle_mb=%.1f per_conversation_kb=%.1f\n", rss0, rss_mb(),
+	       (rss_mb() - rss0) * 1024.0 / (double)b->n);
+}
+
+static void phase_rounds(struct bench *b, unsigned rounds)
+{
+	double cpu0 = cpu_s();
+	struct directline_stats st;
+	size_t before = b->dispatched;
+
+	b->measuring = true;
+	for (unsigned r = 0; r < rounds; r++) {
+		b->waiting_for = b->dispatched + b->n;
+		control(b, "/bot", "{\"seq\":1,\"prefix\":\"round-\"}");
+		run(b);
+	}
+	b->measuring = false;
+	b->waiting_for = 0;
+	qsort(b->lat_ms, b->nlat, sizeof(double), cmp_double);
+	directline_get_stats(b->dl, &st);
+	printf("rounds: activities=%zu cpu_us_per_activity=%.1f\n", b->dispatched - before,
+	       (cpu_s() - cpu0) * 1e6 / (double)(b->dispatched - before));
+	printf("latency emulator timestamp to dispatch, ms: min=%.2f p50=%.2f p99=%.2f max=%.2f\n",
+	       pct(b->lat_ms, b->nlat, 0), pct(b->lat_ms, b->nlat, 0.5), pct(b->lat_ms, b->nlat, 0.99),
+	       pct(b->lat_ms, b->nlat, 1.0));
+	printf("dispatch (client's own time per activity, whole run): p50<%uus p99<%uus\n",
+	       hist_pct(&st, 0.5), hist_pct(&st, 0.99));
+}
+
+static void print_emulator_stats(struct bench *b);
+
+static void phase_storm(struct bench *b, unsigned rounds)
+{
+	struct directline_stats st;
+	double t0 = now_realtime_ms();
+	uint64_t deadline = loop_now_ms() + PHASE_DEADLINE_MS, reconnects0;
+	size_t lost = 0, repeated = 0, expected = b->dispatched + b->n;
+
+	directline_get_stats(b->dl, &st);
+	reconnects0 = st.reconnects;
+	b->storm = true;
+	control(b, "/stats/reset", "{}");
+	control(b, "/drop", "{}");
+	control(b, "/bot", "{\"seq\":1,\"prefix\":\"storm-\"}");
+	b->waiting_for = expected;
+	for (;;) {	/* 100 ms slices until everything is back */
+		b->deadline_ms = loop_now_ms() + 100;
+		loop_timer_start(b->check, 100, 1);
+		loop_run(b->lp);
+		directline_get_stats(b->dl, &st);
+		if ((b->dispatched >= expected && st.online == b->n) || loop_now_ms() > deadline)
+			break;
+	}
+	loop_timer_stop(b->check);
+	b->waiting_for = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		lost += b->got[i] < rounds + 1u;
+		repeated += b->got[i] > rounds + 1u;
+	}
+	printf("storm: seconds_until_all_back=%.1f online=%zu reconnects=%llu connects_in_flight_peak=%u "
+	       "conversations_missing_an_activity=%zu conversations_with_a_repeat=%zu\n",
+	       (now_realtime_ms() - t0) / 1e3, st.online, (unsigned long long)(st.reconnects - reconnects0),
+	       st.connects_peak, lost, repeated);
+	print_emulator_stats(b);
+}
+
+static void on_stats(const struct http_response *res, int err, void *arg)
+{
+	struct bench *b = arg;
+
+	if (!err)
+		printf("emulator stats after the storm: %.*s\n", (int)res->body_len, res->body);
+	loop_stop(b->lp);
+}
+
+static void print_emulator_stats(struct bench *b)
+{
+	char url[512];
+	struct http_request req = { .url = url, .timeout_ms = 30000 };
+
+	snprintf(url, sizeof(url), "%s/stats", b->control);
+	if (http_client_request(b->hc, &req, on_stats, b, NULL) == 0)
+		run(b);
+}
+
+/* }===== */
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		printf("open files limit: %llu\n", (unsigned long long)rl.rlim_cur);
+	}
+}
+
+struct args {
+	const char *source;
+	unsigned rounds, max_concurrent, rate_limit;
+	bool tls;
+};
+
+static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
+{
+	*a = (struct args){ .source = HANDOFFD_SCRIPT_DIR "/..", .rounds = 5, .max_concurrent = 64 };
+	b->n = 1000;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+			b->n = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+			a->rounds = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--concurrent") == 0 && i + 1 < argc)
+			a->max_concurrent = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--rate-limit") == 0 && i + 1 < argc)
+			a->rate_limit = (unsigned)atoi(argv[++i]);
+		else if (strcmp(argv[i], "--source") == 0 && i + 1 < argc)
+			a->source = argv[++i];
+		else if (strcmp(argv[i], "--tls") == 0)
+			a->tls = true;
+	}
+}
+
+/* The emulator's addresses, and the client's settings through the real config loader. */
+static struct config *emulator_config(struct bench *b, const struct args *a, const char *info)
+{
+	char err[512] = "", path[] = "/tmp/bench_directline_XXXXXX";
+	struct config *cfg = NULL;
+	int fd;
+
+	if (info_field(info, a->tls ? "https_base" : "http_base", b->base, sizeof(b->base)) < 0 ||
+	    info_field(info, "control", b->control, sizeof(b->control)) < 0 ||
+	    info_field(info, "secret", b->secret, sizeof(b->secret)) < 0 ||
+	    info_field(info, "ca_file", b->ca, sizeof(b->ca)) < 0)
+		return NULL;
+	fd = mkstemp(path);
+	if (fd >= 0 && write_config(b, path, a->max_concurrent) == 0)
+		cfg = config_load(path, err, sizeof(err));
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+	}
+	if (!cfg)
+		fprintf(stderr, "config: %s\n", err);
+	return cfg;
+}
+
+static int setup(struct bench *b, const struct args *a, const struct config *cfg)
+{
+	b->lp = loop_new();
+	b->lg = log_new();
+	b->m = metrics_new();
+	if (!b->lp || !b->lg || !b->m || http_client_global_init() < 0)
+		return -ENOMEM;
+	log_set_level(b->lg, LEVEL_WARN);
+	b->hc = http_client_new(b->lp, b->lg, &(struct http_client_opts){ .ca_file = b->ca, .proxy = "" });
+	b->dl = b->hc ? directline_new(b->lp, b->lg, b->hc, b->m, &cfg->directline, &callbacks, b) : NULL;
+	b->check = loop_timer_new(b->lp, on_check, b);
+	b->convs = calloc(b->n, sizeof(*b->convs));
+	b->got = calloc(b->n, sizeof(*b->got));
+	b->lat_cap = b->n * a->rounds;
+	b->lat_ms = calloc(b->lat_cap + 1, sizeof(double));
+	return b->dl && b->check && b->convs && b->got && b->lat_ms ? 0 : -ENOMEM;
+}
+
+static void teardown(struct bench *b)
+{
+	for (size_t i = 0; b->convs && i < b->n; i++)
+		directline_close(b->convs[i], false);
+	directline_free(b->dl);
+	loop_timer_free(b->check);
+	http_client_free(b->hc);
+	http_client_global_cleanup();
+	metrics_free(b->m);
+	log_free(b->lg);
+	loop_free(b->lp);
+	free(b->convs);
+	free(b->got);
+	free(b->lat_ms);
+}
+
+int main(int argc, char **argv)
+{
+	static struct bench b;
+	struct args a;
+	char info[INFO_MAX];
+	struct config *cfg;
+	pid_t emu;
+	int rc = 1;
+
+	parse_args(argc, argv, &b, &a);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	emu = spawn_emulator(a.source, info, sizeof(info));
+	cfg = emu > 0 ? emulator_config(&b, &a, info) : NULL;
+	if (!cfg) {
+		fprintf(stderr, "the emulator did not start (run from a build of %s)\n", a.source);
+		return 1;
+	}
+	printf("bench_directline: conversations=%zu transport=%s rounds=%u reconnect_max_concurrent=%u "
+	       "emulator_rate_limit=%u\n", b.n, a.tls ? "wss" : "ws", a.rounds, a.max_concurrent, a.rate_limit);
+	if (setup(&b, &a, cfg) == 0) {
+		char body[64];
+
+		snprintf(body, sizeof(body), "{\"connect_rate_limit\":%u}", a.rate_limit);
+		control(&b, "/settings", body);
+		phase_open(&b);
+		phase_rounds(&b, a.rounds);
+		phase_storm(&b, a.rounds);
+		rc = 0;
+	}
+	teardown(&b);
+	config_free(cfg);
+	kill(emu, SIGTERM);
+	waitpid(emu, NULL, 0);
+	return rc;
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""Relay benchmark: customer message in at the hub, bot reply out to the hub.
+
+Runs the Direct Line emulator (its bot answers at once), the webhook-hub fake and
+handoffd (a non-sanitized build, please), then drives C conversations x M messages
+through the generic webhook contract. Prints: messages relayed per second (wall clock,
+limited by the Python harness on the same 2 cores), handoffd's CPU time per relayed
+message (so its capacity on one core), p50/p99 of the round trip hub -> handoffd ->
+bot -> handoffd -> hub, and handoffd's resident memory per active conversation.
+Asserts nothing about time.
+
+    /usr/bin/python3 tests/bench/bench_relay.py build-rel/handoffd [conversations] [messages]
+"""
+import asyncio
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import aiohttp  # noqa: E402
+
+from fakehub import sign  # noqa: E402
+from relay_env import Environment  # noqa: E402
+
+
+def proc_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    return cpu, rss * 1024
+
+
+async def drive(env, conversations, messages):
+    url = f"http://127.0.0.1:{env.port}/hubs/webhook/events"
+    sent_at = {}
+
+    async def post(session, conv, text):
+        body = json.dumps({"id": str(uuid.uuid4()), "type": "message", "conversation": conv,
+                           "user": {"id": "u-" + conv}, "text": text}).encode()
+        ts = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "X-Handoffd-Timestamp": ts,
+                   "X-Handoffd-Delivery": str(uuid.uuid4()),
+                   "X-Handoffd-Signature": sign(env.hub.secret, ts, body)}
+        sent_at[(conv, "You said: " + text)] = time.monotonic()
+        async with session.post(url, data=body, headers=headers) as r:
+            assert r.status == 202, r.status
+
+    async def conversation(session, i):
+        for j in range(messages):
+            await post(session, f"b-{i}", f"m{j}")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
+        await asyncio.gather(*(conversation(s, i) for i in range(conversations)))
+    return sent_at
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else str(ROOT / "build" / "handoffd")
+    conversations = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    messages = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        env = Environment(binary, tmp,
+                          emulator_settings={"bot_delay_ms": 0})
+        try:
+            pid = env.daemon.proc.pid
+            cpu0, rss0 = proc_stat(pid)
+            # open every conversation first (greeting), to measure memory per conversation
+            asyncio.run(drive(env, conversations, 1))
+            env.hub.wait(lambda r: len(r) >= conversations * 2, 300, "the greetings")
+            cpu1, rss1 = proc_stat(pid)
+            n = conversations * messages
+            t0 = time.monotonic()
+            sent = asyncio.run(drive(env, conversations, messages))
+            env.hub.wait(lambda r: len(r) >= conversations * (2 + messages), 600, "every reply")
+            wall = time.monotonic() - t0
+            cpu2, rss2 = proc_stat(pid)
+            rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items() if k in env.hub.arrivals)
+        finally:
+            env.close()
+    print(f"conversations {conversations}, messages {n} (each answered by the bot at once)")
+    print(f"relayed: {n / wall:,.0f} messages/s wall clock (harness in Python on the same 2 cores)")
+    print(f"handoffd CPU: {(cpu2 - cpu1) / n * 1e6:,.0f} us per relayed message (in + out) "
+          f"= {n / max(cpu2 - cpu1, 1e-9):,.0f} messages per CPU-second")
+    print(f"round trip hub -> handoffd -> bot -> handoffd -> hub: p50 {statistics.median(rtt) * 1e3:.2f} ms, "
+          f"p99 {rtt[int(len(rtt) * 0.99) - 1] * 1e3:.2f} ms")
+    print(f"resident memory: {rss0 / 2**20:.1f} MiB idle, {rss1 / 2**20:.1f} MiB with {conversations} conversations "
+          f"= {(rss1 - rss0) / conversations / 1024:.1f} KiB per conversation; {rss2 / 2**20:.1f} MiB after the run")
+
+
+if __name__ == "__main__":
+    main()

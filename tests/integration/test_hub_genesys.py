@@ -1,0 +1,181 @@
+"""End to end with Genesys Cloud Open Messaging as the desk behind the generic webhook front.
+
+Setup (relay_env.Environment with front = hubs.webhook, desk = hubs.genesys): the Direct
+Line emulator and its scripted bot, the webhook hub's contract fake (where the customer
+chats), the Genesys contract fake (fake_genesys.py: OAuth login, the inbound Open
+Messaging API, the Conversations API, signed outbound webhooks), and handoffd. Routing
+sends "order" talk to queue orders with skill late-delivery. Each test states its input
+and the traffic it expects on every wire.
+"""
+import json
+
+import pytest
+
+from conftest import BIN
+from fake_genesys import (CLIENT_ID, CLIENT_SECRET, INTEGRATION_ID, NOTICE_TOKEN, WEBHOOK_SECRET,
+                          FakeGenesys, sign)
+from relay_env import Environment
+
+
+def desk_config(genesys):
+    def hubs(front):
+        return f"""front = {{ module = "hubs.webhook", url = "{front.url}", secret = "{front.secret}", token = "{front.token}" }},
+  desk = {{ module = "hubs.genesys", api_url = "{genesys.url}", login_url = "{genesys.url}",
+           client_id = "{CLIENT_ID}", client_secret = "{CLIENT_SECRET}", integration_id = "{INTEGRATION_ID}",
+           webhook_secret = "{WEBHOOK_SECRET}", disconnect_token = "{NOTICE_TOKEN}", timeout_ms = 5000 }},"""
+    return hubs
+
+
+def start(tmp_path, token_lifetime=3600):
+    genesys = FakeGenesys(token_lifetime).start()
+    try:
+        env = Environment(BIN, tmp_path, hubs=desk_config(genesys))
+    except BaseException:
+        genesys.stop()
+        raise
+    env.genesys = genesys
+    return env
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = start(tmp_path)
+    yield e
+    assert e.close() == 0, "handoffd stops cleanly"
+    e.genesys.stop()
+
+
+def texts(messages):
+    return [m["activity"]["text"] for m in messages]
+
+
+def statuses(env, conv):
+    return [a["value"]["state"] for a in env.bot_received(conv) if a.get("name") == "handoff.status"]
+
+
+def hand_off(env, conv, says="My order is late, I want a human"):
+    """The customer talks to the bot, then asks for a human; returns the first inbound message."""
+    env.hub.message(env.port, conv, "hello")
+    env.hub.wait_messages(conv, 2)
+    before = len(env.genesys.inbound)
+    env.hub.message(env.port, conv, says)
+    return env.genesys.wait_inbound(before + 1)[before]
+
+
+def test_full_flow(env):
+    hub, genesys, port = env.hub, env.genesys, env.port
+    genesys.script = [(429, {"Retry-After": "0"}), (503, None)]   # the handoff is retried through both
+    query, first, token = hand_off(env, "c-1")
+    # the handoff: one inbound message that opens the Genesys conversation
+    assert query == {"prefetchConversationId": "true"}
+    frm = first["channel"]["from"]
+    assert frm == {"id": "c-1", "idType": "Opaque", "nickname": "Dana", "firstName": "Dana"}
+    attrs = first["channel"]["metadata"]["customAttributes"]
+    assert attrs["queue"] == "orders" and attrs["skill"] == "late-delivery" and attrs["priority"] == "2"
+    assert attrs["handoffd_conversation"] == "c-1" and attrs["handoffd_handoff"].startswith("h-")
+    assert attrs["customer_id"] == "u-7" and attrs["customer_name"] == "Dana"
+    assert attrs["var.Global.CustomerTier"] == "gold" and attrs["conversation_id"] == env.dl_conversation("c-1")
+    lines = first["text"].splitlines()
+    assert lines[0].startswith("Conversation with the bot before the handoff")
+    assert "Dana: hello" in lines and "Dana: My order is late, I want a human" in lines
+    assert genesys.script == [] and genesys.logins == [token]
+    assert genesys.rejected == []
+    # the customer writes while waiting in queue: to Genesys, not to the bot
+    assert hub.message(port, "c-1", "are you there?")[0] == 202
+    assert genesys.wait_inbound(2)[1][1]["text"] == "are you there?"
+    # the agent answers: accepted at the bot, the message at the front
+    assert genesys.agent_says(port, "c-1", "Hi Dana, I'm Sam", msg_id="g-1") == (200, {"ok": True})
+    assert texts(hub.wait_messages("c-1", 4))[-1] == "Hi Dana, I'm Sam"
+    assert genesys.agent_says(port, "c-1", "Hi Dana, I'm Sam", msg_id="g-1") == (200, {"ok": True, "duplicate": True})
+    env.daemon.wait_line("conv.state conv=webhook:c-1 from=routing to=agent")
+    # customer <-> agent both ways, the bot hears none of it
+    assert hub.message(port, "c-1", "where is my order?")[0] == 202
+    inbound = genesys.wait_inbound(3)
+    assert inbound[2][1]["text"] == "where is my order?" and inbound[2][1]["channel"]["from"]["id"] == "c-1"
+    assert len({b["channel"]["messageId"] for _, b, _ in inbound}) == 3, "every message has its own id"
+    genesys.agent_says(port, "c-1", "It ships today")
+    assert texts(hub.wait_messages("c-1", 5))[-1] == "It ships today"
+    # the agent disconnects: completed at the bot, and the bot has the customer again
+    assert genesys.disconnect(port, "c-1") == (200, {"ok": True})
+    env.daemon.wait_line("conv.state conv=webhook:c-1 from=agent to=bot")
+    hub.message(port, "c-1", "thanks, one more question")
+    assert texts(hub.wait_messages("c-1", 6))[-1] == "You said: thanks, one more question"
+    assert statuses(env, "c-1") == ["accepted", "completed"]
+    said = [a.get("text") for a in env.bot_received("c-1") if a["type"] == "message"]
+    assert "are you there?" not in said and "where is my order?" not in said
+    assert len(genesys.inbound) == 3 and hub.redelivered == [] and hub.rejected == []
+    assert env.daemon.errors() == []
+
+
+def test_token_renewed_before_expiry_and_after_a_401(tmp_path):
+    env = start(tmp_path, token_lifetime=1)
+    try:
+        genesys = env.genesys
+        genesys.login_script = [(503, None)]        # the first login fails for now: retried
+        _, _, first = hand_off(env, "r-1")
+        assert genesys.logins == [first] and genesys.login_script == []
+        genesys.wait_token_expired(first)
+        env.hub.message(env.port, "r-1", "still waiting")
+        _, body, second = genesys.wait_inbound(2)[1]
+        assert body["text"] == "still waiting"
+        assert second != first and genesys.logins == [first, second], "renewed before use, not after a refusal"
+        genesys.revoke_all()                         # revoked early: the API answers 401
+        env.hub.message(env.port, "r-1", "hello?")
+        _, body, third = genesys.wait_inbound(3)[2]
+        assert body["text"] == "hello?" and third not in (first, second)
+        assert [r[1] for r in genesys.rejected] == ["bad token"], "one refusal, then a new login"
+        assert len(genesys.inbound) == 3, "each message once"
+        assert env.daemon.errors() == []
+        secrets = [CLIENT_SECRET, WEBHOOK_SECRET, *genesys.logins]
+        assert not [l for l in env.daemon.lines if any(x in l for x in secrets)], "no secret or token in the log"
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
+
+
+def test_bad_signature_is_401(env):
+    genesys, port = env.genesys, env.port
+    hand_off(env, "s-1")
+    body = json.dumps(FakeGenesys.outbound("s-1", "Text", text="from a stranger", originatingEntity="Human")).encode()
+    assert genesys.post(port, body, signature=sign("not-the-webhook-secret-0000", body))[0] == 401
+    assert genesys.post(port, body, signature="")[0] == 401
+    assert genesys.post(port, body, signature=sign(WEBHOOK_SECRET, body).replace("sha256=", "sha1="))[0] == 401
+    assert genesys.post(port, body + b" ", signature=sign(WEBHOOK_SECRET, body))[0] == 401, "signs the raw body"
+    assert genesys.post(port, b"[1]")[0] == 400
+    unknown = json.dumps(FakeGenesys.outbound("nobody", "Text", text="hi")).encode()
+    assert genesys.post(port, unknown) == (200, {"ok": True, "ignored": "unknown conversation"})
+    assert env.hub.messages("s-1")[-1]["activity"]["text"].startswith("Transferring you")
+    assert statuses(env, "s-1") == [], "nothing reached the customer or the bot"
+    assert genesys.post(port, body) == (200, {"ok": True})
+    assert env.hub.wait_messages("s-1", 4)[-1]["activity"]["text"] == "from a stranger"
+
+
+def test_disconnect_notice_from_a_trigger_is_checked_with_the_api(env):
+    genesys, port = env.genesys, env.port
+    hand_off(env, "t-1")
+    gid = genesys.conversation_of("t-1")
+    genesys.agent_typing(port, "t-1")                # the agent is connected and typing: accepted
+    env.daemon.wait_line("conv.state conv=webhook:t-1 from=routing to=agent")
+    assert genesys.notice(port, gid, token="wrong-token-wrong-token-0000")[0] == 401
+    assert genesys.notice(port, gid) == (200, {"ok": True, "ignored": "an agent is still connected"})
+    status, answer = genesys.notice(port, "no-such-conversation")
+    assert status == 200 and answer["ignored"].startswith("HTTP 404")
+    genesys.script = [(503, None)]
+    assert genesys.notice(port, gid)[0] == 503, "the workflow may try again"
+    genesys.agent_leaves("t-1")                      # no Presence event on the webhook this time
+    assert genesys.notice(port, gid) == (200, {"ok": True})
+    env.daemon.wait_line("conv.state conv=webhook:t-1 from=agent to=bot")
+    env.emu.ctl.wait_count(env.dl_conversation("t-1"), "received", 4, timeout=20)
+    assert statuses(env, "t-1") == ["accepted", "completed"]
+    assert env.daemon.errors() == []
+
+
+def test_conversation_ended_before_an_agent_took_it_fails_the_handoff(env):
+    genesys, port = env.genesys, env.port
+    hand_off(env, "f-1")
+    assert genesys.agent_says(port, "f-1", "You are number 3 in the queue", originating="Bot")[0] == 200
+    assert env.hub.wait_messages("f-1", 4)[-1]["activity"]["text"] == "You are number 3 in the queue"
+    assert genesys.disconnect(port, "f-1")[0] == 200
+    env.daemon.wait_line("conv.state conv=webhook:f-1 from=routing to=bot")
+    env.emu.ctl.wait_count(env.dl_conversation("f-1"), "received", 3, timeout=20)
+    assert statuses(env, "f-1") == ["failed"], "a flow's automatic message is not an agent accepting"
