@@ -10,13 +10,11 @@ import hmac
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 from aiohttp import web
 
-from fakeserver import FakeServer
+from fakeserver import FakeServer, post_json
 
 SECRET = "hub-secret-0123456789abcdef"
 TOKEN = "hub-token-abc"
@@ -135,17 +133,7 @@ class FakeHub:
         headers = {"Content-Type": "application/json", "X-Handoffd-Timestamp": ts,
                    "X-Handoffd-Delivery": str(uuid.uuid4()),
                    "X-Handoffd-Signature": sign(secret or self.secret, ts, body)}
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/hubs/webhook/events", data=body,
-                                     headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            try:
-                return e.code, json.loads(text or b"null")
-            except ValueError:
-                return e.code, text.decode(errors="replace")
+        return post_json(f"http://127.0.0.1:{port}/hubs/webhook/events", body, headers)
 
     def message(self, port, conversation, text, user="u-7", name="Dana", event_id=None):
         return self.send(port, {"id": event_id or str(uuid.uuid4()), "type": "message",
