@@ -226,6 +226,7 @@ def test_unreachable_desk_fails_the_handoff(tmp_path):
 def test_conversation_end_reaches_the_bot_after_the_queue(env):
     hub, port = env.hub, env.port
     hub.message(port, "e-1", "hello")
+    hub.wait_messages("e-1", 2)  # the bot's conversation exists (its id is stored)
     hub.message(port, "e-1", "and goodbye")
     assert hub.send(port, {"id": "e-end", "type": "conversation.end", "conversation": "e-1"})[0] == 202
     cid = env.dl_conversation("e-1")
