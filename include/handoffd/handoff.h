@@ -75,6 +75,15 @@ struct hd_handoff {
 	struct hd_transcript transcript;
 };
 
+/* A copy of H that points only into one block of hd_handoff_copy_size(H) bytes at MEM
+ * (aligned for any type, such as malloc's), so that it stays valid after the parser's
+ * next parse and without the input buffer; it is freed with MEM. Its strings hold the
+ * same bytes: those inside the event's JSON text (RAW) are inside the copy's RAW at the
+ * same offsets, and likewise for the decoded CONTEXT.RAW and TRANSCRIPT.RAW. The size
+ * is 0 when it would not fit in a size_t. Returns MEM. */
+size_t hd_handoff_copy_size(const struct hd_handoff *h);
+struct hd_handoff *hd_handoff_copy_to(void *mem, const struct hd_handoff *h);
+
 /* The first handoff of a parsed set, or NULL. */
 const struct hd_handoff *hd_activity_set_handoff(const struct hd_activity_set *set);
 

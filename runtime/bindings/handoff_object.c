@@ -1,9 +1,11 @@
 /* bindings/handoff_object.c - the handoff object as Lua sees it, built in C from a
  * struct hd_handoff (handoff.c): plain tables for the parties, the context and the
- * transcript, so routing code never decodes JSON, and one `raw` userdata holding a copy
- * of the event's JSON text, which hands out the raw context, transcript and entries on
- * demand so a hub script can forward them verbatim. Also the `handoff.payload` module.
- * Parsing lives in activity.c and handoff.c; this file only translates. */
+ * transcript, so routing code never decodes JSON, and one `raw` userdata owning a copy
+ * of the handoff (hd_handoff_copy_to), which hands out the raw context, transcript and
+ * entries on demand so a hub script can forward them verbatim. The tables are built
+ * from that copy when first read, so a handoff costs little more than its parse until
+ * a script looks at it. Also the `handoff.payload` module. Parsing lives in activity.c
+ * and handoff.c, the copy in handoff_copy.c; this file only translates. */
 #include "handoff_object.h"
 
 #include <handoffd/activity.h>
@@ -16,149 +18,140 @@
 #define RAW_METATABLE "handoff.raw"
 #define PARSER_KEY "handoff.payload.parser"
 
-/* {==== The raw userdata: one block holding the spans and the bytes they point into */
+/* {==== Keys: every key of the object as a Lua string, made once per state
+ *
+ * Setting a field by its C name (lua_setfield) costs a probe of Lua's string cache and,
+ * when that misses, a hash and a search of the string table: with a few dozen keys per
+ * object, that is much of the cost of a small one. The kit, a table in the registry,
+ * holds every key, and the raw userdata's metatable. */
 
-struct raw_span {
-	size_t off;
-	size_t len;
-	bool present;
+enum key {
+	K_RAW_MT = 1,
+	K_ACTIVITY_ID, K_CONVERSATION_ID, K_REASON, K_CONTEXT_ERROR, K_TRANSCRIPT_ERROR,
+	K_TRANSCRIPT_URL, K_RAW, K_CONTEXT, K_TRANSCRIPT, K_USER, K_BOT,
+	K_INDEX, K_NEWINDEX, K_PAIRS, K_METATABLE,
+	K_ID, K_TYPE, K_ROLE, K_NAME, K_TEXT, K_TIMESTAMP,	/* in the order of enum entry_field */
+	K_VARS,
+	K_FIELDS,			/* the HD_CTX_NFIELDS friendly names of the context */
+	K_NKEYS = K_FIELDS + HD_CTX_NFIELDS
 };
 
-struct handoff_raw {
-	size_t nentries;
-	struct raw_span activity, context, transcript;
-	struct raw_span entries[];	/* followed by the bytes */
+static const char *const key_names[K_FIELDS] = {
+	[K_ACTIVITY_ID] = "activity_id", [K_CONVERSATION_ID] = "conversation_id",
+	[K_REASON] = "reason", [K_CONTEXT_ERROR] = "context_error",
+	[K_TRANSCRIPT_ERROR] = "transcript_error", [K_TRANSCRIPT_URL] = "transcript_url",
+	[K_RAW] = "raw", [K_CONTEXT] = "context", [K_TRANSCRIPT] = "transcript",
+	[K_USER] = "user", [K_BOT] = "bot",
+	[K_INDEX] = "__index", [K_NEWINDEX] = "__newindex", [K_PAIRS] = "__pairs",
+	[K_METATABLE] = "__metatable",
+	[K_ID] = "id", [K_TYPE] = "type", [K_ROLE] = "role", [K_NAME] = "name", [K_TEXT] = "text",
+	[K_TIMESTAMP] = "timestamp", [K_VARS] = "vars",
 };
 
-/* The userdata holds the block; the block lives outside Lua's heap, since a payload of
- * megabytes counted as Lua allocation would pull every next collection forward. */
-struct raw_box {
-	struct handoff_raw *block;
-};
+static const char kit_key;	/* its address is the kit's key in the registry */
 
-/* Where the copied pieces go: the event's text first, then the context and transcript
- * texts that were decoded from JSON strings and so are not inside it. */
-struct layout {
-	struct hd_str region[3];
-	size_t off[3];
-	int n;
-	size_t total;
-};
+static void push_raw_metatable(lua_State *L);
 
-static bool inside(struct hd_str outer, struct hd_str s)
+/* Pushes the kit and returns its stack index. */
+static int push_kit(lua_State *L)
 {
-	return outer.ptr && s.ptr >= outer.ptr && s.ptr + s.len <= outer.ptr + outer.len;
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &kit_key) == LUA_TTABLE)
+		return lua_gettop(L);
+	lua_pop(L, 1);
+	lua_createtable(L, K_NKEYS - 1, 0);
+	push_raw_metatable(L);
+	lua_rawseti(L, -2, K_RAW_MT);
+	for (int k = K_RAW_MT + 1; k < K_NKEYS; k++) {
+		lua_pushstring(L, k < K_FIELDS ? key_names[k] : hd_context_field_name(k - K_FIELDS));
+		lua_rawseti(L, -2, k);
+	}
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &kit_key);
+	return lua_gettop(L);
 }
 
-static void layout_add(struct layout *l, struct hd_str s)
+/* Sets key K of the table at -2 to the value on top, which it pops. */
+static void set_key(lua_State *L, int kit, enum key k)
+{
+	lua_rawgeti(L, kit, k);
+	lua_insert(L, -2);
+	lua_rawset(L, -3);
+}
+
+static void set_str(lua_State *L, int kit, enum key k, struct hd_str s)
 {
 	if (!s.ptr)
 		return;
-	for (int i = 0; i < l->n; i++)
-		if (inside(l->region[i], s))
-			return;
-	l->region[l->n] = s;
-	l->off[l->n++] = l->total;
-	l->total += s.len;
+	lua_rawgeti(L, kit, k);
+	lua_pushlstring(L, s.ptr, s.len);
+	lua_rawset(L, -3);
 }
 
-static struct raw_span layout_span(const struct layout *l, struct hd_str s)
+static void set_cstr(lua_State *L, int kit, enum key k, const char *s)
 {
-	for (int i = 0; s.ptr && i < l->n; i++)
-		if (inside(l->region[i], s))
-			return (struct raw_span){ l->off[i] + (size_t)(s.ptr - l->region[i].ptr), s.len, true };
-	return (struct raw_span){ 0, 0, false };
+	if (!s)
+		return;
+	lua_rawgeti(L, kit, k);
+	lua_pushstring(L, s);
+	lua_rawset(L, -3);
 }
 
-static char *raw_bytes(struct handoff_raw *r)
+/* }==== */
+
+/* {==== The raw userdata: h.raw, and the owner of the copy the lazy fields are built from */
+
+/* The copy is the userdata's own memory, so that the collector counts it: the tables
+ * built from it come later or never, and an object that looked small to the collector
+ * while it held megabytes would leave many such copies waiting to be collected. */
+struct handoff_box {
+	unsigned pending;	/* the lazy fields not built (nor assigned) yet: bit F is lazy[F] */
+	struct hd_handoff *h;	/* the copy, inside this userdata */
+};
+
+static const struct hd_handoff *check_raw(lua_State *L)
 {
-	return (char *)&r->entries[r->nentries];
+	return ((struct handoff_box *)luaL_checkudata(L, 1, RAW_METATABLE))->h;
 }
 
-static void push_raw(lua_State *L, const struct hd_handoff *h)
+static int push_text(lua_State *L, struct hd_str s)
 {
-	const struct hd_transcript *t = &h->transcript;
-	struct layout l = { .n = 0 };
-	struct raw_box *box = lua_newuserdatauv(L, sizeof(*box), 0);
-	struct handoff_raw *r;
-
-	box->block = NULL;	/* collectable as it is if the allocation below fails */
-	luaL_setmetatable(L, RAW_METATABLE);
-	layout_add(&l, h->raw);
-	layout_add(&l, h->context.raw);
-	layout_add(&l, t->raw);
-	r = malloc(sizeof(*r) + t->count * sizeof(r->entries[0]) + l.total);
-	if (!r)
-		luaL_error(L, "not enough memory");
-	box->block = r;
-	r->nentries = t->count;
-	r->activity = layout_span(&l, h->raw);
-	r->context = layout_span(&l, h->context.raw);
-	r->transcript = layout_span(&l, t->raw);
-	for (size_t i = 0; i < t->count; i++)
-		r->entries[i] = layout_span(&l, t->entries[i].raw);
-	for (int i = 0; i < l.n; i++)
-		memcpy(raw_bytes(r) + l.off[i], l.region[i].ptr, l.region[i].len);
-}
-
-static struct handoff_raw *check_raw(lua_State *L)
-{
-	return ((struct raw_box *)luaL_checkudata(L, 1, RAW_METATABLE))->block;
-}
-
-static int l_raw_gc(lua_State *L)
-{
-	struct raw_box *box = luaL_checkudata(L, 1, RAW_METATABLE);
-
-	free(box->block);
-	box->block = NULL;
-	return 0;
-}
-
-static int push_span(lua_State *L, struct handoff_raw *r, struct raw_span s)
-{
-	if (!s.present)
+	if (!s.ptr)
 		luaL_pushfail(L);
 	else
-		lua_pushlstring(L, raw_bytes(r) + s.off, s.len);
+		lua_pushlstring(L, s.ptr, s.len);
 	return 1;
 }
 
 static int l_raw_activity(lua_State *L)
 {
-	struct handoff_raw *r = check_raw(L);
-	return push_span(L, r, r->activity);
+	return push_text(L, check_raw(L)->raw);
 }
 
 static int l_raw_context(lua_State *L)
 {
-	struct handoff_raw *r = check_raw(L);
-	return push_span(L, r, r->context);
+	return push_text(L, check_raw(L)->context.raw);
 }
 
 static int l_raw_transcript(lua_State *L)
 {
-	struct handoff_raw *r = check_raw(L);
-	return push_span(L, r, r->transcript);
+	return push_text(L, check_raw(L)->transcript.raw);
 }
 
 static int l_raw_entry(lua_State *L)
 {
-	struct handoff_raw *r = check_raw(L);
+	const struct hd_transcript *t = &check_raw(L)->transcript;
 	lua_Integer i = luaL_checkinteger(L, 2);
 
-	if (i < 1 || (lua_Unsigned)i > r->nentries) {
+	if (i < 1 || (lua_Unsigned)i > t->count) {
 		luaL_pushfail(L);
 		return 1;
 	}
-	return push_span(L, r, r->entries[i - 1]);
+	return push_text(L, t->entries[i - 1].raw);
 }
 
 static int l_raw_len(lua_State *L)
 {
-	struct handoff_raw *r = check_raw(L);
-
-	lua_pushinteger(L, (lua_Integer)r->nentries);
+	lua_pushinteger(L, (lua_Integer)check_raw(L)->transcript.count);
 	return 1;
 }
 
@@ -170,39 +163,42 @@ static const luaL_Reg raw_methods[] = {
 	{ NULL, NULL },
 };
 
-static void register_raw(lua_State *L)
+static void push_raw_metatable(lua_State *L)
 {
-	if (!luaL_newmetatable(L, RAW_METATABLE)) {
-		lua_pop(L, 1);
+	if (!luaL_newmetatable(L, RAW_METATABLE))
 		return;
-	}
 	luaL_newlib(L, raw_methods);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, l_raw_len);
 	lua_setfield(L, -2, "__len");
-	lua_pushcfunction(L, l_raw_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
+}
+
+/* Pushes the raw userdata holding a copy of H. */
+static struct handoff_box *push_box(lua_State *L, int kit, const struct hd_handoff *h)
+{
+	size_t size = hd_handoff_copy_size(h);
+	struct handoff_box *box;
+
+	if (!size || size > SIZE_MAX - sizeof(*box))
+		luaL_error(L, "handoff too large to copy");
+	box = lua_newuserdatauv(L, sizeof(*box) + size, 0);
+	box->pending = 0;
+	box->h = hd_handoff_copy_to(box + 1, h);
+	lua_rawgeti(L, kit, K_RAW_MT);
+	lua_setmetatable(L, -2);
+	return box;
 }
 
 /* }==== */
 
 /* {==== Tables */
 
-static void set_str(lua_State *L, const char *key, struct hd_str s)
-{
-	if (!s.ptr)
-		return;
-	lua_pushlstring(L, s.ptr, s.len);
-	lua_setfield(L, -2, key);
-}
-
-static void push_party(lua_State *L, const struct hd_party *p)
+static void push_party(lua_State *L, int kit, const struct hd_party *p)
 {
 	lua_createtable(L, 0, 3);
-	set_str(L, "id", p->id);
-	set_str(L, "name", p->name);
-	set_str(L, "role", p->role);
+	set_str(L, kit, K_ID, p->id);
+	set_str(L, kit, K_NAME, p->name);
+	set_str(L, kit, K_ROLE, p->role);
 }
 
 /* A JSON value as its Lua type; a JSON null is the light userdata NULL that lua-cjson
@@ -249,12 +245,14 @@ static void push_node(lua_State *L, const struct hd_node *n)
 
 /* The context table: vars converted once, and each well-known variable set under its
  * friendly name as the same Lua value (a JSON null there is nil, not cjson.null). */
-static void push_context(lua_State *L, const struct hd_context *c)
+static void push_context(lua_State *L, int kit, const struct hd_context *c)
 {
 	const struct hd_node *n = c->vars;
 	const struct hd_node *m = n ? n + 1 : NULL;
+	int ctx;
 
 	lua_createtable(L, 0, HD_CTX_NFIELDS + 1);
+	ctx = lua_gettop(L);
 	lua_createtable(L, 0, n ? (int)n->count : 0);
 	for (uint32_t i = 0; n && i < n->count; i++, m += m->size) {
 		lua_pushlstring(L, m->key.ptr ? m->key.ptr : "", m->key.len);
@@ -262,28 +260,30 @@ static void push_context(lua_State *L, const struct hd_context *c)
 		for (int f = 0; f < HD_CTX_NFIELDS; f++) {
 			if (c->field[f] != m || m->kind == HD_NULL)
 				continue;
-			lua_pushvalue(L, -1);
-			lua_setfield(L, -5, hd_context_field_name(f));
+			lua_rawgeti(L, kit, K_FIELDS + f);
+			lua_pushvalue(L, -2);
+			lua_rawset(L, ctx);
 		}
 		lua_rawset(L, -3);
 	}
-	lua_setfield(L, -2, "vars");
+	set_key(L, kit, K_VARS);
 }
 
-/* The transcript is the bulk of the object, so its entries are built with the field
- * names kept on the stack (no string lookups) and with the values that neighbouring
- * entries repeat (type, role, name) pushed from a small cache instead of re-interned. */
-enum { F_ID, F_TYPE, F_ROLE, F_NAME, F_TEXT, F_TIMESTAMP, NFIELDS, NCACHED = 3, WAYS = 2 };
+/* The transcript is the bulk of the object, so the values that neighbouring entries
+ * repeat (type, role, name) are pushed from a small cache on the stack instead of being
+ * interned again. */
+enum entry_field { F_ID, F_TYPE, F_ROLE, F_NAME, F_TEXT, F_TIMESTAMP, NFIELDS, NCACHED = 3, WAYS = 2 };
 
 struct entry_cache {
-	int base;			/* stack index before the field names */
+	int kit;
+	int base;			/* stack index before the cache */
 	struct hd_str seen[NCACHED][WAYS];
 	unsigned next[NCACHED];
 };
 
 static int cache_slot(const struct entry_cache *ec, int field, unsigned way)
 {
-	return ec->base + NFIELDS + 1 + field * WAYS + (int)way;
+	return ec->base + 1 + field * WAYS + (int)way;
 }
 
 static void push_cached(lua_State *L, struct entry_cache *ec, int field, struct hd_str s)
@@ -303,11 +303,11 @@ static void push_cached(lua_State *L, struct entry_cache *ec, int field, struct 
 	seen[way] = s;
 }
 
-static void set_field(lua_State *L, struct entry_cache *ec, int field, struct hd_str s)
+static void set_field(lua_State *L, struct entry_cache *ec, enum entry_field field, struct hd_str s)
 {
 	if (!s.ptr)
 		return;
-	lua_pushvalue(L, ec->base + 1 + field);
+	lua_rawgeti(L, ec->kit, K_ID + (int)field);
 	if (field >= F_TYPE && field < F_TYPE + NCACHED)
 		push_cached(L, ec, field - F_TYPE, s);
 	else
@@ -315,14 +315,11 @@ static void set_field(lua_State *L, struct entry_cache *ec, int field, struct hd
 	lua_rawset(L, -3);
 }
 
-static void push_transcript(lua_State *L, const struct hd_transcript *t)
+static void push_transcript(lua_State *L, int kit, const struct hd_transcript *t)
 {
-	static const char *const names[NFIELDS] = { "id", "type", "role", "name", "text", "timestamp" };
-	struct entry_cache ec = { .base = lua_gettop(L) };
+	struct entry_cache ec = { .kit = kit, .base = lua_gettop(L) };
 
-	luaL_checkstack(L, NFIELDS + NCACHED * WAYS + 4, NULL);
-	for (int f = 0; f < NFIELDS; f++)
-		lua_pushstring(L, names[f]);
+	luaL_checkstack(L, NCACHED * WAYS + 4, NULL);
 	for (int i = 0; i < NCACHED * WAYS; i++)
 		lua_pushnil(L);
 	lua_createtable(L, t->count > INT32_MAX ? INT32_MAX : (int)t->count, 0);
@@ -341,38 +338,190 @@ static void push_transcript(lua_State *L, const struct hd_transcript *t)
 	lua_settop(L, ec.base + 1);
 }
 
-static void set_cstr(lua_State *L, const char *key, const char *s)
+/* }==== */
+
+/* {==== Lazy fields: the bulk of the object is built on its first read
+ *
+ * h.context, h.transcript, h.user and h.bot are absent from h until read: h's own
+ * metatable builds a field from the copy on its first read and stores it with rawset,
+ * so every later read finds a plain table and never comes back here. A field holds the
+ * same table it would hold if built at once, so lua-cjson, ipairs, # and next see plain
+ * tables. The laziness shows only on h itself: pairs(h) builds everything first
+ * (__pairs), an assignment replaces the field for good (__newindex), and the metatable
+ * is protected (getmetatable(h) is false), since replacing it would lose the fields not
+ * yet built; rawget(h, "transcript") and next(h) do not build. */
+
+static void push_context_of(lua_State *L, int kit, const struct hd_handoff *h)
 {
-	if (!s)
-		return;
-	lua_pushstring(L, s);
-	lua_setfield(L, -2, key);
+	push_context(L, kit, &h->context);
 }
 
-void handoff_object_push(lua_State *L, const struct hd_handoff *h)
+static void push_transcript_of(lua_State *L, int kit, const struct hd_handoff *h)
 {
-	luaL_checkstack(L, 8, NULL);
-	register_raw(L);
-	lua_createtable(L, 0, 12);
-	set_str(L, "activity_id", h->activity_id);
-	set_str(L, "conversation_id", h->conversation_id);
-	set_str(L, "reason", h->agent_message);
-	push_party(L, &h->user);
-	lua_setfield(L, -2, "user");
-	push_party(L, &h->bot);
-	lua_setfield(L, -2, "bot");
-	push_context(L, &h->context);
-	lua_setfield(L, -2, "context");
-	set_cstr(L, "context_error", h->context.error);
-	push_transcript(L, &h->transcript);
-	lua_setfield(L, -2, "transcript");
-	set_cstr(L, "transcript_error", h->transcript.error);
-	set_str(L, "transcript_url", h->transcript.content_url);
-	push_raw(L, h);
-	lua_setfield(L, -2, "raw");
+	push_transcript(L, kit, &h->transcript);
+}
+
+static void push_user_of(lua_State *L, int kit, const struct hd_handoff *h)
+{
+	push_party(L, kit, &h->user);
+}
+
+static void push_bot_of(lua_State *L, int kit, const struct hd_handoff *h)
+{
+	push_party(L, kit, &h->bot);
+}
+
+static const struct {
+	enum key key;
+	void (*push)(lua_State *L, int kit, const struct hd_handoff *h);
+} lazy[] = {
+	{ K_CONTEXT, push_context_of },
+	{ K_TRANSCRIPT, push_transcript_of },
+	{ K_USER, push_user_of },
+	{ K_BOT, push_bot_of },
+};
+
+enum { NLAZY = sizeof(lazy) / sizeof(lazy[0]), ALL_LAZY = (1u << NLAZY) - 1 };
+
+/* The lazy field named by the key at IDX, or -1. */
+static int lazy_field(lua_State *L, int idx)
+{
+	const char *k;
+	size_t len;
+
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return -1;
+	k = lua_tolstring(L, idx, &len);
+	for (int f = 0; f < NLAZY; f++) {
+		const char *name = key_names[lazy[f].key];
+		if (strlen(name) == len && !memcmp(k, name, len))
+			return f;
+	}
+	return -1;
+}
+
+/* The box of the handoff object at index 1, kept at [1] of its own metatable. */
+static struct handoff_box *object_box(lua_State *L, int kit)
+{
+	struct handoff_box *box = NULL;
+	int top = lua_gettop(L);
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	if (lua_getmetatable(L, 1) && lua_rawgeti(L, -1, 1) == LUA_TUSERDATA &&
+	    lua_getmetatable(L, -1) && lua_rawgeti(L, kit, K_RAW_MT) && lua_rawequal(L, -1, -2))
+		box = lua_touserdata(L, top + 2);
+	if (!box)
+		luaL_error(L, "not a handoff object");
+	lua_settop(L, top);
+	return box;
+}
+
+/* Builds lazy field F of the object at index 1 and leaves its value on the stack. */
+static void build(lua_State *L, int kit, struct handoff_box *box, int f)
+{
+	lazy[f].push(L, kit, box->h);
+	lua_rawgeti(L, kit, lazy[f].key);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, 1);
+	box->pending &= ~(1u << f);
+}
+
+static int l_object_index(lua_State *L)
+{
+	int f = lazy_field(L, 2);
+	int kit;
+	struct handoff_box *box;
+
+	if (f < 0)
+		return 0;
+	kit = push_kit(L);
+	box = object_box(L, kit);
+	if (!(box->pending & (1u << f)))
+		return 0;	/* built, or assigned, then set to nil by the script */
+	build(L, kit, box, f);
+	return 1;
+}
+
+static int l_object_newindex(lua_State *L)
+{
+	int f = lazy_field(L, 2);
+
+	if (f >= 0)
+		object_box(L, push_kit(L))->pending &= ~(1u << f);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 3);
+	lua_rawset(L, 1);
+	return 0;
+}
+
+static int l_object_next(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 2);
+	if (lua_next(L, 1))
+		return 2;
+	lua_pushnil(L);
+	return 1;
+}
+
+static int l_object_pairs(lua_State *L)
+{
+	int kit = push_kit(L);
+	struct handoff_box *box = object_box(L, kit);
+
+	for (int f = 0; f < NLAZY; f++) {
+		if (box->pending & (1u << f)) {
+			build(L, kit, box, f);
+			lua_pop(L, 1);
+		}
+	}
+	lua_pushcfunction(L, l_object_next);
+	lua_pushvalue(L, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+/* Gives the table at -2 its own metatable, holding the box on top (popped). */
+static void set_object_metatable(lua_State *L, int kit, struct handoff_box *box)
+{
+	box->pending = ALL_LAZY;
+	lua_createtable(L, 1, 4);
+	lua_insert(L, -2);
+	lua_rawseti(L, -2, 1);
+	lua_pushcfunction(L, l_object_index);
+	set_key(L, kit, K_INDEX);
+	lua_pushcfunction(L, l_object_newindex);
+	set_key(L, kit, K_NEWINDEX);
+	lua_pushcfunction(L, l_object_pairs);
+	set_key(L, kit, K_PAIRS);
+	lua_pushboolean(L, 0);
+	set_key(L, kit, K_METATABLE);
+	lua_setmetatable(L, -2);
 }
 
 /* }==== */
+
+void handoff_object_push(lua_State *L, const struct hd_handoff *h)
+{
+	struct handoff_box *box;
+	int kit;
+
+	luaL_checkstack(L, 10, NULL);
+	kit = push_kit(L);
+	lua_createtable(L, 0, 12);
+	set_str(L, kit, K_ACTIVITY_ID, h->activity_id);
+	set_str(L, kit, K_CONVERSATION_ID, h->conversation_id);
+	set_str(L, kit, K_REASON, h->agent_message);
+	set_cstr(L, kit, K_CONTEXT_ERROR, h->context.error);
+	set_cstr(L, kit, K_TRANSCRIPT_ERROR, h->transcript.error);
+	set_str(L, kit, K_TRANSCRIPT_URL, h->transcript.content_url);
+	box = push_box(L, kit, h);
+	lua_rawgeti(L, kit, K_RAW);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, -4);
+	set_object_metatable(L, kit, box);
+	lua_remove(L, kit);
+}
 
 /* {==== require "handoff.payload" */
 

@@ -6,9 +6,10 @@
 
 #include <lua.h>
 
-/* Pushes the Lua handoff object of H onto L's stack. Everything is copied into Lua, so
- * H may go away afterwards. Raises a Lua error when memory runs out: call it where a
- * raise is caught (inside a protected call, as script_host does for every hook).
+/* Pushes the Lua handoff object of H onto L's stack. H is copied, so it (and the
+ * parser and buffer it came from) may go away afterwards. Raises a Lua error when
+ * memory runs out: call it where a raise is caught (inside a protected call, as
+ * script_host does for every hook).
  *
  *   h.activity_id, h.conversation_id   strings (nil when not sent)
  *   h.reason                           va_AgentMessage, the private message to the agent
@@ -24,7 +25,14 @@
  *                                      h.raw:context(), h.raw:transcript(), h.raw:entry(i)
  *
  * vars holds every key of the context as sent, values as their JSON types; a JSON
- * null there is the light userdata NULL, which equals cjson.null. */
+ * null there is the light userdata NULL, which equals cjson.null.
+ *
+ * h.context, h.transcript, h.user and h.bot are built on their first read (a handoff
+ * whose rules read only h.context.language never builds its transcript) and are plain
+ * tables from then on. h itself has a protected metatable for that: getmetatable(h) is
+ * false, pairs(h) lists every field, and rawget(h, "transcript") and next(h) see only
+ * what was read. A field built by a script that is out of memory raises there; the
+ * next read builds it again. */
 void handoff_object_push(lua_State *L, const struct hd_handoff *h);
 
 /* require "handoff.payload": handoff(json) parses a Direct Line payload and returns the

@@ -1,9 +1,13 @@
 /* bench_parse.c - how fast a handoff.initiate payload becomes a Lua handoff object,
  * next to what a Node adapter does with it (bench_node.js, run in the same process
- * tree). Payloads come from the project's generator at about 2.7 KB, 18 KB, 160 KB and
- * 1.6 MB. For each size it prints the bytes, C parse alone, C parse plus the Lua object
- * (what the daemon does), Node, and the ratio of the last two. Asserts nothing.
- * Usage: bench_parse [SECONDS_PER_SIZE] (default 2). */
+ * tree: JSON.parse, find the event, take its context and transcript). Payloads come
+ * from the project's generator at about 2.7 KB, 18 KB, 160 KB and 1.6 MB. For each size
+ * it prints the bytes and MB/s of: C parse alone; C parse plus the Lua handoff object
+ * (what the daemon hands the rules: its context, transcript and parties are built on
+ * first read); the same plus a Lua function that reads the context, the parties and
+ * every entry's text (so every part of the object gets built, as when a hub forwards
+ * the transcript); Node; and the ratio of each of the last two C figures to Node.
+ * Asserts nothing. Usage: bench_parse [SECONDS_PER_SIZE] (default 2). */
 #include "bindings/handoff_object.h"
 
 #include <handoffd/handoff.h>
@@ -19,11 +23,20 @@
 static const int sizes[] = { 2, 20, 200, 2000 };	/* transcript entries */
 enum { NSIZES = sizeof(sizes) / sizeof(sizes[0]), ROUNDS = 5 };
 
+enum work { PARSE, OBJECT, OBJECT_READ };
+
+/* What a router and a hub read; at index 1 of the Lua stack during the run. */
+static const char read_all[] =
+	"local h = ...\n"
+	"local n = #h.context.language + #h.user.id + #h.bot.id\n"
+	"for _, e in ipairs(h.transcript) do n = n + #(e.text or '') end\n"
+	"return n\n";
+
 struct payload {
 	char path[256];
 	char *text;
 	size_t len;
-	double parse_mbs, object_mbs, node_mbs;
+	double parse_mbs, object_mbs, read_mbs, node_mbs;
 };
 
 static double now(void)
@@ -54,8 +67,9 @@ static int generate(struct payload *p, int entries, const char *dir)
 	return fclose(out);
 }
 
-/* One unit of work: parse the payload and, when BUILD, make the Lua handoff object. */
-static int once(struct hd_activity_parser *parser, lua_State *L, const struct payload *p, int build)
+/* One unit of work: parse the payload and, beyond PARSE, make the Lua handoff object
+ * and maybe read it. */
+static int once(struct hd_activity_parser *parser, lua_State *L, const struct payload *p, enum work w)
 {
 	struct hd_activity_set set;
 	struct hd_parse_error err;
@@ -66,8 +80,13 @@ static int once(struct hd_activity_parser *parser, lua_State *L, const struct pa
 		fprintf(stderr, "bench_parse: %s at byte %zu\n", err.reason, err.offset);
 		return -1;
 	}
-	if (build) {
+	if (w == OBJECT) {
 		handoff_object_push(L, h);
+		lua_pop(L, 1);
+	} else if (w == OBJECT_READ) {
+		lua_pushvalue(L, 1);
+		handoff_object_push(L, h);
+		lua_call(L, 1, 1);
 		lua_pop(L, 1);
 	}
 	return 0;
@@ -75,7 +94,7 @@ static int once(struct hd_activity_parser *parser, lua_State *L, const struct pa
 
 /* Best MB/s over ROUNDS rounds lasting about SECONDS / ROUNDS each. */
 static double measure(struct hd_activity_parser *parser, lua_State *L, const struct payload *p,
-		      int build, double seconds)
+		      enum work w, double seconds)
 {
 	long iters = 1;
 	double best = 1e30, t0;
@@ -83,7 +102,7 @@ static double measure(struct hd_activity_parser *parser, lua_State *L, const str
 	for (;;) {
 		t0 = now();
 		for (long i = 0; i < iters; i++)
-			if (once(parser, L, p, build) < 0)
+			if (once(parser, L, p, w) < 0)
 				exit(1);
 		if (now() - t0 > seconds / ROUNDS / 2)
 			break;
@@ -92,7 +111,7 @@ static double measure(struct hd_activity_parser *parser, lua_State *L, const str
 	for (int r = 0; r < ROUNDS; r++) {
 		t0 = now();
 		for (long i = 0; i < iters; i++)
-			once(parser, L, p, build);
+			once(parser, L, p, w);
 		double t = (now() - t0) / (double)iters;
 		if (t < best)
 			best = t;
@@ -133,22 +152,28 @@ int main(int argc, char **argv)
 	if (!parser || !L || !mkdtemp(dir))
 		return 1;
 	luaL_openlibs(L);
+	if (luaL_loadstring(L, read_all))
+		return 1;
 	for (int i = 0; i < NSIZES; i++) {
 		if (generate(&ps[i], sizes[i], dir) < 0) {
 			fprintf(stderr, "bench_parse: cannot generate payloads\n");
 			return 1;
 		}
-		ps[i].parse_mbs = measure(parser, L, &ps[i], 0, seconds / 2);
-		ps[i].object_mbs = measure(parser, L, &ps[i], 1, seconds);
+		ps[i].parse_mbs = measure(parser, L, &ps[i], PARSE, seconds / 2);
+		ps[i].object_mbs = measure(parser, L, &ps[i], OBJECT, seconds);
+		ps[i].read_mbs = measure(parser, L, &ps[i], OBJECT_READ, seconds);
 	}
 	if (run_node(ps, seconds) < 0)
 		fprintf(stderr, "bench_parse: node failed; Node column empty\n");
-	printf("%9s %9s %14s %18s %10s %7s\n", "entries", "bytes", "C parse MB/s", "C parse+Lua MB/s",
-	       "Node MB/s", "ratio");
+	printf("%8s %8s %8s %8s %9s %8s %7s %7s\n", "entries", "bytes", "parse", "object", "obj+read",
+	       "Node", "object", "obj+read");
+	printf("%8s %8s %8s %8s %9s %8s %7s %7s\n", "", "", "MB/s", "MB/s", "MB/s", "MB/s", "/Node",
+	       "/Node");
 	for (int i = 0; i < NSIZES; i++) {
-		printf("%9d %9zu %14.0f %18.0f %10.0f %6.1fx\n", sizes[i], ps[i].len, ps[i].parse_mbs,
-		       ps[i].object_mbs, ps[i].node_mbs,
-		       ps[i].node_mbs > 0 ? ps[i].object_mbs / ps[i].node_mbs : 0.0);
+		double node = ps[i].node_mbs;
+		printf("%8d %8zu %8.0f %8.0f %9.0f %8.0f %6.1fx %6.1fx\n", sizes[i], ps[i].len,
+		       ps[i].parse_mbs, ps[i].object_mbs, ps[i].read_mbs, node,
+		       node > 0 ? ps[i].object_mbs / node : 0.0, node > 0 ? ps[i].read_mbs / node : 0.0);
 		unlink(ps[i].path);
 		free(ps[i].text);
 	}

@@ -1,6 +1,7 @@
 /* fuzz_parse.c - libFuzzer target over the Direct Line payload parser: every input goes
  * through hd_activity_parse (copied and in place, default and tight limits) and every
- * handoff it yields is built into a Lua object whose raw pieces are all read back.
+ * handoff it yields is built into a Lua object whose raw pieces are all read back and
+ * whose lazy fields are all built.
  * Built with clang by tests/fuzz/CMakeLists.txt; test_fuzz_regressions.c includes this
  * file to replay tests/fuzz/regressions/ in the ordinary test run. */
 #include "bindings/handoff_object.h"
@@ -32,6 +33,8 @@ static void fuzz_init(void)
 	fz.L = luaL_newstate();
 	if (!fz.loose || !fz.tight || !fz.L)
 		abort();
+	luaL_requiref(fz.L, LUA_GNAME, luaopen_base, 1);	/* pairs, for the lazy fields */
+	lua_pop(fz.L, 1);
 }
 
 /* Reads every raw piece of the handoff object on top of the stack. */
@@ -43,6 +46,8 @@ static void read_raw(lua_State *L)
 		"for i = 0, #h.raw + 1 do n = n + #(h.raw:entry(i) or '') end\n"
 		"n = n + #(h.raw:activity() or '') + #(h.raw:transcript() or '') + #(h.raw:context() or '')\n"
 		"for i = 1, #h.transcript do local e = h.transcript[i]; n = n + #(e.text or '') + #(e.id or '') end\n"
+		"for _, v in pairs(h.context.vars) do n = n + (type(v) == 'string' and #v or 1) end\n"
+		"for _ in pairs(h) do n = n + 1 end\n"
 		"return n\n";
 
 	if (luaL_loadstring(L, chunk))
@@ -55,15 +60,34 @@ static void read_raw(lua_State *L)
 	lua_pop(L, 1);
 }
 
-static void check_set(const struct hd_activity_set *set, const char *buf, size_t len)
+/* Builds the object of every handoff in SET, then makes the parser forget the parse
+ * and, when the input is OURS (fz.buf), overwrites it before any object is read: the
+ * objects must hold all they need. */
+static void check_set(struct hd_activity_parser *p, const struct hd_activity_set *set,
+		      const char *buf, size_t len, bool ours)
 {
+	static const char forget[] = "{\"activities\":[]}";
+	struct hd_activity_set other;
+	struct hd_parse_error err;
+	int objects = 0;
+
 	for (size_t i = 0; i < set->count; i++) {
 		const struct hd_activity *a = &set->activities[i];
 		if (a->offset + a->raw.len > len || a->raw.ptr != buf + a->offset)
 			abort();
 		if (!a->handoff)
 			continue;
+		if (!lua_checkstack(fz.L, 2))
+			abort();
 		handoff_object_push(fz.L, a->handoff);
+		objects++;
+	}
+	if (objects && hd_activity_parse(p, forget, sizeof(forget) - 1, sizeof(forget) - 1, &other, &err))
+		abort();
+	if (ours)
+		memset(fz.buf, 0xff, len);
+	for (int i = 1; i <= objects; i++) {
+		lua_pushvalue(fz.L, i);
 		read_raw(fz.L);
 	}
 	lua_settop(fz.L, 0);
@@ -83,11 +107,11 @@ static void parse_with(struct hd_activity_parser *p, const uint8_t *data, size_t
 	memcpy(fz.buf, data, size);
 	memset(fz.buf + size, 0xff, HD_PARSE_PADDING);	/* padding content must not matter */
 	if (hd_activity_parse(p, fz.buf, size, size + HD_PARSE_PADDING, &set, &err) == 0)
-		check_set(&set, fz.buf, size);
+		check_set(p, &set, fz.buf, size, true);
 	else if (set.count || err.offset > size || !err.reason[0])
 		abort();
 	if (hd_activity_parse(p, (const char *)data, size, size, &set, &err) == 0 && set.count)
-		check_set(&set, set.activities[0].raw.ptr - set.activities[0].offset, size);
+		check_set(p, &set, set.activities[0].raw.ptr - set.activities[0].offset, size, false);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -11,7 +11,7 @@ mkdir -p "$work/seeds" "$work/corpus"
 i=0
 for args in "0" "1" "2 --mixed" "3 --value-as-string" "3 --content-as-string" "2 --ascii" \
 	"2 --name transcript --card-first" "2 --no-transcript" "2 --content-url" "3 --nulls" \
-	"2 --vars 3 --ascii --value-as-string --content-as-string"; do
+	"2 --vars 3 --ascii --value-as-string --content-as-string" "2 --escape-all --value-as-string"; do
 	# shellcheck disable=SC2086
 	$gen $args > "$work/seeds/gen-$i.json"
 	i=$((i + 1))

@@ -75,4 +75,41 @@ function T.bad_payloads_are_refused_with_a_reason()
   assert(not ok, "a table is not a payload")
 end
 
+-- The context, transcript and parties are built when first read; routing and hub code
+-- must not be able to tell: ipairs, #, pairs, handoff.json and the route DSL all see
+-- plain tables.
+function T.lazy_object_reads_like_plain_tables()
+  local hjson = require "handoff.json"
+  local route = require "handoff.route"
+  local set = event({ va_Language = "de-DE", va_Topics = { "Billing" }, ["Global.X"] = { 1, 2 } },
+                    { { name = "Transcript", content = transcript(5) } })
+  local h = parse(set)
+  local n = 0
+  for i, e in ipairs(h.transcript) do
+    n = i
+    assert(e.text == "line " .. i .. " \u{e9}\u{1F600}" and e.id == "conv-1|" .. i)
+  end
+  assert(n == 5 and #h.transcript == 5 and h.transcript[3].role == "user")
+  local vars = {}
+  for k, v in pairs(h.context.vars) do vars[k] = v end
+  assert(vars.va_Language == "de-DE" and vars["Global.X"][2] == 2 and vars.va_Topics == h.context.topics)
+  local back = hjson.decode(hjson.encode({ transcript = h.transcript, context = h.context, user = h.user }))
+  assert(#back.transcript == 5 and back.transcript[5].id == "conv-1|5" and back.context.language == "de-DE")
+  for _, e in ipairs(back.transcript) do
+    local k = 0
+    for _ in pairs(e) do k = k + 1 end
+    assert(k == 6, "id, type, role, name, text, timestamp and nothing else")
+  end
+  assert(back.context.vars["Global.X"][1] == 1 and back.user.id == "dl_u1")
+  local rules = { route.var("Global.X", function(x) return #x == 2 end, route.queue("vars")),
+                  route.always(route.queue("general")) }
+  assert(route.evaluate(rules, parse(set), 0).queue == "vars")
+  rules[1] = route.topic("Billing", route.queue("billing"))
+  assert(route.evaluate(rules, parse(set), 0).queue == "billing")
+  local keys = {}
+  for k in pairs(parse(set)) do keys[#keys + 1] = k end
+  table.sort(keys)
+  assert(table.concat(keys, " ") == "activity_id bot context conversation_id raw transcript user", table.concat(keys, " "))
+end
+
 return T

@@ -17,6 +17,7 @@ context in `value`, the bot-user transcript in an attachment named "Transcript".
     genpayload.py N --ascii              non-ASCII text as \\u escapes (surrogate pairs for emoji)
     genpayload.py N --card-first         an adaptive card attachment before the transcript
     genpayload.py N --nulls              nulls where strings are expected (text, names, locale)
+    genpayload.py N --escape-all         every letter of every string and key as a \\u escape
 
 handoff_event_for() builds the same event around a transcript the caller already has
 (the Direct Line emulator passes a conversation's real activities).
@@ -26,6 +27,7 @@ Sizes: N=2 is about 2.7 KB, 20 about 18 KB, 200 about 160 KB, 2000 about 1.6 MB.
 import argparse
 import datetime
 import json
+import re
 import sys
 
 CONV = "Kx7Qb2ZrT9w1LmN4aP8sVd-us"
@@ -169,6 +171,18 @@ def activity_set(n, mixed=False, **kw):
     return {"activities": acts, "watermark": str(n + len(acts))}
 
 
+JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+LETTER_OR_ESCAPE = re.compile(r'(\\u[0-9a-fA-F]{4}|\\.)|([A-Za-z])')
+
+
+def escape_all(text):
+    """TEXT with every letter inside its strings (keys included) written as a \\u escape,
+    so that a parser has to unescape every string instead of pointing into the input."""
+    def letters(m):
+        return m.group(1) or "\\u%04x" % ord(m.group(2))
+    return JSON_STRING.sub(lambda m: '"' + LETTER_OR_ESCAPE.sub(letters, m.group(1)) + '"', text)
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("n", type=int, nargs="?", default=20)
@@ -183,12 +197,14 @@ def main(argv):
     p.add_argument("--ascii", action="store_true")
     p.add_argument("--card-first", action="store_true")
     p.add_argument("--nulls", action="store_true")
+    p.add_argument("--escape-all", action="store_true")
     a = p.parse_args(argv)
     out = activity_set(a.n, mixed=a.mixed, value_as_string=a.value_as_string,
                        content_as_string=a.content_as_string, name=a.name,
                        no_transcript=a.no_transcript, content_url=a.content_url, extra_vars=a.vars,
                        language=a.language, card_first=a.card_first, nulls=a.nulls)
-    sys.stdout.write(json.dumps(out, ensure_ascii=a.ascii, separators=(",", ":")))
+    text = json.dumps(out, ensure_ascii=a.ascii, separators=(",", ":"))
+    sys.stdout.write(escape_all(text) if a.escape_all else text)
 
 
 if __name__ == "__main__":

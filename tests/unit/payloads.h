@@ -58,4 +58,20 @@ static inline const char *str_of(struct hd_str s)
 
 #define assert_str(s, want) assert_string_equal(str_of(s), (want))
 
+/* Parses, with P, a message whose text is hundreds of escaped 'x': what the previous
+ * parse unescaped into P's buffers is overwritten, and what it kept in P's arena freed.
+ * For tests of what must outlive a parse. */
+static inline void parse_something_else(struct hd_activity_parser *p)
+{
+	char json[4096] = "{\"activities\":[{\"type\":\"message\",\"text\":\"";
+	struct hd_activity_set set;
+	struct hd_parse_error err;
+
+	for (int i = 0; i < 500; i++)
+		strcat(json, "\\u0078");
+	strcat(json, "\"}]}");
+	if (hd_activity_parse(p, json, strlen(json), strlen(json), &set, &err) < 0)
+		abort();
+}
+
 #endif

@@ -207,6 +207,209 @@ static void test_payload_module(void **state)
 	    "assert(not pcall(payload_mod.handoff), 'a payload is required')\n");
 }
 
+/* {==== The lazy fields (context, transcript, user, bot): what routing code sees */
+
+/* Lua helpers for the checks below: a deep copy of a value without metatables or raw
+ * userdata (through pairs, as routing code would), and a deep comparison. */
+static const char *const helpers =
+	"function plain(v)\n"
+	"  if type(v) ~= 'table' then return v end\n"
+	"  local out = {}\n"
+	"  for k, x in pairs(v) do if k ~= 'raw' then out[k] = plain(x) end end\n"
+	"  return out\n"
+	"end\n"
+	"function same(a, b, path)\n"
+	"  path = path or 'h'\n"
+	"  if type(a) ~= 'table' or type(b) ~= 'table' then return assert(a == b, path) end\n"
+	"  for k, v in pairs(a) do same(v, b[k], path .. '.' .. tostring(k)) end\n"
+	"  for k in pairs(b) do assert(a[k] ~= nil, path .. '.' .. tostring(k)) end\n"
+	"end\n";
+
+static void test_lazy_fields_are_plain_tables(void **state)
+{
+	struct fixture *f = *state;
+
+	push_generated(f, "3");
+	run(f,
+	    "for _, k in ipairs({ 'context', 'transcript', 'user', 'bot' }) do\n"
+	    "  assert(rawget(h, k) == nil, k .. ' is built on its first read')\n"
+	    "end\n"
+	    "local t = h.transcript\n"
+	    "assert(rawget(h, 'transcript') == t and h.transcript == t, 'built once, then kept')\n"
+	    "assert(getmetatable(t) == nil and rawlen(t) == 3 and #t == 3 and next(t) == 1)\n"
+	    "local n = 0\n"
+	    "for i, e in ipairs(t) do\n"
+	    "  n = i\n"
+	    "  assert(getmetatable(e) == nil and tostring(e):match('^table: ') and rawget(e, 'text') == e.text)\n"
+	    "end\n"
+	    "assert(n == 3)\n"
+	    "for k in pairs(t[1]) do assert(({ id = 1, type = 1, role = 1, name = 1, text = 1, timestamp = 1 })[k], k) end\n"
+	    "local c = h.context\n"
+	    "assert(getmetatable(c) == nil and getmetatable(c.vars) == nil and rawget(c, 'vars') == c.vars)\n"
+	    "n = 0 for _ in pairs(c.vars) do n = n + 1 end assert(n == 12)\n"
+	    "n = 0 for _ in next, c.vars do n = n + 1 end assert(n == 12)\n"
+	    "assert(getmetatable(h.user) == nil and h.user == rawget(h, 'user') and h.bot.role == 'bot')\n"
+	    "assert(h.nothing == nil and h[1] == nil and #h == 0)\n");
+}
+
+/* lua-cjson reads tables raw (lua_next, lua_rawgeti): it must find every field. */
+static void test_lazy_fields_encode_as_json(void **state)
+{
+	struct fixture *f = *state;
+
+	push_generated(f, "3");
+	run(f,
+	    "local json = require 'cjson'\n"
+	    "local back = json.decode(json.encode({ transcript = h.transcript, context = h.context,\n"
+	    "                                      user = h.user, bot = h.bot }))\n"
+	    "assert(#back.transcript == #h.raw)\n"
+	    "for i, e in ipairs(back.transcript) do\n"
+	    "  local sent = json.decode(h.raw:entry(i))\n"
+	    "  assert(e.id == sent.id and e.type == sent.type and e.text == sent.text and e.timestamp == sent.timestamp)\n"
+	    "  assert(e.role == sent.from.role and e.name == sent.from.name)\n"
+	    "  local n = 0 for _ in pairs(e) do n = n + 1 end assert(n == 6, n)\n"
+	    "end\n"
+	    "local sent = json.decode(h.raw:context())\n"
+	    "for k, v in pairs(sent) do assert(json.encode(back.context.vars[k]) == json.encode(v), k) end\n"
+	    "assert(back.context.language == 'en-US' and #back.context.topics == 2)\n"
+	    "assert(back.user.id == 'dl_user_5c1e0b7a' and back.bot.name == 'Support Bot')\n"
+	    "assert(json.decode(json.encode(h.transcript[2])).id == h.transcript[2].id)\n");
+}
+
+/* pairs(h) lists every field; assignments replace lazy fields as they would plain ones;
+ * the metatable is neither visible nor replaceable. */
+static void test_object_reads_and_writes_like_a_table(void **state)
+{
+	struct fixture *f = *state;
+
+	push_generated(f, "3");
+	run(f,
+	    "local keys = {}\n"
+	    "for k, v in pairs(h) do keys[#keys + 1] = k; assert(rawget(h, k) == v) end\n"
+	    "table.sort(keys)\n"
+	    "assert(table.concat(keys, ' ') == 'activity_id bot context conversation_id raw reason transcript user',\n"
+	    "       table.concat(keys, ' '))\n"
+	    "assert(getmetatable(h) == false)\n"
+	    "assert(not pcall(setmetatable, h, {}))\n");
+	push_generated(f, "3");
+	run(f,
+	    "h.transcript = nil\n"
+	    "assert(h.transcript == nil, 'unset before its first read')\n"
+	    "h.context = { mine = true }\n"
+	    "assert(h.context.mine and rawget(h, 'context').mine)\n"
+	    "assert(h.user.id == 'dl_user_5c1e0b7a')\n"
+	    "h.user = nil\n"
+	    "assert(h.user == nil, 'unset after its first read')\n"
+	    "h.extra = 1\n"
+	    "local n = 0\n"
+	    "for k, v in pairs(h) do\n"
+	    "  n = n + 1\n"
+	    "  assert(k ~= 'transcript' and k ~= 'user' and (k ~= 'context' or v.mine))\n"
+	    "end\n"
+	    "assert(n == 7, n)\n"
+	    "local ok, err = pcall(debug.getmetatable(h).__index, {}, 'context')\n"
+	    "assert(not ok and err:find('not a handoff object'), err)\n");
+}
+
+/* Built after the parser moved on and the input was overwritten, the lazy fields hold
+ * what an object built at once held: strings in the input, in the parser's unescape
+ * buffer and in its arena (parts sent as JSON strings) were all copied. */
+static void check_built_after_the_parse(struct fixture *f, const char *args)
+{
+	struct hd_activity_set set;
+	struct hd_parse_error err;
+
+	free(f->text);
+	f->text = payload_generate(args, &f->len);
+	assert_int_equal(hd_activity_parse(f->p, f->text, f->len, f->len + HD_PARSE_PADDING, &set, &err), 0);
+	handoff_object_push(f->L, hd_activity_set_handoff(&set));
+	lua_setglobal(f->L, "h");
+	handoff_object_push(f->L, hd_activity_set_handoff(&set));
+	lua_setglobal(f->L, "at_once");
+	run(f,
+	    "ref = plain(at_once)\n"
+	    "ref_raw = { h.raw:activity(), h.raw:context(), h.raw:transcript() }\n"
+	    "for i = 1, #h.raw do ref_raw[#ref_raw + 1] = h.raw:entry(i) end\n"
+	    "at_once = nil\n");
+	memset(f->text, 'x', f->len);
+	parse_something_else(f->p);
+	run(f,
+	    "collectgarbage() collectgarbage()\n"
+	    "assert(#ref.transcript == 4 and #h.raw == 4 and ref.context.vars.va_Scope == 'bot')\n"
+	    "same(plain(h), ref)\n"
+	    "local raw = { h.raw:activity(), h.raw:context(), h.raw:transcript() }\n"
+	    "for i = 1, #h.raw do raw[#raw + 1] = h.raw:entry(i) end\n"
+	    "same(raw, ref_raw, 'raw')\n");
+}
+
+static void test_built_after_the_parse(void **state)
+{
+	struct fixture *f = *state;
+
+	run(f, helpers);
+	check_built_after_the_parse(f, "4");
+	check_built_after_the_parse(f, "4 --escape-all --vars 3");
+	check_built_after_the_parse(f, "4 --ascii --value-as-string --content-as-string --nulls");
+	check_built_after_the_parse(f, "4 --escape-all --value-as-string --content-as-string");
+}
+
+/* }==== */
+
+/* {==== A lazy field that runs out of memory: an error in the script that read it, and
+ * the field is built by the next read once memory is there. */
+
+struct capped {
+	size_t used, cap;
+};
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct capped *c = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
+
+	if (nsize == 0) {
+		free(ptr);
+		c->used -= old;
+		return NULL;
+	}
+	if (nsize > old && c->used - old + nsize > c->cap)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p)
+		c->used = c->used - old + nsize;
+	return p;
+}
+
+static void test_lazy_field_out_of_memory(void **state)
+{
+	struct fixture *f = *state;
+	struct capped mem = { 0, SIZE_MAX };
+	lua_State *L = lua_newstate(capped_alloc, &mem);
+	struct hd_activity_set set;
+
+	assert_non_null(L);
+	luaL_openlibs(L);
+	free(f->text);
+	f->text = payload_generate("200", &f->len);
+	parse_ok(f->p, f->text, f->len, &set);
+	handoff_object_push(L, hd_activity_set_handoff(&set));
+	lua_setglobal(L, "h");
+	lua_gc(L, LUA_GCCOLLECT);
+	mem.cap = mem.used + 16 * 1024;	/* far less than 200 entries need */
+	if (luaL_dostring(L,
+			  "local ok, err = pcall(function() return h.transcript end)\n"
+			  "assert(not ok and err == 'not enough memory', err)\n"
+			  "assert(rawget(h, 'transcript') == nil)\n"))
+		fail_msg("%s", lua_tostring(L, -1));
+	mem.cap = SIZE_MAX;
+	if (luaL_dostring(L, "assert(#h.transcript == 200 and h.transcript[200].id:sub(-3) == '199')\n"))
+		fail_msg("%s", lua_tostring(L, -1));
+	lua_close(L);
+}
+
+/* }==== */
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +420,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_missing_parts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outlives_the_parser, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_payload_module, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lazy_fields_are_plain_tables, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lazy_fields_encode_as_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_object_reads_and_writes_like_a_table, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_built_after_the_parse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lazy_field_out_of_memory, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
