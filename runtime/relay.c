@@ -1,28 +1,23 @@
 /* relay.c - conversations between the front hub, the bot and the desk hub.
- * Owns the state transitions (relay.h), the per-conversation outbox delivery with
- * retries, and the glue between directline.c's callbacks, routing.c and the hub scripts
- * (which run as tasks through scripts/handoff/relay.lua). It holds no protocol detail:
+ * Owns the state transitions (relay.h), the bot side (sends, reconciling after a
+ * restart), the per-conversation queue runner with its retries, and Direct Line's
+ * callbacks. What goes to hub scripts is relay_hub.c's. It holds no protocol detail:
  * Direct Line is directline.c's, hub APIs are the scripts'. */
 #define _GNU_SOURCE	/* memmem */
-#include "relay.h"
+#include "relay_internal.h"
 
-#include "bindings/handoff_object.h"
 #include "config.h"
 #include "convstore.h"
 #include "directline.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
-#include "routing.h"
 #include "runtime.h"
 #include "script_gen.h"
 #include "store.h"
 
 #include <errno.h>
 #include <handoffd/activity.h>
-#include <handoffd/handoff.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,33 +26,8 @@
 #include <unistd.h>
 
 #define RELAY_KEY_MAX 512
-/* Outbox items for the hub start with their role, so the runner picks the module
- * without decoding the item. */
-#define DESK_PREFIX "{\"role\":\"desk\""
-#define FRONT_PREFIX "{\"role\":\"front\""
-#define ESCALATE_PREFIX "{\"role\":\"desk\",\"fn\":\"escalate\","
-
-static bool is_escalation(const struct store_item *it)
-{
-	return strncmp(it->payload, ESCALATE_PREFIX, strlen(ESCALATE_PREFIX)) == 0;
-}
-
 
 static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
-
-struct relay {
-	struct hd_runtime *rt;
-	struct store *store;
-	struct convstore *convs;
-	struct directline *dl;
-	struct hd_activity_parser *parser;	/* for handoff payloads kept in the outbox */
-	char front[64];			/* key prefix: the front module's last name */
-	const char *front_reg, *desk_reg;	/* registry keys of the modules */
-	bool desk_only;			/* front and desk are different modules */
-	uint64_t rng;
-	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
-	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
-};
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -69,7 +39,7 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
-static uint64_t next_random(struct relay *r)
+uint64_t relay_random(struct relay *r)
 {
 	r->rng ^= r->rng << 13;	/* xorshift64: jitter needs spread, not secrecy */
 	r->rng ^= r->rng >> 7;
@@ -85,7 +55,7 @@ static uint64_t backoff_ms(struct relay *r, int attempts)
 
 	if (cap > rc->max_delay)
 		cap = rc->max_delay;
-	return (uint64_t)((double)(next_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
+	return (uint64_t)((double)(relay_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
 }
 
 static int make_key(struct relay *r, const char *id, char *key, size_t cap)
@@ -95,7 +65,7 @@ static int make_key(struct relay *r, const char *id, char *key, size_t cap)
 	return n > 0 && (size_t)n < cap && id[0] ? 0 : -EINVAL;
 }
 
-static void save(struct relay *r, struct conversation *c)
+void relay_save(struct relay *r, struct conversation *c)
 {
 	struct store_conv sc = {
 		.key = c->key, .state = (char *)conv_state_name(c->state), .user_json = c->user_json,
@@ -107,17 +77,15 @@ static void save(struct relay *r, struct conversation *c)
 	store_conv_put(r->store, &sc);
 }
 
-static void set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
+void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
 {
 	if (c->state == s)
 		return;
 	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
 		 conv_state_name(c->state), conv_state_name(s), why);
 	c->state = s;
-	save(r, c);
+	relay_save(r, c);
 }
-
-static void kick(struct relay *r, struct conversation *c, enum conv_queue q);
 
 /* Puts channelData.handoffd = MARKER into a message for the bot, so that the echo of a
  * send interrupted by a crash can be recognised after the restart. An activity that
@@ -126,7 +94,7 @@ static char *with_marker(struct relay *r, const char *activity, size_t len, size
 {
 	char head[96];
 	int n = snprintf(head, sizeof(head), "{\"channelData\":{\"handoffd\":\"m%016llx\"},",
-			 (unsigned long long)next_random(r));
+			 (unsigned long long)relay_random(r));
 	const char *rest = activity + 1;
 	size_t rest_len = len - 1;
 	char *out;
@@ -160,12 +128,9 @@ static const char *marker_of(const char *payload, char *out, size_t cap)
 	return n ? out : NULL;
 }
 
-static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
-			size_t len, bool from_front);
-
 static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
 {
-	return enqueue_from(r, c, q, payload, len, false);
+	return relay_enqueue_from(r, c, q, payload, len, false);
 }
 
 static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
@@ -175,7 +140,7 @@ static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue
 		c->pending[q]--;
 }
 
-static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
 			size_t len, bool from_front)
 {
 	size_t marked_len = 0;
@@ -194,7 +159,7 @@ static int enqueue_from(struct relay *r, struct conversation *c, enum conv_queue
 	if (rc < 0)
 		return -EIO;
 	c->pending[q]++;
-	kick(r, c, q);
+	relay_kick(r, c, q);
 	return 0;
 }
 
@@ -259,7 +224,7 @@ static void release_position(struct relay *r, struct conversation *c)
 	c->held_watermark = NULL;
 	c->held_seen = NULL;
 	c->held_nseen = 0;
-	save(r, c);
+	relay_save(r, c);
 }
 
 struct sent {
@@ -268,16 +233,13 @@ struct sent {
 	int64_t item;
 };
 
-static void item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
 {
 	if (id > 0)
 		outbox_done(r, c, q, id);
 	c->queues[q].busy = false;
-	kick(r, c, q);
+	relay_kick(r, c, q);
 }
-
-static void retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
-			int attempts, uint64_t at_least_ms);
 
 static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const char *activity_id, void *arg)
 {
@@ -291,20 +253,20 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 		release_position(r, c);
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
-		item_finished(r, c, QUEUE_TO_BOT, s->item);
+		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
 	} else if (c && err == -ECANCELED) {
 		c->queues[QUEUE_TO_BOT].busy = false;	/* the handle went away; kept for later */
 	} else if (c && (strcmp(reason, "ended") == 0 || strcmp(reason, "not found") == 0)) {
 		/* The bot's conversation is gone: the message starts a new one. */
 		log_info(r->rt->log, "dl.restart", "conv=%s reason=\"%s\"", c->key, reason);
 		forget_dl(c);
-		save(r, c);
+		relay_save(r, c);
 		c->queues[QUEUE_TO_BOT].busy = false;
-		kick(r, c, QUEUE_TO_BOT);
+		relay_kick(r, c, QUEUE_TO_BOT);
 	} else if (c) {
 		log_error(r->rt->log, "relay.to_bot_failed", "conv=%s reason=\"%s\"", c->key, reason);
 		metrics_inc(r->m_dropped);
-		item_finished(r, c, QUEUE_TO_BOT, s->item);
+		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
 	}
 	free(s->key);
 	free(s);
@@ -347,7 +309,7 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
 		free(s);
-		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
 		return;
 	}
 	s->r = r;
@@ -363,18 +325,18 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	free(s);
 	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
 		forget_dl(c);
-		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
 	} else if (rc == -ENOBUFS || rc == -ENOMEM) {
-		retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
 	} else {
 		log_error(r->rt->log, "relay.to_bot_refused", "conv=%s error=\"%s\"", c->key, strerror(-rc));
 		metrics_inc(r->m_dropped);
-		item_finished(r, c, QUEUE_TO_BOT, it->id);
+		relay_item_finished(r, c, QUEUE_TO_BOT, it->id);
 	}
 }
 
 /* Posts handoff.status to the bot when the bot wants it (directline.status_events). */
-static void report_status(struct relay *r, struct conversation *c, const char *state, const char *message)
+void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message)
 {
 	char buf[1024];
 	int n;
@@ -390,320 +352,6 @@ static void report_status(struct relay *r, struct conversation *c, const char *s
 			     state);
 	if (n > 0 && (size_t)n < sizeof(buf))
 		enqueue(r, c, QUEUE_TO_BOT, buf, (size_t)n);
-}
-
-/* ---- the hub side ------------------------------------------------------------------ */
-
-/* What a to_hub delivery waits on: the item and, for a handoff, the routing decision. */
-struct hub_call {
-	struct relay *r;
-	char *key;
-	struct store_item item;
-	char *route_json;	/* escalations: the destination, as JSON */
-};
-
-static void hub_call_free(struct hub_call *hc)
-{
-	store_item_clear(&hc->item);
-	free(hc->route_json);
-	free(hc->key);
-	free(hc);
-}
-
-static void push_json_or_nil(lua_State *co, const char *json)
-{
-	if (json)
-		lua_pushstring(co, json);
-	else
-		lua_pushnil(co);
-}
-
-void relay_push_conversation(lua_State *co, const struct conversation *c)
-{
-	lua_createtable(co, 0, 7);
-	lua_pushstring(co, c->key);
-	lua_setfield(co, -2, "key");
-	lua_pushstring(co, c->id);
-	lua_setfield(co, -2, "id");
-	lua_pushstring(co, conv_state_name(c->state));
-	lua_setfield(co, -2, "state");
-	push_json_or_nil(co, c->user_json);
-	lua_setfield(co, -2, "user");
-	push_json_or_nil(co, c->hub_data);
-	lua_setfield(co, -2, "data");
-	push_json_or_nil(co, c->handoff_id);
-	lua_setfield(co, -2, "handoff_id");
-	push_json_or_nil(co, c->dl_conversation_id);
-	lua_setfield(co, -2, "dl_conversation_id");
-}
-
-/* An outbox item for a hub is `{"role":"R","fn":"F","M":RAW}`: the role and function
- * are read from that fixed head and RAW (an activity or an event, as received) is
- * handed on without decoding. */
-struct item_parts {
-	bool desk;
-	char fn[16];
-	const char *raw;
-	size_t raw_len;
-};
-
-static int item_split(const struct store_item *it, struct item_parts *p)
-{
-	const char *fn = strstr(it->payload, "\"fn\":\"");
-	const char *end = fn ? strchr(fn + 6, '"') : NULL;
-	const char *member = end ? strstr(end, "\":") : NULL;
-
-	if (!member || (size_t)(end - fn - 6) >= sizeof(p->fn) || it->payload_len < 2)
-		return -EINVAL;
-	p->desk = strncmp(it->payload, DESK_PREFIX, strlen(DESK_PREFIX)) == 0;
-	memcpy(p->fn, fn + 6, (size_t)(end - fn - 6));
-	p->fn[end - fn - 6] = '\0';
-	member = strstr(end + 1, "\":");	/* after the member name */
-	if (!member)
-		return -EINVAL;
-	p->raw = member + 2;
-	p->raw_len = it->payload_len - (size_t)(p->raw - it->payload) - 1;
-	return 0;
-}
-
-/* The handoff object of a raw handoff.initiate event (for the rules and escalate). */
-static int push_handoff_of(struct relay *r, lua_State *co, const char *raw, size_t len)
-{
-	struct hd_activity_set set;
-	struct hd_parse_error perr;
-	const struct hd_handoff *h = NULL;
-
-	if (hd_activity_parse(r->parser, raw, len, len, &set, &perr) == 0)
-		h = hd_activity_set_handoff(&set);
-	if (!h)
-		return -EINVAL;
-	handoff_object_push(co, h);
-	return 0;
-}
-
-/* relay.run(module, fn, conv, arg, route_json) of scripts/handoff/relay.lua. */
-static int push_hub_call(lua_State *co, void *arg)
-{
-	struct hub_call *hc = arg;
-	struct conversation *c = convstore_get(hc->r->convs, hc->key);
-	struct item_parts p;
-
-	if (!c || item_split(&hc->item, &p) < 0)
-		return -EINVAL;
-	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
-	lua_getfield(co, LUA_REGISTRYINDEX, p.desk ? hc->r->desk_reg : hc->r->front_reg);
-	lua_pushstring(co, p.fn);
-	relay_push_conversation(co, c);
-	if (strcmp(p.fn, "escalate") == 0) {
-		if (push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
-			return -EINVAL;
-	} else {
-		lua_pushlstring(co, p.raw, p.raw_len);
-	}
-	push_json_or_nil(co, hc->route_json);
-	return 5;
-}
-
-static void handoff_accepted(struct relay *r, struct conversation *c, const char *why)
-{
-	if (c->state != CONV_ROUTING && c->state != CONV_BOT)
-		return;
-	set_state(r, c, CONV_AGENT, why);
-	metrics_inc(r->m_handoffs_accepted);
-	report_status(r, c, "accepted", NULL);
-}
-
-static void handoff_failed(struct relay *r, struct conversation *c, const char *reason)
-{
-	char msg[600];
-	size_t n = 0;
-
-	metrics_inc(r->m_handoffs_failed);
-	log_warn(r->rt->log, "handoff.failed", "conv=%s reason=\"%s\"", c->key, reason);
-	set_state(r, c, CONV_BOT, "handoff failed");
-	msg[n++] = '"';
-	for (const char *p = reason; *p && n + 8 < sizeof(msg); p++) {
-		if (*p == '"' || *p == '\\')
-			msg[n++] = '\\';
-		msg[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
-	}
-	msg[n++] = '"';
-	msg[n] = '\0';
-	report_status(r, c, "failed", msg);
-}
-
-static void spawn_hub_call(struct hub_call *hc);
-
-/* The hub's answer to an escalation. */
-/* escalate returned a true value: "accepted" means an agent has it already. */
-static void escalate_result(struct relay *r, struct conversation *c, lua_State *co, int base)
-{
-	const char *res = lua_type(co, base) == LUA_TSTRING ? lua_tostring(co, base) : NULL;
-
-	if (res && strcmp(res, "accepted") == 0)
-		handoff_accepted(r, c, "the hub accepted at once");
-	else
-		log_info(r->rt->log, "handoff.delivered", "conv=%s handoff=%s", c->key, c->handoff_id ? c->handoff_id : "-");
-}
-
-static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg);
-
-/* The escalation of C could not be delivered: try the fallback destination once, then
- * give the customer back to the bot. Returns true when the fallback is being tried. */
-static bool escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err)
-{
-	const struct config_route *fb = &r->rt->config->fallback;
-	struct route_decision d = { .queue = fb->queue, .skill = fb->skill, .agent = fb->agent,
-				    .reason = fb->reason, .priority = fb->priority,
-				    .has_priority = fb->priority != 0, .fallback = true };
-	char json[1024];
-
-	if (c->route_item == item && !c->route_fallback) {
-		snprintf(d.why, sizeof(d.why), "the first destination failed: %s", err);
-		if (routing_decision_json(&d, json, sizeof(json)) > 0 && conv_set_string(&c->route_json, json) == 0) {
-			log_warn(r->rt->log, "handoff.fallback", "conv=%s queue=%s", c->key, fb->queue);
-			c->route_fallback = true;
-			return true;
-		}
-	}
-	handoff_failed(r, c, err);
-	return false;
-}
-
-/* A failure that will not be retried. */
-static void hub_call_gave_up(struct hub_call *hc, struct conversation *c, const char *err)
-{
-	struct relay *r = hc->r;
-
-	log_error(r->rt->log, "relay.to_hub_failed", "conv=%s attempts=%d error=\"%s\"", c->key,
-		  hc->item.attempts + 1, err);
-	metrics_inc(r->m_dropped);
-	if (is_escalation(&hc->item) && escalation_failed(r, c, hc->item.id, err)) {
-		c->queues[QUEUE_TO_HUB].busy = false;
-		kick(r, c, QUEUE_TO_HUB);	/* the same item, to the fallback */
-	} else {
-		item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
-	}
-	hub_call_free(hc);
-}
-
-static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
-{
-	struct hub_call *hc = arg;
-	struct relay *r = hc->r;
-	struct conversation *c = convstore_get(r->convs, hc->key);
-	int base = co ? lua_gettop(co) - nres + 1 : 0;
-	const char *err;
-	bool done = ok_call && nres >= 1 && lua_toboolean(co, base);
-
-	if (!c) {
-		hub_call_free(hc);
-		return;
-	}
-	if (ok_call && nres >= 4 && lua_type(co, base + 3) == LUA_TSTRING)
-		conv_set_string(&c->hub_data, lua_tostring(co, base + 3));
-	if (done) {
-		metrics_inc(r->m_to_hub);
-		if (is_escalation(&hc->item))
-			escalate_result(r, c, co, base);
-		save(r, c);
-		item_finished(r, c, QUEUE_TO_HUB, hc->item.id);
-		hub_call_free(hc);
-		return;
-	}
-	err = !co ? "aborted" : !ok_call ? "script error" : nres >= 2 && lua_isstring(co, base + 1)
-		? lua_tostring(co, base + 1) : "the hub script returned no result";
-	if (ok_call && nres >= 3 && lua_toboolean(co, base + 2)) {
-		/* Retryable: a number is the hub's Retry-After in seconds. The queue runner gives
-		 * up once retry.give_up_after has passed. */
-		double after = lua_type(co, base + 2) == LUA_TNUMBER ? lua_tonumber(co, base + 2) : 0;
-
-		log_warn(r->rt->log, "relay.to_hub_retry", "conv=%s attempt=%d error=\"%s\"", c->key,
-			 hc->item.attempts + 1, err);
-		metrics_inc(r->m_retries);
-		retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1,
-			    after > 0 ? (uint64_t)(after * 1000.0) : 0);
-		hub_call_free(hc);
-		return;
-	}
-	hub_call_gave_up(hc, c, err);
-}
-
-static void spawn_hub_call(struct hub_call *hc)
-{
-	int rc = script_host_spawn(hc->r->rt->scripts, hc->key, "hub call", push_hub_call, hub_call_done, hc);
-	struct conversation *c;
-
-	if (rc == 0)
-		return;
-	c = convstore_get(hc->r->convs, hc->key);
-	if (c)
-		retry_later(hc->r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
-	hub_call_free(hc);
-}
-
-/* The handoff object of an escalation item, for the routing rules. */
-static int push_item_handoff(lua_State *co, void *arg)
-{
-	struct hub_call *hc = arg;
-	struct item_parts p;
-
-	if (item_split(&hc->item, &p) < 0 || push_handoff_of(hc->r, co, p.raw, p.raw_len) < 0)
-		return -EINVAL;
-	return 1;
-}
-
-static void routed(const struct route_decision *d, void *arg)
-{
-	struct hub_call *hc = arg;
-	struct relay *r = hc->r;
-	struct conversation *c = convstore_get(r->convs, hc->key);
-	char json[1024];
-
-	if (!c || !d || routing_decision_json(d, json, sizeof(json)) < 0 || conv_set_string(&hc->route_json, json) < 0) {
-		if (c)
-			retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
-		hub_call_free(hc);
-		return;
-	}
-	c->route_item = hc->item.id;
-	c->route_fallback = d->fallback;
-	conv_set_string(&c->route_json, json);
-	log_info(r->rt->log, "handoff.routed", "conv=%s handoff=%s queue=%s rule=%d fallback=%s", c->key,
-		 c->handoff_id ? c->handoff_id : "-", d->queue, d->rule, d->fallback ? "yes" : "no");
-	spawn_hub_call(hc);
-}
-
-static void deliver_to_hub(struct relay *r, struct conversation *c, struct store_item *it)
-{
-	struct hub_call *hc = calloc(1, sizeof(*hc));
-
-	if (!hc || !(hc->key = strdup(c->key))) {
-		free(hc);
-		retry_later(r, c, QUEUE_TO_HUB, it->id, it->attempts + 1, 0);
-		store_item_clear(it);
-		return;
-	}
-	hc->r = r;
-	hc->item = *it;
-	memset(it, 0, sizeof(*it));
-	if (is_escalation(&hc->item) && c->route_item == hc->item.id && c->route_json) {
-		if (conv_set_string(&hc->route_json, c->route_json) == 0) {	/* decided already */
-			spawn_hub_call(hc);
-			return;
-		}
-	}
-	if (is_escalation(&hc->item)) {
-		/* The rules run when the escalation is first delivered (and again after a
-		 * restart), in the conversation's order, so the destination uses the rules in
-		 * force; retries keep the decision. */
-		if (routing_decide(r->rt, hc->key, push_item_handoff, hc, routed, hc) < 0) {
-			retry_later(r, c, QUEUE_TO_HUB, hc->item.id, hc->item.attempts + 1, 0);
-			hub_call_free(hc);
-		}
-		return;
-	}
-	spawn_hub_call(hc);
 }
 
 /* ---- the queue runner --------------------------------------------------------------- */
@@ -728,7 +376,7 @@ static void on_retry_timer(void *arg)
 		c->reconcile_id = 0;
 		c->reconcile_armed = false;
 	}
-	kick(a->r, c, a->q);
+	relay_kick(a->r, c, a->q);
 }
 
 static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms)
@@ -750,7 +398,7 @@ static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q,
 	return loop_timer_start(qs->retry, delay_ms, 0);
 }
 
-static void retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
 			int attempts, uint64_t at_least_ms)
 {
 	uint64_t delay = backoff_ms(r, attempts);
@@ -771,7 +419,7 @@ static bool gave_up(struct relay *r, const struct store_item *it)
 	       (double)(wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
-static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
+void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 {
 	struct conv_queue_state *qs = &c->queues[q];
 	struct store_item it;
@@ -797,17 +445,17 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 	if (q == QUEUE_TO_HUB && gave_up(r, &it)) {
 		log_error(r->rt->log, "relay.gave_up", "conv=%s queue=%s attempts=%d", c->key, queue_names[q], it.attempts);
 		metrics_inc(r->m_dropped);
-		if (is_escalation(&it) && escalation_failed(r, c, it.id, "the hub could not be reached")) {
+		if (is_escalation(&it) && relay_hub_escalation_failed(r, c, it.id, "the hub could not be reached")) {
 			/* one more try, to the fallback, before the item may give up again */
 			store_outbox_retry(r->store, it.id, 0, 0);
 			it.attempts = 0;
 			qs->busy = true;
-			deliver_to_hub(r, c, &it);
+			relay_hub_deliver(r, c, &it);
 			return;
 		}
 		outbox_done(r, c, q, it.id);
 		store_item_clear(&it);
-		kick(r, c, q);
+		relay_kick(r, c, q);
 		return;
 	}
 	qs->busy = true;
@@ -815,88 +463,11 @@ static void kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		deliver_to_bot(r, c, &it);
 		store_item_clear(&it);
 	} else {
-		deliver_to_hub(r, c, &it);
+		relay_hub_deliver(r, c, &it);
 	}
 }
 
 /* ---- from Direct Line ------------------------------------------------------------- */
-
-/* Queues "{role, fn, <member>: <raw JSON>}" for the hub. */
-static int enqueue_hub(struct relay *r, struct conversation *c, const char *role, const char *fn,
-		       const char *member, const char *raw, size_t len, bool from_front)
-{
-	char head[128];
-	int n = snprintf(head, sizeof(head), "{\"role\":\"%s\",\"fn\":\"%s\",\"%s\":", role, fn, member);
-	char *buf = malloc((size_t)n + len + 2);
-	int rc;
-
-	if (!buf)
-		return -ENOMEM;
-	memcpy(buf, head, (size_t)n);
-	memcpy(buf + n, raw, len);
-	buf[(size_t)n + len] = '}';
-	rc = enqueue_from(r, c, QUEUE_TO_HUB, buf, (size_t)n + len + 1, from_front);
-	free(buf);
-	return rc;
-}
-
-static char *new_handoff_id(struct relay *r)
-{
-	char *id = malloc(24);
-
-	if (id)
-		snprintf(id, 24, "h-%016llx", (unsigned long long)next_random(r));
-	return id;
-}
-
-static void start_handoff(struct relay *r, struct conversation *c, const struct hd_activity *a)
-{
-	char *hid = new_handoff_id(r);
-
-	if (!hid)
-		return;
-	free(c->handoff_id);
-	c->handoff_id = hid;
-	metrics_inc(r->m_handoffs_started);
-	log_info(r->rt->log, "handoff.initiate", "conv=%s handoff=%s transcript=%zu", c->key, hid,
-		 a->handoff ? a->handoff->transcript.count : (size_t)0);
-	set_state(r, c, CONV_ROUTING, "handoff.initiate");
-	save(r, c);
-	enqueue_hub(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len, false);
-}
-
-static void typing_done(lua_State *co, bool ok, int nres, void *arg)
-{
-	(void)co;
-	(void)ok;
-	(void)nres;
-	hub_call_free(arg);
-}
-
-/* Typing is best effort: straight to the front, never stored or retried. */
-static void send_typing(struct relay *r, struct conversation *c, const struct hd_activity *a)
-{
-	static const char head[] = FRONT_PREFIX ",\"fn\":\"to_user\",\"activity\":";
-	struct hub_call *hc = calloc(1, sizeof(*hc));
-	size_t n = sizeof(head) - 1;
-
-	if (!hc)
-		return;
-	hc->r = r;
-	hc->key = strdup(c->key);
-	hc->item.payload = malloc(n + a->raw.len + 2);
-	if (!hc->key || !hc->item.payload) {
-		hub_call_free(hc);
-		return;
-	}
-	memcpy(hc->item.payload, head, n);
-	memcpy(hc->item.payload + n, a->raw.ptr, a->raw.len);
-	hc->item.payload[n + a->raw.len] = '}';
-	hc->item.payload[n + a->raw.len + 1] = '\0';
-	hc->item.payload_len = n + a->raw.len + 1;
-	if (script_host_spawn(r->rt->scripts, c->key, "typing", push_hub_call, typing_done, hc) < 0)
-		hub_call_free(hc);
-}
 
 static void on_activity(struct dl_conv *dc, const char *key, const struct hd_activity *a, void *arg)
 {
@@ -915,19 +486,19 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 			c->reconcile_armed = false;
 			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
 			c->queues[QUEUE_TO_BOT].scheduled = false;
-			kick(r, c, QUEUE_TO_BOT);
+			relay_kick(r, c, QUEUE_TO_BOT);
 		}
 		return;	/* another client of the conversation, or our own message */
 	}
 	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
 		if (c->state == CONV_BOT)
-			start_handoff(r, c, a);
+			relay_hub_start_handoff(r, c, a);
 		else
 			log_info(r->rt->log, "handoff.ignored", "conv=%s state=%s", key, conv_state_name(c->state));
 		return;
 	}
 	if (hd_str_eq(a->type, "endOfConversation")) {
-		set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
+		relay_set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
 		return;
 	}
 	if (c->state != CONV_BOT) {
@@ -936,9 +507,9 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		return;
 	}
 	if (hd_str_eq(a->type, "message"))
-		enqueue_hub(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
+		relay_hub_enqueue(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
 	else if (hd_str_eq(a->type, "typing"))
-		send_typing(r, c, a);
+		relay_hub_typing(r, c, a);
 }
 
 static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, const char *reason, void *arg)
@@ -961,11 +532,11 @@ static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, c
 	}
 	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
 	forget_dl(c);
-	save(r, c);
+	relay_save(r, c);
 	if (st == DL_STATE_ENDED && c->state == CONV_BOT)
-		set_state(r, c, CONV_CLOSED, reason);
+		relay_set_state(r, c, CONV_CLOSED, reason);
 	else
-		kick(r, c, QUEUE_TO_BOT);	/* anything still queued starts a new conversation */
+		relay_kick(r, c, QUEUE_TO_BOT);	/* anything still queued starts a new conversation */
 }
 
 static void on_persist(struct dl_conv *dc, const char *key, const struct dl_persist *p, void *arg)
@@ -984,7 +555,7 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 	} else {
 		set_position(c, p->watermark, p->seen, p->nseen, &c->watermark, &c->seen, &c->nseen);
 	}
-	save(r, c);
+	relay_save(r, c);
 }
 
 /* ---- from the scripts ----------------------------------------------------------------- */
@@ -1028,7 +599,7 @@ int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t l
 	struct conversation *c;
 	int rc = front_message(r, id, activity, len, &c);
 
-	return rc < 0 ? rc : enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
+	return rc < 0 ? rc : relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 }
 
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
@@ -1040,16 +611,16 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 		return rc;
 	if (user_json && (!c->user_json || strcmp(c->user_json, user_json) != 0)) {
 		conv_set_string(&c->user_json, user_json);
-		save(r, c);
+		relay_save(r, c);
 	}
 	if (c->state == CONV_CLOSED) {
 		forget_dl(c);
-		set_state(r, c, CONV_BOT, "the customer wrote again");
+		relay_set_state(r, c, CONV_BOT, "the customer wrote again");
 	}
 	if (c->state == CONV_BOT)
-		return enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
+		return relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 	if (r->desk_only)	/* the desk is another system: relay to the agent */
-		return enqueue_hub(r, c, "desk", "to_agent", "activity", activity, len, true);
+		return relay_hub_enqueue(r, c, "desk", "to_agent", "activity", activity, len, true);
 	return 0;		/* a front+desk hub carries the chat with the agent itself */
 }
 
@@ -1061,7 +632,7 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 		return -ENOENT;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
-	return enqueue_hub(r, c, "front", "to_user", "activity", activity, len, true);
+	return relay_hub_enqueue(r, c, "front", "to_user", "activity", activity, len, true);
 }
 
 int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
@@ -1072,15 +643,15 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 	if (!c)
 		return -ENOENT;
 	if (strcmp(state, "accepted") == 0) {
-		handoff_accepted(r, c, "the hub accepted");
+		relay_hub_accepted(r, c, "the hub accepted");
 	} else if (strcmp(state, "failed") == 0) {
 		if (c->state == CONV_ROUTING || c->state == CONV_AGENT)
-			handoff_failed(r, c, "the hub reported a failure");
+			relay_hub_failed(r, c, "the hub reported a failure");
 	} else if (strcmp(state, "completed") == 0) {
 		metrics_inc(r->m_handoffs_completed);
-		report_status(r, c, "completed", NULL);
-		set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
-		kick(r, c, QUEUE_TO_BOT);	/* closed: ends the bot's side once the status is out */
+		relay_report_status(r, c, "completed", NULL);
+		relay_set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
+		relay_kick(r, c, QUEUE_TO_BOT);	/* closed: ends the bot's side once the status is out */
 	} else {
 		return -EINVAL;
 	}
@@ -1093,8 +664,8 @@ int relay_end(struct relay *r, const char *id)
 
 	if (!c)
 		return -ENOENT;
-	set_state(r, c, CONV_CLOSED, "the front ended the conversation");
-	kick(r, c, QUEUE_TO_BOT);	/* ends the bot's side once what is queued has gone */
+	relay_set_state(r, c, CONV_CLOSED, "the front ended the conversation");
+	relay_kick(r, c, QUEUE_TO_BOT);	/* ends the bot's side once what is queued has gone */
 	return 0;
 }
 
@@ -1108,7 +679,7 @@ int relay_set_data(struct relay *r, const char *id, const char *data_json)
 		return -EINVAL;
 	if (conv_set_string(&c->hub_data, data_json) < 0)
 		return -ENOMEM;
-	save(r, c);
+	relay_save(r, c);
 	return 0;
 }
 
@@ -1185,7 +756,7 @@ static int kick_queue(const char *key, const char *queue, void *arg)
 		if (strcmp(queue, queue_names[q]) != 0)
 			continue;
 		c->pending[q] = (unsigned)store_outbox_count(r->store, key, queue);
-		kick(r, c, (enum conv_queue)q);
+		relay_kick(r, c, (enum conv_queue)q);
 	}
 	return 0;
 }

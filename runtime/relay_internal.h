@@ -1,0 +1,72 @@
+/* relay_internal.h - what relay.c (states, bot side, queue runner) and relay_hub.c
+ * (deliveries to hub scripts, the handoff's escalation) share. Nothing else includes it. */
+#ifndef HANDOFFD_RELAY_INTERNAL_H
+#define HANDOFFD_RELAY_INTERNAL_H
+
+#include "convstore.h"
+#include "relay.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+struct hd_activity;
+
+/* Outbox items for the hub start with their role, so the runner picks the module
+ * without decoding the item. */
+#define DESK_PREFIX "{\"role\":\"desk\""
+#define FRONT_PREFIX "{\"role\":\"front\""
+#define ESCALATE_PREFIX "{\"role\":\"desk\",\"fn\":\"escalate\","
+
+static inline bool is_escalation(const struct store_item *it)
+{
+	return strncmp(it->payload, ESCALATE_PREFIX, strlen(ESCALATE_PREFIX)) == 0;
+}
+
+
+struct relay {
+	struct hd_runtime *rt;
+	struct store *store;
+	struct convstore *convs;
+	struct directline *dl;
+	struct hd_activity_parser *parser;	/* for handoff payloads kept in the outbox */
+	char front[64];			/* key prefix: the front module's last name */
+	const char *front_reg, *desk_reg;	/* registry keys of the modules */
+	bool desk_only;			/* front and desk are different modules */
+	uint64_t rng;
+	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
+	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
+};
+
+/* relay.c */
+uint64_t relay_random(struct relay *r);
+void relay_save(struct relay *r, struct conversation *c);
+void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why);
+/* Queues PAYLOAD on Q of C; FROM_FRONT applies limits.queued. 0, -ENOBUFS or -EIO. */
+int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+		       size_t len, bool from_front);
+/* Delivers the next item of Q when none is under way. */
+void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q);
+/* Item ID of Q was delivered (or dropped): off the outbox, on to the next. */
+void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id);
+/* Item ID failed for now: retried after a backoff, at least AT_LEAST_MS. */
+void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+		       int attempts, uint64_t at_least_ms);
+/* Posts handoff.status STATE (MESSAGE: a JSON string or NULL) to the bot when configured. */
+void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message);
+
+/* relay_hub.c */
+/* Delivers outbox item IT (ownership of its strings taken) to the hub scripts. */
+void relay_hub_deliver(struct relay *r, struct conversation *c, struct store_item *it);
+/* Queues {role, fn, MEMBER: RAW} for the hub. */
+int relay_hub_enqueue(struct relay *r, struct conversation *c, const char *role, const char *fn,
+		      const char *member, const char *raw, size_t len, bool from_front);
+void relay_hub_start_handoff(struct relay *r, struct conversation *c, const struct hd_activity *a);
+void relay_hub_typing(struct relay *r, struct conversation *c, const struct hd_activity *a);
+void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why);
+void relay_hub_failed(struct relay *r, struct conversation *c, const char *reason);
+/* The escalation (item ITEM) failed for good: true when the fallback is tried instead. */
+bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err);
+
+#endif
