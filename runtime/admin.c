@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "http_server.h"
+#include "json_text.h"
 #include "log.h"
 #include "runtime.h"
 #include "script_host.h"
@@ -24,21 +25,6 @@ static int authorized(struct evhttp_request *req, const char *token)
 	return CRYPTO_memcmp(h + 7, token, n) == 0;
 }
 
-static void json_escape_into(char *out, size_t cap, const char *s)
-{
-	size_t n = 0;
-
-	for (; *s && n + 7 < cap; s++) {
-		if (*s == '"' || *s == '\\')
-			out[n++] = '\\';
-		if ((unsigned char)*s < 0x20)
-			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)*s);
-		else
-			out[n++] = *s;
-	}
-	out[n] = '\0';
-}
-
 static void on_reload(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
@@ -55,8 +41,8 @@ static void on_reload(struct evhttp_request *req, void *arg)
 	}
 	log_info(rt->log, "admin.reload", "peer=%s", http_server_peer_is_loopback(req) ? "loopback" : "remote");
 	if (runtime_reload(rt, err, sizeof(err)) < 0) {
-		json_escape_into(escaped, sizeof(escaped), err);
-		snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s\",\"generation\":%lu}", escaped,
+		json_text_string(escaped, sizeof(escaped), 0, err);
+		snprintf(body, sizeof(body), "{\"ok\":false,\"error\":%s,\"generation\":%lu}", escaped,
 			 script_host_generation(rt->scripts));
 		http_server_reply_json(req, 422, body);
 		return;

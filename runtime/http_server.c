@@ -34,9 +34,9 @@ struct http_server {
 	size_t nroutes;
 };
 
-static const char *method_name(enum evhttp_cmd_type cmd)
+const char *http_server_method(struct evhttp_request *req)
 {
-	switch (cmd) {
+	switch (evhttp_request_get_command(req)) {
 	case EVHTTP_REQ_GET: return "GET";
 	case EVHTTP_REQ_POST: return "POST";
 	case EVHTTP_REQ_PUT: return "PUT";
@@ -86,7 +86,7 @@ static void on_complete(struct evhttp_request *req, void *arg)
 static void dispatch(struct evhttp_request *req, void *arg)
 {
 	struct http_server *srv = arg;
-	const char *method = method_name(evhttp_request_get_command(req));
+	const char *method = http_server_method(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	int path_known = 0;

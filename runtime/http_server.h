@@ -46,6 +46,8 @@ void http_server_forget(struct http_server *srv);
 
 /* Answers REQ with STATUS and a JSON body (copied). */
 void http_server_reply_json(struct evhttp_request *req, int status, const char *json);
+/* "GET", "POST", ... ("OTHER" for a method we do not serve). */
+const char *http_server_method(struct evhttp_request *req);
 /* Whether the peer of REQ is on a loopback address. */
 int http_server_peer_is_loopback(struct evhttp_request *req);
 

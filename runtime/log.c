@@ -3,6 +3,8 @@
  * Knows nothing about what is logged: parts pass an event name and key=value fields. */
 #include "log.h"
 
+#include "json_text.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -206,24 +208,6 @@ static size_t format_time(char *buf, size_t cap)
 	return n;
 }
 
-/* Appends S to OUT as the body of a JSON string (no quotes). */
-static void json_escape(char *out, size_t cap, size_t *len, const char *s, size_t slen)
-{
-	for (size_t i = 0; i < slen && *len + 7 < cap; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '"' || c == '\\') {
-			out[(*len)++] = '\\';
-			out[(*len)++] = (char)c;
-		} else if (c < 0x20) {
-			*len += (size_t)snprintf(out + *len, cap - *len, "\\u%04x", c);
-		} else {
-			out[(*len)++] = (char)c;
-		}
-	}
-	out[*len] = '\0';
-}
-
 static void append(char *out, size_t cap, size_t *len, const char *s)
 {
 	size_t n = strlen(s);
@@ -254,7 +238,7 @@ static void fields_to_json(char *out, size_t cap, size_t *len, const char *f)
 			eq++;
 		if (*eq != '=') {
 			append(out, cap, len, ",\"msg\":\"");
-			json_escape(out, cap, len, key, strlen(key));
+			*len = json_text_escape(out, cap, *len, key, strlen(key));
 			append(out, cap, len, "\"");
 			return;
 		}
@@ -272,9 +256,9 @@ static void fields_to_json(char *out, size_t cap, size_t *len, const char *f)
 			f = end;
 		}
 		append(out, cap, len, ",\"");
-		json_escape(out, cap, len, key, (size_t)(eq - key));
+		*len = json_text_escape(out, cap, *len, key, (size_t)(eq - key));
 		append(out, cap, len, "\":\"");
-		json_escape(out, cap, len, val, (size_t)(end - val));
+		*len = json_text_escape(out, cap, *len, val, (size_t)(end - val));
 		append(out, cap, len, "\"");
 	}
 }
@@ -307,7 +291,7 @@ void log_vwrite(struct log *lg, enum log_level level, const char *event, const c
 	if (lg->json) {
 		len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"",
 				       ts, level_names[level]);
-		json_escape(line, sizeof(line), &len, event, strlen(event));
+		len = json_text_escape(line, sizeof(line), len, event, strlen(event));
 		append(line, sizeof(line), &len, "\"");
 		fields_to_json(line, sizeof(line), &len, body);
 		append(line, sizeof(line), &len, "}");

@@ -7,6 +7,7 @@
 
 #include "bindings/handoff_object.h"
 #include "config.h"
+#include "json_text.h"
 #include "log.h"
 #include "metrics.h"
 #include "routing.h"
@@ -145,19 +146,11 @@ void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why
 void relay_hub_failed(struct relay *r, struct conversation *c, const char *reason)
 {
 	char msg[600];
-	size_t n = 0;
 
 	metrics_inc(r->m_handoffs_failed);
 	log_warn(r->rt->log, "handoff.failed", "conv=%s reason=\"%s\"", c->key, reason);
 	relay_set_state(r, c, CONV_BOT, "handoff failed");
-	msg[n++] = '"';
-	for (const char *p = reason; *p && n + 8 < sizeof(msg); p++) {
-		if (*p == '"' || *p == '\\')
-			msg[n++] = '\\';
-		msg[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
-	}
-	msg[n++] = '"';
-	msg[n] = '\0';
+	json_text_string(msg, sizeof(msg), 0, reason);
 	relay_report_status(r, c, "failed", msg);
 }
 

@@ -3,6 +3,7 @@
 #include "routing.h"
 
 #include "config.h"
+#include "json_text.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
@@ -128,24 +129,13 @@ int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_h
 	return rc;
 }
 
-/* Appends "key":"value" with JSON escaping, or nothing for NULL. */
+/* Appends ,"key":"value", or nothing for NULL. */
 static size_t json_member(char *buf, size_t cap, size_t n, const char *key, const char *v)
 {
 	if (!v || n >= cap)
 		return n;
-	n += (size_t)snprintf(buf + n, cap - n, ",\"%s\":\"", key);
-	for (; *v && n + 8 < cap; v++) {
-		if (*v == '"' || *v == '\\')
-			buf[n++] = '\\';
-		if ((unsigned char)*v < 0x20)
-			n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", (unsigned char)*v);
-		else
-			buf[n++] = *v;
-	}
-	if (n + 1 < cap)
-		buf[n++] = '"';
-	buf[n < cap ? n : cap - 1] = '\0';
-	return n;
+	n += (size_t)snprintf(buf + n, cap - n, ",\"%s\":", key);
+	return n < cap ? json_text_string(buf, cap, n, v) : n;
 }
 
 int routing_decision_json(const struct route_decision *d, char *buf, size_t cap)

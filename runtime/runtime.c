@@ -8,6 +8,7 @@
 #include "config.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "json_text.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -139,33 +140,13 @@ int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 	return rc;
 }
 
-/* Appends S to OUT as a JSON string literal. */
-static size_t json_string(char *out, size_t cap, const char *s)
-{
-	size_t n = 0;
-
-	out[n++] = '"';
-	for (; *s && n + 8 < cap; s++) {
-		if (*s == '"' || *s == '\\')
-			out[n++] = '\\';
-		if ((unsigned char)*s < 0x20) {
-			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", (unsigned char)*s);
-			continue;
-		}
-		out[n++] = *s;
-	}
-	out[n++] = '"';
-	out[n] = '\0';
-	return n;
-}
-
 static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
 	char body[2048], err[1100], when[32];
 	struct tm tm;
 
-	json_string(err, sizeof(err), rt->last_reload_error);
+	json_text_string(err, sizeof(err), 0, rt->last_reload_error);
 	gmtime_r(&rt->last_reload_time, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	snprintf(body, sizeof(body),

@@ -183,18 +183,6 @@ static void push_query(lua_State *co, const char *query)
 	evhttp_clear_headers(&kv);
 }
 
-static const char *method_of(struct evhttp_request *req)
-{
-	switch (evhttp_request_get_command(req)) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	default: return "HEAD";
-	}
-}
-
 /* The handler and its one argument, req = {method, path, query, headers, body, peer}. */
 static int push_call(lua_State *co, void *arg)
 {
@@ -208,7 +196,7 @@ static int push_call(lua_State *co, void *arg)
 
 	lua_rawgeti(co, LUA_REGISTRYINDEX, c->wh->fn_ref);
 	lua_createtable(co, 0, 6);
-	lua_pushstring(co, method_of(req));
+	lua_pushstring(co, http_server_method(req));
 	lua_setfield(co, -2, "method");
 	lua_pushstring(co, c->wh->path);
 	lua_setfield(co, -2, "path");

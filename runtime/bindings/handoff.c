@@ -132,24 +132,25 @@ static int l_handoff_customer(lua_State *L)
 	return finish_write(L, r, relay_customer(r, id, user, activity, len));
 }
 
-static int l_handoff_to_bot(lua_State *L)
+/* (id, activity) -> FN(relay, id, activity JSON): to_bot and agent. */
+static int relay_activity(lua_State *L, int (*fn)(struct relay *, const char *, const char *, size_t))
 {
 	struct relay *r = check_relay(L);
 	const char *id = luaL_checkstring(L, 1);
 	size_t len;
 	const char *activity = activity_json(L, 2, &len);
 
-	return finish_write(L, r, relay_to_bot(r, id, activity, len));
+	return finish_write(L, r, fn(r, id, activity, len));
+}
+
+static int l_handoff_to_bot(lua_State *L)
+{
+	return relay_activity(L, relay_to_bot);
 }
 
 static int l_handoff_agent(lua_State *L)
 {
-	struct relay *r = check_relay(L);
-	const char *id = luaL_checkstring(L, 1);
-	size_t len;
-	const char *activity = activity_json(L, 2, &len);
-
-	return finish_write(L, r, relay_agent(r, id, activity, len));
+	return relay_activity(L, relay_agent);
 }
 
 static int l_handoff_event(lua_State *L)

@@ -30,7 +30,7 @@ import uuid
 
 from aiohttp import web
 
-from fakeserver import FakeServer
+from fakeserver import ServedFake
 
 ACCOUNT = 1
 TOKEN = "bot-token-0123456789"
@@ -56,7 +56,7 @@ class Conversation:
         self.messages = []       # webhook_data of every message, in order
 
 
-class FakeChatwoot:
+class FakeChatwoot(ServedFake):
     def __init__(self, account_id=ACCOUNT, token=TOKEN, secret=SECRET):
         self.account_id, self.token, self.secret = account_id, token, secret
         self.conversations = {}
@@ -73,23 +73,18 @@ class FakeChatwoot:
         self.cids = itertools.count(1)
         self.jobs = queue.Queue()
         self.worker = threading.Thread(target=self._work, daemon=True)
-        self.server = FakeServer()
+        super().__init__()
         for action in ("messages", "toggle_status", "toggle_typing_status", "assignments", "custom_attributes"):
             self.server.route("POST", "/api/v1/accounts/{account}/conversations/{cid}/" + action, self._api(action))
 
     def start(self):
-        self.server.start()
         self.worker.start()
-        return self
+        return super().start()
 
     def stop(self):
         self.jobs.put(None)
         self.worker.join(10)
-        self.server.stop()
-
-    @property
-    def url(self):
-        return self.server.url
+        super().stop()
 
     # --- the API (handoffd -> Chatwoot) ----------------------------------------------
 

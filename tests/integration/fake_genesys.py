@@ -38,7 +38,7 @@ import uuid
 
 from aiohttp import web
 
-from fakeserver import FakeServer
+from fakeserver import ServedFake
 
 CLIENT_ID = "c1a7e0f2-0000-4000-8000-0123456789ab"
 CLIENT_SECRET = "genesys-client-secret/with:odd&chars"
@@ -55,7 +55,7 @@ def iso_now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class FakeGenesys:
+class FakeGenesys(ServedFake):
     def __init__(self, token_lifetime=3600):
         self.token_lifetime = token_lifetime
         self.tokens = {}            # token -> expiry (epoch seconds)
@@ -67,21 +67,10 @@ class FakeGenesys:
         self.conversations = {}     # id -> {"from", "attributes", "agent", "open"}
         self.open_by_customer = {}  # from.id -> conversation id
         self.cond = threading.Condition()
-        self.server = FakeServer()
+        super().__init__()
         self.server.route("POST", "/oauth/token", self._login)
         self.server.route("POST", "/api/v2/conversations/messages/{integration}/inbound/open/message", self._message)
         self.server.route("GET", "/api/v2/conversations/messages/{conversation}", self._conversation)
-
-    def start(self):
-        self.server.start()
-        return self
-
-    def stop(self):
-        self.server.stop()
-
-    @property
-    def url(self):
-        return self.server.url
 
     # --- handoffd -> Genesys -----------------------------------------------------------
 

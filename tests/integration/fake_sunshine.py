@@ -23,7 +23,7 @@ import uuid
 
 from aiohttp import web
 
-from fakeserver import FakeServer, post_json
+from fakeserver import ServedFake, post_json
 
 APP_ID = "5ebee0975ac5a1b2c3d4e5f6"
 KEY_ID = "app_5f1c0a9e8d7c6b5a"
@@ -101,7 +101,7 @@ def check_content(c):
         raise Refused(400, f"unexpected content type {c.get('type')!r}")
 
 
-class FakeSunshine:
+class FakeSunshine(ServedFake):
     def __init__(self):
         self.auth = "Basic " + base64.b64encode(f"{KEY_ID}:{KEY_SECRET}".encode()).decode()
         self.active = {}          # conversation -> active switchboard integration (None: none)
@@ -114,20 +114,9 @@ class FakeSunshine:
         self.notified = []        # answers handoffd gave to those echoes
         self.clock = itertools.count()
         self.cond = threading.Condition()
-        self.server = FakeServer()
+        super().__init__()
         for op in ("messages", "activity", "passControl"):
             self.server.route("POST", f"/v2/apps/{APP_ID}/conversations/{{conv}}/{op}", self._handle)
-
-    def start(self):
-        self.server.start()
-        return self
-
-    def stop(self):
-        self.server.stop()
-
-    @property
-    def url(self):
-        return self.server.url
 
     # --- handoffd -> Sunshine -------------------------------------------------------------
 

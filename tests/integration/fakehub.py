@@ -14,7 +14,7 @@ import uuid
 
 from aiohttp import web
 
-from fakeserver import FakeServer, post_json
+from fakeserver import ServedFake, post_json
 
 SECRET = "hub-secret-0123456789abcdef"
 TOKEN = "hub-token-abc"
@@ -24,7 +24,7 @@ def sign(secret, ts, body):
     return "v1=" + hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-class FakeHub:
+class FakeHub(ServedFake):
     def __init__(self, secret=SECRET, token=TOKEN):
         self.secret, self.token = secret, token
         self.received = []           # (path, json body) in arrival order, accepted ones only
@@ -38,21 +38,10 @@ class FakeHub:
         self.handoff_status = None    # answer every /handoffs with this status (an outage)
         self.handoff_attempts = []    # routing of every /handoffs attempt, failed ones too
         self.cond = threading.Condition()
-        self.server = FakeServer()
+        super().__init__()
         for path in ("/messages", "/typing", "/handoffs"):
             self.server.route("POST", path, self._handle)
         self.daemon_port = None
-
-    def start(self):
-        self.server.start()
-        return self
-
-    def stop(self):
-        self.server.stop()
-
-    @property
-    def url(self):
-        return self.server.url
 
     # --- handoffd -> hub -------------------------------------------------------------
 

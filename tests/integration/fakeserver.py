@@ -65,6 +65,25 @@ class FakeServer:
         self.thread.join(10)
 
 
+class ServedFake:
+    """Base of the contract fakes: owns self.server, a FakeServer, and starts, stops and
+    names it."""
+
+    def __init__(self):
+        self.server = FakeServer()
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def stop(self):
+        self.server.stop()
+
+    @property
+    def url(self):
+        return self.server.url
+
+
 def post_json(url, body, headers, timeout=30):
     """POSTs BODY (bytes) to URL; returns (status, the answer parsed as JSON, or its text)."""
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
