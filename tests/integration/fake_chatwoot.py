@@ -24,13 +24,11 @@ import json
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 from aiohttp import web
 
-from fakeserver import ServedFake
+from fakeserver import ServedFake, post_json
 
 ACCOUNT = 1
 TOKEN = "bot-token-0123456789"
@@ -320,16 +318,8 @@ class FakeChatwoot(ServedFake):
         if signed:
             headers["X-Chatwoot-Timestamp"] = ts
             headers["X-Chatwoot-Signature"] = sign(secret or self.secret, ts, body)
-        req = urllib.request.Request(self.target, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"null"), None
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            try:
-                return e.code, json.loads(text or b"null"), None
-            except ValueError:
-                return e.code, text.decode(errors="replace"), None
+            return (*post_json(self.target, body, headers, timeout), None)
         except OSError as e:       # timeout, refused
             return None, None, f"no answer: {e}"
 

@@ -31,14 +31,12 @@ import hmac
 import json
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
 from aiohttp import web
 
-from fakeserver import ServedFake
+from fakeserver import ServedFake, post_json
 
 CLIENT_ID = "c1a7e0f2-0000-4000-8000-0123456789ab"
 CLIENT_SECRET = "genesys-client-secret/with:odd&chars"
@@ -233,12 +231,7 @@ class FakeGenesys(ServedFake):
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         if path == "/hubs/genesys/messages":
             hdrs["X-Hub-Signature-256"] = signature if signature is not None else sign(WEBHOOK_SECRET, body)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=hdrs, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return post_json(f"http://127.0.0.1:{port}{path}", body, hdrs)
 
     @staticmethod
     def outbound(customer, mtype, msg_id=None, **fields):
