@@ -74,6 +74,21 @@ local function id_map(t, what)
   return out
 end
 
+-- `attributes`: true (default: every key), false (none) or a list of names -> a set.
+local function attribute_names(v)
+  if v == nil then return true end
+  assert(type(v) == "boolean" or type(v) == "table", "hubs.intercom: attributes must be true, false or a list of names")
+  if v ~= true and v ~= false then
+    local names = {}
+    for _, name in ipairs(v) do
+      assert(str(name), "hubs.intercom: attributes must list attribute names (strings)")
+      names[name] = true
+    end
+    return names
+  end
+  return v
+end
+
 --- Checks the settings; raising rejects the (re)load.
 function M.init(settings)
   local url = settings.url or "https://api.intercom.io"
@@ -87,7 +102,7 @@ function M.init(settings)
   conf = { url = url:gsub("/+$", ""), token = settings.token, client_secret = settings.client_secret,
            bot = idstr(settings.bot_admin_id), app_id = settings.app_id,
            teams = id_map(settings.teams, "teams"), admins = id_map(settings.admins, "admins"),
-           take_unassigned = settings.take_unassigned == true, attributes = settings.attributes ~= false,
+           take_unassigned = settings.take_unassigned == true, attributes = attribute_names(settings.attributes),
            attribute_prefix = settings.attribute_prefix or "handoff_",
            transcript_bytes = settings.transcript_bytes or 16000,
            timeout_ms = settings.timeout_ms or 10000, ca_file = settings.ca_file }
@@ -225,10 +240,16 @@ local function assignment(kind, assignee)
   return { message_type = "assignment", type = kind, admin_id = conf.bot, assignee_id = assignee }
 end
 
--- The attributes are a courtesy: a workspace without those conversation attributes answers
--- 400, which must not stop the handoff (the note carries the same facts).
+-- The attributes are a courtesy: Intercom sets only conversation attributes the workspace
+-- defined and refuses the whole update (400) for any other name, which must not stop the
+-- handoff (the note carries the same facts). `attributes` may list the names to send.
 local function set_attributes(conv, h, route)
   local attributes = context.snake(h, route, { prefix = conf.attribute_prefix })
+  if type(conf.attributes) == "table" then
+    for k in pairs(attributes) do
+      if not conf.attributes[k] then attributes[k] = nil end
+    end
+  end
   local res, err, retry = api("PUT", conversation_path(conv.id), { custom_attributes = attributes })
   if not res and not retry then
     log.warn("intercom.attributes_refused", { conv = conv.id, error = err })

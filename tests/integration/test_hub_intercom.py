@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from conftest import run, write_config
 from fake_intercom import BOT, FakeIntercom
 from hub_env import HubEnv
 
@@ -241,3 +242,38 @@ def test_missing_attributes_and_final_errors(tmp_path):
         assert not any(f"relay.to_hub_retry conv=intercom:{other}" in l for l in env.daemon.lines)
     finally:
         assert env.close() == 0
+
+
+def test_attributes_named_in_the_config(tmp_path):
+    """Only the attributes the workspace defined are sent, so Intercom takes the update."""
+    env = start(tmp_path, extra='attributes = { "handoff_queue", "handoff_skill" },',
+                attributes={"handoff_queue", "handoff_skill", "handoff_priority"})
+    try:
+        ic = env.ic
+        cid = ic.new_conversation("I need a human about my order")
+        ic.wait(lambda s: s.conversations[cid].team == ORDERS, what="the handoff")
+        update = next(b for op, b in ic.operations(cid) if op == "update")
+        assert update == {"custom_attributes": {"handoff_queue": "orders", "handoff_skill": "late-delivery"}}
+        assert ic.conversations[cid].custom_attributes == update["custom_attributes"]
+        assert ic.rejected == [] and env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+
+
+@pytest.mark.parametrize("hub, message", [
+    ('token = "t", bot_admin_id = "12"', "client_secret is required"),
+    ('token = "t", client_secret = "0123456789abcdef0"', "bot_admin_id is required"),
+    ('token = "t", client_secret = "0123456789abcdef0", bot_admin_id = "12", teams = { orders = "x" }',
+     "teams.orders must be an Intercom id"),
+    ('token = "t", client_secret = "0123456789abcdef0", bot_admin_id = "12", attributes = { 3 }',
+     "attributes must list attribute names"),
+])
+def test_settings_are_checked_at_load(tmp_path, hub, message):
+    write_config(tmp_path, f"""return {{
+  listen = "127.0.0.1:0",
+  directline = {{ secret = "test-secret-0123456789" }},
+  hub = {{ module = "hubs.intercom", {hub} }},
+}}
+""")
+    done = run(["-t", "-c", "config.lua"], cwd=tmp_path)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
