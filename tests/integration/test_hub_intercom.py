@@ -121,6 +121,26 @@ def test_assigning_back_to_the_bot_returns_it(env):
     assert ic.rejected == [] and ic.failed_deliveries() == [] and env.daemon.errors() == []
 
 
+def test_a_human_taking_over_silences_the_bot(env):
+    ic = env.ic
+    cid = ic.new_conversation("hello")
+    ic.wait_bot_replies(cid, 2)
+    assert ic.admin_reply(cid, "Sam here, I'll take this one", admin=SAM)[0] == 200
+    assert env.wait_bot_heard(cid, 2)[-1] == "accepted", "a human's reply while the bot has it: taken over"
+    assert ic.customer(cid, "thanks Sam") == (200, {"ok": True, "ignored": "the humans have it"})
+    photo = {"type": "upload", "name": "receipt.png", "url": "https://files.example/receipt.png",
+             "content_type": "image/png", "filesize": 1024, "width": 10, "height": 10}
+    ic.assign(cid, admin=BOT, by=SAM)
+    assert env.wait_bot_heard(cid, 3)[-1] == "completed"
+    assert ic.customer(cid, "here is my receipt", attachments=[photo])[0] == 200
+    env.emu.ctl.wait_count(env.dl_conversation(cid), "received", 4, timeout=20)
+    received = env.emu.ctl.received(env.dl_conversation(cid))
+    assert received[-1]["text"] == "here is my receipt"
+    assert received[-1]["attachments"] == [{"contentType": "image/png", "contentUrl": "https://files.example/receipt.png",
+                                            "name": "receipt.png"}]
+    assert ic.rejected == [] and ic.failed_deliveries() == [] and env.daemon.errors() == []
+
+
 def test_signature_replay_and_what_is_not_the_bots(env):
     ic = env.ic
     cid = ic.new_conversation("hello", workflow="before")    # created already assigned, then assigned again
