@@ -293,17 +293,17 @@ class FakeIntercom(ServedFake):
         self.drain()
 
     def close(self, cid, by="991267715"):
-        with self.cond:
-            conv = self.conversations[cid]
-            conv.state = "closed"
-            self._part(conv, "close", self._admin(by), topic="conversation.admin.closed")
-        self.drain()
+        self._set_state(cid, "closed", "close", by)
 
     def snooze(self, cid, by="991267715"):
+        self._set_state(cid, "snoozed", "snoozed", by)
+
+    def _set_state(self, cid, state, part_type, by):
+        """An admin closes or snoozes the conversation (conversation.admin.<state>)."""
         with self.cond:
             conv = self.conversations[cid]
-            conv.state = "snoozed"
-            self._part(conv, "snoozed", self._admin(by), topic="conversation.admin.snoozed")
+            conv.state = state
+            self._part(conv, part_type, self._admin(by), topic=f"conversation.admin.{state}")
         self.drain()
 
     # --- webhooks (Intercom -> handoffd) ----------------------------------------------

@@ -57,3 +57,9 @@ class HubEnv:
         self.emu_ctx.__exit__(None, None, None)
         self.fake.stop()
         return code
+
+
+def running(env):
+    """A pytest fixture's body: yields ENV, then checks handoffd stopped cleanly."""
+    yield env
+    assert env.close() == 0, "handoffd stops cleanly"

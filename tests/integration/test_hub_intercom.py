@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run, write_config
 from fake_intercom import BOT, FakeIntercom
-from hub_env import HubEnv
+from hub_env import HubEnv, running
 
 ROUTES = """local route = require "handoff.route"
 local queue = route.queue
@@ -43,9 +43,7 @@ def start(workdir, extra="", **fake):
 
 @pytest.fixture
 def env(tmp_path):
-    e = start(tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    yield from running(start(tmp_path))
 
 
 def bodies(parts):
