@@ -352,14 +352,13 @@ local function event(id, kind, detail)
   return { nil, function() return hd.handoff_event(id, kind, detail) end }
 end
 
-local function human_of(part, assignee)
+local function human_of(part)
   local author = author_of(part)
-  if assignee then return { id = assignee } end
   return { id = idstr(author.id), name = str(author.name) }
 end
 
--- Each topic: function(id, item, state) -> list of {dedupe key or nil, effect}, or nil and
--- why nothing happens.
+-- Each topic: function(id, item, state, last part) -> list of {dedupe key or nil, effect},
+-- or nil and why nothing happens.
 local TOPICS = {}
 
 TOPICS["conversation.user.created"] = function(id, item, state)
@@ -389,8 +388,7 @@ TOPICS["conversation.admin.assigned"] = function(id, item, state)
     return m and { m }, "the bot has it already"
   end
   if assignee and assignee ~= "0" and (state == "routing" or state == "bot") then
-    local parts = parts_of(item)
-    return { event(id, "accepted", { agent = human_of(parts[#parts], assignee) }) }
+    return { event(id, "accepted", { agent = { id = assignee } }) }
   end
   return nil, "nothing to do"
 end
