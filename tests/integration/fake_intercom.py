@@ -309,8 +309,9 @@ class FakeIntercom(ServedFake):
     # --- webhooks (Intercom -> handoffd) ----------------------------------------------
 
     def _notify(self, topic, conv, parts):
-        """Queues the notification of TOPIC (the caller holds self.cond) if subscribed."""
-        if topic not in TOPICS:
+        """Queues the notification of TOPIC (the caller holds self.cond) if subscribed and
+        there is an endpoint to send it to."""
+        if topic not in TOPICS or self.target is None:
             return None
         now = int(time.time())
         note = {"type": "notification_event", "app_id": APP_ID,

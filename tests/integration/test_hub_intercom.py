@@ -9,11 +9,13 @@ notifications, bot activities) and the traffic it expects on both wires.
 """
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from conftest import run, write_config
-from fake_intercom import BOT, FakeIntercom
+from fake_intercom import BOT, TOKEN, VALIDATORS, Conversation, FakeIntercom
 from hub_env import HubEnv, running
 
 ROUTES = """local route = require "handoff.route"
@@ -295,3 +297,64 @@ def test_settings_are_checked_at_load(tmp_path, hub, message):
 """)
     done = run(["-t", "-c", "config.lua"], cwd=tmp_path)
     assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def call(fake, method, path, body, token=TOKEN, version="2.11", content_type="application/json"):
+    """One request to the fake's API as a client would make it: (status, parsed answer)."""
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if version is not None:
+        headers["Intercom-Version"] = version
+    req = urllib.request.Request(fake.url + path, data=json.dumps(body).encode(), headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_fake_refuses_what_intercom_refuses():
+    """The contract fake's own contract: what the spec refuses, answered with Intercom's error list."""
+    fake = FakeIntercom().start()
+    try:
+        cid = "400"
+        with fake.cond:
+            fake.conversations[cid] = Conversation(cid, "667d60f18a68186f43bafdf4", "Dana", "hi")
+        good = {"message_type": "comment", "type": "admin", "admin_id": BOT, "body": "<p>hi</p>"}
+        cases = [
+            (call(fake, "POST", f"/conversations/{cid}/reply", good, token="wrong"), 401, "unauthorized"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", good, token=None), 401, "unauthorized"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", good, version="3.7"), 400, "intercom_version_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", good, version=None), 400, "intercom_version_missing"),
+            (call(fake, "POST", "/conversations/999/reply", good), 404, "not_found"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", dict(good, admin_id=int(BOT))), 400, "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", dict(good, message_type="quick_reply")), 400,
+             "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", {k: v for k, v in good.items() if k != "body"}), 400,
+             "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", dict(good, attachment_urls=["u"] * 11)), 400,
+             "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/reply", dict(good, admin_id="1")), 404, "admin_not_found"),
+            (call(fake, "POST", f"/conversations/{cid}/parts",
+                  {"message_type": "assignment", "type": "group", "admin_id": BOT, "assignee_id": "1"}), 400,
+             "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/parts",
+                  {"message_type": "assignment", "type": "team", "admin_id": BOT, "assignee_id": "1"}), 404,
+             "team_not_found"),
+            (call(fake, "PUT", f"/conversations/{cid}", {"custom_attributes": {"a": ["x"]}}), 400, "parameter_invalid"),
+        ]
+        for (status, answer), want_status, want_code in cases:
+            assert (status, answer["errors"][0]["code"]) == (want_status, want_code), answer
+            assert VALIDATORS["error"].is_valid(answer) and answer["type"] == "error.list" and answer["request_id"]
+        with fake.cond:
+            fake.plan_restricted = True
+        status, answer = call(fake, "POST", f"/conversations/{cid}/reply", good)
+        assert (status, answer["errors"][0]["code"]) == (403, "api_plan_restricted")
+        with fake.cond:
+            fake.plan_restricted = False
+        status, answer = call(fake, "POST", f"/conversations/{cid}/reply", good)
+        assert status == 200 and answer["type"] == "conversation" and answer["id"] == cid
+        assert [op for op, _, _ in fake.calls] == ["reply"], "only the valid call was taken"
+    finally:
+        fake.stop()
