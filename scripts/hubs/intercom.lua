@@ -27,8 +27,9 @@ answered in milliseconds, the bot is reached afterwards: Intercom waits 5 s at m
   - conversation.admin.replied by a human while the handoff waits (or the bot has it) ->
     accepted. The humans' replies reach the customer in Intercom itself, never the bot.
   - conversation.admin.closed: while the humans have it -> handoff completed, conversation
-    closed (the customer's next message starts a new bot conversation); while the bot has it
-    -> endOfConversation to the bot. conversation.admin.snoozed changes nothing.
+    closed (the customer's next message starts a new bot conversation, and the bot's first
+    answer assigns the conversation back to the bot admin); while the bot has it ->
+    endOfConversation to the bot. conversation.admin.snoozed changes nothing.
   - What the bot admin did itself (its replies, notes, assignments) is ignored.
 handoffd -> Intercom ({url}, Authorization: Bearer <token>, Intercom-Version: 2.11):
   POST /conversations/{id}/reply {message_type comment, type admin, admin_id, body (HTML)};
@@ -135,6 +136,10 @@ local function conversation_path(id, suffix)
   return "/conversations/" .. id .. (suffix or "")
 end
 
+local function assignment(kind, assignee)
+  return { message_type = "assignment", type = kind, admin_id = conf.bot, assignee_id = assignee }
+end
+
 local ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
 
 local function escape(s) return (tostring(s):gsub("[&<>\"']", ESCAPES)) end
@@ -209,11 +214,17 @@ local function reply_of(activity)
   return { body = body, attachment_urls = #images > 0 and images or nil }
 end
 
---- The bot said something: a comment from the bot admin. Intercom's API has no typing
---- indicator for admins, so typing is dropped.
+--- The bot said something: a comment from the bot admin (after taking the assignment back
+--- when the humans had closed the conversation). Intercom's API has no typing indicator
+--- for admins, so typing is dropped.
 function M.to_user(conv, activity)
   local reply = activity.type == "message" and reply_of(activity)
   if not reply then return true end
+  if conv.data.reclaim then          -- closed by the humans, reopened by the customer
+    local res, err, retry = api("POST", conversation_path(conv.id, "/parts"), assignment("admin", conf.bot))
+    if not res then return nil, "reclaim: " .. err, retry end
+    conv.data.reclaim = nil
+  end
   local res, err, retry = api("POST", conversation_path(conv.id, "/reply"), {
     message_type = "comment", type = "admin", admin_id = conf.bot, body = reply.body,
     attachment_urls = reply.attachment_urls })
@@ -234,10 +245,6 @@ end
 local function admin_of(agent)
   if agent == nil then return nil end
   return conf.admins[agent] or idstr(agent)
-end
-
-local function assignment(kind, assignee)
-  return { message_type = "assignment", type = kind, admin_id = conf.bot, assignee_id = assignee }
 end
 
 -- The attributes are a courtesy: Intercom sets only conversation attributes the workspace
@@ -399,8 +406,22 @@ TOPICS["conversation.admin.replied"] = function(id, _, state, part)
   return { event(id, "accepted", { agent = human_of(part) }) }
 end
 
+-- Closed by the humans: the handoff is complete. The customer may write again, which
+-- reopens the conversation with its last assignee: the bot's first answer then takes the
+-- assignment back (to_user), so the Inbox shows who answers.
+local function closed_by_humans(id)
+  return { nil, function()
+    local data = (hd.conversation(id) or {}).data
+    data = type(data) == "table" and data or {}
+    data.reclaim = true
+    local ok, err = hd.set_data(id, data)
+    if not ok then return nil, err end
+    return hd.handoff_event(id, "completed", { return_to_bot = false })
+  end }
+end
+
 TOPICS["conversation.admin.closed"] = function(id, _, state)
-  if state == "routing" or state == "agent" then return { event(id, "completed", { return_to_bot = false }) } end
+  if state == "routing" or state == "agent" then return { closed_by_humans(id) } end
   if state == "bot" then return { { nil, function() return hd.end_conversation(id) end } } end
   return nil, "not a bot conversation"
 end

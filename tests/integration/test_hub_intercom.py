@@ -98,8 +98,13 @@ def test_full_flow(env):
     assert env.wait_bot_heard(cid, 5)[4] == "completed"
     assert not any("the bot still talking" in b for b in bodies(ic.bot_replies(cid)))
     assert env.bot_heard(cid).count("Let me check") == 0
+    before = len(ic.operations(cid))
     assert ic.customer(cid, "one more question")[0] == 200
     ic.wait(lambda s: s.bot_replies(cid)[-1]["body"] == "<p>You said: one more question</p>", what="the bot's answer")
+    taken_back = [(op, b) for op, b in ic.operations(cid)[before:] if op == "parts"]
+    assert taken_back == [("parts", {"message_type": "assignment", "type": "admin", "admin_id": BOT,
+                                     "assignee_id": BOT})], "the bot takes the reopened conversation back, once"
+    assert ic.conversations[cid].admin == BOT
     assert ic.rejected == [] and ic.failed_deliveries() == []
     assert env.daemon.errors() == []
 
