@@ -79,4 +79,32 @@ function M.flat(h, route, opts)
   return flat, dropped
 end
 
+--- flat() with every key made a snake_case identifier, as helpdesks name their custom
+--- attributes: "handoff_var.Global.CustomerTier" becomes "handoff_var_global_customertier".
+function M.snake(h, route, opts)
+  local flat, dropped = M.flat(h, route, opts)
+  local out = {}
+  for k, v in pairs(flat) do out[(k:lower():gsub("[^%w_]+", "_"))] = v end
+  return out, dropped
+end
+
+--- The "Label: value" lines that head a note for the agent: who asked, why, where it was
+--- routed, the topic and the language. user: the customer ({name}); opts.queue_suffix is
+--- appended to the queue (e.g. " (no team mapped)").
+function M.summary(h, route, user, opts)
+  local ctx, lines = h.context or {}, {}
+  local function line(label, v)
+    if v ~= nil and v ~= "" then lines[#lines + 1] = label .. ": " .. tostring(v) end
+  end
+  line("Customer", user and user.name)
+  line("Reason", route.reason or h.reason)
+  line("Queue", route.queue and (route.queue .. (opts and opts.queue_suffix or "")))
+  line("Skill", route.skill)
+  line("Priority", math.tointeger(route.priority) or route.priority)
+  line("Agent", route.agent)
+  line("Topic", ctx.last_topic)
+  line("Language", ctx.language)
+  return lines
+end
+
 return M

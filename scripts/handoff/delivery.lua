@@ -33,4 +33,20 @@ function M.result(res, err)
   return nil, body ~= "" and (why .. ": " .. body) or why
 end
 
+--- Runs the steps of a handoff ({name, fn} in order; a false fn is skipped) once per
+--- handoff: the steps that succeeded are kept in conv.data, so a retry after a failed step
+--- starts at that step (no second note). Returns true, or nil, "<name>: err", retry.
+function M.steps(conv, steps)
+  if conv.data.handoff ~= conv.handoff_id then conv.data.handoff, conv.data.done = conv.handoff_id, {} end
+  local done = conv.data.done
+  for _, s in ipairs(steps) do
+    if s[2] and not done[s[1]] then
+      local res, err, retry = s[2]()
+      if not res then return nil, s[1] .. ": " .. tostring(err), retry end
+      done[s[1]] = true
+    end
+  end
+  return true
+end
+
 return M

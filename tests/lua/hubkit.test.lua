@@ -60,6 +60,38 @@ function T.context_is_flat_and_bounded()
   assert(size <= 40)
 end
 
+function T.context_as_snake_case_attributes_and_a_summary()
+  local attrs = context.snake(H, { queue = "orders" }, { prefix = "handoff_" })
+  assert(attrs.handoff_var_global_customertier == "gold" and attrs.handoff_var_va_lasttopic == "Order status")
+  assert(attrs.handoff_queue == "orders" and attrs["handoff_var.n"] == nil)
+  local lines = context.summary(H, { queue = "orders", priority = 2.0, skill = "late" }, { name = "Dana" },
+                                { queue_suffix = " (no team)" })
+  assert(table.concat(lines, "|") == "Customer: Dana|Queue: orders (no team)|Skill: late|Priority: 2|"
+         .. "Topic: Order status|Language: en-US", table.concat(lines, "|"))
+end
+
+function T.handoff_steps_run_once_each()
+  local conv, calls = { handoff_id = "h1", data = {} }, {}
+  local fail_b = true
+  local steps = {
+    { "a", function() calls[#calls + 1] = "a"; return true end },
+    { "skipped", false },
+    { "b", function()
+      calls[#calls + 1] = "b"
+      if fail_b then return nil, "HTTP 503", true end
+      return true
+    end },
+  }
+  local ok, err, retry = delivery.steps(conv, steps)
+  assert(ok == nil and err == "b: HTTP 503" and retry == true)
+  fail_b = false
+  assert(delivery.steps(conv, steps) == true)
+  assert(table.concat(calls, ",") == "a,b,b", "a is not done again on the retry")
+  conv.handoff_id = "h2"
+  assert(delivery.steps(conv, steps) == true)
+  assert(table.concat(calls, ",") == "a,b,b,a,b", "a new handoff runs every step")
+end
+
 function T.signatures()
   local body = '{"a":1}'
   local good = "sha256=" .. crypto.hmac("sha256", "s3cret", body)
@@ -68,6 +100,8 @@ function T.signatures()
   assert(not sig.hmac_ok("s3cret", body, good:sub(8), { prefix = "sha256=" }))
   assert(not sig.hmac_ok("s3cret", body, nil))
   assert(sig.hmac_ok("k", "d", crypto.hmac("sha1", "k", "d", "base64"), { alg = "sha1", enc = "base64" }))
+  assert(sig.hmac_ok("k", "d", "sha1=" .. crypto.hmac("sha1", "k", "d"), { alg = "sha1", prefix = "sha1=" }),
+         "Intercom's X-Hub-Signature")
   assert(sig.fresh(math.floor(time.now()), 300))
   assert(sig.fresh(math.floor(time.now() * 1000), 300), "milliseconds too")
   assert(not sig.fresh(math.floor(time.now()) - 301, 300))
