@@ -304,13 +304,8 @@ end
 
 -- X-Twilio-Signature over the configured URL and every parameter, sorted by name (then value).
 local function signed(req, list)
-  local sorted = {}
-  for i, kv in ipairs(list) do sorted[i] = kv end
-  table.sort(sorted, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local parts = { conf.webhook_url }
-  for _, kv in ipairs(sorted) do parts[#parts + 1] = kv[1] .. kv[2] end
-  return signature.hmac_ok(conf.auth_token, table.concat(parts), req.headers["x-twilio-signature"],
-                           { alg = "sha1", enc = "base64" })
+  return signature.hmac_ok(conf.auth_token, signature.url_and_params(conf.webhook_url, list),
+                           req.headers["x-twilio-signature"], { alg = "sha1", enc = "base64" })
 end
 
 local function data_of(id)
