@@ -24,9 +24,9 @@ well inside Twilio's 5 s webhook timeout.
   onMessageAdded              the customer's message -> the bot (the bot's own messages and
                               those of agents are skipped; while Flex has the conversation the
                               runtime keeps customer messages away from the bot)
-  onParticipantAdded          a participant other than the customer and the bot while the
-                              handoff is routing: an agent joined -> accepted
-  onParticipantRemoved        that agent left (Flex wrap-up) -> completed, back to the bot
+  onParticipantAdded          a participant other than the customer and the bot while Flex
+                              has the conversation: an agent joined (the first -> accepted)
+  onParticipantRemoved        the last agent left (Flex wrap-up) -> completed, back to the bot
   onConversationStateUpdated  closed -> completed and closed (or endOfConversation to the bot)
 
 handoffd -> Twilio, HTTP Basic (account SID and auth token, or an API key), form-encoded:
@@ -42,7 +42,7 @@ handoffd -> Twilio, HTTP Basic (account SID and auth token, or an API key), form
 Typing has no REST call in Conversations (only the client SDKs send it): it is dropped.
 
 conv.data: customer / customer_identity (the customer's participant), agents (identities
-that joined as agents), handoff / interaction / unsure (the handoff under way), unsure_activity
+of the agents in the conversation), handoff / interaction / unsure (the handoff under way), unsure_activity
 (a bot message whose POST had no clear answer).
 ]]
 local hd = require "handoff"
@@ -358,14 +358,19 @@ local function on_message(id, p)
   end
 end
 
+-- Agents come and go while Flex has the conversation: data.agents holds the identities
+-- present. The first to join accepts the handoff; it is completed when the last one leaves
+-- (a transfer where the next agent joins before the first leaves keeps it with Flex).
 local function on_participant_added(id, p)
   local c, data = data_of(id)
-  if not c or c.state ~= "routing" or not is_other(p, data) then return nil, "not an agent joining a handoff" end
+  if not c or (c.state ~= "routing" and c.state ~= "agent") or not is_other(p, data) then
+    return nil, "not an agent joining a handoff"
+  end
   return function()
     data.agents = type(data.agents) == "table" and data.agents or {}
     data.agents[p.Identity] = true
     local ok, err = hd.set_data(id, data)
-    if not ok then return nil, err end
+    if not ok or c.state ~= "routing" then return ok, err end
     return hd.handoff_event(id, "accepted", { agent = { id = p.Identity, name = p.Identity } })
   end
 end
@@ -376,6 +381,15 @@ local function on_participant_removed(id, p)
     return nil, "not an agent leaving a handoff"
   end
   return function()
+    local agents = type(data.agents) == "table" and data.agents or {}
+    agents[p.Identity] = nil
+    data.agents = agents
+    local ok, err = hd.set_data(id, data)
+    if not ok then return nil, err end
+    if next(agents) then
+      log.info("twilio.agent_left", { conv = id, agent = p.Identity, note = "other agents stay" })
+      return true
+    end
     return hd.handoff_event(id, "completed", { return_to_bot = true, reason = "the agent left the conversation" })
   end
 end
