@@ -8,8 +8,12 @@ hubs.twilio_flex; routing rules send "order" talk to queue orders. Each test sta
 input (webhooks, bot activities) and the traffic it expects on both wires: REST calls at the
 fake, activities at the bot.
 """
+import base64
 import json
 import pathlib
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -282,3 +286,43 @@ def test_a_key_without_flex_rights_fails_the_handoff(tmp_path):
         assert hub.wait_texts(conv, 4)[-1] == "You said: still there?"
     finally:
         assert e.close() == 0
+
+
+def test_the_fake_refuses_what_twilio_refuses():
+    """The fake's own contract: what the specs forbid is refused with Twilio's error body."""
+    hub = ft.FakeTwilio().start()
+    try:
+        conv = hub.conversation()
+        messages = f"{hub.url}/v1/Services/{ft.CHAT_SERVICE_SID}/Conversations/{conv}/Messages"
+
+        def post(url, fields, user=ft.API_KEY_SID, secret=ft.API_KEY_SECRET):
+            auth = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+            req = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST", headers={
+                "Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        channel = json.dumps({"type": "web", "initiated_by": "customer", "properties": {"media_channel_sid": conv}})
+        routing = json.dumps({"properties": {"workspace_sid": ft.WORKSPACE_SID, "workflow_sid": ft.WORKFLOW_SID,
+                                             "task_channel_unique_name": "chat", "attributes": {}}})
+        status, body = post(messages, {"Body": "hi"}, secret="wrong")
+        assert status == 401 and body == {"code": 20003, "message": "Authenticate", "status": 401,
+                                          "more_info": "https://www.twilio.com/docs/errors/20003"}
+        assert post(messages, {"Body": "hi", "Colour": "red"})[0] == 400, "unknown parameter"
+        assert post(messages, {"Body": "x" * 1601})[0] == 400, "Body over 1,600 characters"
+        assert post(messages, {"Body": "hi", "Attributes": "{not json"})[0] == 400
+        assert post(f"{hub.url}/v1/Interactions", {"Channel": channel})[0] == 400, "Routing is required"
+        bad_type = channel.replace('"web"', '"pigeon"')
+        assert post(f"{hub.url}/v1/Interactions", {"Channel": bad_type, "Routing": routing})[0] == 400
+        status, body = post(f"{hub.url}/v1/Interactions", {"Channel": channel, "Routing": routing},
+                            user=ft.RESTRICTED_KEY_SID, secret=ft.RESTRICTED_KEY_SECRET)
+        assert (status, body["code"]) == (403, 20403)
+        assert post(messages.replace(conv, ft.sid("CH")), {"Body": "hi"})[0] == 404
+        assert post(messages, {"Body": "hi"}, user=ft.ACCOUNT_SID, secret=ft.AUTH_TOKEN)[0] == 201
+        assert post(f"{hub.url}/v1/Interactions", {"Channel": channel, "Routing": routing})[0] == 201
+        assert len(hub.rejected) == 8 and len(hub.calls) == 2
+    finally:
+        hub.stop()
