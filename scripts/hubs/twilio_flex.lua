@@ -74,6 +74,9 @@ local function sid_setting(settings, name, prefix)
   return v
 end
 
+local CHANNEL_TYPES = { voice = true, sms = true, email = true, web = true, whatsapp = true, chat = true,
+                        messenger = true, gbm = true }   -- interaction_channel_enum_type in the Flex spec
+
 local function url_setting(settings, name, default)
   local v = settings[name] or default
   assert(type(v) == "string" and v:match("^https?://"), "hubs.twilio_flex: " .. name .. " must start with http(s)://")
@@ -93,6 +96,8 @@ function M.init(settings)
   local webhook_url = settings.webhook_url
   assert(type(webhook_url) == "string" and webhook_url:match("^https?://[^/]+/"),
          "hubs.twilio_flex: webhook_url is required: the URL Twilio calls, exactly as configured there")
+  assert(settings.channel_type == nil or CHANNEL_TYPES[settings.channel_type],
+         "hubs.twilio_flex: channel_type must be one of web, sms, whatsapp, chat, messenger, gbm, email, voice")
   local bot = settings.bot_identity or "handoffd-bot"
   assert(type(bot) == "string" and bot ~= "", "hubs.twilio_flex: bot_identity must be a string")
   conf = {
@@ -139,12 +144,12 @@ end
 
 local function str(v) return type(v) == "string" and v ~= "" and v or nil end
 
--- S cut to at most N bytes without splitting a UTF-8 sequence, marked with "...".
+-- S within N characters (UTF-8; bytes when S is not UTF-8), cut ones marked with "...".
 local function cut(s, n)
-  if #s <= n then return s end
-  local stop = n - 3
-  while stop > 0 and (s:byte(stop + 1) or 0) & 0xC0 == 0x80 do stop = stop - 1 end
-  return s:sub(1, stop) .. "..."
+  local chars = utf8.len(s)
+  if (chars or #s) <= n then return s end
+  local stop = chars and utf8.offset(s, n - 2) or (n - 2)
+  return s:sub(1, stop - 1) .. "..."
 end
 
 -- A hero or thumbnail card as lines of text: title, subtitle, text, image, buttons.
@@ -221,10 +226,9 @@ function M.to_user(conv, activity)
     conv.data.unsure_activity = nil
     if found then return true end
   end
-  if #text > BODY_MAX then
-    log.warn("twilio.message_cut", { conv = conv.id, bytes = #text })
-    text = cut(text, BODY_MAX)
-  end
+  local whole = text
+  text = cut(text, BODY_MAX)
+  if text ~= whole then log.warn("twilio.message_cut", { conv = conv.id, bytes = #whole }) end
   local attrs = { handoffd_activity_id = id, actions = #actions > 0 and actions or nil }
   local res, err, retry = call("POST", messages_url(conv.id), {
     { "Author", conf.bot }, { "Body", text }, { "Attributes", json.encode(attrs) },

@@ -251,8 +251,11 @@ def test_rich_messages_and_media(env):
                         {"type": "imBack", "title": "Cancel", "value": "cancel"}]}}]},
         {"type": "message", "attachments": [{"contentType": "application/pdf", "name": "invoice.pdf",
                                              "contentUrl": "https://cdn.example/invoice.pdf"}]},
-        {"type": "typing"}])
-    texts = hub.wait_texts(conv, 5)
+        {"type": "typing"},
+        {"type": "message", "text": "\u00e9" * 2000}])
+    texts = hub.wait_texts(conv, 6)
+    assert texts[5] == "\u00e9" * 1597 + "...", "cut to Twilio's 1,600 characters, not bytes"
+    assert f"conv={conv}" in env.daemon.wait_line("twilio.message_cut")
     assert texts[2] == "Which one?\n- Track my order\n- Refund"
     assert json.loads(hub.bot_messages(conv)[2]["attributes"])["actions"] == [
         {"title": "Track my order", "value": "track"}, {"title": "Refund", "value": "refund"}]
