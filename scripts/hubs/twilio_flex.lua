@@ -132,6 +132,16 @@ local function call(method, url, fields, extra_headers)
                                              timeout_ms = conf.timeout_ms, ca_file = conf.ca_file }))
 end
 
+-- A hub call hands its conv.data back and the runtime keeps it as the conversation's data.
+-- A webhook may have changed that data while the call waited on the network, so the
+-- call's own KEYS go onto the data as it is now (no yield between this and the return).
+local function settle(conv, keys, mine)
+  local c = hd.conversation(conv.id)
+  local now = c and type(c.data) == "table" and c.data or {}
+  for _, k in ipairs(keys) do now[k] = mine[k] end
+  conv.data = now
+end
+
 -- Whether a failed call may have taken effect anyway (no answer, or the server failed
 -- while answering); a 429 or a 4xx never did.
 local function unclear(err)
@@ -211,19 +221,16 @@ local function already_posted(conv_id, id)
   return false
 end
 
---- The bot said something: one message authored by the bot identity. Typing is dropped
---- (no REST call exists for it). After a POST without a clear answer, the retry first
---- looks for the message, so a customer never reads it twice.
-function M.to_user(conv, activity)
-  if activity.type ~= "message" then return true end
+-- Posts one bot message; MINE.unsure_activity names a message whose POST had no clear answer.
+local function post_message(conv, activity, mine)
   local actions = actions_of(activity)
   local text = text_of(activity, actions)
   if not text then return true end
   local id = str(activity.id) or crypto.uuid()
-  if conv.data.unsure_activity == id then
+  if mine.unsure_activity == id then
     local found, err, retry = already_posted(conv.id, id)
     if found == nil then return nil, err, retry end
-    conv.data.unsure_activity = nil
+    mine.unsure_activity = nil
     if found then return true end
   end
   local whole = text
@@ -234,10 +241,21 @@ function M.to_user(conv, activity)
     { "Author", conf.bot }, { "Body", text }, { "Attributes", json.encode(attrs) },
   }, { ["X-Twilio-Webhook-Enabled"] = "false" })
   if not res then
-    if unclear(err) then conv.data.unsure_activity = id end
+    if unclear(err) then mine.unsure_activity = id end
     return nil, err, retry
   end
   return true
+end
+
+--- The bot said something: one message authored by the bot identity. Typing is dropped
+--- (no REST call exists for it). After a POST without a clear answer, the retry first
+--- looks for the message, so a customer never reads it twice.
+function M.to_user(conv, activity)
+  if activity.type ~= "message" then return true end
+  local mine = { unsure_activity = conv.data.unsure_activity }
+  local ok, err, retry = post_message(conv, activity, mine)
+  if mine.unsure_activity ~= conv.data.unsure_activity then settle(conv, { "unsure_activity" }, mine) end
+  return ok, err, retry
 end
 
 -- The task attributes: the route's fields at the top (what workflow filters test), Flex's
@@ -272,10 +290,8 @@ local function task_of(handoff_id)
   return type(task) == "table" and (str(task.sid) or true) or false
 end
 
---- Hands the conversation to Flex: one Interaction for the existing conversation. The
---- handoff is accepted when an agent joins the conversation (onParticipantAdded).
-function M.escalate(conv, h, route)
-  local data = conv.data
+-- Creates the Interaction once per handoff; DATA keeps handoff, interaction and unsure.
+local function create_interaction(conv, h, route, data)
   if data.handoff ~= conv.handoff_id then data.handoff, data.interaction, data.unsure = conv.handoff_id, nil, nil end
   if data.interaction then return true end
   if data.unsure then                  -- the last try had no clear answer: is the task there?
@@ -302,6 +318,18 @@ function M.escalate(conv, h, route)
   data.interaction, data.unsure = type(doc) == "table" and str(doc.sid) or "created", nil
   log.info("twilio.interaction", { conv = conv.id, handoff = conv.handoff_id, interaction = data.interaction })
   return true
+end
+
+local HANDOFF_KEYS = { "handoff", "interaction", "unsure" }
+
+--- Hands the conversation to Flex: one Interaction for the existing conversation. The
+--- handoff is accepted when an agent joins the conversation (onParticipantAdded).
+function M.escalate(conv, h, route)
+  local data = {}
+  for _, k in ipairs(HANDOFF_KEYS) do data[k] = conv.data[k] end
+  local ok, err, retry = create_interaction(conv, h, route, data)
+  settle(conv, HANDOFF_KEYS, data)
+  return ok, err, retry
 end
 
 -- ---- Twilio -> handoffd --------------------------------------------------------------
@@ -346,6 +374,8 @@ end
 
 local function on_message(id, p)
   if p.Author == conf.bot then return nil, "our own message" end
+  -- "system" is the author of REST messages that name none (Flex's and others' notices)
+  if p.Author == nil or p.Author == "system" then return nil, "a system message" end
   local _, data = data_of(id)
   if type(data.agents) == "table" and data.agents[p.Author] then return nil, "an agent's message" end
   local parts = {}
@@ -371,6 +401,8 @@ local function on_participant_added(id, p)
     return nil, "not an agent joining a handoff"
   end
   return function()
+    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
+    if not c then return true end
     data.agents = type(data.agents) == "table" and data.agents or {}
     data.agents[p.Identity] = true
     local ok, err = hd.set_data(id, data)
@@ -385,6 +417,8 @@ local function on_participant_removed(id, p)
     return nil, "not an agent leaving a handoff"
   end
   return function()
+    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
+    if not c then return true end
     local agents = type(data.agents) == "table" and data.agents or {}
     agents[p.Identity] = nil
     data.agents = agents

@@ -98,7 +98,9 @@ def test_full_flow(env):
     posts = [h for m, p, h, _ in hub.server.requests if m == "POST" and p.endswith("/Messages")]
     assert posts and all(h.get("X-Twilio-Webhook-Enabled") == "false" for h in posts), \
         "the bot's messages do not fire the service's webhooks back at us"
-    # the customer asks for a human: the bot's last words, then one interaction with the routing
+    # the customer asks for a human: the bot's last words, then one interaction with the routing;
+    # Flex is slow to answer, so the agent joins while handoffd still waits for it
+    hub.delays["interaction"] = [1.0]
     env.says(conv, "My order is late, I want a human")
     [(channel, routing)] = hub.wait_interaction(conv)
     assert hub.texts(conv)[-1].startswith("Transferring you")
@@ -118,6 +120,7 @@ def test_full_flow(env):
     # an agent joins through Flex: accepted; while the agent has it, the bot stays silent
     assert env.send(hub.participant_event(conv, "sam", "onParticipantAdded")) == (200, {"ok": True})
     env.wait_statuses(conv, ["accepted"])
+    env.daemon.wait_line(f"handoff.delivered conv=twilio_flex:{conv}")   # Flex answered at last
     before = len(env.bot_received(conv))
     env.says(conv, "hi Sam, where is it?")
     assert env.send(hub.message_event(conv, "Hi, Sam here", author="sam"))[0] == 200
@@ -185,6 +188,7 @@ def test_signature_and_replays(env):
     assert env.send(params) == (200, {"ok": True, "duplicate": True})
     # the bot's own messages, should the service send them, never reach the bot
     assert env.send(hub.message_event(conv, "You said: hello", author=BOT))[1]["ignored"] == "our own message"
+    assert env.send(hub.message_event(conv, "Chat transferred", author="system"))[1]["ignored"] == "a system message"
     env.says(conv, "second")
     hub.wait_texts(conv, 3)
     env.wait_bot(conv, lambda heard: heard == ["hello", "second"], what="each message once")
