@@ -40,14 +40,14 @@ class Env(BotWatch):
 
     front = "twilio_flex"
 
-    def __init__(self, workdir, key=None):
+    def __init__(self, workdir, key=None, extra=""):
         self.workdir = pathlib.Path(workdir)
         self.hub = ft.FakeTwilio().start()
         self.emu_ctx = spawn()
         self.emu = self.emu_ctx.__enter__()
         (self.workdir / "routes.lua").write_text(ROUTES)
         (self.workdir / "config.lua").write_text(
-            config_text(self.emu, self.hub, self.workdir, hubs=lambda fake: hub_config(fake, key)))
+            config_text(self.emu, self.hub, self.workdir, extra, hubs=lambda fake: hub_config(fake, key)))
         self.daemon = Handoffd(BIN, self.workdir).start()
         self.hub.notify_port = self.daemon.port
 
@@ -198,6 +198,13 @@ def test_signature_and_replays(env):
     _, _, (body, headers) = hub.post_event(env.port, hub.participant_event(conv, "sam", "onParticipantAdded"))
     env.wait_statuses(conv, ["accepted"])
     assert hub.post_raw(env.port, body, headers)[:2] == (200, {"ok": True, "duplicate": True})
+    # the token may also come as X-Twilio-Idempotency-Token
+    params = hub.participant_event(conv, "kim", "onParticipantAdded")
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Idempotency-Token": "tok-kim-1",
+               "X-Twilio-Signature": ft.sign(ft.WEBHOOK_URL, params)}
+    body = urllib.parse.urlencode(params).encode()
+    assert hub.post_raw(env.port, body, headers)[:2] == (200, {"ok": True})
+    assert hub.post_raw(env.port, body, headers)[:2] == (200, {"ok": True, "duplicate": True})
     assert hub.rejected == [] and env.daemon.errors() == []
 
 
@@ -333,3 +340,20 @@ def test_the_fake_refuses_what_twilio_refuses():
         assert len(hub.rejected) == 8 and len(hub.calls) == 2
     finally:
         hub.stop()
+
+
+def test_overload_answers_429_and_the_retry_is_not_a_duplicate(tmp_path):
+    e = Env(tmp_path, extra="limits = { conversations = 1 },")
+    try:
+        hub = e.hub
+        first, second = hub.conversation(), hub.conversation()
+        e.says(first, "hello")
+        status, answer, (body, headers) = hub.post_event(e.port, hub.message_event(second, "me too"))
+        assert (status, answer) == (429, {"error": "overloaded"}), "Twilio may try again later"
+        assert e.dl(second) is None
+        # the same webhook again: still no room, and not taken for a duplicate of the refused one
+        assert hub.post_raw(e.port, body, headers)[:2] == (429, {"error": "overloaded"})
+        assert hub.wait_texts(first, 2)[1] == "You said: hello"
+        assert e.bot_heard(first) == ["hello"]
+    finally:
+        assert e.close() == 0
