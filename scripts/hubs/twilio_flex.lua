@@ -41,9 +41,10 @@ handoffd -> Twilio, HTTP Basic (account SID and auth token, or an API key), form
        after an unclear failure of the handoff, so a retry never makes a second task
 Typing has no REST call in Conversations (only the client SDKs send it): it is dropped.
 
-conv.data: customer / customer_identity (the customer's participant), agents (identities
-of the agents in the conversation), handoff / interaction / unsure (the handoff under way), unsure_activity
-(a bot message whose POST had no clear answer).
+conv.data: customer / customer_identity (the customer's participant), agents (identities of
+the agents in the conversation), handoff / interaction / unsure (the handoff under way),
+unsure_activity (a bot message whose POST had no clear answer). Webhooks change it with
+hd.set_data; hub calls put only their own fields onto it (settle), never an old copy.
 ]]
 local hd = require "handoff"
 local http = require "handoff.http"
