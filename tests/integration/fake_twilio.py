@@ -236,9 +236,9 @@ class FakeTwilio(ServedFake):
 
     def _check_list_messages(self, request, body):
         conv = self._conversation(request)
-        query = single(urllib.parse.parse_qsl(request.query_string, keep_blank_values=True), "ListServiceConversationMessage")
-        validate(typed(query, CONVERSATIONS["list_messages_query"]), CONVERSATIONS["list_messages_query"],
-                 "ListServiceConversationMessage")
+        what, schema = "ListServiceConversationMessage", CONVERSATIONS["list_messages_query"]
+        query = single(urllib.parse.parse_qsl(request.query_string, keep_blank_values=True), what)
+        validate(typed(query, schema), schema, what)
         return conv, query
 
     def _do_list_messages(self, conv, query, request):
