@@ -23,6 +23,7 @@ local crypto = require "handoff.crypto"
 local time = require "handoff.time"
 local timer = require "handoff.timer"
 local delivery = require "handoff.delivery"
+local form = require "handoff.form"
 
 local M = {}
 
@@ -34,9 +35,7 @@ local Client = {}
 Client.__index = Client
 
 -- application/x-www-form-urlencoded, as RFC 6749 2.3.1 asks for the Basic credentials too.
-local function form_encode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
+local form_encode = form.escape
 
 --- A token cache for one client. Raises when the settings are wrong (a script error).
 function M.client(opts)

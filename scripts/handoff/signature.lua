@@ -3,6 +3,7 @@
   local sig = require "handoff.signature"
   sig.hmac_ok(secret, data, given, { alg = "sha256", enc = "hex", prefix = "sha256=" })
   sig.fresh(timestamp, 300)      -- a timestamp (seconds, or ms when > 1e12) within the window
+  sig.url_and_params(url, pairs) -- what Twilio signs: the URL, then every name..value sorted
 
 Comparisons run in constant time; a missing or malformed value is simply not ok.
 ]]
@@ -28,6 +29,17 @@ function M.fresh(timestamp, window)
   if not t then return false end
   if t > 1e12 then t = t / 1000 end
   return math.abs(time.now() - t) <= (window or 300)
+end
+
+--- The text Twilio-style webhook signatures cover: URL followed by every form parameter
+--- as name..value, sorted by name (then value, for a repeated name). PAIRS: {name, value}.
+function M.url_and_params(url, pairs_list)
+  local sorted = {}
+  for i, kv in ipairs(pairs_list) do sorted[i] = kv end
+  table.sort(sorted, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local parts = { url }
+  for _, kv in ipairs(sorted) do parts[#parts + 1] = kv[1] .. kv[2] end
+  return table.concat(parts)
 end
 
 return M

@@ -10,10 +10,10 @@ wires: API calls at the fake, activities at the bot.
 import json
 import pathlib
 import sqlite3
-import time
 
 import pytest
 
+from botwatch import BotWatch
 from conftest import BIN
 from relay_env import ROUTES, Handoffd
 from tests.dlemu.control import spawn
@@ -35,8 +35,10 @@ def config_text(emu, hub, state_dir, extra=""):
 """
 
 
-class Env:
+class Env(BotWatch):
     """Emulator + fake Sunshine + handoffd, started and stopped together."""
+
+    front = "sunshine"
 
     def __init__(self, workdir, extra_config=""):
         self.workdir = pathlib.Path(workdir)
@@ -63,51 +65,12 @@ class Env:
     def send(self, *events, **kw):
         return self.hub.post_events(self.port, list(events), **kw)
 
-    def dl(self, conv):
-        db = sqlite3.connect(self.workdir / "state.db")
-        try:
-            row = db.execute("SELECT dl_conversation_id FROM conversations WHERE key = ?",
-                             (f"sunshine:{conv}",)).fetchone()
-        finally:
-            db.close()
-        return row[0] if row else None
-
     def known(self, conv):
         db = sqlite3.connect(self.workdir / "state.db")
         try:
             return db.execute("SELECT 1 FROM conversations WHERE key = ?", (f"sunshine:{conv}",)).fetchone() is not None
         finally:
             db.close()
-
-    def bot_received(self, conv):
-        dl = self.dl(conv)
-        assert dl, f"no Direct Line conversation for {conv} yet: wait for a reply first"
-        return self.emu.ctl.received(dl)
-
-    def bot_heard(self, conv):
-        return [a.get("text") or (a.get("value") or {}).get("state") or a["type"] for a in self.bot_received(conv)]
-
-    def wait_bot(self, conv, predicate, timeout=20, what="the bot to receive it"):
-        """Waits (on the emulator, no polling) until PREDICATE(texts and states the bot got)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            heard = self.bot_heard(conv)
-            if predicate(heard):
-                return heard
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {what}; the bot got {heard}; handoffd said:\n"
-                                     + "\n".join(self.daemon.lines[-30:]))
-            try:
-                self.emu.ctl.wait_count(self.dl(conv), "received", len(heard) + 1, timeout=left)
-            except TimeoutError:
-                pass
-
-    def statuses(self, conv):
-        return [a["value"]["state"] for a in self.bot_received(conv) if a.get("name") == "handoff.status"]
-
-    def wait_statuses(self, conv, states):
-        self.wait_bot(conv, lambda _: self.statuses(conv) == states, what=f"handoff.status {states}")
 
     def hand_off(self, conv):
         """The customer asks for a human: passControl reaches the fake, the bot hears accepted."""
