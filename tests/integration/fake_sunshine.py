@@ -142,7 +142,7 @@ class FakeSunshine(ServedFake):
             except Refused as r:
                 self.rejected.append((op, r.why))
                 return web.json_response({"errors": [{"code": "bad_request", "title": r.why}]}, status=r.status)
-            scripted = self._scripted(op)
+            scripted = self._scripted(op, doc)
             if scripted:
                 status, headers = scripted
                 return web.json_response({"errors": [{"code": "scripted", "title": "try again"}]},
@@ -162,10 +162,11 @@ class FakeSunshine(ServedFake):
             asyncio.get_running_loop().run_in_executor(None, self._notify, echo)
         return web.json_response(answer, status=status)
 
-    def _scripted(self, op):
-        # Typing is best effort (never retried), so scripted failures are for the others.
+    def _scripted(self, op, doc):
+        # Typing is best effort (never retried), so scripted failures are for the others. An
+        # item's optional 4th element picks the body it answers.
         for i, item in enumerate(self.script):
-            if op != "activity" and (len(item) < 3 or item[2] == op):
+            if op != "activity" and (len(item) < 3 or item[2] == op) and (len(item) < 4 or item[3](doc)):
                 return self.script.pop(i)[:2]
         return None
 

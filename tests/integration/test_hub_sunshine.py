@@ -245,6 +245,20 @@ def test_long_text_split_and_alt_text_cut_to_the_spec_limits(env):
     assert hub.rejected == [] and env.daemon.errors() == []
 
 
+def test_a_failed_piece_is_retried_without_resending_the_others(env):
+    hub = env.hub
+    env.says("c-5", "hello")
+    hub.wait_texts("c-5", 2)
+    words = "word " * 1500                           # 7,500 characters: two pieces
+    hub.script = [(503, None, "messages", lambda doc: (doc.get("metadata") or {}).get("handoffd_part") == 2)]
+    env.emu.ctl.bot(env.dl("c-5"), activities=[{"type": "message", "text": words}])
+    parts = hub.wait_texts("c-5", 4)[2:]
+    assert hub.script == [], "the second piece failed once"
+    assert len(parts) == 2 and "".join(parts) == words, "each piece once, in order"
+    assert [m["metadata"]["handoffd_part"] for m in hub.of("messages", "c-5")[2:]] == [1, 2]
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
 def test_fake_refuses_what_the_spec_refuses(env):
     """The contract fake answers 400 to bodies outside the OpenAPI excerpts, as Sunshine does."""
     import urllib.request
