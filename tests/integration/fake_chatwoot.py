@@ -2,16 +2,18 @@
 
 It plays the parts of Chatwoot that handoffd, as an Agent Bot, talks to:
 - the API under /api/v1/accounts/{account}/conversations/{id}/ (messages, toggle_status,
-  toggle_typing_status, assignments, custom_attributes), checking the api_access_token header
-  and the bodies as Chatwoot does (content_attributes items validated per content type;
-  assignee_id wins over team_id; custom_attributes replaced unless merge is true), recording
-  every accepted call in order and answering scripted 429/5xx or delays first;
+  toggle_typing_status, assignments, custom_attributes), checking the api_access_token header,
+  which endpoints a bot token may call in the release played (401 otherwise), and the bodies
+  against the swagger excerpts in specs/chatwoot with jsonschema (422 otherwise, as Chatwoot's
+  validations answer); assignee_id wins over team_id; custom_attributes replaced unless merge
+  is true. It records every accepted call in order and answers scripted 429/5xx or delays first;
 - the Agent Bot webhooks, sent one at a time in the order Chatwoot would queue them:
   message_created for every incoming and outgoing message (the bot's own echoes and private
   notes included, as Chatwoot sends them), message_updated for a submitted choice,
   conversation_status_changed with changed_attributes plus the older conversation_opened /
-  conversation_resolved, conversation_updated on an assignment. Each is signed as Chatwoot
-  4.x signs (X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, ts "." body)>,
+  conversation_resolved, conversation_updated on an assignment, in the payload shapes of the
+  release played (VERSIONS: `account` or not, conversation_status_changed or not). Each is
+  signed as Chatwoot 4.x signs (X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, ts "." body)>,
   X-Chatwoot-Timestamp, X-Chatwoot-Delivery kept across retries), retried at once on 429 and
   500, and given 5 s: a failed or late message event opens the pending conversation
   (Chatwoot's fallback when its bot does not answer), which the tests can see.

@@ -4,16 +4,19 @@ on 127.0.0.1, following the published OpenAPI shapes.
 It plays the hub's two sides:
 - the API handoffd calls: POST /v2/apps/{app}/conversations/{conv}/messages, /activity and
   /passControl. Each request must carry `Authorization: Basic key_id:key_secret` and a JSON
-  body valid against the spec (jsonschema with the OpenAPI excerpts in specs/sunshine: required
-  fields, types, enums, text up to 4,096 characters, altText up to 128; metadata flat and at
-  most 4 KB as JSON), about a conversation the fake knows; anything else is refused
-  (400/401/404) as Sunshine does and listed in `rejected`. Accepted calls are recorded in order; `script` holds answers (429, 5xx) to
-  give before the normal one, to any call or to one operation. A passControl moves the conversation's active switchboard
-  integration and, as Sunshine does, notifies handoffd with a switchboard:passControl event.
+  body valid against the spec (jsonschema with the OpenAPI excerpts in specs/sunshine:
+  required fields, types, enums, text up to 4,096 characters, altText up to 128; metadata
+  flat and at most 4 KB as JSON), about a conversation the fake knows; anything else is
+  refused (400/401/404) as Sunshine does and listed in `rejected`. Accepted calls are
+  recorded in order; `script` holds answers (429, 5xx) to give before the normal one, to any
+  call, to one operation, or to the bodies a predicate picks. A passControl moves the
+  conversation's active switchboard integration and, as Sunshine does, notifies handoffd
+  with a switchboard:passControl event.
 - the webhooks Sunshine sends: bodies `{app, webhook, events: [...]}` with `X-API-Key`,
-  shaped like the spec's webhook examples (a reply button's answer is a text message with the
-  button's `payload`, textMessage.payload in the spec), built from the fake's own view of each conversation (its active integration, message
-  ids), so tests can send several events per body, replay them, and send failures.
+  shaped like the spec's webhook examples (a reply button's answer is a text message with
+  the button's `payload`, textMessage.payload in the spec), built from the fake's own view
+  of each conversation (its active integration, message ids), so tests can send several
+  events per body, replay them, and send failures.
 """
 import asyncio
 import base64

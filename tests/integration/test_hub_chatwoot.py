@@ -351,7 +351,8 @@ def test_fake_refuses_what_the_swagger_refuses(env):
     def post(action, body, token=None):
         req = urllib.request.Request(f"{cw.server.url}/api/v1/accounts/{ACCOUNT}/conversations/{cid}/{action}",
                                      data=json.dumps(body).encode(), method="POST",
-                                     headers={"api_access_token": token or cw.token, "Content-Type": "application/json"})
+                                     headers={"api_access_token": token or cw.token,
+                                              "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status

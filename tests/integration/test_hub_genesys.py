@@ -12,8 +12,8 @@ import json
 import pytest
 
 from conftest import BIN
-from fake_genesys import (AGENT, CLIENT_ID, INTEGRATION_NAME, CLIENT_SECRET, INTEGRATION_ID, NOTICE_TOKEN, WEBHOOK_SECRET,
-                          FakeGenesys, sign)
+from fake_genesys import (AGENT, CLIENT_ID, CLIENT_SECRET, INTEGRATION_ID, INTEGRATION_NAME, NOTICE_TOKEN,
+                          WEBHOOK_SECRET, FakeGenesys, sign)
 from relay_env import Environment
 
 
