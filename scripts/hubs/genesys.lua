@@ -328,7 +328,7 @@ function M.to_agent(conv, activity)
   if over == nil and cretry then return nil, cerr, cretry end
   if over == nil then log.warn("genesys.check_failed", { conv = conv.key, error = cerr }) end
   if over then
-    local ok, err = hd.customer(conv.id, activity, user_of(conv))
+    local ok, err = hd.customer(conv.id, activity, type(conv.user) == "table" and conv.user or nil)
     if not ok then return nil, err, true end
     return true
   end

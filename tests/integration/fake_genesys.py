@@ -87,6 +87,7 @@ class FakeGenesys(ServedFake):
         self.conversations = {}     # id -> {"from", "attributes", "agent", "open"}
         self.open_by_customer = {}  # from.id -> conversation id
         self.reads = 0              # GETs of a conversation (the agent's name, whether it ended)
+        self.permissions = {"conversation:message:receive", "conversation:message:view"}   # the OAuth client's role
         self.cond = threading.Condition()
         super().__init__()
         self.server.route("POST", "/oauth/token", self._login)
@@ -99,8 +100,8 @@ class FakeGenesys(ServedFake):
         with self.cond:
             self.rejected.append((request.path, reason))
             self.cond.notify_all()
-        return web.json_response({"message": reason, "code": "bad.request" if status == 400 else "unauthorized",
-                                  "status": status}, status=status)
+        code = {400: "bad.request", 401: "authentication.required", 403: "missing.permissions"}.get(status, "not.found")
+        return web.json_response({"message": reason, "code": code, "status": status}, status=status)
 
     def _scripted(self, script):
         with self.cond:
@@ -174,6 +175,8 @@ class FakeGenesys(ServedFake):
         token, why = self._token_error(request)
         if why:
             return self._reject(request, 401, why)
+        if "conversation:message:receive" not in self.permissions:
+            return self._reject(request, 403, "missing permission conversation:message:receive")
         if request.match_info["integration"] != INTEGRATION_ID:
             return self._reject(request, 404, "unknown integration")
         if request.headers.get("Content-Type") != "application/json":
@@ -201,6 +204,8 @@ class FakeGenesys(ServedFake):
         _, why = self._token_error(request)
         if why:
             return self._reject(request, 401, why)
+        if "conversation:message:view" not in self.permissions:
+            return self._reject(request, 403, "missing permission conversation:message:view")
         scripted = self._scripted(self.script)
         if scripted is not None:
             return scripted

@@ -227,6 +227,28 @@ def test_customer_message_after_the_agent_left_goes_to_the_bot(tmp_path):
         env.genesys.stop()
 
 
+def test_without_the_view_permission_messages_still_flow(tmp_path):
+    """The role lacks conversation:message:view: reads answer 403, which is logged, and the
+    customer's and the agent's messages still go through (only the end needs the read or a
+    Trigger)."""
+    env = start(tmp_path, extra="quiet_check_s = 3600")
+    try:
+        genesys, hub, port = env.genesys, env.hub, env.port
+        genesys.permissions.discard("conversation:message:view")
+        hand_off(env, "n-1")
+        assert hub.message(port, "n-1", "still there?")[0] == 202
+        assert genesys.wait_inbound(2)[1][1]["text"] == "still there?"
+        assert "HTTP 403" in env.daemon.wait_line("genesys.check_failed")
+        assert genesys.agent_says(port, "n-1", "Hi, Sam here") == (200, {"ok": True})
+        env.daemon.wait_line("conv.state conv=webhook:n-1 from=routing to=agent")
+        assert "HTTP 403" in env.daemon.wait_line("genesys.agent_unknown")
+        assert texts(hub.wait_messages("n-1", 4))[-1] == "Hi, Sam here"
+        assert env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
+
+
 def test_presence_disconnect_event_is_honoured(env):
     """Web Messaging's Presence/Disconnect, should Genesys ever post it for Open Messaging."""
     genesys, port = env.genesys, env.port
