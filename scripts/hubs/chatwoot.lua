@@ -29,8 +29,11 @@ and then opens a pending conversation itself):
   - conversation_updated with an agent assigned while the handoff waits: handoff accepted.
 handoffd -> Chatwoot ({url}/api/v1/accounts/{account_id}/conversations/{id}/..., header
 api_access_token): messages (outgoing), toggle_typing_status (best effort), and on a handoff:
-a private note with the transcript, custom_attributes from the context, assignments (team,
-then agent), toggle_status open. Retried on network errors, 429 and 5xx.
+a private note with the transcript, custom_attributes from the context (best effort: older
+Chatwoot refuses a bot token there), assignments (team, then agent), toggle_status open.
+Retried on network errors, 429 and 5xx. Events of another account are ignored; the account
+is `account.id`, or the embedded last message's account_id on conversation events of
+Chatwoot before June 2026 (no `account`), and an event naming none is taken as ours.
 ]]
 local hd = require "handoff"
 local http = require "handoff.http"
@@ -44,6 +47,7 @@ local context = require "handoff.context"
 local M = {}
 
 local MAX_SKEW_S = 300
+local ATTRIBUTE_TRIES = 3          -- transient failures of the custom_attributes step before it is skipped
 
 local conf                                -- set by init; a reload builds a fresh one
 
@@ -211,7 +215,8 @@ local function assignee_of(agent)
 end
 
 --- Hands the conversation to the humans: private note with the transcript, custom
---- attributes, team then agent, status open. Steps done are kept in conv.data, so a retry
+--- attributes (best effort: refused, or failing ATTRIBUTE_TRIES times, they are skipped and
+--- logged), team then agent, status open. Steps done are kept in conv.data, so a retry
 --- after a 429/5xx does not post the note twice. "accepted" when a named agent got it,
 --- else true (the first human reply, or an assignment, reports acceptance).
 function M.escalate(conv, h, route)
@@ -232,6 +237,13 @@ function M.escalate(conv, h, route)
   for _, s in ipairs(steps) do
     if s[2] and not done[s[1]] then
       local res, err, retry = api(conv.id, s[2], s[3]())
+      if not res and s[1] == "attributes" and not (retry and (done.attribute_tries or 0) < ATTRIBUTE_TRIES) then
+        -- Best effort: Chatwoot before mid-2025 answers 401 to a bot token here (#11447).
+        log.warn("chatwoot.attributes_skipped", { conv = conv.id, error = err })
+        res = true
+      elseif not res and s[1] == "attributes" then
+        done.attribute_tries = (done.attribute_tries or 0) + 1
+      end
       if not res then return nil, s[1] .. ": " .. err, retry end
       done[s[1]] = true
     end
@@ -346,12 +358,23 @@ end
 local CONVERSATION_EVENTS = { conversation_status_changed = true, conversation_opened = true,
                               conversation_resolved = true, conversation_updated = true }
 
+-- The account an event names: `account.id`, else (conversation events before chatwoot#14673,
+-- June 2026, carry no `account`) the account_id of the last message it embeds, else nil.
+local function account_of(ev)
+  if type(ev.account) == "table" then return math.tointeger(tonumber(ev.account.id)) or false end
+  local last = type(ev.messages) == "table" and ev.messages[#ev.messages]
+  if type(last) == "table" and last.account_id ~= nil then return math.tointeger(tonumber(last.account_id)) or false end
+  return nil
+end
+
 --- The event's conversation id, dedupe key and effect; or no effect and why it is ignored.
+--- An event that names no account is taken as ours: the bot's token belongs to one account,
+--- and conversation events only act on conversations handoffd already has.
 local function classify(ev, req)
-  local account = type(ev.account) == "table" and math.tointeger(tonumber(ev.account.id))
+  local account = account_of(ev)
   local delivery_id = req.headers["x-chatwoot-delivery"]
   local key, effect
-  if account ~= conf.account_id then return nil, nil, nil, "another account" end
+  if account ~= nil and account ~= conf.account_id then return nil, nil, nil, "another account" end
   if ev.event == "message_created" or ev.event == "message_updated" then
     local conv = type(ev.conversation) == "table" and ev.conversation or {}
     local id = idstr(conv.id)

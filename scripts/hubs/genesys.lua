@@ -6,7 +6,8 @@
             client_id = os.getenv("GENESYS_CLIENT_ID"), client_secret = os.getenv("GENESYS_CLIENT_SECRET"),
             integration_id = "<Open Messaging integration id>",
             webhook_secret = os.getenv("GENESYS_WEBHOOK_SECRET"),         -- the integration's signature secret
-            disconnect_token = os.getenv("GENESYS_DISCONNECT_TOKEN") },  -- optional, see below
+            disconnect_token = os.getenv("GENESYS_DISCONNECT_TOKEN"),    -- optional, see below
+            quiet_check_s = 30 }                                          -- optional, see below
 
 The customer is an Open Messaging user whose `from.id` is the front's conversation id
 (idType Opaque; the front user's name as nickname/first/last name), so Genesys's answers,
@@ -24,16 +25,21 @@ a 401 drops the token and the call is made once more with a new one.
 Genesys -> handoffd:
   POST /hubs/genesys/messages      the integration's outboundNotificationWebhookUrl. Checked:
       X-Hub-Signature-256: sha256=<base64 HMAC-SHA256(webhook_secret, raw body)>, else 401.
-      Text from the agent (originatingEntity Human) or agent typing while routing: accepted.
-      Text: relayed to the customer (hd.agent). Event Presence/Disconnect: the agent left.
-      A message id seen before is answered 200 without a second effect.
+      Text from the agent (originatingEntity Human) or agent typing while routing: accepted
+      (the agent's name from the conversation's agent participant). Text: relayed to the
+      customer (hd.agent). A message id seen before is answered 200 without a second effect.
+The agent leaving: Open Messaging sends no event for it, so handoffd reads the conversation
+(GET /api/v2/conversations/messages/{id}) once Genesys has been quiet for quiet_check_s
+(default 30 s, then again every quiet_check_s) and before relaying each customer message;
+when the customer participant has left, or an agent took part and no one but the customer
+is connected, the handoff ends: "completed" (back to the bot, or closed when return_to_bot
+= false), or "failed" when no agent ever took it. A customer message that finds the
+conversation over goes to the bot instead. Fast path, optional:
   POST /hubs/genesys/disconnected  {"conversationId": "<Genesys conversation id>"} from a
       Genesys Trigger (v2.detail.events.conversation.{id}.user.end) -> Workflow -> Web
-      Services Data Action, with Authorization: Bearer <disconnect_token>. The notice is
-      only a hint: handoffd reads the conversation from the Conversations API and acts
-      when every agent participant there is disconnected.
-The agent leaving ends the handoff: "completed" (back to the bot, or closed when
-return_to_bot = false); a Genesys conversation that ends before any agent took it: "failed".
+      Services Data Action, with Authorization: Bearer <disconnect_token>; the notice is
+      only a hint, checked with the same read. A Presence/Disconnect event on the webhook
+      (a Web Messaging event, not documented for Open Messaging) is honoured too.
 ]]
 local hd = require "handoff"
 local http = require "handoff.http"
@@ -46,6 +52,7 @@ local context = require "handoff.context"
 local oauth = require "handoff.oauth"
 local sig = require "handoff.signature"
 local time = require "handoff.time"
+local timer = require "handoff.timer"
 
 local M = {}
 
@@ -54,7 +61,7 @@ local conf                                -- set by init; a reload builds a fres
 local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 503,
                          ["out of memory"] = 503 }
 local WITH_DESK = { routing = true, agent = true }
-local AGENT_GONE = { disconnected = true, terminated = true }
+local GONE = { disconnected = true, terminated = true }
 
 local function urls(s)
   if s.api_url or s.login_url then
@@ -84,7 +91,11 @@ function M.init(s)
     return_to_bot = s.return_to_bot ~= false, timeout_ms = s.timeout_ms or 10000, ca_file = s.ca_file,
     transcript_max_bytes = s.transcript_max_bytes or 4000,
     attributes_max_bytes = s.attributes_max_bytes or 2048, attribute_prefix = s.attribute_prefix or "",
+    quiet_check_s = s.quiet_check_s or 30,
+    watches = {},                         -- our conversation id -> the pending check's timer
   }
+  assert(type(conf.quiet_check_s) == "number" and conf.quiet_check_s > 0,
+         "hubs.genesys: quiet_check_s must be a positive number of seconds")
   conf.tokens = oauth.client({ url = login_url .. "/oauth/token", client_id = required(s, "client_id"),
                                client_secret = required(s, "client_secret"), timeout_ms = conf.timeout_ms,
                                ca_file = conf.ca_file })
@@ -142,6 +153,112 @@ end
 
 -- }====
 
+-- {==== Is the Genesys conversation over?
+-- Open Messaging's outbound webhook carries messages, typing and receipts, and no event for
+-- "the agent disconnected". handoffd reads the conversation's participants instead (GET
+-- /api/v2/conversations/messages/{id}, MessageConversation): once Genesys has been quiet for
+-- quiet_check_s (and every quiet_check_s while it stays quiet), before relaying a customer
+-- message, and on a Trigger's disconnect notice (the fast path).
+
+--- The Genesys conversation as the API shows it, or nil, err, retry.
+local function read_conversation(gid)
+  local res, err, retry = api("GET", "/api/v2/conversations/messages/" .. gid)
+  if not res then return nil, err, retry end
+  local doc = json.decode(res.body)
+  if type(doc) ~= "table" then return nil, "the Conversations API answered no JSON object" end
+  return doc
+end
+
+local function participants(doc)
+  local out = {}
+  for _, p in ipairs(type(doc.participants) == "table" and doc.participants or {}) do
+    if type(p) == "table" then out[#out + 1] = p end
+  end
+  return out
+end
+
+--- Whether the conversation is over for the customer: the customer participant left (the
+--- agent ended the interaction, or the flow disconnected it), or an agent took part and no
+--- one but the customer is connected any more (a transfer keeps another participant).
+local function ended(doc)
+  local agents, others = 0, 0
+  for _, p in ipairs(participants(doc)) do
+    local gone = GONE[p.state] == true
+    if p.purpose == "customer" and gone then return true end
+    if p.purpose == "agent" then agents = agents + 1 end
+    if p.purpose ~= "customer" and not gone then others = others + 1 end
+  end
+  return agents > 0 and others == 0
+end
+
+-- Our conversation id: the customer participant's handoffd_conversation attribute (escalate's).
+local function ours(doc)
+  for _, p in ipairs(participants(doc)) do
+    local attrs = p.purpose == "customer" and type(p.attributes) == "table" and p.attributes or {}
+    if type(attrs.handoffd_conversation) == "string" then return attrs.handoffd_conversation end
+  end
+  return nil
+end
+
+-- The connected agent {id, name}: the participant's name is the Genesys user's. (The
+-- outbound messages' channel.from is the integration, not the agent.)
+local function agent_of(doc)
+  for _, p in ipairs(participants(doc)) do
+    if p.purpose == "agent" and p.state == "connected" then
+      local user = type(p.user) == "table" and p.user or {}
+      return { id = type(user.id) == "string" and user.id or nil,
+               name = type(p.name) == "string" and p.name or type(user.name) == "string" and user.name or nil }
+    end
+  end
+  return nil
+end
+
+-- The agent left: completed; the Genesys conversation ended before an agent took it: failed.
+local function agent_left(conv)
+  if conv.state == "agent" then
+    return hd.handoff_event(conv.id, "completed", { handoff_id = conv.handoff_id, return_to_bot = conf.return_to_bot })
+  elseif conv.state == "routing" then
+    return hd.handoff_event(conv.id, "failed", { handoff_id = conv.handoff_id,
+                                                 reason = "the Genesys conversation ended before an agent took it" })
+  end
+  return true                             -- the handoff is over already
+end
+
+--- Reads the conversation handoffd opened last and ends the handoff when it is over: true
+--- (it was over), false (it goes on, or its id is unknown), or nil, err, retry.
+local function ended_now(conv)
+  local gid = type(conv.data) == "table" and conv.data.genesys_conversation
+  if not gid then return false end
+  local doc, err, retry = read_conversation(gid)
+  if not doc then return nil, err, retry end
+  if not ended(doc) then return false end
+  log.info("genesys.conversation_ended", { conv = conv.key, genesys_conversation = gid })
+  local ok, ferr = agent_left(conv)
+  if not ok then return nil, ferr, true end
+  return true
+end
+
+local watch                               -- check and watch arm each other
+
+-- The quiet check of conversation ID; while it goes on (or cannot be read now), again later.
+local function check(premature, id)
+  if premature then return end            -- a reload or shutdown: the next event arms a new one
+  conf.watches[id] = nil
+  local conv = hd.conversation(id)
+  if not conv or not WITH_DESK[conv.state] then return end
+  local over, err = ended_now(conv)
+  if over == nil then log.warn("genesys.check_failed", { conv = conv.key, error = err }) end
+  if not over then watch(id) end
+end
+
+--- (Re)arms the quiet check of conversation ID: news from Genesys pushes it back.
+function watch(id)
+  if conf.watches[id] then conf.watches[id]:cancel() end
+  conf.watches[id] = timer.after(conf.quiet_check_s, check, id)
+end
+
+-- }====
+
 -- {==== handoffd -> Genesys
 
 local function attributes(conv, h, route, user)
@@ -177,6 +294,7 @@ function M.escalate(conv, h, route)
   local doc = json.decode(res.body)
   conv.data.genesys_conversation = type(doc) == "table" and type(doc.conversationId) == "string"
                                    and doc.conversationId or nil
+  watch(conv.id)
   return true
 end
 
@@ -196,13 +314,25 @@ local function content_of(attachments)
 end
 
 --- A customer message while the desk has the conversation. Its message id counts per
---- conversation and is only advanced on success, so a retry sends the same id again.
+--- conversation and is only advanced on success, so a retry sends the same id again. The
+--- conversation is read first: a message to a Genesys conversation that is over would open
+--- a new one, routed without the handoff; such a message ends the handoff and goes on as
+--- the customer's next message (to the bot).
 function M.to_agent(conv, activity)
   -- Queued before a handoff failed or ended: sending it would open a new Genesys conversation.
   if activity.type ~= "message" or not WITH_DESK[conv.state] then return true end
   local text = type(activity.text) == "string" and activity.text ~= "" and activity.text or nil
   local content = content_of(activity.attachments)
   if not text and not content then return true end
+  local over, cerr, cretry = ended_now(conv)
+  if over == nil and cretry then return nil, cerr, cretry end
+  if over == nil then log.warn("genesys.check_failed", { conv = conv.key, error = cerr }) end
+  if over then
+    local ok, err = hd.customer(conv.id, activity, type(conv.user) == "table" and conv.user or nil)
+    if not ok then return nil, err, true end
+    return true
+  end
+  if not conf.watches[conv.id] then watch(conv.id) end   -- after a restart or reload
   local n = (conv.data.sent or 0) + 1
   local res, err, retry = inbound(conv, ("%s-%d"):format(conv.handoff_id or conv.id, n), text, { content = content })
   if not res then return nil, err, retry end
@@ -214,21 +344,17 @@ end
 
 -- {==== Genesys -> handoffd
 
--- The agent left: completed; the Genesys conversation ended before an agent took it: failed.
-local function agent_left(conv)
-  if conv.state == "agent" then
-    return hd.handoff_event(conv.id, "completed", { handoff_id = conv.handoff_id, return_to_bot = conf.return_to_bot })
-  elseif conv.state == "routing" then
-    return hd.handoff_event(conv.id, "failed", { handoff_id = conv.handoff_id,
-                                                 reason = "the Genesys conversation ended before an agent took it" })
-  end
-  return true                             -- the handoff is over already
-end
-
-local function accept(conv, msg)
+-- An agent took the conversation; who, the Conversations API says (best effort).
+local function accept(conv)
   if conv.state ~= "routing" then return true end
-  local from = type(msg.channel.from) == "table" and msg.channel.from or {}   -- from.id is the integration
-  return hd.handoff_event(conv.id, "accepted", { handoff_id = conv.handoff_id, agent = { name = from.nickname } })
+  local gid, agent = type(conv.data) == "table" and conv.data.genesys_conversation, nil
+  if gid then
+    local doc, err = read_conversation(gid)
+    agent = doc and agent_of(doc)
+    if not doc then log.warn("genesys.agent_unknown", { conv = conv.key, error = err }) end
+  end
+  log.info("genesys.accepted", { conv = conv.key, agent = agent and agent.name, agent_id = agent and agent.id })
+  return hd.handoff_event(conv.id, "accepted", { handoff_id = conv.handoff_id, agent = agent })
 end
 
 local function activity_of(msg)
@@ -248,7 +374,7 @@ local function on_text(conv, msg)
     return true
   end
   if msg.originatingEntity ~= "Bot" then  -- a flow's automatic answer is not an agent taking it
-    local ok, err = accept(conv, msg)
+    local ok, err = accept(conv)
     if not ok then return nil, err end
   end
   return hd.agent(conv.id, activity_of(msg))
@@ -260,7 +386,7 @@ local function on_events(conv, msg)
        and ev.presence.type == "Disconnect" then
       return agent_left(conv)
     elseif type(ev) == "table" and ev.eventType == "Typing" then
-      local ok, err = accept(conv, msg)
+      local ok, err = accept(conv)
       if not ok then return nil, err end
     end
   end
@@ -304,29 +430,17 @@ local function on_message(req)
     hd.forget_event("genesys:" .. msg.id)
     return FAILURE_STATUS[err] or 400, { error = err }
   end
+  local now = hd.conversation(conv.id)
+  if now and WITH_DESK[now.state] then watch(conv.id) end
   return 200, { ok = true }
-end
-
--- Our conversation id and whether every agent has left, from a Conversations API answer.
-local function read_conversation(doc)
-  local ours, agents, left = nil, 0, 0
-  for _, p in ipairs(type(doc) == "table" and type(doc.participants) == "table" and doc.participants or {}) do
-    if type(p) == "table" and p.purpose == "customer" and type(p.attributes) == "table" then
-      ours = ours or p.attributes.handoffd_conversation
-    elseif type(p) == "table" and p.purpose == "agent" then
-      agents = agents + 1
-      if AGENT_GONE[p.state] then left = left + 1 end
-    end
-  end
-  return type(ours) == "string" and ours or nil, agents > 0 and left == agents
 end
 
 -- The conversation a disconnect notice is about, or nil and why it changes nothing.
 local function noticed(gid, doc)
-  local id, gone = read_conversation(doc)
+  local id = ours(doc)
   local conv = id and hd.conversation(id)
   if not conv then return nil, "not a handoffd conversation" end
-  if not gone then return nil, "an agent is still connected" end
+  if not ended(doc) then return nil, "the conversation goes on" end
   local last = type(conv.data) == "table" and conv.data.genesys_conversation
   if last and last ~= gid then return nil, "an older conversation" end
   return conv
@@ -341,13 +455,13 @@ local function on_disconnected(req)
   local gid = type(note) == "table" and note.conversationId
   if type(gid) ~= "string" or not gid:match("^[%w%-]+$") then return 400, { error = "conversationId is required" } end
   -- The notice is a hint; the Conversations API says whether the agent really left.
-  local res, err, retry = api("GET", "/api/v2/conversations/messages/" .. gid)
-  if not res then
+  local doc, err, retry = read_conversation(gid)
+  if not doc then
     log.warn("genesys.notice_unchecked", { genesys_conversation = gid, error = err })
     if retry then return 503, { error = err } end   -- the workflow may try again
     return 200, { ok = true, ignored = err }
   end
-  local conv, why = noticed(gid, json.decode(res.body))
+  local conv, why = noticed(gid, doc)
   if not conv then return 200, { ok = true, ignored = why } end
   local ok, ferr = agent_left(conv)
   if not ok then return FAILURE_STATUS[ferr] or 400, { error = ferr } end

@@ -16,7 +16,8 @@ translation; the state machine, the outbox and the retries are the runtime's.
 Sunshine -> handoffd: POST /hubs/sunshine/events, the custom integration's v2 webhook
 {app, webhook, events: [{id, type, createdAt, payload}]}. X-API-Key must equal the webhook
 secret (else 401). Each event id takes effect once. Events used:
-  conversation:message        a user's message while we are active -> the bot
+  conversation:message        a user's message while we are active -> the bot (a reply
+                              button's answer: its payload)
   switchboard:passControl,    control moved: back to us during a handoff -> completed;
   switchboard:acceptControl   to another integration while routing -> accepted
   switchboard:releaseControl  the agents gave control up -> completed
@@ -25,7 +26,9 @@ Answers: 200 once every event is durably handled or skipped (not ours, a duplica
 400 malformed body or another app; 401 X-API-Key; 503 overloaded (Sunshine retries).
 
 handoffd -> Sunshine, Basic key_id:key_secret, JSON:
-  POST {url}/v2/apps/{app}/conversations/{conv}/messages     bot messages (author business)
+  POST {url}/v2/apps/{app}/conversations/{conv}/messages     bot messages (author business);
+       a text over 4,096 characters goes in several messages, altText is cut to 128
+       characters (the spec's limits: Sunshine answers 400 beyond them)
   POST {url}/v2/apps/{app}/conversations/{conv}/activity     typing:start, best effort
   POST {url}/v2/apps/{app}/conversations/{conv}/passControl  the handoff, with flat metadata
        of at most 4 KB as JSON (routing, context and variables; what does not fit is left
@@ -46,6 +49,8 @@ local context = require "handoff.context"
 local M = {}
 
 local METADATA_MAX = 4096          -- Sunshine's limit on passControl metadata, as JSON
+local TEXT_MAX = 4096              -- characters in a text message (textMessage.text maxLength)
+local ALT_TEXT_MAX = 128           -- characters in an image's or file's altText
 local MAX_ACTIONS = 10             -- reply buttons on one message
 local EVENT_PREFIX = "sunshine:"   -- event ids share the runtime's table with other hubs
 -- Failures of the runtime that pass: Sunshine retries the body (503).
@@ -114,24 +119,52 @@ local function actions_of(activity)
   return #out > 0 and out or nil
 end
 
--- A bot message as Sunshine content: text (with reply buttons), else its first linked
--- file or image; nil when there is nothing a channel can show.
-local function content_of(activity)
+-- S cut to its first MAX characters (UTF-8; bytes when S is not UTF-8).
+local function first_chars(s, max)
+  if not utf8.len(s) then return s:sub(1, max) end
+  local stop = utf8.offset(s, max + 1)
+  return stop and s:sub(1, stop - 1) or s
+end
+
+-- S in pieces of at most MAX characters, each ending after the last white space that keeps
+-- it within MAX (a hard cut when the piece would get shorter than half), so that the pieces
+-- together are S exactly. Sunshine refuses a longer text with a 400, which is not retried.
+local function pieces(s, max)
+  local out = {}
+  while true do
+    local head = first_chars(s, max)
+    if #head == #s then out[#out + 1] = s; return out end
+    local at = head:find("%s[^%s]*$")
+    if at and at > #head // 2 then head = head:sub(1, at) end
+    out[#out + 1] = head
+    s = s:sub(#head + 1)
+  end
+end
+
+-- A bot message as Sunshine contents: its text in pieces within TEXT_MAX (reply buttons
+-- on the last), else its first linked file or image; an empty list when there is nothing
+-- a channel can show.
+local function contents_of(activity)
   if type(activity.text) == "string" and activity.text ~= "" then
-    return { type = "text", text = activity.text, actions = actions_of(activity) }
+    local out = {}
+    for i, text in ipairs(pieces(activity.text, TEXT_MAX)) do out[i] = { type = "text", text = text } end
+    out[#out].actions = actions_of(activity)
+    return out
   end
   for _, a in ipairs(type(activity.attachments) == "table" and activity.attachments or {}) do
     if type(a) == "table" and type(a.contentUrl) == "string" and a.contentUrl:match("^https?://") then
       local image = type(a.contentType) == "string" and a.contentType:match("^image/")
-      return { type = image and "image" or "file", mediaUrl = a.contentUrl,
-               altText = type(a.name) == "string" and a.name or nil }
+      return { { type = image and "image" or "file", mediaUrl = a.contentUrl,
+                 altText = type(a.name) == "string" and first_chars(a.name, ALT_TEXT_MAX) or nil } }
     end
   end
-  return nil
+  return {}
 end
 
 --- The bot said something: messages to .../messages, typing (best effort) to .../activity.
---- Nothing goes out while another switchboard integration has the customer.
+--- Nothing goes out while another switchboard integration has the customer. A text split
+--- in pieces is sent piece by piece; conv.data.pieces_sent keeps how many went out, so a
+--- retry after a failed piece does not send the earlier ones again.
 function M.to_user(conv, activity)
   if standby(conv.data) then
     log.info("sunshine.standby", { conv = conv.id, activity = activity.type })
@@ -141,15 +174,24 @@ function M.to_user(conv, activity)
     post(conv.id, "activity", { author = { type = "business" }, type = "typing:start" })
     return true
   end
-  local content = activity.type == "message" and content_of(activity)
-  if not content then return true end
+  local contents = activity.type == "message" and contents_of(activity) or {}
   local from = type(activity.from) == "table" and type(activity.from.name) == "string" and activity.from.name
-  local res, err, retry = post(conv.id, "messages", {
-    author = { type = "business", displayName = conf.display_name or from or nil },
-    content = content,
-    metadata = { handoffd_activity_id = activity.id },   -- a retried delivery can be told apart
-  })
-  if not res then return nil, err, retry end
+  local progress = type(conv.data.pieces_sent) == "table" and conv.data.pieces_sent.activity == activity.id
+                   and conv.data.pieces_sent or { activity = activity.id, n = 0 }
+  for i = progress.n + 1, #contents do
+    local res, err, retry = post(conv.id, "messages", {
+      author = { type = "business", displayName = conf.display_name or from or nil },
+      content = contents[i],
+      -- a retried delivery can be told apart; the piece when the text was split
+      metadata = { handoffd_activity_id = activity.id, handoffd_part = #contents > 1 and i or nil },
+    })
+    if not res then
+      conv.data.pieces_sent = i > 1 and progress or nil
+      return nil, err, retry
+    end
+    progress.n = i
+  end
+  conv.data.pieces_sent = nil
   return true
 end
 
@@ -188,7 +230,10 @@ end
 local function activity_of(m)
   local c = m.content
   if type(c) ~= "table" then return nil end
-  local text = type(c.text) == "string" and c.text ~= "" and c.text or nil
+  -- A reply button's answer carries the button's payload (textMessage.payload): the bot
+  -- offered that value, the text is only the button's title.
+  local text = type(c.payload) == "string" and c.payload ~= "" and c.payload
+               or type(c.text) == "string" and c.text ~= "" and c.text or nil
   if (c.type == "image" or c.type == "file") and type(c.mediaUrl) == "string" then
     return { type = "message", text = text, attachments = { {
       contentType = type(c.mediaType) == "string" and c.mediaType

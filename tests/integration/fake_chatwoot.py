@@ -2,16 +2,18 @@
 
 It plays the parts of Chatwoot that handoffd, as an Agent Bot, talks to:
 - the API under /api/v1/accounts/{account}/conversations/{id}/ (messages, toggle_status,
-  toggle_typing_status, assignments, custom_attributes), checking the api_access_token header
-  and the bodies as Chatwoot does (content_attributes items validated per content type;
-  assignee_id wins over team_id; custom_attributes replaced unless merge is true), recording
-  every accepted call in order and answering scripted 429/5xx or delays first;
+  toggle_typing_status, assignments, custom_attributes), checking the api_access_token header,
+  which endpoints a bot token may call in the release played (401 otherwise), and the bodies
+  against the swagger excerpts in specs/chatwoot with jsonschema (422 otherwise, as Chatwoot's
+  validations answer); assignee_id wins over team_id; custom_attributes replaced unless merge
+  is true. It records every accepted call in order and answers scripted 429/5xx or delays first;
 - the Agent Bot webhooks, sent one at a time in the order Chatwoot would queue them:
   message_created for every incoming and outgoing message (the bot's own echoes and private
   notes included, as Chatwoot sends them), message_updated for a submitted choice,
   conversation_status_changed with changed_attributes plus the older conversation_opened /
-  conversation_resolved, conversation_updated on an assignment. Each is signed as Chatwoot
-  4.x signs (X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, ts "." body)>,
+  conversation_resolved, conversation_updated on an assignment, in the payload shapes of the
+  release played (VERSIONS: `account` or not, conversation_status_changed or not). Each is
+  signed as Chatwoot 4.x signs (X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, ts "." body)>,
   X-Chatwoot-Timestamp, X-Chatwoot-Delivery kept across retries), retried at once on 429 and
   500, and given 5 s: a failed or late message event opens the pending conversation
   (Chatwoot's fallback when its bot does not answer), which the tests can see.
@@ -21,11 +23,13 @@ import hashlib
 import hmac
 import itertools
 import json
+import pathlib
 import queue
 import threading
 import time
 import uuid
 
+import jsonschema
 from aiohttp import web
 
 from fakeserver import ServedFake, post_json
@@ -38,9 +42,24 @@ AGENTS = {12: "Sam", 13: "Kim"}
 INBOX = {"id": 7, "name": "Website"}
 WEBHOOK_TIMEOUT = 5.0          # Chatwoot's default WEBHOOK_TIMEOUT
 RETRIED = (429, 500)           # Webhooks::Trigger RETRYABLE_AGENT_BOT_STATUSES
-ITEM_KEYS = {"input_select": {"title", "value"}, "cards": {"title", "description", "media_url", "actions"}}
-ACTION_KEYS = {"text", "type", "payload", "uri"}
-
+ACTIONS = ("messages", "toggle_status", "toggle_typing_status", "assignments", "custom_attributes")
+SPECS = pathlib.Path(__file__).parent / "specs" / "chatwoot"
+# One validator per endpoint, from the swagger excerpts in specs/chatwoot (OpenAPI 3.0 schema
+# objects: JSON Schema draft 4 with extensions).
+VALIDATORS = {a: jsonschema.Draft4Validator(json.loads((SPECS / f"{a}.json").read_text())) for a in ACTIONS}
+# What each Chatwoot release the fake can play sends and allows:
+#   bot_endpoints   what an Agent Bot token may call (AccessTokenAuthHelper::BOT_ACCESSIBLE_ENDPOINTS);
+#                   anything else answers 401 "Access to this endpoint is not authorized for bots"
+#   account         whether conversation_* payloads carry `account` (#14673, June 2026; before,
+#                   only the embedded last message's account_id, #11753)
+#   status_changed  whether Agent Bots get conversation_status_changed (#14002, April 2026)
+VERSIONS = {
+    "current": {"bot_endpoints": set(ACTIONS), "account": True, "status_changed": True},
+    "2026-05": {"bot_endpoints": set(ACTIONS), "account": False, "status_changed": True},
+    # before mid-2025: custom_attributes for bots came with #11447, typing later still
+    "2025-05": {"bot_endpoints": {"messages", "toggle_status", "assignments"}, "account": False,
+                "status_changed": False},
+}
 
 def sign(secret, ts, body):
     return "sha256=" + hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
@@ -55,8 +74,11 @@ class Conversation:
 
 
 class FakeChatwoot(ServedFake):
-    def __init__(self, account_id=ACCOUNT, token=TOKEN, secret=SECRET):
+    """VERSION: a key of VERSIONS, the Chatwoot release whose payloads and refusals it plays."""
+
+    def __init__(self, account_id=ACCOUNT, token=TOKEN, secret=SECRET, version="current"):
         self.account_id, self.token, self.secret = account_id, token, secret
+        self.version = VERSIONS[version]
         self.conversations = {}
         self.calls = []          # (action, conversation id, body) of accepted API calls, in order
         self.rejected = []       # (path, reason) of API calls refused
@@ -72,7 +94,7 @@ class FakeChatwoot(ServedFake):
         self.jobs = queue.Queue()
         self.worker = threading.Thread(target=self._work, daemon=True)
         super().__init__()
-        for action in ("messages", "toggle_status", "toggle_typing_status", "assignments", "custom_attributes"):
+        for action in ACTIONS:
             self.server.route("POST", "/api/v1/accounts/{account}/conversations/{cid}/" + action, self._api(action))
 
     def start(self):
@@ -88,7 +110,7 @@ class FakeChatwoot(ServedFake):
 
     def _api(self, action):
         async def handle(request, body):
-            why, status, doc = self._check(request, body)
+            why, status, doc = self._check(request, body, action)
             if why:
                 with self.cond:
                     self.rejected.append((request.path, why))
@@ -113,9 +135,11 @@ class FakeChatwoot(ServedFake):
             return web.json_response(result)
         return handle
 
-    def _check(self, request, body):
+    def _check(self, request, body, action):
         if request.headers.get("api_access_token") != self.token:
             return "Invalid Access Token", 401, None
+        if action not in self.version["bot_endpoints"]:
+            return "Access to this endpoint is not authorized for bots", 401, None
         if request.match_info["account"] != str(self.account_id):
             return "account not found", 404, None
         if not request.match_info["cid"].isdigit() or int(request.match_info["cid"]) not in self.conversations:
@@ -126,32 +150,25 @@ class FakeChatwoot(ServedFake):
             return "body is not JSON", 400, None
         if not isinstance(doc, dict) or request.content_type != "application/json":
             return "body is not a JSON object", 400, None
+        error = jsonschema.exceptions.best_match(VALIDATORS[action].iter_errors(doc))
+        if error is not None:      # Chatwoot answers 422 to a body its validations refuse
+            where = "/".join(str(p) for p in error.absolute_path) or "body"
+            return f"{where}: {error.message}"[:300], 422, None
         return None, 200, doc
 
     def _do_messages(self, conv, doc):
-        if doc.get("message_type", "outgoing") not in ("outgoing", "incoming") or not isinstance(doc.get("content", ""), str):
-            return 422, "bad message_type or content"
         ctype = doc.get("content_type", "text")
-        if ctype in ITEM_KEYS:
-            items = (doc.get("content_attributes") or {}).get("items")
-            if not isinstance(items, list) or not items or any(set(i) - ITEM_KEYS[ctype] for i in items):
-                return 422, "content_attributes items are invalid"
-            if ctype == "cards" and any(not i.get("actions") or any(set(a) - ACTION_KEYS for a in i["actions"])
-                                        for i in items):
-                return 422, "contains items missing actions, or invalid keys for actions"
         msg = self._message(conv, doc.get("content", ""), "outgoing", {"id": 1, "name": "handoffd", "type": "agent_bot"},
                             private=bool(doc.get("private")), content_type=ctype,
                             content_attributes=doc.get("content_attributes") or {})
         return msg
 
     def _do_toggle_status(self, conv, doc):
-        if doc.get("status") not in ("open", "resolved", "pending", "snoozed"):
-            return 422, "bad status"
         self._set_status(conv, doc["status"])
         return {"payload": {"success": True, "current_status": conv.status, "conversation_id": conv.id}}
 
     def _do_toggle_typing_status(self, conv, doc):
-        return {} if doc.get("typing_status") in ("on", "off") else (422, "bad typing_status")
+        return {}
 
     def _do_assignments(self, conv, doc):
         if "assignee_id" in doc:        # Chatwoot looks at assignee_id first, team_id only without it
@@ -165,9 +182,7 @@ class FakeChatwoot(ServedFake):
         return {"id": doc.get("assignee_id") or doc.get("team_id")}
 
     def _do_custom_attributes(self, conv, doc):
-        attrs = doc.get("custom_attributes")
-        if not isinstance(attrs, dict):
-            return 422, "custom_attributes must be an object"
+        attrs = doc["custom_attributes"]
         conv.custom_attributes = dict(conv.custom_attributes, **attrs) if doc.get("merge") is True else dict(attrs)
         return {}
 
@@ -209,12 +224,16 @@ class FakeChatwoot(ServedFake):
         if before == status:
             return
         changes = [{"status": {"previous_value": before, "current_value": status}}]
-        self._queue_conversation_event(conv, "conversation_status_changed", changes)
+        if self.version["status_changed"]:
+            self._queue_conversation_event(conv, "conversation_status_changed", changes)
         if status in ("open", "resolved"):      # the older events, still sent
             self._queue_conversation_event(conv, "conversation_" + ("opened" if status == "open" else "resolved"), None)
 
     def _queue_conversation_event(self, conv, event, changes):
         ev = dict(self._conversation_data(conv), event=event)
+        if not self.version["account"]:    # before #14673: account only inside the last message
+            del ev["account"]
+            ev["messages"] = [dict(m, account_id=self.account_id) for m in conv.messages[-1:]]
         if changes is not None:
             ev["changed_attributes"] = changes
         self._queue(ev)

@@ -6,22 +6,28 @@ What handoffd calls, checked as Genesys checks it:
                          expires_in} with a short lifetime so tests see renewals.
   POST /api/v2/conversations/messages/{integrationId}/inbound/open/message
                          needs a Bearer token that is issued, unexpired and not revoked (else
-                         401); the body needs channel.from {id, idType}, channel.messageId,
-                         channel.time (ISO 8601), text or content, and custom attributes
-                         that are strings. The first message from a from.id opens a Genesys
+                         401); the body is validated with jsonschema against the published
+                         definitions (specs/genesys/openInboundNormalizedMessage.json:
+                         channel.from {id, idType enum}, channel.time date-time, string custom
+                         attributes, attachment media types) and needs text or content; 400
+                         bad.request otherwise. The first message from a from.id opens a Genesys
                          conversation (its custom attributes become the customer
                          participant's attributes); ?prefetchConversationId=true puts its id
                          in the answer (202).
   GET  /api/v2/conversations/messages/{conversationId}
-                         the conversation's participants: the customer (with the attributes)
-                         and, once an agent has taken it, the agent with its state.
+                         the MessageConversation: participants (MessageMediaParticipant) the
+                         customer (with the attributes), the ACD leg while it waits, then the
+                         agent (name, user.id, state); when the agent disconnects every leg
+                         ends (state disconnected, endTime).
 Both API routes and the login answer self.script / self.login_script first: (status,
 headers) pairs such as 429 with Retry-After or 503.
 
 What Genesys sends handoffd (the integration's outbound webhook), signed
-X-Hub-Signature-256: sha256=<base64 HMAC-SHA256(secret, raw body)>: the agent's text
-(normalized message type Text), typing and the disconnect (type Event, Typing /
-Presence Disconnect). A Trigger's disconnect notice goes to /hubs/genesys/disconnected.
+X-Hub-Signature-256: sha256=<base64 HMAC-SHA256(secret, raw body)>, shaped like the
+documented outbound normalized messages (channel.from is the integration): the agent's text
+(type Text) and typing (type Event, Typing). Nothing is posted when the agent disconnects;
+presence_disconnect() sends the Web Messaging Presence/Disconnect event on demand. A
+Trigger's disconnect notice goes to /hubs/genesys/disconnected.
 """
 import asyncio
 import base64
@@ -29,11 +35,13 @@ import datetime
 import hashlib
 import hmac
 import json
+import pathlib
 import threading
 import time
 import urllib.parse
 import uuid
 
+import jsonschema
 from aiohttp import web
 
 from fakeserver import ServedFake, post_json
@@ -43,6 +51,20 @@ CLIENT_SECRET = "genesys-client-secret/with:odd&chars"
 INTEGRATION_ID = "9e7b5c1d-1111-4222-8333-444455556666"
 WEBHOOK_SECRET = "genesys-webhook-secret-0123456789"
 NOTICE_TOKEN = "genesys-notice-token-0123456789"
+INTEGRATION_NAME = "Acme Open Messaging"      # what outbound messages carry as channel.from.nickname
+AGENT = {"id": "6a1d2f3e-4b5c-4d6e-8f70-8192a3b4c5d6", "name": "Sam Agent"}
+SPEC = pathlib.Path(__file__).parent / "specs" / "genesys" / "openInboundNormalizedMessage.json"
+FORMATS = jsonschema.FormatChecker()
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value):
+    """ISO 8601 date-time (jsonschema checks it only with an extra package Debian lacks here)."""
+    return not isinstance(value, str) or bool(datetime.datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+# The Swagger 2.0 definitions of the inbound open message (JSON Schema draft 4 subsets).
+INBOUND = jsonschema.Draft4Validator(json.loads(SPEC.read_text()), format_checker=FORMATS)
 
 
 def sign(secret, body):
@@ -64,6 +86,8 @@ class FakeGenesys(ServedFake):
         self.script, self.login_script = [], []
         self.conversations = {}     # id -> {"from", "attributes", "agent", "open"}
         self.open_by_customer = {}  # from.id -> conversation id
+        self.reads = 0              # GETs of a conversation (the agent's name, whether it ended)
+        self.permissions = {"conversation:message:receive", "conversation:message:view"}   # the OAuth client's role
         self.cond = threading.Condition()
         super().__init__()
         self.server.route("POST", "/oauth/token", self._login)
@@ -76,7 +100,8 @@ class FakeGenesys(ServedFake):
         with self.cond:
             self.rejected.append((request.path, reason))
             self.cond.notify_all()
-        return web.json_response({"message": reason}, status=status)
+        code = {400: "bad.request", 401: "authentication.required", 403: "missing.permissions"}.get(status, "not.found")
+        return web.json_response({"message": reason, "code": code, "status": status}, status=status)
 
     def _scripted(self, script):
         with self.cond:
@@ -122,22 +147,13 @@ class FakeGenesys(ServedFake):
 
     @staticmethod
     def _body_error(doc):
-        ch = doc.get("channel") if isinstance(doc, dict) else None
-        if not isinstance(ch, dict) or not isinstance(ch.get("from"), dict):
-            return "channel.from is required"
-        if not isinstance(ch["from"].get("id"), str) or ch["from"].get("idType") not in ("Opaque", "Email", "Phone"):
-            return "channel.from needs id and idType"
-        if not isinstance(ch.get("messageId"), str) or not ch["messageId"]:
-            return "channel.messageId is required"
-        try:
-            datetime.datetime.fromisoformat(ch.get("time", "").replace("Z", "+00:00"))
-        except ValueError:
-            return "channel.time must be ISO 8601"
+        """The first way DOC breaks the published schema (Genesys answers 400 bad.request)."""
+        error = jsonschema.exceptions.best_match(INBOUND.iter_errors(doc))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "body"
+            return f"{where}: {error.message}"[:300]
         if not doc.get("text") and not doc.get("content"):
             return "text or content is required"
-        attrs = (ch.get("metadata") or {}).get("customAttributes", {})
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()):
-            return "custom attributes must be strings"
         return None
 
     def _open_conversation(self, doc):
@@ -146,7 +162,12 @@ class FakeGenesys(ServedFake):
         if cid is None:
             cid = str(uuid.uuid4())
             attrs = dict((doc["channel"].get("metadata") or {}).get("customAttributes", {}))
-            self.conversations[cid] = {"from": frm, "attributes": attrs, "agent": None}
+            # MessageMediaParticipant shapes: the customer, and the ACD leg while it waits in queue
+            self.conversations[cid] = {"from": frm, "participants": [
+                {"id": str(uuid.uuid4()), "purpose": "customer", "state": "connected", "direction": "inbound",
+                 "name": doc["channel"]["from"].get("nickname"), "startTime": iso_now(), "attributes": attrs},
+                {"id": str(uuid.uuid4()), "purpose": "acd", "state": "connected", "name": "orders",
+                 "startTime": iso_now(), "queue": {"id": "q-orders"}}]}
             self.open_by_customer[frm] = cid
         return cid
 
@@ -154,6 +175,8 @@ class FakeGenesys(ServedFake):
         token, why = self._token_error(request)
         if why:
             return self._reject(request, 401, why)
+        if "conversation:message:receive" not in self.permissions:
+            return self._reject(request, 403, "missing permission conversation:message:receive")
         if request.match_info["integration"] != INTEGRATION_ID:
             return self._reject(request, 404, "unknown integration")
         if request.headers.get("Content-Type") != "application/json":
@@ -181,18 +204,20 @@ class FakeGenesys(ServedFake):
         _, why = self._token_error(request)
         if why:
             return self._reject(request, 401, why)
+        if "conversation:message:view" not in self.permissions:
+            return self._reject(request, 403, "missing permission conversation:message:view")
         scripted = self._scripted(self.script)
         if scripted is not None:
             return scripted
         with self.cond:
+            self.reads += 1
+            self.cond.notify_all()
             conv = self.conversations.get(request.match_info["conversation"])
             if conv is None:
-                return web.json_response({"message": "not found"}, status=404)
-            parts = [{"id": "p-customer", "purpose": "customer", "state": "connected",
-                      "attributes": conv["attributes"]}]
-            if conv["agent"]:
-                parts.append({"id": "p-agent", "purpose": "agent", "state": conv["agent"], "userId": "a-1"})
-        return web.json_response({"id": request.match_info["conversation"], "participants": parts})
+                return web.json_response({"message": "not found", "code": "not.found", "status": 404}, status=404)
+            parts = [dict(p) for p in conv["participants"]]
+        return web.json_response({"id": request.match_info["conversation"], "participants": parts,
+                                  "selfUri": request.path})
 
     # --- what the tests read -------------------------------------------------------------
 
@@ -235,18 +260,30 @@ class FakeGenesys(ServedFake):
 
     @staticmethod
     def outbound(customer, mtype, msg_id=None, **fields):
-        """A normalized outbound message as Genesys posts it to the webhook."""
+        """A normalized outbound message as Genesys posts it to the webhook: channel.from is
+        the integration (its name as nickname), not the agent."""
         msg_id = msg_id or uuid.uuid4().hex
         return {"id": msg_id,
-                "channel": {"id": INTEGRATION_ID, "platform": "Open", "type": "Private", "to": {"id": customer},
-                            "from": {"nickname": "Sam", "id": INTEGRATION_ID, "idType": "Opaque"},
+                "channel": {"id": INTEGRATION_ID, "platform": "Open", "type": "Private",
+                            "to": {"id": customer, "idType": "Opaque"},
+                            "from": {"nickname": INTEGRATION_NAME, "id": INTEGRATION_ID, "idType": "Opaque"},
                             "time": iso_now(), "messageId": msg_id},
                 "type": mtype, "direction": "Outbound", **fields}
 
+    def _conv(self, customer):
+        return self.conversations[self.open_by_customer[customer]]
+
     def _agent_joined(self, customer):
+        """ACD hands the conversation to the agent: the ACD leg ends, the agent's connects."""
         with self.cond:
-            conv = self.conversations[self.open_by_customer[customer]]
-            conv["agent"] = conv["agent"] or "connected"
+            parts = self._conv(customer)["participants"]
+            if any(p["purpose"] == "agent" for p in parts):
+                return
+            for p in parts:
+                if p["purpose"] == "acd":
+                    p.update(state="disconnected", endTime=iso_now())
+            parts.append({"id": str(uuid.uuid4()), "purpose": "agent", "state": "connected", "name": AGENT["name"],
+                          "user": {"id": AGENT["id"]}, "startTime": iso_now(), "connectedTime": iso_now()})
 
     def agent_says(self, port, customer, text, msg_id=None, originating="Human"):
         if originating == "Human":
@@ -260,15 +297,27 @@ class FakeGenesys(ServedFake):
         return self.post(port, json.dumps(body).encode())
 
     def agent_leaves(self, customer):
-        """The agent disconnects in Genesys; the conversation ends."""
+        """The agent disconnects the interaction: every participant's leg ends, and nothing is
+        posted to the webhook (Open Messaging documents no such event). Returns its id."""
         with self.cond:
             cid = self.open_by_customer.pop(customer)
-            self.conversations[cid]["agent"] = "disconnected"
+            for p in self.conversations[cid]["participants"]:
+                if p["state"] != "disconnected":
+                    p.update(state="disconnected", endTime=iso_now())
             return cid
 
-    def disconnect(self, port, customer):
-        """The agent disconnects, and Genesys posts the Presence Disconnect event."""
-        self.agent_leaves(customer)
+    def queue_gives_up(self, customer):
+        """The flow ends the conversation while it waits in queue (no agent ever connected)."""
+        return self.agent_leaves(customer)
+
+    def wait_reads(self, n, timeout=30):
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.reads >= n, timeout):
+                raise AssertionError(f"wanted {n} conversation reads, got {self.reads}")
+
+    def presence_disconnect(self, port, customer):
+        """A Presence/Disconnect event, which Web Messaging has and Open Messaging does not
+        document: kept to show handoffd honours it should Genesys ever send it."""
         body = self.outbound(customer, "Event", events=[{"eventType": "Presence", "presence": {"type": "Disconnect"}}])
         return self.post(port, json.dumps(body).encode())
 

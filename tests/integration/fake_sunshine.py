@@ -4,22 +4,30 @@ on 127.0.0.1, following the published OpenAPI shapes.
 It plays the hub's two sides:
 - the API handoffd calls: POST /v2/apps/{app}/conversations/{conv}/messages, /activity and
   /passControl. Each request must carry `Authorization: Basic key_id:key_secret` and a JSON
-  body of the documented shape (passControl metadata flat and at most 4 KB as JSON), about
-  a conversation the fake knows; anything else is refused (400/401/404) and listed in
-  `rejected`. Accepted calls are recorded in order; `script` holds answers (429, 5xx) to
-  give before the normal one, to any call or to one operation. A passControl moves the conversation's active switchboard
-  integration and, as Sunshine does, notifies handoffd with a switchboard:passControl event.
+  body valid against the spec (jsonschema with the OpenAPI excerpts in specs/sunshine:
+  required fields, types, enums, text up to 4,096 characters, altText up to 128; metadata
+  flat and at most 4 KB as JSON), about a conversation the fake knows; anything else is
+  refused (400/401/404) as Sunshine does and listed in `rejected`. Accepted calls are
+  recorded in order; `script` holds answers (429, 5xx) to give before the normal one, to any
+  call, to one operation, or to the bodies a predicate picks. A passControl moves the
+  conversation's active switchboard integration and, as Sunshine does, notifies handoffd
+  with a switchboard:passControl event.
 - the webhooks Sunshine sends: bodies `{app, webhook, events: [...]}` with `X-API-Key`,
-  built from the fake's own view of each conversation (its active integration, message
-  ids), so tests can send several events per body, replay them, and send failures.
+  shaped like the spec's webhook examples (a reply button's answer is a text message with
+  the button's `payload`, textMessage.payload in the spec), built from the fake's own view
+  of each conversation (its active integration, message ids), so tests can send several
+  events per body, replay them, and send failures.
 """
 import asyncio
 import base64
 import datetime
 import itertools
 import json
+import pathlib
 import threading
 import uuid
+
+import jsonschema
 
 from aiohttp import web
 
@@ -38,9 +46,13 @@ INTEGRATIONS = (US, AGENT_WORKSPACE, ANSWER_BOT)
 METADATA_MAX = 4096
 BODY_MAX = 100 * 1024
 
-MESSAGE_KEYS = {"author", "content", "destination", "metadata", "override", "schema"}
-AUTHOR_KEYS = {"type", "userId", "userExternalId", "displayName", "avatarUrl"}
-ACTIVITY_TYPES = {"conversation:read", "typing:start", "typing:stop"}
+SPECS = pathlib.Path(__file__).parent / "specs" / "sunshine"
+# One validator per operation, from the OpenAPI excerpts kept in specs/sunshine (OpenAPI 3.0
+# schema objects are JSON Schema draft 4 with extensions, hence Draft4Validator).
+VALIDATORS = {op: jsonschema.Draft4Validator(json.loads((SPECS / f"{name}.json").read_text()),
+                                             format_checker=jsonschema.FormatChecker())
+              for op, name in (("messages", "messagePost"), ("activity", "activityPost"),
+                               ("passControl", "passControlBody"))}
 
 
 def new_id():
@@ -53,52 +65,20 @@ class Refused(Exception):
         self.status, self.why = status, why
 
 
-def check_metadata(meta, where):
-    if meta is None:
-        return
-    if not isinstance(meta, dict):
-        raise Refused(400, f"{where} must be an object")
-    for k, v in meta.items():
-        if not isinstance(v, (str, int, float, bool)):
-            raise Refused(400, f"{where}.{k} is not a string, number or boolean")
-    size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > METADATA_MAX:
-        raise Refused(400, f"{where} is {size} bytes, over 4 KB")
+def check_schema(op, doc):
+    """400 with the first schema violation, as Sunshine answers a body its spec refuses."""
+    error = jsonschema.exceptions.best_match(VALIDATORS[op].iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "body"
+        raise Refused(400, f"{where}: {error.message}"[:300])
 
 
-def check_author(author):
-    if not isinstance(author, dict) or set(author) - AUTHOR_KEYS:
-        raise Refused(400, "author must be an object with documented keys")
-    if author.get("type") != "business":
-        raise Refused(400, "an integration writes as author.type business")
-    for k in ("displayName", "avatarUrl"):
-        if k in author and not isinstance(author[k], str):
-            raise Refused(400, f"author.{k} must be a string")
-
-
-def check_action(a):
-    if not isinstance(a, dict) or a.get("type") != "reply":
-        raise Refused(400, "actions: only reply actions are expected from handoffd")
-    if not isinstance(a.get("text"), str) or not a["text"] or not isinstance(a.get("payload"), str):
-        raise Refused(400, "a reply action needs text and payload strings")
-
-
-def check_content(c):
-    if not isinstance(c, dict):
-        raise Refused(400, "content must be an object")
-    if c.get("type") == "text":
-        if not isinstance(c.get("text"), str) or not c["text"]:
-            raise Refused(400, "text content needs text")
-        actions = c.get("actions", [])
-        if not isinstance(actions, list):
-            raise Refused(400, "actions must be an array")
-        for a in actions:
-            check_action(a)
-    elif c.get("type") in ("image", "file"):
-        if not isinstance(c.get("mediaUrl"), str) or not c["mediaUrl"].startswith(("http://", "https://")):
-            raise Refused(400, f"{c['type']} content needs mediaUrl")
-    else:
-        raise Refused(400, f"unexpected content type {c.get('type')!r}")
+def check_metadata_size(meta):
+    """The spec's 4KB limit on metadata (prose, not schema): its compact JSON in bytes."""
+    if isinstance(meta, dict):
+        size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > METADATA_MAX:
+            raise Refused(400, f"metadata is {size} bytes, over 4 KB")
 
 
 class FakeSunshine(ServedFake):
@@ -139,25 +119,19 @@ class FakeSunshine(ServedFake):
         return doc
 
     def _check_messages(self, doc):
-        if set(doc) - MESSAGE_KEYS:
-            raise Refused(400, f"unknown keys {sorted(set(doc) - MESSAGE_KEYS)}")
-        check_author(doc.get("author"))
-        check_content(doc.get("content"))
-        check_metadata(doc.get("metadata"), "metadata")
+        check_schema("messages", doc)
+        if doc["author"]["type"] != "business":
+            raise Refused(400, "an integration writes as author.type business")
+        check_metadata_size(doc.get("metadata"))
 
     def _check_activity(self, doc):
-        if set(doc) - {"author", "type"}:
-            raise Refused(400, "activity takes author and type")
-        check_author(doc.get("author"))
-        if doc.get("type") not in ACTIVITY_TYPES:
-            raise Refused(400, f"unknown activity type {doc.get('type')!r}")
+        check_schema("activity", doc)
 
     def _check_passcontrol(self, doc):
-        if set(doc) - {"switchboardIntegration", "metadata"}:
-            raise Refused(400, "passControl takes switchboardIntegration and metadata")
-        if self.integration(doc.get("switchboardIntegration")) is None:
-            raise Refused(400, f"no switchboard integration {doc.get('switchboardIntegration')!r}")
-        check_metadata(doc.get("metadata"), "metadata")
+        check_schema("passControl", doc)
+        if self.integration(doc["switchboardIntegration"]) is None and doc["switchboardIntegration"] != "next":
+            raise Refused(400, f"no switchboard integration {doc['switchboardIntegration']!r}")
+        check_metadata_size(doc.get("metadata"))
 
     @staticmethod
     def integration(name_or_id):
@@ -171,7 +145,7 @@ class FakeSunshine(ServedFake):
             except Refused as r:
                 self.rejected.append((op, r.why))
                 return web.json_response({"errors": [{"code": "bad_request", "title": r.why}]}, status=r.status)
-            scripted = self._scripted(op)
+            scripted = self._scripted(op, doc)
             if scripted:
                 status, headers = scripted
                 return web.json_response({"errors": [{"code": "scripted", "title": "try again"}]},
@@ -191,10 +165,11 @@ class FakeSunshine(ServedFake):
             asyncio.get_running_loop().run_in_executor(None, self._notify, echo)
         return web.json_response(answer, status=status)
 
-    def _scripted(self, op):
-        # Typing is best effort (never retried), so scripted failures are for the others.
+    def _scripted(self, op, doc):
+        # Typing is best effort (never retried), so scripted failures are for the others. An
+        # item's optional 4th element picks the body it answers.
         for i, item in enumerate(self.script):
-            if op != "activity" and (len(item) < 3 or item[2] == op):
+            if op != "activity" and (len(item) < 3 or item[2] == op) and (len(item) < 4 or item[3](doc)):
                 return self.script.pop(i)[:2]
         return None
 
@@ -254,12 +229,15 @@ class FakeSunshine(ServedFake):
         return {"id": new_id(), "type": type_, "createdAt": self.now(),
                 "payload": {"conversation": self.conversation(conv), **payload}}
 
-    def user_message(self, conv, text, user="2650", name="Dana"):
-        """A conversation:message event of a user's text (the message joins the history)."""
+    def user_message(self, conv, text, user="2650", name="Dana", payload=None):
+        """A conversation:message event of a user's text (the message joins the history);
+        PAYLOAD: the user tapped a reply button, TEXT is then the button's text."""
         ev = self.event("conversation:message", conv)
         msg = {"id": new_id(), "received": ev["createdAt"], "source": {"type": "web"},
                "author": {"type": "user", "userId": user, "displayName": name},
                "content": {"type": "text", "text": text}}
+        if payload is not None:
+            msg["content"]["payload"] = payload
         with self.cond:
             self.history[conv].append(msg)
         ev["payload"]["message"] = msg

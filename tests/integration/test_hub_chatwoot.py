@@ -44,9 +44,9 @@ def config_text(emu, cw, state_dir, secret=True):
 class Env:
     """Emulator + fake Chatwoot + handoffd, started and stopped together."""
 
-    def __init__(self, workdir, secret=True):
+    def __init__(self, workdir, secret=True, version="current"):
         self.workdir = workdir
-        self.cw = FakeChatwoot().start()
+        self.cw = FakeChatwoot(version=version).start()
         self.emu_ctx = spawn()
         self.emu = self.emu_ctx.__enter__()
         (workdir / "routes.lua").write_text(ROUTES)
@@ -290,3 +290,83 @@ def test_without_a_secret_unsigned_webhooks_are_accepted(tmp_path):
         assert env.wait_bot_heard(cid, 1) == ["unsigned hello"]
     finally:
         assert env.close() == 0
+
+
+def test_conversation_events_without_account(tmp_path):
+    """Chatwoot 2026 before June: conversation_* events carry no `account` (#11753, fixed by
+    #14673); assignment, hand-back and resolution must still reach the bot."""
+    env = Env(tmp_path, version="2026-05")
+    try:
+        cw = env.cw
+        cid = cw.new_conversation()
+        cw.customer(cid, "agent please")
+        cw.wait(lambda s: s.status(cid) == "open", what="the handoff")
+        cw.assign(cid, 13)                                   # conversation_updated: accepted
+        assert env.wait_bot_heard(cid, 2)[-1] == "accepted"
+        cw.set_status(cid, "pending")                        # conversation_status_changed: back to the bot
+        assert env.wait_bot_heard(cid, 3)[-1] == "completed"
+        cw.customer(cid, "and now?")
+        cw.wait(lambda s: texts(s.bot_messages(cid))[-1] == "You said: and now?", what="the bot again")
+        cw.set_status(cid, "resolved")                       # resolved while the bot has it
+        assert env.wait_bot_heard(cid, 5)[4] == "endOfConversation"
+        events = [d for d in cw.deliveries if d["event"]["event"].startswith("conversation_")]
+        assert events and all("account" not in d["event"] for d in events), "the older payload shape"
+        assert not [d for d in cw.deliveries if (d["answer"] or {}).get("ignored") == "another account"]
+        # an event whose embedded last message names another account is still not ours
+        other = dict(cw.event_for(cid), event="conversation_resolved", id=cid,
+                     messages=[{"id": 1, "account_id": ACCOUNT + 1}])
+        other.pop("account")
+        assert cw.send(other) == (200, {"ok": True, "ignored": "another account"})
+        assert cw.bot_failures == [] and env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+
+
+def test_chatwoot_2025_refuses_the_bot_on_custom_attributes(tmp_path):
+    """Chatwoot before mid-2025 answers 401 to a bot token on custom_attributes (allowed by
+    #11447): the attributes are skipped (logged), the handoff goes on."""
+    env = Env(tmp_path, version="2025-05")
+    try:
+        cw = env.cw
+        cid = cw.new_conversation()
+        assert cw.customer(cid, "My order is late, I want a human")[0] == 200
+        cw.wait(lambda s: s.status(cid) == "open", what="the handoff despite the refused attributes")
+        assert [a for a, _ in handoff_calls(cw, cid)] == ["messages", "assignments", "toggle_status"]
+        assert (f"/api/v1/accounts/{ACCOUNT}/conversations/{cid}/custom_attributes",
+                "Access to this endpoint is not authorized for bots") in cw.rejected
+        env.daemon.wait_line("chatwoot.attributes_skipped")
+        assert cw.agent_reply(cid, "Hi, Sam here")[0] == 200
+        assert env.wait_bot_heard(cid, 2)[1] == "accepted"
+        cw.set_status(cid, "resolved")      # conversation_resolved without `account`: completed
+        assert env.wait_bot_heard(cid, 3)[2] == "completed"
+        assert cw.bot_failures == [] and env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+
+
+def test_fake_refuses_what_the_swagger_refuses(env):
+    """The contract fake answers 401/422 as Chatwoot does to calls outside its API description."""
+    cw = env.cw
+    cid = cw.new_conversation()
+    def post(action, body, token=None):
+        req = urllib.request.Request(f"{cw.server.url}/api/v1/accounts/{ACCOUNT}/conversations/{cid}/{action}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"api_access_token": token or cw.token,
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    assert post("messages", {"content": "hi"}, token="wrong") == 401
+    assert post("messages", {"message_type": "outgoing"}) == 422, "content is required"
+    assert post("messages", {"content": "x", "message_type": "activity"}) == 422
+    assert post("messages", {"content": "x", "content_type": "cards", "content_attributes": {
+        "items": [{"title": "no actions"}]}}) == 422
+    assert post("messages", {"content": "x", "content_type": "input_select", "content_attributes": {
+        "items": [{"title": "a", "value": "a", "extra": 1}]}}) == 422
+    assert post("toggle_status", {"status": "closed"}) == 422
+    assert post("custom_attributes", {"merge": True}) == 422
+    assert post("toggle_typing_status", {}) == 422
+    assert post("toggle_status", {"status": "open"}) == 200
+    assert len(cw.rejected) == 8

@@ -12,24 +12,31 @@ import json
 import pytest
 
 from conftest import BIN
-from fake_genesys import (CLIENT_ID, CLIENT_SECRET, INTEGRATION_ID, NOTICE_TOKEN, WEBHOOK_SECRET,
-                          FakeGenesys, sign)
+from fake_genesys import (AGENT, CLIENT_ID, CLIENT_SECRET, INTEGRATION_ID, INTEGRATION_NAME, NOTICE_TOKEN,
+                          WEBHOOK_SECRET, FakeGenesys, sign)
 from relay_env import Environment
 
 
-def desk_config(genesys):
+def desk_config(genesys, extra):
     def hubs(front):
         return f"""front = {{ module = "hubs.webhook", url = "{front.url}", secret = "{front.secret}", token = "{front.token}" }},
   desk = {{ module = "hubs.genesys", api_url = "{genesys.url}", login_url = "{genesys.url}",
            client_id = "{CLIENT_ID}", client_secret = "{CLIENT_SECRET}", integration_id = "{INTEGRATION_ID}",
-           webhook_secret = "{WEBHOOK_SECRET}", disconnect_token = "{NOTICE_TOKEN}", timeout_ms = 5000 }},"""
+           webhook_secret = "{WEBHOOK_SECRET}", timeout_ms = 5000, {extra} }},"""
     return hubs
 
 
-def start(tmp_path, token_lifetime=3600):
+# No extra configuration: the agent's disconnect is found by reading the conversation once
+# Genesys is quiet (0.3 s here, 30 s by default).
+QUICK_CHECK = "quiet_check_s = 0.3"
+# The Trigger's notices, and quiet checks too rare to fire during a test.
+NOTICES = f'disconnect_token = "{NOTICE_TOKEN}", quiet_check_s = 3600'
+
+
+def start(tmp_path, token_lifetime=3600, extra=QUICK_CHECK):
     genesys = FakeGenesys(token_lifetime).start()
     try:
-        env = Environment(BIN, tmp_path, hubs=desk_config(genesys))
+        env = Environment(BIN, tmp_path, hubs=desk_config(genesys, extra))
     except BaseException:
         genesys.stop()
         raise
@@ -95,12 +102,18 @@ def test_full_flow(env):
     assert len({b["channel"]["messageId"] for _, b, _ in inbound}) == 3, "every message has its own id"
     genesys.agent_says(port, "c-1", "It ships today")
     assert texts(hub.wait_messages("c-1", 5))[-1] == "It ships today"
-    # the agent disconnects: completed at the bot, and the bot has the customer again
-    assert genesys.disconnect(port, "c-1") == (200, {"ok": True})
+    # the agent disconnects; Genesys posts nothing: the quiet check reads the conversation,
+    # the handoff is completed at the bot, and the bot has the customer again
+    genesys.agent_leaves("c-1")
     env.daemon.wait_line("conv.state conv=webhook:c-1 from=agent to=bot")
+    assert "conv=webhook:c-1" in env.daemon.wait_line("genesys.conversation_ended")
     hub.message(port, "c-1", "thanks, one more question")
     assert texts(hub.wait_messages("c-1", 6))[-1] == "You said: thanks, one more question"
     assert statuses(env, "c-1") == ["accepted", "completed"]
+    accepted = env.daemon.wait_line("genesys.accepted")
+    assert "conv=webhook:c-1" in accepted and f'agent="{AGENT["name"]}"' in accepted, \
+        "the agent participant's name ..."
+    assert INTEGRATION_NAME not in accepted, "... not the integration's (channel.from.nickname)"
     said = [a.get("text") for a in env.bot_received("c-1") if a["type"] == "message"]
     assert "are you there?" not in said and "where is my order?" not in said
     assert len(genesys.inbound) == 3 and hub.redelivered == [] and hub.rejected == []
@@ -150,19 +163,28 @@ def test_bad_signature_is_401(env):
     assert env.hub.wait_messages("s-1", 4)[-1]["activity"]["text"] == "from a stranger"
 
 
-def test_disconnect_notice_from_a_trigger_is_checked_with_the_api(env):
+def test_disconnect_notice_from_a_trigger_is_checked_with_the_api(tmp_path):
+    env = start(tmp_path, extra=NOTICES)
+    try:
+        notice_flow(env)
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
+
+
+def notice_flow(env):
     genesys, port = env.genesys, env.port
     hand_off(env, "t-1")
     gid = genesys.conversation_of("t-1")
     genesys.agent_typing(port, "t-1")                # the agent is connected and typing: accepted
     env.daemon.wait_line("conv.state conv=webhook:t-1 from=routing to=agent")
     assert genesys.notice(port, gid, token="wrong-token-wrong-token-0000")[0] == 401
-    assert genesys.notice(port, gid) == (200, {"ok": True, "ignored": "an agent is still connected"})
+    assert genesys.notice(port, gid) == (200, {"ok": True, "ignored": "the conversation goes on"})
     status, answer = genesys.notice(port, "no-such-conversation")
     assert status == 200 and answer["ignored"].startswith("HTTP 404")
     genesys.script = [(503, None)]
     assert genesys.notice(port, gid)[0] == 503, "the workflow may try again"
-    genesys.agent_leaves("t-1")                      # no Presence event on the webhook this time
+    genesys.agent_leaves("t-1")                      # nothing on the webhook
     assert genesys.notice(port, gid) == (200, {"ok": True})
     env.daemon.wait_line("conv.state conv=webhook:t-1 from=agent to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("t-1"), "received", 4, timeout=20)
@@ -175,7 +197,94 @@ def test_conversation_ended_before_an_agent_took_it_fails_the_handoff(env):
     hand_off(env, "f-1")
     assert genesys.agent_says(port, "f-1", "You are number 3 in the queue", originating="Bot")[0] == 200
     assert env.hub.wait_messages("f-1", 4)[-1]["activity"]["text"] == "You are number 3 in the queue"
-    assert genesys.disconnect(port, "f-1")[0] == 200
+    genesys.queue_gives_up("f-1")                    # nothing on the webhook: the quiet check sees it
     env.daemon.wait_line("conv.state conv=webhook:f-1 from=routing to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("f-1"), "received", 3, timeout=20)
     assert statuses(env, "f-1") == ["failed"], "a flow's automatic message is not an agent accepting"
+
+
+def test_customer_message_after_the_agent_left_goes_to_the_bot(tmp_path):
+    """The quiet check has not run yet (1 h): the customer's next message finds the Genesys
+    conversation over, ends the handoff and reaches the bot instead of opening a new
+    Genesys conversation."""
+    env = start(tmp_path, extra="quiet_check_s = 3600")
+    try:
+        genesys, hub, port = env.genesys, env.hub, env.port
+        hand_off(env, "q-1")
+        genesys.agent_says(port, "q-1", "Hi, Sam here")
+        env.daemon.wait_line("conv.state conv=webhook:q-1 from=routing to=agent")
+        genesys.agent_says(port, "q-1", "Anything else? Bye!")
+        hub.wait_messages("q-1", 5)
+        genesys.agent_leaves("q-1")
+        assert hub.message(port, "q-1", "thanks a lot")[0] == 202
+        env.daemon.wait_line("conv.state conv=webhook:q-1 from=agent to=bot")
+        assert texts(hub.wait_messages("q-1", 6))[-1] == "You said: thanks a lot"
+        assert statuses(env, "q-1") == ["accepted", "completed"]
+        assert len(genesys.inbound) == 1 and len(genesys.conversations) == 1, "no second Genesys conversation"
+        assert env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
+
+
+def test_without_the_view_permission_messages_still_flow(tmp_path):
+    """The role lacks conversation:message:view: reads answer 403, which is logged, and the
+    customer's and the agent's messages still go through (only the end needs the read or a
+    Trigger)."""
+    env = start(tmp_path, extra="quiet_check_s = 3600")
+    try:
+        genesys, hub, port = env.genesys, env.hub, env.port
+        genesys.permissions.discard("conversation:message:view")
+        hand_off(env, "n-1")
+        assert hub.message(port, "n-1", "still there?")[0] == 202
+        assert genesys.wait_inbound(2)[1][1]["text"] == "still there?"
+        assert "HTTP 403" in env.daemon.wait_line("genesys.check_failed")
+        assert genesys.agent_says(port, "n-1", "Hi, Sam here") == (200, {"ok": True})
+        env.daemon.wait_line("conv.state conv=webhook:n-1 from=routing to=agent")
+        assert "HTTP 403" in env.daemon.wait_line("genesys.agent_unknown")
+        assert texts(hub.wait_messages("n-1", 4))[-1] == "Hi, Sam here"
+        assert env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
+
+
+def test_presence_disconnect_event_is_honoured(env):
+    """Web Messaging's Presence/Disconnect, should Genesys ever post it for Open Messaging."""
+    genesys, port = env.genesys, env.port
+    hand_off(env, "p-1")
+    genesys.agent_says(port, "p-1", "Hello")
+    env.daemon.wait_line("conv.state conv=webhook:p-1 from=routing to=agent")
+    assert genesys.presence_disconnect(port, "p-1") == (200, {"ok": True})
+    env.daemon.wait_line("conv.state conv=webhook:p-1 from=agent to=bot")
+    env.emu.ctl.wait_count(env.dl_conversation("p-1"), "received", 4, timeout=20)
+    assert statuses(env, "p-1") == ["accepted", "completed"]
+
+
+def test_fake_refuses_what_the_spec_refuses(env):
+    """The contract fake answers 400/401 as Genesys does to bodies outside the published definitions."""
+    import urllib.request
+    genesys = env.genesys
+    hand_off(env, "v-1")
+    token = genesys.logins[-1]
+    def post(body, auth=f"Bearer {token}"):
+        req = urllib.request.Request(
+            f"{genesys.url}/api/v2/conversations/messages/{INTEGRATION_ID}/inbound/open/message",
+            data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": auth, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    good = {"channel": {"messageId": "m-1", "time": "2026-12-06T10:00:00.000Z",
+                        "from": {"id": "v-2", "idType": "Opaque"}}, "text": "hi"}
+    assert post(good, auth="Bearer nope") == 401
+    assert post(dict(good, channel=dict(good["channel"], **{"from": {"id": "v-2", "idType": "Guid"}}))) == 400
+    assert post(dict(good, channel=dict(good["channel"], time="yesterday"))) == 400
+    assert post(dict(good, channel=dict(good["channel"], metadata={"customAttributes": {"n": 1}}))) == 400
+    assert post(dict(good, text=None)) == 400
+    assert post({"text": "no channel"}) == 400
+    assert post(dict(good, content=[{"contentType": "Attachment", "attachment": {"mediaType": "Sticker"}}])) == 400
+    assert post(good) == 202
+    assert len(genesys.rejected) == 7

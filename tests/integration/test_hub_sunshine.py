@@ -170,6 +170,86 @@ def test_buttons_and_media_both_ways(env):
     assert hub.rejected == [] and env.daemon.errors() == []
 
 
+def test_reply_button_answer_sends_its_payload(env):
+    hub = env.hub
+    env.says("c-8", "hello")
+    hub.wait_texts("c-8", 2)
+    # the customer taps the reply button "Track my order" whose payload is "track": Sunshine
+    # sends the button's text as text and its payload as textMessage.payload
+    tap = hub.user_message("c-8", "Track my order", payload="track")
+    assert env.send(tap) == (200, {"ok": True})
+    assert env.wait_bot("c-8", lambda heard: len(heard) >= 2)[1] == "track", "the payload, not the title"
+    assert hub.wait_texts("c-8", 3)[2] == "You said: track"
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_long_text_split_and_alt_text_cut_to_the_spec_limits(env):
+    hub = env.hub
+    env.says("c-7", "hello")
+    hub.wait_texts("c-7", 2)
+    # 9,000 characters (multi-byte ones among them, so bytes and characters differ), with
+    # buttons; an image whose name is far over altText's 128 characters
+    words = ("Grüße été " * 900).strip()
+    long_name = "a-very-long-file-name-" * 10
+    env.emu.ctl.bot(env.dl("c-7"), activities=[
+        {"type": "message", "text": words, "suggestedActions": {"actions": [
+            {"type": "imBack", "title": "OK", "value": "ok"}]}},
+        {"type": "message", "attachments": [{"contentType": "image/png", "name": long_name,
+                                             "contentUrl": "https://cdn.example/big.png"}]}])
+    hub.wait(lambda calls: any(o == "messages" and c == "c-7" and b["content"]["type"] == "image"
+                               for o, c, b in calls), what="the image after the long text")
+    sent = [m["content"] for m in hub.of("messages", "c-7")[2:]]
+    parts, image = sent[:-1], sent[-1]
+    assert len(parts) == 3 and all(len(p["text"]) <= 4096 for p in parts), [len(p["text"]) for p in parts]
+    assert "".join(p["text"] for p in parts) == words, "nothing lost, nothing added"
+    assert all(p["text"].endswith(" ") for p in parts[:-1]), "split between words"
+    assert [p.get("actions") for p in parts] == [None, None, [{"type": "reply", "text": "OK", "payload": "ok"}]]
+    assert image["altText"] == long_name[:128]
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_a_failed_piece_is_retried_without_resending_the_others(env):
+    hub = env.hub
+    env.says("c-5", "hello")
+    hub.wait_texts("c-5", 2)
+    words = "word " * 1500                           # 7,500 characters: two pieces
+    hub.script = [(503, None, "messages", lambda doc: (doc.get("metadata") or {}).get("handoffd_part") == 2)]
+    env.emu.ctl.bot(env.dl("c-5"), activities=[{"type": "message", "text": words}])
+    parts = hub.wait_texts("c-5", 4)[2:]
+    assert hub.script == [], "the second piece failed once"
+    assert len(parts) == 2 and "".join(parts) == words, "each piece once, in order"
+    assert [m["metadata"]["handoffd_part"] for m in hub.of("messages", "c-5")[2:]] == [1, 2]
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_fake_refuses_what_the_spec_refuses(env):
+    """The contract fake answers 400 to bodies outside the OpenAPI excerpts, as Sunshine does."""
+    import urllib.request
+    hub = env.hub
+    hub.conversation("c-6")
+    def post(op, body):
+        req = urllib.request.Request(f"{hub.server.url}/v2/apps/{fs.APP_ID}/conversations/c-6/{op}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": hub.auth, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    author = {"type": "business"}
+    assert post("messages", {"author": author, "content": {"type": "text", "text": "x" * 4097}}) == 400
+    assert post("messages", {"author": author, "content": {"type": "image", "mediaUrl": "https://x.example/a.png",
+                                                           "altText": "a" * 129}}) == 400
+    assert post("messages", {"author": author, "content": {"type": "text", "text": "hi", "actions": [
+        {"type": "reply", "text": "no payload"}]}}) == 400
+    assert post("messages", {"content": {"type": "text", "text": "no author"}}) == 400
+    assert post("activity", {"author": author, "type": "typing:maybe"}) == 400
+    assert post("passControl", {"metadata": {"a": "b"}}) == 400
+    assert post("passControl", {"switchboardIntegration": "next", "metadata": {"nested": {"no": 1}}}) == 400
+    assert post("messages", {"author": author, "content": {"type": "text", "text": "x" * 4096}}) == 201
+    assert len(hub.rejected) == 7
+
+
 def test_metadata_truncated_at_4kb_first_message_kept(env):
     hub = env.hub
     env.says("c-2", "hello")
