@@ -282,3 +282,21 @@ def test_admin_on_ipv6_any_accepts_v4_mapped_loopback(daemon):
               b"Authorization: Bearer admin-token-0123456789abcdef\r\nConnection: close\r\n\r\n")
     answer = read_until_closed(s)
     assert status_of(answer) == 200, answer
+
+
+# --- the config keys -------------------------------------------------------------------
+
+def test_listener_limits_are_checked(tmp_path):
+    from conftest import run, write_config
+    write_config(tmp_path, config(connections=0, connections_per_ip=10, request_timeout=5,
+                                  idle_timeout=2, buffered_mb=16))
+    out = run(["-t", "-c", "config.lua"], cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, "configuration ok\n"), out.stderr
+    for bad, key in ((dict(connections=1.5), "limits.connections"),
+                     (dict(connections_per_ip=-1), "limits.connections_per_ip"),
+                     (dict(request_timeout=0), "limits.request_timeout"),
+                     (dict(idle_timeout=7200), "limits.idle_timeout"),
+                     (dict(buffered_mb=0), "limits.buffered_mb")):
+        write_config(tmp_path, config(**bad))
+        out = run(["-t", "-c", "config.lua"], cwd=tmp_path)
+        assert out.returncode == 1 and key in out.stderr, (bad, out.stderr)
