@@ -28,9 +28,11 @@ import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
 import aiohttp  # noqa: E402
 
+from bench_relay import proc_stat  # noqa: E402
 from fakehub import sign  # noqa: E402
 from relay_env import Environment  # noqa: E402
 
@@ -42,15 +44,6 @@ def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def proc_stat(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{pid}/status") as f:
-        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    return cpu, rss * 1024
 
 
 def listener_stats(port):
@@ -95,7 +88,7 @@ def relay_run(env, rate, seconds, tag):
     t0 = time.monotonic()
     sent = asyncio.run(paced(env, rate, seconds, tag))
     n = len(sent)
-    env.hub.wait(lambda r: len(r) >= before + n, 600, "every reply")
+    env.hub.wait(lambda r: len(r) >= before + n and all(k in env.hub.arrivals for k in sent), 600, "every reply")
     last = max(env.hub.arrivals[k] for k in sent)
     cpu1, rss = proc_stat(pid)
     rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items())
