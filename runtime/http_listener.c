@@ -70,6 +70,8 @@ struct conn {
 	struct evhttp_connection *evcon;	/* NULL until admitted */
 	struct event *timer;
 	struct peer *peer;			/* NULL without a per-address limit */
+	void (*peer_gone)(struct evhttp_connection *, void *);	/* a route waiting on the peer */
+	void *peer_gone_arg;
 	struct conn *prev, *next;
 	int fd;
 	enum conn_phase phase;
@@ -246,7 +248,8 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)evcon;
+	if (c->peer_gone)
+		c->peer_gone(evcon, c->peer_gone_arg);
 	evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
 	conn_release(c);
 }
@@ -668,4 +671,16 @@ void http_listener_request_done(struct http_listener *hl, struct evhttp_request 
 	c->held = pipelined;
 	c->phase = pipelined ? CONN_READING : CONN_IDLE;
 	arm(c, pipelined ? hl->limits.request_timeout : hl->limits.idle_timeout);
+}
+
+int http_listener_watch_peer(struct http_listener *hl, struct evhttp_request *req,
+			     void (*fn)(struct evhttp_connection *, void *), void *arg)
+{
+	struct conn *c = conn_of(hl, req);
+
+	if (!c)
+		return -1;
+	c->peer_gone = fn;
+	c->peer_gone_arg = arg;
+	return 0;
 }

@@ -12,6 +12,7 @@
 
 struct event_base;
 struct evhttp;
+struct evhttp_connection;
 struct evhttp_request;
 struct http_listener;
 struct log;
@@ -54,5 +55,11 @@ void http_listener_health_json(const struct http_listener *hl, char *buf, size_t
 void http_listener_request_received(struct http_listener *hl, struct evhttp_request *req);
 /* REQ was answered: its bytes are released and the connection idles until the next one. */
 void http_listener_request_done(struct http_listener *hl, struct evhttp_request *req);
+
+/* Calls FN(connection, ARG) when REQ's connection closes (FN NULL: no longer). The
+ * listener holds the connection's only close callback, so others ask it here. Returns -1
+ * for a connection it does not know (one accepted while memory ran out). */
+int http_listener_watch_peer(struct http_listener *hl, struct evhttp_request *req,
+			     void (*fn)(struct evhttp_connection *, void *), void *arg);
 
 #endif

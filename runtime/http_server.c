@@ -242,6 +242,13 @@ unsigned http_server_in_flight(const struct http_server *srv)
 	return srv->in_flight;
 }
 
+void http_server_watch_peer(struct http_server *srv, struct evhttp_request *req,
+			    void (*fn)(struct evhttp_connection *, void *), void *arg)
+{
+	if (http_listener_watch_peer(srv->listener, req, fn, arg) < 0)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), fn, arg);
+}
+
 void http_server_forget(struct http_server *srv)
 {
 	if (srv && srv->in_flight > 0)

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+struct evhttp_connection;
 struct evhttp_request;
 struct http_listener;
 struct http_listener_limits;
@@ -45,6 +46,10 @@ void http_server_stop_accepting(struct http_server *srv);
 /* Requests received but not answered yet. */
 unsigned http_server_in_flight(const struct http_server *srv);
 
+/* Calls FN(connection, ARG) if REQ's peer hangs up before the answer; FN NULL cancels.
+ * (evhttp keeps one close callback per connection, and the listener holds it.) */
+void http_server_watch_peer(struct http_server *srv, struct evhttp_request *req,
+			    void (*fn)(struct evhttp_connection *, void *), void *arg);
 /* Counts a request whose peer hung up before it was answered as no longer in flight. */
 void http_server_forget(struct http_server *srv);
 

@@ -300,3 +300,30 @@ def test_listener_limits_are_checked(tmp_path):
         write_config(tmp_path, config(**bad))
         out = run(["-t", "-c", "config.lua"], cwd=tmp_path)
         assert out.returncode == 1 and key in out.stderr, (bad, out.stderr)
+
+
+# --- routes that answer later -----------------------------------------------------------
+
+def hub_config(**limits):
+    from conftest import SOURCE_DIR
+    scripts = SOURCE_DIR / "tests/integration/scripts"
+    return config(**limits).replace(
+        "directline", f'script_path = "{scripts}/?.lua",\n  hub = {{ module = "testhub" }},\n  directline')
+
+
+def test_webhook_connections_are_released(daemon):
+    d = daemon(hub_config())
+    keep = connect(d.port)
+    for _ in range(5):
+        s = connect(d.port)
+        s.sendall(b"POST /t/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
+        assert status_of(s.recv(65536)) == 201
+        s.close()
+    # A peer that hangs up while its webhook is still running: its connection goes when
+    # the answer cannot be delivered.
+    s = connect(d.port)
+    s.sendall(b"GET /t/sleep?s=0.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+    d.wait_line("testhub.sleeping")
+    s.close()
+    st = wait_stats(d.port, lambda st: st["connections"] == 1, conn=keep)
+    assert st["buffered_bytes"] < PROBE_BYTES
