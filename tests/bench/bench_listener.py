@@ -174,6 +174,9 @@ def main():
             holder = subprocess.Popen([sys.executable, __file__, "--hold", str(env.port), str(idle), str(trickle)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(holder.stdout.readline())
+            cpu0, _ = proc_stat(pid)
+            time.sleep(5)   # the measurement window: what holding them costs without the relay
+            cpu_held = (proc_stat(pid)[0] - cpu0) / 5
             _, rss_held = proc_stat(pid)
             held_stats = listener_stats(env.port)
             loaded = relay_run(env, rate, seconds, "load")
@@ -195,6 +198,7 @@ def main():
           f"p99 {100 * (loaded['p99'] / base['p99'] - 1):+.1f} %")
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
           f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (buffered_mb cap {BUFFERED_MB})")
+    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core")
     print(f"listener while held: {held_stats}")
     print(f"listener after the loaded run: {after_stats}")
 
