@@ -575,6 +575,7 @@ void http_listener_free(struct http_listener *hl)
 
 	if (!hl)
 		return;
+	hl->bound = NULL;	/* evhttp_free, called before this, freed it */
 	while (*link && *link != hl)
 		link = &(*link)->next_listener;
 	if (*link)

@@ -40,7 +40,8 @@ struct http_listener_stats {
 struct http_listener *http_listener_new(struct event_base *base, struct log *lg, struct evhttp *http,
 					const char *host, int port, const struct http_listener_limits *limits,
 					char *err, size_t errlen);
-/* Closes the listening socket; open connections stay with evhttp (evhttp_free closes them). */
+/* Frees the accounting. Call it after evhttp_free(), which closes the listening socket
+ * and the connections (reporting each one here). */
 void http_listener_free(struct http_listener *hl);
 /* Stops accepting new connections (graceful stop). */
 void http_listener_close(struct http_listener *hl);
