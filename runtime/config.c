@@ -102,6 +102,11 @@ static const struct config_key fallback_keys[] = {
 static const struct config_key limits_keys[] = {
 	{ "conversations", KEY_NUMBER, false, FIELD(limits.conversations), NULL },
 	{ "queued", KEY_NUMBER, false, FIELD(limits.queued), NULL },
+	{ "connections", KEY_NUMBER, false, FIELD(limits.connections), NULL },
+	{ "connections_per_ip", KEY_NUMBER, false, FIELD(limits.connections_per_ip), NULL },
+	{ "request_timeout", KEY_NUMBER, false, FIELD(limits.request_timeout), NULL },
+	{ "idle_timeout", KEY_NUMBER, false, FIELD(limits.idle_timeout), NULL },
+	{ "buffered_mb", KEY_NUMBER, false, FIELD(limits.buffered_mb), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -358,6 +363,9 @@ static void preset_numbers(struct config *cfg)
 	cfg->directline.status_events = true;	/* bots that ignore the event lose nothing */
 	cfg->limits.conversations = 50000;
 	cfg->limits.queued = 1000;
+	cfg->limits.request_timeout = 30;
+	cfg->limits.idle_timeout = 10;
+	cfg->limits.buffered_mb = 64;
 	cfg->retry.base = 1;
 	cfg->retry.max_delay = 60;
 	cfg->retry.give_up_after = 600;	/* hubs.md: retried up to 10 minutes */
@@ -407,6 +415,27 @@ static int check_directline_numbers(struct loader *ld, const struct config_direc
 	return 0;
 }
 
+static bool whole(double v, double max)
+{
+	return v >= 0 && v <= max && v == (double)(long)v;
+}
+
+/* The inbound connection limits (http_listener.c). */
+static int check_listener_limits(struct loader *ld, const struct config_limits *l)
+{
+	if (!whole(l->connections, 10e6) || !whole(l->connections_per_ip, 10e6))
+		return fail(ld, "connections",
+			    "keys 'limits.connections' and 'limits.connections_per_ip' must be whole numbers "
+			    "from 0 (automatic, no limit) to 10000000");
+	if (l->request_timeout < 0.1 || l->request_timeout > 3600)
+		return fail(ld, "request_timeout", "key 'limits.request_timeout' must be from 0.1 to 3600 seconds");
+	if (l->idle_timeout < 0.1 || l->idle_timeout > 3600)
+		return fail(ld, "idle_timeout", "key 'limits.idle_timeout' must be from 0.1 to 3600 seconds");
+	if (l->buffered_mb < 0.001 || l->buffered_mb > 1024 * 1024)
+		return fail(ld, "buffered_mb", "key 'limits.buffered_mb' must be from 0.001 to 1048576");
+	return 0;
+}
+
 /* Cross-key rules and defaults, after every key was checked on its own. */
 static int finish(struct loader *ld)
 {
@@ -432,6 +461,9 @@ static int finish(struct loader *ld)
 		return fail(ld, "scripts", "the numbers in 'scripts' must not be negative");
 	if (cfg->limits.conversations < 1 || cfg->limits.queued < 1)
 		return fail(ld, "limits", "the numbers in 'limits' must be at least 1");
+	rc = check_listener_limits(ld, &cfg->limits);
+	if (rc < 0)
+		return rc;
 	if (cfg->retry.base <= 0 || cfg->retry.max_delay < cfg->retry.base || cfg->retry.give_up_after < 0)
 		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))

@@ -48,6 +48,11 @@ struct config_scripts {
 struct config_limits {
 	double conversations;		/* open conversations; more answer 503 */
 	double queued;			/* undelivered messages per conversation */
+	double connections;		/* inbound HTTP connections; 0: sized from the fd limit */
+	double connections_per_ip;	/* inbound connections per peer address; 0: no limit */
+	double request_timeout;		/* seconds for a whole request to arrive */
+	double idle_timeout;		/* seconds a keep-alive connection may idle */
+	double buffered_mb;		/* request bytes held by all connections together */
 };
 
 /* Delivery to hubs (and the bot, across restarts): exponential backoff, full jitter. */

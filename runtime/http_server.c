@@ -1,9 +1,11 @@
-/* http_server.c - evhttp listener and the route table.
- * Owns the listening socket, the size and time limits on requests and the count of
- * requests in flight (the graceful shutdown waits on it). What a route answers is the
+/* http_server.c - evhttp and the route table.
+ * Owns the parser's size limits, the checks every request passes before its route and
+ * the count of requests in flight (the graceful shutdown waits on it). The listening
+ * socket and the connection limits are http_listener.c's. What a route answers is the
  * business of whoever registered it. */
 #include "http_server.h"
 
+#include "http_listener.h"
 #include "log.h"
 #include "loop.h"
 
@@ -12,6 +14,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +30,8 @@ struct route {
 
 struct http_server {
 	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	struct http_listener *listener;
 	struct log *log;
-	int port;
 	unsigned in_flight;
 	struct route routes[HTTP_SERVER_MAX_ROUTES];
 	size_t nroutes;
@@ -69,8 +72,14 @@ int http_server_peer_is_loopback(struct evhttp_request *req)
 		return 0;
 	if (sa->sa_family == AF_INET)
 		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-	if (sa->sa_family == AF_INET6)
-		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		/* A [::] listener sees IPv4 peers as ::ffff:a.b.c.d. */
+		if (IN6_IS_ADDR_V4MAPPED(a))
+			return a->s6_addr[12] == 127;
+		return IN6_IS_ADDR_LOOPBACK(a);
+	}
 	return 0;
 }
 
@@ -78,9 +87,27 @@ static void on_complete(struct evhttp_request *req, void *arg)
 {
 	struct http_server *srv = arg;
 
-	(void)req;
 	if (srv->in_flight > 0)
 		srv->in_flight--;
+	http_listener_request_done(srv->listener, req);
+}
+
+/* Two Content-Length headers that differ: evhttp reads the body by the first, a proxy
+ * in front may have used the other, and the rest of the stream would be read as a
+ * smuggled request (RFC 9112 6.3 says reject). */
+static int content_length_ambiguous(struct evhttp_request *req)
+{
+	const char *first = NULL;
+	struct evkeyval *h;
+
+	for (h = evhttp_request_get_input_headers(req)->tqh_first; h; h = h->next.tqe_next) {
+		if (evutil_ascii_strcasecmp(h->key, "Content-Length") != 0)
+			continue;
+		if (first && strcmp(first, h->value) != 0)
+			return 1;
+		first = h->value;
+	}
+	return 0;
 }
 
 static void dispatch(struct evhttp_request *req, void *arg)
@@ -93,6 +120,12 @@ static void dispatch(struct evhttp_request *req, void *arg)
 
 	srv->in_flight++;
 	evhttp_request_set_on_complete_cb(req, on_complete, srv);
+	http_listener_request_received(srv->listener, req);
+	if (content_length_ambiguous(req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		http_server_reply_json(req, 400, "{\"error\":\"conflicting Content-Length headers\"}");
+		return;
+	}
 	if (!path || !*path)
 		path = "/";
 	for (size_t i = 0; i < srv->nroutes; i++) {
@@ -112,22 +145,13 @@ static void dispatch(struct evhttp_request *req, void *arg)
 		http_server_reply_json(req, 404, "{\"error\":\"not found\"}");
 }
 
-static int bound_port(struct evhttp_bound_socket *bound)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	evutil_socket_t fd = evhttp_bound_socket_get_fd(bound);
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-		return -1;
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 struct http_server *http_server_new(struct loop *lp, struct log *lg, const char *host, int port,
-				    char *err, size_t errlen)
+				    const struct http_listener_limits *limits, char *err, size_t errlen)
 {
+	double timeout = limits->request_timeout > limits->idle_timeout ? limits->request_timeout
+								     : limits->idle_timeout;
+	struct timeval tv = { .tv_sec = (time_t)timeout + 1 };
+
 	struct http_server *srv = calloc(1, sizeof(*srv));
 
 	if (!srv || !(srv->http = evhttp_new(loop_base(lp)))) {
@@ -138,17 +162,17 @@ struct http_server *http_server_new(struct loop *lp, struct log *lg, const char 
 	srv->log = lg;
 	evhttp_set_max_headers_size(srv->http, HTTP_SERVER_MAX_HEADERS_BYTES);
 	evhttp_set_max_body_size(srv->http, HTTP_SERVER_MAX_BODY_BYTES);
-	evhttp_set_timeout(srv->http, HTTP_SERVER_TIMEOUT_S);
+	/* Reading is bounded by the listener's deadlines; this bounds a peer that stops
+	 * reading our answer. */
+	evhttp_set_timeout_tv(srv->http, &tv);
 	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
 				   EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(srv->http, dispatch, srv);
-	srv->bound = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
-	if (!srv->bound) {
-		snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+	srv->listener = http_listener_new(loop_base(lp), lg, srv->http, host, port, limits, err, errlen);
+	if (!srv->listener) {
 		http_server_free(srv);
 		return NULL;
 	}
-	srv->port = bound_port(srv->bound);
 	return srv;
 }
 
@@ -157,7 +181,8 @@ void http_server_free(struct http_server *srv)
 	if (!srv)
 		return;
 	if (srv->http)
-		evhttp_free(srv->http);
+		evhttp_free(srv->http);	/* first: closing connections reports to the listener */
+	http_listener_free(srv->listener);
 	for (size_t i = 0; i < srv->nroutes; i++)
 		free(srv->routes[i].path);
 	free(srv);
@@ -165,7 +190,12 @@ void http_server_free(struct http_server *srv)
 
 int http_server_port(const struct http_server *srv)
 {
-	return srv->port;
+	return http_listener_port(srv->listener);
+}
+
+struct http_listener *http_server_listener(struct http_server *srv)
+{
+	return srv->listener;
 }
 
 int http_server_route(struct http_server *srv, const char *method, const char *path,
@@ -204,15 +234,19 @@ void http_server_unroute(struct http_server *srv, void *arg)
 
 void http_server_stop_accepting(struct http_server *srv)
 {
-	if (!srv->bound)
-		return;
-	evhttp_del_accept_socket(srv->http, srv->bound);
-	srv->bound = NULL;
+	http_listener_close(srv->listener);
 }
 
 unsigned http_server_in_flight(const struct http_server *srv)
 {
 	return srv->in_flight;
+}
+
+void http_server_watch_peer(struct http_server *srv, struct evhttp_request *req,
+			    void (*fn)(struct evhttp_connection *, void *), void *arg)
+{
+	if (http_listener_watch_peer(srv->listener, req, fn, arg) < 0)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), fn, arg);
 }
 
 void http_server_forget(struct http_server *srv)

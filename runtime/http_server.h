@@ -7,7 +7,10 @@
 
 #include <stddef.h>
 
+struct evhttp_connection;
 struct evhttp_request;
+struct http_listener;
+struct http_listener_limits;
 struct http_server;
 struct log;
 struct loop;
@@ -15,20 +18,22 @@ struct loop;
 /* Bounds on what a peer may send us. */
 #define HTTP_SERVER_MAX_HEADERS_BYTES (16 * 1024)
 #define HTTP_SERVER_MAX_BODY_BYTES (1024 * 1024)
-#define HTTP_SERVER_TIMEOUT_S 30
 #define HTTP_SERVER_MAX_ROUTES 256
 
 /* A route handler answers REQ now or later (evhttp_send_reply); ARG is the route's. */
 typedef void (*http_route_fn)(struct evhttp_request *req, void *arg);
 
-/* Binds HOST:PORT (port 0 picks a free one). NULL on failure, with the reason in ERR. */
+/* Binds HOST:PORT (port 0 picks a free one) with the connection LIMITS (copied). NULL on
+ * failure, with the reason in ERR. */
 struct http_server *http_server_new(struct loop *lp, struct log *lg, const char *host, int port,
-				    char *err, size_t errlen);
+				    const struct http_listener_limits *limits, char *err, size_t errlen);
 /* Closes the listener and every connection; pending requests are dropped. */
 void http_server_free(struct http_server *srv);
 
 /* The port actually bound. */
 int http_server_port(const struct http_server *srv);
+/* The listener and its connection accounting (for /healthz). */
+struct http_listener *http_server_listener(struct http_server *srv);
 
 /* Adds METHOD PATH -> FN. Returns 0, -EEXIST or -ENOSPC. PATH is copied. */
 int http_server_route(struct http_server *srv, const char *method, const char *path,
@@ -41,6 +46,10 @@ void http_server_stop_accepting(struct http_server *srv);
 /* Requests received but not answered yet. */
 unsigned http_server_in_flight(const struct http_server *srv);
 
+/* Calls FN(connection, ARG) if REQ's peer hangs up before the answer; FN NULL cancels.
+ * (evhttp keeps one close callback per connection, and the listener holds it.) */
+void http_server_watch_peer(struct http_server *srv, struct evhttp_request *req,
+			    void (*fn)(struct evhttp_connection *, void *), void *arg);
 /* Counts a request whose peer hung up before it was answered as no longer in flight. */
 void http_server_forget(struct http_server *srv);
 

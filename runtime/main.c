@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "event_log.h"
 #include "log.h"
 #include "runtime.h"
 
@@ -249,8 +250,10 @@ int main(int argc, char **argv)
 		log_free(lg);
 		return EXIT_FAIL;
 	}
+	event_log_route(lg);
 	rc = o.check_only ? check_config(rt) : serve(rt, &o);
 	runtime_free(rt);
+	event_log_unroute(lg);
 	log_free(lg);
 	return rc;
 }

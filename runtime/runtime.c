@@ -7,6 +7,7 @@
 #include "admin.h"
 #include "config.h"
 #include "http_client.h"
+#include "http_listener.h"
 #include "http_server.h"
 #include "json_text.h"
 #include "log.h"
@@ -143,18 +144,21 @@ int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
-	char body[2048], err[1100], when[32];
+	char body[2048], err[1100], when[32], listener[256];
 	struct tm tm;
 
 	json_text_string(err, sizeof(err), 0, rt->last_reload_error);
 	gmtime_r(&rt->last_reload_time, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	http_listener_health_json(http_server_listener(rt->http), listener, sizeof(listener));
 	snprintf(body, sizeof(body),
 		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
-		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"}}",
+		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"},"
+		 "\"listener\":%s}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
 		 runtime_conversations(rt), script_host_generation(rt->scripts),
-		 rt->last_reload_ok ? "true" : "false", rt->last_reload_error[0] ? err : "null", when);
+		 rt->last_reload_ok ? "true" : "false", rt->last_reload_error[0] ? err : "null", when,
+		 listener);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
@@ -243,7 +247,14 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 	int rc;
 
 	/* The built-in routes first, so a hub's webhook cannot take /healthz. */
-	rt->http = http_server_new(rt->loop, rt->log, cfg->listen_host, cfg->listen_port, err, errlen);
+	rt->http = http_server_new(rt->loop, rt->log, cfg->listen_host, cfg->listen_port,
+				   &(struct http_listener_limits){
+					   .connections = (unsigned)cfg->limits.connections,
+					   .connections_per_ip = (unsigned)cfg->limits.connections_per_ip,
+					   .request_timeout = cfg->limits.request_timeout,
+					   .idle_timeout = cfg->limits.idle_timeout,
+					   .buffered_bytes = (size_t)(cfg->limits.buffered_mb * 1024 * 1024),
+				   }, err, errlen);
 	if (!rt->http)
 		return -EADDRNOTAVAIL;
 	rc = http_server_route(rt->http, "GET", "/healthz", on_healthz, rt);

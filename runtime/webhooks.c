@@ -281,7 +281,7 @@ static void call_done(lua_State *co, bool ok, int nres, void *arg)
 	struct hd_runtime *rt = c->wh->g->sh->rt;
 
 	if (c->req) {
-		evhttp_connection_set_closecb(evhttp_request_get_connection(c->req), NULL, NULL);
+		http_server_watch_peer(rt->http, c->req, NULL, NULL);
 		if (ok)
 			reply_results(c, co, nres, rt->log);
 		else	/* the error and its traceback are logged by the task; the peer learns nothing */
@@ -296,6 +296,7 @@ static void call_done(lua_State *co, bool ok, int nres, void *arg)
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct webhook *wh = arg;
+	struct http_server *srv = wh->g->sh->rt->http;
 	struct call *c = calloc(1, sizeof(*c));
 	char what[WEBHOOK_KEY_MAX];
 
@@ -305,10 +306,10 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	c->req = req;
 	c->wh = wh;
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_peer_gone, c);
+	http_server_watch_peer(srv, req, on_peer_gone, c);
 	snprintf(what, sizeof(what), "webhook %s %s", wh->method, wh->path);
 	if (script_task_spawn_on(wh->g->sh, wh->g, NULL, what, push_call, call_done, c) < 0) {
-		evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+		http_server_watch_peer(srv, req, NULL, NULL);
 		http_server_reply_json(req, 503, "{\"error\":\"unavailable\"}");
 		free(c);
 	}
