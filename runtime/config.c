@@ -105,7 +105,7 @@ static const struct config_key limits_keys[] = {
 	{ "connections", KEY_NUMBER, false, FIELD(limits.connections), NULL },
 	{ "connections_per_ip", KEY_NUMBER, false, FIELD(limits.connections_per_ip), NULL },
 	{ "request_timeout", KEY_NUMBER, false, FIELD(limits.request_timeout), NULL },
-	{ "idle_timeout", KEY_NUMBER, false, FIELD(limits.idle_timeout), NULL },
+	{ "keepalive_timeout", KEY_NUMBER, false, FIELD(limits.keepalive_timeout), NULL },
 	{ "buffered_mb", KEY_NUMBER, false, FIELD(limits.buffered_mb), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
@@ -364,7 +364,7 @@ static void preset_numbers(struct config *cfg)
 	cfg->limits.conversations = 50000;
 	cfg->limits.queued = 1000;
 	cfg->limits.request_timeout = 30;
-	cfg->limits.idle_timeout = 10;
+	cfg->limits.keepalive_timeout = 10;
 	cfg->limits.buffered_mb = 64;
 	cfg->retry.base = 1;
 	cfg->retry.max_delay = 60;
@@ -429,8 +429,8 @@ static int check_listener_limits(struct loader *ld, const struct config_limits *
 			    "from 0 (automatic, no limit) to 10000000");
 	if (l->request_timeout < 0.1 || l->request_timeout > 3600)
 		return fail(ld, "request_timeout", "key 'limits.request_timeout' must be from 0.1 to 3600 seconds");
-	if (l->idle_timeout < 0.1 || l->idle_timeout > 3600)
-		return fail(ld, "idle_timeout", "key 'limits.idle_timeout' must be from 0.1 to 3600 seconds");
+	if (l->keepalive_timeout < 0.1 || l->keepalive_timeout > 3600)
+		return fail(ld, "keepalive_timeout", "key 'limits.keepalive_timeout' must be from 0.1 to 3600 seconds");
 	if (l->buffered_mb < 0.001 || l->buffered_mb > 1024 * 1024)
 		return fail(ld, "buffered_mb", "key 'limits.buffered_mb' must be from 0.001 to 1048576");
 	return 0;

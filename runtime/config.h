@@ -51,7 +51,7 @@ struct config_limits {
 	double connections;		/* inbound HTTP connections; 0: sized from the fd limit */
 	double connections_per_ip;	/* inbound connections per peer address; 0: no limit */
 	double request_timeout;		/* seconds for a whole request to arrive */
-	double idle_timeout;		/* seconds a keep-alive connection may idle */
+	double keepalive_timeout;	/* seconds a keep-alive connection may idle */
 	double buffered_mb;		/* request bytes held by all connections together */
 };
 

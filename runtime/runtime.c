@@ -252,7 +252,7 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 					   .connections = (unsigned)cfg->limits.connections,
 					   .connections_per_ip = (unsigned)cfg->limits.connections_per_ip,
 					   .request_timeout = cfg->limits.request_timeout,
-					   .idle_timeout = cfg->limits.idle_timeout,
+					   .idle_timeout = cfg->limits.keepalive_timeout,
 					   .buffered_bytes = (size_t)(cfg->limits.buffered_mb * 1024 * 1024),
 				   }, err, errlen);
 	if (!rt->http)

@@ -159,7 +159,7 @@ def main():
     idle = int(sys.argv[4]) if len(sys.argv) > 4 else 10000
     trickle = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
     hard = raise_fd_limit()
-    limits = (f"limits = {{ connections = {idle + trickle + 1000}, idle_timeout = 600, "
+    limits = (f"limits = {{ connections = {idle + trickle + 1000}, keepalive_timeout = 600, "
               f"request_timeout = 30, buffered_mb = {BUFFERED_MB} }},")
     with tempfile.TemporaryDirectory() as tmp:
         env = Environment(binary, tmp, extra_config=limits, emulator_settings={"bot_delay_ms": 0})

@@ -115,7 +115,7 @@ def keepalive_get(s, path="/healthz"):
 # --- the whole-request deadline ---------------------------------------------------------
 
 def test_trickling_headers_are_cut_off(daemon):
-    d = daemon(config(request_timeout=1, idle_timeout=5))
+    d = daemon(config(request_timeout=1, keepalive_timeout=5))
     s = connect(d.port)
     answer, took = trickle(s, b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 1000)
     assert status_of(answer) == 408, answer
@@ -124,7 +124,7 @@ def test_trickling_headers_are_cut_off(daemon):
 
 
 def test_trickling_body_is_cut_off(daemon):
-    d = daemon(config(request_timeout=1, idle_timeout=5))
+    d = daemon(config(request_timeout=1, keepalive_timeout=5))
     s = connect(d.port)
     s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
     answer, took = trickle(s, b"x")
@@ -136,7 +136,7 @@ def test_trickling_body_is_cut_off(daemon):
 
 
 def test_idle_keepalive_connection_is_closed(daemon):
-    d = daemon(config(request_timeout=30, idle_timeout=0.5))
+    d = daemon(config(request_timeout=30, keepalive_timeout=0.5))
     s = connect(d.port)
     assert keepalive_get(s)[0] == 200
     start = time.monotonic()
@@ -146,7 +146,7 @@ def test_idle_keepalive_connection_is_closed(daemon):
 
 
 def test_keepalive_connection_serves_many_requests(daemon):
-    d = daemon(config(request_timeout=2, idle_timeout=2))
+    d = daemon(config(request_timeout=2, keepalive_timeout=2))
     s = connect(d.port)
     for _ in range(20):
         status, body = keepalive_get(s)
@@ -222,7 +222,7 @@ def cpu_seconds(pid):
 
 
 def test_descriptor_exhaustion_is_calm(daemon):
-    d = daemon(config(connections=100000, request_timeout=60, idle_timeout=60))
+    d = daemon(config(connections=100000, request_timeout=60, keepalive_timeout=60))
     keep = connect(d.port)
     assert keepalive_get(keep)[0] == 200
     resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (64, 64))
@@ -289,13 +289,13 @@ def test_admin_on_ipv6_any_accepts_v4_mapped_loopback(daemon):
 def test_listener_limits_are_checked(tmp_path):
     from conftest import run, write_config
     write_config(tmp_path, config(connections=0, connections_per_ip=10, request_timeout=5,
-                                  idle_timeout=2, buffered_mb=16))
+                                  keepalive_timeout=2, buffered_mb=16))
     out = run(["-t", "-c", "config.lua"], cwd=tmp_path)
     assert (out.returncode, out.stdout) == (0, "configuration ok\n"), out.stderr
     for bad, key in ((dict(connections=1.5), "limits.connections"),
                      (dict(connections_per_ip=-1), "limits.connections_per_ip"),
                      (dict(request_timeout=0), "limits.request_timeout"),
-                     (dict(idle_timeout=7200), "limits.idle_timeout"),
+                     (dict(keepalive_timeout=7200), "limits.keepalive_timeout"),
                      (dict(buffered_mb=0), "limits.buffered_mb")):
         write_config(tmp_path, config(**bad))
         out = run(["-t", "-c", "config.lua"], cwd=tmp_path)
