@@ -134,18 +134,20 @@ bool secrets_state_password(const char *state, char *out, size_t cap)
 	return false;
 }
 
-/* The quoted string starting at P ('...' or "..."), without escapes; NULL if none. */
-static const char *quoted(const char *p, char *out, size_t cap)
+/* The quoted string starting at P ('...' or "..."), without escapes, into OUT. An
+ * unfinished one (the syntax error itself) runs to the end of the line, as Lua quotes it
+ * in its message. False when there is none. */
+static bool quoted(const char *p, char *out, size_t cap)
 {
 	char q = *p;
-	const char *end;
+	size_t n;
 
 	if (q != '"' && q != '\'')
-		return NULL;
-	end = strchr(p + 1, q);
-	if (!end || !copy_span(p + 1, (size_t)(end - p - 1), out, cap))
-		return NULL;
-	return end + 1;
+		return false;
+	n = strcspn(p + 1, q == '"' ? "\"\n" : "'\n");
+	while (p[1 + n] == '\n' && n > 0 && (p[n] == ' ' || p[n] == '\t' || p[n] == '\r'))
+		n--;
+	return copy_span(p + 1, n, out, cap);
 }
 
 void secrets_from_source(const char *text, secrets_fn add, void *arg)
