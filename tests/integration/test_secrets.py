@@ -16,8 +16,8 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, SOURCE_DIR, http_get, run, write_config
-from relay_env import Environment
+from conftest import SOURCE_DIR, http_get, run, write_config
+from test_relay import env  # noqa: F401  (the relay environment, stopped cleanly at teardown)
 
 SCRIPTS = SOURCE_DIR / "tests/integration/scripts"
 SECRETS = {
@@ -146,13 +146,6 @@ def test_admin_token_shorter_than_16_characters_is_a_config_error(tmp_path):
     assert out.returncode == 1
     assert "key 'admin.token' must be at least 16 characters in" in out.stderr
     assert "short-token" not in out.stderr
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = Environment(BIN, tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
 
 
 def test_webhook_hub_ids_end_to_end(env):
