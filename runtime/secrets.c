@@ -145,8 +145,9 @@ static bool quoted(const char *p, char *out, size_t cap)
 	if (q != '"' && q != '\'')
 		return false;
 	n = strcspn(p + 1, q == '"' ? "\"\n" : "'\n");
-	while (p[1 + n] == '\n' && n > 0 && (p[n] == ' ' || p[n] == '\t' || p[n] == '\r'))
-		n--;
+	if (p[1 + n] != q)	/* unfinished: what Lua quotes, less the line's trailing blanks */
+		while (n > 0 && (p[n] == ' ' || p[n] == '\t' || p[n] == '\r'))
+			n--;
 	return copy_span(p + 1, n, out, cap);
 }
 
