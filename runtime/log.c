@@ -225,15 +225,55 @@ static void append(char *out, size_t cap, size_t *len, const char *s)
 
 /* {===== Values: what a caller logs through %s is data, never line structure */
 
-/* Appends the first SLEN bytes of S for a text line: control characters, quotes and
- * backslashes escaped (\n \r \t \" \\ \xNN), so a value can neither end the line nor
- * close the quotes around it. Stops early rather than overflow; OUT stays terminated. */
+/* The length of the well-formed UTF-8 sequence at S (at most N bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t k;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		k = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		k = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		k = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;	/* overlong */
+	else if (s[0] == 0xed)
+		hi = 0x9f;	/* surrogates */
+	else if (s[0] == 0xf0)
+		lo = 0x90;	/* overlong */
+	else if (s[0] == 0xf4)
+		hi = 0x8f;	/* above U+10FFFF */
+	if (n < k || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < k; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return k;
+}
+
+/* Appends the first SLEN bytes of S for a text line: control characters, quotes,
+ * backslashes and bytes that are not UTF-8 escaped (\n \r \t \" \\ \xNN), so a value
+ * can neither end the line nor close the quotes around it, and the line stays UTF-8.
+ * Stops early rather than overflow; OUT stays terminated. */
 static size_t text_escape(char *out, size_t cap, size_t len, const char *s, size_t slen)
 {
 	for (size_t i = 0; i < slen && len + 5 < cap; i++) {
 		unsigned char c = (unsigned char)s[i];
+		size_t k = c >= 0x80 ? utf8_len((const unsigned char *)s + i, slen - i) : 1;
 
-		if (c == '"' || c == '\\') {
+		if (k > 1) {
+			memcpy(out + len, s + i, k);
+			len += k;
+			i += k - 1;
+		} else if (k == 0) {
+			len += (size_t)snprintf(out + len, cap - len, "\\x%02x", c);
+		} else if (c == '"' || c == '\\') {
 			out[len++] = '\\';
 			out[len++] = (char)c;
 		} else if (c == '\n' || c == '\r' || c == '\t') {
@@ -409,11 +449,11 @@ static size_t text_unescape(const char *s, size_t n, char *out, size_t cap)
 {
 	size_t len = 0;
 
-	for (size_t i = 0; i < n && len + 1 < cap; i++) {
-		char c = s[i];
+	for (size_t i = 0; i < n && len + 2 < cap; i++) {
+		unsigned char c = (unsigned char)s[i];
 
 		if (c == '\\' && i + 1 < n) {
-			c = s[++i];
+			c = (unsigned char)s[++i];
 			if (c == 'n')
 				c = '\n';
 			else if (c == 'r')
@@ -424,11 +464,15 @@ static size_t text_unescape(const char *s, size_t n, char *out, size_t cap)
 				 isxdigit((unsigned char)s[i + 2])) {
 				char hex[3] = { s[i + 1], s[i + 2], '\0' };
 
-				c = (char)strtol(hex, NULL, 16);
+				c = (unsigned char)strtol(hex, NULL, 16);
 				i += 2;
+				if (c >= 0x80) {	/* a stray byte: as U+0080-U+00FF, so JSON stays UTF-8 */
+					out[len++] = (char)(0xc0 | (c >> 6));
+					c = (unsigned char)(0x80 | (c & 0x3f));
+				}
 			}
 		}
-		out[len++] = c;
+		out[len++] = (char)c;
 	}
 	out[len] = '\0';
 	return len;

@@ -108,10 +108,12 @@ static void test_values_escaped(void **state)
 	log_info(lg, "conv.open", "conv=%s", "c1\n2026-01-01T00:00:00.000Z error forged.line x=1");
 	log_info(lg, "conv.state", "reason=\"%s\" n=%d", "a\" injected=\"1\\", 7);
 	log_info(lg, "ctl", "v=%s", "tab\there\x01" "bell");
+	log_info(lg, "utf8", "v=%s", "caf\xc3\xa9 \xff\xc3(\xed\xa0\x80");
 	out = read_all(path);
 	assert_non_null(strstr(out, " info conv.open conv=\"c1\\n2026-01-01T00:00:00.000Z error forged.line x=1\"\n"));
 	assert_non_null(strstr(out, " info conv.state reason=\"a\\\" injected=\\\"1\\\\\" n=7\n"));
 	assert_non_null(strstr(out, " info ctl v=tab\\there\\x01bell\n"));
+	assert_non_null(strstr(out, " info utf8 v=\"caf\xc3\xa9 \\xff\\xc3(\\xed\\xa0\\x80\"\n"));
 	assert_null(strstr(out, "\nforged"));
 	free(out);
 	log_free(lg);
@@ -132,9 +134,11 @@ static void test_json_values_escaped(void **state)
 	len = log_append_field(lg, fields, sizeof(fields), 0, "id", "a\0b", 3);
 	log_append_field(lg, fields, sizeof(fields), len, "bad key=\n", "v", 1);
 	log_write_fields(lg, LEVEL_INFO, "script\nevent", fields);
+	log_info(lg, "utf8", "v=%s", "caf\xc3\xa9\xff");
 	out = read_all(path);
 	assert_non_null(strstr(out, "\"event\":\"conv.open\",\"conv\":\"c1\\u000a{\\\"forged\\\":1}\","
 				    "\"reason\":\"x\\\" y=\\\"2\"}\n"));
+	assert_non_null(strstr(out, "\"event\":\"utf8\",\"v\":\"caf\xc3\xa9\xc3\xbf\"}\n"));
 	assert_non_null(strstr(out, "\"event\":\"script\\u000aevent\",\"id\":\"a\\u0000b\",\"bad_key__\":\"v\"}\n"));
 	free(out);
 	log_free(lg);
