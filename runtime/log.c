@@ -182,7 +182,8 @@ void log_redact(const struct log *lg, char *buf, size_t cap)
 {
 	static const char *const markers[] = {
 		"Bearer ", "bearer ", "?t=", "&t=", "token=", "secret=", "\"token\":\"",
-		"\"secret\":\"", "Basic ",
+		"\"secret\":\"", "Basic ", "password=", "\"password\":\"",
+		"_token\":\"", "_secret\":\"",	/* OAuth answers: access_token, client_secret */
 	};
 
 	for (size_t i = 0; i < lg->nsecrets; i++) {

@@ -69,11 +69,13 @@ static void test_secrets_redacted(void **state)
 	log_info(lg, "dl.echo", "note=\"the key s3cr3t-direct-line leaked\"");
 	log_info(lg, "ws.open", "url=wss://dl.invalid/stream?watermark=5&t=eyJhbGciOi.abc.def");
 	log_info(lg, "http", "header=\"Authorization: Bearer eyJtoken.payload.sig\"");
+	log_info(lg, "oauth", "body=%s", "{\"access_token\":\"eyJaccess\",\"expires_in\":3600}");
 	out = read_all(path);
 	assert_null(strstr(out, "s3cr3t"));
 	assert_null(strstr(out, "eyJ"));
 	assert_non_null(strstr(out, "watermark=5&t=***"));
 	assert_non_null(strstr(out, "Bearer ***"));
+	assert_non_null(strstr(out, "body=\"{\\\"access_token\\\":\\\"***\\\",\\\"expires_in\\\":3600}\"\n"));
 	free(out);
 	log_free(lg);
 	unlink(path);
