@@ -5,6 +5,7 @@
  * Script-owned settings (the hub table beyond `module`) are not interpreted here. */
 #include "config.h"
 
+#include "log.h"
 #include "secrets.h"
 
 #include <errno.h>
@@ -478,12 +479,21 @@ static void keep_secret(void *arg, const char *s)
 		cfg->nsecrets++;
 }
 
+static void redact_error(void *arg, const char *s)
+{
+	struct loader *ld = arg;
+
+	log_redact_secret(ld->err, ld->errlen, s);
+}
+
 static int evaluate(struct loader *ld, lua_State *L)
 {
 	int rc;
 
 	if (luaL_loadfilex(L, ld->cfg->path, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+		/* Lua quotes the source next to a syntax error: it may be an inline secret. */
 		snprintf(ld->err, ld->errlen, "%s", lua_tostring(L, -1));
+		secrets_from_source(ld->text, redact_error, ld);
 		return -EINVAL;
 	}
 	if (!lua_istable(L, -1))

@@ -178,6 +178,18 @@ static void redact_after(char *buf, size_t cap, const char *marker)
 	}
 }
 
+void log_redact_secret(char *buf, size_t cap, const char *secret)
+{
+	size_t len = strlen(secret);
+
+	if (len == 0)
+		return;
+	for (char *p = strstr(buf, secret); p; p = strstr(p, secret)) {
+		splice_redacted(buf, cap, p, len);
+		p += strlen(REDACTED);
+	}
+}
+
 void log_redact(const struct log *lg, char *buf, size_t cap)
 {
 	static const char *const markers[] = {
@@ -186,14 +198,8 @@ void log_redact(const struct log *lg, char *buf, size_t cap)
 		"_token\":\"", "_secret\":\"",	/* OAuth answers: access_token, client_secret */
 	};
 
-	for (size_t i = 0; i < lg->nsecrets; i++) {
-		size_t len = strlen(lg->secrets[i]);
-
-		for (char *p = strstr(buf, lg->secrets[i]); p; p = strstr(p, lg->secrets[i])) {
-			splice_redacted(buf, cap, p, len);
-			p += strlen(REDACTED);
-		}
-	}
+	for (size_t i = 0; i < lg->nsecrets; i++)
+		log_redact_secret(buf, cap, lg->secrets[i]);
 	for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
 		redact_after(buf, cap, markers[i]);
 }

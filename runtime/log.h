@@ -50,6 +50,10 @@ size_t log_append_field(const struct log *lg, char *buf, size_t cap, size_t len,
  * are data, like the scripts' log calls). */
 void log_write_fields(struct log *lg, enum log_level level, const char *event, const char *fields);
 
+/* Replaces every occurrence of SECRET in BUF (NUL-terminated, capacity CAP) by "***",
+ * for text that is not a log line yet (a config error before the log is set up). */
+void log_redact_secret(char *buf, size_t cap, const char *secret);
+
 /* Redacts secrets in BUF (NUL-terminated, capacity CAP) in place. Exposed for tests. */
 void log_redact(const struct log *lg, char *buf, size_t cap);
 

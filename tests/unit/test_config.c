@@ -152,6 +152,8 @@ static void test_missing_keys_named(void **state)
 
 	expect_error(f, "return { listen = '127.0.0.1:1' }\n", "missing required key 'directline'");
 	expect_error(f, "return { directline = {} }\n", "missing required key 'directline.secret'");
+	expect_error(f, "return { directline = { secret = 'inline-0123456789\n  } }\n",
+		     "unfinished string near ''***'");
 	expect_error(f, "return { directline = { secret = 'abcd' },\n  admin = { token = 'short' } }\n",
 		     "key 'admin.token' must be at least 16 characters in ");
 	expect_error(f, "return { directline = { secret = 'abcd' }, hub = { url = 'x' } }\n",
