@@ -5,6 +5,9 @@
  * Script-owned settings (the hub table beyond `module`) are not interpreted here. */
 #include "config.h"
 
+#include "log.h"
+#include "secrets.h"
+
 #include <errno.h>
 #include <lauxlib.h>
 #include <limits.h>
@@ -468,6 +471,9 @@ static int finish(struct loader *ld)
 		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))
 		return fail(ld, "hub", "key 'hub' excludes 'front' and 'desk'");
+	if (cfg->admin.token && strlen(cfg->admin.token) < CONFIG_ADMIN_TOKEN_MIN)
+		return fail(ld, "admin", "key 'admin.token' must be at least %d characters",
+			    CONFIG_ADMIN_TOKEN_MIN);
 	if (!cfg->listen_host)
 		rc = parse_listen(ld, CONFIG_DEFAULT_LISTEN);
 	return rc == 0 ? apply_defaults(cfg) : rc;
@@ -494,16 +500,37 @@ static int resolve_routes(struct loader *ld)
 	return 0;
 }
 
+static void keep_secret(void *arg, const char *s)
+{
+	struct config *cfg = arg;
+
+	for (size_t i = 0; i < cfg->nsecrets; i++)
+		if (strcmp(cfg->secrets[i], s) == 0)
+			return;
+	if (cfg->nsecrets < CONFIG_SECRETS_MAX && (cfg->secrets[cfg->nsecrets] = strdup(s)))
+		cfg->nsecrets++;
+}
+
+static void redact_error(void *arg, const char *s)
+{
+	struct loader *ld = arg;
+
+	log_redact_secret(ld->err, ld->errlen, s);
+}
+
 static int evaluate(struct loader *ld, lua_State *L)
 {
 	int rc;
 
 	if (luaL_loadfilex(L, ld->cfg->path, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+		/* Lua quotes the source next to a syntax error: it may be an inline secret. */
 		snprintf(ld->err, ld->errlen, "%s", lua_tostring(L, -1));
+		secrets_from_source(ld->text, redact_error, ld);
 		return -EINVAL;
 	}
 	if (!lua_istable(L, -1))
 		return fail(ld, NULL, "the config must return a table, not %s", luaL_typename(L, -1));
+	secrets_from_config(L, -1, keep_secret, ld->cfg);
 	lua_getfield(L, -1, "listen");
 	rc = lua_type(L, -1) == LUA_TSTRING ? parse_listen(ld, lua_tostring(L, -1)) : 0;
 	lua_pop(L, 1);
@@ -633,6 +660,8 @@ void config_free(struct config *cfg)
 	free(cfg->fallback.skill);
 	free(cfg->fallback.agent);
 	free(cfg->fallback.reason);
+	for (size_t i = 0; i < cfg->nsecrets; i++)
+		free(cfg->secrets[i]);
 	free(cfg);
 }
 
@@ -652,11 +681,9 @@ char *config_resolve_path(const struct config *cfg, const char *p)
 
 size_t config_secrets(const struct config *cfg, const char **out, size_t max)
 {
-	const char *all[] = { cfg->directline.secret, cfg->directline.token, cfg->admin.token };
 	size_t n = 0;
 
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && n < max; i++)
-		if (all[i])
-			out[n++] = all[i];
+	for (; n < cfg->nsecrets && n < max; n++)
+		out[n] = cfg->secrets[n];
 	return n;
 }

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define CONFIG_SECRETS_MAX 32	/* secrets one config may hold, all sections together */
+#define CONFIG_ADMIN_TOKEN_MIN 16	/* bytes: a shorter bearer token is guessable */
+
 struct config_directline {
 	char *base;		/* REST base URL, ends in /v3/directline */
 	char *secret;		/* exchanged for per-conversation tokens; never logged */
@@ -88,6 +91,8 @@ struct config {
 	struct config_route fallback;
 	struct config_limits limits;
 	struct config_retry retry;
+	char *secrets[CONFIG_SECRETS_MAX];	/* values of secret-named keys (secrets.h), owned */
+	size_t nsecrets;
 };
 
 /* Loads and validates PATH. On success returns the config (caller frees with
@@ -100,7 +105,9 @@ struct config *config_new_defaults(void);
 /* Resolves P against the config's directory; returns a malloc'd absolute path or NULL. */
 char *config_resolve_path(const struct config *cfg, const char *p);
 
-/* The secrets the config holds (for log redaction), NULL-terminated, borrowed. */
+/* The secrets the config holds (for log redaction): every string under a secret-named
+ * key of hub, front, desk, directline and admin, and the password of `state`. Writes at
+ * most MAX borrowed pointers to OUT and returns how many. */
 size_t config_secrets(const struct config *cfg, const char **out, size_t max);
 
 #endif

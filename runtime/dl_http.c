@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define DL_AGENT "DirectLine/3.0 (handoffd " HANDOFFD_VERSION ")"
@@ -83,6 +84,22 @@ void dl_http_cancel(struct dl_req *r)
 		http_client_cancel(r->t);
 		r->t = NULL;
 	}
+}
+
+static bool has_scheme(const char *url, size_t len, const char *scheme)
+{
+	size_t n = strlen(scheme);
+
+	return len >= n && strncasecmp(url, scheme, n) == 0;
+}
+
+bool dl_http_url_allowed(const struct directline *dl, const char *url, size_t len)
+{
+	if (has_scheme(url, len, "https://") || has_scheme(url, len, "wss://"))
+		return true;
+	if (has_scheme(url, len, "http://") || has_scheme(url, len, "ws://"))
+		return has_scheme(dl->s.base, strlen(dl->s.base), "http://");
+	return false;
 }
 
 bool dl_http_ok(const struct http_response *res, int err)

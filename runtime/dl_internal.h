@@ -216,6 +216,10 @@ int dl_http(struct dl_conv *c, struct dl_req *r, const char *method, const char 
 void dl_http_cancel(struct dl_req *r);
 /* True for 200-299. */
 bool dl_http_ok(const struct http_response *res, int err);
+/* Whether a URL the server gave us (a discovered base, a streamUrl) may be used: https://
+ * and wss:// always, http:// and ws:// only when the configured base is plain http too,
+ * so a hostile or broken server cannot move the token to a clear-text connection. */
+bool dl_http_url_allowed(const struct directline *dl, const char *url, size_t len);
 /* Counts a non-2xx status by code, and 429s. */
 void dl_http_count(struct directline *dl, int status);
 /* The error code of a Direct Line error body ({"error":{"code":...}}) into OUT ("" if none). */

@@ -274,6 +274,21 @@ static const struct websocket_callbacks ws_callbacks = {
 	.on_open = ws_open, .on_message = ws_message, .on_close = ws_close,
 };
 
+/* A streamUrl in clear text while the configured base is https would carry the token
+ * unencrypted: counted as a failed stream, so repeats end in polling over https. */
+static void refuse_stream_url(struct dl_conv *c)
+{
+	struct websocket_end_info end = {
+		.kind = WEBSOCKET_END_CONNECT, .err = -EPERM, .reason = "plaintext stream url refused",
+	};
+
+	log_warn(c->dl->lg, "directline.downgrade_refused", "key=\"%s\" conv=%s what=stream_url",
+		 c->key, c->id ? c->id : "-");
+	drop_socket(c);
+	c->phase = DL_PH_HANDSHAKE;
+	ws_failed(c, &end);
+}
+
 /* A streamUrl opens one socket, and only while fresh; docs sometimes print it as https. */
 static void connect_stream(struct dl_conv *c)
 {
@@ -283,6 +298,10 @@ static void connect_stream(struct dl_conv *c)
 
 	if (!u || loop_now_ms() - c->stream_url_ms > DL_STREAM_URL_FRESH_MS) {
 		resume(c);
+		return;
+	}
+	if (!dl_http_url_allowed(c->dl, u, strlen(u))) {
+		refuse_stream_url(c);
 		return;
 	}
 	if (strncmp(u, "https://", 8) == 0)

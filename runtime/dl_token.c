@@ -503,6 +503,10 @@ static void on_discovered(const struct http_response *res, int err, void *arg)
 		retry_discovery(dl, err ? http_client_strerror(err) : "no directline url");
 		return;
 	}
+	if (!dl_http_url_allowed(dl, url.ptr, url.len)) {
+		retry_discovery(dl, "plaintext base refused: the configured base is https");
+		return;
+	}
 	while (url.len > 0 && url.ptr[url.len - 1] == '/')
 		url.len--;
 	snprintf(base, sizeof(base), "%.*s/v3/directline", (int)url.len, url.ptr);

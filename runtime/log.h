@@ -33,11 +33,26 @@ const char *log_level_name(enum log_level level);
 int log_add_secret(struct log *lg, const char *secret);
 
 /* Writes one line: EVENT followed by the printf-formatted FIELDS, "key=value key=value".
- * Values holding spaces should be quoted: key="two words". */
+ * Every %s argument is a value: redacted, then escaped (control characters, quotes and
+ * backslashes as \n \r \t \" \\ \xNN), and quoted when it holds a space or a quote
+ * unless the format already quotes it (key="%s"). The format's own text is copied. */
 void log_write(struct log *lg, enum log_level level, const char *event, const char *fields, ...)
 	__attribute__((format(printf, 4, 5)));
 void log_vwrite(struct log *lg, enum log_level level, const char *event, const char *fields,
 		va_list ap);
+
+/* Appends " KEY=VALUE" (no space when LEN is 0) to BUF for log_write_fields: the key
+ * reduced to [A-Za-z0-9_.-], the first VLEN bytes of VALUE redacted and escaped as
+ * log_write does. Returns the new length; BUF stays terminated within CAP. */
+size_t log_append_field(const struct log *lg, char *buf, size_t cap, size_t len, const char *key,
+			const char *value, size_t vlen);
+/* Writes one line from FIELDS built by log_append_field (for key=value lists whose keys
+ * are data, like the scripts' log calls). */
+void log_write_fields(struct log *lg, enum log_level level, const char *event, const char *fields);
+
+/* Replaces every occurrence of SECRET in BUF (NUL-terminated, capacity CAP) by "***",
+ * for text that is not a log line yet (a config error before the log is set up). */
+void log_redact_secret(char *buf, size_t cap, const char *secret);
 
 /* Redacts secrets in BUF (NUL-terminated, capacity CAP) in place. Exposed for tests. */
 void log_redact(const struct log *lg, char *buf, size_t cap);

@@ -123,8 +123,8 @@ static int setup_log(struct log *lg, const struct options *o, const struct confi
 {
 	const char *level = o->log_level ? o->log_level : cfg->log_level;
 	enum log_level lv = LEVEL_INFO;
-	const char *secrets[8];
-	size_t n = config_secrets(cfg, secrets, 8);
+	const char *secrets[CONFIG_SECRETS_MAX];
+	size_t n = config_secrets(cfg, secrets, CONFIG_SECRETS_MAX);
 
 	if (level && log_level_parse(level, &lv) < 0) {
 		fprintf(stderr, "handoffd: unknown log level '%s' (debug, info, warn, error)\n", level);

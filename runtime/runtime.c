@@ -120,11 +120,17 @@ int runtime_check(struct hd_runtime *rt, char *err, size_t errlen)
 	return script_host_load(rt->scripts, err, errlen);
 }
 
-static void record_reload(struct hd_runtime *rt, int rc, const char *err)
+/* Notes the outcome for /healthz; a failure's message in ERR is redacted in place, for
+ * the log and for whoever the caller shows it to (the admin answer). */
+static void record_reload(struct hd_runtime *rt, int rc, char *err, size_t errlen)
 {
+	const char *failure = script_host_failure(rt->scripts);
+
 	rt->last_reload_ok = rc == 0;
 	rt->last_reload_time = time(NULL);
-	snprintf(rt->last_reload_error, sizeof(rt->last_reload_error), "%s", rc == 0 ? "" : err);
+	rt->last_reload_failure = rc == 0 ? NULL : failure ? failure : "internal";
+	if (rc < 0)
+		log_redact(rt->log, err, errlen);
 	metrics_inc(rc < 0 ? rt->reloads_failed : rt->reloads_ok);
 }
 
@@ -132,7 +138,7 @@ int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 {
 	int rc = script_host_load(rt->scripts, err, errlen);
 
-	record_reload(rt, rc, err);
+	record_reload(rt, rc, err, errlen);
 	if (rc == 0)
 		log_info(rt->log, "reload.ok", "generation=%lu", script_host_generation(rt->scripts));
 	else
@@ -144,10 +150,11 @@ int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
-	char body[2048], err[1100], when[32], listener[256];
+	char body[1536], failure[64] = "null", when[32], listener[256];
 	struct tm tm;
 
-	json_text_string(err, sizeof(err), 0, rt->last_reload_error);
+	if (rt->last_reload_failure)
+		json_text_string(failure, sizeof(failure), 0, rt->last_reload_failure);
 	gmtime_r(&rt->last_reload_time, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	http_listener_health_json(http_server_listener(rt->http), listener, sizeof(listener));
@@ -157,8 +164,7 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 		 "\"listener\":%s}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
 		 runtime_conversations(rt), script_host_generation(rt->scripts),
-		 rt->last_reload_ok ? "true" : "false", rt->last_reload_error[0] ? err : "null", when,
-		 listener);
+		 rt->last_reload_ok ? "true" : "false", failure, when, listener);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
@@ -267,7 +273,7 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 		return rc;
 	}
 	rc = script_host_load(rt->scripts, err, errlen);
-	record_reload(rt, rc, err);
+	record_reload(rt, rc, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (cfg->hub_module || cfg->front_module) {

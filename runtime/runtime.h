@@ -38,10 +38,11 @@ struct hd_runtime {
 	uint64_t stop_deadline_ms;	/* set when a stop began */
 	bool stopping;
 	bool curl_ready;		/* http_client_global_init succeeded */
-	/* The last reload: for /healthz and the admin answer. */
+	/* The last reload, for /healthz: its category only ("syntax", "init", ...), since the
+	 * message can quote the source next to a secret. The log has the message. */
 	bool last_reload_ok;
 	time_t last_reload_time;
-	char last_reload_error[512];
+	const char *last_reload_failure;	/* static string, NULL after a success */
 	uint64_t *reloads_ok, *reloads_failed;	/* counters in metrics */
 };
 

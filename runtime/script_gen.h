@@ -41,6 +41,8 @@ struct script_gen {
 	size_t mem_used, mem_limit;
 	struct loop_timer *retire_timer;	/* forces the close after retire_after */
 	struct script_retire_hook retire_hooks;	/* list head (sentinel) */
+	const char *stage;		/* what loading does now: names a failure for /healthz */
+	const char *failure;		/* set by the step that failed: "syntax", "init", ... */
 	struct webhook *webhooks;	/* routes this generation serves */
 	size_t nwebhooks;
 	struct script_gen *next;	/* in the host's list of retired generations */
@@ -56,6 +58,7 @@ struct script_host {
 	struct script_task *running;	/* the task whose coroutine runs now */
 	bool closing;			/* shutting down: queued tasks end unstarted */
 	uint64_t *errors;		/* counter: callbacks that ended in an error */
+	const char *failure;		/* category of the last failed load, or NULL */
 };
 
 void script_gen_add_retire_hook(struct script_gen *g, struct script_retire_hook *hook);

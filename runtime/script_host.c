@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "secrets.h"
 #include "webhooks.h"
 
 #include <errno.h>
@@ -183,6 +184,8 @@ static int gen_pcall(struct script_gen *g, int nargs, int nres, const char *what
 	const char *msg = lua_tostring(L, -1);
 	const char *nl = msg ? strchr(msg, '\n') : NULL;
 
+	if (!g->failure)	/* require() reports a module that does not compile this way */
+		g->failure = msg && strstr(msg, "error loading module") ? "syntax" : g->stage;
 	snprintf(err, errlen, "%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
 		 msg ? msg : "");
 	log_debug(g->sh->rt->log, "script.load_error", "what=\"%s\" traceback=\"%s\"", what, msg ? msg : "");
@@ -194,9 +197,35 @@ static int gen_loadfile(struct script_gen *g, const char *path, const char *what
 {
 	if (luaL_loadfilex(g->L, path, "t") == LUA_OK)
 		return 0;
+	g->failure = "syntax";
 	snprintf(err, errlen, "%s: %s", what, lua_tostring(g->L, -1));
 	lua_pop(g->L, 1);
 	return -EINVAL;
+}
+
+/* Keeps the absolute entries of the C module path: a relative one (Lua's default ends in
+ * ./?.so) would load native code from whatever directory the daemon runs in. */
+static void set_cpath(lua_State *L)
+{
+	luaL_Buffer b;
+	const char *cpath;
+
+	lua_getfield(L, -1, "cpath");
+	cpath = lua_tostring(L, -1);
+	luaL_buffinit(L, &b);
+	for (const char *p = cpath ? cpath : ""; *p;) {
+		size_t n = strcspn(p, ";");
+
+		if (p[0] == '/') {
+			if (luaL_bufflen(&b) > 0)
+				luaL_addchar(&b, ';');
+			luaL_addlstring(&b, p, n);
+		}
+		p += n + (p[n] == ';');
+	}
+	luaL_pushresult(&b);
+	lua_setfield(L, -3, "cpath");
+	lua_pop(L, 1);
 }
 
 static void set_search_path(lua_State *L, const struct config *cfg)
@@ -207,22 +236,37 @@ static void set_search_path(lua_State *L, const struct config *cfg)
 	lua_pushfstring(L, "%s%s%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", extra,
 			extra[0] ? ";" : "", cfg->dir, cfg->dir, HANDOFFD_SCRIPT_DIR, HANDOFFD_SCRIPT_DIR);
 	lua_setfield(L, -2, "path");
+	set_cpath(L);
 	lua_pop(L, 1);
 }
 
+static void add_log_secret(void *arg, const char *s)
+{
+	log_add_secret(arg, s);
+}
+
 /* Leaves the config file's table on the stack: scripts get the same settings the core
- * validated, read fresh at every reload. */
+ * validated, read fresh at every reload. Its secrets join the log's list before any
+ * script runs, so an init error that quotes one is redacted; a file that does not
+ * compile is searched as text, since Lua's message quotes the source near the error. */
 static int load_config_table(struct script_gen *g, char *err, size_t errlen)
 {
 	const struct config *cfg = g->sh->rt->config;
+	struct log *lg = g->sh->rt->log;
 
+	g->stage = "config";
 	if (!cfg->file) {
 		lua_newtable(g->L);
 		return 0;
 	}
-	if (gen_loadfile(g, cfg->file, "config", err, errlen) < 0)
+	if (gen_loadfile(g, cfg->file, "config", err, errlen) < 0) {
+		secrets_from_file(cfg->file, add_log_secret, lg);
 		return -EINVAL;
-	return gen_pcall(g, 0, 1, "config", err, errlen);
+	}
+	if (gen_pcall(g, 0, 1, "config", err, errlen) < 0)
+		return -EINVAL;
+	secrets_from_config(g->L, -1, add_log_secret, lg);
+	return 0;
 }
 
 /* require()s the module named in config key KEY, runs its init with the key's table and
@@ -234,6 +278,7 @@ static int load_hub(struct script_gen *g, const char *key, const char *module, c
 
 	if (!module)
 		return 0;
+	g->stage = "runtime";
 	lua_getglobal(L, "require");
 	lua_pushstring(L, module);
 	if (gen_pcall(g, 1, 1, key, err, errlen) < 0)
@@ -246,6 +291,7 @@ static int load_hub(struct script_gen *g, const char *key, const char *module, c
 	}
 	lua_getfield(L, -1, "init");
 	if (lua_isfunction(L, -1)) {
+		g->stage = "init";
 		lua_getfield(L, -3, key);
 		if (gen_pcall(g, 1, 0, key, err, errlen) < 0) {
 			lua_pop(L, 1);
@@ -277,6 +323,7 @@ static int check_rules(struct script_gen *g, const char *fn, char *err, size_t e
 	lua_State *L = g->L;
 	int rc = 0;
 
+	g->stage = strcmp(fn, "check") == 0 ? "rules" : "examples";
 	lua_getglobal(L, "require");
 	lua_pushliteral(L, "handoff.route");
 	if (gen_pcall(g, 1, 1, "routes", err, errlen) < 0)
@@ -302,6 +349,7 @@ static int load_routes(struct script_gen *g, char *err, size_t errlen)
 
 	if (!path)
 		return 0;
+	g->stage = "runtime";
 	if (gen_loadfile(g, path, "routes", err, errlen) < 0 || gen_pcall(g, 0, 1, "routes", err, errlen) < 0)
 		return -EINVAL;
 	if (!lua_isfunction(L, -1) && !lua_istable(L, -1)) {
@@ -386,6 +434,7 @@ static struct script_gen *build_generation(struct script_host *sh, char *err, si
 	int rc;
 
 	if (!g) {
+		sh->failure = "internal";
 		snprintf(err, errlen, "out of memory creating a Lua state");
 		return NULL;
 	}
@@ -402,9 +451,12 @@ static struct script_gen *build_generation(struct script_host *sh, char *err, si
 		lua_pop(g->L, 1);	/* the config table */
 	if (rc == 0)
 		rc = load_routes(g, err, errlen);
-	if (rc == 0)
+	if (rc == 0) {
+		g->stage = "webhooks";
 		rc = webhooks_collect(g, err, errlen);
+	}
 	if (rc < 0) {
+		sh->failure = g->failure ? g->failure : g->stage;
 		gen_close(g);
 		return NULL;
 	}
@@ -453,6 +505,11 @@ unsigned long script_host_generation(const struct script_host *sh)
 	return sh->generations;
 }
 
+const char *script_host_failure(const struct script_host *sh)
+{
+	return sh->failure;
+}
+
 unsigned script_host_tasks(const struct script_host *sh)
 {
 	return sh->tasks;
@@ -473,6 +530,7 @@ int script_host_load(struct script_host *sh, char *err, size_t errlen)
 		if (old)
 			webhooks_attach(sh->rt->http, old, ignored, sizeof(ignored));
 		gen_close(g);
+		sh->failure = "webhooks";
 		return -EINVAL;
 	}
 	g->id = ++sh->generations;

@@ -43,6 +43,11 @@ int script_host_load(struct script_host *sh, char *err, size_t errlen);
  * while its tasks may still finish. */
 void script_host_shutdown(struct script_host *sh);
 
+/* The category of the last failed load ("syntax", "config", "runtime", "init", "rules",
+ * "examples", "webhooks", "internal"): what /healthz may say without the message, which
+ * can quote the source next to a secret. */
+const char *script_host_failure(const struct script_host *sh);
+
 /* How many generations have been swapped in (1 after the first load). */
 unsigned long script_host_generation(const struct script_host *sh);
 /* Tasks not finished yet, over all generations (the graceful stop waits on it). */

@@ -45,6 +45,9 @@
 #define WS_NOTE_MAX 160		/* close reason or error detail kept for on_close */
 #define WS_RETRY_AFTER_MAX 40	/* an HTTP-date is 29 bytes */
 #define WS_READ_CHUNK 16384	/* read high-water mark once the handshake is done */
+/* What one queued wslay message costs besides its payload (its struct and the heap's
+ * overhead): an empty pong has no payload, yet 200,000 of them are 39 MB. */
+#define WS_QUEUED_MSG_COST 160
 
 enum state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_ENDED, ST_DONE };
 
@@ -288,12 +291,26 @@ static void report(struct websocket *ws)
 
 /* {===== Sending: wslay writes into the bufferevent's output, bounded by max_output */
 
+/* Ends the socket for a wslay error, labelled by its cause. */
+static void fail_wslay(struct websocket *ws, int rc, const char *what)
+{
+	if (rc == WSLAY_ERR_NOMEM)
+		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "%s: out of memory", what);
+	else if (rc == WSLAY_ERR_CALLBACK_FAILURE)
+		fail(ws, WEBSOCKET_END_INTERNAL, -EIO, "%s: i/o callback failed", what);
+	else
+		fail(ws, WEBSOCKET_END_PROTOCOL, -EPROTO, "%s: wslay error %d", what, rc);
+}
+
 static void pump_send(struct websocket *ws)
 {
+	int rc;
+
 	if (ws->reading || !ws->wslay || ws->state >= ST_ENDED || !wslay_event_want_write(ws->wslay))
 		return;
-	if (wslay_event_send(ws->wslay) < 0)
-		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "send failed");
+	rc = wslay_event_send(ws->wslay);
+	if (rc < 0)
+		fail_wslay(ws, rc, "send failed");
 }
 
 static ssize_t wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
@@ -329,10 +346,18 @@ static int wslay_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, 
 	return 0;
 }
 
+/* Bytes waiting to go out: queued messages (pongs wslay made for the peer's pings too)
+ * and the bufferevent's output. Reading stops while this is over max_output. */
 static size_t output_held(struct websocket *ws)
 {
 	return wslay_event_get_queued_msg_length(ws->wslay) +
+	       wslay_event_get_queued_msg_count(ws->wslay) * WS_QUEUED_MSG_COST +
 	       evbuffer_get_length(bufferevent_get_output(ws->bev));
+}
+
+static bool output_full(struct websocket *ws)
+{
+	return output_held(ws) >= ws->wc->o.max_output;
 }
 
 int websocket_send_text(struct websocket *ws, const char *data, size_t len)
@@ -403,9 +428,12 @@ static ssize_t wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 			  void *user)
 {
 	struct websocket *ws = user;
-	int n = evbuffer_remove(bufferevent_get_input(ws->bev), buf, len);
+	int n;
 
 	(void)flags;
+	/* A peer that sends pings faster than it reads our pongs: stop reading until they
+	 * drain (on_write resumes), rather than queue pongs without end. */
+	n = output_full(ws) ? 0 : evbuffer_remove(bufferevent_get_input(ws->bev), buf, len);
 	if (n <= 0) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -449,7 +477,7 @@ static void feed_frames(struct websocket *ws)
 	if (!live(ws))
 		return;
 	if (rc < 0) {
-		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "receive failed");
+		fail_wslay(ws, rc, "receive failed");
 		return;
 	}
 	pump_send(ws);	/* pongs, close answers, what callbacks queued */
@@ -481,7 +509,7 @@ static void send_ping(struct websocket *ws)
 	struct wslay_event_msg ping = { WSLAY_PING, NULL, 0 };
 
 	/* A peer that stopped reading gets no more pings; dead_after_ms will tell. */
-	if (output_held(ws) < ws->wc->o.max_output && wslay_event_queue_msg(ws->wslay, &ping) == 0)
+	if (!output_full(ws) && wslay_event_queue_msg(ws->wslay, &ping) == 0)
 		pump_send(ws);
 }
 
@@ -746,6 +774,10 @@ static void on_write(struct bufferevent *bev, void *arg)
 	(void)bev;
 	enter(ws);
 	pump_send(ws);
+	/* Frames left unread while the output was full (see wslay_recv). */
+	if (live(ws) && ws->wslay && !output_full(ws) &&
+	    evbuffer_get_length(bufferevent_get_input(ws->bev)) > 0)
+		feed_frames(ws);
 	leave(ws);
 }
 

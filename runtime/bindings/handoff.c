@@ -12,8 +12,9 @@
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
  * "overloaded" (conversation limit), "queue full", "unknown conversation", "bad
- * activity", "no relay" (no hub configured), "state not writable". Translation only:
- * the work happens in relay.c. */
+ * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
+ * so merge two conversations), "no relay" (no hub configured), "state not writable".
+ * Translation only: the work happens in relay.c. */
 #include "bindings.h"
 
 #include "relay.h"
@@ -42,6 +43,23 @@ static int push_failure(lua_State *L, int rc)
 
 	luaL_pushfail(L);
 	lua_pushstring(L, why);
+	return 2;
+}
+
+/* The id argument at IDX (a string; raises otherwise), or NULL when it holds a NUL byte:
+ * "c\0x" must not become "c". The caller answers nil, "bad id". */
+static const char *check_id(lua_State *L, int idx)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, idx, &len);
+
+	return strlen(id) == len ? id : NULL;
+}
+
+static int push_bad_id(lua_State *L)
+{
+	luaL_pushfail(L);
+	lua_pushliteral(L, "bad id");
 	return 2;
 }
 
@@ -124,11 +142,13 @@ static int finish_write(lua_State *L, struct relay *r, int rc)
 static int l_handoff_customer(lua_State *L)
 {
 	struct relay *r = check_relay(L);
-	const char *id = luaL_checkstring(L, 1);
+	const char *id = check_id(L, 1);
 	size_t len;
 	const char *activity = activity_json(L, 2, &len);
 	const char *user = optional_json(L, 3);
 
+	if (!id)
+		return push_bad_id(L);
 	return finish_write(L, r, relay_customer(r, id, user, activity, len));
 }
 
@@ -136,10 +156,12 @@ static int l_handoff_customer(lua_State *L)
 static int relay_activity(lua_State *L, int (*fn)(struct relay *, const char *, const char *, size_t))
 {
 	struct relay *r = check_relay(L);
-	const char *id = luaL_checkstring(L, 1);
+	const char *id = check_id(L, 1);
 	size_t len;
 	const char *activity = activity_json(L, 2, &len);
 
+	if (!id)
+		return push_bad_id(L);
 	return finish_write(L, r, fn(r, id, activity, len));
 }
 
@@ -157,25 +179,34 @@ static int l_handoff_event(lua_State *L)
 {
 	static const char *const states[] = { "accepted", "failed", "completed", NULL };
 	struct relay *r = check_relay(L);
-	const char *id = luaL_checkstring(L, 1);
+	const char *id = check_id(L, 1);
 	int state = luaL_checkoption(L, 2, NULL, states);
 	const char *detail = optional_json(L, 3);
 
+	if (!id)
+		return push_bad_id(L);
 	return finish_write(L, r, relay_handoff_event(r, id, states[state], detail));
 }
 
 static int l_handoff_end(lua_State *L)
 {
 	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
 
-	return finish_write(L, r, relay_end(r, luaL_checkstring(L, 1)));
+	if (!id)
+		return push_bad_id(L);
+	return finish_write(L, r, relay_end(r, id));
 }
 
 static int l_handoff_remember_event(lua_State *L)
 {
 	struct relay *r = check_relay(L);
-	int rc = relay_event_seen(r, luaL_checkstring(L, 1));
+	const char *id = check_id(L, 1);
+	int rc;
 
+	if (!id)
+		return push_bad_id(L);
+	rc = relay_event_seen(r, id);
 	if (rc < 0)
 		return push_failure(L, rc);
 	lua_pushboolean(L, rc == 1);
@@ -185,8 +216,12 @@ static int l_handoff_remember_event(lua_State *L)
 static int l_handoff_forget_event(lua_State *L)
 {
 	struct relay *r = check_relay(L);
-	int rc = relay_event_forget(r, luaL_checkstring(L, 1));
+	const char *id = check_id(L, 1);
+	int rc;
 
+	if (!id)
+		return push_bad_id(L);
+	rc = relay_event_forget(r, id);
 	if (rc < 0)
 		return push_failure(L, rc);
 	lua_pushboolean(L, 1);
@@ -196,11 +231,13 @@ static int l_handoff_forget_event(lua_State *L)
 static int l_handoff_set_data(lua_State *L)
 {
 	struct relay *r = check_relay(L);
-	const char *id = luaL_checkstring(L, 1);
+	const char *id = check_id(L, 1);
 	size_t len;
 	const char *data;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
+	if (!id)
+		return push_bad_id(L);
 	data = activity_json(L, 2, &len);
 	return finish_write(L, r, relay_set_data(r, id, data));
 }
@@ -225,8 +262,12 @@ static void decode_field(lua_State *L, const char *name)
 static int l_handoff_conversation(lua_State *L)
 {
 	struct relay *r = check_relay(L);
-	const struct conversation *c = relay_conversation(r, luaL_checkstring(L, 1));
+	const char *id = check_id(L, 1);
+	const struct conversation *c;
 
+	if (!id)
+		return push_bad_id(L);
+	c = relay_conversation(r, id);
 	if (!c) {
 		lua_pushnil(L);
 		return 1;

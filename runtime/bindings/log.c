@@ -7,27 +7,24 @@
 #include "runtime.h"
 
 #include <lauxlib.h>
-#include <stdio.h>
 #include <string.h>
 
 #define SCRIPT_FIELDS_MAX 2048
 
-/* Appends key=value (quoted when the value has spaces) for each entry of the table at
- * IDX to BUF; entries that do not fit are dropped. */
-static void format_fields(lua_State *L, int idx, char *buf, size_t cap)
+/* Appends key=value for each string key of the table at IDX to BUF (log.c escapes and
+ * quotes the values: a hub's id with a newline cannot forge a line); entries that do not
+ * fit are dropped. */
+static void format_fields(lua_State *L, struct log *lg, int idx, char *buf, size_t cap)
 {
 	size_t len = 0;
 
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		if (lua_type(L, -2) == LUA_TSTRING && len < cap) {
-			const char *v = luaL_tolstring(L, -1, NULL);
-			int quote = strchr(v, ' ') != NULL || v[0] == '\0';
-			int n = snprintf(buf + len, cap - len, "%s%s=%s%s%s", len ? " " : "",
-					 lua_tostring(L, -3), quote ? "\"" : "", v, quote ? "\"" : "");
+		if (lua_type(L, -2) == LUA_TSTRING) {
+			size_t vlen;
+			const char *v = luaL_tolstring(L, -1, &vlen);
 
-			if (n > 0)
-				len += (size_t)n < cap - len ? (size_t)n : cap - len - 1;
+			len = log_append_field(lg, buf, cap, len, lua_tostring(L, -3), v, vlen);
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);
@@ -42,11 +39,15 @@ static int write_line(lua_State *L, enum log_level level)
 
 	if (level < log_get_level(lg))
 		return 0;
-	if (lua_istable(L, 2))
-		format_fields(L, 2, fields, sizeof(fields));
-	else if (!lua_isnoneornil(L, 2))
-		snprintf(fields, sizeof(fields), "msg=\"%s\"", luaL_checkstring(L, 2));
-	log_write(lg, level, event, "%s", fields);
+	if (lua_istable(L, 2)) {
+		format_fields(L, lg, 2, fields, sizeof(fields));
+	} else if (!lua_isnoneornil(L, 2)) {
+		size_t len;
+		const char *msg = luaL_checklstring(L, 2, &len);
+
+		log_append_field(lg, fields, sizeof(fields), 0, "msg", msg, len);
+	}
+	log_write_fields(lg, level, event, fields);
 	return 0;
 }
 

@@ -175,7 +175,9 @@ local function on_event(req)
   local why = malformed(ev)
   if why then return bad(why) end
   -- Remembered in the same transaction as the effect: both are durable, or neither.
-  if not hd.remember_event(ev.id) then return reply(200, { ok = true, duplicate = true }) end
+  local fresh, rerr = hd.remember_event(ev.id)
+  if fresh == nil then return reply(FAILURE_STATUS[rerr] or 400, { error = rerr }) end
+  if not fresh then return reply(200, { ok = true, duplicate = true }) end
   local ok, err = apply(ev)
   if not ok then
     hd.forget_event(ev.id)

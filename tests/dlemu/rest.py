@@ -145,8 +145,9 @@ class Rest:
                                  replay_from=replay_from)
         base = request.path[:request.path.index("/conversations")]
         query = ("watermark=%s&" % watermark if watermark is not None else "") + "t=" + t
-        scheme = "wss" if request.secure else "ws"
-        return "%s://%s%s/conversations/%s/stream?%s" % (scheme, request.host, base, conv.id, query)
+        origin = self.emu.settings.get(conv, "stream_origin") or "%s://%s" % (
+            "wss" if request.secure else "ws", request.host)
+        return "%s%s/conversations/%s/stream?%s" % (origin, base, conv.id, query)
 
     # ---- activities -----------------------------------------------------------------
     async def get_activities(self, request):

@@ -28,6 +28,8 @@ TABLE = {
     "rate_limit_retry_after": (1, False, "Retry-After seconds sent with connect-rate 429s"),
     "regional_url": ("", False, "channelUrlsById.directline of regionalchannelsettings; "
                                 "'' = this listener + /<regional prefix>/ (F28)"),
+    "stream_origin": ("", True, "scheme://host:port the streamUrl names; '' = this listener, ws:// or "
+                                "wss:// to match (a downgrade test offers ws:// from https)"),
     "max_write_buffer": (64 << 20, False, "bytes queued to one socket before it is dropped as a "
                                           "slow consumer"),
 }

@@ -7,9 +7,12 @@ tests/tools/wsprobe (links handoffd_core) against one server path; the probe pri
 line per event (open, message, close ...) and the daemon log on stderr. The tests assert
 those lines and what the server saw on the wire ("request path=...", "server-close ...").
 """
+import base64
+import hashlib
 import os
 import pathlib
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -224,6 +227,95 @@ def test_pongs_keep_an_idle_socket_alive(server):
     # the socket lives 3 windows, so only pongs keep it from being declared dead.
     run = probe("--ping", "50", "--dead", "500", "--close-after-ms", "1500", ws(server, "/echo"))
     assert run.close["end"] == "local", run.events
+
+
+class PingFlooder:
+    """A hostile WebSocket peer on a raw socket (aiohttp would read for us): it answers
+    the upgrade, then sends N pings of 125 bytes (more than the kernels' buffers hold)
+    and reads none of the pongs until the client stops taking pings, or FLOOD_S seconds;
+    then it reads, counts the pongs, and closes 1000 "flooded"."""
+    FLOOD_S = 2.0
+    PING = b"\x89\x7d" + b"p" * 125
+
+    def __init__(self, pings):
+        self.pings, self.pongs, self.unsent = pings, 0, None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _upgrade(self, conn):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", head, re.I).group(1)
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+    def _count_pongs(self, buf):
+        """Counts the complete client frames (masked, under 126 bytes) at the start of BUF;
+        returns what is left."""
+        at = 0
+        while len(buf) - at >= 6 and len(buf) - at >= 6 + (buf[at + 1] & 0x7f):
+            if buf[at] & 0x0f == 0xa:
+                self.pongs += 1
+            at += 6 + (buf[at + 1] & 0x7f)
+        return buf[at:]
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            self._upgrade(conn)
+            flood = memoryview(self.PING * self.pings)
+            conn.settimeout(self.FLOOD_S)
+            try:
+                while flood:
+                    flood = flood[conn.send(flood):]
+            except socket.timeout:
+                pass                # the client stopped reading: the rest waits
+            self.unsent = len(flood)
+            conn.settimeout(30)
+            buf = b""
+            while self.pongs < self.pings:
+                if flood and select.select([], [conn], [], 0)[1]:
+                    flood = flood[conn.send(flood):]
+                data = conn.recv(1 << 20)
+                if not data:
+                    break
+                buf = self._count_pongs(buf + data)
+            conn.sendall(flood.tobytes() + b"\x88\x09\x03\xe8flooded")   # close 1000 "flooded"
+            conn.recv(64)
+
+
+def probe_peak_rss(pings):
+    """wsprobe against a PingFlooder, with the sanitizer's quarantine off (it would keep
+    every freed pong and measure itself); returns the run, the flooder, the peak RSS (kB)."""
+    flooder = PingFlooder(pings)
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "quarantine_size_mb=0"]))
+    proc = subprocess.run([str(PROBE), "--peak-rss", f"ws://127.0.0.1:{flooder.port}/stream"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    flooder.thread.join(10)
+    run = Run(proc.stdout, proc.stderr)
+    peak = [int(e.split("kb=")[1]) for e in run.events if e.startswith("peak-rss ")]
+    return run, flooder, peak[0]
+
+
+def test_ping_flood_from_a_peer_that_does_not_read_stays_bounded():
+    # 100,000 pings (12.7 MB) from a peer that reads none of the pongs for a while:
+    # unbounded, the pongs beyond what the kernels hold queued up in wslay. Bounded by max_output (64 KiB), the
+    # client stops reading while they wait, and every pong still goes out once the peer
+    # reads again.
+    small, _, small_peak = probe_peak_rss(100)
+    assert small.close["end"] == "closed" and small.close["reason"] == "flooded"
+    run, flooder, peak = probe_peak_rss(100000)
+    assert run.close["end"] == "closed" and run.close["reason"] == "flooded"
+    assert flooder.pongs == 100000
+    print(f"peak RSS: {small_peak} kB after 100 pings, {peak} kB after 100000 "
+          f"({flooder.unsent} bytes of pings left unread during the flood)")
+    assert peak - small_peak < 8 * 1024, f"{peak - small_peak} kB more for the flood"
 
 
 def test_client_close_before_open_aborts(server):

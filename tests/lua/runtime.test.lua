@@ -11,6 +11,14 @@ function T.modules_are_preloaded()
   assert(type(require("cjson.safe").decode) == "function")
 end
 
+function T.cpath_loads_native_code_from_absolute_directories_only()
+  -- Lua's default ends in ./?.so: a C module from whatever directory the daemon runs in.
+  assert(not package.cpath:find("./?.so", 1, true), "./?.so in " .. package.cpath)
+  for entry in package.cpath:gmatch("[^;]+") do
+    assert(entry:sub(1, 1) == "/", "relative entry " .. entry)
+  end
+end
+
 function T.json_is_the_safe_variant()
   local json = require "handoff.json"
   local v, err = json.decode("{not json")

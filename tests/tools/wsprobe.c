@@ -7,6 +7,7 @@
  *   message len=N text=<first 200 bytes, non-printable as '.'>
  *   close end=<name> code=N status=N err=N reason="..." [retry_after="..."] after_open_ms=N
  *   freed                       (the socket was freed inside a callback, no close follows)
+ *   peak-rss kb=N               (with --peak-rss, after close: the process's VmHWM)
  */
 #include "log.h"
 #include "loop.h"
@@ -32,6 +33,7 @@ struct probe {
 	bool free_on_open;
 	bool free_on_message;
 	bool close_before_open;
+	bool peak_rss;
 	long messages;
 	uint64_t opened_ms;
 };
@@ -42,6 +44,21 @@ static void print_text(const char *data, size_t len)
 
 	for (size_t i = 0; i < n; i++)
 		putchar(data[i] >= 0x20 && data[i] < 0x7f ? data[i] : '.');
+}
+
+/* The process's peak resident set (VmHWM), in kB; -1 when unknown. */
+static long peak_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmHWM:", 6) == 0)
+			kb = strtol(line + 6, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb;
 }
 
 static void finish(struct probe *p)
@@ -99,6 +116,8 @@ static void on_close(struct websocket *ws, const struct websocket_end_info *end,
 	if (end->retry_after)
 		printf(" retry_after=\"%s\"", end->retry_after);
 	printf(" after_open_ms=%lld\n", p->opened_ms ? (long long)(loop_now_ms() - p->opened_ms) : -1LL);
+	if (p->peak_rss)
+		printf("peak-rss kb=%ld\n", peak_rss_kb());
 	fflush(stdout);
 	finish(p);		/* frees the socket inside on_close, as directline.c will */
 }
@@ -116,7 +135,7 @@ static void on_close_timer(void *arg)
 
 enum { OPT_CA = 256, OPT_MAX_MESSAGE, OPT_PING, OPT_DEAD, OPT_CONNECT_TIMEOUT, OPT_CLOSE_TIMEOUT,
        OPT_HEADER, OPT_SEND, OPT_CLOSE_AFTER, OPT_CLOSE_AFTER_MS, OPT_FREE_ON_OPEN,
-       OPT_FREE_ON_MESSAGE, OPT_CLOSE_BEFORE_OPEN };
+       OPT_FREE_ON_MESSAGE, OPT_CLOSE_BEFORE_OPEN, OPT_PEAK_RSS };
 
 static const struct option long_options[] = {
 	{ "ca", required_argument, NULL, OPT_CA },
@@ -132,6 +151,7 @@ static const struct option long_options[] = {
 	{ "free-on-open", no_argument, NULL, OPT_FREE_ON_OPEN },
 	{ "free-on-message", no_argument, NULL, OPT_FREE_ON_MESSAGE },
 	{ "close-before-open", no_argument, NULL, OPT_CLOSE_BEFORE_OPEN },
+	{ "peak-rss", no_argument, NULL, OPT_PEAK_RSS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -159,6 +179,7 @@ static bool parse_option(int c, struct probe *p, struct websocket_opts *o,
 	case OPT_FREE_ON_OPEN: p->free_on_open = true; break;
 	case OPT_FREE_ON_MESSAGE: p->free_on_message = true; break;
 	case OPT_CLOSE_BEFORE_OPEN: p->close_before_open = true; break;
+	case OPT_PEAK_RSS: p->peak_rss = true; break;
 	default: return false;
 	}
 	return true;

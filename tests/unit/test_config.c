@@ -3,6 +3,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +96,11 @@ static void test_full_config(void **state)
 		   "  routes = 'routes.lua',\n"
 		   "  directline = { token_url = 'https://x.invalid/token', transport = 'polling',\n"
 		   "                 secret = os.getenv('HANDOFFD_TEST_SECRET') },\n"
-		   "  hub = { module = 'hubs.webhook', url = 'https://hub.invalid', anything = { 1, 2 } },\n"
-		   "  admin = { token = 'admintoken', allow_remote = true },\n"
+		   "  hub = { module = 'hubs.webhook', url = 'https://hub.invalid', anything = { 1, 2 },\n"
+		   "          webhook_secret = 'hook-secret', oauth = { Client_Secret = 'cs-value',\n"
+		   "          access_token = 'at-value', token_url = 'https://not.secret' } },\n"
+		   "  state = 'postgres://handoffd:db-pass@db.invalid/handoffd',\n"
+		   "  admin = { token = 'admintoken-0123456789', allow_remote = true },\n"
 		   "}\n");
 	cfg = config_load(f->path, err, sizeof(err));
 	if (!cfg)
@@ -109,11 +113,25 @@ static void test_full_config(void **state)
 	assert_string_equal(cfg->directline.transport, "polling");
 	assert_string_equal(cfg->directline.secret, "from-the-environment");
 	assert_string_equal(cfg->hub_module, "hubs.webhook");
-	assert_string_equal(cfg->admin.token, "admintoken");
+	assert_string_equal(cfg->admin.token, "admintoken-0123456789");
 	assert_true(cfg->admin.allow_remote);
 
-	const char *secrets[4];
-	assert_int_equal(config_secrets(cfg, secrets, 4), 2);
+	const char *secrets[CONFIG_SECRETS_MAX];
+	size_t n = config_secrets(cfg, secrets, CONFIG_SECRETS_MAX);
+	const char *want[] = { "from-the-environment", "hook-secret", "cs-value", "at-value",
+			       "db-pass", "admintoken-0123456789" };
+
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < 6; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < n; j++)
+			found = found || strcmp(secrets[j], want[i]) == 0;
+		if (!found)
+			fail_msg("secret %s not collected", want[i]);
+	}
+	for (size_t j = 0; j < n; j++)
+		assert_null(strstr(secrets[j], "not.secret"));
 	config_free(cfg);
 }
 
@@ -134,6 +152,10 @@ static void test_missing_keys_named(void **state)
 
 	expect_error(f, "return { listen = '127.0.0.1:1' }\n", "missing required key 'directline'");
 	expect_error(f, "return { directline = {} }\n", "missing required key 'directline.secret'");
+	expect_error(f, "return { directline = { secret = 'inline-0123456789\n  } }\n",
+		     "unfinished string near ''***'");
+	expect_error(f, "return { directline = { secret = 'abcd' },\n  admin = { token = 'short' } }\n",
+		     "key 'admin.token' must be at least 16 characters in ");
 	expect_error(f, "return { directline = { secret = 'abcd' }, hub = { url = 'x' } }\n",
 		     "key 'hub.module' must be a string");
 }
