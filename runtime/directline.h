@@ -114,6 +114,19 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len,
  * background). No callback mentions C afterwards. NULL is a no-op. */
 void directline_close(struct dl_conv *c, bool end_conversation);
 
+/* Parking (directline.park_after, parked_sync): the conversation's stream closes while it
+ * keeps its id, watermark and token; a GET from the watermark every parked_sync seconds
+ * reads what the bot says meanwhile (through on_activity as usual). An idle stream parks
+ * itself after park_after seconds without a send or an activity and wakes on the next
+ * directline_send. directline_park parks C until directline_wake (sends go out without
+ * waking it: e.g. status events while an agent has the conversation); directline_wake
+ * reopens the stream from the watermark at once. Both are no-ops on a terminal or NULL
+ * handle and never call back synchronously. */
+void directline_park(struct dl_conv *c);
+void directline_wake(struct dl_conv *c);
+/* True while C is parked, or held parked and not yet able to park (not started). */
+bool directline_parked(const struct dl_conv *c);
+
 const char *directline_key(const struct dl_conv *c);
 /* The Direct Line conversation id, or NULL before it is known. */
 const char *directline_conversation_id(const struct dl_conv *c);
@@ -125,6 +138,7 @@ const char *directline_state_name(enum dl_state s);
 struct directline_stats {
 	size_t conversations;		/* open handles */
 	size_t online, reconnecting;
+	size_t parked;			/* open handles whose stream is parked (the rest stream) */
 	unsigned connects_in_flight;	/* opens and reconnects holding a slot */
 	unsigned connects_peak;		/* the most ever held at once */
 	size_t connects_queued;		/* waiting for a slot */

@@ -37,6 +37,26 @@ static double gauge_conversations(void *arg)
 	return (double)runtime_conversations(arg);
 }
 
+static double gauge_streaming(void *arg)
+{
+	struct hd_runtime *rt = arg;
+	size_t streaming = 0, parked = 0;
+
+	if (rt->relay)
+		relay_stream_counts(rt->relay, &streaming, &parked);
+	return (double)streaming;
+}
+
+static double gauge_parked(void *arg)
+{
+	struct hd_runtime *rt = arg;
+	size_t streaming = 0, parked = 0;
+
+	if (rt->relay)
+		relay_stream_counts(rt->relay, &streaming, &parked);
+	return (double)parked;
+}
+
 static double gauge_tasks(void *arg)
 {
 	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
@@ -55,6 +75,10 @@ static int add_metrics(struct hd_runtime *rt)
 	rt->reloads_failed = metrics_counter(m, "handoffd_reloads_total", "result=\"failed\"", "Script reloads");
 	if (metrics_gauge(m, "handoffd_uptime_seconds", "Seconds since start", gauge_uptime, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_conversations", "Open conversations", gauge_conversations, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_streams", "stream=\"streaming\"",
+				 "Open Direct Line conversations by stream", gauge_streaming, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_streams", "stream=\"parked\"",
+				 "Open Direct Line conversations by stream", gauge_parked, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
 		return -ENOMEM;
@@ -144,16 +168,20 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
 	char body[2048], err[1100], when[32];
+	size_t streaming = 0, parked = 0;
 	struct tm tm;
 
 	json_text_string(err, sizeof(err), 0, rt->last_reload_error);
 	gmtime_r(&rt->last_reload_time, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (rt->relay)
+		relay_stream_counts(rt->relay, &streaming, &parked);
 	snprintf(body, sizeof(body),
 		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
+		 "\"streams\":{\"streaming\":%zu,\"parked\":%zu},"
 		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"}}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
-		 runtime_conversations(rt), script_host_generation(rt->scripts),
+		 runtime_conversations(rt), streaming, parked, script_host_generation(rt->scripts),
 		 rt->last_reload_ok ? "true" : "false", rt->last_reload_error[0] ? err : "null", when);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
