@@ -365,6 +365,7 @@ static void free_conv(struct dl_conv *c)
 	free(c->token);
 	free(c->watermark);
 	free(c->stream_url);
+	free(c->wake_boundary);
 	free(c);
 }
 
@@ -432,14 +433,16 @@ void directline_wake(struct dl_conv *c)
 {
 	if (!c || dl_done(c))
 		return;
-	c->held = false;
 	c->active_ms = loop_now_ms();
-	dl_stream_wake(c, "woken");
+	if (!c->parked)
+		c->held = false;	/* not parked yet: it will not be */
+	else
+		dl_stream_wake(c, "woken");
 }
 
-bool directline_parked(const struct dl_conv *c)
+bool directline_held(const struct dl_conv *c)
 {
-	return c->parked || c->held;
+	return c->held;
 }
 
 /* }===== */

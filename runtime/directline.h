@@ -118,14 +118,16 @@ void directline_close(struct dl_conv *c, bool end_conversation);
  * keeps its id, watermark and token; a GET from the watermark every parked_sync seconds
  * reads what the bot says meanwhile (through on_activity as usual). An idle stream parks
  * itself after park_after seconds without a send or an activity and wakes on the next
- * directline_send. directline_park parks C until directline_wake (sends go out without
- * waking it: e.g. status events while an agent has the conversation); directline_wake
- * reopens the stream from the watermark at once. Both are no-ops on a terminal or NULL
- * handle and never call back synchronously. */
+ * directline_send. directline_park holds C parked until directline_wake (sends go out
+ * without waking it: e.g. status events while an agent has the conversation);
+ * directline_wake first reads by GET what came while held, then reopens the stream from
+ * the watermark. Both are no-ops on a terminal or NULL handle and never call back
+ * synchronously. */
 void directline_park(struct dl_conv *c);
 void directline_wake(struct dl_conv *c);
-/* True while C is parked, or held parked and not yet able to park (not started). */
-bool directline_parked(const struct dl_conv *c);
+/* True from directline_park until the wake's GET has dispatched what came meanwhile: an
+ * activity dispatched while C is held was said while it was held. */
+bool directline_held(const struct dl_conv *c);
 
 const char *directline_key(const struct dl_conv *c);
 /* The Direct Line conversation id, or NULL before it is known. */

@@ -64,6 +64,9 @@ static bool one(struct dl_conv *c, const struct hd_activity *a)
 		dl->n_echoes++;
 		metrics_inc(dl->c.echoes);
 		dl_send_echo(c, a->client_activity_id.ptr, a->client_activity_id.len);
+		if (c->wake_boundary && strlen(c->wake_boundary) == a->client_activity_id.len &&
+		    memcmp(c->wake_boundary, a->client_activity_id.ptr, a->client_activity_id.len) == 0)
+			c->held = false;	/* what follows was said after the wake */
 		return false;
 	}
 	dl->n_dispatched++;

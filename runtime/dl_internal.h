@@ -181,6 +181,9 @@ struct dl_conv {
 	bool catch_up;				/* the next socket needs a GET for what it misses */
 	bool parked;				/* no socket: a GET every parked_sync instead */
 	bool held;				/* parked by directline_park: only directline_wake ends it */
+	bool waking;				/* held, woken: a GET reads what came meanwhile first */
+	char *wake_boundary;			/* clientActivityID of the first send after the wake:
+						 * what follows its echo is not held any more */
 };
 
 /* {===== directline.c */

@@ -25,6 +25,7 @@ static void resume(struct dl_conv *c);
 static void connect_stream(struct dl_conv *c);
 static void poll_now(struct dl_conv *c);
 static void start_polling(struct dl_conv *c, const char *reason);
+static void unpark(struct dl_conv *c);
 
 static bool polling_mode(const struct dl_conv *c)
 {
@@ -499,6 +500,8 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 			arm(c, c->poll_soon && !more_pages(c, n, before) ? DL_EXTRA_POLL_MS : 0);
 		else if (n < 0)
 			arm(c, dl_backoff_ms(c->dl, 1));
+		else if (c->waking)
+			unpark(c);
 		else if (!c->parked && (c->held || park_due(c)))
 			dl_stream_park(c, false, c->held ? "held" : "idle");
 		else
@@ -633,21 +636,41 @@ void dl_stream_park(struct dl_conv *c, bool hold, const char *reason)
 		arm(c, 0);
 }
 
-void dl_stream_wake(struct dl_conv *c, const char *reason)
+/* The stream reopens from the watermark; dl_stream_timer begins it from the loop. */
+static void unpark(struct dl_conv *c)
 {
-	struct directline *dl = c->dl;
-
-	if (!c->parked || dl_done(c))
-		return;
 	c->parked = false;
-	metrics_inc(dl->c.wakes);
-	log_info(dl->lg, "directline.wake", "key=\"%s\" conv=%s reason=\"%s\"", c->key, c->id, reason);
+	c->held = false;
+	c->waking = false;
+	free(c->wake_boundary);
+	c->wake_boundary = NULL;
 	/* A parked GET under way would only bring what the stream replays from the watermark. */
 	dl_http_cancel(&c->rx);
 	c->poll_soon = false;
 	c->rx_attempt = 0;
 	dl_token_wake(c);
-	c->phase = DL_PH_IDLE;	/* dl_stream_timer begins the stream from the loop */
+	c->phase = DL_PH_IDLE;
+	arm(c, 0);
+}
+
+void dl_stream_wake(struct dl_conv *c, const char *reason)
+{
+	struct directline *dl = c->dl;
+
+	if (!c->parked || c->waking || dl_done(c))
+		return;
+	metrics_inc(dl->c.wakes);
+	log_info(dl->lg, "directline.wake", "key=\"%s\" conv=%s reason=\"%s\"", c->key, c->id, reason);
+	if (!c->held) {
+		unpark(c);
+		return;
+	}
+	/* Held: what the bot said meanwhile is read by GET first and dispatched while still
+	 * held (directline_held), so the caller can tell it from what comes after the wake;
+	 * on_polled reopens the stream once the GET reached the end. */
+	c->waking = true;
+	dl_http_cancel(&c->rx);
+	c->phase = DL_PH_POLL;
 	arm(c, 0);
 }
 

@@ -519,8 +519,9 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		relay_set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
 		return;
 	}
-	if (c->state != CONV_BOT) {
-		/* An agent has the customer: what the bot still says stays with the bot. */
+	if (c->state != CONV_BOT || directline_held(dc)) {
+		/* An agent has (or had, while the stream was parked) the customer: what the
+		 * bot still says stays with the bot. */
 		metrics_inc(r->m_suppressed);
 		return;
 	}

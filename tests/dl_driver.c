@@ -131,7 +131,7 @@ static void on_activity(struct dl_conv *c, const char *key, const struct hd_acti
 	json_str(stdout, a->type.ptr, a->type.len);
 	printf(",\"role\":");
 	json_str(stdout, a->from_role.ptr, a->from_role.len);
-	printf(",\"raw\":%.*s", (int)a->raw.len, a->raw.ptr);
+	printf(",\"held\":%s,\"raw\":%.*s", directline_held(c) ? "true" : "false", (int)a->raw.len, a->raw.ptr);
 	emit_end();
 }
 

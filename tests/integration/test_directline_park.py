@@ -85,11 +85,14 @@ def test_held_park_sends_without_waking_and_wakes_on_demand(driver_factory, emu)
     ctl.wait_count(cid, "received", 1)
     assert parked(drv) == 1 and ctl.stats()["ws_accepted"] == opened, "a held park stays parked"
     drv.cmd("wake", "k1")
-    drv.wait_for(lambda e: e["ev"] == "activity" and e["raw"].get("text") == "said while an agent had it")
-    assert ctl.stats()["ws_accepted"] == opened + 1
+    held = drv.wait_for(lambda e: e["ev"] == "activity" and e["raw"].get("text") == "said while an agent had it")
+    assert held["held"], "what came while held is dispatched as held (the relay keeps it from the customer)"
+    drv.wait_log('directline.wake key="k1"')
+    ctl.wait_stat("ws_accepted", opened + 1)
     ctl.bot(cid, texts=["back on the stream"])
     check_exactly_once(drv, ctl, "k1", cid)
     assert texts(drv, "k1") == ["said while an agent had it", "back on the stream"]
+    assert not drv.activities("k1")[-1]["held"]
     assert "directline.resend" not in drv.log()
 
 
