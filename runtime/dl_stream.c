@@ -366,7 +366,10 @@ static void connect_stream(struct dl_conv *c)
 
 void dl_stream_started(struct dl_conv *c)
 {
-	if (polling_mode(c)) {
+	if (c->held) {		/* parked before it started: no socket at all */
+		dl_slot_release(c);
+		dl_stream_park(c, false, "held");
+	} else if (polling_mode(c)) {
 		dl_slot_release(c);
 		start_polling(c, c->dl->s.polling ? "polling" : "polling fallback");
 	} else {
@@ -628,6 +631,8 @@ void dl_stream_park(struct dl_conv *c, bool hold, const char *reason)
 	dl_slot_drop(c);
 	drop_socket(c);
 	dl_http_cancel(&c->rx);
+	free(c->stream_url);	/* stale by the time it wakes: a resume gets a fresh one */
+	c->stream_url = NULL;
 	c->poll_soon = false;
 	c->phase = DL_PH_POLL;
 	if (caught_up)
