@@ -495,7 +495,7 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 	n = dl_dispatch(c, res->body, res->body_len);
 	if (!dl_done(c)) {
 		c->rx_attempt = 0;
-		went_online(c, c->poll_until_ms ? "polling fallback" : "polling");
+		went_online(c, c->parked ? "parked" : c->poll_until_ms ? "polling fallback" : "polling");
 	}
 	if (!dl_done(c)) {
 		c->phase = DL_PH_POLL;

@@ -37,24 +37,23 @@ static double gauge_conversations(void *arg)
 	return (double)runtime_conversations(arg);
 }
 
-static double gauge_streaming(void *arg)
+static double count_streams(const struct hd_runtime *rt, bool want_parked)
 {
-	struct hd_runtime *rt = arg;
 	size_t streaming = 0, parked = 0;
 
 	if (rt->relay)
 		relay_stream_counts(rt->relay, &streaming, &parked);
-	return (double)streaming;
+	return (double)(want_parked ? parked : streaming);
+}
+
+static double gauge_streaming(void *arg)
+{
+	return count_streams(arg, false);
 }
 
 static double gauge_parked(void *arg)
 {
-	struct hd_runtime *rt = arg;
-	size_t streaming = 0, parked = 0;
-
-	if (rt->relay)
-		relay_stream_counts(rt->relay, &streaming, &parked);
-	return (double)parked;
+	return count_streams(arg, true);
 }
 
 static double gauge_tasks(void *arg)

@@ -4,6 +4,7 @@
  *
  *   bench_directline [-n CONVERSATIONS] [--tls] [--rounds R] [--source REPO_DIR]
  *   bench_directline -n 10000 --tls --parked 0.9 [--wakes W]
+ *   bench_directline -n 400 --tls --idle-wakes
  *
  * Phases: open N conversations and wait until all are online (time, resident memory per
  * conversation once idle); R rounds of one bot message to every conversation (latency from
@@ -19,7 +20,10 @@
  * socket) and the rest streams; resident memory once idle; then W of the parked ones
  * (default 200) are woken one after the other and sent a message at once, as the relay
  * does when a handoff ends, and the time until the bot's answer is dispatched is compared
- * with the same exchange on streaming conversations: the added latency of a wake, p50/p99. */
+ * with the same exchange on streaming conversations: the added latency of a wake, p50/p99.
+ * With --idle-wakes (park_after = 2 s), the first half of N conversations is asked while
+ * streaming, then, once all have parked on their own, the second half: the wake a
+ * customer's message causes (it reopens the stream at once; no GET first). */
 #define _GNU_SOURCE	/* memmem, strptime */
 #include "config.h"
 #include "directline.h"
@@ -275,15 +279,15 @@ static unsigned hist_pct(const struct directline_stats *st, double p)
 
 /* {===== Phases */
 
-static int write_config(const struct bench *b, const char *path, unsigned max_concurrent)
+static int write_config(const struct bench *b, const char *path, unsigned max_concurrent, double park_after)
 {
 	FILE *f = fopen(path, "w");
 
 	if (!f)
 		return -errno;
 	fprintf(f, "return { directline = { base = \"%s\", secret = \"%s\", ca_file = \"%s\",\n"
-		"  reconnect_max_concurrent = %u, reconnect_base = 1, reconnect_cap = 30, park_after = 0 } }\n",
-		b->base, b->secret, b->ca, max_concurrent);
+		"  reconnect_max_concurrent = %u, reconnect_base = 1, reconnect_cap = 30, park_after = %g } }\n",
+		b->base, b->secret, b->ca, max_concurrent, park_after);
 	fclose(f);
 	return 0;
 }
@@ -410,7 +414,7 @@ static void phase_wakes(struct bench *b, size_t wakes)
 	double *woken = calloc(wakes + 1, sizeof(double)), *streaming = calloc(wakes + 1, sizeof(double));
 	size_t nw, ns;
 
-	if (!woken || !streaming || b->parked == b->n) {
+	if (!woken || !streaming || b->parked == b->n || wakes == 0) {
 		free(woken);
 		free(streaming);
 		return;
@@ -425,6 +429,33 @@ static void phase_wakes(struct bench *b, size_t wakes)
 	       pct(woken, nw, 0.99) - pct(streaming, ns, 0.99));
 	free(woken);
 	free(streaming);
+}
+
+static void phase_idle_wakes(struct bench *b)
+{
+	size_t half = b->n / 2, ns, nw;
+	double *streaming = calloc(half + 1, sizeof(double)), *woken = calloc(half + 1, sizeof(double));
+	struct directline_stats st;
+
+	if (!streaming || !woken) {
+		free(streaming);
+		free(woken);
+		return;
+	}
+	ns = ask(b, 0, half, false, streaming);
+	do {
+		idle_for(b, 500);
+		directline_get_stats(b->dl, &st);
+	} while (st.parked < b->n);
+	nw = ask(b, half, half, false, woken);
+	printf("answer after a question, streaming: n=%zu p50_ms=%.2f p99_ms=%.2f\n", ns, pct(streaming, ns, 0.5),
+	       pct(streaming, ns, 0.99));
+	printf("answer after a question that wakes an idle-parked conversation: n=%zu p50_ms=%.2f p99_ms=%.2f\n",
+	       nw, pct(woken, nw, 0.5), pct(woken, nw, 0.99));
+	printf("idle wake: added latency p50_ms=%.2f p99_ms=%.2f\n", pct(woken, nw, 0.5) - pct(streaming, ns, 0.5),
+	       pct(woken, nw, 0.99) - pct(streaming, ns, 0.99));
+	free(streaming);
+	free(woken);
 }
 
 static void phase_storm(struct bench *b, unsigned rounds)
@@ -500,6 +531,7 @@ struct args {
 	double parked;		/* --parked: fraction held parked; < 0: the classic phases */
 	size_t wakes;
 	bool tls;
+	bool idle_wakes;
 };
 
 static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
@@ -524,7 +556,11 @@ static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
 			a->parked = atof(argv[++i]);
 		else if (strcmp(argv[i], "--wakes") == 0 && i + 1 < argc)
 			a->wakes = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--idle-wakes") == 0)
+			a->idle_wakes = true;
 	}
+	if (a->idle_wakes)
+		a->parked = 0;	/* everything streams until it parks on its own */
 }
 
 /* The emulator's addresses, and the client's settings through the real config loader. */
@@ -540,7 +576,7 @@ static struct config *emulator_config(struct bench *b, const struct args *a, con
 	    info_field(info, "ca_file", b->ca, sizeof(b->ca)) < 0)
 		return NULL;
 	fd = mkstemp(path);
-	if (fd >= 0 && write_config(b, path, a->max_concurrent) == 0)
+	if (fd >= 0 && write_config(b, path, a->max_concurrent, a->idle_wakes ? 2 : 0) == 0)
 		cfg = config_load(path, err, sizeof(err));
 	if (fd >= 0) {
 		close(fd);
@@ -619,7 +655,10 @@ int main(int argc, char **argv)
 
 		snprintf(body, sizeof(body), "{\"connect_rate_limit\":%u}", a.rate_limit);
 		control(&b, "/settings", body);
-		if (a.parked >= 0) {
+		if (a.idle_wakes) {
+			phase_open_parked(&b);
+			phase_idle_wakes(&b);
+		} else if (a.parked >= 0) {
 			phase_open_parked(&b);
 			phase_wakes(&b, a.wakes);
 		} else {

@@ -8,15 +8,7 @@ test. Waits are on events, log lines and the emulator's counters, never on fixed
 """
 import pytest
 
-from dldriver import (check_exactly_once, check_received, driver_factory, emu,  # noqa: F401
-                      spawn, texts)
-
-
-@pytest.fixture(scope="module")
-def short_emu():
-    """Tokens live 3 s: a parked conversation outlives several of them."""
-    with spawn(token_ttl=3) as e:
-        yield e
+from dldriver import check_exactly_once, check_received, driver_factory, emu, short_emu, texts  # noqa: F401
 
 
 def said(drv, key):
@@ -43,7 +35,8 @@ def test_idle_stream_parks_and_a_send_wakes_it(driver_factory, emu):
     drv.send("k1", "t1", "hello after a nap")
     assert drv.sent("t1")["err"] == 0
     drv.wait_for(lambda e: e["ev"] == "activity" and e["raw"].get("text") == "You said: hello after a nap")
-    assert ctl.stats()["ws_accepted"] == opened + 1, "the stream was reopened"
+    ctl.wait_stat("ws_accepted", opened + 1)    # the stream was reopened
+    assert ctl.stats()["ws_accepted"] == opened + 1
     assert parked(drv) == 0
     check_exactly_once(drv, ctl, "k1", cid)
     check_received(ctl, cid, ["hello after a nap"])

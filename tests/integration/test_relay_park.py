@@ -75,7 +75,7 @@ def test_agent_parks_the_stream_and_completion_wakes_it(make_env):
     msgs = hub.wait_messages("c-1", 3, timeout=20)
     assert texts(msgs)[-1] == "You said: thanks, one more question"
     assert "the bot while the agent has it" not in texts(hub.messages("c-1")), "it stays with the bot"
-    assert env.emu.ctl.stats()["ws_accepted"] > accepted, "the stream reopened"
+    env.emu.ctl.wait_stat("ws_accepted", accepted + 1)   # the stream reopened
     assert healthz(env.port)["streams"] == {"streaming": 1, "parked": 0}
     got = [a.get("text") or a["value"]["state"] for a in env.bot_received("c-1")]
     assert got == ["I need a human", "accepted", "completed", "thanks, one more question"]
