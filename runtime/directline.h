@@ -62,7 +62,7 @@ struct directline_callbacks {
 	 * call only. */
 	void (*on_activity)(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg);
 	/* A state change with a short, stable reason ("started", "stream lost", "collision",
-	 * "endOfConversation", "not found", "token expired", "closed", ...). */
+	 * "parked", "endOfConversation", "not found", "token expired", "closed", ...). */
 	void (*on_state)(struct dl_conv *c, const char *key, enum dl_state state, const char *reason,
 			 void *arg);
 	/* The conversation id, the token or the watermark changed. The watermark changes only

@@ -623,6 +623,11 @@ void dl_stream_park(struct dl_conv *c, bool hold, const char *reason)
 
 	if (hold)
 		c->held = true;
+	if (hold && c->waking) {	/* held again before the wake finished: stay parked */
+		c->waking = false;
+		free(c->wake_boundary);
+		c->wake_boundary = NULL;
+	}
 	if (c->parked || dl_done(c) || !c->started || !c->id)
 		return;		/* not started yet: ws_open or on_polled parks it (held) */
 	c->parked = true;
