@@ -66,6 +66,8 @@ static const struct config_key directline_keys[] = {
 	{ "poll_interval", KEY_NUMBER, false, FIELD(directline.poll_interval), NULL },
 	{ "liveness", KEY_NUMBER, false, FIELD(directline.liveness), NULL },
 	{ "idle_sync", KEY_NUMBER, false, FIELD(directline.idle_sync), NULL },
+	{ "park_after", KEY_NUMBER, false, FIELD(directline.park_after), NULL },
+	{ "parked_sync", KEY_NUMBER, false, FIELD(directline.parked_sync), NULL },
 	{ "reconnect_max_concurrent", KEY_NUMBER, false, FIELD(directline.reconnect_max_concurrent), NULL },
 	{ "reconnect_base", KEY_NUMBER, false, FIELD(directline.reconnect_base), NULL },
 	{ "reconnect_cap", KEY_NUMBER, false, FIELD(directline.reconnect_cap), NULL },
@@ -356,6 +358,8 @@ static void preset_numbers(struct config *cfg)
 	cfg->directline.poll_interval = CONFIG_DEFAULT_DL_POLL_INTERVAL;
 	cfg->directline.liveness = CONFIG_DEFAULT_DL_LIVENESS;
 	cfg->directline.idle_sync = 300;	/* directline.md 7.11: reconcile idle streams every few minutes */
+	cfg->directline.park_after = 60;	/* idle sockets cost memory and carry nothing */
+	cfg->directline.parked_sync = 300;	/* what the bot says on its own still arrives */
 	cfg->directline.reconnect_max_concurrent = CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT;
 	cfg->directline.reconnect_base = CONFIG_DEFAULT_DL_RECONNECT_BASE;
 	cfg->directline.reconnect_cap = CONFIG_DEFAULT_DL_RECONNECT_CAP;
@@ -396,6 +400,8 @@ static int check_directline_numbers(struct loader *ld, const struct config_direc
 		return fail(ld, "poll_interval", "key 'directline.poll_interval' must be at least 0.1 seconds");
 	if (dl->idle_sync < 0)
 		return fail(ld, "idle_sync", "key 'directline.idle_sync' must not be negative");
+	if (dl->park_after < 0 || dl->parked_sync < 0)
+		return fail(ld, "park_after", "keys 'directline.park_after' and 'parked_sync' must not be negative");
 	if (dl->liveness < 0.5)
 		return fail(ld, "liveness", "key 'directline.liveness' must be at least 0.5 seconds");
 	if (dl->reconnect_max_concurrent < 1 || dl->reconnect_max_concurrent > 100000 ||

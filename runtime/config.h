@@ -24,6 +24,8 @@ struct config_directline {
 	double poll_interval;	/* seconds between polls when idle */
 	double liveness;	/* seconds of silence that declare a stream dead */
 	double idle_sync;	/* seconds without activities before a catch-up GET; 0: never */
+	double park_after;	/* seconds without activity before the stream is parked; 0: never */
+	double parked_sync;	/* seconds between GETs of a parked conversation; 0: never */
 	double reconnect_max_concurrent;	/* opens + reconnects in flight, all conversations */
 	double reconnect_base;	/* seconds: first backoff window, doubled per failure */
 	double reconnect_cap;	/* seconds: largest backoff window */

@@ -85,6 +85,8 @@ static int copy_settings(struct dl_settings *s, const struct config_directline *
 	s->poll_ms = ms(cfg->poll_interval);
 	s->liveness_ms = ms(cfg->liveness);
 	s->idle_sync_ms = ms(cfg->idle_sync);
+	s->park_after_ms = ms(cfg->park_after);
+	s->parked_sync_ms = ms(cfg->parked_sync);
 	s->reconnect_base_ms = ms(cfg->reconnect_base);
 	s->reconnect_cap_ms = ms(cfg->reconnect_cap);
 	s->post_timeout_ms = ms(cfg->post_timeout);
@@ -144,6 +146,8 @@ static void add_counters(struct directline *dl)
 	COUNTER(sends_failed, "sends_total", "result=\"failed\"", "Activities sent");
 	COUNTER(bad_payloads, "bad_payloads_total", NULL, "Malformed stream or GET payloads");
 	COUNTER(polling_fallbacks, "polling_fallbacks_total", NULL, "Streams replaced by polling");
+	COUNTER(parks, "parks_total", NULL, "Streams parked (closed while the conversation stays open)");
+	COUNTER(wakes, "wakes_total", NULL, "Parked conversations woken (stream reopened)");
 	for (int s = 0; s <= DL_STATE_FAILED; s++) {
 		snprintf(label, sizeof(label), "state=\"%s\"", state_names[s]);
 		COUNTER(state[s], "state_changes_total", label, "Conversation state changes");
@@ -243,6 +247,7 @@ void directline_get_stats(const struct directline *dl, struct directline_stats *
 		out->conversations++;
 		out->online += c->state == DL_STATE_ONLINE;
 		out->reconnecting += c->state == DL_STATE_RECONNECTING;
+		out->parked += c->parked && !dl_done(c);
 	}
 	out->connects_in_flight = dl->connecting;
 	out->connects_peak = dl->connects_peak;
@@ -316,6 +321,7 @@ struct dl_conv *directline_open(struct directline *dl, const char *key, const st
 		return NULL;
 	c->dl = dl;
 	c->state = DL_STATE_CONNECTING;
+	c->active_ms = loop_now_ms();
 	c->next = dl->all;
 	if (dl->all)
 		dl->all->prev = c;
@@ -359,6 +365,7 @@ static void free_conv(struct dl_conv *c)
 	free(c->token);
 	free(c->watermark);
 	free(c->stream_url);
+	free(c->wake_boundary);
 	free(c);
 }
 
@@ -414,6 +421,28 @@ const char *directline_conversation_id(const struct dl_conv *c)
 enum dl_state directline_state(const struct dl_conv *c)
 {
 	return (enum dl_state)c->state;
+}
+
+void directline_park(struct dl_conv *c)
+{
+	if (c && !dl_done(c))
+		dl_stream_park(c, true, "held");
+}
+
+void directline_wake(struct dl_conv *c)
+{
+	if (!c || dl_done(c))
+		return;
+	c->active_ms = loop_now_ms();
+	if (!c->parked)
+		c->held = false;	/* not parked yet: it will not be */
+	else
+		dl_stream_wake(c, "woken");
+}
+
+bool directline_held(const struct dl_conv *c)
+{
+	return c->held;
 }
 
 /* }===== */
@@ -549,6 +578,12 @@ void dl_slot_release(struct dl_conv *c)
 	c->has_slot = false;
 	c->dl->connecting--;
 	grant(c->dl);
+}
+
+void dl_slot_drop(struct dl_conv *c)
+{
+	unqueue(c);
+	dl_slot_release(c);
 }
 
 void dl_slot_done(struct dl_conv *c)

@@ -62,7 +62,7 @@ struct directline_callbacks {
 	 * call only. */
 	void (*on_activity)(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg);
 	/* A state change with a short, stable reason ("started", "stream lost", "collision",
-	 * "endOfConversation", "not found", "token expired", "closed", ...). */
+	 * "parked", "endOfConversation", "not found", "token expired", "closed", ...). */
 	void (*on_state)(struct dl_conv *c, const char *key, enum dl_state state, const char *reason,
 			 void *arg);
 	/* The conversation id, the token or the watermark changed. The watermark changes only
@@ -114,6 +114,21 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len,
  * background). No callback mentions C afterwards. NULL is a no-op. */
 void directline_close(struct dl_conv *c, bool end_conversation);
 
+/* Parking (directline.park_after, parked_sync): the conversation's stream closes while it
+ * keeps its id, watermark and token; a GET from the watermark every parked_sync seconds
+ * reads what the bot says meanwhile (through on_activity as usual). An idle stream parks
+ * itself after park_after seconds without a send or an activity and wakes on the next
+ * directline_send. directline_park holds C parked until directline_wake (sends go out
+ * without waking it: e.g. status events while an agent has the conversation);
+ * directline_wake first reads by GET what came while held, then reopens the stream from
+ * the watermark. Both are no-ops on a terminal or NULL handle and never call back
+ * synchronously. */
+void directline_park(struct dl_conv *c);
+void directline_wake(struct dl_conv *c);
+/* True from directline_park until the wake's GET has dispatched what came meanwhile: an
+ * activity dispatched while C is held was said while it was held. */
+bool directline_held(const struct dl_conv *c);
+
 const char *directline_key(const struct dl_conv *c);
 /* The Direct Line conversation id, or NULL before it is known. */
 const char *directline_conversation_id(const struct dl_conv *c);
@@ -125,6 +140,7 @@ const char *directline_state_name(enum dl_state s);
 struct directline_stats {
 	size_t conversations;		/* open handles */
 	size_t online, reconnecting;
+	size_t parked;			/* open handles whose stream is parked (the rest stream) */
 	unsigned connects_in_flight;	/* opens and reconnects holding a slot */
 	unsigned connects_peak;		/* the most ever held at once */
 	size_t connects_queued;		/* waiting for a slot */

@@ -9,6 +9,7 @@
 #include "dl_internal.h"
 
 #include "log.h"
+#include "loop.h"
 #include "metrics.h"
 
 #include <handoffd/activity.h>
@@ -58,10 +59,14 @@ static bool one(struct dl_conv *c, const struct hd_activity *a)
 		metrics_inc(dl->c.duplicates);
 		return false;
 	}
+	c->active_ms = loop_now_ms();	/* something new: not idle (park_after) */
 	if (a->client_activity_id.ptr && dl_send_is_ours(dl, a->client_activity_id.ptr, a->client_activity_id.len)) {
 		dl->n_echoes++;
 		metrics_inc(dl->c.echoes);
 		dl_send_echo(c, a->client_activity_id.ptr, a->client_activity_id.len);
+		if (c->wake_boundary && strlen(c->wake_boundary) == a->client_activity_id.len &&
+		    memcmp(c->wake_boundary, a->client_activity_id.ptr, a->client_activity_id.len) == 0)
+			c->held = false;	/* what follows was said after the wake */
 		return false;
 	}
 	dl->n_dispatched++;

@@ -56,6 +56,8 @@ struct dl_settings {
 	bool polling, regional_discovery, greeting, status_events;
 	uint32_t poll_ms, liveness_ms, reconnect_base_ms, reconnect_cap_ms;
 	uint32_t idle_sync_ms;			/* 0: no catch-up GET on an idle stream */
+	uint32_t park_after_ms;			/* 0: never park an idle stream */
+	uint32_t parked_sync_ms;		/* 0: no GET while parked */
 	uint32_t post_timeout_ms, echo_grace_ms;
 	unsigned max_concurrent;
 	double token_refresh;
@@ -67,6 +69,7 @@ struct dl_counters {
 	uint64_t *dispatched, *duplicates, *echoes, *reconnects, *collisions, *throttled;
 	uint64_t *refresh_ok, *refresh_failed, *reacquired, *echo_timeouts, *resends;
 	uint64_t *sends_ok, *sends_failed, *bad_payloads, *polling_fallbacks;
+	uint64_t *parks, *wakes;
 	uint64_t *state[DL_STATE_FAILED + 1];
 };
 
@@ -150,6 +153,8 @@ struct dl_conv {
 	struct websocket *ws;
 	uint64_t ws_opened_ms;
 	uint64_t poll_until_ms;			/* websocket mode fell back to polling until then */
+	uint64_t active_ms;			/* last send or dispatched activity: park_after counts from it */
+	uint64_t stream_quiet_ms;		/* since then the stream delivered nothing: idle_sync counts from it */
 	struct dl_req rx;			/* acquire, start, resume or poll */
 	struct dl_req sync;			/* catch-up GET beside the stream */
 	struct dl_req tok;			/* refresh or re-acquire */
@@ -174,6 +179,11 @@ struct dl_conv {
 	bool ever_online;			/* a later ONLINE is a reconnect */
 	bool poll_soon;				/* polling: GET again shortly after this one */
 	bool catch_up;				/* the next socket needs a GET for what it misses */
+	bool parked;				/* no socket: a GET every parked_sync instead */
+	bool held;				/* parked by directline_park: only directline_wake ends it */
+	bool waking;				/* held, woken: a GET reads what came meanwhile first */
+	char *wake_boundary;			/* clientActivityID of the first send after the wake:
+						 * what follows its echo is not held any more */
 };
 
 /* {===== directline.c */
@@ -190,6 +200,8 @@ void dl_persist(struct dl_conv *c);
 /* The global cap on opens and reconnects: dl_stream_slot_granted() runs when C may go. */
 void dl_slot_request(struct dl_conv *c);
 void dl_slot_release(struct dl_conv *c);
+/* Leaves the queue for a slot too: C does not need one any more (parked). */
+void dl_slot_drop(struct dl_conv *c);
 /* A connect succeeded: releases the slot and lets the limit grow back by one. */
 void dl_slot_done(struct dl_conv *c);
 /* The service throttles connects (429): no slot is granted to anyone for MS and the limit
@@ -260,6 +272,8 @@ int dl_token_parse(struct directline *dl, const struct http_response *res, struc
 /* Discovers the regional base when configured; conversations wait for it. */
 void dl_token_discover(struct directline *dl);
 void dl_token_stop(struct dl_conv *c);
+/* A parked conversation woke: refresh its token again (skipped while parked with a secret). */
+void dl_token_wake(struct dl_conv *c);
 /* }===== */
 
 /* {===== dl_stream.c */
@@ -282,6 +296,11 @@ void dl_stream_sync(struct dl_conv *c);
 /* Polling: a send just finished, poll again soon. */
 void dl_stream_poll_soon(struct dl_conv *c);
 void dl_stream_stop(struct dl_conv *c);
+/* Parking: the socket (or the polling) stops, the conversation keeps its id, watermark and
+ * token and is read by a GET every parked_sync. HOLD: only dl_stream_wake ends it (else a
+ * send does). Waking reopens the stream from the watermark at once. */
+void dl_stream_park(struct dl_conv *c, bool hold, const char *reason);
+void dl_stream_wake(struct dl_conv *c, const char *reason);
 /* }===== */
 
 /* {===== dl_dispatch.c */

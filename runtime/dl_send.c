@@ -253,6 +253,11 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl
 		c->tx_head = s;
 	c->tx_tail = s;
 	c->tx_count++;
+	c->active_ms = loop_now_ms();
+	if (c->parked && !c->held)
+		dl_stream_wake(c, "send");	/* the bot's answer comes on the stream at once */
+	else if (c->waking && !c->wake_boundary)
+		c->wake_boundary = strdup(s->client_id);	/* out of memory: held a little longer */
 	/* From the loop: a kick may find the token gone for good and end the conversation,
 	 * and its callbacks must not run inside this call. */
 	if (!c->tx.t && dl_timer(c, &c->tx_timer, on_tx_timer) && !loop_timer_pending(c->tx_timer))

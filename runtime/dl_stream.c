@@ -4,8 +4,10 @@
  * fresh streamUrl; one WebSocket per conversation (websocket.c does the socket and the
  * liveness checks); polling GET /activities as the configured transport or as a fallback
  * when sockets cannot be opened; reconnecting after any loss with full-jitter backoff and
- * Retry-After; and catch-up GETs beside the stream. Every payload received goes to
- * dl_dispatch(); what is in it is not this file's business. */
+ * Retry-After; catch-up GETs beside the stream; and parking: an idle stream (or one the
+ * caller holds parked) is closed and replaced by a GET every parked_sync, and reopened from
+ * the watermark on wake. Every payload received goes to dl_dispatch(); what is in it is
+ * not this file's business. */
 #include "dl_internal.h"
 
 #include "http_client.h"
@@ -23,6 +25,7 @@ static void resume(struct dl_conv *c);
 static void connect_stream(struct dl_conv *c);
 static void poll_now(struct dl_conv *c);
 static void start_polling(struct dl_conv *c, const char *reason);
+static void unpark(struct dl_conv *c);
 
 static bool polling_mode(const struct dl_conv *c)
 {
@@ -35,6 +38,45 @@ static void arm(struct dl_conv *c, uint64_t delay_ms)
 {
 	if (dl_timer(c, &c->rx_timer, dl_stream_timer))
 		loop_timer_start(c->rx_timer, delay_ms, 0);
+}
+
+/* park_after ran out: nothing sent (or waiting to be sent) and nothing received. */
+static bool park_due(const struct dl_conv *c)
+{
+	uint32_t after = c->dl->s.park_after_ms;
+
+	return after && !c->tx_head && loop_now_ms() - c->active_ms >= after;
+}
+
+/* An open stream's one timer serves two deadlines: the catch-up GET after idle_sync
+ * without activities, and parking after park_after without a send or an activity. Both
+ * move on with traffic, which does not re-arm the timer: it looks again when it fires. */
+static void arm_stream(struct dl_conv *c)
+{
+	const struct dl_settings *s = &c->dl->s;
+	uint64_t now = loop_now_ms(), at = UINT64_MAX;
+
+	if (s->idle_sync_ms)
+		at = c->stream_quiet_ms + s->idle_sync_ms;
+	if (s->park_after_ms && c->active_ms + s->park_after_ms < at)
+		at = c->active_ms + s->park_after_ms;
+	if (at == UINT64_MAX) {
+		if (c->rx_timer)
+			loop_timer_stop(c->rx_timer);
+		return;
+	}
+	arm(c, at > now ? at - now : 0);
+}
+
+/* Polling (or parked): the next GET after the usual wait; parked with parked_sync 0, none. */
+static void arm_next_poll(struct dl_conv *c)
+{
+	uint32_t wait = c->parked ? c->dl->s.parked_sync_ms : c->dl->s.poll_ms;
+
+	if (wait)
+		arm(c, wait);
+	else if (c->rx_timer)
+		loop_timer_stop(c->rx_timer);
 }
 
 static void drop_socket(struct dl_conv *c)
@@ -103,10 +145,18 @@ void dl_stream_timer(void *arg)
 		dl_stream_begin(c);
 		break;
 	case DL_PH_STREAM:
+		if (park_due(c)) {
+			dl_stream_park(c, false, "idle");
+			break;
+		}
 		/* Sockets have stayed open while delivering nothing: after a quiet spell, ask
 		 * by GET what came after our watermark (dedupe drops what the socket gave). */
-		dl_stream_sync(c);
-		arm(c, c->dl->s.idle_sync_ms);
+		if (c->dl->s.idle_sync_ms && loop_now_ms() - c->stream_quiet_ms >= c->dl->s.idle_sync_ms) {
+			c->stream_quiet_ms = loop_now_ms();
+			dl_stream_sync(c);
+		}
+		if (!dl_done(c) && c->phase == DL_PH_STREAM)
+			arm_stream(c);
 		break;
 	default:
 		break;
@@ -118,13 +168,20 @@ void dl_stream_begin(struct dl_conv *c)
 {
 	if (dl_done(c))
 		return;
+	if (c->parked) {	/* parked: a GET instead of a socket */
+		poll_now(c);
+		return;
+	}
 	c->phase = DL_PH_QUEUED;
 	dl_slot_request(c);
 }
 
 void dl_stream_slot_granted(struct dl_conv *c)
 {
-	if (!c->started) {
+	if (c->parked) {
+		dl_slot_release(c);
+		poll_now(c);
+	} else if (!c->started) {
 		dl_token_start(c);
 	} else if (!dl_token_valid(c)) {
 		dl_slot_release(c);	/* a slow re-acquisition must not hold a slot */
@@ -172,8 +229,17 @@ static void ws_open(struct websocket *ws, void *arg)
 	c->stream_url = NULL;
 	dl_slot_done(c);
 	went_online(c, "stream open");
-	if (c->dl->s.idle_sync_ms)
-		arm(c, c->dl->s.idle_sync_ms);
+	if (dl_done(c)) {
+		dl_release(c);
+		return;
+	}
+	if (c->held) {		/* parked before it could be: now it can */
+		dl_stream_park(c, false, "held");
+		dl_release(c);
+		return;
+	}
+	c->stream_quiet_ms = loop_now_ms();
+	arm_stream(c);
 	/* A resume without a watermark could not say where to replay from: catch up by GET
 	 * from the start (dedupe drops what was already delivered). */
 	if (!dl_done(c) && c->catch_up) {
@@ -194,8 +260,8 @@ static void ws_message(struct websocket *ws, const char *data, size_t len, void 
 	n = dl_dispatch(c, data, len);
 	if (n == -EPROTO && !dl_done(c))
 		dl_stream_sync(c);	/* a payload we could not read: reconcile by GET */
-	else if (n > 0 && !dl_done(c) && c->phase == DL_PH_STREAM && c->dl->s.idle_sync_ms)
-		arm(c, c->dl->s.idle_sync_ms);	/* not idle: push the catch-up back */
+	else if (n > 0)
+		c->stream_quiet_ms = loop_now_ms();	/* not idle: the catch-up moves back */
 	dl_release(c);
 }
 
@@ -319,7 +385,10 @@ static void connect_stream(struct dl_conv *c)
 
 void dl_stream_started(struct dl_conv *c)
 {
-	if (polling_mode(c)) {
+	if (c->held) {		/* parked before it started: no socket at all */
+		dl_slot_release(c);
+		dl_stream_park(c, false, "held");
+	} else if (polling_mode(c)) {
 		dl_slot_release(c);
 		start_polling(c, c->dl->s.polling ? "polling" : "polling fallback");
 	} else {
@@ -445,14 +514,20 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 	n = dl_dispatch(c, res->body, res->body_len);
 	if (!dl_done(c)) {
 		c->rx_attempt = 0;
-		went_online(c, c->poll_until_ms ? "polling fallback" : "polling");
+		went_online(c, c->parked ? "parked" : c->poll_until_ms ? "polling fallback" : "polling");
 	}
 	if (!dl_done(c)) {
 		c->phase = DL_PH_POLL;
 		if (more_pages(c, n, before) || (c->poll_soon && n >= 0))
 			arm(c, c->poll_soon && !more_pages(c, n, before) ? DL_EXTRA_POLL_MS : 0);
+		else if (n < 0)
+			arm(c, dl_backoff_ms(c->dl, 1));
+		else if (c->waking)
+			unpark(c);
+		else if (!c->parked && (c->held || park_due(c)))
+			dl_stream_park(c, false, c->held ? "held" : "idle");
 		else
-			arm(c, n < 0 ? dl_backoff_ms(c->dl, 1) : c->dl->s.poll_ms);
+			arm_next_poll(c);
 		c->poll_soon = false;
 	}
 	free(before);
@@ -461,17 +536,20 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 static void poll_now(struct dl_conv *c)
 {
 	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
+	enum dl_cred cred = DL_CRED_TOKEN;
 
 	c->phase = DL_PH_POLL;
 	if (c->rx.t)
 		return;
-	if (!dl_token_valid(c)) {
+	if (!dl_token_valid(c) && c->parked && c->dl->s.secret) {
+		cred = DL_CRED_SECRET;	/* a parked look needs no token; waking gets one */
+	} else if (!dl_token_valid(c)) {
 		c->phase = DL_PH_WAIT_TOKEN;
 		dl_token_reacquire(c);
 		return;
 	}
 	if (conv_path(c, "/activities", path, sizeof(path)) < 0 ||
-	    dl_http(c, &c->rx, "GET", path, DL_CRED_TOKEN, NULL, 0, DL_REST_TIMEOUT_MS, on_polled) < 0) {
+	    dl_http(c, &c->rx, "GET", path, cred, NULL, 0, DL_REST_TIMEOUT_MS, on_polled) < 0) {
 		arm(c, dl_backoff_ms(c->dl, c->rx_attempt++ + 1));
 	}
 }
@@ -549,6 +627,80 @@ void dl_stream_sync(struct dl_conv *c)
 		return;
 	}
 	sync_page(c);
+}
+
+/* }===== */
+
+/* {===== Parking */
+
+void dl_stream_park(struct dl_conv *c, bool hold, const char *reason)
+{
+	struct directline *dl = c->dl;
+	/* From an open stream (or a poll just done) nothing was missed: the first GET waits
+	 * parked_sync. From anywhere else (resuming, reconnecting) it goes at once. */
+	bool caught_up = c->phase == DL_PH_STREAM || c->phase == DL_PH_POLL;
+
+	if (hold)
+		c->held = true;
+	if (hold && c->waking) {	/* held again before the wake finished: stay parked */
+		c->waking = false;
+		free(c->wake_boundary);
+		c->wake_boundary = NULL;
+	}
+	if (c->parked || dl_done(c) || !c->started || !c->id)
+		return;		/* not started yet: ws_open or on_polled parks it (held) */
+	c->parked = true;
+	metrics_inc(dl->c.parks);
+	log_info(dl->lg, "directline.park", "key=\"%s\" conv=%s reason=\"%s\"", c->key, c->id, reason);
+	dl_slot_drop(c);
+	drop_socket(c);
+	dl_http_cancel(&c->rx);
+	free(c->stream_url);	/* stale by the time it wakes: a resume gets a fresh one */
+	c->stream_url = NULL;
+	c->poll_soon = false;
+	c->phase = DL_PH_POLL;
+	if (caught_up)
+		arm_next_poll(c);
+	else
+		arm(c, 0);
+}
+
+/* The stream reopens from the watermark; dl_stream_timer begins it from the loop. */
+static void unpark(struct dl_conv *c)
+{
+	c->parked = false;
+	c->held = false;
+	c->waking = false;
+	free(c->wake_boundary);
+	c->wake_boundary = NULL;
+	/* A parked GET under way would only bring what the stream replays from the watermark. */
+	dl_http_cancel(&c->rx);
+	c->poll_soon = false;
+	c->rx_attempt = 0;
+	dl_token_wake(c);
+	c->phase = DL_PH_IDLE;
+	arm(c, 0);
+}
+
+void dl_stream_wake(struct dl_conv *c, const char *reason)
+{
+	struct directline *dl = c->dl;
+
+	if (!c->parked || c->waking || dl_done(c))
+		return;
+	metrics_inc(dl->c.wakes);
+	log_info(dl->lg, "directline.wake", "key=\"%s\" conv=%s reason=\"%s\"", c->key, c->id, reason);
+	if (!c->held) {
+		unpark(c);
+		return;
+	}
+	/* Held: what the bot said meanwhile is read by GET first and dispatched while still
+	 * held (directline_held), so the caller can tell it from what comes after the wake;
+	 * on_polled reopens the stream once the GET reached the end. */
+	c->waking = true;
+	dl_http_cancel(&c->rx);
+	c->phase = DL_PH_POLL;
+	arm(c, 0);
 }
 
 /* }===== */

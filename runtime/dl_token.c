@@ -175,6 +175,15 @@ bool dl_token_valid(const struct dl_conv *c)
 	return c->token && !c->token_bad && loop_now_ms() + TOKEN_MARGIN_MS < c->token_expires_ms;
 }
 
+void dl_token_wake(struct dl_conv *c)
+{
+	uint64_t now = loop_now_ms();
+
+	/* The refresh skipped while parked: due again if the token still lives. */
+	if (dl_token_valid(c) && !c->tok.t && !(c->tok_timer && loop_timer_pending(c->tok_timer)))
+		schedule_refresh(c, c->token_expires_ms - now);
+}
+
 void dl_token_stop(struct dl_conv *c)
 {
 	dl_http_cancel(&c->tok);
@@ -429,7 +438,9 @@ static void on_tok_timer(void *arg)
 	struct dl_conv *c = arg;
 
 	dl_hold(c);
-	if (dl_done(c) || c->tok.t) {
+	if (dl_done(c) || c->tok.t || (c->parked && c->dl->s.secret && !c->token_bad)) {
+		/* Parked with a secret: no refreshes; a token is re-acquired when it wakes (or
+		 * sends). Other credentials cannot do that, so their tokens are refreshed. */
 		dl_release(c);
 		return;
 	}

@@ -77,14 +77,19 @@ void relay_save(struct relay *r, struct conversation *c)
 	store_conv_put(r->store, &sc);
 }
 
+static void park_for_state(struct conversation *c, enum conv_state from);
+
 void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
 {
+	enum conv_state from = c->state;
+
 	if (c->state == s)
 		return;
 	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
 		 conv_state_name(c->state), conv_state_name(s), why);
 	c->state = s;
 	relay_save(r, c);
+	park_for_state(c, from);
 }
 
 /* Puts channelData.handoffd = MARKER into a message for the bot, so that the echo of a
@@ -183,6 +188,17 @@ static void forget_dl(struct conversation *c)
 	c->held_nseen = 0;
 }
 
+/* Parking: while an agent has the conversation the bot is silent by design, so its stream
+ * is parked (what the bot says on its own still comes, by GET); it reopens when the bot
+ * has the conversation again. Idle conversations park themselves (directline.park_after). */
+static void park_for_state(struct conversation *c, enum conv_state from)
+{
+	if (c->dl && c->state == CONV_AGENT)
+		directline_park(c->dl);
+	else if (c->dl && from == CONV_AGENT && c->state == CONV_BOT)
+		directline_wake(c->dl);
+}
+
 static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 {
 	struct dl_persist resume = {
@@ -191,8 +207,10 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 		.nseen = c->nseen,
 	};
 
-	if (!c->dl)
+	if (!c->dl) {
 		c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL);
+		park_for_state(c, c->state);
+	}
 	return c->dl;
 }
 
@@ -501,8 +519,9 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		relay_set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
 		return;
 	}
-	if (c->state != CONV_BOT) {
-		/* An agent has the customer: what the bot still says stays with the bot. */
+	if (c->state != CONV_BOT || directline_held(dc)) {
+		/* An agent has (or had, while the stream was parked) the customer: what the
+		 * bot still says stays with the bot. */
 		metrics_inc(r->m_suppressed);
 		return;
 	}
@@ -701,6 +720,15 @@ const struct conversation *relay_conversation(struct relay *r, const char *id)
 size_t relay_conversation_count(const struct relay *r)
 {
 	return convstore_count(r->convs);
+}
+
+void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked)
+{
+	struct directline_stats st;
+
+	directline_get_stats(r->dl, &st);
+	*parked = st.parked;
+	*streaming = st.conversations - st.parked;
 }
 
 const char *relay_front_name(const struct relay *r)

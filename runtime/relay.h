@@ -59,6 +59,9 @@ void relay_push_conversation(lua_State *L, const struct conversation *c);
 /* The conversation of ID, or NULL. Borrowed until the next relay call. */
 const struct conversation *relay_conversation(struct relay *r, const char *id);
 size_t relay_conversation_count(const struct relay *r);
+/* Open Direct Line conversations by stream: STREAMING (socket open or opening, or polling)
+ * and PARKED (directline.park_after, or an agent has the conversation). */
+void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked);
 /* The key prefix of the front hub ("webhook" for hubs.webhook). */
 const char *relay_front_name(const struct relay *r);
 

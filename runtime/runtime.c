@@ -38,6 +38,25 @@ static double gauge_conversations(void *arg)
 	return (double)runtime_conversations(arg);
 }
 
+static double count_streams(const struct hd_runtime *rt, bool want_parked)
+{
+	size_t streaming = 0, parked = 0;
+
+	if (rt->relay)
+		relay_stream_counts(rt->relay, &streaming, &parked);
+	return (double)(want_parked ? parked : streaming);
+}
+
+static double gauge_streaming(void *arg)
+{
+	return count_streams(arg, false);
+}
+
+static double gauge_parked(void *arg)
+{
+	return count_streams(arg, true);
+}
+
 static double gauge_tasks(void *arg)
 {
 	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
@@ -56,6 +75,10 @@ static int add_metrics(struct hd_runtime *rt)
 	rt->reloads_failed = metrics_counter(m, "handoffd_reloads_total", "result=\"failed\"", "Script reloads");
 	if (metrics_gauge(m, "handoffd_uptime_seconds", "Seconds since start", gauge_uptime, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_conversations", "Open conversations", gauge_conversations, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_streams", "stream=\"streaming\"",
+				 "Open Direct Line conversations by stream", gauge_streaming, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_streams", "stream=\"parked\"",
+				 "Open Direct Line conversations by stream", gauge_parked, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
 		return -ENOMEM;
@@ -151,6 +174,7 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
 	char body[1536], failure[64] = "null", when[32], listener[256];
+	size_t streaming = 0, parked = 0;
 	struct tm tm;
 
 	if (rt->last_reload_failure)
@@ -158,17 +182,19 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 	gmtime_r(&rt->last_reload_time, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	http_listener_health_json(http_server_listener(rt->http), listener, sizeof(listener));
+	if (rt->relay)
+		relay_stream_counts(rt->relay, &streaming, &parked);
 	snprintf(body, sizeof(body),
 		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
+		 "\"streams\":{\"streaming\":%zu,\"parked\":%zu},"
 		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"},"
 		 "\"listener\":%s}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
-		 runtime_conversations(rt), script_host_generation(rt->scripts),
+		 runtime_conversations(rt), streaming, parked, script_host_generation(rt->scripts),
 		 rt->last_reload_ok ? "true" : "false", failure, when, listener);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
-/* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
@@ -185,6 +211,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
+/* Work that a graceful stop waits for: unanswered requests and unfinished script tasks. */
 static int in_flight(const struct hd_runtime *rt)
 {
 	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);

@@ -289,6 +289,18 @@ static void report(struct websocket *ws)
 
 /* }===== */
 
+/* An idle TLS socket gives OpenSSL's record buffers back (about 17 KiB, half of what it
+ * holds): SSL_MODE_RELEASE_BUFFERS frees them once a record is consumed, but libevent ends
+ * each burst with an SSL_read that finds nothing and leaves a fresh read buffer behind.
+ * SSL_free_buffers refuses while a record is partly read or written, so it is always safe. */
+static void release_tls_buffers(struct websocket *ws)
+{
+	SSL *ssl = ws->tls && ws->bev ? bufferevent_openssl_get_ssl(ws->bev) : NULL;
+
+	if (ssl && ws->state == ST_OPEN && evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0)
+		(void)!SSL_free_buffers(ssl);
+}
+
 /* {===== Sending: wslay writes into the bufferevent's output, bounded by max_output */
 
 /* Ends the socket for a wslay error, labelled by its cause. */
@@ -528,6 +540,7 @@ static void tick(struct websocket *ws)
 		if (!live(ws))
 			return;
 	}
+	release_tls_buffers(ws);	/* a burst that ended without a read callback */
 	arm_tick(ws, now);
 }
 
@@ -764,6 +777,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 		read_answer(ws);
 	if (live(ws) && ws->wslay)
 		feed_frames(ws);
+	if (live(ws))
+		release_tls_buffers(ws);
 	leave(ws);
 }
 
@@ -778,6 +793,8 @@ static void on_write(struct bufferevent *bev, void *arg)
 	if (live(ws) && ws->wslay && !output_full(ws) &&
 	    evbuffer_get_length(bufferevent_get_input(ws->bev)) > 0)
 		feed_frames(ws);
+	if (live(ws))
+		release_tls_buffers(ws);
 	leave(ws);
 }
 

@@ -9,6 +9,7 @@
  *   send KEY TAG TEXT...       a message activity with TEXT
  *   sendjson KEY TAG JSON      any activity
  *   close KEY [end]            give the handle back (end: tell the bot)
+ *   park KEY / wake KEY        directline_park / directline_wake
  *   reopen KEY [expired]       close if open, then resume from the last on_persist
  *                              (expired: as if its token had expired meanwhile)
  *   stats                      print the client's figures
@@ -130,7 +131,7 @@ static void on_activity(struct dl_conv *c, const char *key, const struct hd_acti
 	json_str(stdout, a->type.ptr, a->type.len);
 	printf(",\"role\":");
 	json_str(stdout, a->from_role.ptr, a->from_role.len);
-	printf(",\"raw\":%.*s", (int)a->raw.len, a->raw.ptr);
+	printf(",\"held\":%s,\"raw\":%.*s", directline_held(c) ? "true" : "false", (int)a->raw.len, a->raw.ptr);
 	emit_end();
 }
 
@@ -302,11 +303,11 @@ static void cmd_stats(struct driver *d)
 	directline_get_stats(d->dl, &st);
 	printf("{\"ev\":\"stats\",\"conversations\":%zu,\"online\":%zu,\"reconnecting\":%zu,"
 	       "\"dispatched\":%llu,\"duplicates\":%llu,\"echoes\":%llu,\"reconnects\":%llu,"
-	       "\"refreshes\":%llu,\"connects_in_flight\":%u,\"connects_queued\":%zu",
+	       "\"refreshes\":%llu,\"connects_in_flight\":%u,\"connects_queued\":%zu,\"parked\":%zu",
 	       st.conversations, st.online, st.reconnecting, (unsigned long long)st.dispatched,
 	       (unsigned long long)st.duplicates, (unsigned long long)st.echoes,
 	       (unsigned long long)st.reconnects, (unsigned long long)st.refreshes,
-	       st.connects_in_flight, st.connects_queued);
+	       st.connects_in_flight, st.connects_queued, st.parked);
 	emit_end();
 }
 
@@ -368,6 +369,10 @@ static void command(struct driver *d, char *line)
 			cmd_send(d, cv, tag, line);
 		else
 			send_text(d, cv, tag, line);
+	} else if (strcmp(cmd, "park") == 0) {
+		directline_park(cv->c);
+	} else if (strcmp(cmd, "wake") == 0) {
+		directline_wake(cv->c);
 	} else if (strcmp(cmd, "close") == 0) {
 		directline_close(cv->c, strcmp(line, "end") == 0);
 		cv->c = NULL;

@@ -3,6 +3,8 @@
  * asserts nothing about time.
  *
  *   bench_directline [-n CONVERSATIONS] [--tls] [--rounds R] [--source REPO_DIR]
+ *   bench_directline -n 10000 --tls --parked 0.9 [--wakes W]
+ *   bench_directline -n 400 --tls --idle-wakes
  *
  * Phases: open N conversations and wait until all are online (time, resident memory per
  * conversation once idle); R rounds of one bot message to every conversation (latency from
@@ -11,7 +13,17 @@
  * the emulator drops every socket at once and the bot talks to everyone meanwhile (time
  * until all are back, reconnects in flight at most, 429s, activities lost or repeated).
  * The emulator runs as a child process (/usr/bin/python3 -m tests.dlemu); --rate-limit N
- * makes it refuse more than N reconnects and handshakes per second with 429 (F26). */
+ * makes it refuse more than N reconnects and handshakes per second with 429 (F26).
+ *
+ * With --parked F the phases are instead: open N conversations of which a fraction F is
+ * held parked from the start (directline_park before the stream opens: they never hold a
+ * socket) and the rest streams; resident memory once idle; then W of the parked ones
+ * (default 200) are woken one after the other and sent a message at once, as the relay
+ * does when a handoff ends, and the time until the bot's answer is dispatched is compared
+ * with the same exchange on streaming conversations: the added latency of a wake, p50/p99.
+ * With --idle-wakes (park_after = 2 s), the first half of N conversations is asked while
+ * streaming, then, once all have parked on their own, the second half: the wake a
+ * customer's message causes (it reopens the stream at once; no GET first). */
 #define _GNU_SOURCE	/* memmem, strptime */
 #include "config.h"
 #include "directline.h"
@@ -23,6 +35,7 @@
 #include <handoffd/activity.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +61,10 @@ struct bench {
 	size_t n, online, dispatched, waiting_for;	/* waiting_for: stop at this many */
 	bool measuring;
 	bool storm;
+	size_t parked;		/* --parked: conversations [0, parked) are held parked */
+	double *asked_ms;	/* --parked: when each conversation was sent its question */
+	double *answer_ms;	/* and when the answer was dispatched */
+	size_t answers;
 	uint64_t deadline_ms;
 	struct loop_timer *check;
 	char control[256], base[256], ca[512], secret[128];
@@ -141,6 +158,13 @@ static void on_activity(struct dl_conv *c, const char *key, const struct hd_acti
 	(void)c;
 	if (!hd_str_eq(a->type, "message"))
 		return;
+	if (b->asked_ms && b->asked_ms[i] > 0 && b->answer_ms[i] == 0 &&
+	    memmem(a->raw.ptr, a->raw.len, "You said:", 9)) {
+		b->answer_ms[i] = now_realtime_ms();
+		if (++b->answers == b->waiting_for)
+			loop_stop(b->lp);
+		return;
+	}
 	b->got[i]++;
 	b->dispatched++;
 	if (b->measuring && b->nlat < b->lat_cap && (ts = stamp_ms(a->raw.ptr, a->raw.len)) > 0)
@@ -156,7 +180,7 @@ static void on_state(struct dl_conv *c, const char *key, enum dl_state state, co
 	(void)c;
 	(void)key;
 	(void)reason;
-	if (!b->storm && state == DL_STATE_ONLINE && ++b->online == b->n)
+	if (!b->storm && state == DL_STATE_ONLINE && ++b->online == b->n && !b->asked_ms)
 		loop_stop(b->lp);
 }
 
@@ -255,15 +279,15 @@ static unsigned hist_pct(const struct directline_stats *st, double p)
 
 /* {===== Phases */
 
-static int write_config(const struct bench *b, const char *path, unsigned max_concurrent)
+static int write_config(const struct bench *b, const char *path, unsigned max_concurrent, double park_after)
 {
 	FILE *f = fopen(path, "w");
 
 	if (!f)
 		return -errno;
 	fprintf(f, "return { directline = { base = \"%s\", secret = \"%s\", ca_file = \"%s\",\n"
-		"  reconnect_max_concurrent = %u, reconnect_base = 1, reconnect_cap = 30 } }\n",
-		b->base, b->secret, b->ca, max_concurrent);
+		"  reconnect_max_concurrent = %u, reconnect_base = 1, reconnect_cap = 30, park_after = %g } }\n",
+		b->base, b->secret, b->ca, max_concurrent, park_after);
 	fclose(f);
 	return 0;
 }
@@ -317,6 +341,122 @@ static void phase_rounds(struct bench *b, unsigned rounds)
 }
 
 static void print_emulator_stats(struct bench *b);
+
+/* Runs the loop for MS milliseconds (callbacks do not stop it). */
+static void idle_for(struct bench *b, uint64_t ms)
+{
+	size_t saved = b->waiting_for;
+
+	b->waiting_for = (size_t)-1;
+	b->deadline_ms = loop_now_ms() + ms;
+	loop_timer_start(b->check, 100, 1);
+	loop_run(b->lp);
+	loop_timer_stop(b->check);
+	b->waiting_for = saved;
+}
+
+/* Opens N conversations, the first b->parked of them held parked before their stream
+ * opens; waits until every streaming one is online and every parked one had its first
+ * GET (directline_get_stats counts both as online). */
+static void phase_open_parked(struct bench *b)
+{
+	double rss0 = rss_mb(), t0 = now_realtime_ms();
+	struct directline_stats st;
+	char key[32];
+
+	for (size_t i = 0; i < b->n; i++) {
+		snprintf(key, sizeof(key), "c%zu", i);
+		b->convs[i] = directline_open(b->dl, key, NULL);
+		if (i < b->parked)
+			directline_park(b->convs[i]);
+	}
+	for (;;) {
+		idle_for(b, 200);
+		directline_get_stats(b->dl, &st);
+		if (st.online == b->n || now_realtime_ms() - t0 > PHASE_DEADLINE_MS)
+			break;
+	}
+	printf("open: conversations=%zu online=%zu parked=%zu streaming=%zu seconds=%.1f\n", b->n, st.online,
+	       st.parked, st.conversations - st.parked, (now_realtime_ms() - t0) / 1e3);
+	idle_for(b, 2000);
+	printf("memory: rss_before_mb=%.1f rss_idle_mb=%.1f per_conversation_kb=%.1f heap_in_use_mb=%.1f\n", rss0,
+	       rss_mb(), (rss_mb() - rss0) * 1024.0 / (double)b->n, (double)mallinfo2().uordblks / 1048576.0);
+	if (getenv("BENCH_EXIT_WHEN_IDLE"))	/* under heaptrack: what is live now shows as leaked */
+		exit(0);
+}
+
+/* One question to each conversation in [from, from + count), one after the other, woken
+ * first when WAKE; returns the answer times (ms) sorted, in OUT. */
+static size_t ask(struct bench *b, size_t from, size_t count, bool wake, double *out)
+{
+	static const char q[] = "{\"type\":\"message\",\"text\":\"are you there?\"}";
+	size_t n = 0;
+
+	for (size_t i = from; i < from + count && i < b->n; i++) {
+		b->answers = 0;
+		b->waiting_for = 1;
+		if (wake)
+			directline_wake(b->convs[i]);
+		b->asked_ms[i] = now_realtime_ms();
+		if (directline_send(b->convs[i], q, sizeof(q) - 1, NULL, NULL) < 0)
+			continue;
+		run(b);
+		if (b->answer_ms[i] > 0)
+			out[n++] = b->answer_ms[i] - b->asked_ms[i];
+	}
+	b->waiting_for = 0;
+	qsort(out, n, sizeof(double), cmp_double);
+	return n;
+}
+
+static void phase_wakes(struct bench *b, size_t wakes)
+{
+	double *woken = calloc(wakes + 1, sizeof(double)), *streaming = calloc(wakes + 1, sizeof(double));
+	size_t nw, ns;
+
+	if (!woken || !streaming || b->parked == b->n || wakes == 0) {
+		free(woken);
+		free(streaming);
+		return;
+	}
+	ns = ask(b, b->parked, wakes, false, streaming);
+	nw = ask(b, 0, wakes < b->parked ? wakes : b->parked, true, woken);
+	printf("answer after a question, streaming: n=%zu p50_ms=%.2f p99_ms=%.2f\n", ns, pct(streaming, ns, 0.5),
+	       pct(streaming, ns, 0.99));
+	printf("answer after a wake and a question: n=%zu p50_ms=%.2f p99_ms=%.2f\n", nw, pct(woken, nw, 0.5),
+	       pct(woken, nw, 0.99));
+	printf("wake: added latency p50_ms=%.2f p99_ms=%.2f\n", pct(woken, nw, 0.5) - pct(streaming, ns, 0.5),
+	       pct(woken, nw, 0.99) - pct(streaming, ns, 0.99));
+	free(woken);
+	free(streaming);
+}
+
+static void phase_idle_wakes(struct bench *b)
+{
+	size_t half = b->n / 2, ns, nw;
+	double *streaming = calloc(half + 1, sizeof(double)), *woken = calloc(half + 1, sizeof(double));
+	struct directline_stats st;
+
+	if (!streaming || !woken) {
+		free(streaming);
+		free(woken);
+		return;
+	}
+	ns = ask(b, 0, half, false, streaming);
+	do {
+		idle_for(b, 500);
+		directline_get_stats(b->dl, &st);
+	} while (st.parked < b->n);
+	nw = ask(b, half, half, false, woken);
+	printf("answer after a question, streaming: n=%zu p50_ms=%.2f p99_ms=%.2f\n", ns, pct(streaming, ns, 0.5),
+	       pct(streaming, ns, 0.99));
+	printf("answer after a question that wakes an idle-parked conversation: n=%zu p50_ms=%.2f p99_ms=%.2f\n",
+	       nw, pct(woken, nw, 0.5), pct(woken, nw, 0.99));
+	printf("idle wake: added latency p50_ms=%.2f p99_ms=%.2f\n", pct(woken, nw, 0.5) - pct(streaming, ns, 0.5),
+	       pct(woken, nw, 0.99) - pct(streaming, ns, 0.99));
+	free(streaming);
+	free(woken);
+}
 
 static void phase_storm(struct bench *b, unsigned rounds)
 {
@@ -388,12 +528,16 @@ static void raise_nofile(void)
 struct args {
 	const char *source;
 	unsigned rounds, max_concurrent, rate_limit;
+	double parked;		/* --parked: fraction held parked; < 0: the classic phases */
+	size_t wakes;
 	bool tls;
+	bool idle_wakes;
 };
 
 static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
 {
-	*a = (struct args){ .source = HANDOFFD_SCRIPT_DIR "/..", .rounds = 5, .max_concurrent = 64 };
+	*a = (struct args){ .source = HANDOFFD_SCRIPT_DIR "/..", .rounds = 5, .max_concurrent = 64,
+			    .parked = -1, .wakes = 200 };
 	b->n = 1000;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
@@ -408,7 +552,15 @@ static void parse_args(int argc, char **argv, struct bench *b, struct args *a)
 			a->source = argv[++i];
 		else if (strcmp(argv[i], "--tls") == 0)
 			a->tls = true;
+		else if (strcmp(argv[i], "--parked") == 0 && i + 1 < argc)
+			a->parked = atof(argv[++i]);
+		else if (strcmp(argv[i], "--wakes") == 0 && i + 1 < argc)
+			a->wakes = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--idle-wakes") == 0)
+			a->idle_wakes = true;
 	}
+	if (a->idle_wakes)
+		a->parked = 0;	/* everything streams until it parks on its own */
 }
 
 /* The emulator's addresses, and the client's settings through the real config loader. */
@@ -424,7 +576,7 @@ static struct config *emulator_config(struct bench *b, const struct args *a, con
 	    info_field(info, "ca_file", b->ca, sizeof(b->ca)) < 0)
 		return NULL;
 	fd = mkstemp(path);
-	if (fd >= 0 && write_config(b, path, a->max_concurrent) == 0)
+	if (fd >= 0 && write_config(b, path, a->max_concurrent, a->idle_wakes ? 2 : 0) == 0)
 		cfg = config_load(path, err, sizeof(err));
 	if (fd >= 0) {
 		close(fd);
@@ -450,6 +602,13 @@ static int setup(struct bench *b, const struct args *a, const struct config *cfg
 	b->got = calloc(b->n, sizeof(*b->got));
 	b->lat_cap = b->n * a->rounds;
 	b->lat_ms = calloc(b->lat_cap + 1, sizeof(double));
+	if (a->parked >= 0) {
+		b->parked = (size_t)((double)b->n * (a->parked > 1 ? 1 : a->parked));
+		b->asked_ms = calloc(b->n, sizeof(double));
+		b->answer_ms = calloc(b->n, sizeof(double));
+		if (!b->asked_ms || !b->answer_ms)
+			return -ENOMEM;
+	}
 	return b->dl && b->check && b->convs && b->got && b->lat_ms ? 0 : -ENOMEM;
 }
 
@@ -467,6 +626,8 @@ static void teardown(struct bench *b)
 	free(b->convs);
 	free(b->got);
 	free(b->lat_ms);
+	free(b->asked_ms);
+	free(b->answer_ms);
 }
 
 int main(int argc, char **argv)
@@ -494,9 +655,17 @@ int main(int argc, char **argv)
 
 		snprintf(body, sizeof(body), "{\"connect_rate_limit\":%u}", a.rate_limit);
 		control(&b, "/settings", body);
-		phase_open(&b);
-		phase_rounds(&b, a.rounds);
-		phase_storm(&b, a.rounds);
+		if (a.idle_wakes) {
+			phase_open_parked(&b);
+			phase_idle_wakes(&b);
+		} else if (a.parked >= 0) {
+			phase_open_parked(&b);
+			phase_wakes(&b, a.wakes);
+		} else {
+			phase_open(&b);
+			phase_rounds(&b, a.rounds);
+			phase_storm(&b, a.rounds);
+		}
 		rc = 0;
 	}
 	teardown(&b);

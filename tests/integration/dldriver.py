@@ -195,6 +195,13 @@ def emu():
         yield e
 
 
+@pytest.fixture(scope="module")
+def short_emu():
+    """Tokens live 3 s; a refresh is due every ~1.5 s."""
+    with spawn(token_ttl=3) as e:
+        yield e
+
+
 @pytest.fixture
 def driver_factory(tmp_path, emu):
     """driver_factory(**settings) -> a Driver; each is stopped and checked at teardown."""

@@ -31,11 +31,12 @@ def webhook_hub(hub):
     return f'hub = {{ module = "hubs.webhook", url = "{hub.url}", secret = "{hub.secret}", token = "{hub.token}" }},'
 
 
-def config_text(emu, hub, state_dir, extra="", hubs=webhook_hub):
+def config_text(emu, hub, state_dir, extra="", hubs=webhook_hub, directline=""):
+    """DIRECTLINE: more keys of the directline table, e.g. "park_after = 1,"."""
     return f"""return {{
   listen = "127.0.0.1:0",
   state = "sqlite:{state_dir}/state.db",
-  directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1 }},
+  directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1, {directline} }},
   {hubs(hub)}
   routes = "routes.lua",
   retry = {{ base = 0.05, max_delay = 0.5, give_up_after = 60 }},
@@ -100,13 +101,15 @@ class Handoffd:
 class Environment:
     """Emulator + fake hub + handoffd, started and stopped together."""
 
-    def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None, hubs=webhook_hub):
+    def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None, hubs=webhook_hub,
+                 directline=""):
         self.workdir = pathlib.Path(workdir)
         self.hub = FakeHub().start()
         self.emu_ctx = spawn(settings=emulator_settings or {})
         self.emu = self.emu_ctx.__enter__()
         (self.workdir / "routes.lua").write_text(routes)
-        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config, hubs))
+        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config, hubs,
+                                                             directline))
         self.daemon = Handoffd(binary, self.workdir).start()
 
     @property

@@ -16,14 +16,7 @@ import urllib.request
 import pytest
 
 from dldriver import (JWT_HEADER, check_exactly_once, check_received, driver_factory, emu,  # noqa: F401
-                      spawn, texts)
-
-
-@pytest.fixture(scope="module")
-def short_emu():
-    """Tokens live 3 s; a refresh is due every ~1.5 s."""
-    with spawn(token_ttl=3) as e:
-        yield e
+                      short_emu, spawn, texts)
 
 
 def refreshes(drv, key):
