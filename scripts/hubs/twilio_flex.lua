@@ -44,7 +44,8 @@ Typing has no REST call in Conversations (only the client SDKs send it): it is d
 conv.data: customer / customer_identity (the customer's participant), agents (identities of
 the agents in the conversation), handoff / interaction / unsure (the handoff under way),
 unsure_activity (a bot message whose POST had no clear answer). Webhooks change it with
-hd.set_data; hub calls put only their own fields onto it (settle), never an old copy.
+hd.set_data; what a hub call changes goes onto the data as it is when the call ends
+(handoff.relay), so a call waiting on Twilio never undoes a webhook's change.
 ]]
 local hd = require "handoff"
 local http = require "handoff.http"
@@ -133,16 +134,6 @@ local function call(method, url, fields, extra_headers)
                                              timeout_ms = conf.timeout_ms, ca_file = conf.ca_file }))
 end
 
--- A hub call hands its conv.data back and the runtime keeps it as the conversation's data.
--- A webhook may have changed that data while the call waited on the network, so the
--- call's own KEYS go onto the data as it is now (no yield between this and the return).
-local function settle(conv, keys, mine)
-  local c = hd.conversation(conv.id)
-  local now = c and type(c.data) == "table" and c.data or {}
-  for _, k in ipairs(keys) do now[k] = mine[k] end
-  conv.data = now
-end
-
 -- Whether a failed call may have taken effect anyway (no answer, or the server failed
 -- while answering); a 429 or a 4xx never did.
 local function unclear(err)
@@ -222,16 +213,18 @@ local function already_posted(conv_id, id)
   return false
 end
 
--- Posts one bot message; MINE.unsure_activity names a message whose POST had no clear answer.
-local function post_message(conv, activity, mine)
+-- Posts one bot message; conv.data.unsure_activity names a message whose POST had no
+-- clear answer.
+local function post_message(conv, activity)
+  local data = conv.data
   local actions = actions_of(activity)
   local text = text_of(activity, actions)
   if not text then return true end
   local id = str(activity.id) or crypto.uuid()
-  if mine.unsure_activity == id then
+  if data.unsure_activity == id then
     local found, err, retry = already_posted(conv.id, id)
     if found == nil then return nil, err, retry end
-    mine.unsure_activity = nil
+    data.unsure_activity = nil
     if found then return true end
   end
   local whole = text
@@ -242,7 +235,7 @@ local function post_message(conv, activity, mine)
     { "Author", conf.bot }, { "Body", text }, { "Attributes", json.encode(attrs) },
   }, { ["X-Twilio-Webhook-Enabled"] = "false" })
   if not res then
-    if unclear(err) then mine.unsure_activity = id end
+    if unclear(err) then data.unsure_activity = id end
     return nil, err, retry
   end
   return true
@@ -253,10 +246,7 @@ end
 --- looks for the message, so a customer never reads it twice.
 function M.to_user(conv, activity)
   if activity.type ~= "message" then return true end
-  local mine = { unsure_activity = conv.data.unsure_activity }
-  local ok, err, retry = post_message(conv, activity, mine)
-  if mine.unsure_activity ~= conv.data.unsure_activity then settle(conv, { "unsure_activity" }, mine) end
-  return ok, err, retry
+  return post_message(conv, activity)
 end
 
 -- The task attributes: the route's fields at the top (what workflow filters test), Flex's
@@ -291,8 +281,9 @@ local function task_of(handoff_id)
   return type(task) == "table" and (str(task.sid) or true) or false
 end
 
--- Creates the Interaction once per handoff; DATA keeps handoff, interaction and unsure.
-local function create_interaction(conv, h, route, data)
+-- Creates the Interaction once per handoff; conv.data keeps handoff, interaction and unsure.
+local function create_interaction(conv, h, route)
+  local data = conv.data
   if data.handoff ~= conv.handoff_id then data.handoff, data.interaction, data.unsure = conv.handoff_id, nil, nil end
   if data.interaction then return true end
   if data.unsure then                  -- the last try had no clear answer: is the task there?
@@ -321,16 +312,10 @@ local function create_interaction(conv, h, route, data)
   return true
 end
 
-local HANDOFF_KEYS = { "handoff", "interaction", "unsure" }
-
 --- Hands the conversation to Flex: one Interaction for the existing conversation. The
 --- handoff is accepted when an agent joins the conversation (onParticipantAdded).
 function M.escalate(conv, h, route)
-  local data = {}
-  for _, k in ipairs(HANDOFF_KEYS) do data[k] = conv.data[k] end
-  local ok, err, retry = create_interaction(conv, h, route, data)
-  settle(conv, HANDOFF_KEYS, data)
-  return ok, err, retry
+  return create_interaction(conv, h, route)
 end
 
 -- ---- Twilio -> handoffd --------------------------------------------------------------

@@ -24,15 +24,13 @@ import hmac
 import itertools
 import json
 import pathlib
-import queue
-import threading
 import time
 import uuid
 
 import jsonschema
 from aiohttp import web
 
-from fakeserver import ServedFake, post_json
+from fakeserver import QueuedWebhooks
 
 ACCOUNT = 1
 TOKEN = "bot-token-0123456789"
@@ -73,10 +71,14 @@ class Conversation:
         self.messages = []       # webhook_data of every message, in order
 
 
-class FakeChatwoot(ServedFake):
-    """VERSION: a key of VERSIONS, the Chatwoot release whose payloads and refusals it plays."""
+class FakeChatwoot(QueuedWebhooks):
+    """VERSION: a key of VERSIONS, the Chatwoot release whose payloads and refusals it plays.
+    deliveries: the webhooks sent, dicts with event, delivery, status, attempts, error."""
+
+    EVENTS_PATH = "/hubs/chatwoot/events"
 
     def __init__(self, account_id=ACCOUNT, token=TOKEN, secret=SECRET, version="current"):
+        super().__init__()
         self.account_id, self.token, self.secret = account_id, token, secret
         self.version = VERSIONS[version]
         self.conversations = {}
@@ -84,27 +86,11 @@ class FakeChatwoot(ServedFake):
         self.rejected = []       # (path, reason) of API calls refused
         self.script = {}         # action -> [(status, headers)] answered before the normal one
         self.delays = {}         # action -> [seconds] waited before answering
-        self.deliveries = []     # webhooks sent: dicts with event, delivery, status, attempts, error
         self.bot_failures = []   # (event, reason) where Chatwoot gave up on its bot
-        self.target = None       # handoffd's events URL
-        self.queued = 0          # webhooks queued so far (deliveries catch up with it)
-        self.cond = threading.Condition()
         self.ids = itertools.count(100)
         self.cids = itertools.count(1)
-        self.jobs = queue.Queue()
-        self.worker = threading.Thread(target=self._work, daemon=True)
-        super().__init__()
         for action in ACTIONS:
             self.server.route("POST", "/api/v1/accounts/{account}/conversations/{cid}/" + action, self._api(action))
-
-    def start(self):
-        self.worker.start()
-        return super().start()
-
-    def stop(self):
-        self.jobs.put(None)
-        self.worker.join(10)
-        super().stop()
 
     # --- the API (handoffd -> Chatwoot) ----------------------------------------------
 
@@ -291,24 +277,13 @@ class FakeChatwoot(ServedFake):
     def _queue(self, event):
         """Queues a webhook (the caller holds self.cond); returns its delivery id."""
         delivery = str(uuid.uuid4())
-        self.queued += 1
-        self.jobs.put((event, delivery))
+        self.queue_webhook((event, delivery))
         return delivery
 
-    def _work(self):
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            event, delivery = job
-            record = {"event": event, "delivery": delivery, "attempts": 0, "status": None, "answer": None,
-                      "error": None}
-            self._deliver(record)
-            with self.cond:
-                self.deliveries.append(record)
-                self.cond.notify_all()
-
-    def _deliver(self, record):
+    def deliver(self, job):
+        event, delivery = job
+        record = {"event": event, "delivery": delivery, "attempts": 0, "status": None, "answer": None,
+                  "error": None}
         body = json.dumps(record["event"]).encode()
         while record["attempts"] < 4:
             record["attempts"] += 1
@@ -317,6 +292,7 @@ class FakeChatwoot(ServedFake):
                 break
         if not (record["status"] and 200 <= record["status"] < 300):
             self._bot_failed(record)
+        return record
 
     def _bot_failed(self, record):
         """Webhooks::Trigger's fallback: a message event that failed opens a pending conversation."""
@@ -337,10 +313,7 @@ class FakeChatwoot(ServedFake):
         if signed:
             headers["X-Chatwoot-Timestamp"] = ts
             headers["X-Chatwoot-Signature"] = sign(secret or self.secret, ts, body)
-        try:
-            return (*post_json(self.target, body, headers, timeout), None)
-        except OSError as e:       # timeout, refused
-            return None, None, f"no answer: {e}"
+        return self.post_webhook(body, headers, timeout)
 
     def replay(self, delivery):
         """Sends an event again with its delivery id, newly signed (a Sidekiq retry)."""
@@ -366,11 +339,6 @@ class FakeChatwoot(ServedFake):
 
     # --- waiting and looking ------------------------------------------------------------
 
-    def wait(self, predicate, timeout=30, what="the expected traffic"):
-        with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out waiting for {what}; calls={self.calls} rejected={self.rejected}")
-
     def wait_delivered(self, message_id, timeout=30):
         def found(_):
             return any(d["event"].get("id") == message_id and d["event"]["event"] == "message_created"
@@ -384,12 +352,6 @@ class FakeChatwoot(ServedFake):
         self.wait(lambda s: any(d["delivery"] == delivery for d in s.deliveries), timeout, f"delivery {delivery}")
         with self.cond:
             return next(d for d in self.deliveries if d["delivery"] == delivery)
-
-    def drain(self, timeout=30):
-        """Waits until every webhook queued so far was delivered (or given up)."""
-        with self.cond:
-            n = self.queued
-        self.wait(lambda s: len(s.deliveries) >= n, timeout, f"{n} webhooks delivered")
 
     def bot_messages(self, cid, private=False):
         with self.cond:

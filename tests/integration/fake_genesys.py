@@ -36,7 +36,6 @@ import hashlib
 import hmac
 import json
 import pathlib
-import threading
 import time
 import urllib.parse
 import uuid
@@ -77,6 +76,7 @@ def iso_now():
 
 class FakeGenesys(ServedFake):
     def __init__(self, token_lifetime=3600):
+        super().__init__()
         self.token_lifetime = token_lifetime
         self.tokens = {}            # token -> expiry (epoch seconds)
         self.revoked = set()
@@ -88,8 +88,6 @@ class FakeGenesys(ServedFake):
         self.open_by_customer = {}  # from.id -> conversation id
         self.reads = 0              # GETs of a conversation (the agent's name, whether it ended)
         self.permissions = {"conversation:message:receive", "conversation:message:view"}   # the OAuth client's role
-        self.cond = threading.Condition()
-        super().__init__()
         self.server.route("POST", "/oauth/token", self._login)
         self.server.route("POST", "/api/v2/conversations/messages/{integration}/inbound/open/message", self._message)
         self.server.route("GET", "/api/v2/conversations/messages/{conversation}", self._conversation)
@@ -221,10 +219,12 @@ class FakeGenesys(ServedFake):
 
     # --- what the tests read -------------------------------------------------------------
 
+    def progress(self):
+        return f"inbound={self.inbound} reads={self.reads} rejected={self.rejected}"
+
     def wait_inbound(self, n, timeout=30):
+        self.wait(lambda s: len(s.inbound) >= n, timeout, f"{n} inbound messages")
         with self.cond:
-            if not self.cond.wait_for(lambda: len(self.inbound) >= n, timeout):
-                raise AssertionError(f"wanted {n} inbound messages, got {len(self.inbound)}: {self.inbound}")
             return list(self.inbound)
 
     def texts(self):
@@ -241,9 +241,7 @@ class FakeGenesys(ServedFake):
 
     def wait_token_expired(self, token, timeout=30):
         """Waits until TOKEN's lifetime is over (the fake wakes its waiters at each expiry)."""
-        with self.cond:
-            if not self.cond.wait_for(lambda: time.time() >= self.tokens[token], timeout):
-                raise AssertionError(f"{token} did not expire")
+        self.wait(lambda s: time.time() >= s.tokens[token], timeout, f"{token} to expire")
 
     def revoke_all(self):
         with self.cond:
@@ -311,9 +309,7 @@ class FakeGenesys(ServedFake):
         return self.agent_leaves(customer)
 
     def wait_reads(self, n, timeout=30):
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.reads >= n, timeout):
-                raise AssertionError(f"wanted {n} conversation reads, got {self.reads}")
+        self.wait(lambda s: s.reads >= n, timeout, f"{n} conversation reads")
 
     def presence_disconnect(self, port, customer):
         """A Presence/Disconnect event, which Web Messaging has and Open Messaging does not

@@ -26,8 +26,6 @@ import hmac
 import itertools
 import json
 import pathlib
-import queue
-import threading
 import time
 import uuid
 
@@ -35,7 +33,7 @@ import asyncio
 import jsonschema
 from aiohttp import web
 
-from fakeserver import ServedFake, post_json
+from fakeserver import QueuedWebhooks
 
 TOKEN = "dG9rOmludGVyY29tLWFjY2Vzcy10b2tlbg=="
 CLIENT_SECRET = "intercom-client-secret-0123456789"
@@ -93,8 +91,13 @@ class Conversation:
         return {"type": "user", "id": self.contact, "name": self.name, "email": f"{self.name.lower()}@example.com"}
 
 
-class FakeIntercom(ServedFake):
+class FakeIntercom(QueuedWebhooks):
+    """deliveries: the notifications sent, dicts with notification, status, answer, attempts, error."""
+
+    EVENTS_PATH = "/hubs/intercom/events"
+
     def __init__(self, token=TOKEN, client_secret=CLIENT_SECRET, attributes=None):
+        super().__init__()
         self.token, self.client_secret = token, client_secret
         # conversation data attributes of the workspace; None: any name is accepted
         self.attributes = attributes
@@ -104,27 +107,11 @@ class FakeIntercom(ServedFake):
         self.rejected = []       # (method, path, status, code, message) of API calls refused
         self.script = {}         # operation -> [(status, headers)] answered before the normal one
         self.delays = {}         # operation -> [seconds] waited before answering
-        self.deliveries = []     # notifications sent: dicts with notification, status, answer, attempts, error
-        self.target = None       # handoffd's events URL
-        self.queued = 0
-        self.cond = threading.Condition()
         self.cids = itertools.count(400)
         self.part_ids = itertools.count(100)
-        self.jobs = queue.Queue()
-        self.worker = threading.Thread(target=self._work, daemon=True)
-        super().__init__()
         self.server.route("POST", "/conversations/{cid}/reply", self._api("reply"))
         self.server.route("POST", "/conversations/{cid}/parts", self._api("parts"))
         self.server.route("PUT", "/conversations/{cid}", self._api("update"))
-
-    def start(self):
-        self.worker.start()
-        return super().start()
-
-    def stop(self):
-        self.jobs.put(None)
-        self.worker.join(10)
-        super().stop()
 
     # --- the API (handoffd -> Intercom) ----------------------------------------------
 
@@ -318,35 +305,25 @@ class FakeIntercom(ServedFake):
                 "data": {"type": "notification_event_data", "item": self._item(conv, parts)},
                 "links": {}, "id": f"notif_{uuid.uuid4()}", "topic": topic, "delivery_status": "pending",
                 "delivery_attempts": 1, "delivered_at": 0, "first_sent_at": now, "created_at": now, "self": None}
-        self.queued += 1
-        self.jobs.put(note)
+        self.queue_webhook(note)
         return note["id"]
 
-    def _work(self):
-        while True:
-            note = self.jobs.get()
-            if note is None:
-                return
-            record = {"notification": note, "attempts": 0, "status": None, "answer": None, "error": None}
-            while record["attempts"] < 2:
-                record["attempts"] += 1
-                note["delivery_attempts"] = record["attempts"]
-                record["status"], record["answer"], record["error"] = self.post(json.dumps(note).encode())
-                if record["status"] and 200 <= record["status"] < 300:
-                    break
-            with self.cond:
-                self.deliveries.append(record)
-                self.cond.notify_all()
+    def deliver(self, note):
+        record = {"notification": note, "attempts": 0, "status": None, "answer": None, "error": None}
+        while record["attempts"] < 2:
+            record["attempts"] += 1
+            note["delivery_attempts"] = record["attempts"]
+            record["status"], record["answer"], record["error"] = self.post(json.dumps(note).encode())
+            if record["status"] and 200 <= record["status"] < 300:
+                break
+        return record
 
     def post(self, body, secret=None, signed=True, timeout=WEBHOOK_TIMEOUT):
         """POSTs BODY to handoffd as Intercom does; returns (status, parsed answer, error)."""
         headers = {"Content-Type": "application/json", "User-Agent": "intercom-parrot-service-client/1.0"}
         if signed:
             headers["X-Hub-Signature"] = sign(secret or self.client_secret, body)
-        try:
-            return (*post_json(self.target, body, headers, timeout), None)
-        except OSError as e:       # timeout, refused
-            return None, None, f"no answer: {e}"
+        return self.post_webhook(body, headers, timeout)
 
     def replay(self, notification_id):
         """Delivers a notification again (same id, one more attempt), newly signed."""
@@ -379,11 +356,6 @@ class FakeIntercom(ServedFake):
 
     # --- waiting and looking ------------------------------------------------------------
 
-    def wait(self, predicate, timeout=30, what="the expected traffic"):
-        with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out waiting for {what}; calls={self.calls} rejected={self.rejected}")
-
     def wait_part(self, part_id, timeout=30):
         """handoffd's answer (status, body) to the notification that carried part PART_ID."""
         def record(s):
@@ -395,12 +367,6 @@ class FakeIntercom(ServedFake):
         with self.cond:
             d = record(self)
         return d["status"], d["answer"]
-
-    def drain(self, timeout=30):
-        """Waits until every notification queued so far was delivered (or given up)."""
-        with self.cond:
-            n = self.queued
-        self.wait(lambda s: len(s.deliveries) >= n, timeout, f"{n} notifications delivered")
 
     def failed_deliveries(self):
         with self.cond:

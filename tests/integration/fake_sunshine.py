@@ -24,7 +24,6 @@ import datetime
 import itertools
 import json
 import pathlib
-import threading
 import uuid
 
 import jsonschema
@@ -83,6 +82,7 @@ def check_metadata_size(meta):
 
 class FakeSunshine(ServedFake):
     def __init__(self):
+        super().__init__()
         self.auth = "Basic " + base64.b64encode(f"{KEY_ID}:{KEY_SECRET}".encode()).decode()
         self.active = {}          # conversation -> active switchboard integration (None: none)
         self.known = set()        # conversations that exist
@@ -90,11 +90,8 @@ class FakeSunshine(ServedFake):
         self.calls = []           # (op, conversation, body) accepted, in arrival order
         self.rejected = []        # (op, reason)
         self.script = []          # (status, headers[, op]) answered before the normal one
-        self.notify_port = None   # handoffd's port: passControl is echoed as a webhook
         self.notified = []        # answers handoffd gave to those echoes
         self.clock = itertools.count()
-        self.cond = threading.Condition()
-        super().__init__()
         for op in ("messages", "activity", "passControl"):
             self.server.route("POST", f"/v2/apps/{APP_ID}/conversations/{{conv}}/{op}", self._handle)
 
@@ -161,7 +158,7 @@ class FakeSunshine(ServedFake):
                 # made now: what the test does next must not leak into the echo
                 echo = self.switchboard_event(conv, "switchboard:passControl", metadata=doc.get("metadata"))
             self.cond.notify_all()
-        if op == "passControl" and self.notify_port:
+        if op == "passControl" and self.handoffd_port:   # echoed as a webhook
             asyncio.get_running_loop().run_in_executor(None, self._notify, echo)
         return web.json_response(answer, status=status)
 
@@ -174,15 +171,15 @@ class FakeSunshine(ServedFake):
         return None
 
     def _notify(self, event):
-        answer = self.post_events(self.notify_port, [event])
+        answer = self.post_events(self.handoffd_port, [event])
         with self.cond:
             self.notified.append(answer)
             self.cond.notify_all()
 
     def wait(self, predicate, timeout=30, what="the expected calls"):
+        """Waits until PREDICATE(the calls so far); returns them."""
+        super().wait(lambda s: predicate(s.calls), timeout, what)
         with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self.calls), timeout):
-                raise AssertionError(f"timed out waiting for {what}; got {self.calls}")
             return list(self.calls)
 
     def of(self, op, conv):

@@ -114,6 +114,7 @@ def sign(url, params, token=AUTH_TOKEN):
 
 class FakeTwilio(ServedFake):
     def __init__(self):
+        super().__init__()
         self.conversations = {}   # CH -> {"messages": [...], "participants": {identity: MB}, "state": ...}
         self.interactions = []    # (KD, channel, routing) in creation order
         self.tasks = []           # {"sid", "attributes"} made by interactions
@@ -121,12 +122,9 @@ class FakeTwilio(ServedFake):
         self.rejected = []        # (op, status, message)
         self.script = []          # (status, headers[, op[, commit]])
         self.delays = {}          # op -> [seconds, ...]: the next calls of op answer that late
-        self.notify_port = None   # handoffd's port, for echoes of messages posted with webhooks on
         self.answers = []         # every webhook answer handoffd gave: (event, status, body)
         self.timeouts = []        # webhooks handoffd did not answer within Twilio's timeout
         self.clock = itertools.count(1)
-        self.cond = threading.Condition()
-        super().__init__()
         base = f"/v1/Services/{{service}}/Conversations/{{conv}}/Messages"
         self.server.route("POST", base, self._create_message)
         self.server.route("GET", base, self._list_messages)
@@ -226,8 +224,8 @@ class FakeTwilio(ServedFake):
     def _do_create_message(self, conv, fields, request):
         msg = self._store_message(conv, fields.get("Author", "system"), fields.get("Body", ""),
                                   fields.get("Attributes", "{}"))
-        if request.headers.get("X-Twilio-Webhook-Enabled") != "false" and self.notify_port:
-            threading.Thread(target=self.post_event, args=(self.notify_port, self._message_params(msg, "API")),
+        if request.headers.get("X-Twilio-Webhook-Enabled") != "false" and self.handoffd_port:   # the echo
+            threading.Thread(target=self.post_event, args=(self.handoffd_port, self._message_params(msg, "API")),
                              daemon=True).start()
         return 201, msg
 
@@ -305,11 +303,6 @@ class FakeTwilio(ServedFake):
         return await self._serve("tasks", request, body, self._check_tasks, self._do_tasks)
 
     # views for the tests
-
-    def wait(self, predicate, timeout=30, what="the expected calls"):
-        with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out waiting for {what}; calls {self.calls}, rejected {self.rejected}")
 
     def of(self, op, conv=None):
         with self.cond:

@@ -8,7 +8,6 @@ answering as scripted), and it sends signed events to handoffd's
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 
@@ -37,11 +36,9 @@ class FakeHub(ServedFake):
         self.accept_handoffs = False  # answer {"accepted": true} to /handoffs
         self.handoff_status = None    # answer every /handoffs with this status (an outage)
         self.handoff_attempts = []    # routing of every /handoffs attempt, failed ones too
-        self.cond = threading.Condition()
         super().__init__()
         for path in ("/messages", "/typing", "/handoffs"):
             self.server.route("POST", path, self._handle)
-        self.daemon_port = None
 
     # --- handoffd -> hub -------------------------------------------------------------
 
@@ -88,10 +85,13 @@ class FakeHub(ServedFake):
         return web.json_response({"ok": True})
 
     def wait(self, predicate, timeout=30, what="the expected traffic"):
+        """Waits until PREDICATE(what was received so far); returns it."""
+        super().wait(lambda s: predicate(s.received), timeout, what)
         with self.cond:
-            if not self.cond.wait_for(lambda: predicate(self.received), timeout):
-                raise AssertionError(f"timed out waiting for {what}; got {self.received}")
             return list(self.received)
+
+    def progress(self):
+        return f"got {self.received}"
 
     def messages(self, conversation=None):
         with self.cond:

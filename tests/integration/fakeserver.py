@@ -6,9 +6,11 @@ that need something on the other end of handoffd's outbound requests.
 Handlers are aiohttp handlers (async def h(request) -> web.Response). Every request is
 recorded in srv.requests as (method, path, headers, body) in arrival order.
 post_json(url, body, headers) is the other direction: a fake hub calling handoffd.
+ServedFake and QueuedWebhooks are what the contract fakes (fake_*.py) share.
 """
 import asyncio
 import json
+import queue
 import threading
 import urllib.error
 import urllib.request
@@ -67,10 +69,16 @@ class FakeServer:
 
 class ServedFake:
     """Base of the contract fakes: owns self.server, a FakeServer, and starts, stops and
-    names it."""
+    names it; self.cond guards the fake's records (the server thread and the test's both
+    use them). handoffd_port is handoffd's port once it listens (hub_env.HubEnv sets it);
+    a fake whose webhooks go to one path names it in EVENTS_PATH and posts to self.target."""
+
+    EVENTS_PATH = None
 
     def __init__(self):
         self.server = FakeServer()
+        self.cond = threading.Condition()
+        self.handoffd_port = None
 
     def start(self):
         self.server.start()
@@ -82,6 +90,72 @@ class ServedFake:
     @property
     def url(self):
         return self.server.url
+
+    @property
+    def target(self):
+        """handoffd's events URL, or None before handoffd listens."""
+        return f"http://127.0.0.1:{self.handoffd_port}{self.EVENTS_PATH}" if self.handoffd_port else None
+
+    def wait(self, predicate, timeout=30, what="the expected traffic"):
+        """Waits until PREDICATE(self) holds (checked whenever self.cond is notified)."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: predicate(self), timeout):
+                raise AssertionError(f"timed out waiting for {what}; {self.progress()}")
+
+    def progress(self):
+        """What the fake saw so far, for a timeout's message."""
+        return f"calls={self.calls} rejected={self.rejected}"
+
+
+class QueuedWebhooks(ServedFake):
+    """A fake that sends its webhooks one at a time from a worker thread, as a hub's job
+    queue does: queue_webhook(job) from the fake's code, deliver(job) -> a record (a dict)
+    in the subclass, kept in self.deliveries in delivery order; drain() waits for them all."""
+
+    def __init__(self):
+        super().__init__()
+        self.deliveries = []     # the records of the webhooks delivered (or given up)
+        self.queued = 0          # webhooks queued so far (deliveries catch up with it)
+        self.jobs = queue.Queue()
+        self.worker = threading.Thread(target=self._work, daemon=True)
+
+    def start(self):
+        self.worker.start()
+        return super().start()
+
+    def stop(self):
+        self.jobs.put(None)
+        self.worker.join(10)
+        super().stop()
+
+    def queue_webhook(self, job):
+        """Queues JOB (the caller holds self.cond)."""
+        self.queued += 1
+        self.jobs.put(job)
+
+    def _work(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            record = self.deliver(job)
+            with self.cond:
+                self.deliveries.append(record)
+                self.cond.notify_all()
+
+    def drain(self, timeout=30):
+        """Waits until every webhook queued so far was delivered (or given up)."""
+        with self.cond:
+            n = self.queued
+        self.wait(lambda s: len(s.deliveries) >= n, timeout, f"{n} webhooks delivered")
+
+    def post_webhook(self, body, headers, timeout):
+        """POSTs BODY to self.target; returns (status, parsed answer, error), error being
+        why there was no answer (timeout, refused)."""
+        try:
+            return (*post_json(self.target, body, headers, timeout), None)
+        except OSError as e:
+            return None, None, f"no answer: {e}"
 
 
 def post_json(url, body, headers, timeout=30):

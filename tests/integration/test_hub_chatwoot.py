@@ -13,85 +13,26 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN
 from fake_chatwoot import ACCOUNT, FakeChatwoot
-from relay_env import Handoffd
-from tests.dlemu.control import spawn
-
-ROUTES = """local route = require "handoff.route"
-local queue = route.queue
-return {
-  route.phrase({ "refund", "order" }, queue("orders", { skill = "late-delivery", priority = 2 })),
-  route.phrase("manager",             queue("escalations", { agent = "sam" })),
-  route.always(                       queue("general")),
-}
-"""
+from hub_env import AGENT_ROUTES, HubEnv, running
 
 
-def config_text(emu, cw, state_dir, secret=True):
-    return f"""return {{
-  listen = "127.0.0.1:0",
-  state = "sqlite:{state_dir}/state.db",
-  directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1 }},
-  hub = {{ module = "hubs.chatwoot", url = "{cw.url}", account_id = {ACCOUNT}, token = "{cw.token}",
-          {f'secret = "{cw.secret}",' if secret else ''} teams = {{ orders = 3, vip = 4 }}, agents = {{ sam = 12 }} }},
-  routes = "routes.lua",
-  retry = {{ base = 0.05, max_delay = 0.5, give_up_after = 60 }},
-}}
-"""
+def hub_lines(secret=True):
+    def lines(cw):
+        return f"""hub = {{ module = "hubs.chatwoot", url = "{cw.url}", account_id = {ACCOUNT}, token = "{cw.token}",
+          {f'secret = "{cw.secret}",' if secret else ''} teams = {{ orders = 3, vip = 4 }}, agents = {{ sam = 12 }} }},"""
+    return lines
 
 
-class Env:
-    """Emulator + fake Chatwoot + handoffd, started and stopped together."""
-
-    def __init__(self, workdir, secret=True, version="current"):
-        self.workdir = workdir
-        self.cw = FakeChatwoot(version=version).start()
-        self.emu_ctx = spawn()
-        self.emu = self.emu_ctx.__enter__()
-        (workdir / "routes.lua").write_text(ROUTES)
-        (workdir / "config.lua").write_text(config_text(self.emu, self.cw, workdir, secret))
-        self.daemon = Handoffd(BIN, workdir).start()
-        self.cw.target = f"http://127.0.0.1:{self.daemon.port}/hubs/chatwoot/events"
-
-    def dl_conversation(self, cid):
-        """The Direct Line conversation handoffd talks to for CID now (its latest start)."""
-        needle = f'directline.started key="chatwoot:{cid}" conv='
-        self.daemon.wait_line(needle)
-        with self.daemon.cond:
-            line = [l for l in self.daemon.lines if needle in l][-1]
-        return line.split(needle, 1)[1].split()[0]
-
-    def bot_received(self, cid):
-        return self.emu.ctl.received(self.dl_conversation(cid))
-
-    def bot_heard(self, cid):
-        """What reached the bot: texts, handoff.status states, other activity types."""
-        return [a.get("text") if a.get("type") == "message" else
-                a["value"]["state"] if a.get("name") == "handoff.status" else a.get("type")
-                for a in self.bot_received(cid)]
-
-    def wait_bot_heard(self, cid, n, timeout=20):
-        self.emu.ctl.wait_count(self.dl_conversation(cid), "received", n, timeout=timeout)
-        return self.bot_heard(cid)
-
-    def metric(self, name):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon.port}/metrics", timeout=5) as r:
-            lines = r.read().decode().splitlines()
-        return next(float(l.rsplit(" ", 1)[1]) for l in lines if l.startswith(name + " "))
-
-    def close(self):
-        code = self.daemon.stop()
-        self.emu_ctx.__exit__(None, None, None)
-        self.cw.stop()
-        return code
+def start(workdir, secret=True, version="current"):
+    env = HubEnv(workdir, FakeChatwoot(version=version), "chatwoot", hub_lines(secret), AGENT_ROUTES)
+    env.cw = env.hub
+    return env
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = Env(tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    yield from running(start(tmp_path))
 
 
 def texts(messages):
@@ -282,21 +223,17 @@ def test_rich_messages_choices_and_an_agent_route(env):
 
 def test_without_a_secret_unsigned_webhooks_are_accepted(tmp_path):
     """Chatwoot before the signed Agent Bot webhooks (spring 2026): no secret configured."""
-    env = Env(tmp_path, secret=False)
-    try:
+    with start(tmp_path, secret=False) as env:
         env.daemon.wait_line("chatwoot.unsigned")
         cid = env.cw.new_conversation()
         assert env.cw.send(env.cw.event_for(cid, content="unsigned hello"), signed=False)[0] == 200
         assert env.wait_bot_heard(cid, 1) == ["unsigned hello"]
-    finally:
-        assert env.close() == 0
 
 
 def test_conversation_events_without_account(tmp_path):
     """Chatwoot 2026 before June: conversation_* events carry no `account` (#11753, fixed by
     #14673); assignment, hand-back and resolution must still reach the bot."""
-    env = Env(tmp_path, version="2026-05")
-    try:
+    with start(tmp_path, version="2026-05") as env:
         cw = env.cw
         cid = cw.new_conversation()
         cw.customer(cid, "agent please")
@@ -318,15 +255,12 @@ def test_conversation_events_without_account(tmp_path):
         other.pop("account")
         assert cw.send(other) == (200, {"ok": True, "ignored": "another account"})
         assert cw.bot_failures == [] and env.daemon.errors() == []
-    finally:
-        assert env.close() == 0
 
 
 def test_chatwoot_2025_refuses_the_bot_on_custom_attributes(tmp_path):
     """Chatwoot before mid-2025 answers 401 to a bot token on custom_attributes (allowed by
     #11447): the attributes are skipped (logged), the handoff goes on."""
-    env = Env(tmp_path, version="2025-05")
-    try:
+    with start(tmp_path, version="2025-05") as env:
         cw = env.cw
         cid = cw.new_conversation()
         assert cw.customer(cid, "My order is late, I want a human")[0] == 200
@@ -340,8 +274,6 @@ def test_chatwoot_2025_refuses_the_bot_on_custom_attributes(tmp_path):
         cw.set_status(cid, "resolved")      # conversation_resolved without `account`: completed
         assert env.wait_bot_heard(cid, 3)[2] == "completed"
         assert cw.bot_failures == [] and env.daemon.errors() == []
-    finally:
-        assert env.close() == 0
 
 
 def test_fake_refuses_what_the_swagger_refuses(env):

@@ -1,6 +1,6 @@
 """End to end with Genesys Cloud Open Messaging as the desk behind the generic webhook front.
 
-Setup (relay_env.Environment with front = hubs.webhook, desk = hubs.genesys): the Direct
+Setup (hub_env.HubEnv with front = hubs.webhook, desk = hubs.genesys): the Direct
 Line emulator and its scripted bot, the webhook hub's contract fake (where the customer
 chats), the Genesys contract fake (fake_genesys.py: OAuth login, the inbound Open
 Messaging API, the Conversations API, signed outbound webhooks), and handoffd. Routing
@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from conftest import BIN
 from fake_genesys import (AGENT, CLIENT_ID, CLIENT_SECRET, INTEGRATION_ID, INTEGRATION_NAME, NOTICE_TOKEN,
                           WEBHOOK_SECRET, FakeGenesys, sign)
-from relay_env import Environment
+from fakehub import FakeHub
+from hub_env import HubEnv, running
 
 
 def desk_config(genesys, extra):
@@ -34,30 +34,20 @@ NOTICES = f'disconnect_token = "{NOTICE_TOKEN}", quiet_check_s = 3600'
 
 
 def start(tmp_path, token_lifetime=3600, extra=QUICK_CHECK):
-    genesys = FakeGenesys(token_lifetime).start()
-    try:
-        env = Environment(BIN, tmp_path, hubs=desk_config(genesys, extra))
-    except BaseException:
-        genesys.stop()
-        raise
+    """The webhook front's fake is env.hub, Genesys's env.genesys."""
+    genesys = FakeGenesys(token_lifetime)
+    env = HubEnv(tmp_path, FakeHub(), "webhook", desk_config(genesys, extra), others=[genesys])
     env.genesys = genesys
     return env
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = start(tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
-    e.genesys.stop()
+    yield from running(start(tmp_path))
 
 
 def texts(messages):
     return [m["activity"]["text"] for m in messages]
-
-
-def statuses(env, conv):
-    return [a["value"]["state"] for a in env.bot_received(conv) if a.get("name") == "handoff.status"]
 
 
 def hand_off(env, conv, says="My order is late, I want a human"):
@@ -109,7 +99,7 @@ def test_full_flow(env):
     assert "conv=webhook:c-1" in env.daemon.wait_line("genesys.conversation_ended")
     hub.message(port, "c-1", "thanks, one more question")
     assert texts(hub.wait_messages("c-1", 6))[-1] == "You said: thanks, one more question"
-    assert statuses(env, "c-1") == ["accepted", "completed"]
+    assert env.statuses("c-1") == ["accepted", "completed"]
     accepted = env.daemon.wait_line("genesys.accepted")
     assert "conv=webhook:c-1" in accepted and f'agent="{AGENT["name"]}"' in accepted, \
         "the agent participant's name ..."
@@ -121,8 +111,7 @@ def test_full_flow(env):
 
 
 def test_token_renewed_before_expiry_and_after_a_401(tmp_path):
-    env = start(tmp_path, token_lifetime=1)
-    try:
+    with start(tmp_path, token_lifetime=1) as env:
         genesys = env.genesys
         genesys.login_script = [(503, None)]        # the first login fails for now: retried
         _, _, first = hand_off(env, "r-1")
@@ -141,9 +130,6 @@ def test_token_renewed_before_expiry_and_after_a_401(tmp_path):
         assert env.daemon.errors() == []
         secrets = [CLIENT_SECRET, WEBHOOK_SECRET, *genesys.logins]
         assert not [l for l in env.daemon.lines if any(x in l for x in secrets)], "no secret or token in the log"
-    finally:
-        assert env.close() == 0
-        env.genesys.stop()
 
 
 def test_bad_signature_is_401(env):
@@ -158,18 +144,14 @@ def test_bad_signature_is_401(env):
     unknown = json.dumps(FakeGenesys.outbound("nobody", "Text", text="hi")).encode()
     assert genesys.post(port, unknown) == (200, {"ok": True, "ignored": "unknown conversation"})
     assert env.hub.messages("s-1")[-1]["activity"]["text"].startswith("Transferring you")
-    assert statuses(env, "s-1") == [], "nothing reached the customer or the bot"
+    assert env.statuses("s-1") == [], "nothing reached the customer or the bot"
     assert genesys.post(port, body) == (200, {"ok": True})
     assert env.hub.wait_messages("s-1", 4)[-1]["activity"]["text"] == "from a stranger"
 
 
 def test_disconnect_notice_from_a_trigger_is_checked_with_the_api(tmp_path):
-    env = start(tmp_path, extra=NOTICES)
-    try:
+    with start(tmp_path, extra=NOTICES) as env:
         notice_flow(env)
-    finally:
-        assert env.close() == 0
-        env.genesys.stop()
 
 
 def notice_flow(env):
@@ -188,7 +170,7 @@ def notice_flow(env):
     assert genesys.notice(port, gid) == (200, {"ok": True})
     env.daemon.wait_line("conv.state conv=webhook:t-1 from=agent to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("t-1"), "received", 4, timeout=20)
-    assert statuses(env, "t-1") == ["accepted", "completed"]
+    assert env.statuses("t-1") == ["accepted", "completed"]
     assert env.daemon.errors() == []
 
 
@@ -200,15 +182,14 @@ def test_conversation_ended_before_an_agent_took_it_fails_the_handoff(env):
     genesys.queue_gives_up("f-1")                    # nothing on the webhook: the quiet check sees it
     env.daemon.wait_line("conv.state conv=webhook:f-1 from=routing to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("f-1"), "received", 3, timeout=20)
-    assert statuses(env, "f-1") == ["failed"], "a flow's automatic message is not an agent accepting"
+    assert env.statuses("f-1") == ["failed"], "a flow's automatic message is not an agent accepting"
 
 
 def test_customer_message_after_the_agent_left_goes_to_the_bot(tmp_path):
     """The quiet check has not run yet (1 h): the customer's next message finds the Genesys
     conversation over, ends the handoff and reaches the bot instead of opening a new
     Genesys conversation."""
-    env = start(tmp_path, extra="quiet_check_s = 3600")
-    try:
+    with start(tmp_path, extra="quiet_check_s = 3600") as env:
         genesys, hub, port = env.genesys, env.hub, env.port
         hand_off(env, "q-1")
         genesys.agent_says(port, "q-1", "Hi, Sam here")
@@ -219,20 +200,16 @@ def test_customer_message_after_the_agent_left_goes_to_the_bot(tmp_path):
         assert hub.message(port, "q-1", "thanks a lot")[0] == 202
         env.daemon.wait_line("conv.state conv=webhook:q-1 from=agent to=bot")
         assert texts(hub.wait_messages("q-1", 6))[-1] == "You said: thanks a lot"
-        assert statuses(env, "q-1") == ["accepted", "completed"]
+        assert env.statuses("q-1") == ["accepted", "completed"]
         assert len(genesys.inbound) == 1 and len(genesys.conversations) == 1, "no second Genesys conversation"
         assert env.daemon.errors() == []
-    finally:
-        assert env.close() == 0
-        env.genesys.stop()
 
 
 def test_without_the_view_permission_messages_still_flow(tmp_path):
     """The role lacks conversation:message:view: reads answer 403, which is logged, and the
     customer's and the agent's messages still go through (only the end needs the read or a
     Trigger)."""
-    env = start(tmp_path, extra="quiet_check_s = 3600")
-    try:
+    with start(tmp_path, extra="quiet_check_s = 3600") as env:
         genesys, hub, port = env.genesys, env.hub, env.port
         genesys.permissions.discard("conversation:message:view")
         hand_off(env, "n-1")
@@ -244,9 +221,6 @@ def test_without_the_view_permission_messages_still_flow(tmp_path):
         assert "HTTP 403" in env.daemon.wait_line("genesys.agent_unknown")
         assert texts(hub.wait_messages("n-1", 4))[-1] == "Hi, Sam here"
         assert env.daemon.errors() == []
-    finally:
-        assert env.close() == 0
-        env.genesys.stop()
 
 
 def test_presence_disconnect_event_is_honoured(env):
@@ -258,7 +232,7 @@ def test_presence_disconnect_event_is_honoured(env):
     assert genesys.presence_disconnect(port, "p-1") == (200, {"ok": True})
     env.daemon.wait_line("conv.state conv=webhook:p-1 from=agent to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("p-1"), "received", 4, timeout=20)
-    assert statuses(env, "p-1") == ["accepted", "completed"]
+    assert env.statuses("p-1") == ["accepted", "completed"]
 
 
 def test_fake_refuses_what_the_spec_refuses(env):

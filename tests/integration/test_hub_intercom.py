@@ -16,16 +16,8 @@ import pytest
 
 from conftest import run, write_config
 from fake_intercom import BOT, TOKEN, VALIDATORS, Conversation, FakeIntercom
-from hub_env import HubEnv, running
+from hub_env import AGENT_ROUTES, HubEnv, running
 
-ROUTES = """local route = require "handoff.route"
-local queue = route.queue
-return {
-  route.phrase({ "refund", "order" }, queue("orders", { skill = "late-delivery", priority = 2 })),
-  route.phrase("manager",             queue("escalations", { agent = "sam" })),
-  route.always(                       queue("general")),
-}
-"""
 SAM, KIM, ORDERS = "991267715", "991267716", "5017691"
 
 
@@ -38,8 +30,8 @@ def hub_lines(extra=""):
 
 
 def start(workdir, extra="", **fake):
-    env = HubEnv(workdir, FakeIntercom(**fake), "intercom", hub_lines(extra), ROUTES)
-    env.ic = env.fake
+    env = HubEnv(workdir, FakeIntercom(**fake), "intercom", hub_lines(extra), AGENT_ROUTES)
+    env.ic = env.hub
     return env
 
 
@@ -248,8 +240,7 @@ def test_rich_messages_and_an_agent_route(env):
 
 def test_missing_attributes_and_final_errors(tmp_path):
     """A workspace without the handoff attributes; an API answering 403 (plan restricted)."""
-    env = start(tmp_path, attributes={"handoff_queue"})
-    try:
+    with start(tmp_path, attributes={"handoff_queue"}) as env:
         ic = env.ic
         cid = ic.new_conversation("I need a human about my order")
         ic.wait(lambda s: s.conversations[cid].team == ORDERS, what="the handoff despite the attributes")
@@ -265,15 +256,12 @@ def test_missing_attributes_and_final_errors(tmp_path):
         env.daemon.wait_line(f"relay.to_hub_failed conv=intercom:{other}")
         assert [r[3] for r in ic.rejected].count("api_plan_restricted") >= 1
         assert not any(f"relay.to_hub_retry conv=intercom:{other}" in l for l in env.daemon.lines)
-    finally:
-        assert env.close() == 0
 
 
 def test_attributes_named_in_the_config(tmp_path):
     """Only the attributes the workspace defined are sent, so Intercom takes the update."""
-    env = start(tmp_path, extra='attributes = { "handoff_queue", "handoff_skill" },',
-                attributes={"handoff_queue", "handoff_skill", "handoff_priority"})
-    try:
+    with start(tmp_path, extra='attributes = { "handoff_queue", "handoff_skill" },',
+               attributes={"handoff_queue", "handoff_skill", "handoff_priority"}) as env:
         ic = env.ic
         cid = ic.new_conversation("I need a human about my order")
         ic.wait(lambda s: s.conversations[cid].team == ORDERS, what="the handoff")
@@ -281,8 +269,6 @@ def test_attributes_named_in_the_config(tmp_path):
         assert update == {"custom_attributes": {"handoff_queue": "orders", "handoff_skill": "late-delivery"}}
         assert ic.conversations[cid].custom_attributes == update["custom_attributes"]
         assert ic.rejected == [] and env.daemon.errors() == []
-    finally:
-        assert env.close() == 0
 
 
 @pytest.mark.parametrize("hub, message", [

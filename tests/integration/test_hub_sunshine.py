@@ -8,69 +8,30 @@ test states its input (webhook bodies, bot activities) and the traffic it expect
 wires: API calls at the fake, activities at the bot.
 """
 import json
-import pathlib
-import sqlite3
 
 import pytest
 
-from botwatch import BotWatch
-from conftest import BIN
-from relay_env import ROUTES, Handoffd
-from tests.dlemu.control import spawn
+from hub_env import HubEnv, running
 import fake_sunshine as fs
 
 
-def config_text(emu, hub, state_dir, extra=""):
-    return f"""return {{
-  listen = "127.0.0.1:0",
-  state = "sqlite:{state_dir}/state.db",
-  directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1 }},
-  hub = {{ module = "hubs.sunshine", url = "{hub.url}", app_id = "{fs.APP_ID}",
+def hub_lines(hub):
+    return f"""hub = {{ module = "hubs.sunshine", url = "{hub.url}", app_id = "{fs.APP_ID}",
           key_id = "{fs.KEY_ID}", key_secret = "{fs.KEY_SECRET}", webhook_secret = "{fs.WEBHOOK_SECRET}",
-          switchboard_integration = "{fs.US['name']}", pass_to = "{fs.AGENT_WORKSPACE['name']}" }},
-  routes = "routes.lua",
-  retry = {{ base = 0.05, max_delay = 0.5, give_up_after = 60 }},
-  {extra}
-}}
-"""
+          switchboard_integration = "{fs.US['name']}", pass_to = "{fs.AGENT_WORKSPACE['name']}" }},"""
 
 
-class Env(BotWatch):
-    """Emulator + fake Sunshine + handoffd, started and stopped together."""
-
-    front = "sunshine"
+class Env(HubEnv):
+    """HubEnv with fake Sunshine, and what its tests do often."""
 
     def __init__(self, workdir, extra_config=""):
-        self.workdir = pathlib.Path(workdir)
-        self.hub = fs.FakeSunshine().start()
-        self.emu_ctx = spawn()
-        self.emu = self.emu_ctx.__enter__()
-        (self.workdir / "routes.lua").write_text(ROUTES)
-        (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config))
-        self.daemon = Handoffd(BIN, self.workdir).start()
-        self.hub.notify_port = self.daemon.port
-
-    @property
-    def port(self):
-        return self.daemon.port
-
-    def restart(self):
-        assert self.daemon.stop() == 0
-        self.daemon.start()
-        self.hub.notify_port = self.daemon.port
+        super().__init__(workdir, fs.FakeSunshine(), "sunshine", hub_lines, extra_config=extra_config)
 
     def says(self, conv, text):
         assert self.hub.customer_says(self.port, conv, text) == (200, {"ok": True})
 
     def send(self, *events, **kw):
         return self.hub.post_events(self.port, list(events), **kw)
-
-    def known(self, conv):
-        db = sqlite3.connect(self.workdir / "state.db")
-        try:
-            return db.execute("SELECT 1 FROM conversations WHERE key = ?", (f"sunshine:{conv}",)).fetchone() is not None
-        finally:
-            db.close()
 
     def hand_off(self, conv):
         """The customer asks for a human: passControl reaches the fake, the bot hears accepted."""
@@ -81,18 +42,10 @@ class Env(BotWatch):
         self.wait_statuses(conv, ["accepted"])
         return call
 
-    def close(self):
-        code = self.daemon.stop()
-        self.emu_ctx.__exit__(None, None, None)
-        self.hub.stop()
-        return code
-
 
 @pytest.fixture
 def env(tmp_path):
-    e = Env(tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    yield from running(Env(tmp_path))
 
 
 def test_full_flow(env):
@@ -372,8 +325,7 @@ def test_api_errors_are_retried(env):
 
 
 def test_overload_answers_503_and_the_retry_skips_what_was_done(tmp_path):
-    e = Env(tmp_path, extra_config="limits = { conversations = 2 },")
-    try:
+    with Env(tmp_path, extra_config="limits = { conversations = 2 },") as e:
         hub = e.hub
         body = [hub.user_message("o-1", "first"), hub.user_message("o-2", "second"),
                 hub.user_message("o-3", "third")]
@@ -384,5 +336,3 @@ def test_overload_answers_503_and_the_retry_skips_what_was_done(tmp_path):
         for conv, text in (("o-1", "first"), ("o-2", "second")):
             hub.wait_texts(conv, 2)
             assert e.bot_heard(conv) == [text], "the retried body did not relay done events again"
-    finally:
-        assert e.close() == 0

@@ -10,17 +10,13 @@ fake, activities at the bot.
 """
 import base64
 import json
-import pathlib
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from botwatch import BotWatch
-from conftest import BIN
-from relay_env import ROUTES, Handoffd, config_text
-from tests.dlemu.control import spawn
+from hub_env import HubEnv, running
 import fake_twilio as ft
 
 BOT = "handoffd-bot"
@@ -35,25 +31,11 @@ def hub_config(fake, key=None):
           taskrouter_url = "{fake.url}", timeout_ms = 10000 }},"""
 
 
-class Env(BotWatch):
-    """Emulator + fake Twilio + handoffd, started and stopped together."""
-
-    front = "twilio_flex"
+class Env(HubEnv):
+    """HubEnv with fake Twilio, and what its tests do often."""
 
     def __init__(self, workdir, key=None, extra=""):
-        self.workdir = pathlib.Path(workdir)
-        self.hub = ft.FakeTwilio().start()
-        self.emu_ctx = spawn()
-        self.emu = self.emu_ctx.__enter__()
-        (self.workdir / "routes.lua").write_text(ROUTES)
-        (self.workdir / "config.lua").write_text(
-            config_text(self.emu, self.hub, self.workdir, extra, hubs=lambda fake: hub_config(fake, key)))
-        self.daemon = Handoffd(BIN, self.workdir).start()
-        self.hub.notify_port = self.daemon.port
-
-    @property
-    def port(self):
-        return self.daemon.port
+        super().__init__(workdir, ft.FakeTwilio(), "twilio_flex", lambda fake: hub_config(fake, key), extra_config=extra)
 
     def send(self, params, **kw):
         status, answer, _ = self.hub.post_event(self.port, params, **kw)
@@ -71,18 +53,10 @@ class Env(BotWatch):
         assert self.send(self.hub.participant_event(conv, agent, "onParticipantAdded")) == (200, {"ok": True})
         self.wait_statuses(conv, ["accepted"])
 
-    def close(self):
-        code = self.daemon.stop()
-        self.emu_ctx.__exit__(None, None, None)
-        self.hub.stop()
-        return code
-
 
 @pytest.fixture
 def env(tmp_path):
-    e = Env(tmp_path)
-    yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    yield from running(Env(tmp_path))
 
 
 def test_full_flow(env):
@@ -284,8 +258,7 @@ def test_rich_messages_and_media(env):
 
 
 def test_a_key_without_flex_rights_fails_the_handoff(tmp_path):
-    e = Env(tmp_path, key=(ft.RESTRICTED_KEY_SID, ft.RESTRICTED_KEY_SECRET))
-    try:
+    with Env(tmp_path, key=(ft.RESTRICTED_KEY_SID, ft.RESTRICTED_KEY_SECRET)) as e:
         hub = e.hub
         conv = hub.conversation()
         e.says(conv, "hello")
@@ -298,8 +271,6 @@ def test_a_key_without_flex_rights_fails_the_handoff(tmp_path):
         assert "20403" in e.daemon.wait_line("relay.to_hub_failed")
         e.says(conv, "still there?")
         assert hub.wait_texts(conv, 4)[-1] == "You said: still there?"
-    finally:
-        assert e.close() == 0
 
 
 def test_the_fake_refuses_what_twilio_refuses():
@@ -343,8 +314,7 @@ def test_the_fake_refuses_what_twilio_refuses():
 
 
 def test_overload_answers_429_and_the_retry_is_not_a_duplicate(tmp_path):
-    e = Env(tmp_path, extra="limits = { conversations = 1 },")
-    try:
+    with Env(tmp_path, extra="limits = { conversations = 1 },") as e:
         hub = e.hub
         first, second = hub.conversation(), hub.conversation()
         e.says(first, "hello")
@@ -355,5 +325,3 @@ def test_overload_answers_429_and_the_retry_is_not_a_duplicate(tmp_path):
         assert hub.post_raw(e.port, body, headers)[:2] == (429, {"error": "overloaded"})
         assert hub.wait_texts(first, 2)[1] == "You said: hello"
         assert e.bot_heard(first) == ["hello"]
-    finally:
-        assert e.close() == 0

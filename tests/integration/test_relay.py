@@ -5,13 +5,17 @@ contract fake of the webhook hub, and handoffd between them; routing rules send
 "order"/"refund" talk to queue orders and gold customers to vip. Each test states its
 input (hub events, bot activities) and the traffic it expects on both wires.
 """
+import asyncio
 import concurrent.futures
 import json
+import threading
 import time
 
 import pytest
+from aiohttp import web
 
-from conftest import BIN
+from conftest import BIN, SOURCE_DIR, http_get
+from fakeserver import FakeServer, post_json
 from relay_env import Environment
 
 
@@ -233,3 +237,44 @@ def test_conversation_end_reaches_the_bot_after_the_queue(env):
     env.emu.ctl.wait_count(cid, "received", 3, timeout=20)
     assert [a.get("text") or a["type"] for a in env.bot_received("e-1")] == ["hello", "and goodbye", "endOfConversation"]
     env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=closed")
+
+
+def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):
+    """An escalation changes conv.data, then waits on the network while a webhook stores
+    data with hd.set_data: the runtime keeps the webhook's data with only the call's own
+    changes (keys set, changed, removed) put onto it (scripts/handoff/relay.lua)."""
+    release, answer = threading.Event(), "i-9"
+
+    async def hold(request, body):
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        return web.Response(text=answer)
+    holder = FakeServer().route("POST", "/hold", hold).start()
+
+    def hubs(front):
+        return (f'front = {{ module = "hubs.webhook", url = "{front.url}", secret = "{front.secret}", token = "{front.token}" }},\n'
+                f'  desk = {{ module = "slowdesk", target = "{holder.url}" }},\n'
+                f'  script_path = "{SOURCE_DIR}/tests/integration/scripts/?.lua",')
+    env = Environment(BIN, tmp_path, hubs=hubs)
+    try:
+        hub, port = env.hub, env.port
+        url = f"http://127.0.0.1:{port}/slowdesk/data"
+
+        def set_data(data):
+            assert post_json(url, json.dumps({"id": "d-1", "data": data}).encode(),
+                             {"Content-Type": "application/json"}) == (200, {"ok": True})
+        hub.message(port, "d-1", "hello")
+        hub.wait_messages("d-1", 2)
+        set_data({"gone": 1, "shared": "old"})
+        hub.message(port, "d-1", "I want a human")
+        holder.wait_requests(1)                     # escalate is waiting on the network
+        set_data({"gone": 1, "shared": "new", "agent": "a-1"})
+        release.set()
+        handoff_id = env.daemon.wait_line("handoff.delivered conv=webhook:d-1").rsplit("handoff=", 1)[1]
+        assert http_get(port, "/slowdesk/data?id=d-1") == (200, {
+            "shared": "new", "agent": "a-1",                  # the webhook's, untouched by the call
+            "escalated": handoff_id, "interaction": "i-9",    # the call's, set before and after the wait
+        }), "the call removed `gone`, and put only its own keys onto the data stored meanwhile"
+    finally:
+        release.set()
+        assert env.close() == 0
+        holder.stop()
