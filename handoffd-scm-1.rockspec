@@ -22,6 +22,7 @@ external_dependencies = {
    LIBEVENT = { header = "event2/event.h" },
    WSLAY = { header = "wslay/wslay.h" },
    SQLITE = { header = "sqlite3.h" },
+   LIBSYSTEMD = { header = "systemd/sd-daemon.h" },
 }
 build = {
    type = "cmake",
