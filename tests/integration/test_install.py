@@ -99,7 +99,8 @@ def test_cmake_install_into_a_moved_prefix(tmp_path):
     r = run(["cmake", "--install", BUILD_DIR, "--prefix", first], timeout=120)
     assert r.returncode == 0, r.stderr
     for f in ("bin/handoffd", "share/handoffd/scripts/handoff/route.lua", "etc/handoffd/config.lua",
-              "etc/handoffd/routes.lua", "lib/systemd/system/handoffd.service", "etc/logrotate.d/handoffd"):
+              "etc/handoffd/routes.lua", "lib/systemd/system/handoffd.service", "etc/logrotate.d/handoffd",
+              "share/handoffd/types/handoff.lua"):
         assert (first / f).is_file(), f
 
     # A second install keeps an operator's edited config.
