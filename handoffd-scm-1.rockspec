@@ -16,11 +16,13 @@ hands the conversation to a human agent through the hub's API, with context and 
 dependencies = {
    "lua >= 5.4, < 5.5",
 }
+-- A check before the build; CMake's pkg-config finds the rest (libcurl's header sits in
+-- Debian's multiarch include directory, where LuaRocks does not look).
 external_dependencies = {
    LIBEVENT = { header = "event2/event.h" },
-   CURL = { header = "curl/curl.h" },
    WSLAY = { header = "wslay/wslay.h" },
    SQLITE = { header = "sqlite3.h" },
+   LIBSYSTEMD = { header = "systemd/sd-daemon.h" },
 }
 build = {
    type = "cmake",
@@ -28,5 +30,7 @@ build = {
       CMAKE_INSTALL_PREFIX = "$(PREFIX)",
       CMAKE_BUILD_TYPE = "Release",
       HANDOFFD_TESTS = "OFF",
+      -- LuaRocks would take lib/systemd for Lua C modules: keep the unit with the scripts.
+      HANDOFFD_SYSTEMD_UNIT_DIR = "share/handoffd/dist",
    },
 }

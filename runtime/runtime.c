@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "script_host.h"
+#include "sdnotify.h"
 #include "watch.h"
 
 #include <errno.h>
@@ -116,6 +117,7 @@ void runtime_free(struct hd_runtime *rt)
 		loop_signal_free(rt->signals[i]);
 	loop_timer_free(rt->drain);
 	watch_free(rt->watch);
+	sdnotify_free(rt->notify);
 	script_host_free(rt->scripts);	/* first: aborted tasks cancel their requests */
 	relay_free(rt->relay);		/* after: those tasks' ends still reach the relay */
 	http_client_free(rt->http_client);
@@ -159,9 +161,12 @@ static void record_reload(struct hd_runtime *rt, int rc, char *err, size_t errle
 
 int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 {
-	int rc = script_host_load(rt->scripts, err, errlen);
+	int rc;
 
+	sdnotify_reloading(rt->notify);
+	rc = script_host_load(rt->scripts, err, errlen);
 	record_reload(rt, rc, err, errlen);
+	sdnotify_ready(rt->notify);	/* a failed reload keeps the old scripts serving */
 	if (rc == 0)
 		log_info(rt->log, "reload.ok", "generation=%lu", script_host_generation(rt->scripts));
 	else
@@ -239,6 +244,7 @@ void runtime_stop(struct hd_runtime *rt)
 	if (rt->http)
 		http_server_stop_accepting(rt->http);
 	script_host_shutdown(rt->scripts);
+	sdnotify_stopping(rt->notify);
 	log_info(rt->log, "shutdown.begin", "in_flight=%d timeout_s=%g", in_flight(rt),
 		 rt->config->shutdown_timeout);
 	if (!rt->drain)
@@ -316,6 +322,8 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 	if (cfg->scripts.watch)
 		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
 	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
+	rt->notify = sdnotify_new(rt);
+	sdnotify_ready(rt->notify);
 	return 0;
 }
 

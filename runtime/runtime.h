@@ -20,6 +20,7 @@ struct loop_timer;
 struct metrics;
 struct relay;
 struct script_host;
+struct sdnotify;
 struct watch;
 
 struct hd_runtime {
@@ -34,6 +35,7 @@ struct hd_runtime {
 	struct loop_signal *signals[3];	/* SIGTERM, SIGINT, SIGHUP */
 	struct loop_timer *drain;	/* polls in-flight work during a graceful stop */
 	struct watch *watch;		/* owned; NULL unless scripts.watch */
+	struct sdnotify *notify;	/* owned; NULL unless run by systemd (NOTIFY_SOCKET) */
 	uint64_t started_ms;		/* monotonic */
 	uint64_t stop_deadline_ms;	/* set when a stop began */
 	bool stopping;

@@ -14,10 +14,12 @@
 #include "loop.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "script_dir.h"
 #include "secrets.h"
 #include "webhooks.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -25,9 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef HANDOFFD_SCRIPT_DIR
-#define HANDOFFD_SCRIPT_DIR "/usr/share/handoffd/scripts"
-#endif
 #define TEST_TIMEOUT_MS 30000
 
 /* ---- generations ---------------------------------------------------------------- */
@@ -165,8 +164,26 @@ int script_traceback(lua_State *L)
 	return 1;
 }
 
-/* Calls the function below NARGS arguments in G; on error copies the first line of the
- * message (file:line: reason) to ERR, prefixed by WHAT, and logs the traceback. */
+/* "WHAT: MSG" on one line, without the traceback. require's "module 'x' not found:" puts
+ * every path it tried on a line of its own: those are what the reader needs to see. */
+static void copy_error(char *err, size_t errlen, const char *what, const char *msg)
+{
+	const char *end = strstr(msg, "\nstack traceback:");
+	size_t len = end ? (size_t)(end - msg) : strlen(msg);
+	int n = snprintf(err, errlen, "%s: ", what);
+	size_t o = n > 0 && (size_t)n < errlen ? (size_t)n : 0;
+
+	for (size_t i = 0; i < len && o + 1 < errlen; i++) {
+		if (msg[i] == '\t')
+			continue;
+		err[o++] = msg[i] == '\n' ? ' ' : msg[i];
+	}
+	if (errlen > 0)
+		err[o < errlen ? o : errlen - 1] = '\0';
+}
+
+/* Calls the function below NARGS arguments in G; on error copies the message (file:line:
+ * reason) to ERR, prefixed by WHAT, and logs the traceback. */
 static int gen_pcall(struct script_gen *g, int nargs, int nres, const char *what, char *err, size_t errlen)
 {
 	lua_State *L = g->L;
@@ -182,12 +199,10 @@ static int gen_pcall(struct script_gen *g, int nargs, int nres, const char *what
 	if (rc == LUA_OK)
 		return 0;
 	const char *msg = lua_tostring(L, -1);
-	const char *nl = msg ? strchr(msg, '\n') : NULL;
 
 	if (!g->failure)	/* require() reports a module that does not compile this way */
 		g->failure = msg && strstr(msg, "error loading module") ? "syntax" : g->stage;
-	snprintf(err, errlen, "%s: %.*s", what, nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
-		 msg ? msg : "");
+	copy_error(err, errlen, what, msg ? msg : "");
 	log_debug(g->sh->rt->log, "script.load_error", "what=\"%s\" traceback=\"%s\"", what, msg ? msg : "");
 	lua_pop(L, 1);
 	return -EINVAL;
@@ -231,10 +246,12 @@ static void set_cpath(lua_State *L)
 static void set_search_path(lua_State *L, const struct config *cfg)
 {
 	const char *extra = cfg->script_path ? cfg->script_path : "";
+	char shipped[PATH_MAX];
 
+	script_dir_find(shipped, sizeof(shipped));	/* too long: truncated, then not found */
 	lua_getglobal(L, "package");
 	lua_pushfstring(L, "%s%s%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", extra,
-			extra[0] ? ";" : "", cfg->dir, cfg->dir, HANDOFFD_SCRIPT_DIR, HANDOFFD_SCRIPT_DIR);
+			extra[0] ? ";" : "", cfg->dir, cfg->dir, shipped, shipped);
 	lua_setfield(L, -2, "path");
 	set_cpath(L);
 	lua_pop(L, 1);

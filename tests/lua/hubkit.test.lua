@@ -17,11 +17,11 @@ function T.delivery_classifies_answers()
   ok, err, retry = delivery.result(res(503))
   assert(ok == nil and err == "HTTP 503" and retry == true)
   ok, err, retry = delivery.result(res(429, { ["retry-after"] = "7" }))
-  assert(err == "HTTP 429" and retry == 7)
+  assert(ok == nil and err == "HTTP 429" and retry == 7)
   ok, err, retry = delivery.result(res(400, {}, '{"error":"bad field"}'))
   assert(ok == nil and err == 'HTTP 400: {"error":"bad field"}' and retry == nil)
   ok, err, retry = delivery.result(res(404))
-  assert(err == "HTTP 404" and retry == nil)
+  assert(ok == nil and err == "HTTP 404" and retry == nil)
 end
 
 local H = {

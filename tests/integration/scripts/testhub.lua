@@ -1,6 +1,7 @@
 -- A hub module made for the scripting tests: each webhook exercises one behaviour of
 -- the script host (results, errors, budgets, waiting, reload).
 local log = require "handoff.log"
+local time = require "handoff.time"
 local timer = require "handoff.timer"
 
 local M = {}
@@ -34,6 +35,12 @@ M.webhooks = {
     return 200, "slept " .. conf.version
   end,
   ["GET /t/nothing"] = function() end,
+  -- blocks the whole event loop for ?s= seconds (needs scripts.max_instructions = 0)
+  ["GET /t/spin"] = function(req)
+    local deadline = time.now() + tonumber(req.query.s)
+    while time.now() < deadline do end
+    return 200, "spun"
+  end,
   ["GET /t/badstatus"] = function() return "teapot" end,
 }
 
