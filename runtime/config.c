@@ -102,6 +102,7 @@ static const struct config_key fallback_keys[] = {
 static const struct config_key limits_keys[] = {
 	{ "conversations", KEY_NUMBER, false, FIELD(limits.conversations), NULL },
 	{ "queued", KEY_NUMBER, false, FIELD(limits.queued), NULL },
+	{ "idle_timeout", KEY_NUMBER, false, FIELD(limits.idle_timeout), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -117,6 +118,7 @@ static const struct config_key top_keys[] = {
 	{ "state", KEY_STRING, false, FIELD(state), NULL },
 	{ "log_level", KEY_STRING, false, FIELD(log_level), NULL },
 	{ "shutdown_timeout", KEY_NUMBER, false, FIELD(shutdown_timeout), NULL },
+	{ "state_retention", KEY_NUMBER, false, FIELD(state_retention), NULL },
 	{ "routes", KEY_STRING, false, FIELD(routes), NULL },
 	{ "script_path", KEY_STRING, false, FIELD(script_path), NULL },
 	{ "directline", KEY_TABLE, true, 0, directline_keys },
@@ -358,6 +360,8 @@ static void preset_numbers(struct config *cfg)
 	cfg->directline.status_events = true;	/* bots that ignore the event lose nothing */
 	cfg->limits.conversations = 50000;
 	cfg->limits.queued = 1000;
+	cfg->limits.idle_timeout = 86400;	/* a chat nobody touched for a day is over */
+	cfg->state_retention = 7 * 86400;	/* ended conversations stay a week for inspection */
 	cfg->retry.base = 1;
 	cfg->retry.max_delay = 60;
 	cfg->retry.give_up_after = 600;	/* hubs.md: retried up to 10 minutes */
@@ -432,6 +436,10 @@ static int finish(struct loader *ld)
 		return fail(ld, "scripts", "the numbers in 'scripts' must not be negative");
 	if (cfg->limits.conversations < 1 || cfg->limits.queued < 1)
 		return fail(ld, "limits", "the numbers in 'limits' must be at least 1");
+	if (cfg->limits.idle_timeout < 0)
+		return fail(ld, "limits", "key 'limits.idle_timeout' must not be negative");
+	if (cfg->state_retention < 0)
+		return fail(ld, "state_retention", "key 'state_retention' must not be negative");
 	if (cfg->retry.base <= 0 || cfg->retry.max_delay < cfg->retry.base || cfg->retry.give_up_after < 0)
 		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))

@@ -48,6 +48,7 @@ struct config_scripts {
 struct config_limits {
 	double conversations;		/* open conversations; more answer 503 */
 	double queued;			/* undelivered messages per conversation */
+	double idle_timeout;		/* seconds without activity that end a conversation; 0: never */
 };
 
 /* Delivery to hubs (and the bot, across restarts): exponential backoff, full jitter. */
@@ -72,6 +73,7 @@ struct config {
 	char *state;		/* "sqlite:PATH" */
 	char *log_level;	/* NULL: the command line or the default decides */
 	double shutdown_timeout;	/* seconds to finish in-flight work on SIGTERM */
+	double state_retention;	/* seconds ended conversations (and hub event ids) stay on disk */
 	char *routes;		/* absolute path of the routing rules, or NULL */
 	char *script_path;	/* extra Lua search path, prepended */
 	char *hub_module;	/* module name of hub = { module = ... } */

@@ -85,7 +85,13 @@ uint64_t *metrics_counter(struct metrics *m, const char *name, const char *label
 
 int metrics_gauge(struct metrics *m, const char *name, const char *help, metrics_gauge_fn fn, void *arg)
 {
-	struct series *s = add(m, name, NULL, help);
+	return metrics_gauge_labels(m, name, NULL, help, fn, arg);
+}
+
+int metrics_gauge_labels(struct metrics *m, const char *name, const char *labels, const char *help,
+			 metrics_gauge_fn fn, void *arg)
+{
+	struct series *s = add(m, name, labels, help);
 
 	if (!s)
 		return -ENOMEM;
@@ -109,7 +115,9 @@ static void render_family(const struct metrics *m, const struct series *first, s
 	for (const struct series *s = first; s; s = s->next) {
 		if (strcmp(s->name, first->name) != 0)
 			continue;
-		if (s->gauge)
+		if (s->gauge && s->labels)
+			evbuffer_add_printf(out, "%s{%s} %.17g\n", s->name, s->labels, s->gauge(s->arg));
+		else if (s->gauge)
 			evbuffer_add_printf(out, "%s %.17g\n", s->name, s->gauge(s->arg));
 		else if (s->labels)
 			evbuffer_add_printf(out, "%s{%s} %llu\n", s->name, s->labels, (unsigned long long)s->value);

@@ -21,6 +21,9 @@ void metrics_free(struct metrics *m);
 uint64_t *metrics_counter(struct metrics *m, const char *name, const char *labels, const char *help);
 /* A gauge read at render time from FN(ARG). Returns 0 or -ENOMEM. */
 int metrics_gauge(struct metrics *m, const char *name, const char *help, metrics_gauge_fn fn, void *arg);
+/* The same with a label set (`state="bot"`), one series of the family NAME. */
+int metrics_gauge_labels(struct metrics *m, const char *name, const char *labels, const char *help,
+			 metrics_gauge_fn fn, void *arg);
 
 /* Adds 1 to a counter that may be NULL (an allocation failed earlier). */
 static inline void metrics_inc(uint64_t *counter)

@@ -72,7 +72,7 @@ void relay_push_conversation(lua_State *co, const struct conversation *c)
  * handed on without decoding. */
 struct item_parts {
 	bool desk;
-	char fn[16];
+	char fn[24];		
 	const char *raw;
 	size_t raw_len;
 };
