@@ -28,8 +28,8 @@
 #define IDLE_SWEEP_MAX_MS 60000
 #define PURGE_SWEEP_MAX_MS 3600000
 /* Hub event ids are remembered at least this long whatever state_retention says: hubs
- * retry an event for minutes. */
-#define EVENT_TTL_MIN_S 3600
+ * retry an event for minutes (hubs.md: up to 10). */
+#define EVENT_TTL_MIN_S 600
 
 static const char *const cause_names[END_CAUSE_COUNT] = { "hub", "bot", "handoff", "directline", "idle" };
 static const char *const cause_texts[END_CAUSE_COUNT] = {
