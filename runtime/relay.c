@@ -85,7 +85,7 @@ void relay_save(struct relay *r, struct conversation *c)
 
 void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
 {
-	if (c->state == s)
+	if (c->state == s || c->state == CONV_ENDING)	/* an ending conversation only leaves */
 		return;
 	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
 		 conv_state_name(c->state), conv_state_name(s), why);
@@ -498,8 +498,6 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 	(void)dc;
 	if (!c)
 		return;
-	if (!hd_str_eq(a->from_role, "user"))
-		relay_end_touch(c);
 	if (hd_str_eq(a->from_role, "user")) {
 		/* Our own message, replayed after a restart: the one we were unsure about? */
 		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
@@ -513,6 +511,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		}
 		return;	/* another client of the conversation, or our own message */
 	}
+	relay_end_touch(c);
 	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
 		if (c->state == CONV_BOT)
 			relay_hub_start_handoff(r, c, a);
