@@ -74,36 +74,53 @@ static bool tells_front(const struct relay *r, enum relay_end_cause cause)
 	       (cause == END_BY_HANDOFF && r->desk_only);
 }
 
+/* A desk-only setup's desk hears of an end it did not decide while it has (or is being
+ * asked to take) the conversation, so its agent is not left talking to no one. */
+static bool tells_desk(const struct relay *r, enum relay_end_cause cause, enum conv_state was)
+{
+	return r->desk_only && cause != END_BY_HANDOFF && (was == CONV_ROUTING || was == CONV_AGENT);
+}
+
 /* Whether the bot has, or is about to get, a conversation to say goodbye in. */
 static bool bot_involved(const struct conversation *c)
 {
 	return c->dl || c->dl_conversation_id || c->pending[QUEUE_TO_BOT] > 0;
 }
 
-static void queue_goodbyes(struct relay *r, struct conversation *c, enum relay_end_cause cause)
+/* Queues the hub's conversation_end for ROLE ("front" or "desk"). */
+static void queue_hub_end(struct relay *r, struct conversation *c, const char *role, enum relay_end_cause cause)
+{
+	char ev[128];
+	/* The id lets the hub drop a retry it already has (the contract's rule). */
+	int n = snprintf(ev, sizeof(ev), "{\"id\":\"end-%016llx\",\"reason\":\"%s\"}",
+			 (unsigned long long)relay_random(r), cause_names[cause]);
+
+	relay_hub_enqueue(r, c, role, "conversation_end", "event", ev, (size_t)n, false);
+}
+
+static void queue_goodbyes(struct relay *r, struct conversation *c, enum relay_end_cause cause,
+			   enum conv_state was)
 {
 	static const char eoc[] = "{\"type\":\"endOfConversation\"}";
-	char ev[128];
-	int n;
 
 	if (tells_bot(cause) && bot_involved(c))
 		relay_enqueue_from(r, c, QUEUE_TO_BOT, eoc, sizeof(eoc) - 1, false);
-	if (!tells_front(r, cause))
-		return;
-	/* The id lets the hub drop a retry it already has (the contract's rule). */
-	n = snprintf(ev, sizeof(ev), "{\"id\":\"end-%016llx\",\"reason\":\"%s\"}",
-		     (unsigned long long)relay_random(r), cause_names[cause]);
-	relay_hub_enqueue(r, c, "front", "conversation_end", "event", ev, (size_t)n, false);
+	if (tells_desk(r, cause, was))
+		queue_hub_end(r, c, "desk", cause);
+	if (tells_front(r, cause))
+		queue_hub_end(r, c, "front", cause);
 }
 
 void relay_end_begin(struct relay *r, struct conversation *c, enum relay_end_cause cause)
 {
-	if (c->state == CONV_ENDING)
+	enum conv_state was = c->state;
+
+	if (was == CONV_ENDING)
 		return;
 	relay_set_state(r, c, CONV_ENDING, cause_texts[cause]);
 	r->end->ending++;
 	metrics_inc(r->end->m_ended[cause]);
-	queue_goodbyes(r, c, cause);
+	queue_goodbyes(r, c, cause, was);
 	for (int q = 0; q < QUEUE_COUNT; q++)
 		relay_kick(r, c, (enum conv_queue)q);	/* an empty queue reports its drain */
 }

@@ -230,3 +230,26 @@ def test_retention_removes_ended_rows(tmp_path):
         assert rows(env, "SELECT COUNT(*) FROM outbox WHERE key = 'webhook:d-1'") == [(0,)]
     finally:
         assert env.close() == 0
+
+
+def test_front_ends_while_a_desk_agent_has_it(tmp_path):
+    """Webhook front, Genesys desk: the customer's chat ends while an agent has it. The bot
+    gets endOfConversation, the desk hears of it (genesys takes no notice: nothing to
+    fail), the front is not told its own end, and the conversation leaves."""
+    from test_hub_genesys import hand_off, start
+    env = start(tmp_path)
+    try:
+        hand_off(env, "a-1")
+        env.genesys.agent_says(env.port, "a-1", "Hi Dana, I'm Sam")
+        env.daemon.wait_line("conv.state conv=webhook:a-1 from=routing to=agent")
+        cid = env.dl_conversation("a-1")
+        assert env.hub.send(env.port, end_event("a-1")) == (202, {"ok": True})
+        env.daemon.wait_line("conv.state conv=webhook:a-1 from=agent to=ending")
+        env.daemon.wait_line("conv.ended conv=webhook:a-1")
+        assert received(env, cid)[-1] == "endOfConversation"
+        assert env.hub.ends("a-1") == []
+        assert healthz(env.port)["conversations"] == 0
+        assert env.daemon.errors() == []
+    finally:
+        assert env.close() == 0
+        env.genesys.stop()
