@@ -45,6 +45,7 @@ struct relay_end {
 	char **drained;			/* keys of ending conversations whose queues ran empty */
 	size_t ndrained, capdrained;
 	size_t ending;			/* conversations in state ending */
+	size_t purged;			/* rows removed, not yet logged (after their commit) */
 	uint64_t *m_ended[END_CAUSE_COUNT];
 	uint64_t *m_departed;
 };
@@ -254,14 +255,32 @@ static void on_idle_sweep(void *arg)
 
 /* ---- retention ------------------------------------------------------------------------ */
 
+static int64_t event_ttl_s(const struct config *cfg)
+{
+	return cfg->state_retention > EVENT_TTL_MIN_S ? (int64_t)cfg->state_retention : EVENT_TTL_MIN_S;
+}
+
+static void log_purged(void *arg)
+{
+	struct relay *r = arg;
+
+	if (!r->end->purged)
+		return;	/* a later commit of the same sweep logged them already */
+	log_info(r->rt->log, "conv.purged", "count=%zu retention_s=%.0f", r->end->purged, r->rt->config->state_retention);
+	r->end->purged = 0;
+}
+
 static void on_purge(void *arg)
 {
 	struct relay *r = arg;
 	double keep = r->rt->config->state_retention;
-	int n = store_purge_ended(r->store, (int64_t)time(NULL) - (int64_t)keep);
+	int64_t now = (int64_t)time(NULL);
+	int n = store_purge_ended(r->store, now - (int64_t)keep, now - event_ttl_s(r->rt->config));
 
-	if (n > 0)
-		log_info(r->rt->log, "conv.purged", "count=%d retention_s=%.0f", n, keep);
+	if (n > 0) {
+		r->end->purged += (size_t)n;
+		store_after_commit(r->store, log_purged, r);	/* logged once they are gone for good */
+	}
 	/* A backlog goes in batches, one per loop turn. */
 	loop_timer_start(r->end->purge, n == STORE_PURGE_BATCH ? 0 : sweep_period(keep, PURGE_SWEEP_MAX_MS), 0);
 }
@@ -291,13 +310,12 @@ int relay_end_start(struct relay *r)
 {
 	const struct config *cfg = r->rt->config;
 	struct relay_end *e = calloc(1, sizeof(*e));
-	double ttl = cfg->state_retention > EVENT_TTL_MIN_S ? cfg->state_retention : EVENT_TTL_MIN_S;
 
 	if (!e)
 		return -ENOMEM;
 	r->end = e;
 	add_counters(r);
-	store_set_event_ttl(r->store, (int64_t)ttl);
+	store_set_event_ttl(r->store, event_ttl_s(cfg));
 	e->finish = loop_timer_new(r->rt->loop, on_finish, r);
 	e->purge = loop_timer_new(r->rt->loop, on_purge, r);
 	if (cfg->limits.idle_timeout > 0)

@@ -369,7 +369,7 @@ static int purge_step(struct store *st, enum stmt which, int64_t before_s, const
 	return sqlite3_changes(st->db);
 }
 
-int store_purge_ended(struct store *st, int64_t before_s)
+int store_purge_ended(struct store *st, int64_t before_s, int64_t events_before_s)
 {
 	int n;
 
@@ -377,7 +377,7 @@ int store_purge_ended(struct store *st, int64_t before_s)
 		return -EIO;
 	n = purge_step(st, S_PURGE_CONVS, before_s, "purge_conversations");
 	if (n >= 0 && n < STORE_PURGE_BATCH)
-		store_event_expire(st, before_s);
+		store_event_expire(st, events_before_s);
 	return n;
 }
 

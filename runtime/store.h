@@ -65,8 +65,8 @@ int store_conv_delete(struct store *st, const char *key);
 #define STORE_PURGE_BATCH 500
 /* Removes up to STORE_PURGE_BATCH ended conversations (state closed) last written before
  * BEFORE_S (unix seconds), with their outbox leftovers; once fewer are left, hub event
- * ids older than BEFORE_S too. Returns how many conversations went, or -EIO. */
-int store_purge_ended(struct store *st, int64_t before_s);
+ * ids recorded before EVENTS_BEFORE_S too. Returns how many conversations went, or -EIO. */
+int store_purge_ended(struct store *st, int64_t before_s, int64_t events_before_s);
 void store_conv_clear(struct store_conv *c);
 
 /* ---- dedupe ---- */

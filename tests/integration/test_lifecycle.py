@@ -139,7 +139,7 @@ def test_repeated_end_answers_200(env):
 def test_idle_conversations_end(tmp_path):
     """limits.idle_timeout: a chat nobody touches ends; the bot gets endOfConversation and
     the hub POST /end with reason idle; the slot is free."""
-    env = Environment(BIN, tmp_path, extra_config="limits = { idle_timeout = 1 },")
+    env = Environment(BIN, tmp_path, extra_config="limits = { idle_timeout = 3 },")
     try:
         hub, port = env.hub, env.port
         assert hub.message(port, "i-1", "hello")[0] == 202
@@ -222,6 +222,7 @@ def test_retention_removes_ended_rows(tmp_path):
     env = Environment(BIN, tmp_path, extra_config="state_retention = 1,")
     try:
         talk_and_end(env, "d-1")
+        healthz(env.port)  # one more turn of handoffd's loop: the departure is committed
         assert rows(env, "SELECT state FROM conversations WHERE key = 'webhook:d-1'") == [("closed",)]
         assert env.hub.message(env.port, "d-2", "still here")[0] == 202
         env.hub.wait_messages("d-2", 2)

@@ -183,9 +183,9 @@ static void test_purge_removes_ended_rows_and_their_leftovers(void **state)
 	store_outbox_add(f->st, "open", "to_bot", "kept", 4);
 	store_event_add(f->st, "ev-old");
 	/* Retention not reached: rows written now are not before now - 60 s. */
-	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) - 60), 0);
+	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) - 60, (int64_t)time(NULL) - 60), 0);
 	/* Reached (a cut-off in the future): only the ended row goes, with its outbox. */
-	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) + 10), 1);
+	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) + 10, (int64_t)time(NULL) + 10), 1);
 	reopen(f);
 	assert_int_equal(store_conv_get(f->st, "done", &done), -ENOENT);
 	assert_int_equal(store_conv_get(f->st, "open", &open), 0);
