@@ -4,9 +4,10 @@
  *
  * An ending conversation is in state "ending" (durable): nothing new is relayed for it,
  * its goodbyes are the last items of its queues (endOfConversation for the bot, the
- * hub's conversation_end for the front), and once both queues are empty it is written
- * as "closed" and removed from memory. A restart finds "ending" rows and finishes the
- * drain from the outbox, so an ending step is never lost nor done twice. */
+ * hub's conversation_end for the front, and the desk of a desk-only setup), and once
+ * both queues are empty it is written as "closed" and removed from memory. A restart
+ * finds "ending" rows and finishes the drain from the outbox, so an ending step is never
+ * lost nor done twice. */
 #include "relay_internal.h"
 
 #include "config.h"

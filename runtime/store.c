@@ -32,7 +32,8 @@ static const char *const SCHEMA =
 	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
 	"  created INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);"
-	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);";
+	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);"
+	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);";	/* expiry without a full scan */
 
 
 
