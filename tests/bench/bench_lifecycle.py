@@ -10,8 +10,9 @@ non-sanitized build, please). W workers each play one conversation at a time: a
 greeting and a question; then one in ten asks for a human and the agent closes it
 (handoff.completed without return), one in ten says "bye" (the bot ends it), the rest
 get conversation.end from the hub. Every SAMPLE conversations it prints the count, the
-wall time, handoffd's RSS, the database size (state.db plus its WAL) and /healthz's open
-and ending counts. Asserts nothing about time or size.
+wall time, handoffd's RSS, the database size (state.db plus its WAL), /healthz's open
+and ending counts, and the rows the database holds (conversations, ended ones, outbox,
+hub event ids). Asserts nothing about time or size.
 
     /usr/bin/python3 tests/bench/bench_lifecycle.py build/handoffd [conversations] [workers] [sample]
 """
@@ -19,6 +20,7 @@ import collections
 import json
 import os
 import pathlib
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -86,6 +88,17 @@ def rss_bytes(pid):
 
 def db_bytes(workdir):
     return sum(p.stat().st_size for p in workdir.glob("state.db*"))
+
+
+def db_rows(workdir):
+    """Rows the state holds: conversations (ended ones among them), outbox, hub event ids."""
+    db = sqlite3.connect(f"file:{workdir / 'state.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return tuple(db.execute(q).fetchone()[0] for q in (
+            "SELECT COUNT(*) FROM conversations", "SELECT COUNT(*) FROM conversations WHERE state = 'closed'",
+            "SELECT COUNT(*) FROM outbox", "SELECT COUNT(*) FROM events"))
+    finally:
+        db.close()
 
 
 class Driver:
@@ -175,10 +188,11 @@ def run(env, workdir, total, workers, sample):
     def take(done):
         h = healthz(env.port)
         samples.append((done, time.monotonic() - t0, rss_bytes(pid), db_bytes(workdir),
-                        h["conversations"], h["conversations_by_state"]["ending"]))
-        print("%8d conversations  %7.0f s  rss %7.1f MiB  db %7.1f MiB  open %5d  ending %4d"
-              % (samples[-1][0], samples[-1][1], samples[-1][2] / 2**20, samples[-1][3] / 2**20,
-                 samples[-1][4], samples[-1][5]), flush=True)
+                        h["conversations"], h["conversations_by_state"]["ending"]) + db_rows(workdir))
+        print("%8d conversations  %6.0f s  rss %6.1f MiB  db %6.1f MiB  open %4d  ending %3d  "
+              "rows: conversations %6d (ended %6d) outbox %4d events %7d" % (
+                  samples[-1][0], samples[-1][1], samples[-1][2] / 2**20, samples[-1][3] / 2**20,
+                  *samples[-1][4:]), flush=True)
 
     print(f"soak: {total} conversations, {workers} workers, sample every {sample}", flush=True)
     take(0)
