@@ -112,6 +112,7 @@ static const struct config_key limits_keys[] = {
 	{ "request_timeout", KEY_NUMBER, false, FIELD(limits.request_timeout), NULL },
 	{ "keepalive_timeout", KEY_NUMBER, false, FIELD(limits.keepalive_timeout), NULL },
 	{ "buffered_mb", KEY_NUMBER, false, FIELD(limits.buffered_mb), NULL },
+	{ "idle_timeout", KEY_NUMBER, false, FIELD(limits.idle_timeout), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
 
@@ -127,6 +128,7 @@ static const struct config_key top_keys[] = {
 	{ "state", KEY_STRING, false, FIELD(state), NULL },
 	{ "log_level", KEY_STRING, false, FIELD(log_level), NULL },
 	{ "shutdown_timeout", KEY_NUMBER, false, FIELD(shutdown_timeout), NULL },
+	{ "state_retention", KEY_NUMBER, false, FIELD(state_retention), NULL },
 	{ "routes", KEY_STRING, false, FIELD(routes), NULL },
 	{ "script_path", KEY_STRING, false, FIELD(script_path), NULL },
 	{ "directline", KEY_TABLE, true, 0, directline_keys },
@@ -373,6 +375,8 @@ static void preset_numbers(struct config *cfg)
 	cfg->limits.request_timeout = 30;
 	cfg->limits.keepalive_timeout = 10;
 	cfg->limits.buffered_mb = 64;
+	cfg->limits.idle_timeout = 86400;	/* a chat nobody touched for a day is over */
+	cfg->state_retention = 7 * 86400;	/* ended conversations stay a week for inspection */
 	cfg->retry.base = 1;
 	cfg->retry.max_delay = 60;
 	cfg->retry.give_up_after = 600;	/* hubs.md: retried up to 10 minutes */
@@ -473,6 +477,10 @@ static int finish(struct loader *ld)
 	rc = check_listener_limits(ld, &cfg->limits);
 	if (rc < 0)
 		return rc;
+	if (cfg->limits.idle_timeout < 0)
+		return fail(ld, "limits", "key 'limits.idle_timeout' must not be negative");
+	if (cfg->state_retention < 0)
+		return fail(ld, "state_retention", "key 'state_retention' must not be negative");
 	if (cfg->retry.base <= 0 || cfg->retry.max_delay < cfg->retry.base || cfg->retry.give_up_after < 0)
 		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))

@@ -58,6 +58,7 @@ struct config_limits {
 	double request_timeout;		/* seconds for a whole request to arrive */
 	double keepalive_timeout;	/* seconds a keep-alive connection may idle */
 	double buffered_mb;		/* request bytes held by all connections together */
+	double idle_timeout;		/* seconds without activity that end a conversation; 0: never */
 };
 
 /* Delivery to hubs (and the bot, across restarts): exponential backoff, full jitter. */
@@ -82,6 +83,7 @@ struct config {
 	char *state;		/* "sqlite:PATH" */
 	char *log_level;	/* NULL: the command line or the default decides */
 	double shutdown_timeout;	/* seconds to finish in-flight work on SIGTERM */
+	double state_retention;	/* seconds ended conversations (and hub event ids) stay on disk */
 	char *routes;		/* absolute path of the routing rules, or NULL */
 	char *script_path;	/* extra Lua search path, prepended */
 	char *hub_module;	/* module name of hub = { module = ... } */

@@ -14,7 +14,7 @@ struct convstore {
 	size_t nbuckets, count, max;
 };
 
-static const char *const state_names[] = { "bot", "routing", "agent", "closed" };
+static const char *const state_names[] = { "bot", "routing", "agent", "ending", "closed" };
 
 static size_t hash(const char *s)
 {
@@ -145,6 +145,14 @@ void convstore_remove(struct convstore *cs, struct conversation *c)
 size_t convstore_count(const struct convstore *cs)
 {
 	return cs->count;
+}
+
+void convstore_count_states(const struct convstore *cs, size_t out[CONV_STATE_COUNT])
+{
+	memset(out, 0, CONV_STATE_COUNT * sizeof(*out));
+	for (size_t i = 0; i < cs->nbuckets; i++)
+		for (const struct conversation *c = cs->buckets[i]; c; c = c->next)
+			out[c->state]++;
 }
 
 void convstore_each(struct convstore *cs, void (*fn)(struct conversation *c, void *arg), void *arg)

@@ -1,7 +1,8 @@
 /* convstore.h - the conversations handoffd holds, in memory, by key.
  * A conversation is keyed by its front hub and the hub's conversation id ("webhook:c-42")
  * and carries the state that decides where each message goes (bot, routing, agent,
- * closed) plus what resuming it needs. convstore.c owns the table, its limit and the
+ * ending) plus what resuming it needs. An ended conversation leaves the table (its row
+ * stays on disk as "closed" until state_retention). convstore.c owns the table, its limit and the
  * state names; relay.c owns the transitions; store.c makes them durable. */
 #ifndef HANDOFFD_CONVSTORE_H
 #define HANDOFFD_CONVSTORE_H
@@ -13,7 +14,9 @@
 struct dl_conv;
 struct loop_timer;
 
-enum conv_state { CONV_BOT, CONV_ROUTING, CONV_AGENT, CONV_CLOSED };
+/* ENDING: the conversation is over and its queued work drains (relay_end.c); CLOSED is
+ * only ever on disk, the state of an ended conversation's row. */
+enum conv_state { CONV_BOT, CONV_ROUTING, CONV_AGENT, CONV_ENDING, CONV_CLOSED, CONV_STATE_COUNT };
 
 /* The outbox queues of a conversation, each delivered in order. */
 enum conv_queue { QUEUE_TO_BOT, QUEUE_TO_HUB, QUEUE_COUNT };
@@ -29,10 +32,12 @@ struct conversation {
 	char *key;			/* "<front>:<id>" */
 	const char *id;			/* the front's conversation id, inside KEY */
 	enum conv_state state;
+	int64_t active_ms;		/* wall clock of the last activity either way (idle_timeout) */
 	char *user_json;		/* {"id":..,"name":..} as the hub named the customer */
 	char *hub_data;			/* JSON the hub scripts keep here */
 	char *handoff_id;
 	struct dl_conv *dl;		/* NULL until the first message to the bot */
+	bool dl_gone;			/* the bot's conversation ended under us (not yet reopened) */
 	char *dl_conversation_id;
 	char *dl_token;			/* never logged */
 	int64_t dl_token_expiry;
@@ -72,6 +77,8 @@ struct conversation *convstore_get(struct convstore *cs, const char *key);
 int convstore_add(struct convstore *cs, const char *key, struct conversation **out);
 void convstore_remove(struct convstore *cs, struct conversation *c);
 size_t convstore_count(const struct convstore *cs);
+/* How many conversations are in each state: OUT[state]. */
+void convstore_count_states(const struct convstore *cs, size_t out[CONV_STATE_COUNT]);
 /* Calls FN for each conversation; FN must not add or remove. */
 void convstore_each(struct convstore *cs, void (*fn)(struct conversation *c, void *arg), void *arg);
 

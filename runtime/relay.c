@@ -1,7 +1,8 @@
 /* relay.c - conversations between the front hub, the bot and the desk hub.
  * Owns the state transitions (relay.h), the bot side (sends, reconciling after a
  * restart), the per-conversation queue runner with its retries, and Direct Line's
- * callbacks. What goes to hub scripts is relay_hub.c's. It holds no protocol detail:
+ * callbacks. What goes to hub scripts is relay_hub.c's; how a conversation ends and
+ * leaves is relay_end.c's. It holds no protocol detail:
  * Direct Line is directline.c's, hub APIs are the scripts'. */
 #define _GNU_SOURCE	/* memmem */
 #include "relay_internal.h"
@@ -31,12 +32,17 @@ static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-static uint64_t wall_ms(void)
+uint64_t relay_wall_ms(void)
 {
 	struct timeval tv;
 
 	gettimeofday(&tv, NULL);
 	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+const char *relay_queue_name(enum conv_queue q)
+{
+	return queue_names[q];
 }
 
 uint64_t relay_random(struct relay *r)
@@ -83,7 +89,7 @@ void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s,
 {
 	enum conv_state from = c->state;
 
-	if (c->state == s)
+	if (c->state == s || c->state == CONV_ENDING)	/* an ending conversation only leaves */
 		return;
 	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
 		 conv_state_name(c->state), conv_state_name(s), why);
@@ -174,6 +180,7 @@ static void forget_dl(struct conversation *c)
 {
 	directline_close(c->dl, false);
 	c->dl = NULL;
+	c->dl_gone = true;
 	conv_set_string(&c->dl_conversation_id, NULL);
 	conv_set_string(&c->dl_token, NULL);
 	conv_set_string(&c->watermark, NULL);
@@ -207,8 +214,8 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 		.nseen = c->nseen,
 	};
 
-	if (!c->dl) {
-		c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL);
+	if (!c->dl && (c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL))) {
+		c->dl_gone = false;
 		park_for_state(c, c->state);
 	}
 	return c->dl;
@@ -424,7 +431,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 	if (delay < at_least_ms)
 		delay = at_least_ms + backoff_ms(r, 0);	/* Retry-After, plus jitter */
 	if (id > 0)
-		store_outbox_retry(r->store, id, attempts, (int64_t)(wall_ms() + delay));
+		store_outbox_retry(r->store, id, attempts, (int64_t)(relay_wall_ms() + delay));
 	c->queues[q].busy = false;
 	if (arm_retry(r, c, q, delay) < 0)
 		log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=%s", c->key, queue_names[q]);
@@ -434,7 +441,22 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 static bool gave_up(struct relay *r, const struct store_item *it)
 {
 	return it->attempts > 0 && it->created_ms > 0 &&
-	       (double)(wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
+	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
+}
+
+/* The conversation is over and the bot's side gone with it: what was still queued for
+ * the bot has nowhere to go (a new Direct Line conversation would be opened only to be
+ * ended). Logged and counted; the goodbye itself goes quietly. */
+static void give_up_for_gone_bot(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	if (!strstr(it->payload, "\"type\":\"endOfConversation\"")) {
+		log_warn(r->rt->log, "relay.gave_up", "conv=%s queue=to_bot item=%lld reason=\"the bot's conversation is gone\"",
+			 c->key, (long long)it->id);
+		metrics_inc(r->m_dropped);
+	}
+	outbox_done(r, c, QUEUE_TO_BOT, it->id);
+	store_item_clear(it);
+	relay_kick(r, c, QUEUE_TO_BOT);
 }
 
 void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
@@ -446,15 +468,14 @@ void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 	if (qs->busy || qs->scheduled)
 		return;
 	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0) {
-		/* A closed conversation's last words (handoff.status) have reached the bot:
-		 * only now may its Direct Line conversation end. */
-		if (q == QUEUE_TO_BOT && c->state == CONV_CLOSED && c->dl) {
-			directline_close(c->dl, true);
-			c->dl = NULL;
-		}
+		relay_end_queue_empty(r, c);	/* an ending conversation may leave now */
 		return;
 	}
-	now = wall_ms();
+	if (q == QUEUE_TO_BOT && c->state == CONV_ENDING && c->dl_gone) {
+		give_up_for_gone_bot(r, c, &it);
+		return;
+	}
+	now = relay_wall_ms();
 	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
 		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
 		store_item_clear(&it);
@@ -508,6 +529,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		}
 		return;	/* another client of the conversation, or our own message */
 	}
+	relay_end_touch(c);
 	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
 		if (c->state == CONV_BOT)
 			relay_hub_start_handoff(r, c, a);
@@ -516,7 +538,10 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		return;
 	}
 	if (hd_str_eq(a->type, "endOfConversation")) {
-		relay_set_state(r, c, CONV_CLOSED, "the bot ended the conversation");
+		/* With an agent the customer is not the bot's any more: only the bot's side ends
+		 * (its Direct Line conversation is gone; a return to the bot opens a new one). */
+		if (c->state == CONV_BOT)
+			relay_end_begin(r, c, END_BY_BOT);
 		return;
 	}
 	if (c->state != CONV_BOT || directline_held(dc)) {
@@ -552,10 +577,10 @@ static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, c
 	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
 	forget_dl(c);
 	relay_save(r, c);
-	if (st == DL_STATE_ENDED && c->state == CONV_BOT)
-		relay_set_state(r, c, CONV_CLOSED, reason);
+	if (c->state == CONV_BOT)
+		relay_end_begin(r, c, END_DL_GONE);	/* what it still queued for the bot is given up */
 	else
-		relay_kick(r, c, QUEUE_TO_BOT);	/* anything still queued starts a new conversation */
+		relay_kick(r, c, QUEUE_TO_BOT);	/* with an agent: a return to the bot opens a new one */
 }
 
 static void on_persist(struct dl_conv *dc, const char *key, const struct dl_persist *p, void *arg)
@@ -596,10 +621,16 @@ static int find_or_add(struct relay *r, const char *id, struct conversation **ou
 	*out = convstore_get(r->convs, key);
 	if (*out)
 		return 0;
+	/* limits.conversations counts open conversations; ending ones are on their way out. */
+	if (relay_conversation_count(r) >= (size_t)r->rt->config->limits.conversations)
+		return -ENOSPC;
 	rc = convstore_add(r->convs, key, out);
-	if (rc == 0)
-		log_info(r->rt->log, "conv.open", "conv=%s", key);
-	return rc;
+	if (rc < 0)
+		return rc;
+	log_info(r->rt->log, "conv.open", "conv=%s", key);
+	relay_end_touch(*out);
+	relay_save(r, *out);	/* with its first queued item: a restart finds both or neither */
+	return 0;
 }
 
 /* The conversation a front message is for, opened on first contact. */
@@ -610,6 +641,11 @@ static int front_message(struct relay *r, const char *id, const char *activity, 
 
 	if (rc < 0)
 		return rc;
+	/* The previous conversation of this id is still draining: the front comes back in a
+	 * moment and its message starts a new conversation. */
+	if ((*c)->state == CONV_ENDING)
+		return -EAGAIN;
+	relay_end_touch(*c);
 	return len < 2 || activity[0] != '{' ? -EINVAL : 0;
 }
 
@@ -632,10 +668,6 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 		conv_set_string(&c->user_json, user_json);
 		relay_save(r, c);
 	}
-	if (c->state == CONV_CLOSED) {
-		forget_dl(c);
-		relay_set_state(r, c, CONV_BOT, "the customer wrote again");
-	}
 	if (c->state == CONV_BOT)
 		return relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 	if (r->desk_only)	/* the desk is another system: relay to the agent */
@@ -647,10 +679,11 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 {
 	struct conversation *c = find(r, id);
 
-	if (!c)
+	if (!c || c->state == CONV_ENDING)
 		return -ENOENT;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
+	relay_end_touch(c);
 	return relay_hub_enqueue(r, c, "front", "to_user", "activity", activity, len, true);
 }
 
@@ -661,6 +694,9 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 
 	if (!c)
 		return -ENOENT;
+	if (c->state == CONV_ENDING)
+		return 0;	/* news of a handoff in a conversation that is over */
+	relay_end_touch(c);
 	if (strcmp(state, "accepted") == 0) {
 		relay_hub_accepted(r, c, "the hub accepted");
 	} else if (strcmp(state, "failed") == 0) {
@@ -669,8 +705,10 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 	} else if (strcmp(state, "completed") == 0) {
 		metrics_inc(r->m_handoffs_completed);
 		relay_report_status(r, c, "completed", NULL);
-		relay_set_state(r, c, to_bot ? CONV_BOT : CONV_CLOSED, "handoff completed");
-		relay_kick(r, c, QUEUE_TO_BOT);	/* closed: ends the bot's side once the status is out */
+		if (to_bot)
+			relay_set_state(r, c, CONV_BOT, "handoff completed");
+		else
+			relay_end_begin(r, c, END_BY_HANDOFF);	/* the status reaches the bot first */
 	} else {
 		return -EINVAL;
 	}
@@ -681,10 +719,9 @@ int relay_end(struct relay *r, const char *id)
 {
 	struct conversation *c = find(r, id);
 
-	if (!c)
-		return -ENOENT;
-	relay_set_state(r, c, CONV_CLOSED, "the front ended the conversation");
-	relay_kick(r, c, QUEUE_TO_BOT);	/* ends the bot's side once what is queued has gone */
+	if (!c || c->state == CONV_ENDING)
+		return 1;	/* ended already, or never seen: a hub retrying its end */
+	relay_end_begin(r, c, END_BY_FRONT);
 	return 0;
 }
 
@@ -719,7 +756,18 @@ const struct conversation *relay_conversation(struct relay *r, const char *id)
 
 size_t relay_conversation_count(const struct relay *r)
 {
-	return convstore_count(r->convs);
+	return convstore_count(r->convs) - relay_end_ending(r);
+}
+
+void relay_conversation_counts(const struct relay *r, struct relay_counts *out)
+{
+	size_t n[CONV_STATE_COUNT];
+
+	convstore_count_states(r->convs, n);
+	out->bot = n[CONV_BOT];
+	out->routing = n[CONV_ROUTING];
+	out->agent = n[CONV_AGENT];
+	out->ending = n[CONV_ENDING];
 }
 
 void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked)
@@ -765,12 +813,14 @@ static int resume_one(const struct store_conv *sc, void *arg)
 	conv_set_string(&c->dl_token, sc->dl_token);
 	conv_set_string(&c->watermark, sc->watermark);
 	c->dl_token_expiry = sc->dl_token_expiry;
+	c->active_ms = sc->updated_at * 1000;	/* the last write is the last activity we know */
 	if (sc->nseen && (c->seen = malloc(sc->nseen * sizeof(*c->seen)))) {
 		memcpy(c->seen, sc->seen, sc->nseen * sizeof(*c->seen));
 		c->nseen = sc->nseen;
 	}
-	/* Reopen the bot side so what the bot said while we were down reaches us. */
-	if (c->dl_conversation_id)
+	/* Reopen the bot side so what the bot said while we were down reaches us (an ending
+	 * conversation listens no more; its queue opens the bot side if it must). */
+	if (c->dl_conversation_id && c->state != CONV_ENDING)
 		open_dl(r, c);
 	return 0;
 }
@@ -812,7 +862,9 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	free(path);
 	if (!r->store)
 		return -EIO;
-	r->convs = convstore_new((size_t)cfg->limits.conversations);
+	/* The relay counts open conversations against the limit; the table's own cap also
+	 * bounds the ending ones, should their drain stall. */
+	r->convs = convstore_new(2 * (size_t)cfg->limits.conversations);
 	r->parser = hd_activity_parser_new(NULL);
 	r->dl = directline_new(r->rt->loop, r->rt->log, r->rt->http_client, r->rt->metrics, &cfg->directline, &cb, r);
 	if (!r->convs || !r->parser || !r->dl) {
@@ -859,8 +911,14 @@ struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
 		relay_free(r);
 		return NULL;
 	}
+	if (relay_end_start(r) < 0) {
+		snprintf(err, errlen, "out of memory starting the relay");
+		relay_free(r);
+		return NULL;
+	}
 	store_conv_each_open(r->store, resume_one, r);
 	store_outbox_each_queue(r->store, kick_queue, r);
+	relay_end_resume(r);
 	log_info(rt->log, "relay.ready", "front=%s desk_only=%s resumed=%zu", r->front, r->desk_only ? "yes" : "no",
 		 convstore_count(r->convs));
 	return r;
@@ -877,6 +935,7 @@ void relay_free(struct relay *r)
 {
 	if (!r)
 		return;
+	relay_end_stop(r);
 	if (r->convs)
 		convstore_each(r->convs, close_dl, NULL);
 	directline_free(r->dl);

@@ -7,7 +7,8 @@
  *   routing  the bot asked for a human: rules chose a destination, the desk is asked
  *   agent    customer -> desk (desk-only hubs; a front+desk hub carries the chat itself),
  *            agent -> customer; nothing from the bot reaches the customer
- *   closed   the next customer message starts over with the bot
+ *   ending   the conversation is over: what is queued drains, then it leaves memory
+ *            (relay_end.c); a message for it afterwards starts a new conversation
  * Everything that must reach the bot or a hub goes through the durable outbox first and
  * is delivered in order per conversation, with retries; a restart resumes every open
  * conversation from its stored watermark and outbox. */
@@ -31,7 +32,8 @@ void relay_free(struct relay *r);
 
 /* A customer message (an activity JSON object) arrived at the front. USER_JSON
  * ({"id","name"}) may be NULL. 0, or -ENOSPC (conversation limit), -ENOBUFS (too many
- * queued messages), -EINVAL (not an activity), -EIO (state not writable). */
+ * queued messages), -EAGAIN (the conversation of ID is ending: retry in a moment),
+ * -EINVAL (not an activity), -EIO (state not writable). */
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity,
 		   size_t len);
 /* Sends an activity to the bot whatever the conversation's state. Same errors. */
@@ -41,7 +43,8 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 /* The desk reports the handoff: "accepted", "failed" or "completed". DETAIL_JSON may
  * carry {reason, agent, return_to_bot}. -ENOENT unknown conversation, -EINVAL state. */
 int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json);
-/* The front ends the conversation: endOfConversation to the bot, state closed. */
+/* The front ends the conversation: it drains, endOfConversation goes to the bot, and it
+ * leaves. 0, or 1 when there was nothing open to end (ended already, or never seen). */
 int relay_end(struct relay *r, const char *id);
 /* Replaces the conversation's hub data (DATA_JSON, a JSON object), the table hub calls
  * see as conv.data: for what a webhook learns that later calls need. -ENOENT unknown
@@ -58,7 +61,14 @@ void relay_push_conversation(lua_State *L, const struct conversation *c);
 
 /* The conversation of ID, or NULL. Borrowed until the next relay call. */
 const struct conversation *relay_conversation(struct relay *r, const char *id);
+/* Open conversations (bot, routing, agent): what limits.conversations counts. */
 size_t relay_conversation_count(const struct relay *r);
+/* Conversations in memory by state, for /healthz and /metrics. */
+struct relay_counts {
+	size_t bot, routing, agent;	/* open */
+	size_t ending;			/* over, draining their queues */
+};
+void relay_conversation_counts(const struct relay *r, struct relay_counts *out);
 /* Open Direct Line conversations by stream: STREAMING (socket open or opening, or polling)
  * and PARKED (directline.park_after, or an agent has the conversation). */
 void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked);

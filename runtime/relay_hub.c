@@ -72,7 +72,7 @@ void relay_push_conversation(lua_State *co, const struct conversation *c)
  * handed on without decoding. */
 struct item_parts {
 	bool desk;
-	char fn[16];
+	char fn[24];		
 	const char *raw;
 	size_t raw_len;
 };
@@ -149,6 +149,8 @@ void relay_hub_failed(struct relay *r, struct conversation *c, const char *reaso
 
 	metrics_inc(r->m_handoffs_failed);
 	log_warn(r->rt->log, "handoff.failed", "conv=%s reason=\"%s\"", c->key, reason);
+	if (c->state == CONV_ENDING)
+		return;	/* the conversation is over: there is no one to give back to the bot */
 	relay_set_state(r, c, CONV_BOT, "handoff failed");
 	json_text_string(msg, sizeof(msg), 0, reason);
 	relay_report_status(r, c, "failed", msg);

@@ -1,5 +1,6 @@
-/* relay_internal.h - what relay.c (states, bot side, queue runner) and relay_hub.c
- * (deliveries to hub scripts, the handoff's escalation) share. Nothing else includes it. */
+/* relay_internal.h - what relay.c (states, bot side, queue runner), relay_hub.c
+ * (deliveries to hub scripts, the handoff's escalation) and relay_end.c (ending, drain,
+ * idle expiry, retention) share. Nothing else includes it. */
 #ifndef HANDOFFD_RELAY_INTERNAL_H
 #define HANDOFFD_RELAY_INTERNAL_H
 
@@ -12,6 +13,17 @@
 #include <string.h>
 
 struct hd_activity;
+struct relay_end;
+
+/* What ended a conversation; decides who is told (relay_end.c). */
+enum relay_end_cause {
+	END_BY_FRONT,		/* the front hub: conversation.end or its own closing signal */
+	END_BY_BOT,		/* the bot sent endOfConversation */
+	END_BY_HANDOFF,		/* the handoff completed without return to the bot */
+	END_DL_GONE,		/* Direct Line: the conversation is gone (404, token lost) */
+	END_IDLE,		/* limits.idle_timeout without activity either way */
+	END_CAUSE_COUNT
+};
 
 /* Outbox items for the hub start with their role, so the runner picks the module
  * without decoding the item. */
@@ -35,12 +47,16 @@ struct relay {
 	const char *front_reg, *desk_reg;	/* registry keys of the modules */
 	bool desk_only;			/* front and desk are different modules */
 	uint64_t rng;
+	struct relay_end *end;		/* relay_end.c's timers and counts */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
 };
 
 /* relay.c */
 uint64_t relay_random(struct relay *r);
+uint64_t relay_wall_ms(void);
+/* "to_bot", "to_hub": the outbox queue names. */
+const char *relay_queue_name(enum conv_queue q);
 void relay_save(struct relay *r, struct conversation *c);
 void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why);
 /* Queues PAYLOAD on Q of C; FROM_FRONT applies limits.queued. 0, -ENOBUFS or -EIO. */
@@ -68,5 +84,21 @@ void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why
 void relay_hub_failed(struct relay *r, struct conversation *c, const char *reason);
 /* The escalation (item ITEM) failed for good: true when the fallback is tried instead. */
 bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err);
+
+/* relay_end.c */
+/* Creates the lifecycle timers and counters; before conversations are resumed. */
+int relay_end_start(struct relay *r);
+void relay_end_stop(struct relay *r);
+/* After the resume: ending conversations finish their drain. */
+void relay_end_resume(struct relay *r);
+/* Ends C: state ending, the goodbyes queued after what is queued already; C leaves
+ * memory once both its queues are empty. No-op when it is ending already. */
+void relay_end_begin(struct relay *r, struct conversation *c, enum relay_end_cause cause);
+/* The queue runner found a queue of C empty (C stays valid: departures wait a turn). */
+void relay_end_queue_empty(struct relay *r, struct conversation *c);
+/* Activity either way: resets C's idle clock. */
+void relay_end_touch(struct conversation *c);
+/* Conversations in state ending. */
+size_t relay_end_ending(const struct relay *r);
 
 #endif

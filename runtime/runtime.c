@@ -58,6 +58,48 @@ static double gauge_parked(void *arg)
 	return count_streams(arg, true);
 }
 
+static struct relay_counts counts_of(const struct hd_runtime *rt)
+{
+	struct relay_counts n = { 0 };
+
+	if (rt->relay)
+		relay_conversation_counts(rt->relay, &n);
+	return n;
+}
+
+static double gauge_bot(void *arg)
+{
+	return (double)counts_of(arg).bot;
+}
+
+static double gauge_routing(void *arg)
+{
+	return (double)counts_of(arg).routing;
+}
+
+static double gauge_agent(void *arg)
+{
+	return (double)counts_of(arg).agent;
+}
+
+static double gauge_ending(void *arg)
+{
+	return (double)counts_of(arg).ending;
+}
+
+static int add_state_gauges(struct hd_runtime *rt)
+{
+	static const char help[] = "Conversations in memory by state (ending: over, draining)";
+	struct metrics *m = rt->metrics;
+
+	if (metrics_gauge_labels(m, "handoffd_conversations_by_state", "state=\"bot\"", help, gauge_bot, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_by_state", "state=\"routing\"", help, gauge_routing, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_by_state", "state=\"agent\"", help, gauge_agent, rt) < 0 ||
+	    metrics_gauge_labels(m, "handoffd_conversations_by_state", "state=\"ending\"", help, gauge_ending, rt) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 static double gauge_tasks(void *arg)
 {
 	return (double)script_host_tasks(((struct hd_runtime *)arg)->scripts);
@@ -83,7 +125,7 @@ static int add_metrics(struct hd_runtime *rt)
 	    metrics_gauge(m, "handoffd_script_tasks", "Script tasks not finished", gauge_tasks, rt) < 0 ||
 	    metrics_gauge(m, "handoffd_script_generation", "Scripts generation serving", gauge_generation, rt) < 0)
 		return -ENOMEM;
-	return 0;
+	return add_state_gauges(rt);
 }
 
 struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
@@ -180,6 +222,7 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 	struct hd_runtime *rt = arg;
 	char body[1536], failure[64] = "null", when[32], listener[256];
 	size_t streaming = 0, parked = 0;
+	struct relay_counts n = counts_of(rt);
 	struct tm tm;
 
 	if (rt->last_reload_failure)
@@ -191,12 +234,14 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 		relay_stream_counts(rt->relay, &streaming, &parked);
 	snprintf(body, sizeof(body),
 		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
+		 "\"conversations_by_state\":{\"bot\":%zu,\"routing\":%zu,\"agent\":%zu,\"ending\":%zu},"
 		 "\"streams\":{\"streaming\":%zu,\"parked\":%zu},"
 		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"},"
 		 "\"listener\":%s}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
-		 runtime_conversations(rt), streaming, parked, script_host_generation(rt->scripts),
-		 rt->last_reload_ok ? "true" : "false", failure, when, listener);
+		 runtime_conversations(rt), n.bot, n.routing, n.agent, n.ending, streaming, parked,
+		 script_host_generation(rt->scripts), rt->last_reload_ok ? "true" : "false", failure, when,
+		 listener);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 

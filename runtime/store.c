@@ -31,12 +31,17 @@ static const char *const SCHEMA =
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
 	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
 	"  created INTEGER NOT NULL DEFAULT 0);"
-	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);";
+	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);"
+	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);"
+	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);";	/* expiry without a full scan */
+
+
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
-	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT, S_NSTMT
+	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT,
+	S_PURGE_OUTBOX, S_PURGE_CONVS, S_NSTMT
 };
 
 static const char *const SQL[S_NSTMT] = {
@@ -64,6 +69,12 @@ static const char *const SQL[S_NSTMT] = {
 	[S_OUT_RETRY] = "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
 	[S_OUT_QUEUES] = "SELECT DISTINCT key, queue FROM outbox",
 	[S_OUT_COUNT] = "SELECT COUNT(*) FROM outbox WHERE key = ?1 AND queue = ?2",
+	/* Both take the same oldest batch of ended rows: the outbox leftovers first, while
+	 * their rows still say whose they are. */
+	[S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key IN (SELECT key FROM conversations"
+			   " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+	[S_PURGE_CONVS] = "DELETE FROM conversations WHERE key IN (SELECT key FROM conversations"
+			  " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
 };
 
 struct after_commit {
@@ -80,6 +91,7 @@ struct store {
 	struct after_commit *after;
 	size_t nafter, capafter;
 	uint64_t writes;		/* since open: for event-id expiry pacing */
+	int64_t event_ttl_s;		/* how long hub event ids are remembered */
 };
 
 static int64_t now_s(void)
@@ -205,6 +217,7 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 		return NULL;
 	}
 	st->log = lg;
+	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK ||
 	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
@@ -346,6 +359,29 @@ int store_conv_delete(struct store *st, const char *key)
 	return finish(st, s, sqlite3_step(s), "conv_delete");
 }
 
+static int purge_step(struct store *st, enum stmt which, int64_t before_s, const char *what)
+{
+	sqlite3_stmt *s = st->stmt[which];
+
+	sqlite3_bind_int64(s, 1, before_s);
+	sqlite3_bind_int(s, 2, STORE_PURGE_BATCH);
+	if (finish(st, s, sqlite3_step(s), what) < 0)
+		return -EIO;
+	return sqlite3_changes(st->db);
+}
+
+int store_purge_ended(struct store *st, int64_t before_s, int64_t events_before_s)
+{
+	int n;
+
+	if (write_begin(st) < 0 || purge_step(st, S_PURGE_OUTBOX, before_s, "purge_outbox") < 0)
+		return -EIO;
+	n = purge_step(st, S_PURGE_CONVS, before_s, "purge_conversations");
+	if (n >= 0 && n < STORE_PURGE_BATCH)
+		store_event_expire(st, events_before_s);
+	return n;
+}
+
 void store_conv_clear(struct store_conv *c)
 {
 	free(c->key);
@@ -374,12 +410,30 @@ int store_event_add(struct store *st, const char *event_id)
 	if (finish(st, s, sqlite3_step(s), "event_add") < 0)
 		return -EIO;
 	added = sqlite3_changes(st->db) > 0;
-	if (++st->writes % 1024 == 0) {	/* expire old ids now and then, not on every event */
-		s = st->stmt[S_EVENT_EXPIRE];
-		sqlite3_bind_int64(s, 1, now_s() - STORE_EVENT_ID_TTL_S);
-		finish(st, s, sqlite3_step(s), "event_expire");
-	}
+	if (++st->writes % 1024 == 0)	/* expire old ids now and then, not on every event */
+		store_event_expire(st, now_s() - st->event_ttl_s);
 	return added;
+}
+
+/* A write statement whose one parameter is V. */
+static int write_int64(struct store *st, enum stmt which, int64_t v, const char *what)
+{
+	sqlite3_stmt *s = st->stmt[which];
+
+	if (write_begin(st) < 0)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, v);
+	return finish(st, s, sqlite3_step(s), what);
+}
+
+int store_event_expire(struct store *st, int64_t before_s)
+{
+	return write_int64(st, S_EVENT_EXPIRE, before_s, "event_expire");
+}
+
+void store_set_event_ttl(struct store *st, int64_t ttl_s)
+{
+	st->event_ttl_s = ttl_s;
 }
 
 int store_event_delete(struct store *st, const char *event_id)
@@ -447,12 +501,7 @@ int store_outbox_head(struct store *st, const char *key, const char *queue, stru
 
 int store_outbox_done(struct store *st, int64_t id)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_DONE];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	return finish(st, s, sqlite3_step(s), "outbox_done");
+	return write_int64(st, S_OUT_DONE, id, "outbox_done");
 }
 
 int store_outbox_count(struct store *st, const char *key, const char *queue)

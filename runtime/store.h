@@ -20,7 +20,7 @@ struct log;
 struct loop;
 struct store;
 
-/* How long hub event ids are remembered for dedupe. */
+/* How long hub event ids are remembered for dedupe, unless store_set_event_ttl says. */
 #define STORE_EVENT_ID_TTL_S (7 * 24 * 3600)
 
 struct store_conv {
@@ -60,12 +60,23 @@ int store_conv_get(struct store *st, const char *key, struct store_conv *out);
 /* Calls FN for every conversation not closed; stops at FN's first non-zero return. */
 int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg);
 int store_conv_delete(struct store *st, const char *key);
+/* Rows of ended conversations removed per store_purge_ended call: a large backlog goes in
+ * bites, so no single loop turn stalls on it. */
+#define STORE_PURGE_BATCH 500
+/* Removes up to STORE_PURGE_BATCH ended conversations (state closed) last written before
+ * BEFORE_S (unix seconds), with their outbox leftovers; once fewer are left, hub event
+ * ids recorded before EVENTS_BEFORE_S too. Returns how many conversations went, or -EIO. */
+int store_purge_ended(struct store *st, int64_t before_s, int64_t events_before_s);
 void store_conv_clear(struct store_conv *c);
 
 /* ---- dedupe ---- */
 /* Records a hub event id: 1 when new, 0 when seen within STORE_EVENT_ID_TTL_S. */
 int store_event_add(struct store *st, const char *event_id);
 int store_event_delete(struct store *st, const char *event_id);
+/* Forgets the event ids recorded before BEFORE_S (unix seconds). */
+int store_event_expire(struct store *st, int64_t before_s);
+/* How long store_event_add remembers an id (state_retention). */
+void store_set_event_ttl(struct store *st, int64_t ttl_s);
 
 /* ---- outbox: ordered work per conversation and queue ("to_bot", "to_hub", "inbound") ---- */
 struct store_item {

@@ -4,14 +4,16 @@
  *   hd.to_bot(id, activity)              straight to the bot, whatever the state
  *   hd.agent(id, activity)               an agent message arrived at the desk
  *   hd.handoff_event(id, "accepted" | "failed" | "completed" [, detail])
- *   hd.end_conversation(id)              the front closed the conversation
+ *   hd.end_conversation(id)              the front closed the conversation (true also
+ *                                        when it was ended already or never seen)
  *   hd.remember_event(event_id)          true the first time, false for a duplicate
  *   hd.forget_event(event_id)            undoes remember_event when the effect failed
  *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
  *   hd.set_data(id, data)                replaces conv.data (what later hub calls see)
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
- * "overloaded" (conversation limit), "queue full", "unknown conversation", "bad
+ * "overloaded" (conversation limit), "queue full", "conversation ending" (the previous
+ * conversation of that id is still draining: retry shortly), "unknown conversation", "bad
  * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
  * so merge two conversations), "no relay" (no hub configured), "state not writable".
  * Translation only: the work happens in relay.c. */
@@ -38,6 +40,7 @@ static struct relay *check_relay(lua_State *L)
 static int push_failure(lua_State *L, int rc)
 {
 	const char *why = rc == -ENOSPC ? "overloaded" : rc == -ENOBUFS ? "queue full"
+		: rc == -EAGAIN ? "conversation ending"
 		: rc == -ENOENT ? "unknown conversation" : rc == -EINVAL ? "bad activity"
 		: rc == -EIO ? "state not writable" : "out of memory";
 

@@ -2,9 +2,11 @@
 
 The runtime calls run() in a task of the conversation for every delivery to a hub: a
 bot message or typing for the customer (front.to_user), a handoff (desk.escalate), a
-customer message for the agent (desk.to_agent). It decodes what the runtime stored,
-calls the hub module and hands back its answer, plus the conversation's `data` when the
-call changed it (the runtime keeps it, durably, for the next call).
+customer message for the agent (desk.to_agent), the news that a conversation ended
+other than by the front's word (front.conversation_end, optional: a hub without it
+is not told). It decodes what the runtime stored, calls the hub module and hands back
+its answer, plus the conversation's `data` when the call changed it (the runtime keeps
+it, durably, for the next call).
 
 A call may wait on the network, and a webhook may store data with hd.set_data meanwhile
 (an agent who joined, say). So what goes back is not the call's copy but the data as it
@@ -70,8 +72,9 @@ local function settled(conv, before, diff)
   return json.encode(data)
 end
 
---- Delivers one outbox item. module: the hub module; fn: "to_user", "to_agent" or
---- "escalate"; conv: {key, id, state, user, data, handoff_id, dl_conversation_id} with
+--- Delivers one outbox item. module: the hub module; fn: "to_user", "to_agent",
+--- "conversation_end" (arg: {id, reason}) or "escalate"; conv: {key, id, state, user, data,
+--- handoff_id, dl_conversation_id} with
 --- user and data as JSON text; arg: the activity as JSON text, or for escalate the
 --- handoff object (built in C from the stored event); route_json: the destination.
 --- Returns ok, err, retry, data_json (nil when the call changed nothing).
@@ -80,6 +83,7 @@ function M.run(module, fn, conv, arg, route_json)
   conv.user = decode(conv.user)
   conv.data = decode(conv.data) or {}
   local f = module[fn]
+  if f == nil and fn == "conversation_end" then return true end
   if type(f) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
   local ok, err, retry
   if fn == "escalate" then

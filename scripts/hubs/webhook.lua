@@ -16,10 +16,16 @@ Hub -> handoffd: POST /hubs/webhook/events, one JSON event per request:
   handoff.completed  {id, type, conversation, handoff_id, return_to_bot}
   conversation.end   {id, type, conversation}
 Answers: 202 {"ok":true} once durably recorded; 200 {"ok":true,"duplicate":true} for an id
-seen before; 400 {"error":...} malformed or unknown; 401 signature; 413 too large;
-503 overloaded (the hub retries).
+seen before; 200 {"ok":true,"open":false} for a conversation.end of a conversation that is
+not open (ended already or never seen); 400 {"error":...} malformed or unknown;
+401 signature; 413 too large; 503 {"error":"overloaded"|"conversation ending"|...} with
+Retry-After (the hub retries). A message for a conversation that ended starts a new one.
 
-handoffd -> hub: POST {url}/messages, POST {url}/typing (best effort), POST {url}/handoffs.
+handoffd -> hub: POST {url}/messages, POST {url}/typing (best effort), POST {url}/handoffs,
+POST {url}/end {id, type = "conversation.end", conversation, reason} when the conversation
+ended without the hub's word: reason "bot" (the bot ended it), "idle" (limits.idle_timeout),
+"directline" (the bot's conversation is gone). A hub that answers 404 to /end is not told
+again for that conversation (hubs predating it keep working).
 Retried by the runtime with backoff and jitter on network errors, 429 (Retry-After) and
 5xx; never on 400, 401, 403, 404, 410, 422. A retry carries the same id / handoff_id.
 ]]
@@ -101,6 +107,16 @@ function M.to_user(conv, activity)
   return true
 end
 
+--- The conversation ended without the hub's word: POST {url}/end. A 404 means the hub
+--- does not take end notices.
+function M.conversation_end(conv, event)
+  local res, err, retry = post("/end", { id = event.id, type = "conversation.end", conversation = conv.id,
+                                          reason = event.reason })
+  if not res and err:match("^HTTP 404") then return true end
+  if not res then return nil, err, retry end
+  return true
+end
+
 local function transcript_of(h)
   local out = {}
   for _, e in ipairs(h.transcript) do
@@ -133,7 +149,7 @@ function M.escalate(conv, h, route)
   return true
 end
 
-local function reply(status, body) return status, body end
+local function reply(status, body, headers) return status, body, headers end
 
 local function bad(reason) return reply(400, { error = reason }) end
 
@@ -167,7 +183,22 @@ local function apply(ev)
 end
 
 local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 503,
-                         ["out of memory"] = 503 }
+                         ["out of memory"] = 503, ["conversation ending"] = 503 }
+-- Seconds a hub waits before retrying after a 503: a conversation ending drains in a
+-- moment; a full daemon or queue frees up more slowly.
+local RETRY_AFTER = { ["conversation ending"] = "1" }
+
+local function failure(err)
+  local status = FAILURE_STATUS[err] or 400
+  local headers = status == 503 and { ["Retry-After"] = RETRY_AFTER[err] or "5" } or nil
+  return reply(status, { error = err }, headers)
+end
+
+--- Whether CONVERSATION is open (an end for one that is not changes nothing).
+local function open(conversation)
+  local c = hd.conversation(conversation)
+  return c ~= nil and c.state ~= "ending"
+end
 
 local function on_event(req)
   if not signed(req) then return reply(401, { error = "bad signature" }) end
@@ -178,10 +209,13 @@ local function on_event(req)
   local fresh, rerr = hd.remember_event(ev.id)
   if fresh == nil then return reply(FAILURE_STATUS[rerr] or 400, { error = rerr }) end
   if not fresh then return reply(200, { ok = true, duplicate = true }) end
+  if ev.type == "conversation.end" and not open(ev.conversation) then
+    return reply(200, { ok = true, open = false })
+  end
   local ok, err = apply(ev)
   if not ok then
     hd.forget_event(ev.id)
-    return reply(FAILURE_STATUS[err] or 400, { error = err })
+    return failure(err)
   end
   return reply(202, { ok = true })
 end

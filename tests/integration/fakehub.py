@@ -37,7 +37,7 @@ class FakeHub(ServedFake):
         self.handoff_status = None    # answer every /handoffs with this status (an outage)
         self.handoff_attempts = []    # routing of every /handoffs attempt, failed ones too
         super().__init__()
-        for path in ("/messages", "/typing", "/handoffs"):
+        for path in ("/messages", "/typing", "/handoffs", "/end"):
             self.server.route("POST", path, self._handle)
 
     # --- handoffd -> hub -------------------------------------------------------------
@@ -101,6 +101,11 @@ class FakeHub(ServedFake):
     def handoffs(self, conversation=None):
         with self.cond:
             return [b for p, b in self.received if p == "/handoffs"
+                    and (conversation is None or b["conversation"] == conversation)]
+
+    def ends(self, conversation=None):
+        with self.cond:
+            return [b for p, b in self.received if p == "/end"
                     and (conversation is None or b["conversation"] == conversation)]
 
     def wait_messages(self, conversation, n, timeout=30):

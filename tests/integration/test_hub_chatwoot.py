@@ -148,7 +148,7 @@ def test_echoes_private_and_outgoing_never_reach_the_bot(env):
     assert env.wait_bot_heard(cid, 2) == ["hello", "again"]
     # resolved while the bot has it: the bot's conversation ends
     cw.set_status(cid, "resolved")
-    env.daemon.wait_line(f"conv.state conv=chatwoot:{cid} from=bot to=closed")
+    env.daemon.wait_line(f"conv.state conv=chatwoot:{cid} from=bot to=ending")
     assert env.wait_bot_heard(cid, 3)[-1] == "endOfConversation"
     assert cw.bot_failures == [] and env.daemon.errors() == []
 

@@ -80,7 +80,7 @@ def test_handoff_accepted_at_once_and_closed_after(env):
     env.daemon.wait_line("conv.state conv=webhook:c-2 from=routing to=agent")
     assert env.hub.send(env.port, {"id": "e-2", "type": "handoff.completed", "conversation": "c-2",
                                    "handoff_id": "x", "return_to_bot": False})[0] == 202
-    env.daemon.wait_line("conv.state conv=webhook:c-2 from=agent to=closed")
+    env.daemon.wait_line("conv.state conv=webhook:c-2 from=agent to=ending")
     env.emu.ctl.wait_count(env.dl_conversation("c-2"), "received", 4, timeout=20)
     got = [a["value"]["state"] if a.get("name") == "handoff.status" else a["type"] for a in env.bot_received("c-2")]
     assert got == ["message", "accepted", "completed", "endOfConversation"], "the status reaches the bot before the end"
@@ -236,7 +236,7 @@ def test_conversation_end_reaches_the_bot_after_the_queue(env):
     cid = env.dl_conversation("e-1")
     env.emu.ctl.wait_count(cid, "received", 3, timeout=20)
     assert [a.get("text") or a["type"] for a in env.bot_received("e-1")] == ["hello", "and goodbye", "endOfConversation"]
-    env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=closed")
+    env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=ending")
 
 
 def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):

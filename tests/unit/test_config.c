@@ -76,6 +76,7 @@ static void test_minimal_config_gets_defaults(void **state)
 	assert_string_equal(cfg->directline.secret, "abcdef");
 	assert_true(cfg->shutdown_timeout > 0);
 	assert_true(cfg->directline.park_after == 60 && cfg->directline.parked_sync == 300);
+	assert_true(cfg->limits.idle_timeout == 86400 && cfg->state_retention == 7 * 86400);
 	assert_string_equal(cfg->dir, f->dir);
 	config_free(cfg);
 }
@@ -177,6 +178,10 @@ static void test_wrong_types_and_values(void **state)
 		     "key 'log_level' must be");
 	expect_error(f, "return { directline = { secret = 'abcd' }, routes = 'nope.lua' }\n",
 		     "cannot be read");
+	expect_error(f, "return { directline = { secret = 'abcd' }, limits = { idle_timeout = -1 } }\n",
+		     "'limits.idle_timeout' must not be negative");
+	expect_error(f, "return { directline = { secret = 'abcd' }, state_retention = -5 }\n",
+		     "'state_retention' must not be negative");
 	expect_error(f, "return 42\n", "must return a table, not number");
 	expect_error(f, "return { directline = { secret = 'abcd', park_after = -1 } }\n",
 		     "'directline.park_after' and 'parked_sync' must not be negative");

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -169,6 +170,34 @@ static void test_outbox_order_retry_done(void **state)
 	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), -ENOENT);
 }
 
+static void test_purge_removes_ended_rows_and_their_leftovers(void **state)
+{
+	struct fixture *f = *state;
+	struct store_conv open = { .key = "open", .state = "bot" }, done = { .key = "done", .state = "closed" };
+	struct store_item it;
+	int n = 0;
+
+	store_conv_put(f->st, &open);
+	store_conv_put(f->st, &done);
+	store_outbox_add(f->st, "done", "to_hub", "left over", 9);
+	store_outbox_add(f->st, "open", "to_bot", "kept", 4);
+	store_event_add(f->st, "ev-old");
+	/* Retention not reached: rows written now are not before now - 60 s. */
+	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) - 60, (int64_t)time(NULL) - 60), 0);
+	/* Reached (a cut-off in the future): only the ended row goes, with its outbox. */
+	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) + 10, (int64_t)time(NULL) + 10), 1);
+	reopen(f);
+	assert_int_equal(store_conv_get(f->st, "done", &done), -ENOENT);
+	assert_int_equal(store_conv_get(f->st, "open", &open), 0);
+	store_conv_clear(&open);
+	assert_int_equal(store_outbox_head(f->st, "done", "to_hub", &it), -ENOENT);
+	assert_int_equal(store_outbox_head(f->st, "open", "to_bot", &it), 0);
+	store_item_clear(&it);
+	assert_int_equal(store_event_add(f->st, "ev-old"), 1);	/* its dedupe entry expired too */
+	store_conv_each_open(f->st, count_open, &n);
+	assert_int_equal(n, 1);
+}
+
 static void mark(void *arg)
 {
 	(*(int *)arg)++;
@@ -197,6 +226,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_purge_removes_ended_rows_and_their_leftovers, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
