@@ -13,12 +13,14 @@
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
  * "overloaded" (conversation limit), "queue full", "conversation ending" (the previous
- * conversation of that id is still draining: retry shortly), "unknown conversation", "bad
+ * conversation of that id still drains after customer/to_bot waited 3 s for it to leave:
+ * retry shortly), "unknown conversation", "bad
  * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
  * so merge two conversations), "no relay" (no hub configured), "state not writable".
  * Translation only: the work happens in relay.c. */
 #include "bindings.h"
 
+#include "loop.h"
 #include "relay.h"
 #include "runtime.h"
 #include "script_host.h"
@@ -142,7 +144,64 @@ static int finish_write(lua_State *L, struct relay *r, int rc)
 	return rc < 0 ? push_failure(L, rc) : wait_durable(L, r);
 }
 
-static int l_handoff_customer(lua_State *L)
+/* A front message for a conversation whose previous life is still draining (its goodbyes
+ * on their way, usually a moment) waits for it to leave instead of failing at once: not
+ * every hub retries a 503. The wait stays well inside the hubs' webhook timeouts (5 s). */
+#define ENDING_WAIT_MS 50
+#define ENDING_WAIT_TRIES 60
+
+/* A task pausing for ENDING_WAIT_MS; freed on wake or on the task's abort. */
+struct ending_wait {
+	struct loop_timer *lt;
+	struct script_task *task;
+};
+
+static void on_ending_wait(void *arg)
+{
+	struct ending_wait *w = arg;
+	struct script_task *task = w->task;
+
+	loop_timer_free(w->lt);
+	free(w);
+	script_task_resume(task, 0);
+}
+
+static void cancel_ending_wait(void *arg)
+{
+	struct ending_wait *w = arg;
+
+	loop_timer_free(w->lt);
+	free(w);
+}
+
+/* Arms the pause of the task running L: 0, or -1 when it cannot pause (no task, no memory). */
+static int arm_ending_wait(lua_State *L)
+{
+	struct script_task *task = script_task_of(L);
+	struct ending_wait *w = task ? calloc(1, sizeof(*w)) : NULL;
+
+	if (w)
+		w->lt = loop_timer_new(bind_runtime(L)->loop, on_ending_wait, w);
+	if (!w || !w->lt || loop_timer_start(w->lt, ENDING_WAIT_MS, 0) < 0) {
+		if (w)
+			loop_timer_free(w->lt);
+		free(w);
+		return -1;
+	}
+	w->task = task;
+	script_task_wait(task, cancel_ending_wait, w);
+	return 0;
+}
+
+/* finish_write, but a conversation still ending is tried again by K after a pause. */
+static int finish_front_write(lua_State *L, struct relay *r, int rc, lua_KContext tries, lua_KFunction k)
+{
+	if (rc == -EAGAIN && tries < ENDING_WAIT_TRIES && arm_ending_wait(L) == 0)
+		return lua_yieldk(L, 0, tries + 1, k);
+	return finish_write(L, r, rc);
+}
+
+static int customer_k(lua_State *L, int status, lua_KContext tries)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
@@ -150,13 +209,36 @@ static int l_handoff_customer(lua_State *L)
 	const char *activity = activity_json(L, 2, &len);
 	const char *user = optional_json(L, 3);
 
+	(void)status;
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, relay_customer(r, id, user, activity, len));
+	return finish_front_write(L, r, relay_customer(r, id, user, activity, len), tries, customer_k);
 }
 
-/* (id, activity) -> FN(relay, id, activity JSON): to_bot and agent. */
-static int relay_activity(lua_State *L, int (*fn)(struct relay *, const char *, const char *, size_t))
+static int l_handoff_customer(lua_State *L)
+{
+	return customer_k(L, LUA_OK, 0);
+}
+
+static int to_bot_k(lua_State *L, int status, lua_KContext tries)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+
+	(void)status;
+	if (!id)
+		return push_bad_id(L);
+	return finish_front_write(L, r, relay_to_bot(r, id, activity, len), tries, to_bot_k);
+}
+
+static int l_handoff_to_bot(lua_State *L)
+{
+	return to_bot_k(L, LUA_OK, 0);
+}
+
+static int l_handoff_agent(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
@@ -165,17 +247,7 @@ static int relay_activity(lua_State *L, int (*fn)(struct relay *, const char *, 
 
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, fn(r, id, activity, len));
-}
-
-static int l_handoff_to_bot(lua_State *L)
-{
-	return relay_activity(L, relay_to_bot);
-}
-
-static int l_handoff_agent(lua_State *L)
-{
-	return relay_activity(L, relay_agent);
+	return finish_write(L, r, relay_agent(r, id, activity, len));
 }
 
 static int l_handoff_event(lua_State *L)

@@ -26,8 +26,8 @@ answered in milliseconds, the bot is reached afterwards: Intercom waits 5 s at m
     the bot; to a human while the handoff waits (or while the bot has it) -> accepted.
   - conversation.admin.replied by a human while the handoff waits (or the bot has it) ->
     accepted. The humans' replies reach the customer in Intercom itself, never the bot.
-  - conversation.admin.closed: while the humans have it -> handoff completed, conversation
-    closed (the customer's next message starts a new bot conversation, and the bot's first
+  - conversation.admin.closed: while the humans have it -> handoff completed, back to the
+    bot (the customer's next message, which reopens it in Intercom, goes to the bot; the bot's first
     answer assigns the conversation back to the bot admin); while the bot has it ->
     endOfConversation to the bot. conversation.admin.snoozed changes nothing.
   - What the bot admin did itself (its replies, notes, assignments) is ignored.
@@ -370,7 +370,7 @@ local TOPICS = {}
 
 TOPICS["conversation.user.created"] = function(id, item, state)
   if state == nil and not for_the_bot(item) then return nil, "not assigned to the bot" end
-  if state ~= nil and state ~= "bot" and state ~= "closed" then return nil, "the humans have it" end
+  if state ~= nil and state ~= "bot" then return nil, "the humans have it" end
   local m = first_message(id, item)
   return m and { m }, "no text"
 end
@@ -406,9 +406,10 @@ TOPICS["conversation.admin.replied"] = function(id, _, state, part)
   return { event(id, "accepted", { agent = human_of(part) }) }
 end
 
--- Closed by the humans: the handoff is complete. The customer may write again, which
--- reopens the conversation with its last assignee: the bot's first answer then takes the
--- assignment back (to_user), so the Inbox shows who answers.
+-- Closed by the humans: the handoff is complete and the conversation is the bot's again
+-- (it ends only by idle_timeout: handoffd must still know it when the customer writes
+-- again, which reopens it in Intercom with its last assignee). The bot's first answer then
+-- takes the assignment back (to_user), so the Inbox shows who answers.
 local function closed_by_humans(id)
   return { nil, function()
     local data = (hd.conversation(id) or {}).data
@@ -416,7 +417,7 @@ local function closed_by_humans(id)
     data.reclaim = true
     local ok, err = hd.set_data(id, data)
     if not ok then return nil, err end
-    return hd.handoff_event(id, "completed", { return_to_bot = false })
+    return hd.handoff_event(id, "completed", { return_to_bot = true })
   end }
 end
 

@@ -167,7 +167,7 @@ def test_signature_replay_and_what_is_not_the_bots(env):
     assert env.wait_bot_heard(cid, 3) == ["hello", "forged", "again"]
     # closed while the bot has it: the bot's conversation ends
     ic.close(cid)
-    env.daemon.wait_line(f"conv.state conv=intercom:{cid} from=bot to=closed")
+    env.daemon.wait_line(f"conv.state conv=intercom:{cid} from=bot to=ending")
     assert env.wait_bot_heard(cid, 4)[-1] == "endOfConversation"
     assert ic.rejected == [] and env.daemon.errors() == []
 

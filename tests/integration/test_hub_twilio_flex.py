@@ -118,7 +118,7 @@ def test_closing_the_conversation_completes_or_ends(env):
     assert env.send(hub.state_event(conv, "inactive", reason="TIMER"))[1]["ignored"] == "not a close"
     assert env.send(hub.state_event(conv, "closed")) == (200, {"ok": True})
     env.wait_statuses(conv, ["accepted", "completed"])
-    env.daemon.wait_line(f"conv.state conv=twilio_flex:{conv} from=agent to=closed")
+    env.daemon.wait_line(f"conv.state conv=twilio_flex:{conv} from=agent to=ending")
     # a conversation the bot has, closed in Twilio: the bot is told the conversation ended
     other = hub.conversation()
     env.says(other, "hello")
