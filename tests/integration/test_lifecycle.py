@@ -125,6 +125,23 @@ def test_a_message_after_the_end_starts_a_new_conversation(env):
     assert health["conversations"] == 1 and health["conversations_by_state"]["bot"] == 1
 
 
+def test_a_message_while_the_end_drains_waits_for_it(env):
+    """The customer writes again while the previous conversation still drains (the bot is
+    slow to take its endOfConversation): the message waits for the departure and starts
+    the new conversation; the hub gets 202, not 503."""
+    hub, port = env.hub, env.port
+    assert hub.message(port, "w-1", "hello")[0] == 202
+    hub.wait_messages("w-1", 2)
+    first = env.dl_conversation("w-1")
+    env.emu.ctl.fail("post", *([{"status": 503}] * 2), conversation=first)  # the goodbye stalls
+    assert hub.send(port, end_event("w-1")) == (202, {"ok": True})
+    env.daemon.wait_line("conv.state conv=webhook:w-1 from=bot to=ending")
+    assert hub.message(port, "w-1", "hello again")[0] == 202
+    assert hub.wait_messages("w-1", 4)[-1]["activity"]["text"] == "You said: hello again"
+    assert received(env, first)[-1] == "endOfConversation"
+    assert received(env, env.dl_conversation("w-1")) == ["hello again"]
+
+
 def test_repeated_end_answers_200(env):
     hub, port = env.hub, env.port
     assert hub.send(port, end_event("never-seen")) == (200, {"ok": True, "open": False})
