@@ -37,6 +37,7 @@ struct relay {
 	uint64_t rng;
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
+	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;
 };
 
 /* relay.c */
@@ -68,5 +69,17 @@ void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why
 void relay_hub_failed(struct relay *r, struct conversation *c, const char *reason);
 /* The escalation (item ITEM) failed for good: true when the fallback is tried instead. */
 bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err);
+
+/* relay_observe.c: latency histograms and the conversation's recent events */
+void relay_observe_init(struct relay *r);
+/* An item of Q queued at CREATED_MS (wall clock) was delivered. */
+void relay_observe_delivered(struct relay *r, struct conversation *c, enum conv_queue q, int64_t created_ms);
+void relay_observe_handoff(struct relay *r, struct conversation *c);
+/* The desk took the escalation; ANSWER is what it said ("accepted", "queued"). */
+void relay_observe_answer(struct relay *r, struct conversation *c, const char *answer);
+void relay_observe_accepted(struct relay *r, struct conversation *c, const char *why);
+/* A hub call (DESK: to the desk module) of FN started at STARTED_MS (wall clock) ended;
+ * STARTED_MS 0 only creates its series. */
+void relay_observe_hub_call(struct relay *r, bool desk, const char *fn, uint64_t started_ms);
 
 #endif
