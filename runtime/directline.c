@@ -448,6 +448,11 @@ bool directline_held(const struct dl_conv *c)
 	return c->held;
 }
 
+bool directline_parked(const struct dl_conv *c)
+{
+	return c && c->parked;
+}
+
 /* }===== */
 
 /* {===== States, endings, persistence */

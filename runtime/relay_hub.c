@@ -306,8 +306,10 @@ static void routed(const struct route_decision *d, void *arg)
 	conv_set_string(&c->route_json, json);
 	log_info(r->rt->log, "handoff.routed", "conv=%s handoff=%s queue=%s rule=%d fallback=%s", c->key,
 		 c->handoff_id ? c->handoff_id : "-", d->queue, d->rule, d->fallback ? "yes" : "no");
-	conv_events_add(&c->events, CONV_EV_ROUTED, "queue=%s rule=%d%s", d->queue ? d->queue : "-", d->rule,
-			d->fallback ? " (fallback)" : "");
+	if (d->fallback)
+		conv_events_add(&c->events, CONV_EV_ROUTED, "queue=%s (fallback: %s)", d->queue ? d->queue : "-", d->why);
+	else
+		conv_events_add(&c->events, CONV_EV_ROUTED, "queue=%s: rule %d matched", d->queue ? d->queue : "-", d->rule);
 	spawn_hub_call(hc);
 }
 
