@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define CONV_EVENTS_MAX 50
-#define CONV_EVENT_DETAIL_MAX 120
+#define CONV_EVENT_DETAIL_MAX 96
 
 enum conv_event_kind {
 	CONV_EV_OPENED,
@@ -33,8 +33,10 @@ struct conv_event {
 };
 
 struct conv_events {
-	struct conv_event ring[CONV_EVENTS_MAX];
-	unsigned next, count;
+	/* Grows to CONV_EVENTS_MAX before it wraps: most conversations have a handful of
+	 * events, and there may be tens of thousands of conversations. */
+	struct conv_event *ring;
+	unsigned cap, next, count;
 	uint64_t opened_ms;		/* first seen by this process, wall clock */
 	uint64_t last_to_bot_ms;	/* a message was last delivered to the bot */
 	uint64_t last_to_hub_ms;	/* ... to the hub */
