@@ -147,3 +147,28 @@ def test_show_content_adds_the_customer_and_data(tmp_path):
         assert detail["user"]["name"] == "Dana" and "data" in detail
     finally:
         assert env.close() == 0
+
+
+def test_hub_data_shows_its_keys_only(tmp_path):
+    """Chatwoot's hub keeps its steps in conv.data: the detail names them, no values."""
+    from fake_chatwoot import ACCOUNT, FakeChatwoot
+    from hub_env import AGENT_ROUTES, HubEnv
+
+    def lines(cw):
+        return (f'hub = {{ module = "hubs.chatwoot", url = "{cw.url}", account_id = {ACCOUNT}, '
+                f'token = "{cw.token}", secret = "{cw.secret}", teams = {{ orders = 3 }} }},')
+    env = HubEnv(tmp_path, FakeChatwoot(), "chatwoot", lines, AGENT_ROUTES, extra_config=ADMIN)
+    try:
+        cw = env.hub
+        cid = cw.new_conversation(contact_id=55, name="Dana")
+        assert cw.customer(cid, "My order is late, I want a human")[0] == 200
+        cw.wait(lambda s: s.status(cid) == "open", what="the conversation opened")
+        env.daemon.wait_line("handoff.delivered")
+        status, body = admin(env.port, "GET", conv_path(f"chatwoot:{cid}"))
+        assert status == 200
+        detail = json.loads(body)
+        assert set(detail["data_keys"]) >= {"handoff", "done"}
+        assert detail["handoff_id"] not in json.dumps(detail["data_keys"]), "names only, not values"
+        assert "data" not in detail
+    finally:
+        assert env.close() == 0
