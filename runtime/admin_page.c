@@ -2,7 +2,7 @@
  * self-contained HTML page (no scripts, no external assets) that refreshes itself, with
  * the conversations by state and stream, the delivery queues and retries, the recent
  * handoffs and their route decisions, the last reload, and each conversation linked to
- * its JSON detail. A browser logs in through a form that sets a cookie derived from the
+ * its detail (/admin/view/{key}: HTML, linking to the JSON). A browser logs in through a form that sets a cookie derived from the
  * admin token (admin_session_value); the bearer token works as well. Everything shown
  * is escaped; message text is never shown. */
 #include "admin.h"
@@ -216,7 +216,7 @@ static void add_link(struct evbuffer *out, const char *key)
 {
 	char *esc = evhttp_uriencode(key, -1, 0);
 
-	evbuffer_add(out, "<a href=\"/admin/conversations/", 30);
+	evbuffer_add(out, "<a href=\"/admin/view/", 21);
 	add_html(out, esc ? esc : "");
 	evbuffer_add(out, "\">", 2);
 	add_html(out, key);
@@ -390,9 +390,105 @@ static void on_page(struct evhttp_request *req, void *arg)
 	free_page(p);
 }
 
+/* ---- one conversation ---- */
+
+static void add_row(struct evbuffer *out, const char *name, const char *value)
+{
+	evbuffer_add(out, "<tr><th>", 8);
+	add_html(out, name);
+	evbuffer_add(out, "</th><td>", 9);
+	add_html(out, value ? value : "-");
+	evbuffer_add(out, "</td></tr>", 10);
+}
+
+static void add_time_row(struct evbuffer *out, const char *name, uint64_t now, uint64_t then)
+{
+	evbuffer_add(out, "<tr><th>", 8);
+	add_html(out, name);
+	evbuffer_add(out, "</th>", 5);
+	add_ago(out, now, then);
+	evbuffer_add(out, "</tr>", 5);
+}
+
+static void detail_html(struct evbuffer *out, const char *key, const char *path_key,
+			const struct relay_conv_summary *s, const struct conv_events *ev)
+{
+	uint64_t now = conv_events_wall_ms();
+	char queued[64];
+
+	evbuffer_add_printf(out, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>handoffd: conversation"
+			    "</title>%s</head><body><p><a href=\"/admin/\">status page</a></p><h1>", style);
+	add_html(out, key);
+	evbuffer_add(out, "</h1><table id=\"detail\">", 24);
+	add_row(out, "state", s->state);
+	add_row(out, "stream", s->stream);
+	add_row(out, "handoff", s->handoff_id);
+	add_row(out, "route decision", s->route_json);
+	add_time_row(out, "age", now, s->opened_ms);
+	add_time_row(out, "last to bot", now, s->last_to_bot_ms);
+	add_time_row(out, "last to hub", now, s->last_to_hub_ms);
+	snprintf(queued, sizeof(queued), "%u to the bot, %u to the hub%s", s->queued_to_bot, s->queued_to_hub,
+		 s->retrying ? " (waiting for a retry)" : "");
+	add_row(out, "queued", queued);
+	evbuffer_add(out, "</table><p><a id=\"json\" href=\"/admin/conversations/", 51);
+	add_html(out, path_key);
+	evbuffer_add_printf(out, "\">as JSON</a> (with the hub data's keys)</p><h2>Last %d events</h2>"
+			    "<table id=\"events\"><tr><th>when</th><th>event</th><th>detail</th></tr>", CONV_EVENTS_MAX);
+	for (unsigned i = 0; ev && i < ev->count; i++) {
+		const struct conv_event *e = conv_events_at(ev, i);
+
+		evbuffer_add(out, "<tr>", 4);
+		add_ago(out, now, e->at_ms);
+		evbuffer_add(out, "<td>", 4);
+		add_html(out, conv_event_kind_name(e->kind));
+		evbuffer_add(out, "</td><td>", 9);
+		add_html(out, e->detail);
+		evbuffer_add(out, "</td></tr>", 10);
+	}
+	evbuffer_add(out, "</table></body></html>", 22);
+}
+
+static void on_view(struct evhttp_request *req, void *arg)
+{
+	static const char prefix[] = "/admin/view/";
+	struct hd_runtime *rt = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	const char *raw = path && strlen(path) > sizeof(prefix) - 1 ? path + sizeof(prefix) - 1 : "";
+	char *key = evhttp_uridecode(raw, 0, NULL);
+	struct relay_conv_summary s;
+	const struct conv_events *ev;
+	struct evbuffer *out = NULL;
+
+	if (!peer_ok(rt, req))
+		goto done;
+	if (!admin_authorized(rt, req)) {
+		redirect(req, "/admin/login");
+		goto done;
+	}
+	if (!key || !rt->relay || relay_inspect_one(rt->relay, key, &s, &ev) < 0) {
+		http_server_reply_json(req, 404, "{\"ok\":false,\"error\":\"no such conversation\"}");
+		goto done;
+	}
+	out = evbuffer_new();
+	if (!out) {
+		evhttp_send_reply(req, 500, NULL, NULL);
+		goto done;
+	}
+	detail_html(out, key, raw, &s, ev);
+	send_html(req, 200, out);
+done:
+	if (out)
+		evbuffer_free(out);
+	free(key);
+}
+
 int admin_page_register(struct hd_runtime *rt)
 {
 	int rc = http_server_route(rt->http, "GET", "/admin/", on_page, rt);
+
+	if (rc == 0)
+		rc = http_server_route(rt->http, "GET", "/admin/view/*", on_view, rt);
 
 	if (rc == 0)
 		rc = http_server_route(rt->http, "GET", "/admin/login", on_login_form, rt);

@@ -101,6 +101,18 @@ static void add_summary(struct evbuffer *out, const struct relay_conv_summary *s
 			    s->queued_to_hub, s->retrying ? "true" : "false");
 }
 
+int relay_inspect_one(struct relay *r, const char *key, struct relay_conv_summary *s,
+		      const struct conv_events **events)
+{
+	const struct conversation *c = convstore_get(r->convs, key);
+
+	if (!c)
+		return -ENOENT;
+	summarize(c, s);
+	*events = c->events;
+	return 0;
+}
+
 /* ---- the list ---- */
 
 struct list_ctx {

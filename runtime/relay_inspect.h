@@ -47,6 +47,12 @@ typedef void (*relay_inspect_fn)(const struct relay_conv_summary *s, void *arg);
 /* Calls FN for every conversation (in no particular order). */
 void relay_inspect_each(struct relay *r, relay_inspect_fn fn, void *arg);
 
+/* KEY's summary into *S and its events (NULL: none yet); -ENOENT when there is no such
+ * conversation. Both are borrowed until the next relay call. */
+struct conv_events;
+int relay_inspect_one(struct relay *r, const char *key, struct relay_conv_summary *s,
+		      const struct conv_events **events);
+
 /* The relay's delivery counters since start, for the status page. */
 struct relay_totals {
 	uint64_t to_bot, to_hub, retries, dropped;

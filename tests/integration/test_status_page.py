@@ -94,8 +94,17 @@ def test_login_counts_and_click_through(env, browser):
     assert rows["webhook:c-1"][1] == "routing" and rows["webhook:c-2"][1] == "bot"
     assert "just" not in browser.page_source, "no message text on the page"
 
-    # click through to the conversation's detail
+    # click through to the conversation's detail, then to its JSON
     browser.find_element(By.CSS_SELECTOR, "table#conversations a[href$='webhook%3Ac-1']").click()
+    wait.until(EC.presence_of_element_located((By.ID, "events")))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "webhook:c-1"
+    fields = {r[0]: r[1] for r in table(browser, "detail")}
+    assert fields["state"] == "routing" and fields["handoff"].startswith("h-")
+    assert '"queue":"orders"' in fields["route decision"]
+    events = [r[1:] for r in table(browser, "events")[1:]]
+    assert events[0][0] == "opened" and ["routed", "queue=orders: rule 1 matched"] in events
+    assert "My order" not in browser.page_source
+    browser.find_element(By.ID, "json").click()
     wait.until(EC.url_contains("/admin/conversations/"))
     detail = json.loads(browser.find_element(By.TAG_NAME, "body").text)
     assert detail["key"] == "webhook:c-1" and detail["state"] == "routing"
