@@ -24,6 +24,10 @@ int cmd_parse(int argc, char **argv);
  * and prints the destination as JSON (cmd_route.c). */
 int cmd_route(int argc, char **argv);
 
+/* `handoffd ctl -c CONFIG [--url URL] COMMAND`: the running daemon's admin API
+ * (conversations, show, end, return-to-bot, reload; cmd_ctl.c). */
+int cmd_ctl(int argc, char **argv);
+
 /* Reads the payload file PATH ("-": stdin), at most one byte over the parser's size
  * limit, padded so it parses in place. NULL after printing "handoffd: PATH: reason" to
  * stderr. The caller frees. */

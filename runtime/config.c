@@ -84,6 +84,7 @@ static const struct config_key directline_keys[] = {
 static const struct config_key admin_keys[] = {
 	{ "token", KEY_STRING, false, FIELD(admin.token), NULL },
 	{ "allow_remote", KEY_BOOL, false, FIELD(admin.allow_remote), NULL },
+	{ "show_content", KEY_BOOL, false, FIELD(admin.show_content), NULL },
 	{ NULL, 0, false, 0, NULL },
 };
 

@@ -41,6 +41,7 @@ struct config_directline {
 struct config_admin {
 	char *token;		/* bearer token for /admin/ routes; NULL disables them */
 	bool allow_remote;	/* admin routes answer only loopback peers unless set */
+	bool show_content;	/* inspection shows the customer and the hub data's values */
 };
 
 struct config_scripts {

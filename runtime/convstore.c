@@ -1,6 +1,7 @@
 /* convstore.c - a chained hash table of conversations with a size limit. */
 #include "convstore.h"
 
+#include "conv_events.h"
 #include "loop.h"
 
 #include <errno.h>
@@ -58,6 +59,7 @@ static void conv_free(struct conversation *c)
 	free(c->held_watermark);
 	free(c->held_seen);
 	free(c->route_json);
+	conv_events_free(c->events);
 	free(c);
 }
 

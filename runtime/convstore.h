@@ -62,6 +62,7 @@ struct conversation {
 	char *held_watermark;
 	uint64_t *held_seen;
 	size_t held_nseen;
+	struct conv_events *events;	/* recent lifecycle events, for inspection (conv_events.h) */
 	struct conversation *next;	/* hash chain */
 };
 

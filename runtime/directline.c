@@ -148,6 +148,9 @@ static void add_counters(struct directline *dl)
 	COUNTER(polling_fallbacks, "polling_fallbacks_total", NULL, "Streams replaced by polling");
 	COUNTER(parks, "parks_total", NULL, "Streams parked (closed while the conversation stays open)");
 	COUNTER(wakes, "wakes_total", NULL, "Parked conversations woken (stream reopened)");
+	c->send_seconds = metrics_histogram(m, "handoffd_directline_send_seconds", NULL,
+					    "From an activity's queueing to Direct Line's acceptance of its POST",
+					    metrics_chat_buckets, metrics_chat_nbuckets);
 	for (int s = 0; s <= DL_STATE_FAILED; s++) {
 		snprintf(label, sizeof(label), "state=\"%s\"", state_names[s]);
 		COUNTER(state[s], "state_changes_total", label, "Conversation state changes");
@@ -443,6 +446,11 @@ void directline_wake(struct dl_conv *c)
 bool directline_held(const struct dl_conv *c)
 {
 	return c->held;
+}
+
+bool directline_parked(const struct dl_conv *c)
+{
+	return c && c->parked;
 }
 
 /* }===== */

@@ -128,6 +128,8 @@ void directline_wake(struct dl_conv *c);
 /* True from directline_park until the wake's GET has dispatched what came meanwhile: an
  * activity dispatched while C is held was said while it was held. */
 bool directline_held(const struct dl_conv *c);
+/* Whether C's stream is parked now (for inspection). */
+bool directline_parked(const struct dl_conv *c);
 
 const char *directline_key(const struct dl_conv *c);
 /* The Direct Line conversation id, or NULL before it is known. */

@@ -71,6 +71,7 @@ struct dl_counters {
 	uint64_t *sends_ok, *sends_failed, *bad_payloads, *polling_fallbacks;
 	uint64_t *parks, *wakes;
 	uint64_t *state[DL_STATE_FAILED + 1];
+	struct metrics_histogram *send_seconds;	/* queued to posted, sends that succeeded */
 };
 
 enum dl_base_state { DL_BASE_READY, DL_BASE_DISCOVERING, DL_BASE_WAITING };

@@ -34,6 +34,7 @@ enum tx_state {
 
 struct dl_send {
 	struct dl_send *next;
+	uint64_t queued_ms;	/* monotonic: for the send duration histogram */
 	char *body;
 	size_t len;
 	dl_send_done_fn done;
@@ -223,6 +224,7 @@ static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
 		return NULL;
 	s->done = done;
 	s->arg = arg;
+	s->queued_ms = loop_now_ms();
 	*rc = compose(c, json, len, s);
 	if (*rc < 0) {
 		free(s->body);
@@ -277,6 +279,8 @@ static void finish(struct dl_conv *c, int err, const char *reason, const char *i
 	if (c->tx_timer)
 		loop_timer_stop(c->tx_timer);
 	metrics_inc(err ? c->dl->c.sends_failed : c->dl->c.sends_ok);
+	if (!err)
+		metrics_observe(c->dl->c.send_seconds, (double)(loop_now_ms() - s->queued_ms) / 1000.0);
 	if (err)
 		log_warn(c->dl->lg, "directline.send_failed", "key=\"%s\" conv=%s reason=\"%s\"", c->key,
 			 c->id ? c->id : "-", reason);

@@ -17,6 +17,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -110,6 +111,16 @@ static int content_length_ambiguous(struct evhttp_request *req)
 	return 0;
 }
 
+/* PATH is ROUTE, or starts with ROUTE's prefix when ROUTE ends in a slash and a star (and goes on). */
+static bool route_matches(const char *route, const char *path)
+{
+	size_t n = strlen(route);
+
+	if (n >= 2 && route[n - 1] == '*' && route[n - 2] == '/')
+		return strncmp(route, path, n - 1) == 0 && path[n - 1] != '\0';
+	return strcmp(route, path) == 0;
+}
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
 	struct http_server *srv = arg;
@@ -131,7 +142,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
 	for (size_t i = 0; i < srv->nroutes; i++) {
 		struct route *r = &srv->routes[i];
 
-		if (strcmp(r->path, path) != 0)
+		if (!route_matches(r->path, path))
 			continue;
 		path_known = 1;
 		if (strcmp(r->method, method) == 0) {

@@ -35,7 +35,8 @@ int http_server_port(const struct http_server *srv);
 /* The listener and its connection accounting (for /healthz). */
 struct http_listener *http_server_listener(struct http_server *srv);
 
-/* Adds METHOD PATH -> FN. Returns 0, -EEXIST or -ENOSPC. PATH is copied. */
+/* Adds METHOD PATH -> FN. A PATH ending in a slash and a star serves every longer path under it
+ * (exact routes registered before it win). Returns 0, -EEXIST or -ENOSPC. PATH is copied. */
 int http_server_route(struct http_server *srv, const char *method, const char *path,
 		      http_route_fn fn, void *arg);
 /* Removes every route whose ARG is ARG (a script generation going away). */

@@ -33,6 +33,7 @@ static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } subcommands[] = {
+	{ "ctl", cmd_ctl },
 	{ "parse", cmd_parse },
 	{ "route", cmd_route },
 	{ "test", cmd_test },
@@ -46,6 +47,7 @@ static void print_usage(FILE *out)
 		"       handoffd test [-c FILE] TEST.lua...\n"
 		"       handoffd parse PAYLOAD|-\n"
 		"       handoffd route -c FILE PAYLOAD|-\n"
+		"       handoffd ctl -c FILE [--url URL] conversations|show KEY|end KEY|return-to-bot KEY|reload\n"
 		"\n"
 		"  -c, --config FILE    Lua config file returning a table (required)\n"
 		"  -t, --test-config    load and check the config and the scripts it names, then exit\n"

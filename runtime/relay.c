@@ -8,6 +8,7 @@
 #include "relay_internal.h"
 
 #include "config.h"
+#include "conv_events.h"
 #include "convstore.h"
 #include "directline.h"
 #include "log.h"
@@ -94,6 +95,7 @@ void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s,
 	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
 		 conv_state_name(c->state), conv_state_name(s), why);
 	c->state = s;
+	conv_events_add(&c->events, CONV_EV_STATE, "%s -> %s: %s", conv_state_name(from), conv_state_name(s), why);
 	relay_save(r, c);
 	park_for_state(c, from);
 }
@@ -256,6 +258,7 @@ struct sent {
 	struct relay *r;
 	char *key;
 	int64_t item;
+	int64_t created_ms;	/* when the item was queued */
 };
 
 void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
@@ -278,6 +281,7 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 		release_position(r, c);
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
+		relay_observe_delivered(r, c, QUEUE_TO_BOT, s->created_ms);
 		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
 	} else if (c && err == -ECANCELED) {
 		c->queues[QUEUE_TO_BOT].busy = false;	/* the handle went away; kept for later */
@@ -290,6 +294,7 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 		relay_kick(r, c, QUEUE_TO_BOT);
 	} else if (c) {
 		log_error(r->rt->log, "relay.to_bot_failed", "conv=%s reason=\"%s\"", c->key, reason);
+		conv_events_add(&c->events, CONV_EV_ERROR, "to_bot given up: %s", reason);
 		metrics_inc(r->m_dropped);
 		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
 	}
@@ -339,6 +344,7 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	}
 	s->r = r;
 	s->item = it->id;
+	s->created_ms = it->created_ms;
 	rc = directline_send(c->dl, it->payload, it->payload_len, on_bot_sent, s);
 	if (rc == 0) {
 		/* From here the message may reach the bot: a restart must look for its echo. */
@@ -433,6 +439,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 	if (id > 0)
 		store_outbox_retry(r->store, id, attempts, (int64_t)(relay_wall_ms() + delay));
 	c->queues[q].busy = false;
+	conv_events_add(&c->events, CONV_EV_RETRY, "%s attempt %d", queue_names[q], attempts);
 	if (arm_retry(r, c, q, delay) < 0)
 		log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=%s", c->key, queue_names[q]);
 }
@@ -628,6 +635,7 @@ static int find_or_add(struct relay *r, const char *id, struct conversation **ou
 	if (rc < 0)
 		return rc;
 	log_info(r->rt->log, "conv.open", "conv=%s", key);
+	conv_events_add(&(*out)->events, CONV_EV_OPENED, "first message");
 	relay_end_touch(*out);
 	relay_save(r, *out);	/* with its first queued item: a restart finds both or neither */
 	return 0;
@@ -704,6 +712,7 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, cons
 			relay_hub_failed(r, c, "the hub reported a failure");
 	} else if (strcmp(state, "completed") == 0) {
 		metrics_inc(r->m_handoffs_completed);
+		conv_events_add(&c->events, CONV_EV_COMPLETED, "the hub completed the handoff");
 		relay_report_status(r, c, "completed", NULL);
 		if (to_bot)
 			relay_set_state(r, c, CONV_BOT, "handoff completed");
@@ -889,6 +898,7 @@ static void add_counters(struct relay *r)
 	r->m_handoffs_accepted = metrics_counter(m, "handoffd_handoffs_total", "result=\"accepted\"", "Handoffs");
 	r->m_handoffs_failed = metrics_counter(m, "handoffd_handoffs_total", "result=\"failed\"", "Handoffs");
 	r->m_handoffs_completed = metrics_counter(m, "handoffd_handoffs_total", "result=\"completed\"", "Handoffs");
+	relay_observe_init(r);
 }
 
 struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)

@@ -7,6 +7,7 @@
 
 #include "bindings/handoff_object.h"
 #include "config.h"
+#include "conv_events.h"
 #include "json_text.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,6 +31,7 @@ struct hub_call {
 	char *key;
 	struct store_item item;
 	char *route_json;	/* escalations: the destination, as JSON */
+	uint64_t started_ms;	/* the script call started (wall clock) */
 };
 
 static void hub_call_free(struct hub_call *hc)
@@ -139,6 +141,7 @@ void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why
 	if (c->state != CONV_ROUTING && c->state != CONV_BOT)
 		return;
 	relay_set_state(r, c, CONV_AGENT, why);
+	relay_observe_accepted(r, c, why);
 	metrics_inc(r->m_handoffs_accepted);
 	relay_report_status(r, c, "accepted", NULL);
 }
@@ -149,6 +152,7 @@ void relay_hub_failed(struct relay *r, struct conversation *c, const char *reaso
 
 	metrics_inc(r->m_handoffs_failed);
 	log_warn(r->rt->log, "handoff.failed", "conv=%s reason=\"%s\"", c->key, reason);
+	conv_events_add(&c->events, CONV_EV_FAILED, "%s", reason);
 	if (c->state == CONV_ENDING)
 		return;	/* the conversation is over: there is no one to give back to the bot */
 	relay_set_state(r, c, CONV_BOT, "handoff failed");
@@ -164,6 +168,7 @@ static void escalate_result(struct relay *r, struct conversation *c, lua_State *
 {
 	const char *res = lua_type(co, base) == LUA_TSTRING ? lua_tostring(co, base) : NULL;
 
+	relay_observe_answer(r, c, res ? res : "delivered");
 	if (res && strcmp(res, "accepted") == 0)
 		relay_hub_accepted(r, c, "the hub accepted at once");
 	else
@@ -201,6 +206,7 @@ static void hub_call_gave_up(struct hub_call *hc, struct conversation *c, const 
 
 	log_error(r->rt->log, "relay.to_hub_failed", "conv=%s attempts=%d error=\"%s\"", c->key,
 		  hc->item.attempts + 1, err);
+	conv_events_add(&c->events, CONV_EV_ERROR, "to_hub given up after %d attempts", hc->item.attempts + 1);
 	metrics_inc(r->m_dropped);
 	if (is_escalation(&hc->item) && relay_hub_escalation_failed(r, c, hc->item.id, err)) {
 		c->queues[QUEUE_TO_HUB].busy = false;
@@ -219,7 +225,10 @@ static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
 	int base = co ? lua_gettop(co) - nres + 1 : 0;
 	const char *err;
 	bool done = ok_call && nres >= 1 && lua_toboolean(co, base);
+	struct item_parts p;
 
+	if (item_split(&hc->item, &p) == 0)
+		relay_observe_hub_call(r, p.desk, p.fn, hc->started_ms);
 	if (!c) {
 		hub_call_free(hc);
 		return;
@@ -228,6 +237,7 @@ static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
 		conv_set_string(&c->hub_data, lua_tostring(co, base + 3));
 	if (done) {
 		metrics_inc(r->m_to_hub);
+		relay_observe_delivered(r, c, QUEUE_TO_HUB, hc->item.created_ms);
 		if (is_escalation(&hc->item))
 			escalate_result(r, c, co, base);
 		relay_save(r, c);
@@ -255,8 +265,11 @@ static void hub_call_done(lua_State *co, bool ok_call, int nres, void *arg)
 
 static void spawn_hub_call(struct hub_call *hc)
 {
-	int rc = script_host_spawn(hc->r->rt->scripts, hc->key, "hub call", push_hub_call, hub_call_done, hc);
+	int rc;
 	struct conversation *c;
+
+	hc->started_ms = conv_events_wall_ms();
+	rc = script_host_spawn(hc->r->rt->scripts, hc->key, "hub call", push_hub_call, hub_call_done, hc);
 
 	if (rc == 0)
 		return;
@@ -295,6 +308,10 @@ static void routed(const struct route_decision *d, void *arg)
 	conv_set_string(&c->route_json, json);
 	log_info(r->rt->log, "handoff.routed", "conv=%s handoff=%s queue=%s rule=%d fallback=%s", c->key,
 		 c->handoff_id ? c->handoff_id : "-", d->queue, d->rule, d->fallback ? "yes" : "no");
+	if (d->fallback)
+		conv_events_add(&c->events, CONV_EV_ROUTED, "queue=%s (fallback: %s)", d->queue ? d->queue : "-", d->why);
+	else
+		conv_events_add(&c->events, CONV_EV_ROUTED, "queue=%s: rule %d matched", d->queue ? d->queue : "-", d->rule);
 	spawn_hub_call(hc);
 }
 
@@ -370,6 +387,7 @@ void relay_hub_start_handoff(struct relay *r, struct conversation *c, const stru
 	log_info(r->rt->log, "handoff.initiate", "conv=%s handoff=%s transcript=%zu", c->key, hid,
 		 a->handoff ? a->handoff->transcript.count : (size_t)0);
 	relay_set_state(r, c, CONV_ROUTING, "handoff.initiate");
+	relay_observe_handoff(r, c);
 	relay_save(r, c);
 	relay_hub_enqueue(r, c, "desk", "escalate", "handoff", a->raw.ptr, a->raw.len, false);
 }

@@ -50,6 +50,7 @@ struct relay {
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
+	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;
 };
 
 /* relay.c */
@@ -100,5 +101,16 @@ void relay_end_queue_empty(struct relay *r, struct conversation *c);
 void relay_end_touch(struct conversation *c);
 /* Conversations in state ending. */
 size_t relay_end_ending(const struct relay *r);
+/* relay_observe.c: latency histograms and the conversation's recent events */
+void relay_observe_init(struct relay *r);
+/* An item of Q queued at CREATED_MS (wall clock) was delivered. */
+void relay_observe_delivered(struct relay *r, struct conversation *c, enum conv_queue q, int64_t created_ms);
+void relay_observe_handoff(struct relay *r, struct conversation *c);
+/* The desk took the escalation; ANSWER is what it said ("accepted", "queued"). */
+void relay_observe_answer(struct relay *r, struct conversation *c, const char *answer);
+void relay_observe_accepted(struct relay *r, struct conversation *c, const char *why);
+/* A hub call (DESK: to the desk module) of FN started at STARTED_MS (wall clock) ended;
+ * STARTED_MS 0 only creates its series. */
+void relay_observe_hub_call(struct relay *r, bool desk, const char *fn, uint64_t started_ms);
 
 #endif

@@ -103,8 +103,7 @@ static void evaluate_done(lua_State *co, bool ok, int nres, void *arg)
 		snprintf(d.why, sizeof(d.why), "%s", why ? why : "?");
 		use_fallback(&d, &c->rt->config->fallback);
 		log_warn(c->rt->log, "route.fallback", "queue=%s reason=\"%s\"", d.queue ? d.queue : "-", d.why);
-		metrics_inc(metrics_counter(c->rt->metrics, "handoffd_route_fallbacks_total", NULL,
-					    "Handoffs routed to the fallback destination"));
+		metrics_inc(routing_fallbacks_counter(c->rt->metrics));
 	}
 	c->done(d.queue ? &d : NULL, c->arg);
 	free(d.queue);
@@ -112,6 +111,11 @@ static void evaluate_done(lua_State *co, bool ok, int nres, void *arg)
 	free(d.agent);
 	free(d.reason);
 	free(c);
+}
+
+uint64_t *routing_fallbacks_counter(struct metrics *m)
+{
+	return metrics_counter(m, "handoffd_route_fallbacks_total", NULL, "Handoffs routed to the fallback destination");
 }
 
 int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_handoff,

@@ -7,10 +7,12 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "script_host.h"
 
 struct hd_runtime;
+struct metrics;
 
 struct route_decision {
 	char *queue, *skill, *agent, *reason;	/* queue is never NULL */
@@ -23,6 +25,10 @@ struct route_decision {
 
 /* DECISION is valid during the call only. It is NULL only when out of memory. */
 typedef void (*routing_done_fn)(const struct route_decision *decision, void *arg);
+
+/* The count of handoffs sent to the fallback destination (created at 0 at start-up so
+ * that dashboards find it). */
+uint64_t *routing_fallbacks_counter(struct metrics *m);
 
 /* Runs the rules on the handoff object that PUSH_HANDOFF(co, push_arg) pushes (one
  * value). KEY orders it with the conversation's other callbacks. Returns 0 (DONE will be
