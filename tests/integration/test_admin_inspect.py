@@ -107,7 +107,7 @@ def test_operator_unsticks_conversations(env):
     detail = json.loads(admin(env.port, "GET", conv_path("webhook:c-3"))[1])
     assert detail["state"] == "bot" and detail["events"][-1]["event"] in ("state", "completed")
     assert admin(env.port, "POST", conv_path("webhook:c-3", "/end"))[0] == 200
-    env.daemon.wait_line("conv.state conv=webhook:c-3 from=bot to=closed")
+    env.daemon.wait_line("conv.state conv=webhook:c-3 from=bot to=ending")
     assert admin(env.port, "POST", conv_path("webhook:c-3", "/nonsense"))[0] == 404
     assert admin(env.port, "POST", conv_path("webhook:none", "/end"))[0] == 404
     env.emu.ctl.wait_count(env.dl_conversation("c-3"), "received", 3, timeout=20)
@@ -128,7 +128,7 @@ def test_ctl_talks_to_the_daemon(env):
     assert ctl(env, "return-to-bot", "webhook:c-4").returncode == 0
     env.daemon.wait_line("conv.state conv=webhook:c-4 from=routing to=bot")
     assert ctl(env, "end", "webhook:c-4").returncode == 0
-    env.daemon.wait_line("conv.state conv=webhook:c-4 from=bot to=closed")
+    env.daemon.wait_line("conv.state conv=webhook:c-4 from=bot to=ending")
     out = ctl(env, "reload")
     assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True
     assert ctl(env, "frobnicate").returncode == 2
