@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "tls_sessions.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +58,7 @@ struct websocket_client {
 	struct evdns_base *dns;
 	bool own_dns;
 	SSL_CTX *ssl_ctx;
+	struct tls_sessions *sessions;	/* resumption, per server */
 	struct websocket_opts o;
 	size_t live;		/* sockets not yet freed */
 };
@@ -1085,9 +1087,9 @@ static int parse_url(const char *url, struct target *t)
 	return target_chars_ok(t->path, t->target_len) ? 0 : -EINVAL;
 }
 
-static SSL *new_ssl(struct websocket_client *wc, const struct target *t)
+static SSL *new_ssl(struct websocket *ws, const struct target *t)
 {
-	SSL *ssl = SSL_new(wc->ssl_ctx);
+	SSL *ssl = SSL_new(ws->wc->ssl_ctx);
 	bool ok;
 
 	if (!ssl)
@@ -1096,6 +1098,8 @@ static SSL *new_ssl(struct websocket_client *wc, const struct target *t)
 		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->host) == 1;
 	else
 		ok = SSL_set_tlsext_host_name(ssl, t->host) == 1 && SSL_set1_host(ssl, t->host) == 1;
+	/* The server is the host:port that starts ws->where. */
+	ok = ok && tls_sessions_attach(ws->wc->sessions, ssl, ws->where, strcspn(ws->where, "/")) == 0;
 	if (!ok) {
 		SSL_free(ssl);
 		return NULL;
@@ -1114,7 +1118,7 @@ static int make_bufferevent(struct websocket *ws, const struct target *t)
 	if (!t->tls) {
 		ws->bev = bufferevent_socket_new(base, -1, opts);
 	} else {
-		ssl = new_ssl(ws->wc, t);
+		ssl = new_ssl(ws, t);
 		if (!ssl)
 			return -ENOMEM;
 		ws->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
@@ -1191,7 +1195,8 @@ struct websocket_client *websocket_client_new(struct loop *lp, struct log *lg,
 		wc->own_dns = true;
 	}
 	wc->ssl_ctx = new_ssl_ctx(lg, opts->ca_file);
-	if (!wc->dns || !wc->ssl_ctx) {
+	wc->sessions = wc->ssl_ctx ? tls_sessions_new(wc->ssl_ctx) : NULL;
+	if (!wc->dns || !wc->sessions) {
 		websocket_client_free(wc);
 		return NULL;
 	}
@@ -1207,6 +1212,7 @@ void websocket_client_free(struct websocket_client *wc)
 	if (wc->own_dns && wc->dns)
 		evdns_base_free(wc->dns, 1);
 	SSL_CTX_free(wc->ssl_ctx);
+	tls_sessions_free(wc->sessions);
 	free(wc);
 }
 
