@@ -38,17 +38,23 @@ static int ctx_index(void)
 	return index;
 }
 
-/* OpenSSL's new-session callback: keeps the session (returns 1: we own the reference). */
+/* OpenSSL's new-session callback. We keep a copy: OpenSSL marks the session a connection
+ * holds as not resumable when that connection is freed without a TLS shutdown, which a
+ * dropped socket always is. The copy shares the certificates (refcounted). */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
 	struct tls_sessions *ts = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index());
 	struct tls_server *srv = ts ? SSL_get_ex_data(ssl, ts->ex_index) : NULL;
+	SSL_SESSION *copy;
 
 	if (!srv || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	SSL_SESSION_free(srv->last);
-	srv->last = sess;
-	return 1;
+	copy = SSL_SESSION_dup(sess);
+	if (copy) {
+		SSL_SESSION_free(srv->last);
+		srv->last = copy;
+	}
+	return 0;	/* the connection keeps its own reference */
 }
 
 struct tls_sessions *tls_sessions_new(SSL_CTX *ctx)
@@ -110,7 +116,13 @@ int tls_sessions_attach(struct tls_sessions *ts, SSL *ssl, const char *server, s
 		return ts->count >= TLS_SESSIONS_MAX ? 0 : -ENOMEM;
 	if (SSL_set_ex_data(ssl, ts->ex_index, srv) != 1)
 		return -ENOMEM;
-	if (srv->last && SSL_SESSION_is_resumable(srv->last))
-		(void)!SSL_set_session(ssl, srv->last);	/* refused: a full handshake */
+	if (srv->last && SSL_SESSION_is_resumable(srv->last)) {
+		/* A copy for this connection, for the same reason as in on_new_session. */
+		SSL_SESSION *copy = SSL_SESSION_dup(srv->last);
+
+		if (copy)
+			(void)!SSL_set_session(ssl, copy);	/* refused: a full handshake */
+		SSL_SESSION_free(copy);
+	}
 	return 0;
 }

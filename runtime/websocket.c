@@ -697,6 +697,14 @@ static void refused_by_server(struct websocket *ws, const struct answer *a)
 	conclude(ws);
 }
 
+/* 1 when the TLS session was resumed (tls_sessions.c), so tests and logs can tell. */
+static int tls_resumed(struct websocket *ws)
+{
+	SSL *ssl = ws->tls ? bufferevent_openssl_get_ssl(ws->bev) : NULL;
+
+	return ssl && SSL_session_reused(ssl) ? 1 : 0;
+}
+
 static void open_socket(struct websocket *ws)
 {
 	uint64_t now = loop_now_ms();
@@ -711,7 +719,7 @@ static void open_socket(struct websocket *ws)
 	ws->last_rx_ms = ws->last_ping_ms = now;
 	loop_timer_stop(ws->timer);
 	arm_tick(ws, now);
-	log_debug(ws->wc->lg, "websocket.open", "where=%s", ws->where);
+	log_debug(ws->wc->lg, "websocket.open", "where=%s resumed=%d", ws->where, tls_resumed(ws));
 	if (ws->cb->on_open)
 		ws->cb->on_open(ws, ws->arg);
 }
