@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "tls_sessions.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +58,7 @@ struct websocket_client {
 	struct evdns_base *dns;
 	bool own_dns;
 	SSL_CTX *ssl_ctx;
+	struct tls_sessions *sessions;	/* resumption, per server */
 	struct websocket_opts o;
 	size_t live;		/* sockets not yet freed */
 };
@@ -695,6 +697,14 @@ static void refused_by_server(struct websocket *ws, const struct answer *a)
 	conclude(ws);
 }
 
+/* 1 when the TLS session was resumed (tls_sessions.c), so tests and logs can tell. */
+static int tls_resumed(struct websocket *ws)
+{
+	SSL *ssl = ws->tls ? bufferevent_openssl_get_ssl(ws->bev) : NULL;
+
+	return ssl && SSL_session_reused(ssl) ? 1 : 0;
+}
+
 static void open_socket(struct websocket *ws)
 {
 	uint64_t now = loop_now_ms();
@@ -709,7 +719,7 @@ static void open_socket(struct websocket *ws)
 	ws->last_rx_ms = ws->last_ping_ms = now;
 	loop_timer_stop(ws->timer);
 	arm_tick(ws, now);
-	log_debug(ws->wc->lg, "websocket.open", "where=%s", ws->where);
+	log_debug(ws->wc->lg, "websocket.open", "where=%s resumed=%d", ws->where, tls_resumed(ws));
 	if (ws->cb->on_open)
 		ws->cb->on_open(ws, ws->arg);
 }
@@ -1085,9 +1095,9 @@ static int parse_url(const char *url, struct target *t)
 	return target_chars_ok(t->path, t->target_len) ? 0 : -EINVAL;
 }
 
-static SSL *new_ssl(struct websocket_client *wc, const struct target *t)
+static SSL *new_ssl(struct websocket *ws, const struct target *t)
 {
-	SSL *ssl = SSL_new(wc->ssl_ctx);
+	SSL *ssl = SSL_new(ws->wc->ssl_ctx);
 	bool ok;
 
 	if (!ssl)
@@ -1096,6 +1106,8 @@ static SSL *new_ssl(struct websocket_client *wc, const struct target *t)
 		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->host) == 1;
 	else
 		ok = SSL_set_tlsext_host_name(ssl, t->host) == 1 && SSL_set1_host(ssl, t->host) == 1;
+	/* The server is the host:port that starts ws->where. */
+	ok = ok && tls_sessions_attach(ws->wc->sessions, ssl, ws->where, strcspn(ws->where, "/")) == 0;
 	if (!ok) {
 		SSL_free(ssl);
 		return NULL;
@@ -1114,7 +1126,7 @@ static int make_bufferevent(struct websocket *ws, const struct target *t)
 	if (!t->tls) {
 		ws->bev = bufferevent_socket_new(base, -1, opts);
 	} else {
-		ssl = new_ssl(ws->wc, t);
+		ssl = new_ssl(ws, t);
 		if (!ssl)
 			return -ENOMEM;
 		ws->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
@@ -1191,7 +1203,8 @@ struct websocket_client *websocket_client_new(struct loop *lp, struct log *lg,
 		wc->own_dns = true;
 	}
 	wc->ssl_ctx = new_ssl_ctx(lg, opts->ca_file);
-	if (!wc->dns || !wc->ssl_ctx) {
+	wc->sessions = wc->ssl_ctx ? tls_sessions_new(wc->ssl_ctx) : NULL;
+	if (!wc->dns || !wc->sessions) {
 		websocket_client_free(wc);
 		return NULL;
 	}
@@ -1207,6 +1220,7 @@ void websocket_client_free(struct websocket_client *wc)
 	if (wc->own_dns && wc->dns)
 		evdns_base_free(wc->dns, 1);
 	SSL_CTX_free(wc->ssl_ctx);
+	tls_sessions_free(wc->sessions);
 	free(wc);
 }
 

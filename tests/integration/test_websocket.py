@@ -405,6 +405,17 @@ def test_wss_echo(server, certs, host):
     assert run.close["end"] == "local" and run.close["code"] == "1000"
 
 
+def test_wss_second_connection_resumes_the_session(server, certs):
+    proc = subprocess.run([str(PROBE), "--ca", str(certs["good"][0]), "--send", "hi",
+                           "--close-after", "1", "--times", "2",
+                           f"wss://localhost:{server.ports['tls0']}/echo"],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0 and "ERROR: AddressSanitizer" not in proc.stderr
+    assert proc.stdout.count("message len=2 text=hi") == 2
+    assert proc.stdout.count("close end=local code=1000") == 2
+    assert re.findall(r"websocket\.open .*resumed=(\d)", proc.stderr) == ["0", "1"], proc.stderr
+
+
 def test_wss_server_close_and_abrupt_close(server, certs):
     url = f"wss://localhost:{server.ports['tls0']}"
     run = probe("--ca", str(certs["good"][0]), f"{url}/close?code=1000&reason=collision")

@@ -8,6 +8,8 @@
  *   close end=<name> code=N status=N err=N reason="..." [retry_after="..."] after_open_ms=N
  *   freed                       (the socket was freed inside a callback, no close follows)
  *   peak-rss kb=N               (with --peak-rss, after close: the process's VmHWM)
+ *
+ * --times N opens the URL N times one after the other with the same client (TLS resumption).
  */
 #include "log.h"
 #include "loop.h"
@@ -34,6 +36,7 @@ struct probe {
 	bool free_on_message;
 	bool close_before_open;
 	bool peak_rss;
+	long times;		/* sockets opened one after the other */
 	long messages;
 	uint64_t opened_ms;
 };
@@ -135,7 +138,7 @@ static void on_close_timer(void *arg)
 
 enum { OPT_CA = 256, OPT_MAX_MESSAGE, OPT_PING, OPT_DEAD, OPT_CONNECT_TIMEOUT, OPT_CLOSE_TIMEOUT,
        OPT_HEADER, OPT_SEND, OPT_CLOSE_AFTER, OPT_CLOSE_AFTER_MS, OPT_FREE_ON_OPEN,
-       OPT_FREE_ON_MESSAGE, OPT_CLOSE_BEFORE_OPEN, OPT_PEAK_RSS };
+       OPT_FREE_ON_MESSAGE, OPT_CLOSE_BEFORE_OPEN, OPT_PEAK_RSS, OPT_TIMES };
 
 static const struct option long_options[] = {
 	{ "ca", required_argument, NULL, OPT_CA },
@@ -152,6 +155,7 @@ static const struct option long_options[] = {
 	{ "free-on-message", no_argument, NULL, OPT_FREE_ON_MESSAGE },
 	{ "close-before-open", no_argument, NULL, OPT_CLOSE_BEFORE_OPEN },
 	{ "peak-rss", no_argument, NULL, OPT_PEAK_RSS },
+	{ "times", required_argument, NULL, OPT_TIMES },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -180,6 +184,7 @@ static bool parse_option(int c, struct probe *p, struct websocket_opts *o,
 	case OPT_FREE_ON_MESSAGE: p->free_on_message = true; break;
 	case OPT_CLOSE_BEFORE_OPEN: p->close_before_open = true; break;
 	case OPT_PEAK_RSS: p->peak_rss = true; break;
+	case OPT_TIMES: p->times = strtol(optarg, NULL, 10); break;
 	default: return false;
 	}
 	return true;
@@ -193,22 +198,27 @@ static int run(struct probe *p, struct log *lg, const struct websocket_opts *o, 
 
 	if (!wc)
 		return 1;
-	rc = websocket_connect(wc, url, headers, &probe_callbacks, p, &p->ws);
-	if (rc < 0) {
-		printf("connect-failed rc=%d\n", rc);
-	} else {
+	for (long i = 0; i < p->times; i++) {
+		p->messages = 0;
+		p->opened_ms = 0;
+		rc = websocket_connect(wc, url, headers, &probe_callbacks, p, &p->ws);
+		if (rc < 0) {
+			printf("connect-failed rc=%d\n", rc);
+			break;
+		}
 		if (p->close_before_open)
 			websocket_close(p->ws, 1000, "bye");
 		loop_run(p->lp);
+		websocket_free(p->ws);
+		p->ws = NULL;
 	}
-	websocket_free(p->ws);
 	websocket_client_free(wc);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct probe p = { .close_after = -1, .close_after_ms = -1 };
+	struct probe p = { .close_after = -1, .close_after_ms = -1, .times = 1 };
 	struct websocket_opts o = WEBSOCKET_OPTS_DEFAULT;
 	const char *headers[PROBE_HEADERS_MAX + 1] = { NULL };
 	int nheaders = 0, c, rc;
