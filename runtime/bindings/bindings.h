@@ -5,6 +5,7 @@
 #define HANDOFFD_BINDINGS_H
 
 #include <lua.h>
+#include <stdint.h>
 
 struct hd_runtime;
 
@@ -17,6 +18,10 @@ struct hd_runtime *bind_runtime(lua_State *L);
 /* Raises "bad argument" when the table at IDX has a key not in NAMES (NULL-terminated),
  * so a typo in an option table is an error instead of a silent default. */
 void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[]);
+
+/* Arms the wake-up of the task running L after MS milliseconds (handoff.timer's); the
+ * caller then yields. 0, -EINVAL (L runs no task: not inside a hook) or -ENOMEM. */
+int bind_task_pause(lua_State *L, uint64_t ms);
 
 int luaopen_handoff(lua_State *L);
 int luaopen_handoff_crypto(lua_State *L);

@@ -20,7 +20,6 @@
  * Translation only: the work happens in relay.c. */
 #include "bindings.h"
 
-#include "loop.h"
 #include "relay.h"
 #include "runtime.h"
 #include "script_host.h"
@@ -150,53 +149,10 @@ static int finish_write(lua_State *L, struct relay *r, int rc)
 #define ENDING_WAIT_MS 50
 #define ENDING_WAIT_TRIES 60
 
-/* A task pausing for ENDING_WAIT_MS; freed on wake or on the task's abort. */
-struct ending_wait {
-	struct loop_timer *lt;
-	struct script_task *task;
-};
-
-static void on_ending_wait(void *arg)
-{
-	struct ending_wait *w = arg;
-	struct script_task *task = w->task;
-
-	loop_timer_free(w->lt);
-	free(w);
-	script_task_resume(task, 0);
-}
-
-static void cancel_ending_wait(void *arg)
-{
-	struct ending_wait *w = arg;
-
-	loop_timer_free(w->lt);
-	free(w);
-}
-
-/* Arms the pause of the task running L: 0, or -1 when it cannot pause (no task, no memory). */
-static int arm_ending_wait(lua_State *L)
-{
-	struct script_task *task = script_task_of(L);
-	struct ending_wait *w = task ? calloc(1, sizeof(*w)) : NULL;
-
-	if (w)
-		w->lt = loop_timer_new(bind_runtime(L)->loop, on_ending_wait, w);
-	if (!w || !w->lt || loop_timer_start(w->lt, ENDING_WAIT_MS, 0) < 0) {
-		if (w)
-			loop_timer_free(w->lt);
-		free(w);
-		return -1;
-	}
-	w->task = task;
-	script_task_wait(task, cancel_ending_wait, w);
-	return 0;
-}
-
 /* finish_write, but a conversation still ending is tried again by K after a pause. */
 static int finish_front_write(lua_State *L, struct relay *r, int rc, lua_KContext tries, lua_KFunction k)
 {
-	if (rc == -EAGAIN && tries < ENDING_WAIT_TRIES && arm_ending_wait(L) == 0)
+	if (rc == -EAGAIN && tries < ENDING_WAIT_TRIES && bind_task_pause(L, ENDING_WAIT_MS) == 0)
 		return lua_yieldk(L, 0, tries + 1, k);
 	return finish_write(L, r, rc);
 }

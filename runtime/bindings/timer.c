@@ -11,6 +11,7 @@
 #include "runtime.h"
 #include "script_gen.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,26 +186,38 @@ static void cancel_sleep(void *arg)
 	free(s);
 }
 
-static int l_timer_sleep(lua_State *L)
+int bind_task_pause(lua_State *L, uint64_t ms)
 {
-	double seconds = luaL_checknumber(L, 1);
 	struct script_task *task = script_task_of(L);
 	struct sleeper *s;
 
-	luaL_argcheck(L, seconds >= 0 && seconds <= TIMER_MAX_SECONDS, 1, "seconds out of range");
 	if (!task)
-		return luaL_error(L, "timer.sleep: only allowed inside a hook");
+		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s)
 		s->lt = loop_timer_new(bind_runtime(L)->loop, on_wake, s);
-	if (!s || !s->lt || loop_timer_start(s->lt, (uint64_t)(seconds * 1000.0), 0) < 0) {
+	if (!s || !s->lt || loop_timer_start(s->lt, ms, 0) < 0) {
 		if (s)
 			loop_timer_free(s->lt);
 		free(s);
-		return luaL_error(L, "timer.sleep: out of memory");
+		return -ENOMEM;
 	}
 	s->task = task;
 	script_task_wait(task, cancel_sleep, s);
+	return 0;
+}
+
+static int l_timer_sleep(lua_State *L)
+{
+	double seconds = luaL_checknumber(L, 1);
+	int rc;
+
+	luaL_argcheck(L, seconds >= 0 && seconds <= TIMER_MAX_SECONDS, 1, "seconds out of range");
+	rc = bind_task_pause(L, (uint64_t)(seconds * 1000.0));
+	if (rc == -EINVAL)
+		return luaL_error(L, "timer.sleep: only allowed inside a hook");
+	if (rc < 0)
+		return luaL_error(L, "timer.sleep: out of memory");
 	return lua_yield(L, 0);
 }
 
