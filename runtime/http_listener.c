@@ -55,7 +55,7 @@ enum conn_phase {
 	CONN_REFUSING,		/* over a limit: the timer answers and closes */
 };
 
-enum warn_kind { WARN_ACCEPT, WARN_CONNECTIONS, WARN_PER_IP, WARN_BUFFERED, WARN_KINDS };
+enum warn_kind { WARN_ACCEPT, WARN_RESUMED, WARN_CONNECTIONS, WARN_PER_IP, WARN_BUFFERED, WARN_KINDS };
 
 struct peer {
 	unsigned char addr[16];		/* IPv6, IPv4 as ::ffff:a.b.c.d */
@@ -387,7 +387,13 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 	struct http_listener *hl = arg;
 	struct conn *c = calloc(1, sizeof(*c));
 
-	hl->accept_paused = false;	/* accept() just worked */
+	if (hl->accept_paused) {	/* accept() just worked again; rate limited like the pause */
+		unsigned long suppressed;
+
+		hl->accept_paused = false;
+		if (warn_due(hl, WARN_RESUMED, &suppressed))
+			log_info(hl->log, "http.accept_resumed", "open=%u suppressed=%lu", hl->nconns, suppressed);
+	}
 	if (!c)
 		return NULL;	/* evhttp makes its own; this one connection goes uncounted */
 	c->hl = hl;
