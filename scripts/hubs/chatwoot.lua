@@ -389,8 +389,7 @@ local function classify(ev, req)
   return id, delivery_id and ("delivery:" .. delivery_id), on_conversation(id, ev), "nothing to do"
 end
 
-local FAILURE_STATUS = { overloaded = 429, ["queue full"] = 429, ["state not writable"] = 500,
-                         ["out of memory"] = 500 }
+local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, ["conversation ending"] = 429, other = 500 }
 
 -- 429 and 500 are the answers Chatwoot retries (same delivery id); anything else non-2xx
 -- makes it open a pending conversation, which is the right fallback for a bad event.
@@ -401,12 +400,16 @@ local function on_event(req)
   local id, key, effect, why = classify(ev, req)
   if not effect then return 200, { ok = true, ignored = why } end
   key = key and ("chatwoot:" .. conf.account_id .. ":" .. key)
-  if key and not hd.remember_event(key) then return 200, { ok = true, duplicate = true } end
+  if key then
+    local fresh, rerr = hd.remember_event(key)
+    if fresh == nil then return delivery.failure_status(rerr, RETRY_STATUS), { error = rerr } end
+    if not fresh then return 200, { ok = true, duplicate = true } end
+  end
   local ok, err = effect()
   if not ok then
     if key then hd.forget_event(key) end
     log.warn("chatwoot.event_failed", { conv = id, event = ev.event, error = err })
-    return FAILURE_STATUS[err] or 400, { error = err }
+    return delivery.failure_status(err, RETRY_STATUS), { error = err }
   end
   return 200, { ok = true }
 end

@@ -58,8 +58,6 @@ local M = {}
 
 local conf                                -- set by init; a reload builds a fresh one (and a new token cache)
 
-local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 503,
-                         ["out of memory"] = 503 }
 local WITH_DESK = { routing = true, agent = true }
 local GONE = { disconnected = true, terminated = true }
 
@@ -424,11 +422,13 @@ local function on_message(req)
     return 200, { ok = true, ignored = "unknown conversation" }
   end
   -- Remembered in the same transaction as the effect: both are durable, or neither.
-  if not hd.remember_event("genesys:" .. msg.id) then return 200, { ok = true, duplicate = true } end
+  local fresh, rerr = hd.remember_event("genesys:" .. msg.id)
+  if fresh == nil then return delivery.failure_status(rerr, 503), { error = rerr } end
+  if not fresh then return 200, { ok = true, duplicate = true } end
   local ok, err = apply(conv, msg)
   if not ok then
     hd.forget_event("genesys:" .. msg.id)
-    return FAILURE_STATUS[err] or 400, { error = err }
+    return delivery.failure_status(err, 503), { error = err }
   end
   local now = hd.conversation(conv.id)
   if now and WITH_DESK[now.state] then watch(conv.id) end
@@ -464,7 +464,7 @@ local function on_disconnected(req)
   local conv, why = noticed(gid, doc)
   if not conv then return 200, { ok = true, ignored = why } end
   local ok, ferr = agent_left(conv)
-  if not ok then return FAILURE_STATUS[ferr] or 400, { error = ferr } end
+  if not ok then return delivery.failure_status(ferr, 503), { error = ferr } end
   return 200, { ok = true }
 end
 

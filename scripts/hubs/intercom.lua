@@ -431,8 +431,7 @@ TOPICS["conversation.admin.snoozed"] = function()
   return nil, "snoozed: whoever has it keeps it"
 end
 
-local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 500,
-                         ["out of memory"] = 500 }
+local RETRY_STATUS = { overloaded = 503, ["queue full"] = 503, ["conversation ending"] = 503, other = 500 }
 
 local function signed(req)
   return signature.hmac_ok(conf.client_secret, req.body, req.headers["x-hub-signature"],
@@ -474,12 +473,15 @@ local function on_event(req)
   for _, e in ipairs(effects) do
     local key = e[1] or notification
     key = key and ("intercom:" .. key)
-    if not key or hd.remember_event(key) then
+    local fresh, rerr = true, nil  -- an effect without a key always applies
+    if key then fresh, rerr = hd.remember_event(key) end
+    if fresh == nil then return delivery.failure_status(rerr, RETRY_STATUS), { error = rerr } end
+    if fresh then
       local ok, err = e[2]()
       if not ok then
         if key then hd.forget_event(key) end
         log.warn("intercom.event_failed", { conv = id, topic = ev.topic, error = err })
-        return FAILURE_STATUS[err] or 400, { error = err }
+        return delivery.failure_status(err, RETRY_STATUS), { error = err }
       end
       applied = applied + 1
     end

@@ -53,9 +53,6 @@ local TEXT_MAX = 4096              -- characters in a text message (textMessage.
 local ALT_TEXT_MAX = 128           -- characters in an image's or file's altText
 local MAX_ACTIONS = 10             -- reply buttons on one message
 local EVENT_PREFIX = "sunshine:"   -- event ids share the runtime's table with other hubs
--- Failures of the runtime that pass: Sunshine retries the body (503).
-local TRANSIENT = { overloaded = true, ["queue full"] = true, ["state not writable"] = true,
-                    ["out of memory"] = true }
 
 local conf                         -- set by init; a reload builds a fresh one
 
@@ -351,7 +348,7 @@ local function handle(ev)
   if not fresh then return true end           -- a replay: it took effect already
   local ok, why = action()
   if ok then return true end
-  if TRANSIENT[why] then
+  if delivery.passing(why) then
     hd.forget_event(EVENT_PREFIX .. ev.id)
     return nil, why
   end

@@ -63,9 +63,6 @@ local M = {}
 local BODY_MAX = 1600              -- characters in one Conversations message (the spec's limit)
 local CHECK_PAGE = 50              -- latest messages read to find a message of an unclear POST
 local EVENT_PREFIX = "twilio:"     -- event ids share the runtime's table with other hubs
--- Failures of the runtime that pass: Twilio retries the webhook on a 5xx (same token).
-local TRANSIENT = { overloaded = true, ["queue full"] = true, ["state not writable"] = true,
-                    ["out of memory"] = true }
 
 local conf                         -- set by init; a reload builds a fresh one
 
@@ -443,8 +440,9 @@ local function event_key(req, p)
                         p.DateUpdated or p.DateCreated or "" }, ":")
 end
 
-local FAILURE_STATUS = { overloaded = 429, ["queue full"] = 429, ["state not writable"] = 503,
-                         ["out of memory"] = 503 }
+-- Failures of the runtime that pass (handoff.delivery): Twilio retries the webhook on a
+-- 429 or 5xx (same token).
+local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, other = 503 }
 
 local function on_event(req)
   local p, list = form.decode(req.body)
@@ -460,13 +458,13 @@ local function on_event(req)
   if not effect then return 200, { ok = true, ignored = why } end
   local key = EVENT_PREFIX .. event_key(req, p)
   local fresh, err = hd.remember_event(key)
-  if fresh == nil then return FAILURE_STATUS[err] or 503, { error = err } end
+  if fresh == nil then return delivery.failure_status(err, RETRY_STATUS), { error = err } end
   if not fresh then return 200, { ok = true, duplicate = true } end
   local ok, why_not = effect()
   if ok then return 200, { ok = true } end
-  if TRANSIENT[why_not] then
+  if delivery.passing(why_not) then
     hd.forget_event(key)
-    return FAILURE_STATUS[why_not] or 503, { error = why_not }
+    return delivery.failure_status(why_not, RETRY_STATUS), { error = why_not }
   end
   log.warn("twilio.event_skipped", { conv = id, event = p.EventType, reason = why_not })
   return 200, { ok = true, skipped = why_not }

@@ -182,14 +182,12 @@ local function apply(ev)
   return hd.end_conversation(id)
 end
 
-local FAILURE_STATUS = { overloaded = 503, ["queue full"] = 503, ["state not writable"] = 503,
-                         ["out of memory"] = 503, ["conversation ending"] = 503 }
 -- Seconds a hub waits before retrying after a 503: a conversation ending drains in a
 -- moment; a full daemon or queue frees up more slowly.
 local RETRY_AFTER = { ["conversation ending"] = "1" }
 
 local function failure(err)
-  local status = FAILURE_STATUS[err] or 400
+  local status = delivery.failure_status(err, 503)
   local headers = status == 503 and { ["Retry-After"] = RETRY_AFTER[err] or "5" } or nil
   return reply(status, { error = err }, headers)
 end
@@ -207,7 +205,7 @@ local function on_event(req)
   if why then return bad(why) end
   -- Remembered in the same transaction as the effect: both are durable, or neither.
   local fresh, rerr = hd.remember_event(ev.id)
-  if fresh == nil then return reply(FAILURE_STATUS[rerr] or 400, { error = rerr }) end
+  if fresh == nil then return failure(rerr) end
   if not fresh then return reply(200, { ok = true, duplicate = true }) end
   if ev.type == "conversation.end" and not open(ev.conversation) then
     return reply(200, { ok = true, open = false })
