@@ -1,4 +1,4 @@
-/* dl_driver.c - drives the Direct Line client (runtime/directline.h) for the integration
+/* dl_driver.c - drives the Direct Line client (runtime/directline/directline.h) for the integration
  * tests: reads commands from stdin, one per line, and prints everything the client
  * reports as one JSON object per line on stdout. The log goes to stderr.
  *
@@ -20,12 +20,12 @@
  * {"ev":"persist",...} (the token only with --print-tokens, so a test can look for it in
  * the log), {"ev":"sent",...}, {"ev":"refused",...}, {"ev":"stats",...},
  * {"ev":"metrics","text":...}, {"ev":"error",...}. */
-#include "config.h"
-#include "directline.h"
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
+#include "base/config.h"
+#include "directline/directline.h"
+#include "net/http_client.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "base/metrics.h"
 
 #include <handoffd/activity.h>
 

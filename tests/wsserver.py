@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""WebSocket test server for runtime/websocket.c (aiohttp; run with Debian's /usr/bin/python3).
+"""WebSocket test server for runtime/directline/websocket.c (aiohttp; run with Debian's /usr/bin/python3).
 
 Listens on 127.0.0.1 with ports chosen by the kernel: one plain listener, plus one TLS
 listener per --tls CERT KEY pair. Prints one line per listener, "PORT plain 41234",

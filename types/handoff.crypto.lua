@@ -1,5 +1,5 @@
 ---@meta handoff.crypto
--- runtime/bindings/crypto.c: OpenSSL's HMAC, digests, base64, constant-time comparison,
+-- runtime/script/bindings/crypto.c: OpenSSL's HMAC, digests, base64, constant-time comparison,
 -- RSA signature checks and random bytes. Failures are nil, err.
 
 ---@alias handoff.crypto.Digest "sha1"|"sha256"|"sha512"

@@ -1,5 +1,5 @@
 ---@meta handoff.http
--- runtime/bindings/http.c. Inside a hook the call yields the task, not the loop.
+-- runtime/script/bindings/http.c. Inside a hook the call yields the task, not the loop.
 
 ---@class handoff.http.Options
 ---@field method? string "GET" by default

@@ -1,5 +1,5 @@
 ---@meta handoff.log
--- runtime/bindings/log.c: lines in the daemon's log format, with its levels and secret
+-- runtime/script/bindings/log.c: lines in the daemon's log format, with its levels and secret
 -- redaction: `time level event key=value ...`.
 
 ---@class handoff.log

@@ -1,5 +1,5 @@
 ---@meta handoff
--- LuaLS definitions of the `handoff` module (runtime/bindings/handoff.c): the calls a hub
+-- LuaLS definitions of the `handoff` module (runtime/script/bindings/handoff.c): the calls a hub
 -- script makes into the runtime. ID is always the front hub's conversation id. Calls
 -- that change something return true once the change is durable, or nil and a short
 -- reason: "overloaded", "queue full", "unknown conversation", "bad activity", "no relay",

@@ -1,5 +1,5 @@
 ---@meta handoff.payload
--- runtime/bindings/handoff_object.c: the parser `handoffd parse` uses.
+-- runtime/script/bindings/handoff_object.c: the parser `handoffd parse` uses.
 
 ---@class handoff.payload
 local payload = {}

@@ -1,5 +1,5 @@
 ---@meta handoff.time
--- runtime/bindings/time.c
+-- runtime/script/bindings/time.c
 
 ---@class handoff.time.Local
 ---@field year integer

@@ -1,5 +1,5 @@
 ---@meta handoff.timer
--- runtime/bindings/timer.c. Callbacks run as tasks of the generation that created the
+-- runtime/script/bindings/timer.c. Callbacks run as tasks of the generation that created the
 -- timer; when a reload or a shutdown retires it, pending timers fire at once with
 -- premature = true.
 

@@ -1,4 +1,4 @@
---[[ handoff.relay - the Lua side of the runtime's relay (runtime/relay.c).
+--[[ handoff.relay - the Lua side of the runtime's relay (runtime/relay/relay.c).
 
 The runtime calls run() in a task of the conversation for every delivery to a hub: a
 bot message or typing for the customer (front.to_user), a handoff (desk.escalate), a

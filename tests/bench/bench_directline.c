@@ -1,4 +1,4 @@
-/* bench_directline.c - the Direct Line client (runtime/directline.c) at scale against the
+/* bench_directline.c - the Direct Line client (runtime/directline/directline.c) at scale against the
  * emulator (tests/dlemu) on loopback: N concurrent streaming conversations. Prints figures,
  * asserts nothing about time.
  *
@@ -25,12 +25,12 @@
  * streaming, then, once all have parked on their own, the second half: the wake a
  * customer's message causes (it reopens the stream at once; no GET first). */
 #define _GNU_SOURCE	/* memmem, strptime */
-#include "config.h"
-#include "directline.h"
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
+#include "base/config.h"
+#include "directline/directline.h"
+#include "net/http_client.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "base/metrics.h"
 
 #include <handoffd/activity.h>
 

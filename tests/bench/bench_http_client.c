@@ -8,9 +8,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
+#include "net/http_client.h"
+#include "base/log.h"
+#include "net/loop.h"
 #include "../unit/http_test_server.h"
 
 #include <signal.h>

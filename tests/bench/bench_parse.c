@@ -8,7 +8,7 @@
  * every entry's text (so every part of the object gets built, as when a hub forwards
  * the transcript); Node; and the ratio of each of the last two C figures to Node.
  * Asserts nothing. Usage: bench_parse [SECONDS_PER_SIZE] (default 2). */
-#include "bindings/handoff_object.h"
+#include "script/bindings/handoff_object.h"
 
 #include <handoffd/handoff.h>
 

@@ -3,11 +3,11 @@
  * Prints figures; asserts nothing about time.
  *
  *   build/tests/bench/bench_scripts [CONFIG]   (default: scripts/examples/config.lua) */
-#include "config.h"
-#include "log.h"
-#include "loop.h"
-#include "runtime.h"
-#include "script_host.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "daemon/runtime.h"
+#include "script/script_host.h"
 
 #include <lauxlib.h>
 #include <lua.h>

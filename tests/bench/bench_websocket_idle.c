@@ -1,4 +1,4 @@
-/* bench_websocket_idle.c - memory held per idle plain ws:// socket (runtime/websocket.c).
+/* bench_websocket_idle.c - memory held per idle plain ws:// socket (runtime/directline/websocket.c).
  * Opens N sockets (default 1000) to tests/wsserver.py's /hold, 256 connecting at a time,
  * waits until all are open, and prints the process RSS and the heap in use before and
  * after, per socket. Starts the server itself unless a URL is given. Asserts nothing.
@@ -10,9 +10,9 @@
  *
  * Measure on a build without sanitizers (-DHANDOFFD_SANITIZE=OFF): ASan's shadow memory
  * and quarantine would dwarf the figure. N above ~10,000 needs `ulimit -n` above N. */
-#include "log.h"
-#include "loop.h"
-#include "websocket.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "directline/websocket.h"
 
 #include <malloc.h>
 #include <signal.h>

@@ -4,10 +4,10 @@
  * has closed the connection. Then the listener's books must balance: no connection and no
  * buffered byte may be left counted once the peer is gone.
  * Built with clang by tests/fuzz/CMakeLists.txt. */
-#include "http_listener.h"
-#include "http_server.h"
-#include "log.h"
-#include "loop.h"
+#include "net/http_listener.h"
+#include "net/http_server.h"
+#include "base/log.h"
+#include "net/loop.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -4,7 +4,7 @@
  * whose lazy fields are all built.
  * Built with clang by tests/fuzz/CMakeLists.txt; test_fuzz_regressions.c includes this
  * file to replay tests/fuzz/regressions/ in the ordinary test run. */
-#include "bindings/handoff_object.h"
+#include "script/bindings/handoff_object.h"
 
 #include <handoffd/handoff.h>
 

@@ -1,5 +1,5 @@
 """What the Direct Line tests (test_directline*.py) share: the emulator (tests/dlemu) and the
-C test driver (tests/dl_driver.c) that runs runtime/directline.c.
+C test driver (tests/dl_driver.c) that runs runtime/directline/directline.c.
 
 The driver reads commands on stdin and prints one JSON event per line; Driver collects them
 on a thread and lets a test wait for an event with a deadline, never for a fixed time. The

@@ -2,7 +2,7 @@
 shared/directline.md section 8 that hit the socket, injected by the emulator.
 
 Setup: one emulator per module (plain ws, wss, and a wss listener with a wrong certificate);
-one dl_driver per test running runtime/directline.c with fast reconnect settings.
+one dl_driver per test running runtime/directline/directline.c with fast reconnect settings.
 Each test opens a conversation, makes the bot talk, injects its fault, makes the bot talk
 again, and then checks on the wire what every scenario must keep: each bot activity
 dispatched exactly once and in order, our messages received by the bot once and in order.

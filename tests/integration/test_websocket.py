@@ -1,4 +1,4 @@
-"""runtime/websocket.c over real sockets.
+"""runtime/directline/websocket.c over real sockets.
 
 Setup: tests/wsserver.py (aiohttp) on 127.0.0.1 with kernel-chosen ports: one plain
 listener, one TLS listener with a certificate for localhost/127.0.0.1 and one with a

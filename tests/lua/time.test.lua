@@ -1,4 +1,4 @@
--- handoff.time: the clock and local time in named IANA zones (runtime/bindings/time.c).
+-- handoff.time: the clock and local time in named IANA zones (runtime/script/bindings/time.c).
 -- Expected values were read off `TZ=<zone> date -d @<epoch>`.
 local time = require "handoff.time"
 local T = {}

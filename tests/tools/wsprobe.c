@@ -1,4 +1,4 @@
-/* wsprobe.c - drives runtime/websocket.c for tests/integration/test_websocket.py.
+/* wsprobe.c - drives runtime/directline/websocket.c for tests/integration/test_websocket.py.
  * Opens one socket to the URL, prints each event as one line on stdout and exits once
  * the socket ended (exit 0) or on bad usage (exit 2). The daemon's log goes to stderr
  * at debug level, so tests can check what it says and what it never says.
@@ -11,9 +11,9 @@
  *
  * --times N opens the URL N times one after the other with the same client (TLS resumption).
  */
-#include "log.h"
-#include "loop.h"
-#include "websocket.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "directline/websocket.h"
 
 #include <getopt.h>
 #include <stdbool.h>

@@ -9,7 +9,7 @@
 #ifndef HANDOFFD_HTTP_TEST_SERVER_H
 #define HANDOFFD_HTTP_TEST_SERVER_H
 
-#include "loop.h"
+#include "net/loop.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>

@@ -1,5 +1,5 @@
 /* test_config.c - config loading: defaults, every error names key, file and line. */
-#include "config.h"
+#include "base/config.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * empty the thread's error queue, or a stale reason would mislead the next TLS call
  * (SSL_get_error reads that queue). The answers themselves are tested in
  * tests/lua/crypto.test.lua. */
-#include "bindings/bindings.h"
+#include "script/bindings/bindings.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

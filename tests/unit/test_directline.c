@@ -3,13 +3,13 @@
  * line of a bad key), and what directline_open/send/close promise before anything is on
  * the wire (refusals, the queue bound, cancellation on close). Everything that talks to
  * Direct Line is tested against the emulator in tests/integration/test_directline_*.py. */
-#include "config.h"
-#include "dedupe.h"
-#include "directline.h"
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
+#include "base/config.h"
+#include "directline/dedupe.h"
+#include "directline/directline.h"
+#include "net/http_client.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "base/metrics.h"
 
 #include <errno.h>
 #include <setjmp.h>

@@ -1,7 +1,7 @@
 /* test_event_log.c - libevent's own messages reach our log, and a burst of them is cut
  * down to a few lines (a failing syscall in a loop must not fill the disk). */
-#include "event_log.h"
-#include "log.h"
+#include "net/event_log.h"
+#include "base/log.h"
 
 #include <event2/util.h>
 #include <setjmp.h>

@@ -5,7 +5,7 @@
  * handoff.payload module. The checks are Lua chunks run against the pushed object. */
 #include "payloads.h"
 
-#include "bindings/handoff_object.h"
+#include "script/bindings/handoff_object.h"
 
 #include <lauxlib.h>
 #include <lua-cjson.h>

@@ -7,9 +7,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
+#include "net/http_client.h"
+#include "base/log.h"
+#include "net/loop.h"
 #include "http_test_server.h"
 
 #include <errno.h>

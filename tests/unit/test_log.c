@@ -1,5 +1,5 @@
 /* test_log.c - log lines: levels, text and JSON form, and that secrets never get out. */
-#include "log.h"
+#include "base/log.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

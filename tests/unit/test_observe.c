@@ -1,8 +1,8 @@
 /* test_observe.c - the building blocks of what operators see: a histogram's buckets,
  * sum and count as Prometheus reads them, and a conversation's event ring keeping the
  * last CONV_EVENTS_MAX events in order. */
-#include "conv_events.h"
-#include "metrics.h"
+#include "relay/conv_events.h"
+#include "base/metrics.h"
 
 #include <event2/buffer.h>
 #include <setjmp.h>

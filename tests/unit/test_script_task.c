@@ -1,10 +1,10 @@
 /* test_script_task.c - tasks: per-key order while tasks wait, keys independent, errors
  * and aborts end only their own task. Runs real coroutines on the real loop. */
-#include "config.h"
-#include "log.h"
-#include "loop.h"
-#include "runtime.h"
-#include "script_host.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "daemon/runtime.h"
+#include "script/script_host.h"
 
 #include <lauxlib.h>
 #include <lua.h>

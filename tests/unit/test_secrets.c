@@ -1,6 +1,6 @@
 /* test_secrets.c - which config values count as secrets: key names, depth, the state
  * password, and a config file that does not compile. */
-#include "secrets.h"
+#include "base/secrets.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

@@ -1,8 +1,8 @@
 /* test_store.c - the durable state on a real SQLite file: conversations, dedupe,
  * outbox order, group commit and what survives a reopen. */
-#include "loop.h"
-#include "log.h"
-#include "store.h"
+#include "net/loop.h"
+#include "base/log.h"
+#include "relay/store.h"
 
 #include <errno.h>
 #include <setjmp.h>

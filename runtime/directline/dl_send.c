@@ -1,0 +1,584 @@
+/* dl_send.c - the outbound side of a Direct Line conversation.
+ * Owns the per-conversation queue: composing each activity (our `from`, a fresh
+ * channelData.clientActivityID), one POST in flight at a time and in order, retrying what
+ * provably did not arrive (pre-send failures, 500, 429 after Retry-After), reconciling
+ * what may have (502, 504, timeouts: echo seen means done, else one resend after a catch-up
+ * GET), and reporting every final outcome once. Recognising our echoes on the way in is
+ * dl_dispatch.c's; the catch-up GET is dl_stream.c's. */
+#include "directline/dl_internal.h"
+
+#include "net/http_client.h"
+#include "parse/json_simd.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "base/metrics.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLIENT_ID_PREFIX "hd1."	/* every clientActivityID we generate starts so */
+#define CLIENT_ID_MAX 48
+#define THROTTLED_MAX 10	/* 429s one activity may get before it fails */
+#define SYNC_TRIES_MAX 3	/* catch-up GETs before an unconfirmed POST is resent anyway */
+
+enum tx_state {
+	TX_QUEUED,		/* waiting for its turn, a token, or the conversation to start */
+	TX_POSTING,
+	TX_RETRY,		/* waiting before the next POST */
+	TX_WAIT_ECHO,		/* outcome unknown: waiting for the echo */
+	TX_SYNCING,		/* outcome unknown: catch-up GET under way */
+};
+
+struct dl_send {
+	struct dl_send *next;
+	uint64_t queued_ms;	/* monotonic: for the send duration histogram */
+	char *body;
+	size_t len;
+	dl_send_done_fn done;
+	void *arg;
+	uint8_t state;
+	uint8_t attempts;	/* POSTs that failed retryably */
+	uint8_t throttled;
+	uint8_t syncs;
+	bool echo_seen;
+	bool resent;
+	char client_id[CLIENT_ID_MAX];
+};
+
+static void on_tx_timer(void *arg);
+static void post_head(struct dl_conv *c);
+
+/* {===== Composing: our `from` and clientActivityID into the caller's object */
+
+enum { OUT_TYPE, OUT_FROM, OUT_CHANNEL, OUT_CLIENT_ID, OUT_NSLOTS };
+
+struct compose {
+	bool object;
+	struct json_slot root;
+	struct json_slot s[OUT_NSLOTS];
+};
+
+static int compose_done(void *ctx, const struct json_slot *self, const struct json_slot *s)
+{
+	struct compose *k = ctx;
+
+	k->object = self->kind == HD_OBJECT;
+	k->root = *self;
+	memcpy(k->s, s, sizeof(k->s));
+	return 0;
+}
+
+static const struct json_member channel_members[] = {
+	{ JSON_KEY("clientActivityID"), .slot = OUT_CLIENT_ID },
+};
+static const struct json_schema channel_schema = { JSON_MEMBERS(channel_members) };
+static const struct json_member out_members[] = {
+	{ JSON_KEY("type"), .slot = OUT_TYPE },
+	{ JSON_KEY("from"), .slot = OUT_FROM },
+	{ JSON_KEY("channelData"), .slot = OUT_CHANNEL, .object = &channel_schema },
+};
+static const struct json_schema out_schema = {
+	JSON_MEMBERS(out_members), .nslots = OUT_NSLOTS, .done = compose_done,
+};
+
+/* One replacement of the caller's text: [start, end) becomes TEXT. */
+struct edit {
+	size_t start, end;
+	char text[CLIENT_ID_MAX + 320];
+};
+
+static size_t at(const struct directline *dl, const struct json_slot *s)
+{
+	return (size_t)(s->raw.ptr - dl->scratch);
+}
+
+static void set_edit(struct edit *e, size_t start, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void set_edit(struct edit *e, size_t start, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->start = start;
+	e->end = start + len;
+	va_start(ap, fmt);
+	vsnprintf(e->text, sizeof(e->text), fmt, ap);
+	va_end(ap);
+}
+
+static bool empty_object(const struct json_slot *s)
+{
+	const char *p = s->raw.ptr + 1;
+
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return *p == '}';
+}
+
+/* The caller's channelData keeps its members and gets our clientActivityID. */
+static void channel_edit(struct directline *dl, const struct compose *k, const char *cid, struct edit *e)
+{
+	const struct json_slot *ch = &k->s[OUT_CHANNEL], *id = &k->s[OUT_CLIENT_ID];
+
+	if (ch->kind == HD_OBJECT && id->kind != HD_ABSENT)	/* theirs is replaced */
+		set_edit(e, at(dl, id), id->raw.len, "\"%s\"", cid);
+	else if (ch->kind == HD_OBJECT)				/* ours goes first */
+		set_edit(e, at(dl, ch) + 1, 0, "\"clientActivityID\":\"%s\"%s", cid, empty_object(ch) ? "" : ",");
+	else							/* not an object: ours instead */
+		set_edit(e, at(dl, ch), ch->raw.len, "{\"clientActivityID\":\"%s\"}", cid);
+}
+
+/* The edits in text order: what the caller left out goes right after the root's '{',
+ * then `from` is replaced and channelData completed where they are. */
+static size_t plan(struct directline *dl, const struct compose *k, const char *from, const char *cid,
+		   struct edit e[3])
+{
+	bool has_from = k->s[OUT_FROM].kind != HD_ABSENT, has_channel = k->s[OUT_CHANNEL].kind != HD_ABSENT;
+	char head[sizeof(e[0].text)] = "";
+	size_t n = 1;
+
+	if (!has_from)
+		snprintf(head, sizeof(head), "\"from\":%s,", from);
+	if (!has_channel)
+		snprintf(head + strlen(head), sizeof(head) - strlen(head),
+			 "\"channelData\":{\"clientActivityID\":\"%s\"},", cid);
+	set_edit(&e[0], at(dl, &k->root) + 1, 0, "%s", head);
+	if (has_from)
+		set_edit(&e[n++], at(dl, &k->s[OUT_FROM]), k->s[OUT_FROM].raw.len, "%s", from);
+	if (has_channel)
+		channel_edit(dl, k, cid, &e[n++]);
+	if (n == 3 && e[2].start < e[1].start) {	/* channelData came before from */
+		struct edit t = e[1];
+
+		e[1] = e[2];
+		e[2] = t;
+	}
+	return n;
+}
+
+static char *apply(const char *src, size_t len, const struct edit *e, size_t n, size_t *out_len)
+{
+	size_t total = len, pos = 0, w = 0;
+	char *out;
+
+	for (size_t i = 0; i < n; i++)
+		total += strlen(e[i].text) - (e[i].end - e[i].start);
+	out = malloc(total + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(out + w, src + pos, e[i].start - pos);
+		w += e[i].start - pos;
+		memcpy(out + w, e[i].text, strlen(e[i].text));
+		w += strlen(e[i].text);
+		pos = e[i].end;
+	}
+	memcpy(out + w, src + pos, len - pos);
+	w += len - pos;
+	out[w] = '\0';
+	*out_len = w;
+	return out;
+}
+
+static void new_client_id(struct directline *dl, char *out)
+{
+	snprintf(out, CLIENT_ID_MAX, CLIENT_ID_PREFIX "%s.%llu", dl->instance,
+		 (unsigned long long)++dl->next_client_seq);
+}
+
+static int compose(struct dl_conv *c, const char *json, size_t len, struct dl_send *s)
+{
+	struct directline *dl = c->dl;
+	struct compose k = { 0 };
+	struct json_walk w = { .root = &out_schema, .ctx = &k, .max_depth = 64 };
+	struct edit e[3];
+	char uid[128], escaped[200], from[240];
+
+	dl_user_id(c, uid, sizeof(uid));
+	if (dl_json_escape(escaped, sizeof(escaped), uid) < 0)
+		return -EINVAL;
+	snprintf(from, sizeof(from), "{\"id\":\"%s\",\"role\":\"user\"}", escaped);
+	new_client_id(dl, s->client_id);
+	if (dl_json_walk(dl, json, len, &w) < 0 || !k.object || k.s[OUT_TYPE].kind != HD_STRING ||
+	    k.s[OUT_TYPE].str.len == 0)
+		return -EINVAL;
+	s->body = apply(dl->scratch, len, e, plan(dl, &k, from, s->client_id, e), &s->len);
+	if (!s->body)
+		return -ENOMEM;
+	return s->len > DL_ACTIVITY_MAX ? -EFBIG : 0;
+}
+
+/* }===== */
+
+/* {===== The queue */
+
+static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len, dl_send_done_fn done,
+				void *arg, int *rc)
+{
+	struct dl_send *s = calloc(1, sizeof(*s));
+
+	*rc = -ENOMEM;
+	if (!s)
+		return NULL;
+	s->done = done;
+	s->arg = arg;
+	s->queued_ms = loop_now_ms();
+	*rc = compose(c, json, len, s);
+	if (*rc < 0) {
+		free(s->body);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl_send_done_fn done,
+		    void *arg)
+{
+	struct dl_send *s;
+	int rc;
+
+	if (dl_done(c))
+		return -ESHUTDOWN;
+	if (len > DL_ACTIVITY_MAX)
+		return -EFBIG;
+	if (c->tx_count >= DL_SEND_QUEUE_MAX)
+		return -ENOBUFS;
+	s = new_send(c, activity_json, len, done, arg, &rc);
+	if (!s)
+		return rc;
+	if (c->tx_tail)
+		c->tx_tail->next = s;
+	else
+		c->tx_head = s;
+	c->tx_tail = s;
+	c->tx_count++;
+	c->active_ms = loop_now_ms();
+	if (c->parked && !c->held)
+		dl_stream_wake(c, "send");	/* the bot's answer comes on the stream at once */
+	else if (c->waking && !c->wake_boundary)
+		c->wake_boundary = strdup(s->client_id);	/* out of memory: held a little longer */
+	/* From the loop: a kick may find the token gone for good and end the conversation,
+	 * and its callbacks must not run inside this call. */
+	if (!c->tx.t && dl_timer(c, &c->tx_timer, on_tx_timer) && !loop_timer_pending(c->tx_timer))
+		loop_timer_start(c->tx_timer, 0, 0);
+	return 0;
+}
+
+/* Takes the head off the queue and reports it; then the next one may go. */
+static void finish(struct dl_conv *c, int err, const char *reason, const char *id)
+{
+	struct dl_send *s = c->tx_head;
+
+	c->tx_head = s->next;
+	if (!c->tx_head)
+		c->tx_tail = NULL;
+	c->tx_count--;
+	if (c->tx_timer)
+		loop_timer_stop(c->tx_timer);
+	metrics_inc(err ? c->dl->c.sends_failed : c->dl->c.sends_ok);
+	if (!err)
+		metrics_observe(c->dl->c.send_seconds, (double)(loop_now_ms() - s->queued_ms) / 1000.0);
+	if (err)
+		log_warn(c->dl->lg, "directline.send_failed", "key=\"%s\" conv=%s reason=\"%s\"", c->key,
+			 c->id ? c->id : "-", reason);
+	if (s->done)
+		s->done(c, err, reason, id, s->arg);
+	free(s->body);
+	free(s);
+	if (!dl_done(c))
+		dl_send_kick(c);
+}
+
+void dl_send_fail_all(struct dl_conv *c, int err, const char *reason)
+{
+	dl_http_cancel(&c->tx);
+	if (c->tx_timer)
+		loop_timer_stop(c->tx_timer);
+	while (c->tx_head) {
+		struct dl_send *s = c->tx_head;
+
+		c->tx_head = s->next;
+		c->tx_count--;
+		metrics_inc(c->dl->c.sends_failed);
+		if (s->done)
+			s->done(c, err, reason, NULL, s->arg);
+		free(s->body);
+		free(s);
+	}
+	c->tx_tail = NULL;
+}
+
+void dl_send_kick(struct dl_conv *c)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (!s || s->state != TX_QUEUED || c->tx.t || dl_done(c) || !c->started || !c->id)
+		return;
+	if (!dl_token_valid(c)) {
+		dl_token_reacquire(c);	/* dl_send_kick runs again once it is back */
+		return;
+	}
+	post_head(c);
+}
+
+static void later(struct dl_conv *c, enum tx_state state, uint64_t delay_ms)
+{
+	c->tx_head->state = (uint8_t)state;
+	if (dl_timer(c, &c->tx_timer, on_tx_timer))
+		loop_timer_start(c->tx_timer, delay_ms, 0);
+}
+
+/* }===== */
+
+/* {===== Posting and what the answer means */
+
+static void retry(struct dl_conv *c, int64_t delay_ms)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (++s->attempts >= DL_SEND_ATTEMPTS_MAX) {
+		finish(c, -EIO, "retries exhausted", NULL);
+		return;
+	}
+	later(c, TX_RETRY, delay_ms >= 0 ? (uint64_t)delay_ms : dl_backoff_ms(c->dl, s->attempts - 1u));
+}
+
+/* The POST may have reached the bot: done if its echo came, else wait for it. */
+static void unknown_outcome(struct dl_conv *c, const char *why)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (s->echo_seen) {
+		finish(c, 0, "ok", NULL);
+		return;
+	}
+	log_info(c->dl->lg, "directline.send_unconfirmed", "key=\"%s\" conv=%s reason=\"%s\"", c->key, c->id, why);
+	later(c, TX_WAIT_ECHO, c->dl->s.echo_grace_ms);
+}
+
+static int id_done(void *ctx, const struct json_slot *self, const struct json_slot *s)
+{
+	char *out = ctx;
+
+	(void)self;
+	if (s[0].kind == HD_STRING && s[0].str.len < DL_ID_MAX)
+		snprintf(out, DL_ID_MAX, "%.*s", (int)s[0].str.len, s[0].str.ptr);
+	return 0;
+}
+
+static const struct json_member id_members[] = { { JSON_KEY("id"), .slot = 0 } };
+static const struct json_schema id_schema = { JSON_MEMBERS(id_members), .nslots = 1, .done = id_done };
+
+static void posted_ok(struct dl_conv *c, const struct http_response *res)
+{
+	char id[DL_ID_MAX] = "";
+	struct json_walk w = { .root = &id_schema, .ctx = id, .max_depth = 16 };
+
+	if (res->body_len > 0 && res->body_len <= DL_BODY_MAX)
+		dl_json_walk(c->dl, res->body, res->body_len, &w);
+	dl_stream_poll_soon(c);
+	finish(c, 0, "ok", id[0] ? id : NULL);
+}
+
+static void refused(struct dl_conv *c, const struct http_response *res)
+{
+	char code[72];
+
+	switch (res->status) {
+	case 400: finish(c, -EINVAL, "bad request", NULL); break;
+	case 401: finish(c, -EACCES, "unauthorized", NULL); break;
+	case 413: finish(c, -EFBIG, "too large", NULL); break;
+	case 404:
+		finish(c, -ENOENT, "not found", NULL);
+		if (!dl_done(c))
+			dl_terminate(c, DL_STATE_ENDED, "not found");
+		break;
+	case 403:
+		dl_http_error_code(c->dl, res, code, sizeof(code));
+		if (strcmp(code, "TokenExpired") == 0) {	/* not the activity's fault */
+			c->tx_head->state = TX_QUEUED;
+			dl_token_reacquire(c);
+		} else {
+			finish(c, -EPERM, "forbidden", NULL);
+		}
+		break;
+	default: finish(c, -EPROTO, "rejected", NULL); break;
+	}
+}
+
+static void throttled(struct dl_conv *c, const struct http_response *res)
+{
+	int64_t wait = dl_http_retry_after_ms(c->dl, res);
+
+	later(c, TX_RETRY, wait >= 0 ? (uint64_t)wait : dl_backoff_ms(c->dl, c->tx_head->throttled));
+}
+
+static void on_posted(struct dl_conv *c, const struct http_response *res, int err)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (dl_done(c) || !s || s->state != TX_POSTING)
+		return;
+	if (dl_http_ok(res, err))
+		posted_ok(c, res);
+	else if (err && !res->sent)
+		retry(c, -1);	/* it never left: sending again cannot duplicate it */
+	else if (err)
+		unknown_outcome(c, http_client_strerror(err));
+	else if (res->status == 429 && ++s->throttled <= THROTTLED_MAX)
+		throttled(c, res);
+	else if (res->status == 429)
+		finish(c, -EAGAIN, "retries exhausted", NULL);
+	else if (res->status == 502 || res->status == 504)
+		unknown_outcome(c, res->status == 502 ? "502" : "504");
+	else if (res->status >= 500)
+		retry(c, dl_http_retry_after_ms(c->dl, res));
+	else
+		refused(c, res);
+}
+
+static void post_head(struct dl_conv *c)
+{
+	struct dl_send *s = c->tx_head;
+	char id[DL_ID_MAX * 3 + 1], path[DL_ID_MAX * 3 + 64];
+
+	s->state = TX_POSTING;
+	if (dl_url_escape(id, sizeof(id), c->id) < 0) {
+		finish(c, -EINVAL, "bad request", NULL);
+		return;
+	}
+	snprintf(path, sizeof(path), "/conversations/%s/activities", id);
+	if (dl_http(c, &c->tx, "POST", path, DL_CRED_TOKEN, s->body, s->len, c->dl->s.post_timeout_ms,
+		    on_posted) < 0)
+		retry(c, -1);
+}
+
+/* }===== */
+
+/* {===== Reconciliation: the echo decides */
+
+/* Ours means sent by this process: the id carries our instance. An echo of something a
+ * previous process sent (replayed after a restart) is dispatched like any user activity,
+ * so the caller can recognise a message it was unsure had left. */
+bool dl_send_is_ours(const struct directline *dl, const char *client_id, size_t len)
+{
+	size_t plen = sizeof(CLIENT_ID_PREFIX) - 1, ilen = strlen(dl->instance);
+
+	return len > plen + ilen && memcmp(client_id, CLIENT_ID_PREFIX, plen) == 0 &&
+	       memcmp(client_id + plen, dl->instance, ilen) == 0 && client_id[plen + ilen] == '.';
+}
+
+void dl_send_echo(struct dl_conv *c, const char *client_id, size_t len)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (!s || strlen(s->client_id) != len || memcmp(s->client_id, client_id, len) != 0)
+		return;
+	s->echo_seen = true;
+	if (s->state == TX_WAIT_ECHO)
+		finish(c, 0, "ok", NULL);
+}
+
+/* No echo after the grace period and a catch-up GET: post once more, or give up. */
+static void echo_missing(struct dl_conv *c)
+{
+	struct dl_send *s = c->tx_head;
+
+	metrics_inc(c->dl->c.echo_timeouts);
+	if (s->resent) {
+		finish(c, -ETIMEDOUT, "unconfirmed", NULL);
+		return;
+	}
+	s->resent = true;
+	s->syncs = 0;
+	metrics_inc(c->dl->c.resends);
+	log_info(c->dl->lg, "directline.resend", "key=\"%s\" conv=%s", c->key, c->id);
+	s->state = TX_QUEUED;
+	dl_send_kick(c);
+}
+
+void dl_send_synced(struct dl_conv *c, bool ok)
+{
+	struct dl_send *s = c->tx_head;
+
+	if (!s || s->state != TX_SYNCING)
+		return;
+	if (s->echo_seen)
+		finish(c, 0, "ok", NULL);
+	else if (ok || ++s->syncs >= SYNC_TRIES_MAX)
+		echo_missing(c);
+	else
+		later(c, TX_WAIT_ECHO, c->dl->s.echo_grace_ms);
+}
+
+static void on_tx_timer(void *arg)
+{
+	struct dl_conv *c = arg;
+	struct dl_send *s = c->tx_head;
+
+	dl_hold(c);
+	if (!dl_done(c) && s) {
+		if (s->state == TX_RETRY || s->state == TX_QUEUED) {
+			s->state = TX_QUEUED;
+			dl_send_kick(c);
+		} else if (s->state == TX_WAIT_ECHO) {
+			s->state = TX_SYNCING;
+			dl_stream_sync(c);
+		}
+	}
+	dl_release(c);
+}
+
+/* }===== */
+
+/* {===== Greeting and goodbye */
+
+void dl_send_greeting(struct dl_conv *c)
+{
+	char json[256], locale[128] = "";
+	struct dl_send *s;
+	int rc;
+
+	if (c->dl->s.locale && dl_json_escape(locale, sizeof(locale), c->dl->s.locale) < 0)
+		locale[0] = '\0';
+	snprintf(json, sizeof(json), "{\"type\":\"event\",\"name\":\"startConversation\"%s%s%s}",
+		 locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");
+	s = new_send(c, json, strlen(json), NULL, NULL, &rc);
+	if (!s)
+		return;
+	s->next = c->tx_head;	/* before anything the caller queued meanwhile */
+	c->tx_head = s;
+	if (!c->tx_tail)
+		c->tx_tail = s;
+	c->tx_count++;
+}
+
+static void on_goodbye(struct dl_conv *c, const struct http_response *res, int err)
+{
+	log_info(c->dl->lg, "directline.goodbye", "key=\"%s\" conv=%s status=%d", c->key, c->id,
+		 err ? 0 : res->status);
+	c->detached = false;	/* dl_release frees it now */
+}
+
+void dl_send_goodbye(struct dl_conv *c)
+{
+	char json[] = "{\"type\":\"endOfConversation\"}";
+	char id[DL_ID_MAX * 3 + 1], path[DL_ID_MAX * 3 + 64];
+	struct dl_send s = { 0 };
+
+	if (compose(c, json, strlen(json), &s) < 0 || dl_url_escape(id, sizeof(id), c->id) < 0) {
+		free(s.body);
+		c->detached = false;
+		return;
+	}
+	snprintf(path, sizeof(path), "/conversations/%s/activities", id);
+	if (dl_http(c, &c->tx, "POST", path, DL_CRED_TOKEN, s.body, s.len, c->dl->s.post_timeout_ms,
+		    on_goodbye) < 0)
+		c->detached = false;
+	free(s.body);
+}
+
+/* }===== */

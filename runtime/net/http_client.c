@@ -1,0 +1,877 @@
+/* http_client.c - libcurl's multi interface driven by the libevent loop.
+ * Owns the multi handle, one easy handle per request, the events that watch curl's sockets,
+ * curl's timer and each request's deadline; turns curl's results into a response or a
+ * stable error. Knows nothing about what a status means: callers decide about retries.
+ *
+ * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
+ * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
+ * start, cancel and free from them. `depth` counts those frames so that a free from inside
+ * one releases the client only when the outermost frame unwinds. */
+#include "net/http_client.h"
+
+#include "base/log.h"
+#include "net/loop.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define METHOD_MAX 16		/* longest method token we accept, NUL included */
+#define LOG_URL_MAX 512		/* a longer URL is cut in the debug line */
+
+struct http_client {
+	struct loop *lp;
+	struct log *lg;
+	CURLM *multi;
+	CURLSH *share;			/* TLS sessions, so new connections resume them */
+	struct loop_timer *timer;	/* the one timeout libcurl asks for */
+	struct http_transfer *transfers;	/* in flight, doubly linked */
+	unsigned in_flight;
+	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
+	int depth;			/* frames that are running callers' callbacks */
+	bool closing;			/* http_client_free() was called */
+};
+
+struct http_transfer {
+	struct http_client *hc;
+	struct http_transfer *prev, *next;
+	CURL *easy;
+	CURLU *url;
+	struct curl_slist *headers;
+	struct loop_timer *deadline;
+	http_done_fn done;
+	void *arg;
+	char method[METHOD_MAX];
+	char *upload;			/* a no_resend request's body; read once */
+	size_t upload_len, upload_off;
+	char *body;			/* the response body so far */
+	size_t body_len, body_cap, max_body;
+	int write_err;			/* why on_body refused data: -EFBIG or -ENOMEM */
+	uint64_t started_ms;
+	bool finished;			/* the callback has started */
+};
+
+int http_client_global_init(void)
+{
+	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+}
+
+void http_client_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+const char *http_client_strerror(int err)
+{
+	switch (err) {
+	case 0: return "ok";
+	case -ETIMEDOUT: return "timeout";
+	case -ECONNREFUSED: return "connection refused";
+	case -EHOSTUNREACH: return "host unreachable";
+	case -ENXIO: return "resolve failed";
+	case -EPROTO: return "tls error";
+	case -EFBIG: return "body too large";
+	case -ECANCELED: return "cancelled";
+	case -EBUSY: return "too many requests in flight";
+	case -EPIPE: return "send failed";
+	case -ECONNRESET: return "connection reset";
+	case -EBADMSG: return "bad response";
+	case -ELOOP: return "too many redirects";
+	case -EINVAL: return "invalid request";
+	case -ENOMEM: return "out of memory";
+	case -ESHUTDOWN: return "shutting down";
+	default: return "request failed";
+	}
+}
+
+const char *http_client_response_header(const struct http_response *res, const char *name)
+{
+	for (size_t i = 0; i < res->nheaders; i++)
+		if (strcasecmp(res->headers[i].name, name) == 0)
+			return res->headers[i].value;
+	return NULL;
+}
+
+unsigned http_client_in_flight(const struct http_client *hc)
+{
+	return hc->in_flight;
+}
+
+/* {===== the loop drives libcurl */
+
+static void drain(struct http_client *hc);
+
+static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_client *hc = arg;
+	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+		     ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running;
+
+	curl_multi_socket_action(hc->multi, fd, action, &running);
+	drain(hc);	/* may free hc */
+}
+
+static void on_curl_timeout(void *arg)
+{
+	struct http_client *hc = arg;
+	int running;
+
+	curl_multi_socket_action(hc->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	drain(hc);	/* may free hc */
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl says which sockets to watch for what. The socket's event
+ * is curl's per-socket pointer, so it goes away with the socket. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct http_client *hc = userp;
+	struct event_base *base = loop_base(hc->lp);
+	struct event *ev = socketp;
+	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+		      ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (ev)
+			event_free(ev);
+		return 0;
+	}
+	if (!ev) {
+		ev = event_new(base, fd, flags, on_socket_ready, hc);
+		if (!ev || curl_multi_assign(hc->multi, fd, ev) != CURLM_OK) {
+			if (ev)
+				event_free(ev);
+			return -1;
+		}
+	} else {
+		/* event_assign on a pending event is undefined: delete it first. */
+		event_del(ev);
+		event_assign(ev, base, fd, flags, on_socket_ready, hc);
+	}
+	return event_add(ev, NULL) == 0 ? 0 : -1;
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) after MS; -1 cancels. Even 0
+ * goes through the loop, as libcurl requires (no socket_action from inside its callbacks). */
+static int on_curl_timer(CURLM *multi, long ms, void *userp)
+{
+	struct http_client *hc = userp;
+
+	(void)multi;
+	if (ms < 0) {
+		loop_timer_stop(hc->timer);
+		return 0;
+	}
+	return loop_timer_start(hc->timer, (uint64_t)ms, 0) == 0 ? 0 : -1;
+}
+
+/* }===== */
+
+/* {===== building a request */
+
+static bool valid_method(const char *m)
+{
+	size_t n = strspn(m, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+
+	return n > 0 && n < METHOD_MAX && m[n] == '\0';
+}
+
+/* A header must not smuggle a second one in (CR/LF) nor hide a colon in its name. */
+static bool valid_header(const struct http_header *h)
+{
+	size_t n;
+
+	if (!h->name || !h->value)
+		return false;
+	n = strcspn(h->name, ":\r\n \t");
+	return n > 0 && h->name[n] == '\0' && !strpbrk(h->value, "\r\n");
+}
+
+static int append_line(struct curl_slist **list, const char *line)
+{
+	struct curl_slist *next = curl_slist_append(*list, line);
+
+	if (!next)
+		return -ENOMEM;
+	*list = next;
+	return 0;
+}
+
+static int append_header(struct curl_slist **list, const char *name, const char *value)
+{
+	size_t len = strlen(name) + strlen(value) + 3;
+	char *line = malloc(len);
+	int rc;
+
+	if (!line)
+		return -ENOMEM;
+	/* "Name;" is curl's way to send an empty value; "Name:" would remove the header. */
+	if (value[0])
+		snprintf(line, len, "%s: %s", name, value);
+	else
+		snprintf(line, len, "%s;", name);
+	rc = append_line(list, line);
+	free(line);
+	return rc;
+}
+
+static int build_headers(struct http_transfer *t, const struct http_request *req)
+{
+	bool has_expect = false;
+	int rc;
+
+	for (size_t i = 0; i < req->nheaders; i++) {
+		if (!valid_header(&req->headers[i]))
+			return -EINVAL;
+		has_expect |= strcasecmp(req->headers[i].name, "Expect") == 0;
+		rc = append_header(&t->headers, req->headers[i].name, req->headers[i].value);
+		if (rc < 0)
+			return rc;
+	}
+	/* Without this, curl sends "Expect: 100-continue" for large bodies and waits a second
+	 * for servers that ignore it. */
+	return has_expect ? 0 : append_line(&t->headers, "Expect:");
+}
+
+static int parse_url(struct http_transfer *t, const char *url)
+{
+	char *scheme = NULL;
+	int rc = -EINVAL;
+
+	t->url = curl_url();
+	if (!t->url)
+		return -ENOMEM;
+	if (curl_url_set(t->url, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(t->url, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
+		rc = 0;
+	curl_free(scheme);
+	return rc;
+}
+
+static bool method_has_body(const char *m)
+{
+	return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
+}
+
+/* With the options used here, setopt fails only for want of memory. */
+static int setopt_result(int failed)
+{
+	return failed ? -ENOMEM : 0;
+}
+
+static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
+{
+	struct http_transfer *t = arg;
+	size_t left = t->upload_len - t->upload_off, want = size * n < left ? size * n : left;
+
+	memcpy(buf, t->upload + t->upload_off, want);
+	t->upload_off += want;
+	return want;
+}
+
+/* libcurl rewinds the body only to send it again; once any of it went out, refuse. */
+static int seek_upload(void *arg, curl_off_t offset, int origin)
+{
+	struct http_transfer *t = arg;
+
+	return offset == 0 && origin == SEEK_SET && t->upload_off == 0 ? CURL_SEEKFUNC_OK
+									 : CURL_SEEKFUNC_FAIL;
+}
+
+/* The body through a read callback that cannot be rewound (see no_resend). */
+static int set_upload(struct http_transfer *t, const struct http_request *req)
+{
+	CURL *e = t->easy;
+	int failed = 0;
+
+	t->upload = malloc(req->body_len ? req->body_len : 1);
+	if (!t->upload)
+		return -ENOMEM;
+	memcpy(t->upload, req->body, req->body_len);
+	t->upload_len = req->body_len;
+	failed |= curl_easy_setopt(e, CURLOPT_POST, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	return setopt_result(failed);
+}
+
+static int set_method(struct http_transfer *t, const struct http_request *req)
+{
+	bool head = strcmp(t->method, "HEAD") == 0;
+	CURL *e = t->easy;
+	int failed = 0;
+
+	if ((!req->body && req->body_len) || (head && req->body))
+		return -EINVAL;
+	if (head)
+		return setopt_result(curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
+	if (req->no_resend && req->body) {
+		failed |= set_upload(t, req) < 0;
+	} else if (req->body || method_has_body(t->method)) {
+		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
+		failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
+	}
+	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0)
+		failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
+	return setopt_result(failed);
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg);
+
+static int set_limits(struct http_transfer *t, const struct http_request *req)
+{
+	const struct http_client_opts *o = &t->hc->opts;
+	uint32_t connect_ms = req->connect_timeout_ms ? req->connect_timeout_ms
+						       : o->connect_timeout_ms;
+	CURL *e = t->easy;
+	int failed = 0;
+
+	t->max_body = req->max_body ? req->max_body : o->max_body;
+	/* MAXFILESIZE fails early on a Content-Length over the cap; on_body catches the rest. */
+	failed |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	/* The whole-request timeout is our deadline timer, not CURLOPT_TIMEOUT_MS: libcurl
+	 * 7.88 does not time out transfers queued for a connection. */
+	failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
+	failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
+	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
+	return setopt_result(failed);
+}
+
+static int set_transport(struct http_transfer *t, const struct http_request *req)
+{
+	const struct http_client_opts *o = &t->hc->opts;
+	const char *ca = req->ca_file ? req->ca_file : o->ca_file;
+	CURL *e = t->easy;
+	int failed = 0;
+
+	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
+	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_SHARE, t->hc->share);
+	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	/* Verification is not an option: a test CA goes in ca_file instead. */
+	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (ca)
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+	if (o->proxy)
+		failed |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
+	failed |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
+	 * out to be HTTP/1.1 can stall until its connect timeout. */
+	return setopt_result(failed);
+}
+
+static void transfer_free(struct http_transfer *t)
+{
+	if (!t)
+		return;
+	curl_easy_cleanup(t->easy);	/* before the URL handle it borrows */
+	curl_url_cleanup(t->url);
+	curl_slist_free_all(t->headers);
+	loop_timer_free(t->deadline);
+	free(t->upload);
+	free(t->body);
+	free(t);
+}
+
+static void on_deadline(void *arg);
+
+static int transfer_setup(struct http_transfer *t, const struct http_request *req)
+{
+	int rc;
+
+	if (!valid_method(t->method))
+		return -EINVAL;
+	rc = parse_url(t, req->url);
+	if (rc == 0)
+		rc = build_headers(t, req);
+	if (rc < 0)
+		return rc;
+	t->easy = curl_easy_init();
+	t->deadline = loop_timer_new(t->hc->lp, on_deadline, t);
+	if (!t->easy || !t->deadline)
+		return -ENOMEM;
+	rc = set_method(t, req);
+	if (rc == 0)
+		rc = set_transport(t, req);
+	return rc < 0 ? rc : set_limits(t, req);
+}
+
+static int transfer_new(struct http_client *hc, const struct http_request *req,
+			struct http_transfer **out)
+{
+	struct http_transfer *t = calloc(1, sizeof(*t));
+	const char *method = req->method ? req->method : "GET";
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->hc = hc;
+	if (strlen(method) < METHOD_MAX)
+		strcpy(t->method, method);
+	rc = transfer_setup(t, req);
+	if (rc < 0) {
+		transfer_free(t);
+		return rc;
+	}
+	*out = t;
+	return 0;
+}
+
+/* }===== */
+
+/* {===== in flight */
+
+static void attach(struct http_transfer *t, uint32_t timeout_ms)
+{
+	struct http_client *hc = t->hc;
+
+	t->next = hc->transfers;
+	if (hc->transfers)
+		hc->transfers->prev = t;
+	hc->transfers = t;
+	hc->in_flight++;
+	t->started_ms = loop_now_ms();
+	loop_timer_start(t->deadline, timeout_ms, 0);
+}
+
+/* Takes T out of the client and out of libcurl; its memory stays. */
+static void detach(struct http_transfer *t)
+{
+	struct http_client *hc = t->hc;
+
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		hc->transfers = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->prev = t->next = NULL;
+	hc->in_flight--;
+	loop_timer_stop(t->deadline);
+	curl_multi_remove_handle(hc->multi, t->easy);
+}
+
+int http_client_request(struct http_client *hc, const struct http_request *req,
+			http_done_fn done, void *arg, struct http_transfer **out)
+{
+	struct http_transfer *t;
+	int rc;
+
+	if (hc->closing)
+		return -ESHUTDOWN;
+	if (!req || !req->url || !done)
+		return -EINVAL;
+	if (hc->in_flight >= hc->opts.max_in_flight)
+		return -EBUSY;
+	rc = transfer_new(hc, req, &t);
+	if (rc < 0)
+		return rc;
+	t->done = done;
+	t->arg = arg;
+	if (curl_multi_add_handle(hc->multi, t->easy) != CURLM_OK) {
+		transfer_free(t);
+		return -ENOMEM;
+	}
+	attach(t, req->timeout_ms ? req->timeout_ms : hc->opts.timeout_ms);
+	if (out)
+		*out = t;
+	return 0;
+}
+
+void http_client_cancel(struct http_transfer *t)
+{
+	if (!t || t->finished)
+		return;
+	detach(t);
+	transfer_free(t);
+}
+
+/* Collects the body, up to max_body bytes; refusing more makes curl fail the transfer. */
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+	struct http_transfer *t = arg;
+	size_t len = size * n, cap;
+	char *p;
+
+	if (len > t->max_body - t->body_len) {
+		t->write_err = -EFBIG;
+		return 0;
+	}
+	if (t->body_len + len + 1 > t->body_cap) {
+		cap = t->body_cap ? t->body_cap * 2 : 1024;
+		if (cap < t->body_len + len + 1)
+			cap = t->body_len + len + 1;
+		if (cap > t->max_body + 1)
+			cap = t->max_body + 1;
+		p = realloc(t->body, cap);
+		if (!p) {
+			t->write_err = -ENOMEM;
+			return 0;
+		}
+		t->body = p;
+		t->body_cap = cap;
+	}
+	memcpy(t->body + t->body_len, data, len);
+	t->body_len += len;
+	t->body[t->body_len] = '\0';
+	return len;
+}
+
+/* }===== */
+
+/* {===== completion */
+
+static int connect_error(CURL *e)
+{
+	long os_errno = 0;
+
+	curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+	return os_errno == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH;
+}
+
+static int result_error(const struct http_transfer *t, CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_OK: return 0;
+	case CURLE_WRITE_ERROR: return t->write_err ? t->write_err : -EIO;
+	case CURLE_FILESIZE_EXCEEDED: return -EFBIG;
+	case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY: return -ENXIO;
+	case CURLE_COULDNT_CONNECT: return connect_error(t->easy);
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS: return -EPROTO;
+	case CURLE_SEND_ERROR: return -EPIPE;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_FAIL_REWIND:	/* a no_resend request's connection died */
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE: return -ECONNRESET;
+	case CURLE_TOO_MANY_REDIRECTS: return -ELOOP;
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_BAD_CONTENT_ENCODING:
+	case CURLE_UNSUPPORTED_PROTOCOL: return -EBADMSG;
+	case CURLE_OUT_OF_MEMORY: return -ENOMEM;
+	default: return -EIO;
+	}
+}
+
+/* libcurl 7.88 hands an empty value as "\r": trailing white space is cut here. */
+static size_t value_len(const char *v)
+{
+	size_t n = strlen(v);
+
+	while (n > 0 && strchr(" \t\r\n", v[n - 1]))
+		n--;
+	return n;
+}
+
+static char *copy_str(char **p, const char *s, size_t n)
+{
+	char *dst = *p;
+
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	*p += n + 1;
+	return dst;
+}
+
+/* Copies the final response's headers into one block: the array, then the strings. */
+static int copy_headers(CURL *e, struct http_header **out, size_t *count)
+{
+	struct curl_header *h = NULL;
+	struct http_header *arr;
+	size_t n = 0, bytes = 0;
+	char *p;
+
+	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
+		n++;
+		bytes += strlen(h->name) + value_len(h->value) + 2;
+	}
+	*count = 0;
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	arr = malloc(n * sizeof(*arr) + bytes);
+	if (!arr)
+		return -ENOMEM;
+	p = (char *)(arr + n);
+	for (h = NULL; (h = curl_easy_nextheader(e, CURLH_HEADER, -1, h)); (*count)++) {
+		arr[*count].name = copy_str(&p, h->name, strlen(h->name));
+		arr[*count].value = copy_str(&p, h->value, value_len(h->value));
+	}
+	*out = arr;
+	return 0;
+}
+
+/* "Sent" means libcurl got as far as writing the request: its pretransfer time is set
+ * (never 0 once reached, and kept across curl's own retries). */
+static bool request_sent(CURL *e)
+{
+	curl_off_t us = 0;
+
+	curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &us);
+	return us > 0;
+}
+
+/* Fills RES for T's outcome; returns ERR, or -ENOMEM if the headers cannot be copied. */
+static int build_response(struct http_transfer *t, int err, struct http_response *res,
+			  struct http_header **hdrs)
+{
+	long status = 0;
+
+	memset(res, 0, sizeof(*res));
+	res->body = "";
+	res->sent = request_sent(t->easy);
+	res->total_ms = loop_now_ms() - t->started_ms;
+	if (err)
+		return err;
+	if (copy_headers(t->easy, hdrs, &res->nheaders) < 0)
+		return -ENOMEM;
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+	res->status = (int)status;
+	res->headers = *hdrs;
+	if (t->body) {
+		res->body = t->body;
+		res->body_len = t->body_len;
+	}
+	return 0;
+}
+
+static void append_str(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+	if (n > cap - 1 - *len)
+		n = cap - 1 - *len;
+	memcpy(out + *len, s, n);
+	*len += n;
+	out[*len] = '\0';
+}
+
+/* URL for a log line: no user:password, no fragment, every query value replaced. */
+static void redact_url(const char *url, char *out, size_t cap)
+{
+	const char *host = strstr(url, "://");
+	const char *path, *at, *q;
+	size_t len = 0;
+
+	host = host ? host + 3 : url;
+	path = host + strcspn(host, "/?#");
+	at = memchr(host, '@', (size_t)(path - host));
+	out[0] = '\0';
+	append_str(out, cap, &len, url, (size_t)(host - url));
+	host = at ? at + 1 : host;
+	q = path + strcspn(path, "?#");
+	append_str(out, cap, &len, host, (size_t)(q - host));
+	while (*q == '?' || *q == '&') {
+		size_t name = strcspn(q + 1, "=&#");
+
+		append_str(out, cap, &len, q, name + 1);
+		q += name + 1;
+		if (*q == '=') {
+			append_str(out, cap, &len, "=***", 4);
+			q += 1 + strcspn(q + 1, "&#");
+		}
+	}
+}
+
+static void log_done(const struct http_transfer *t, const struct http_response *res, int err)
+{
+	char url[LOG_URL_MAX];
+	char *full = NULL;
+
+	if (log_get_level(t->hc->lg) > LEVEL_DEBUG)
+		return;
+	curl_url_get(t->url, CURLUPART_URL, &full, 0);
+	redact_url(full ? full : "", url, sizeof(url));
+	curl_free(full);
+	if (err)
+		log_debug(t->hc->lg, "http.done", "method=%s url=%s err=\"%s\" sent=%d ms=%llu",
+			  t->method, url, http_client_strerror(err), res->sent,
+			  (unsigned long long)res->total_ms);
+	else
+		log_debug(t->hc->lg, "http.done", "method=%s url=%s status=%d bytes=%zu ms=%llu",
+			  t->method, url, res->status, res->body_len,
+			  (unsigned long long)res->total_ms);
+}
+
+/* Delivers T's outcome and frees T. Runs inside an enter()/leave() pair. */
+static void finish(struct http_transfer *t, CURLcode rc)
+{
+	struct http_response res;
+	struct http_header *hdrs = NULL;
+	int err = build_response(t, result_error(t, rc), &res, &hdrs);
+
+	log_done(t, &res, err);
+	detach(t);
+	t->finished = true;
+	t->done(&res, err, t->arg);
+	free(hdrs);
+	transfer_free(t);
+}
+
+static void destroy(struct http_client *hc)
+{
+	curl_multi_cleanup(hc->multi);
+	curl_share_cleanup(hc->share);
+	loop_timer_free(hc->timer);
+	free((char *)hc->opts.ca_file);
+	free((char *)hc->opts.proxy);
+	free(hc);
+}
+
+static void enter(struct http_client *hc)
+{
+	hc->depth++;
+}
+
+/* Ends a frame that ran callbacks: the client is freed here if one of them asked to. */
+static void leave(struct http_client *hc)
+{
+	if (--hc->depth == 0 && hc->closing)
+		destroy(hc);
+}
+
+static void drain(struct http_client *hc)
+{
+	CURLMsg *msg;
+	char *t;
+	int left;
+
+	enter(hc);
+	/* A free inside a callback removes every other handle, and their messages with them. */
+	while ((msg = curl_multi_info_read(hc->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+		finish((struct http_transfer *)t, msg->data.result);
+	}
+	leave(hc);
+}
+
+static void on_deadline(void *arg)
+{
+	struct http_transfer *t = arg;
+	struct http_client *hc = t->hc;
+
+	enter(hc);
+	finish(t, CURLE_OPERATION_TIMEDOUT);
+	leave(hc);
+}
+
+/* }===== */
+
+/* {===== the client */
+
+static void fill_defaults(struct http_client_opts *o)
+{
+	if (!o->max_in_flight)
+		o->max_in_flight = HTTP_CLIENT_MAX_IN_FLIGHT;
+	if (!o->max_host_connections)
+		o->max_host_connections = HTTP_CLIENT_MAX_HOST_CONNECTIONS;
+	if (!o->max_total_connections)
+		o->max_total_connections = HTTP_CLIENT_MAX_TOTAL_CONNECTIONS;
+	if (!o->timeout_ms)
+		o->timeout_ms = HTTP_CLIENT_TIMEOUT_MS;
+	if (!o->connect_timeout_ms)
+		o->connect_timeout_ms = HTTP_CLIENT_CONNECT_TIMEOUT_MS;
+	if (!o->max_body)
+		o->max_body = HTTP_CLIENT_MAX_BODY;
+}
+
+static int copy_opts(struct http_client *hc, const struct http_client_opts *opts)
+{
+	const char *ca, *proxy;
+
+	if (opts)
+		hc->opts = *opts;
+	fill_defaults(&hc->opts);
+	ca = hc->opts.ca_file;
+	proxy = hc->opts.proxy;
+	hc->opts.ca_file = ca ? strdup(ca) : NULL;
+	hc->opts.proxy = proxy ? strdup(proxy) : NULL;
+	return (ca && !hc->opts.ca_file) || (proxy && !hc->opts.proxy) ? -ENOMEM : 0;
+}
+
+static int setup_multi(struct http_client *hc)
+{
+	CURLM *m = hc->multi;
+	const struct http_client_opts *o = &hc->opts;
+	int rc = 0;
+
+	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETDATA, hc);
+	rc |= curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+	rc |= curl_multi_setopt(m, CURLMOPT_TIMERDATA, hc);
+	rc |= curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o->max_host_connections);
+	rc |= curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)o->max_total_connections);
+	/* Keep as many idle connections as we may open, for reuse. */
+	rc |= curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)o->max_total_connections);
+	rc |= curl_share_setopt(hc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	return rc ? -EINVAL : 0;
+}
+
+struct http_client *http_client_new(struct loop *lp, struct log *lg,
+				    const struct http_client_opts *opts)
+{
+	struct http_client *hc = calloc(1, sizeof(*hc));
+
+	if (!hc)
+		return NULL;
+	hc->lp = lp;
+	hc->lg = lg;
+	hc->multi = curl_multi_init();
+	hc->share = curl_share_init();
+	hc->timer = loop_timer_new(lp, on_curl_timeout, hc);
+	if (copy_opts(hc, opts) < 0 || !hc->multi || !hc->share || !hc->timer ||
+	    setup_multi(hc) < 0) {
+		destroy(hc);
+		return NULL;
+	}
+	return hc;
+}
+
+void http_client_free(struct http_client *hc)
+{
+	struct http_response res = { .body = "" };
+	struct http_transfer *t;
+
+	if (!hc || hc->closing)
+		return;
+	hc->closing = true;
+	enter(hc);
+	/* Pop one at a time: a callback may cancel others. */
+	while ((t = hc->transfers)) {
+		res.sent = request_sent(t->easy);
+		res.total_ms = loop_now_ms() - t->started_ms;
+		detach(t);
+		t->finished = true;
+		t->done(&res, -ECANCELED, t->arg);
+		transfer_free(t);
+	}
+	leave(hc);
+}
+
+/* }===== */

@@ -1,0 +1,157 @@
+/* loop.c - a thin owner of the libevent base: timers and signals as small handles.
+ * It stays small on purpose (Redis's ae): protocol code lives in its own part and only
+ * borrows the base. */
+#include "net/loop.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct loop {
+	struct event_base *base;
+};
+
+struct loop_timer {
+	struct event *ev;
+	loop_timer_fn fn;
+	void *arg;
+};
+
+struct loop_signal {
+	struct event *ev;
+	loop_signal_fn fn;
+	void *arg;
+};
+
+struct loop *loop_new(void)
+{
+	struct loop *lp = calloc(1, sizeof(*lp));
+
+	if (!lp)
+		return NULL;
+	lp->base = event_base_new();
+	if (!lp->base) {
+		free(lp);
+		return NULL;
+	}
+	return lp;
+}
+
+void loop_free(struct loop *lp)
+{
+	if (!lp)
+		return;
+	event_base_free(lp->base);
+	free(lp);
+}
+
+struct event_base *loop_base(struct loop *lp)
+{
+	return lp->base;
+}
+
+int loop_run(struct loop *lp)
+{
+	return event_base_dispatch(lp->base) < 0 ? -1 : 0;
+}
+
+void loop_stop(struct loop *lp)
+{
+	event_base_loopbreak(lp->base);
+}
+
+uint64_t loop_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop_timer *t = arg;
+
+	(void)fd;
+	(void)what;
+	t->fn(t->arg);
+}
+
+struct loop_timer *loop_timer_new(struct loop *lp, loop_timer_fn fn, void *arg)
+{
+	struct loop_timer *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->fn = fn;
+	t->arg = arg;
+	t->ev = event_new(lp->base, -1, 0, on_timer, t);
+	if (!t->ev) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+int loop_timer_start(struct loop_timer *t, uint64_t ms, int repeat)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	struct event_base *base = event_get_base(t->ev);
+
+	event_del(t->ev);
+	/* event_assign on a pending event is undefined, so it is deleted first; the flags
+	 * change between one-shot and repeating use of the same handle. */
+	event_assign(t->ev, base, -1, repeat ? EV_PERSIST : 0, on_timer, t);
+	return event_add(t->ev, &tv);
+}
+
+void loop_timer_stop(struct loop_timer *t)
+{
+	event_del(t->ev);
+}
+
+int loop_timer_pending(const struct loop_timer *t)
+{
+	return event_pending(t->ev, EV_TIMEOUT, NULL) != 0;
+}
+
+void loop_timer_free(struct loop_timer *t)
+{
+	if (!t)
+		return;
+	event_free(t->ev);
+	free(t);
+}
+
+static void on_signal(evutil_socket_t signo, short what, void *arg)
+{
+	struct loop_signal *s = arg;
+
+	(void)what;
+	s->fn((int)signo, s->arg);
+}
+
+struct loop_signal *loop_signal_new(struct loop *lp, int signo, loop_signal_fn fn, void *arg)
+{
+	struct loop_signal *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->fn = fn;
+	s->arg = arg;
+	s->ev = evsignal_new(lp->base, signo, on_signal, s);
+	if (!s->ev || evsignal_add(s->ev, NULL) < 0) {
+		loop_signal_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void loop_signal_free(struct loop_signal *s)
+{
+	if (!s)
+		return;
+	if (s->ev)
+		event_free(s->ev);
+	free(s);
+}

@@ -1,0 +1,956 @@
+/* relay.c - conversations between the front hub, the bot and the desk hub.
+ * Owns the state transitions (relay.h), the bot side (sends, reconciling after a
+ * restart), the per-conversation queue runner with its retries, and Direct Line's
+ * callbacks. What goes to hub scripts is relay_hub.c's; how a conversation ends and
+ * leaves is relay_end.c's. It holds no protocol detail:
+ * Direct Line is directline.c's, hub APIs are the scripts'. */
+#define _GNU_SOURCE	/* memmem */
+#include "relay/relay_internal.h"
+
+#include "base/config.h"
+#include "relay/conv_events.h"
+#include "relay/convstore.h"
+#include "directline/directline.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "base/metrics.h"
+#include "daemon/runtime.h"
+#include "script/script_gen.h"
+#include "relay/store.h"
+
+#include <errno.h>
+#include <handoffd/activity.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RELAY_KEY_MAX 512
+
+static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+uint64_t relay_wall_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+const char *relay_queue_name(enum conv_queue q)
+{
+	return queue_names[q];
+}
+
+uint64_t relay_random(struct relay *r)
+{
+	r->rng ^= r->rng << 13;	/* xorshift64: jitter needs spread, not secrecy */
+	r->rng ^= r->rng >> 7;
+	r->rng ^= r->rng << 17;
+	return r->rng;
+}
+
+/* Full jitter: a random wait in [0, min(max_delay, base * 2^attempts)] seconds. */
+static uint64_t backoff_ms(struct relay *r, int attempts)
+{
+	const struct config_retry *rc = &r->rt->config->retry;
+	double cap = rc->base * (double)(1u << (attempts < 20 ? attempts : 20));
+
+	if (cap > rc->max_delay)
+		cap = rc->max_delay;
+	return (uint64_t)((double)(relay_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
+}
+
+static int make_key(struct relay *r, const char *id, char *key, size_t cap)
+{
+	int n = snprintf(key, cap, "%s:%s", r->front, id);
+
+	return n > 0 && (size_t)n < cap && id[0] ? 0 : -EINVAL;
+}
+
+void relay_save(struct relay *r, struct conversation *c)
+{
+	struct store_conv sc = {
+		.key = c->key, .state = (char *)conv_state_name(c->state), .user_json = c->user_json,
+		.dl_conversation_id = c->dl_conversation_id, .dl_token = c->dl_token,
+		.dl_token_expiry = c->dl_token_expiry, .watermark = c->watermark, .seen = c->seen,
+		.nseen = c->nseen, .hub_data = c->hub_data, .handoff_id = c->handoff_id,
+	};
+
+	store_conv_put(r->store, &sc);
+}
+
+static void park_for_state(struct conversation *c, enum conv_state from);
+
+void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why)
+{
+	enum conv_state from = c->state;
+
+	if (c->state == s || c->state == CONV_ENDING)	/* an ending conversation only leaves */
+		return;
+	log_info(r->rt->log, "conv.state", "conv=%s from=%s to=%s reason=\"%s\"", c->key,
+		 conv_state_name(c->state), conv_state_name(s), why);
+	c->state = s;
+	conv_events_add(&c->events, CONV_EV_STATE, "%s -> %s: %s", conv_state_name(from), conv_state_name(s), why);
+	relay_save(r, c);
+	park_for_state(c, from);
+}
+
+/* Puts channelData.handoffd = MARKER into a message for the bot, so that the echo of a
+ * send interrupted by a crash can be recognised after the restart. An activity that
+ * brings its own channelData goes as it is (it is resent if in doubt). */
+static char *with_marker(struct relay *r, const char *activity, size_t len, size_t *out_len)
+{
+	char head[96];
+	int n = snprintf(head, sizeof(head), "{\"channelData\":{\"handoffd\":\"m%016llx\"},",
+			 (unsigned long long)relay_random(r));
+	const char *rest = activity + 1;
+	size_t rest_len = len - 1;
+	char *out;
+
+	while (rest_len && (*rest == ' ' || *rest == '\n' || *rest == '\t' || *rest == '\r'))
+		rest++, rest_len--;
+	if (strstr(activity, "\"channelData\"") || rest_len == 0)
+		return NULL;
+	if (*rest == '}')	/* {} gets no trailing comma */
+		head[n - 1] = '}', n--, rest++, rest_len--;
+	out = malloc((size_t)n + rest_len + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, head, (size_t)n);
+	memcpy(out + n, rest, rest_len);
+	out[(size_t)n + rest_len] = '\0';
+	*out_len = (size_t)n + rest_len;
+	return out;
+}
+
+static const char *marker_of(const char *payload, char *out, size_t cap)
+{
+	const char *m = strstr(payload, "\"handoffd\":\"");
+	size_t n = 0;
+
+	if (!m)
+		return NULL;
+	for (m += strlen("\"handoffd\":\""); m[n] && m[n] != '"' && n + 1 < cap; n++)
+		out[n] = m[n];
+	out[n] = '\0';
+	return n ? out : NULL;
+}
+
+static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
+{
+	return relay_enqueue_from(r, c, q, payload, len, false);
+}
+
+static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+{
+	store_outbox_done(r->store, id);
+	if (c->pending[q] > 0)
+		c->pending[q]--;
+}
+
+int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+			size_t len, bool from_front)
+{
+	size_t marked_len = 0;
+	char *marked;
+
+	/* What a front sends must not pile up without bound when the bot stops taking it:
+	 * the front gets "queue full" (503 to a webhook hub) and retries later. What the bot
+	 * says is never refused, since Direct Line cannot be asked to send it again. */
+	if (from_front && c->pending[q] >= (unsigned)r->rt->config->limits.queued)
+		return -ENOBUFS;
+	marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
+	int64_t rc = store_outbox_add(r->store, c->key, queue_names[q], marked ? marked : payload,
+				      marked ? marked_len : len);
+
+	free(marked);
+	if (rc < 0)
+		return -EIO;
+	c->pending[q]++;
+	relay_kick(r, c, q);
+	return 0;
+}
+
+/* ---- the bot side ------------------------------------------------------------------ */
+
+static void forget_dl(struct conversation *c)
+{
+	directline_close(c->dl, false);
+	c->dl = NULL;
+	c->dl_gone = true;
+	conv_set_string(&c->dl_conversation_id, NULL);
+	conv_set_string(&c->dl_token, NULL);
+	conv_set_string(&c->watermark, NULL);
+	free(c->seen);
+	c->seen = NULL;
+	c->nseen = 0;
+	c->dl_token_expiry = 0;
+	c->position_held = false;
+	conv_set_string(&c->held_watermark, NULL);
+	free(c->held_seen);
+	c->held_seen = NULL;
+	c->held_nseen = 0;
+}
+
+/* Parking: while an agent has the conversation the bot is silent by design, so its stream
+ * is parked (what the bot says on its own still comes, by GET); it reopens when the bot
+ * has the conversation again. Idle conversations park themselves (directline.park_after). */
+static void park_for_state(struct conversation *c, enum conv_state from)
+{
+	if (c->dl && c->state == CONV_AGENT)
+		directline_park(c->dl);
+	else if (c->dl && from == CONV_AGENT && c->state == CONV_BOT)
+		directline_wake(c->dl);
+}
+
+static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
+{
+	struct dl_persist resume = {
+		.conversation_id = c->dl_conversation_id, .token = c->dl_token,
+		.token_expires = c->dl_token_expiry, .watermark = c->watermark, .seen = c->seen,
+		.nseen = c->nseen,
+	};
+
+	if (!c->dl && (c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL))) {
+		c->dl_gone = false;
+		park_for_state(c, c->state);
+	}
+	return c->dl;
+}
+
+static void set_position(struct conversation *c, const char *watermark, const uint64_t *seen, size_t nseen,
+			 char **wm_slot, uint64_t **seen_slot, size_t *nseen_slot)
+{
+	uint64_t *copy = NULL;
+
+	if (nseen && (copy = malloc(nseen * sizeof(*copy))))
+		memcpy(copy, seen, nseen * sizeof(*copy));
+	free(*seen_slot);
+	*seen_slot = copy;
+	*nseen_slot = copy ? nseen : 0;
+	conv_set_string(wm_slot, watermark);
+	(void)c;
+}
+
+/* The held position becomes the stored one (the message on its way is settled). */
+static void release_position(struct relay *r, struct conversation *c)
+{
+	if (!c->position_held)
+		return;
+	c->position_held = false;
+	free(c->watermark);
+	free(c->seen);
+	c->watermark = c->held_watermark;
+	c->seen = c->held_seen;
+	c->nseen = c->held_nseen;
+	c->held_watermark = NULL;
+	c->held_seen = NULL;
+	c->held_nseen = 0;
+	relay_save(r, c);
+}
+
+struct sent {
+	struct relay *r;
+	char *key;
+	int64_t item;
+	int64_t created_ms;	/* when the item was queued */
+};
+
+void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id)
+{
+	if (id > 0)
+		outbox_done(r, c, q, id);
+	c->queues[q].busy = false;
+	relay_kick(r, c, q);
+}
+
+static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const char *activity_id, void *arg)
+{
+	struct sent *s = arg;
+	struct relay *r = s->r;
+	struct conversation *c = convstore_get(r->convs, s->key);
+
+	(void)dc;
+	(void)activity_id;
+	if (c)
+		release_position(r, c);
+	if (c && err == 0) {
+		metrics_inc(r->m_to_bot);
+		relay_observe_delivered(r, c, QUEUE_TO_BOT, s->created_ms);
+		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
+	} else if (c && err == -ECANCELED) {
+		c->queues[QUEUE_TO_BOT].busy = false;	/* the handle went away; kept for later */
+	} else if (c && (strcmp(reason, "ended") == 0 || strcmp(reason, "not found") == 0)) {
+		/* The bot's conversation is gone: the message starts a new one. */
+		log_info(r->rt->log, "dl.restart", "conv=%s reason=\"%s\"", c->key, reason);
+		forget_dl(c);
+		relay_save(r, c);
+		c->queues[QUEUE_TO_BOT].busy = false;
+		relay_kick(r, c, QUEUE_TO_BOT);
+	} else if (c) {
+		log_error(r->rt->log, "relay.to_bot_failed", "conv=%s reason=\"%s\"", c->key, reason);
+		conv_events_add(&c->events, CONV_EV_ERROR, "to_bot given up: %s", reason);
+		metrics_inc(r->m_dropped);
+		relay_item_finished(r, c, QUEUE_TO_BOT, s->item);
+	}
+	free(s->key);
+	free(s);
+}
+
+static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
+
+/* Grace for the replayed echo of a message that may have left before a restart. */
+static uint64_t reconcile_grace_ms(const struct relay *r)
+{
+	double g = r->rt->config->directline.echo_grace;
+
+	return (uint64_t)((g > 0 ? g : 3.0) * 1000.0);
+}
+
+/* The head item may have reached the bot before a crash: wait for its echo. */
+static bool start_reconcile(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	if (it->attempts == 0 || c->reconciled_id == it->id || !marker_of(it->payload, c->reconcile_marker,
+									  sizeof(c->reconcile_marker)))
+		return false;
+	c->reconcile_id = it->id;
+	c->queues[QUEUE_TO_BOT].busy = false;
+	c->queues[QUEUE_TO_BOT].scheduled = true;	/* held until the echo or the grace */
+	if (open_dl(r, c) && directline_state(c->dl) == DL_STATE_ONLINE) {
+		c->reconcile_armed = true;
+		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
+	}
+	log_info(r->rt->log, "relay.reconcile", "conv=%s item=%lld", c->key, (long long)it->id);
+	return true;
+}
+
+static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	struct sent *s;
+	int rc;
+
+	if (start_reconcile(r, c, it))
+		return;
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
+		free(s);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		return;
+	}
+	s->r = r;
+	s->item = it->id;
+	s->created_ms = it->created_ms;
+	rc = directline_send(c->dl, it->payload, it->payload_len, on_bot_sent, s);
+	if (rc == 0) {
+		/* From here the message may reach the bot: a restart must look for its echo. */
+		store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+		c->reconciled_id = 0;
+		return;
+	}
+	free(s->key);
+	free(s);
+	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
+		forget_dl(c);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+	} else if (rc == -ENOBUFS || rc == -ENOMEM) {
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+	} else {
+		log_error(r->rt->log, "relay.to_bot_refused", "conv=%s error=\"%s\"", c->key, strerror(-rc));
+		metrics_inc(r->m_dropped);
+		relay_item_finished(r, c, QUEUE_TO_BOT, it->id);
+	}
+}
+
+/* Posts handoff.status to the bot when the bot wants it (directline.status_events). */
+void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message)
+{
+	char buf[1024];
+	int n;
+
+	if (!r->rt->config->directline.status_events)
+		return;
+	if (message)
+		n = snprintf(buf, sizeof(buf),
+			     "{\"type\":\"event\",\"name\":\"handoff.status\",\"value\":{\"state\":\"%s\",\"message\":%s}}",
+			     state, message);
+	else
+		n = snprintf(buf, sizeof(buf), "{\"type\":\"event\",\"name\":\"handoff.status\",\"value\":{\"state\":\"%s\"}}",
+			     state);
+	if (n > 0 && (size_t)n < sizeof(buf))
+		enqueue(r, c, QUEUE_TO_BOT, buf, (size_t)n);
+}
+
+/* ---- the queue runner --------------------------------------------------------------- */
+
+struct retry_timer_arg {
+	struct relay *r;
+	struct conversation *c;
+	enum conv_queue q;
+};
+
+static void on_retry_timer(void *arg)
+{
+	struct retry_timer_arg *a = arg;
+	struct conversation *c = a->c;
+
+	c->queues[a->q].scheduled = false;
+	if (a->q == QUEUE_TO_BOT && c->reconcile_id) {
+		/* No echo within the grace: it never reached the bot. */
+		log_info(a->r->rt->log, "relay.reconcile_resend", "conv=%s item=%lld", c->key,
+			 (long long)c->reconcile_id);
+		c->reconciled_id = c->reconcile_id;
+		c->reconcile_id = 0;
+		c->reconcile_armed = false;
+	}
+	relay_kick(a->r, c, a->q);
+}
+
+static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms)
+{
+	struct conv_queue_state *qs = &c->queues[q];
+
+	if (!qs->retry) {
+		struct retry_timer_arg *a = calloc(1, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		*a = (struct retry_timer_arg){ r, c, q };
+		qs->retry = loop_timer_new(r->rt->loop, on_retry_timer, a);
+		qs->retry_arg = a;
+		if (!qs->retry)
+			return -ENOMEM;
+	}
+	qs->scheduled = true;
+	return loop_timer_start(qs->retry, delay_ms, 0);
+}
+
+void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+			int attempts, uint64_t at_least_ms)
+{
+	uint64_t delay = backoff_ms(r, attempts);
+
+	if (delay < at_least_ms)
+		delay = at_least_ms + backoff_ms(r, 0);	/* Retry-After, plus jitter */
+	if (id > 0)
+		store_outbox_retry(r->store, id, attempts, (int64_t)(relay_wall_ms() + delay));
+	c->queues[q].busy = false;
+	conv_events_add(&c->events, CONV_EV_RETRY, "%s attempt %d", queue_names[q], attempts);
+	if (arm_retry(r, c, q, delay) < 0)
+		log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=%s", c->key, queue_names[q]);
+}
+
+/* retry.give_up_after is counted from when the item was queued. */
+static bool gave_up(struct relay *r, const struct store_item *it)
+{
+	return it->attempts > 0 && it->created_ms > 0 &&
+	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
+}
+
+/* The conversation is over and the bot's side gone with it: what was still queued for
+ * the bot has nowhere to go (a new Direct Line conversation would be opened only to be
+ * ended). Logged and counted; the goodbye itself goes quietly. */
+static void give_up_for_gone_bot(struct relay *r, struct conversation *c, struct store_item *it)
+{
+	if (!strstr(it->payload, "\"type\":\"endOfConversation\"")) {
+		log_warn(r->rt->log, "relay.gave_up", "conv=%s queue=to_bot item=%lld reason=\"the bot's conversation is gone\"",
+			 c->key, (long long)it->id);
+		metrics_inc(r->m_dropped);
+	}
+	outbox_done(r, c, QUEUE_TO_BOT, it->id);
+	store_item_clear(it);
+	relay_kick(r, c, QUEUE_TO_BOT);
+}
+
+void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
+{
+	struct conv_queue_state *qs = &c->queues[q];
+	struct store_item it;
+	uint64_t now;
+
+	if (qs->busy || qs->scheduled)
+		return;
+	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0) {
+		relay_end_queue_empty(r, c);	/* an ending conversation may leave now */
+		return;
+	}
+	if (q == QUEUE_TO_BOT && c->state == CONV_ENDING && c->dl_gone) {
+		give_up_for_gone_bot(r, c, &it);
+		return;
+	}
+	now = relay_wall_ms();
+	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
+		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
+		store_item_clear(&it);
+		return;
+	}
+	if (q == QUEUE_TO_HUB && gave_up(r, &it)) {
+		log_error(r->rt->log, "relay.gave_up", "conv=%s queue=%s attempts=%d", c->key, queue_names[q], it.attempts);
+		metrics_inc(r->m_dropped);
+		if (is_escalation(&it) && relay_hub_escalation_failed(r, c, it.id, "the hub could not be reached")) {
+			/* one more try, to the fallback, before the item may give up again */
+			store_outbox_retry(r->store, it.id, 0, 0);
+			it.attempts = 0;
+			qs->busy = true;
+			relay_hub_deliver(r, c, &it);
+			return;
+		}
+		outbox_done(r, c, q, it.id);
+		store_item_clear(&it);
+		relay_kick(r, c, q);
+		return;
+	}
+	qs->busy = true;
+	if (q == QUEUE_TO_BOT) {
+		deliver_to_bot(r, c, &it);
+		store_item_clear(&it);
+	} else {
+		relay_hub_deliver(r, c, &it);
+	}
+}
+
+/* ---- from Direct Line ------------------------------------------------------------- */
+
+static void on_activity(struct dl_conv *dc, const char *key, const struct hd_activity *a, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	(void)dc;
+	if (!c)
+		return;
+	if (hd_str_eq(a->from_role, "user")) {
+		/* Our own message, replayed after a restart: the one we were unsure about? */
+		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
+			log_info(r->rt->log, "relay.reconciled", "conv=%s item=%lld", key, (long long)c->reconcile_id);
+			outbox_done(r, c, QUEUE_TO_BOT, c->reconcile_id);
+			c->reconcile_id = 0;
+			c->reconcile_armed = false;
+			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
+			c->queues[QUEUE_TO_BOT].scheduled = false;
+			relay_kick(r, c, QUEUE_TO_BOT);
+		}
+		return;	/* another client of the conversation, or our own message */
+	}
+	relay_end_touch(c);
+	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
+		if (c->state == CONV_BOT)
+			relay_hub_start_handoff(r, c, a);
+		else
+			log_info(r->rt->log, "handoff.ignored", "conv=%s state=%s", key, conv_state_name(c->state));
+		return;
+	}
+	if (hd_str_eq(a->type, "endOfConversation")) {
+		/* With an agent the customer is not the bot's any more: only the bot's side ends
+		 * (its Direct Line conversation is gone; a return to the bot opens a new one). */
+		if (c->state == CONV_BOT)
+			relay_end_begin(r, c, END_BY_BOT);
+		return;
+	}
+	if (c->state != CONV_BOT || directline_held(dc)) {
+		/* An agent has (or had, while the stream was parked) the customer: what the
+		 * bot still says stays with the bot. */
+		metrics_inc(r->m_suppressed);
+		return;
+	}
+	if (hd_str_eq(a->type, "message"))
+		relay_hub_enqueue(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
+	else if (hd_str_eq(a->type, "typing"))
+		relay_hub_typing(r, c, a);
+}
+
+static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, const char *reason, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	if (c && c->dl == dc && st == DL_STATE_ONLINE && c->reconcile_id && !c->reconcile_armed) {
+		c->reconcile_armed = true;	/* the replay is coming now */
+		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
+	}
+	if (!c || c->dl != dc || (st != DL_STATE_ENDED && st != DL_STATE_FAILED))
+		return;
+	if (c->reconcile_id) {	/* that conversation is gone: nothing to wait for */
+		c->reconciled_id = c->reconcile_id;
+		c->reconcile_id = 0;
+		c->reconcile_armed = false;
+		c->queues[QUEUE_TO_BOT].scheduled = false;
+		loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
+	}
+	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
+	forget_dl(c);
+	relay_save(r, c);
+	if (c->state == CONV_BOT)
+		relay_end_begin(r, c, END_DL_GONE);	/* what it still queued for the bot is given up */
+	else
+		relay_kick(r, c, QUEUE_TO_BOT);	/* with an agent: a return to the bot opens a new one */
+}
+
+static void on_persist(struct dl_conv *dc, const char *key, const struct dl_persist *p, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	if (!c || c->dl != dc)
+		return;
+	conv_set_string(&c->dl_conversation_id, p->conversation_id);
+	conv_set_string(&c->dl_token, p->token);
+	c->dl_token_expiry = p->token_expires;
+	if (c->queues[QUEUE_TO_BOT].busy) {
+		c->position_held = true;
+		set_position(c, p->watermark, p->seen, p->nseen, &c->held_watermark, &c->held_seen, &c->held_nseen);
+	} else {
+		set_position(c, p->watermark, p->seen, p->nseen, &c->watermark, &c->seen, &c->nseen);
+	}
+	relay_save(r, c);
+}
+
+/* ---- from the scripts ----------------------------------------------------------------- */
+
+static struct conversation *find(struct relay *r, const char *id)
+{
+	char key[RELAY_KEY_MAX];
+
+	return make_key(r, id, key, sizeof(key)) == 0 ? convstore_get(r->convs, key) : NULL;
+}
+
+static int find_or_add(struct relay *r, const char *id, struct conversation **out)
+{
+	char key[RELAY_KEY_MAX];
+	int rc = make_key(r, id, key, sizeof(key));
+
+	if (rc < 0)
+		return rc;
+	*out = convstore_get(r->convs, key);
+	if (*out)
+		return 0;
+	/* limits.conversations counts open conversations; ending ones are on their way out. */
+	if (relay_conversation_count(r) >= (size_t)r->rt->config->limits.conversations)
+		return -ENOSPC;
+	rc = convstore_add(r->convs, key, out);
+	if (rc < 0)
+		return rc;
+	log_info(r->rt->log, "conv.open", "conv=%s", key);
+	conv_events_add(&(*out)->events, CONV_EV_OPENED, "first message");
+	relay_end_touch(*out);
+	relay_save(r, *out);	/* with its first queued item: a restart finds both or neither */
+	return 0;
+}
+
+/* The conversation a front message is for, opened on first contact. */
+static int front_message(struct relay *r, const char *id, const char *activity, size_t len,
+			 struct conversation **c)
+{
+	int rc = find_or_add(r, id, c);
+
+	if (rc < 0)
+		return rc;
+	/* The previous conversation of this id is still draining: the front comes back in a
+	 * moment and its message starts a new conversation. */
+	if ((*c)->state == CONV_ENDING)
+		return -EAGAIN;
+	relay_end_touch(*c);
+	return len < 2 || activity[0] != '{' ? -EINVAL : 0;
+}
+
+int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = front_message(r, id, activity, len, &c);
+
+	return rc < 0 ? rc : relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
+}
+
+int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
+{
+	struct conversation *c;
+	int rc = front_message(r, id, activity, len, &c);
+
+	if (rc < 0)
+		return rc;
+	if (user_json && (!c->user_json || strcmp(c->user_json, user_json) != 0)) {
+		conv_set_string(&c->user_json, user_json);
+		relay_save(r, c);
+	}
+	if (c->state == CONV_BOT)
+		return relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
+	if (r->desk_only)	/* the desk is another system: relay to the agent */
+		return relay_hub_enqueue(r, c, "desk", "to_agent", "activity", activity, len, true);
+	return 0;		/* a front+desk hub carries the chat with the agent itself */
+}
+
+int relay_agent(struct relay *r, const char *id, const char *activity, size_t len)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c || c->state == CONV_ENDING)
+		return -ENOENT;
+	if (len < 2 || activity[0] != '{')
+		return -EINVAL;
+	relay_end_touch(c);
+	return relay_hub_enqueue(r, c, "front", "to_user", "activity", activity, len, true);
+}
+
+int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
+{
+	struct conversation *c = find(r, id);
+	bool to_bot = !detail_json || !strstr(detail_json, "\"return_to_bot\":false");
+
+	if (!c)
+		return -ENOENT;
+	if (c->state == CONV_ENDING)
+		return 0;	/* news of a handoff in a conversation that is over */
+	relay_end_touch(c);
+	if (strcmp(state, "accepted") == 0) {
+		relay_hub_accepted(r, c, "the hub accepted");
+	} else if (strcmp(state, "failed") == 0) {
+		if (c->state == CONV_ROUTING || c->state == CONV_AGENT)
+			relay_hub_failed(r, c, "the hub reported a failure");
+	} else if (strcmp(state, "completed") == 0) {
+		metrics_inc(r->m_handoffs_completed);
+		conv_events_add(&c->events, CONV_EV_COMPLETED, "the hub completed the handoff");
+		relay_report_status(r, c, "completed", NULL);
+		if (to_bot)
+			relay_set_state(r, c, CONV_BOT, "handoff completed");
+		else
+			relay_end_begin(r, c, END_BY_HANDOFF);	/* the status reaches the bot first */
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int relay_end(struct relay *r, const char *id)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c || c->state == CONV_ENDING)
+		return 1;	/* ended already, or never seen: a hub retrying its end */
+	relay_end_begin(r, c, END_BY_FRONT);
+	return 0;
+}
+
+int relay_set_data(struct relay *r, const char *id, const char *data_json)
+{
+	struct conversation *c = find(r, id);
+
+	if (!c)
+		return -ENOENT;
+	if (data_json[0] != '{')
+		return -EINVAL;
+	if (conv_set_string(&c->hub_data, data_json) < 0)
+		return -ENOMEM;
+	relay_save(r, c);
+	return 0;
+}
+
+int relay_event_seen(struct relay *r, const char *event_id)
+{
+	return store_event_add(r->store, event_id);
+}
+
+int relay_event_forget(struct relay *r, const char *event_id)
+{
+	return store_event_delete(r->store, event_id);
+}
+
+const struct conversation *relay_conversation(struct relay *r, const char *id)
+{
+	return find(r, id);
+}
+
+size_t relay_conversation_count(const struct relay *r)
+{
+	return convstore_count(r->convs) - relay_end_ending(r);
+}
+
+void relay_conversation_counts(const struct relay *r, struct relay_counts *out)
+{
+	size_t n[CONV_STATE_COUNT];
+
+	convstore_count_states(r->convs, n);
+	out->bot = n[CONV_BOT];
+	out->routing = n[CONV_ROUTING];
+	out->agent = n[CONV_AGENT];
+	out->ending = n[CONV_ENDING];
+}
+
+void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked)
+{
+	struct directline_stats st;
+
+	directline_get_stats(r->dl, &st);
+	*parked = st.parked;
+	*streaming = st.conversations - st.parked;
+}
+
+const char *relay_front_name(const struct relay *r)
+{
+	return r->front;
+}
+
+bool relay_write_pending(const struct relay *r)
+{
+	return store_write_pending(r->store);
+}
+
+int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg)
+{
+	return store_after_commit(r->store, fn, arg);
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+static int resume_one(const struct store_conv *sc, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c;
+	enum conv_state st = CONV_BOT;
+
+	if (convstore_add(r->convs, sc->key, &c) < 0)
+		return 0;
+	conv_state_parse(sc->state, &st);
+	c->state = st;
+	conv_set_string(&c->user_json, sc->user_json);
+	conv_set_string(&c->hub_data, sc->hub_data);
+	conv_set_string(&c->handoff_id, sc->handoff_id);
+	conv_set_string(&c->dl_conversation_id, sc->dl_conversation_id);
+	conv_set_string(&c->dl_token, sc->dl_token);
+	conv_set_string(&c->watermark, sc->watermark);
+	c->dl_token_expiry = sc->dl_token_expiry;
+	c->active_ms = sc->updated_at * 1000;	/* the last write is the last activity we know */
+	if (sc->nseen && (c->seen = malloc(sc->nseen * sizeof(*c->seen)))) {
+		memcpy(c->seen, sc->seen, sc->nseen * sizeof(*c->seen));
+		c->nseen = sc->nseen;
+	}
+	/* Reopen the bot side so what the bot said while we were down reaches us (an ending
+	 * conversation listens no more; its queue opens the bot side if it must). */
+	if (c->dl_conversation_id && c->state != CONV_ENDING)
+		open_dl(r, c);
+	return 0;
+}
+
+static int kick_queue(const char *key, const char *queue, void *arg)
+{
+	struct relay *r = arg;
+	struct conversation *c = convstore_get(r->convs, key);
+
+	for (int q = 0; c && q < QUEUE_COUNT; q++) {
+		if (strcmp(queue, queue_names[q]) != 0)
+			continue;
+		c->pending[q] = (unsigned)store_outbox_count(r->store, key, queue);
+		relay_kick(r, c, (enum conv_queue)q);
+	}
+	return 0;
+}
+
+static const char *module_short_name(const char *module)
+{
+	const char *dot = module ? strrchr(module, '.') : NULL;
+
+	return dot ? dot + 1 : module ? module : "hub";
+}
+
+static int open_parts(struct relay *r, char *err, size_t errlen)
+{
+	const struct config *cfg = r->rt->config;
+	const char *state = cfg->state;
+	char *path;
+	struct directline_callbacks cb = { on_activity, on_dl_state, on_persist };
+
+	if (strncmp(state, "sqlite:", 7) != 0) {
+		snprintf(err, errlen, "state \"%s\": only sqlite:PATH is supported", state);
+		return -EINVAL;
+	}
+	path = config_resolve_path(cfg, state + 7);
+	r->store = path ? store_open(r->rt->loop, r->rt->log, path, err, errlen) : NULL;
+	free(path);
+	if (!r->store)
+		return -EIO;
+	/* The relay counts open conversations against the limit; the table's own cap also
+	 * bounds the ending ones, should their drain stall. */
+	r->convs = convstore_new(2 * (size_t)cfg->limits.conversations);
+	r->parser = hd_activity_parser_new(NULL);
+	r->dl = directline_new(r->rt->loop, r->rt->log, r->rt->http_client, r->rt->metrics, &cfg->directline, &cb, r);
+	if (!r->convs || !r->parser || !r->dl) {
+		snprintf(err, errlen, "%s", !r->dl ? "the directline settings were refused (see the log)"
+						   : "out of memory starting the relay");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void add_counters(struct relay *r)
+{
+	struct metrics *m = r->rt->metrics;
+
+	r->m_to_bot = metrics_counter(m, "handoffd_relay_delivered_total", "to=\"bot\"", "Messages delivered");
+	r->m_to_hub = metrics_counter(m, "handoffd_relay_delivered_total", "to=\"hub\"", "Messages delivered");
+	r->m_suppressed = metrics_counter(m, "handoffd_relay_bot_suppressed_total", NULL,
+					  "Bot activities held back because an agent has the conversation");
+	r->m_retries = metrics_counter(m, "handoffd_relay_retries_total", NULL, "Deliveries retried");
+	r->m_dropped = metrics_counter(m, "handoffd_relay_dropped_total", NULL, "Deliveries given up");
+	r->m_handoffs_started = metrics_counter(m, "handoffd_handoffs_total", "result=\"initiated\"", "Handoffs");
+	r->m_handoffs_accepted = metrics_counter(m, "handoffd_handoffs_total", "result=\"accepted\"", "Handoffs");
+	r->m_handoffs_failed = metrics_counter(m, "handoffd_handoffs_total", "result=\"failed\"", "Handoffs");
+	r->m_handoffs_completed = metrics_counter(m, "handoffd_handoffs_total", "result=\"completed\"", "Handoffs");
+	relay_observe_init(r);
+}
+
+struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
+{
+	const struct config *cfg = rt->config;
+	struct relay *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		snprintf(err, errlen, "out of memory starting the relay");
+		return NULL;
+	}
+	r->rt = rt;
+	r->rng = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+	r->desk_only = cfg->front_module != NULL;
+	r->front_reg = r->desk_only ? SCRIPT_REG_FRONT : SCRIPT_REG_HUB;
+	r->desk_reg = r->desk_only ? SCRIPT_REG_DESK : SCRIPT_REG_HUB;
+	snprintf(r->front, sizeof(r->front), "%s", module_short_name(r->desk_only ? cfg->front_module : cfg->hub_module));
+	add_counters(r);
+	if (open_parts(r, err, errlen) < 0) {
+		relay_free(r);
+		return NULL;
+	}
+	if (relay_end_start(r) < 0) {
+		snprintf(err, errlen, "out of memory starting the relay");
+		relay_free(r);
+		return NULL;
+	}
+	store_conv_each_open(r->store, resume_one, r);
+	store_outbox_each_queue(r->store, kick_queue, r);
+	relay_end_resume(r);
+	log_info(rt->log, "relay.ready", "front=%s desk_only=%s resumed=%zu", r->front, r->desk_only ? "yes" : "no",
+		 convstore_count(r->convs));
+	return r;
+}
+
+static void close_dl(struct conversation *c, void *arg)
+{
+	(void)arg;
+	directline_close(c->dl, false);
+	c->dl = NULL;
+}
+
+void relay_free(struct relay *r)
+{
+	if (!r)
+		return;
+	relay_end_stop(r);
+	if (r->convs)
+		convstore_each(r->convs, close_dl, NULL);
+	directline_free(r->dl);
+	convstore_free(r->convs);
+	hd_activity_parser_free(r->parser);
+	store_close(r->store);
+	free(r);
+}

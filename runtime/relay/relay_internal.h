@@ -1,0 +1,116 @@
+/* relay_internal.h - what relay.c (states, bot side, queue runner), relay_hub.c
+ * (deliveries to hub scripts, the handoff's escalation) and relay_end.c (ending, drain,
+ * idle expiry, retention) share. Nothing else includes it. */
+#ifndef HANDOFFD_RELAY_INTERNAL_H
+#define HANDOFFD_RELAY_INTERNAL_H
+
+#include "relay/convstore.h"
+#include "relay/relay.h"
+#include "relay/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+struct hd_activity;
+struct relay_end;
+
+/* What ended a conversation; decides who is told (relay_end.c). */
+enum relay_end_cause {
+	END_BY_FRONT,		/* the front hub: conversation.end or its own closing signal */
+	END_BY_BOT,		/* the bot sent endOfConversation */
+	END_BY_HANDOFF,		/* the handoff completed without return to the bot */
+	END_DL_GONE,		/* Direct Line: the conversation is gone (404, token lost) */
+	END_IDLE,		/* limits.idle_timeout without activity either way */
+	END_CAUSE_COUNT
+};
+
+/* Outbox items for the hub start with their role, so the runner picks the module
+ * without decoding the item. */
+#define DESK_PREFIX "{\"role\":\"desk\""
+#define FRONT_PREFIX "{\"role\":\"front\""
+#define ESCALATE_PREFIX "{\"role\":\"desk\",\"fn\":\"escalate\","
+
+static inline bool is_escalation(const struct store_item *it)
+{
+	return strncmp(it->payload, ESCALATE_PREFIX, strlen(ESCALATE_PREFIX)) == 0;
+}
+
+
+struct relay {
+	struct hd_runtime *rt;
+	struct store *store;
+	struct convstore *convs;
+	struct directline *dl;
+	struct hd_activity_parser *parser;	/* for handoff payloads kept in the outbox */
+	char front[64];			/* key prefix: the front module's last name */
+	const char *front_reg, *desk_reg;	/* registry keys of the modules */
+	bool desk_only;			/* front and desk are different modules */
+	uint64_t rng;
+	struct relay_end *end;		/* relay_end.c's timers and counts */
+	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
+	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
+	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;
+};
+
+/* relay.c */
+uint64_t relay_random(struct relay *r);
+uint64_t relay_wall_ms(void);
+/* "to_bot", "to_hub": the outbox queue names. */
+const char *relay_queue_name(enum conv_queue q);
+void relay_save(struct relay *r, struct conversation *c);
+void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why);
+/* Queues PAYLOAD on Q of C; FROM_FRONT applies limits.queued. 0, -ENOBUFS or -EIO. */
+int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
+		       size_t len, bool from_front);
+/* Delivers the next item of Q when none is under way. */
+void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q);
+/* Item ID of Q was delivered (or dropped): off the outbox, on to the next. */
+void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id);
+/* Item ID failed for now: retried after a backoff, at least AT_LEAST_MS. */
+void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
+		       int attempts, uint64_t at_least_ms);
+/* Posts handoff.status STATE (MESSAGE: a JSON string or NULL) to the bot when configured. */
+void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message);
+
+/* relay_hub.c */
+/* Delivers outbox item IT (ownership of its strings taken) to the hub scripts. */
+void relay_hub_deliver(struct relay *r, struct conversation *c, struct store_item *it);
+/* Queues {role, fn, MEMBER: RAW} for the hub. */
+int relay_hub_enqueue(struct relay *r, struct conversation *c, const char *role, const char *fn,
+		      const char *member, const char *raw, size_t len, bool from_front);
+void relay_hub_start_handoff(struct relay *r, struct conversation *c, const struct hd_activity *a);
+void relay_hub_typing(struct relay *r, struct conversation *c, const struct hd_activity *a);
+void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why);
+void relay_hub_failed(struct relay *r, struct conversation *c, const char *reason);
+/* The escalation (item ITEM) failed for good: true when the fallback is tried instead. */
+bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err);
+
+/* relay_end.c */
+/* Creates the lifecycle timers and counters; before conversations are resumed. */
+int relay_end_start(struct relay *r);
+void relay_end_stop(struct relay *r);
+/* After the resume: ending conversations finish their drain. */
+void relay_end_resume(struct relay *r);
+/* Ends C: state ending, the goodbyes queued after what is queued already; C leaves
+ * memory once both its queues are empty. No-op when it is ending already. */
+void relay_end_begin(struct relay *r, struct conversation *c, enum relay_end_cause cause);
+/* The queue runner found a queue of C empty (C stays valid: departures wait a turn). */
+void relay_end_queue_empty(struct relay *r, struct conversation *c);
+/* Activity either way: resets C's idle clock. */
+void relay_end_touch(struct conversation *c);
+/* Conversations in state ending. */
+size_t relay_end_ending(const struct relay *r);
+/* relay_observe.c: latency histograms and the conversation's recent events */
+void relay_observe_init(struct relay *r);
+/* An item of Q queued at CREATED_MS (wall clock) was delivered. */
+void relay_observe_delivered(struct relay *r, struct conversation *c, enum conv_queue q, int64_t created_ms);
+void relay_observe_handoff(struct relay *r, struct conversation *c);
+/* The desk took the escalation; ANSWER is what it said ("accepted", "queued"). */
+void relay_observe_answer(struct relay *r, struct conversation *c, const char *answer);
+void relay_observe_accepted(struct relay *r, struct conversation *c, const char *why);
+/* A hub call (DESK: to the desk module) of FN started at STARTED_MS (wall clock) ended;
+ * STARTED_MS 0 only creates its series. */
+void relay_observe_hub_call(struct relay *r, bool desk, const char *fn, uint64_t started_ms);
+
+#endif

@@ -1,0 +1,340 @@
+/* bindings/handoff.c - the `handoff` module: the runtime API hub scripts call.
+ *   local hd = require "handoff"
+ *   hd.customer(id, activity [, user])   a customer message arrived at the front
+ *   hd.to_bot(id, activity)              straight to the bot, whatever the state
+ *   hd.agent(id, activity)               an agent message arrived at the desk
+ *   hd.handoff_event(id, "accepted" | "failed" | "completed" [, detail])
+ *   hd.end_conversation(id)              the front closed the conversation (true also
+ *                                        when it was ended already or never seen)
+ *   hd.remember_event(event_id)          true the first time, false for a duplicate
+ *   hd.forget_event(event_id)            undoes remember_event when the effect failed
+ *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
+ *   hd.set_data(id, data)                replaces conv.data (what later hub calls see)
+ * ID is the front hub's conversation id. Calls that change something return true once
+ * the change is durable (the task waits for the commit), or nil and a short reason:
+ * "overloaded" (conversation limit), "queue full", "conversation ending" (the previous
+ * conversation of that id still drains after customer/to_bot waited 3 s for it to leave:
+ * retry shortly), "unknown conversation", "bad
+ * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
+ * so merge two conversations), "no relay" (no hub configured), "state not writable".
+ * Translation only: the work happens in relay.c. */
+#include "script/bindings/bindings.h"
+
+#include "relay/relay.h"
+#include "daemon/runtime.h"
+#include "script/script_host.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct relay *check_relay(lua_State *L)
+{
+	struct relay *r = bind_runtime(L)->relay;
+
+	if (!r)
+		luaL_error(L, "handoff: no relay is running (no hub in the config, or not in the daemon)");
+	return r;
+}
+
+static int push_failure(lua_State *L, int rc)
+{
+	const char *why = rc == -ENOSPC ? "overloaded" : rc == -ENOBUFS ? "queue full"
+		: rc == -EAGAIN ? "conversation ending"
+		: rc == -ENOENT ? "unknown conversation" : rc == -EINVAL ? "bad activity"
+		: rc == -EIO ? "state not writable" : "out of memory";
+
+	luaL_pushfail(L);
+	lua_pushstring(L, why);
+	return 2;
+}
+
+/* The id argument at IDX (a string; raises otherwise), or NULL when it holds a NUL byte:
+ * "c\0x" must not become "c". The caller answers nil, "bad id". */
+static const char *check_id(lua_State *L, int idx)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, idx, &len);
+
+	return strlen(id) == len ? id : NULL;
+}
+
+static int push_bad_id(lua_State *L)
+{
+	luaL_pushfail(L);
+	lua_pushliteral(L, "bad id");
+	return 2;
+}
+
+/* A task waiting for the commit of what it wrote. Freed by whichever comes last: the
+ * commit or the task's abort. */
+struct commit_wait {
+	struct script_task *task;
+	bool aborted;
+};
+
+static void on_committed(void *arg)
+{
+	struct commit_wait *w = arg;
+
+	if (w->aborted) {
+		free(w);
+		return;
+	}
+	lua_pushboolean(script_task_thread(w->task), 1);
+	script_task_resume(w->task, 1);
+	free(w);
+}
+
+static void on_abort(void *arg)
+{
+	((struct commit_wait *)arg)->aborted = true;
+}
+
+/* Returns true now when nothing is pending, else yields until the commit. */
+static int wait_durable(lua_State *L, struct relay *r)
+{
+	struct script_task *task = script_task_of(L);
+	struct commit_wait *w;
+
+	/* Nothing to wait for, or no task to suspend (a script-made coroutine): the write
+	 * is committed at the end of this loop turn anyway. */
+	if (!relay_write_pending(r) || !task || !(w = calloc(1, sizeof(*w)))) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	w->task = task;
+	if (relay_after_commit(r, on_committed, w) < 0) {
+		free(w);
+		return push_failure(L, -ENOMEM);
+	}
+	script_task_wait(task, on_abort, w);
+	return lua_yield(L, 0);
+}
+
+/* The activity argument as JSON text: a table is encoded, a string is taken as is. */
+static const char *activity_json(lua_State *L, int idx, size_t *len)
+{
+	idx = lua_absindex(L, idx);
+	if (lua_type(L, idx) == LUA_TSTRING)
+		return lua_tolstring(L, idx, len);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "cjson");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "encode");
+	lua_pushvalue(L, idx);
+	lua_call(L, 1, 1);
+	lua_replace(L, idx);
+	lua_pop(L, 1);
+	return lua_tolstring(L, idx, len);
+}
+
+static const char *optional_json(lua_State *L, int idx)
+{
+	size_t len;
+
+	return lua_isnoneornil(L, idx) ? NULL : activity_json(L, idx, &len);
+}
+
+static int finish_write(lua_State *L, struct relay *r, int rc)
+{
+	return rc < 0 ? push_failure(L, rc) : wait_durable(L, r);
+}
+
+/* A front message for a conversation whose previous life is still draining (its goodbyes
+ * on their way, usually a moment) waits for it to leave instead of failing at once: not
+ * every hub retries a 503. The wait stays well inside the hubs' webhook timeouts (5 s). */
+#define ENDING_WAIT_MS 50
+#define ENDING_WAIT_TRIES 60
+
+/* finish_write, but a conversation still ending is tried again by K after a pause. */
+static int finish_front_write(lua_State *L, struct relay *r, int rc, lua_KContext tries, lua_KFunction k)
+{
+	if (rc == -EAGAIN && tries < ENDING_WAIT_TRIES && bind_task_pause(L, ENDING_WAIT_MS) == 0)
+		return lua_yieldk(L, 0, tries + 1, k);
+	return finish_write(L, r, rc);
+}
+
+static int customer_k(lua_State *L, int status, lua_KContext tries)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+	const char *user = optional_json(L, 3);
+
+	(void)status;
+	if (!id)
+		return push_bad_id(L);
+	return finish_front_write(L, r, relay_customer(r, id, user, activity, len), tries, customer_k);
+}
+
+static int l_handoff_customer(lua_State *L)
+{
+	return customer_k(L, LUA_OK, 0);
+}
+
+static int to_bot_k(lua_State *L, int status, lua_KContext tries)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+
+	(void)status;
+	if (!id)
+		return push_bad_id(L);
+	return finish_front_write(L, r, relay_to_bot(r, id, activity, len), tries, to_bot_k);
+}
+
+static int l_handoff_to_bot(lua_State *L)
+{
+	return to_bot_k(L, LUA_OK, 0);
+}
+
+static int l_handoff_agent(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	size_t len;
+	const char *activity = activity_json(L, 2, &len);
+
+	if (!id)
+		return push_bad_id(L);
+	return finish_write(L, r, relay_agent(r, id, activity, len));
+}
+
+static int l_handoff_event(lua_State *L)
+{
+	static const char *const states[] = { "accepted", "failed", "completed", NULL };
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	int state = luaL_checkoption(L, 2, NULL, states);
+	const char *detail = optional_json(L, 3);
+
+	if (!id)
+		return push_bad_id(L);
+	return finish_write(L, r, relay_handoff_event(r, id, states[state], detail));
+}
+
+static int l_handoff_end(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+
+	if (!id)
+		return push_bad_id(L);
+	return finish_write(L, r, relay_end(r, id));
+}
+
+static int l_handoff_remember_event(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	int rc;
+
+	if (!id)
+		return push_bad_id(L);
+	rc = relay_event_seen(r, id);
+	if (rc < 0)
+		return push_failure(L, rc);
+	lua_pushboolean(L, rc == 1);
+	return 1;
+}
+
+static int l_handoff_forget_event(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	int rc;
+
+	if (!id)
+		return push_bad_id(L);
+	rc = relay_event_forget(r, id);
+	if (rc < 0)
+		return push_failure(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_handoff_set_data(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	size_t len;
+	const char *data;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	if (!id)
+		return push_bad_id(L);
+	data = activity_json(L, 2, &len);
+	return finish_write(L, r, relay_set_data(r, id, data));
+}
+
+/* Replaces the JSON text in field NAME of the table on top with its decoded value. */
+static void decode_field(lua_State *L, const char *name)
+{
+	lua_getfield(L, -1, name);
+	if (lua_isstring(L, -1)) {
+		lua_getglobal(L, "require");
+		lua_pushliteral(L, "cjson.safe");
+		lua_call(L, 1, 1);
+		lua_getfield(L, -1, "decode");
+		lua_pushvalue(L, -3);
+		lua_call(L, 1, 1);
+		lua_setfield(L, -4, name);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
+static int l_handoff_conversation(lua_State *L)
+{
+	struct relay *r = check_relay(L);
+	const char *id = check_id(L, 1);
+	const struct conversation *c;
+
+	if (!id)
+		return push_bad_id(L);
+	c = relay_conversation(r, id);
+	if (!c) {
+		lua_pushnil(L);
+		return 1;
+	}
+	relay_push_conversation(L, c);
+	decode_field(L, "user");
+	decode_field(L, "data");
+	return 1;
+}
+
+static int l_handoff_conversations(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)runtime_conversations(bind_runtime(L)));
+	return 1;
+}
+
+static const luaL_Reg handoff_funcs[] = {
+	{ "agent", l_handoff_agent },
+	{ "conversation", l_handoff_conversation },
+	{ "conversations", l_handoff_conversations },
+	{ "customer", l_handoff_customer },
+	{ "end_conversation", l_handoff_end },
+	{ "forget_event", l_handoff_forget_event },
+	{ "handoff_event", l_handoff_event },
+	{ "remember_event", l_handoff_remember_event },
+	{ "set_data", l_handoff_set_data },
+	{ "to_bot", l_handoff_to_bot },
+	{ NULL, NULL },
+};
+
+int luaopen_handoff(lua_State *L)
+{
+	luaL_newlib(L, handoff_funcs);
+	lua_pushliteral(L, HANDOFFD_VERSION);
+	lua_setfield(L, -2, "version");
+	luaL_requiref(L, "handoff.log", luaopen_handoff_log, 0);
+	lua_setfield(L, -2, "log");
+	return 1;
+}
