@@ -11,6 +11,10 @@ cuts them off. Prints, for both runs: relayed messages/s, p50/p99 of the round t
 hub -> handoffd -> bot -> handoffd -> hub, handoffd's CPU and resident memory, and the
 listener's counters from /healthz. Asserts nothing about time.
 
+With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the load, the hub and
+bot stand-ins, the connection holder: all Python) on CPU 1, so that a change in the round
+trip shows what handoffd does, not the harness competing with it for the same core.
+
     /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
 """
 import asyncio
@@ -159,6 +163,9 @@ def main():
     idle = int(sys.argv[4]) if len(sys.argv) > 4 else 10000
     trickle = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
     hard = raise_fd_limit()
+    pin = os.environ.get("BENCH_PIN") == "1"
+    if pin:   # before any thread or child exists: they all inherit CPU 1
+        os.sched_setaffinity(0, {1})
     limits = (f"limits = {{ connections = {idle + trickle + 1000}, keepalive_timeout = 600, "
               f"request_timeout = 30, buffered_mb = {BUFFERED_MB} }},")
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,6 +173,9 @@ def main():
         holder = None
         try:
             pid = env.daemon.proc.pid
+            if pin:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    os.sched_setaffinity(int(tid), {0})
             _, rss_idle = proc_stat(pid)
             asyncio.run(paced(env, 200, CONVERSATIONS / 200, "open"))   # one message per conversation
             env.hub.wait(lambda r: len(r) >= CONVERSATIONS * 2, 300, "the greetings")
@@ -188,7 +198,8 @@ def main():
             if holder:
                 holder.wait(60)
             env.close()
-    print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s")
+    print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s"
+          + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else ""))
     print(f"held: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
     for name, r in (("baseline", base), ("with idle+trickling", loaded)):
