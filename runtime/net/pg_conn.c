@@ -1,6 +1,6 @@
 /* pg_conn.c - libpq driven by the libevent loop: non-blocking connect, pipelined group
  * commits, reconnection with a capped backoff. Owns the PGconn, the event on its socket,
- * three timers (end of turn, connect deadline, retry) and every queued statement until its
+ * three timers (end of turn, deadline, retry) and every queued statement until its
  * callback ran. Knows nothing about what the statements mean.
  *
  * Callbacks into callers run only from the loop (socket events, timers) and from
@@ -52,7 +52,7 @@ struct pg_conn {
 	int ev_fd;
 	short ev_flags;
 	struct loop_timer *send_timer;	/* end of the turn: the pending batch goes out */
-	struct loop_timer *deadline;	/* of the current connection attempt */
+	struct loop_timer *deadline;	/* of the connection attempt, or of the batch in flight */
 	struct loop_timer *retry;	/* the next attempt, after the backoff */
 	uint32_t backoff_ms;
 	struct pg_batch pending;	/* queued, not sent */
@@ -74,6 +74,7 @@ const char *pg_conn_strerror(int err)
 	case 0: return "ok";
 	case -ENOTCONN: return "database unavailable";
 	case -ECONNRESET: return "connection lost";
+	case -ETIMEDOUT: return "timeout";
 	case -EPROTO: return "statement failed";
 	case -EBUSY: return "too many statements queued";
 	case -EMSGSIZE: return "statement too large";
@@ -309,12 +310,18 @@ static void on_retry(void *arg)
 	leave(pc);
 }
 
+static void lost(struct pg_conn *pc, int err, const char *why);
+
+/* A silent peer (a cut network, a stuck server) must not hold callers forever. */
 static void on_deadline(void *arg)
 {
 	struct pg_conn *pc = arg;
 
 	enter(pc);
-	attempt_failed(pc, "timeout");
+	if (pc->phase == PHASE_CONNECTING)
+		attempt_failed(pc, "timeout");
+	else if (pc->phase == PHASE_UP)
+		lost(pc, -ETIMEDOUT, "no answer from the database in time");
 	leave(pc);
 }
 
@@ -322,9 +329,10 @@ static void on_deadline(void *arg)
 
 /* {===== batches */
 
-/* The connection died while up: the flight's outcome is unknown (-ECONNRESET), what was
- * never sent did not happen (-ENOTCONN). Then reconnect. */
-static void lost(struct pg_conn *pc, const char *why)
+/* The connection died (or is given up) while up: the flight's outcome is unknown (ERR:
+ * -ECONNRESET or -ETIMEDOUT), what was never sent did not happen (-ENOTCONN). Then
+ * reconnect. */
+static void lost(struct pg_conn *pc, int err, const char *why)
 {
 	char reason[REASON_MAX];
 
@@ -336,7 +344,7 @@ static void lost(struct pg_conn *pc, const char *why)
 	if (pc->flight.head)
 		pc->stats.batches_failed++;
 	schedule_retry(pc);
-	finish_batch(pc, &pc->flight, -ECONNRESET, reason);
+	finish_batch(pc, &pc->flight, err, reason);
 	if (pc->closing)
 		return;
 	finish_batch(pc, &pc->pending, -ENOTCONN, reason);
@@ -375,12 +383,13 @@ static void send_batch(struct pg_conn *pc)
 			goto fail;
 	if (!PQpipelineSync(pc->conn) || flush(pc) < 0)
 		goto fail;
+	loop_timer_start(pc->deadline, pc->opts.batch_timeout_ms, 0);
 	log_debug(pc->lg, "pg.batch_sent", "statements=%u", pc->flight.n);
 	return;
 fail:
 	/* libpq refuses only when the connection broke or memory ran out: the pipeline's
 	 * state is unknown, so start over on a fresh connection. */
-	lost(pc, PQerrorMessage(pc->conn));
+	lost(pc, -ECONNRESET, PQerrorMessage(pc->conn));
 }
 
 static void on_send_timer(void *arg)
@@ -433,6 +442,7 @@ static void batch_done(struct pg_conn *pc)
 {
 	int err = pc->flight_err;
 
+	loop_timer_stop(pc->deadline);
 	if (err) {
 		pc->stats.batches_failed++;
 		log_warn(pc->lg, "pg.batch_failed", "statements=%u reason=\"%s\"", pc->flight.n,
@@ -481,18 +491,18 @@ static void drop_unexpected(PGconn *conn)
 static void up_event(struct pg_conn *pc, short what)
 {
 	if ((what & EV_READ) && !PQconsumeInput(pc->conn)) {
-		lost(pc, PQerrorMessage(pc->conn));
+		lost(pc, -ECONNRESET, PQerrorMessage(pc->conn));
 		return;
 	}
 	if ((pc->ev_flags & EV_WRITE) && flush(pc) < 0) {
-		lost(pc, PQerrorMessage(pc->conn));
+		lost(pc, -ECONNRESET, PQerrorMessage(pc->conn));
 		return;
 	}
 	read_results(pc);
 	if (pc->closing || pc->phase != PHASE_UP)
 		return;
 	if (PQstatus(pc->conn) == CONNECTION_BAD)
-		lost(pc, PQerrorMessage(pc->conn));
+		lost(pc, -ECONNRESET, PQerrorMessage(pc->conn));
 	else if (!pc->flight.head)
 		drop_unexpected(pc->conn);
 }
@@ -590,6 +600,8 @@ static void fill_defaults(struct pg_conn_opts *o)
 		o->max_queued_bytes = PG_CONN_MAX_QUEUED_BYTES;
 	if (!o->connect_timeout_ms)
 		o->connect_timeout_ms = PG_CONN_CONNECT_TIMEOUT_MS;
+	if (!o->batch_timeout_ms)
+		o->batch_timeout_ms = PG_CONN_BATCH_TIMEOUT_MS;
 	if (!o->backoff_min_ms)
 		o->backoff_min_ms = PG_CONN_BACKOFF_MIN_MS;
 	if (!o->backoff_max_ms)

@@ -17,9 +17,10 @@
  *   pg_conn_queue() itself.
  * - Every callback of a batch runs after the batch's outcome is known, with the same
  *   outcome: err 0 means the whole transaction committed (and RES is the statement's own
- *   result); an error means none of it did, except for -ECONNRESET where the connection
- *   died after COMMIT may have reached the server: the outcome is unknown, so writes must be
- *   idempotent (the caller answers 503 and the hub retries).
+ *   result); an error means none of it did, except for -ECONNRESET and -ETIMEDOUT: the
+ *   connection died or was given up after the batch may have reached the server, so the
+ *   outcome is unknown and writes must be idempotent (the caller answers 503, the hub
+ *   retries).
  * - A statement error at the server (-EPROTO) aborts the whole batch: every statement of
  *   that turn fails with the server's message. Callers write statements that cannot fail
  *   on data (ON CONFLICT ...).
@@ -29,7 +30,8 @@
  *
  * Errors (negative errno; pg_conn_strerror() gives the stable, lowercase reason):
  *   -ENOTCONN "database unavailable" (not connected: answer 503 and retry later),
- *   -ECONNRESET "connection lost", -EPROTO "statement failed", -EBUSY "too many statements
+ *   -ECONNRESET "connection lost", -ETIMEDOUT "timeout" (no answer within batch_timeout_ms:
+ *   the connection is dropped and made again), -EPROTO "statement failed", -EBUSY "too many statements
  *   queued", -EMSGSIZE "statement too large", -EINVAL "invalid statement", -ENOMEM
  *   "out of memory", -ECANCELED "cancelled", -ESHUTDOWN "shutting down".
  *
@@ -47,6 +49,7 @@
 #define PG_CONN_MAX_QUEUED 10000		/* statements waiting or in flight */
 #define PG_CONN_MAX_QUEUED_BYTES (16u << 20)	/* their SQL and parameters */
 #define PG_CONN_CONNECT_TIMEOUT_MS 10000	/* one connection attempt */
+#define PG_CONN_BATCH_TIMEOUT_MS 30000		/* a batch's answer; then the connection is given up */
 #define PG_CONN_BACKOFF_MIN_MS 100		/* first retry after a failure */
 #define PG_CONN_BACKOFF_MAX_MS 5000		/* the backoff doubles up to this */
 #define PG_CONN_MAX_PARAMS 64			/* parameters of one statement */
@@ -62,6 +65,7 @@ struct pg_conn_opts {
 	unsigned max_queued;
 	size_t max_queued_bytes;
 	uint32_t connect_timeout_ms;
+	uint32_t batch_timeout_ms;
 	uint32_t backoff_min_ms;
 	uint32_t backoff_max_ms;
 };

@@ -22,6 +22,7 @@ TOOLS = os.environ.get("HANDOFFD_TOOLS_DIR", "build/tests/tools")
 DRIVER = os.path.join(TOOLS, "pg_driver")
 DEADLINE = 20.0
 ECONNRESET, ENOTCONN, EPROTO, EBUSY, ECANCELED = -104, -107, -71, -16, -125
+ETIMEDOUT, ECONNREFUSED = -110, -111
 
 
 class PgDriver:
@@ -183,19 +184,20 @@ def test_database_down_refuses_then_comes_back(driver, schema):
     assert rows_of(schema, "while-down") == (0, 0)
 
 
-def wait_server_sleeping(server):
-    """Until the batch's pg_sleep runs at the server, i.e. the batch is in flight."""
+def wait_server_sleeping(server, pid):
+    """Until the batch's pg_sleep runs in backend PID, i.e. the batch is in flight there."""
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
-        if server.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "1":
+        if server.psql(f"SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND pid = {pid}") == "1":
             return
     raise AssertionError("the batch never reached pg_sleep at the server")
 
 
 def test_restart_mid_batch_fails_it_and_the_connection_comes_back(driver, schema):
+    [[pid]] = driver.query("SELECT pg_backend_pid()")
     since = driver.mark()
     driver.cmd("batch", "mid", 100, 60)  # 100 inserts, then 60 s of pg_sleep before the commit
-    wait_server_sleeping(schema)
+    wait_server_sleeping(schema, pid)
     schema.restart()
     e = driver.wait_for(lambda e: e["ev"] == "batch" and e["tag"] == "mid", since)
     assert (e["ok"], e["failed"], e["err"], e["reason"]) == (0, 101, ECONNRESET, "connection lost"), e
@@ -220,5 +222,39 @@ def test_a_wrong_password_says_so_and_keeps_retrying(tmp_path, schema):
         assert "not-the-password" not in d.log()
         e = d.run("batch", "nopw", 1)
         assert (e["ev"], e["err"]) == ("refused", ENOTCONN), e
+    finally:
+        d.close()
+
+
+def test_a_batch_without_answer_times_out_and_the_connection_is_made_again(tmp_path, schema):
+    d = PgDriver(tmp_path, schema, None, "--batch-timeout", "300")
+    try:
+        d.wait_for(lambda e: e["ev"] == "state" and e["up"])
+        since = d.mark()
+        e = d.run("batch", "slow", 3, 3)  # the server sleeps 3 s before it could commit
+        assert (e["ok"], e["failed"], e["err"], e["reason"]) == (0, 4, ETIMEDOUT, "timeout"), e
+        d.wait_for(lambda e: e["ev"] == "state" and not e["up"], since)
+        d.wait_for(lambda e: e["ev"] == "state" and e["up"], since)
+        e = d.run("batch", "after-slow", 2)
+        assert (e["ok"], e["err"]) == (2, 0), e
+        assert rows_of(schema, "after-slow") == (2, 1)
+        assert d.stats()["connects"] == 2
+    finally:
+        d.close()
+    # Nothing is asserted about "slow": the server already holds the whole batch and may
+    # still commit it after its sleep. That is why -ETIMEDOUT means "outcome unknown".
+
+
+def test_the_synchronous_check(tmp_path, schema):
+    d = PgDriver(tmp_path, schema, None, "--check", "SELECT current_user")
+    try:
+        e = d.wait_for(lambda e: e["ev"] == "check")
+        assert (e["rc"], e["out"], e["err"]) == (0, "handoffd", ""), e
+    finally:
+        d.close()
+    d = PgDriver(tmp_path, schema, "not-the-password", "--check", "SELECT 1")
+    try:
+        e = d.wait_for(lambda e: e["ev"] == "check")
+        assert e["rc"] == ECONNREFUSED and 'password authentication failed for user "handoffd"' in e["err"], e
     finally:
         d.close()

@@ -3,7 +3,9 @@
  * JSON object per line on stdout. The log goes to stderr.
  *
  *   pg_driver --conninfo STR [--password-env NAME] [--max-queued N] [--backoff-max MS]
- *             [--log-level L]
+ *             [--batch-timeout MS] [--check SQL] [--log-level L]
+ *
+ * --check runs pg_conn_check_sync() first and prints {"ev":"check","rc":N,"out":S,"err":S}.
  *
  * Commands (each line is handled within one loop turn, so its statements share a batch):
  *   exec TAG SQL...          one statement; prints its rows when the batch is done
@@ -302,11 +304,24 @@ static void on_input(evutil_socket_t fd, short what, void *arg)
 
 /* }===== */
 
+static void print_check(const struct pg_conn_opts *o, const char *sql)
+{
+	char out[256], err[512] = "";
+	int rc = pg_conn_check_sync(o, sql, out, sizeof(out), err, sizeof(err));
+
+	printf("{\"ev\":\"check\",\"rc\":%d,\"out\":", rc);
+	json_str(out);
+	fputs(",\"err\":", stdout);
+	json_str(err);
+	emit_end();
+}
+
 int main(int argc, char **argv)
 {
 	static struct driver d;
 	struct pg_conn_opts o = { 0 };
 	enum log_level level = LEVEL_INFO;
+	const char *check_sql = NULL;
 	int rc = 1;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -318,6 +333,10 @@ int main(int argc, char **argv)
 			o.max_queued = (unsigned)strtoul(argv[i + 1], NULL, 10);
 		else if (strcmp(argv[i], "--backoff-max") == 0)
 			o.backoff_max_ms = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+		else if (strcmp(argv[i], "--batch-timeout") == 0)
+			o.batch_timeout_ms = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+		else if (strcmp(argv[i], "--check") == 0)
+			check_sql = argv[i + 1];
 		else if (strcmp(argv[i], "--log-level") == 0)
 			log_level_parse(argv[i + 1], &level);
 	}
@@ -325,6 +344,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: pg_driver --conninfo STR [--password-env NAME] ...\n");
 		return 2;
 	}
+	if (check_sql)
+		print_check(&o, check_sql);
 	d.lg = log_new();
 	d.lp = loop_new();
 	d.input = evbuffer_new();
