@@ -91,6 +91,12 @@ class PgDriver:
         self.log_file.flush()
         return self.log_path.read_text()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         """End of input: the driver frees everything and must exit 0 (ASan: no leak)."""
         if self.proc.stdin and not self.proc.stdin.closed:
@@ -147,8 +153,7 @@ def test_a_failing_statement_rolls_back_its_batch_and_the_next_commits(driver, s
 
 
 def test_the_queue_is_bounded(tmp_path, schema):
-    d = PgDriver(tmp_path, schema, None, "--max-queued", "10")
-    try:
+    with PgDriver(tmp_path, schema, None, "--max-queued", "10") as d:
         d.wait_for(lambda e: e["ev"] == "state" and e["up"])
         since = d.mark()
         d.cmd("batch", "cap", 11)
@@ -157,8 +162,6 @@ def test_the_queue_is_bounded(tmp_path, schema):
         e = d.wait_for(lambda e: e["ev"] == "batch" and e["tag"] == "cap", since)
         assert (e["ok"], e["failed"]) == (10, 0), e
         assert rows_of(schema, "cap") == (10, 1)
-    finally:
-        d.close()
 
 
 def test_free_cancels_what_is_queued(driver, schema):
@@ -211,8 +214,7 @@ def test_restart_mid_batch_fails_it_and_the_connection_comes_back(driver, schema
 
 
 def test_a_wrong_password_says_so_and_keeps_retrying(tmp_path, schema):
-    d = PgDriver(tmp_path, schema, "not-the-password")
-    try:
+    with PgDriver(tmp_path, schema, "not-the-password") as d:
         down = d.wait_for(lambda e: e["ev"] == "state")
         assert not down["up"]
         assert 'password authentication failed for user "handoffd"' in down["reason"], down
@@ -222,13 +224,10 @@ def test_a_wrong_password_says_so_and_keeps_retrying(tmp_path, schema):
         assert "not-the-password" not in d.log()
         e = d.run("batch", "nopw", 1)
         assert (e["ev"], e["err"]) == ("refused", ENOTCONN), e
-    finally:
-        d.close()
 
 
 def test_a_batch_without_answer_times_out_and_the_connection_is_made_again(tmp_path, schema):
-    d = PgDriver(tmp_path, schema, None, "--batch-timeout", "300")
-    try:
+    with PgDriver(tmp_path, schema, None, "--batch-timeout", "300") as d:
         d.wait_for(lambda e: e["ev"] == "state" and e["up"])
         since = d.mark()
         e = d.run("batch", "slow", 3, 3)  # the server sleeps 3 s before it could commit
@@ -239,22 +238,14 @@ def test_a_batch_without_answer_times_out_and_the_connection_is_made_again(tmp_p
         assert (e["ok"], e["err"]) == (2, 0), e
         assert rows_of(schema, "after-slow") == (2, 1)
         assert d.stats()["connects"] == 2
-    finally:
-        d.close()
     # Nothing is asserted about "slow": the server already holds the whole batch and may
     # still commit it after its sleep. That is why -ETIMEDOUT means "outcome unknown".
 
 
 def test_the_synchronous_check(tmp_path, schema):
-    d = PgDriver(tmp_path, schema, None, "--check", "SELECT current_user")
-    try:
+    with PgDriver(tmp_path, schema, None, "--check", "SELECT current_user") as d:
         e = d.wait_for(lambda e: e["ev"] == "check")
         assert (e["rc"], e["out"], e["err"]) == (0, "handoffd", ""), e
-    finally:
-        d.close()
-    d = PgDriver(tmp_path, schema, "not-the-password", "--check", "SELECT 1")
-    try:
+    with PgDriver(tmp_path, schema, "not-the-password", "--check", "SELECT 1") as d:
         e = d.wait_for(lambda e: e["ev"] == "check")
         assert e["rc"] == ECONNREFUSED and 'password authentication failed for user "handoffd"' in e["err"], e
-    finally:
-        d.close()
