@@ -118,15 +118,11 @@ static void enter(struct pg_conn *pc)
 	pc->depth++;
 }
 
-/* Ends a frame; true when the connection is gone (freed or being freed) and the caller
- * must not touch it any more. */
-static bool leave(struct pg_conn *pc)
+/* Ends a frame; the outermost one releases a connection freed meanwhile. */
+static void leave(struct pg_conn *pc)
 {
-	if (--pc->depth == 0 && pc->closing) {
+	if (--pc->depth == 0 && pc->closing)
 		destroy(pc);
-		return true;
-	}
-	return pc->closing;
 }
 
 static void notify_state(struct pg_conn *pc, bool up, const char *reason)
@@ -257,10 +253,15 @@ static void came_up(struct pg_conn *pc)
 	notify_state(pc, true, NULL);
 }
 
-/* One step of PQconnectPoll, then wait for what it asks for. */
+/* One step of PQconnectPoll, then wait for what it asks for. The event is registered
+ * anew every step: libpq may have closed the socket and opened another one that got the
+ * same number (the next host or address), which epoll forgot while libevent did not. */
 static void connect_step(struct pg_conn *pc)
 {
-	switch (PQconnectPoll(pc->conn)) {
+	PostgresPollingStatusType st = PQconnectPoll(pc->conn);
+
+	unwatch(pc);
+	switch (st) {
 	case PGRES_POLLING_OK:
 		came_up(pc);
 		return;
@@ -423,7 +424,9 @@ static bool take_result(struct pg_conn *pc, PGresult *r)
 	pc->cur_answered = true;
 	if (st == PGRES_FATAL_ERROR)
 		note_failure(pc, r);
-	if (pc->cur && !pc->cur->res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+	/* Only a statement whose caller will look at it keeps its result until the end. */
+	if (pc->cur && pc->cur->done && !pc->cur->res &&
+	    (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
 		pc->cur->res = r;
 		return false;
 	}

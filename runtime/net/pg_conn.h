@@ -37,7 +37,11 @@
  *
  * Memory is bounded: at most max_queued statements and max_queued_bytes of SQL and
  * parameters wait or fly at once. Result rows are held by libpq until the batch's
- * callbacks ran; callers keep their SELECTs bounded (LIMIT). */
+ * callbacks ran; callers keep their SELECTs bounded (LIMIT).
+ *
+ * One wait remains inside libpq: a host given by name is resolved with getaddrinfo() when
+ * an attempt starts. Numeric hosts (host=127.0.0.1, hostaddr=) and unix sockets never
+ * wait; a resolver of our own feeding hostaddr is left for when it matters. */
 #ifndef HANDOFFD_PG_CONN_H
 #define HANDOFFD_PG_CONN_H
 

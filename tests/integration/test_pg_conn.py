@@ -10,6 +10,7 @@ Waiting is for the driver's events and the server's own view, always with a dead
 """
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -28,11 +29,11 @@ ETIMEDOUT, ECONNREFUSED = -110, -111
 class PgDriver:
     """pg_driver with its JSON events collected on a thread; its log goes to a file."""
 
-    def __init__(self, tmp_path, server, password=None, *args):
+    def __init__(self, tmp_path, server, password=None, *args, conninfo=None):
         env = dict(os.environ, HANDOFFD_TEST_PG_PASSWORD=server.password if password is None else password)
         self.log_path = tmp_path / "pg_driver.log"
         self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen([DRIVER, "--conninfo", server.conninfo, "--password-env",
+        self.proc = subprocess.Popen([DRIVER, "--conninfo", conninfo or server.conninfo, "--password-env",
                                       "HANDOFFD_TEST_PG_PASSWORD", "--backoff-max", "500", *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file,
                                      text=True, env=env)
@@ -249,3 +250,16 @@ def test_the_synchronous_check(tmp_path, schema):
     with PgDriver(tmp_path, schema, "not-the-password", "--check", "SELECT 1") as d:
         e = d.wait_for(lambda e: e["ev"] == "check")
         assert e["rc"] == ECONNREFUSED and 'password authentication failed for user "handoffd"' in e["err"], e
+
+
+def test_a_host_list_skips_a_refusing_host(tmp_path, schema):
+    # libpq opens a new socket for the second host, often with the number of the first:
+    # the connection must still come up at once, not at the connect deadline.
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        conninfo = (f"host=127.0.0.1,127.0.0.1 port={dead.getsockname()[1]},{schema.port}"
+                    " dbname=handoffd user=handoffd")
+        with PgDriver(tmp_path, schema, None, conninfo=conninfo) as d:
+            e = d.wait_for(lambda e: e["ev"] == "state", timeout=5)
+            assert e["up"], e
+            assert d.run("batch", "hosts", 1)["ok"] == 1
