@@ -40,6 +40,7 @@ local http = require "handoff.http"
 local json = require "handoff.json"
 local log = require "handoff.log"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature = require "handoff.signature"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
@@ -389,28 +390,22 @@ local function classify(ev, req)
   return id, delivery_id and ("delivery:" .. delivery_id), on_conversation(id, ev), "nothing to do"
 end
 
-local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, ["conversation ending"] = 429, other = 500 }
-
 -- 429 and 500 are the answers Chatwoot retries (same delivery id); anything else non-2xx
 -- makes it open a pending conversation, which is the right fallback for a bad event.
+local RETRY_STATUS = { busy = 429, fault = 500 }
+
 local function on_event(req)
   if not signed(req) then return 401, { error = "bad signature" } end
   local ev = json.decode(req.body)
   if type(ev) ~= "table" or type(ev.event) ~= "string" then return 400, { error = "not a Chatwoot event" } end
   local id, key, effect, why = classify(ev, req)
   if not effect then return 200, { ok = true, ignored = why } end
-  key = key and ("chatwoot:" .. conf.account_id .. ":" .. key)
-  if key then
-    local fresh, rerr = hd.remember_event(key)
-    if fresh == nil then return delivery.failure_status(rerr, RETRY_STATUS), { error = rerr } end
-    if not fresh then return 200, { ok = true, duplicate = true } end
-  end
-  local ok, err = effect()
-  if not ok then
-    if key then hd.forget_event(key) end
+  local done, err = events.once(key and ("chatwoot:" .. conf.account_id .. ":" .. key), effect)
+  if done == nil then
     log.warn("chatwoot.event_failed", { conv = id, event = ev.event, error = err })
-    return delivery.failure_status(err, RETRY_STATUS), { error = err }
+    return events.status(err, RETRY_STATUS), { error = err }
   end
+  if not done then return 200, { ok = true, duplicate = true } end
   return 200, { ok = true }
 end
 

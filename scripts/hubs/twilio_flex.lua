@@ -54,6 +54,7 @@ local crypto = require "handoff.crypto"
 local log = require "handoff.log"
 local form = require "handoff.form"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature = require "handoff.signature"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
@@ -347,12 +348,15 @@ local function media_note(p)
   return #names > 0 and table.concat(names, " ") or nil
 end
 
--- Keeps the customer's participant with the conversation (once).
+-- Keeps the customer's participant with the conversation (once). Best effort: the message
+-- reached the runtime already (a retry would send it twice), and the next one notes it.
 local function note_customer(id, p)
   local c, data = data_of(id)
   if not c or (data.customer == p.ParticipantSid and data.customer_identity == p.Author) then return true end
   data.customer, data.customer_identity = p.ParticipantSid, p.Author
-  return hd.set_data(id, data)
+  local ok, err = hd.set_data(id, data)
+  if not ok then log.warn("twilio.customer_unnoted", { conv = id, error = err }) end
+  return true
 end
 
 local function on_message(id, p)
@@ -440,9 +444,8 @@ local function event_key(req, p)
                         p.DateUpdated or p.DateCreated or "" }, ":")
 end
 
--- Failures of the runtime that pass (handoff.delivery): Twilio retries the webhook on a
--- 429 or 5xx (same token).
-local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, other = 503 }
+-- Twilio retries the webhook on a 429 or 5xx (same token).
+local RETRY_STATUS = { busy = 429, fault = 503 }
 
 local function on_event(req)
   local p, list = form.decode(req.body)
@@ -456,18 +459,12 @@ local function on_event(req)
   if not handler then return 200, { ok = true, ignored = "event not used" } end
   local effect, why = handler(id, p)
   if not effect then return 200, { ok = true, ignored = why } end
-  local key = EVENT_PREFIX .. event_key(req, p)
-  local fresh, err = hd.remember_event(key)
-  if fresh == nil then return delivery.failure_status(err, RETRY_STATUS), { error = err } end
-  if not fresh then return 200, { ok = true, duplicate = true } end
-  local ok, why_not = effect()
-  if ok then return 200, { ok = true } end
-  if delivery.passing(why_not) then
-    hd.forget_event(key)
-    return delivery.failure_status(why_not, RETRY_STATUS), { error = why_not }
-  end
-  log.warn("twilio.event_skipped", { conv = id, event = p.EventType, reason = why_not })
-  return 200, { ok = true, skipped = why_not }
+  local done, err = events.once(EVENT_PREFIX .. event_key(req, p), effect)
+  if done then return 200, { ok = true } end
+  if done == false then return 200, { ok = true, duplicate = true } end
+  if events.passing(err) then return events.status(err, RETRY_STATUS), { error = err } end
+  log.warn("twilio.event_skipped", { conv = id, event = p.EventType, reason = err })
+  return 200, { ok = true, skipped = err }
 end
 
 M.webhooks = {
