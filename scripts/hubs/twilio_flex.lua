@@ -382,41 +382,41 @@ end
 -- Agents come and go while Flex has the conversation: data.agents holds the identities
 -- present. The first to join accepts the handoff; it is completed when the last one leaves
 -- (a transfer where the next agent joins before the first leaves keeps it with Flex).
-local function on_participant_added(id, p)
+-- CHANGE(c, data) runs on the conversation as it is when the event is taken (remembering
+-- the event may have yielded).
+local function agent_event(id, p, what, change)
   local c, data = data_of(id)
   if not c or (c.state ~= "routing" and c.state ~= "agent") or not is_other(p, data) then
-    return nil, "not an agent joining a handoff"
+    return nil, "not an agent " .. what .. " a handoff"
   end
   return function()
-    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
+    c, data = data_of(id)
     if not c then return true end
     data.agents = type(data.agents) == "table" and data.agents or {}
+    return change(c, data)
+  end
+end
+
+local function on_participant_added(id, p)
+  return agent_event(id, p, "joining", function(c, data)
     data.agents[p.Identity] = true
     local ok, err = hd.set_data(id, data)
     if not ok or c.state ~= "routing" then return ok, err end
     return hd.handoff_event(id, "accepted", { agent = { id = p.Identity, name = p.Identity } })
-  end
+  end)
 end
 
 local function on_participant_removed(id, p)
-  local c, data = data_of(id)
-  if not c or (c.state ~= "routing" and c.state ~= "agent") or not is_other(p, data) then
-    return nil, "not an agent leaving a handoff"
-  end
-  return function()
-    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
-    if not c then return true end
-    local agents = type(data.agents) == "table" and data.agents or {}
-    agents[p.Identity] = nil
-    data.agents = agents
+  return agent_event(id, p, "leaving", function(_, data)
+    data.agents[p.Identity] = nil
     local ok, err = hd.set_data(id, data)
     if not ok then return nil, err end
-    if next(agents) then
+    if next(data.agents) then
       log.info("twilio.agent_left", { conv = id, agent = p.Identity, note = "other agents stay" })
       return true
     end
     return hd.handoff_event(id, "completed", { return_to_bot = true, reason = "the agent left the conversation" })
-  end
+  end)
 end
 
 local function on_state(id, p)
