@@ -84,6 +84,7 @@ function handoff.handoff_event(id, state, detail) end
 function handoff.end_conversation(id) end
 
 ---Dedupe of inbound hub events: true the first time EVENT_ID is seen, false after.
+---`handoff.events.once` pairs it with the effect and `forget_event`.
 ---@param event_id string
 ---@return boolean|nil first
 ---@return string? err
