@@ -27,19 +27,4 @@ function delivery.result(res, err) end
 ---@return (boolean|number)? retry
 function delivery.steps(conv, steps) end
 
----Whether a failure of the runtime's calls (`hd.customer`, `hd.remember_event`, ...) passes:
----"overloaded", "queue full", "state not writable", "out of memory", "conversation ending".
----The hub should deliver its event again later.
----@param err string
----@return boolean
-function delivery.passing(err) end
-
----The status a webhook answers for the runtime failure `err`: for a failure that passes,
----`retry` (a status the hub retries, or a table of them by failure with `other` for the
----rest), else 400.
----@param err string
----@param retry integer|table<string, integer>
----@return integer
-function delivery.failure_status(err, retry) end
-
 return delivery

@@ -2,8 +2,10 @@
 -- LuaLS definitions of the `handoff` module (runtime/script/bindings/handoff.c): the calls a hub
 -- script makes into the runtime. ID is always the front hub's conversation id. Calls
 -- that change something return true once the change is durable, or nil and a short
--- reason: "overloaded", "queue full", "unknown conversation", "bad activity", "no relay",
--- "state not writable".
+-- reason: "overloaded", "queue full", "conversation ending", "unknown conversation",
+-- "not with an agent" (handoff.agent only), "bad activity", "bad id", "state not writable",
+-- "out of memory". Which of them pass (the hub should deliver its event again):
+-- handoff.events.passing.
 
 ---A Bot Framework activity as a plain table (https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-api-reference#activity-object).
 ---@class handoff.Activity
@@ -57,6 +59,9 @@ function handoff.customer(id, activity, user) end
 function handoff.to_bot(id, activity) end
 
 ---An agent message arrived at the desk: the runtime sends it to the front (`to_user`).
+---Only while the desk has the conversation (state "routing" or "agent"): otherwise nil,
+---"not with an agent" and nothing is sent (a late message after the handoff ended), so
+---a hub need not check the state itself; an ending or unknown one is "unknown conversation".
 ---@param id string
 ---@param activity handoff.Activity
 ---@return true|nil ok
@@ -71,13 +76,15 @@ function handoff.agent(id, activity) end
 ---@return string? err
 function handoff.handoff_event(id, state, detail) end
 
----The front closed the conversation.
+---The front closed the conversation. True and "not open" when there was nothing open to
+---end (ended already, ending, or never seen): nothing changed.
 ---@param id string
 ---@return true|nil ok
----@return string? err
+---@return string? err_or_note nil, err on failure; "not open" with true
 function handoff.end_conversation(id) end
 
 ---Dedupe of inbound hub events: true the first time EVENT_ID is seen, false after.
+---`handoff.events.once` pairs it with the effect and `forget_event`.
 ---@param event_id string
 ---@return boolean|nil first
 ---@return string? err

@@ -689,6 +689,11 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 
 	if (!c || c->state == CONV_ENDING)
 		return -ENOENT;
+	/* Agents speak only while the desk has the conversation: a desk's late message after
+	 * the handoff ended (or one for a conversation it never had) must not reach the
+	 * customer, whom the bot has again. */
+	if (c->state != CONV_ROUTING && c->state != CONV_AGENT)
+		return -EPERM;
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
 	relay_end_touch(c);

@@ -38,7 +38,9 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 		   size_t len);
 /* Sends an activity to the bot whatever the conversation's state. Same errors. */
 int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len);
-/* An agent message arrived at the desk: to the customer through the front. */
+/* An agent message arrived at the desk: to the customer through the front. 0, or
+ * -ENOENT (unknown or ending conversation), -EPERM (the desk does not have it: routing
+ * or agent are the states an agent speaks in), -EINVAL (not an activity), -ENOBUFS. */
 int relay_agent(struct relay *r, const char *id, const char *activity, size_t len);
 /* The desk reports the handoff: "accepted", "failed" or "completed". DETAIL_JSON may
  * carry {reason, agent, return_to_bot}. -ENOENT unknown conversation, -EINVAL state. */

@@ -33,25 +33,6 @@ function M.result(res, err)
   return nil, body ~= "" and (why .. ": " .. body) or why
 end
 
--- Failures of the runtime's calls (hd.customer, hd.agent, hd.handoff_event,
--- hd.remember_event, ...) that pass: the hub should send its event again later. Any other
--- ("bad id", "bad activity", "unknown conversation", ...) is for good.
-local PASSING = { overloaded = true, ["queue full"] = true, ["state not writable"] = true,
-                  ["out of memory"] = true, ["conversation ending"] = true }
-
---- Whether the runtime failure ERR passes (the hub should deliver the event again).
-function M.passing(err)
-  return PASSING[err] == true
-end
-
---- The status a webhook answers for the runtime failure ERR: for a failure that passes,
---- RETRY (a status the hub retries, or a table of them by failure with `other` for the
---- rest), else 400.
-function M.failure_status(err, retry)
-  if not PASSING[err] then return 400 end
-  return type(retry) == "table" and (retry[err] or retry.other) or retry
-end
-
 --- Runs the steps of a handoff ({name, fn} in order; a false fn is skipped) once per
 --- handoff: the steps that succeeded are kept in conv.data, so a retry after a failed step
 --- starts at that step (no second note). Returns true, or nil, "<name>: err", retry.

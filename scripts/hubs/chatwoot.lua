@@ -40,6 +40,7 @@ local http = require "handoff.http"
 local json = require "handoff.json"
 local log = require "handoff.log"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature = require "handoff.signature"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
@@ -183,17 +184,8 @@ end
 
 -- What the agent reads first: who asked, where it was routed, then the conversation.
 local function note_of(conv, h, route, team)
-  local ctx = h.context or {}
-  local head = { "**Handed over by the bot**" }
-  local function line(label, v) if v ~= nil and v ~= "" then head[#head + 1] = label .. ": " .. tostring(v) end end
-  line("Customer", conv.user and conv.user.name)
-  line("Reason", route.reason or h.reason)
-  line("Queue", route.queue .. (team and "" or " (no team mapped)"))
-  line("Skill", route.skill)
-  line("Priority", math.tointeger(route.priority) or route.priority)
-  line("Agent", route.agent)
-  line("Topic", ctx.last_topic)
-  line("Language", ctx.language)
+  local head = context.summary(h, route, conv.user, { queue_suffix = not team and " (no team mapped)" or nil })
+  table.insert(head, 1, "**Handed over by the bot**")
   local names = conv.user and conv.user.name and { user = conv.user.name } or nil
   local text = transcript.text(h, { max_bytes = conf.transcript_bytes, names = names })
   return table.concat(head, "\n") .. "\n\n**Transcript**\n" .. (text ~= "" and text or "(no messages)")
@@ -202,11 +194,7 @@ end
 -- Chatwoot attribute keys are snake_case identifiers (that is what its settings page
 -- creates), so "handoff_var.Global.CustomerTier" becomes "handoff_var_global_customertier".
 local function attributes_of(h, route)
-  local out = {}
-  for k, v in pairs(context.flat(h, route, { prefix = conf.attribute_prefix })) do
-    out[(k:lower():gsub("[^%w_]+", "_"))] = v
-  end
-  return out
+  return (context.snake(h, route, { prefix = conf.attribute_prefix }))
 end
 
 local function assignee_of(agent)
@@ -214,40 +202,38 @@ local function assignee_of(agent)
   return conf.agents[agent] or (tostring(agent):match("^%d+$") and math.tointeger(tonumber(agent))) or nil
 end
 
+-- Best effort: Chatwoot before mid-2025 answers 401 to a bot token here (#11447). A refusal,
+-- or ATTRIBUTE_TRIES transient failures in a handoff, skip the step (logged).
+local function set_attributes(conv, h, route)
+  local res, err, retry = api(conv.id, "custom_attributes", { custom_attributes = attributes_of(h, route), merge = true })
+  if res then return res end
+  local done = conv.data.done             -- the handoff's steps (handoff.delivery.steps)
+  if retry and (done.attribute_tries or 0) < ATTRIBUTE_TRIES then
+    done.attribute_tries = (done.attribute_tries or 0) + 1
+    return nil, err, retry
+  end
+  log.warn("chatwoot.attributes_skipped", { conv = conv.id, error = err })
+  return true
+end
+
 --- Hands the conversation to the humans: private note with the transcript, custom
---- attributes (best effort: refused, or failing ATTRIBUTE_TRIES times, they are skipped and
---- logged), team then agent, status open. Steps done are kept in conv.data, so a retry
---- after a 429/5xx does not post the note twice. "accepted" when a named agent got it,
---- else true (the first human reply, or an assignment, reports acceptance).
+--- attributes (best effort, see set_attributes), team then agent, status open. Steps done
+--- are kept in conv.data, so a retry after a 429/5xx does not post the note twice.
+--- "accepted" when a named agent got it, else true (the first human reply, or an
+--- assignment, reports acceptance).
 function M.escalate(conv, h, route)
   local team, agent = conf.teams[route.queue], assignee_of(route.agent)
-  if conv.data.handoff ~= conv.handoff_id then conv.data.handoff, conv.data.done = conv.handoff_id, {} end
-  local done = conv.data.done
-  local steps = {
-    { "note", "messages", function()
-      return { content = note_of(conv, h, route, team), message_type = "outgoing", private = true }
+  local ok, err, retry = delivery.steps(conv, {
+    { "note", function()
+      return api(conv.id, "messages", { content = note_of(conv, h, route, team), message_type = "outgoing",
+                                        private = true })
     end },
-    { "attributes", "custom_attributes", function()
-      return { custom_attributes = attributes_of(h, route), merge = true }
-    end },
-    { "team", team and "assignments", function() return { team_id = team } end },
-    { "agent", agent and "assignments", function() return { assignee_id = agent } end },
-    { "open", "toggle_status", function() return { status = "open" } end },
-  }
-  for _, s in ipairs(steps) do
-    if s[2] and not done[s[1]] then
-      local res, err, retry = api(conv.id, s[2], s[3]())
-      if not res and s[1] == "attributes" and not (retry and (done.attribute_tries or 0) < ATTRIBUTE_TRIES) then
-        -- Best effort: Chatwoot before mid-2025 answers 401 to a bot token here (#11447).
-        log.warn("chatwoot.attributes_skipped", { conv = conv.id, error = err })
-        res = true
-      elseif not res and s[1] == "attributes" then
-        done.attribute_tries = (done.attribute_tries or 0) + 1
-      end
-      if not res then return nil, s[1] .. ": " .. err, retry end
-      done[s[1]] = true
-    end
-  end
+    { "attributes", function() return set_attributes(conv, h, route) end },
+    { "team", team and function() return api(conv.id, "assignments", { team_id = team }) end },
+    { "agent", agent and function() return api(conv.id, "assignments", { assignee_id = agent }) end },
+    { "open", function() return api(conv.id, "toggle_status", { status = "open" }) end },
+  })
+  if not ok then return nil, err, retry end
   if route.agent and not agent then log.warn("chatwoot.unknown_agent", { conv = conv.id, agent = route.agent }) end
   if not team then log.warn("chatwoot.unmapped_queue", { conv = conv.id, queue = route.queue }) end
   return agent and "accepted" or true
@@ -389,28 +375,22 @@ local function classify(ev, req)
   return id, delivery_id and ("delivery:" .. delivery_id), on_conversation(id, ev), "nothing to do"
 end
 
-local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, ["conversation ending"] = 429, other = 500 }
-
 -- 429 and 500 are the answers Chatwoot retries (same delivery id); anything else non-2xx
 -- makes it open a pending conversation, which is the right fallback for a bad event.
+local RETRY_STATUS = { busy = 429, fault = 500 }
+
 local function on_event(req)
   if not signed(req) then return 401, { error = "bad signature" } end
   local ev = json.decode(req.body)
   if type(ev) ~= "table" or type(ev.event) ~= "string" then return 400, { error = "not a Chatwoot event" } end
   local id, key, effect, why = classify(ev, req)
   if not effect then return 200, { ok = true, ignored = why } end
-  key = key and ("chatwoot:" .. conf.account_id .. ":" .. key)
-  if key then
-    local fresh, rerr = hd.remember_event(key)
-    if fresh == nil then return delivery.failure_status(rerr, RETRY_STATUS), { error = rerr } end
-    if not fresh then return 200, { ok = true, duplicate = true } end
-  end
-  local ok, err = effect()
-  if not ok then
-    if key then hd.forget_event(key) end
+  local done, err = events.once(key and ("chatwoot:" .. conf.account_id .. ":" .. key), effect)
+  if done == nil then
     log.warn("chatwoot.event_failed", { conv = id, event = ev.event, error = err })
-    return delivery.failure_status(err, RETRY_STATUS), { error = err }
+    return events.status(err, RETRY_STATUS), { error = err }
   end
+  if not done then return 200, { ok = true, duplicate = true } end
   return 200, { ok = true }
 end
 

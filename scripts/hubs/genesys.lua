@@ -47,6 +47,7 @@ local json = require "handoff.json"
 local crypto = require "handoff.crypto"
 local log = require "handoff.log"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
 local oauth = require "handoff.oauth"
@@ -59,6 +60,7 @@ local M = {}
 local conf                                -- set by init; a reload builds a fresh one (and a new token cache)
 
 local WITH_DESK = { routing = true, agent = true }
+local NOT_WITH_AGENT = "not with an agent"  -- hd.agent's answer once the handoff is over
 local GONE = { disconnected = true, terminated = true }
 
 local function urls(s)
@@ -367,10 +369,6 @@ local function activity_of(msg)
 end
 
 local function on_text(conv, msg)
-  if not WITH_DESK[conv.state] then
-    log.info("genesys.ignored", { conv = conv.key, why = "the handoff is over", state = conv.state })
-    return true
-  end
   if msg.originatingEntity ~= "Bot" then  -- a flow's automatic answer is not an agent taking it
     local ok, err = accept(conv)
     if not ok then return nil, err end
@@ -421,15 +419,14 @@ local function on_message(req)
     log.info("genesys.ignored", { to = msg.channel.to.id, why = "unknown conversation" })
     return 200, { ok = true, ignored = "unknown conversation" }
   end
-  -- Remembered in the same transaction as the effect: both are durable, or neither.
-  local fresh, rerr = hd.remember_event("genesys:" .. msg.id)
-  if fresh == nil then return delivery.failure_status(rerr, 503), { error = rerr } end
-  if not fresh then return 200, { ok = true, duplicate = true } end
-  local ok, err = apply(conv, msg)
-  if not ok then
-    hd.forget_event("genesys:" .. msg.id)
-    return delivery.failure_status(err, 503), { error = err }
+  local done, err = events.once("genesys:" .. msg.id, function() return apply(conv, msg) end)
+  if err == NOT_WITH_AGENT then
+    -- the runtime keeps an agent's message from a customer the bot has again
+    log.info("genesys.ignored", { conv = conv.key, why = err })
+    return 200, { ok = true, ignored = err }
   end
+  if done == nil then return events.status(err, 503), { error = err } end
+  if not done then return 200, { ok = true, duplicate = true } end
   local now = hd.conversation(conv.id)
   if now and WITH_DESK[now.state] then watch(conv.id) end
   return 200, { ok = true }
@@ -464,7 +461,7 @@ local function on_disconnected(req)
   local conv, why = noticed(gid, doc)
   if not conv then return 200, { ok = true, ignored = why } end
   local ok, ferr = agent_left(conv)
-  if not ok then return delivery.failure_status(ferr, 503), { error = ferr } end
+  if not ok then return events.status(ferr, 503), { error = ferr } end
   return 200, { ok = true }
 end
 

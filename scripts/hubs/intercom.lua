@@ -43,6 +43,7 @@ local json = require "handoff.json"
 local log = require "handoff.log"
 local time = require "handoff.time"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature = require "handoff.signature"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
@@ -431,7 +432,7 @@ TOPICS["conversation.admin.snoozed"] = function()
   return nil, "snoozed: whoever has it keeps it"
 end
 
-local RETRY_STATUS = { overloaded = 503, ["queue full"] = 503, ["conversation ending"] = 503, other = 500 }
+local RETRY_STATUS = { busy = 503, fault = 500 }
 
 local function signed(req)
   return signature.hmac_ok(conf.client_secret, req.body, req.headers["x-hub-signature"],
@@ -472,19 +473,12 @@ local function on_event(req)
   local applied = 0
   for _, e in ipairs(effects) do
     local key = e[1] or notification
-    key = key and ("intercom:" .. key)
-    local fresh, rerr = true, nil  -- an effect without a key always applies
-    if key then fresh, rerr = hd.remember_event(key) end
-    if fresh == nil then return delivery.failure_status(rerr, RETRY_STATUS), { error = rerr } end
-    if fresh then
-      local ok, err = e[2]()
-      if not ok then
-        if key then hd.forget_event(key) end
-        log.warn("intercom.event_failed", { conv = id, topic = ev.topic, error = err })
-        return delivery.failure_status(err, RETRY_STATUS), { error = err }
-      end
-      applied = applied + 1
+    local done, err = events.once(key and ("intercom:" .. key), e[2])
+    if done == nil then
+      log.warn("intercom.event_failed", { conv = id, topic = ev.topic, error = err })
+      return events.status(err, RETRY_STATUS), { error = err }
     end
+    if done then applied = applied + 1 end
   end
   if applied == 0 then return 200, { ok = true, duplicate = true } end
   return 200, { ok = true }

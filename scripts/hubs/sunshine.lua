@@ -44,6 +44,7 @@ local json = require "handoff.json"
 local crypto = require "handoff.crypto"
 local log = require "handoff.log"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local context = require "handoff.context"
 
 local M = {}
@@ -245,14 +246,17 @@ local function active_of(conversation)
   return type(a) == "table" and a or nil
 end
 
--- Stores the first customer message id, once per conversation.
+-- Stores the first customer message id, once per conversation. Best effort: the message
+-- reached the runtime already (a retry would send it twice), and the next one notes its id.
 local function note_first_message(conv_id, message_id)
   local c = hd.conversation(conv_id)
   if not c or type(message_id) ~= "string" then return true end
   local data = type(c.data) == "table" and c.data or {}
   if data.first_message_id then return true end
   data.first_message_id = message_id
-  return hd.set_data(conv_id, data)
+  local ok, err = hd.set_data(conv_id, data)
+  if not ok then log.warn("sunshine.first_message_unnoted", { conv = conv_id, error = err }) end
+  return true
 end
 
 -- conversation:message -> the action to take, or nil: only users' messages while we are
@@ -343,15 +347,9 @@ end
 local function handle(ev)
   local action = action_of(ev)
   if not action then return true end
-  local fresh, err = hd.remember_event(EVENT_PREFIX .. ev.id)
-  if fresh == nil then return nil, err end
-  if not fresh then return true end           -- a replay: it took effect already
-  local ok, why = action()
-  if ok then return true end
-  if delivery.passing(why) then
-    hd.forget_event(EVENT_PREFIX .. ev.id)
-    return nil, why
-  end
+  local done, why = events.once(EVENT_PREFIX .. ev.id, action)
+  if done ~= nil then return true end          -- applied, or a replay that took effect already
+  if events.passing(why) then return nil, why end
   log.warn("sunshine.event_skipped", { event = ev.id, type = ev.type, reason = why })
   return true
 end

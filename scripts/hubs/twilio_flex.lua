@@ -54,6 +54,7 @@ local crypto = require "handoff.crypto"
 local log = require "handoff.log"
 local form = require "handoff.form"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature = require "handoff.signature"
 local transcript = require "handoff.transcript"
 local context = require "handoff.context"
@@ -347,12 +348,15 @@ local function media_note(p)
   return #names > 0 and table.concat(names, " ") or nil
 end
 
--- Keeps the customer's participant with the conversation (once).
+-- Keeps the customer's participant with the conversation (once). Best effort: the message
+-- reached the runtime already (a retry would send it twice), and the next one notes it.
 local function note_customer(id, p)
   local c, data = data_of(id)
   if not c or (data.customer == p.ParticipantSid and data.customer_identity == p.Author) then return true end
   data.customer, data.customer_identity = p.ParticipantSid, p.Author
-  return hd.set_data(id, data)
+  local ok, err = hd.set_data(id, data)
+  if not ok then log.warn("twilio.customer_unnoted", { conv = id, error = err }) end
+  return true
 end
 
 local function on_message(id, p)
@@ -378,41 +382,41 @@ end
 -- Agents come and go while Flex has the conversation: data.agents holds the identities
 -- present. The first to join accepts the handoff; it is completed when the last one leaves
 -- (a transfer where the next agent joins before the first leaves keeps it with Flex).
-local function on_participant_added(id, p)
+-- CHANGE(c, data) runs on the conversation as it is when the event is taken (remembering
+-- the event may have yielded).
+local function agent_event(id, p, what, change)
   local c, data = data_of(id)
   if not c or (c.state ~= "routing" and c.state ~= "agent") or not is_other(p, data) then
-    return nil, "not an agent joining a handoff"
+    return nil, "not an agent " .. what .. " a handoff"
   end
   return function()
-    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
+    c, data = data_of(id)
     if not c then return true end
     data.agents = type(data.agents) == "table" and data.agents or {}
+    return change(c, data)
+  end
+end
+
+local function on_participant_added(id, p)
+  return agent_event(id, p, "joining", function(c, data)
     data.agents[p.Identity] = true
     local ok, err = hd.set_data(id, data)
     if not ok or c.state ~= "routing" then return ok, err end
     return hd.handoff_event(id, "accepted", { agent = { id = p.Identity, name = p.Identity } })
-  end
+  end)
 end
 
 local function on_participant_removed(id, p)
-  local c, data = data_of(id)
-  if not c or (c.state ~= "routing" and c.state ~= "agent") or not is_other(p, data) then
-    return nil, "not an agent leaving a handoff"
-  end
-  return function()
-    c, data = data_of(id)           -- as it is now: remembering the event may have yielded
-    if not c then return true end
-    local agents = type(data.agents) == "table" and data.agents or {}
-    agents[p.Identity] = nil
-    data.agents = agents
+  return agent_event(id, p, "leaving", function(_, data)
+    data.agents[p.Identity] = nil
     local ok, err = hd.set_data(id, data)
     if not ok then return nil, err end
-    if next(agents) then
+    if next(data.agents) then
       log.info("twilio.agent_left", { conv = id, agent = p.Identity, note = "other agents stay" })
       return true
     end
     return hd.handoff_event(id, "completed", { return_to_bot = true, reason = "the agent left the conversation" })
-  end
+  end)
 end
 
 local function on_state(id, p)
@@ -440,9 +444,8 @@ local function event_key(req, p)
                         p.DateUpdated or p.DateCreated or "" }, ":")
 end
 
--- Failures of the runtime that pass (handoff.delivery): Twilio retries the webhook on a
--- 429 or 5xx (same token).
-local RETRY_STATUS = { overloaded = 429, ["queue full"] = 429, other = 503 }
+-- Twilio retries the webhook on a 429 or 5xx (same token).
+local RETRY_STATUS = { busy = 429, fault = 503 }
 
 local function on_event(req)
   local p, list = form.decode(req.body)
@@ -456,18 +459,12 @@ local function on_event(req)
   if not handler then return 200, { ok = true, ignored = "event not used" } end
   local effect, why = handler(id, p)
   if not effect then return 200, { ok = true, ignored = why } end
-  local key = EVENT_PREFIX .. event_key(req, p)
-  local fresh, err = hd.remember_event(key)
-  if fresh == nil then return delivery.failure_status(err, RETRY_STATUS), { error = err } end
-  if not fresh then return 200, { ok = true, duplicate = true } end
-  local ok, why_not = effect()
-  if ok then return 200, { ok = true } end
-  if delivery.passing(why_not) then
-    hd.forget_event(key)
-    return delivery.failure_status(why_not, RETRY_STATUS), { error = why_not }
-  end
-  log.warn("twilio.event_skipped", { conv = id, event = p.EventType, reason = why_not })
-  return 200, { ok = true, skipped = why_not }
+  local done, err = events.once(EVENT_PREFIX .. event_key(req, p), effect)
+  if done then return 200, { ok = true } end
+  if done == false then return 200, { ok = true, duplicate = true } end
+  if events.passing(err) then return events.status(err, RETRY_STATUS), { error = err } end
+  log.warn("twilio.event_skipped", { conv = id, event = p.EventType, reason = err })
+  return 200, { ok = true, skipped = err }
 end
 
 M.webhooks = {

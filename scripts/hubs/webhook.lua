@@ -35,6 +35,7 @@ local json = require "handoff.json"
 local crypto = require "handoff.crypto"
 local time = require "handoff.time"
 local delivery = require "handoff.delivery"
+local events = require "handoff.events"
 local signature_ok = require "handoff.signature"
 
 local M = {}
@@ -182,20 +183,10 @@ local function apply(ev)
   return hd.end_conversation(id)
 end
 
--- Seconds a hub waits before retrying after a 503: a conversation ending drains in a
--- moment; a full daemon or queue frees up more slowly.
-local RETRY_AFTER = { ["conversation ending"] = "1" }
-
 local function failure(err)
-  local status = delivery.failure_status(err, 503)
-  local headers = status == 503 and { ["Retry-After"] = RETRY_AFTER[err] or "5" } or nil
+  local status = events.status(err, 503)
+  local headers = status == 503 and { ["Retry-After"] = tostring(events.retry_after(err)) } or nil
   return reply(status, { error = err }, headers)
-end
-
---- Whether CONVERSATION is open (an end for one that is not changes nothing).
-local function open(conversation)
-  local c = hd.conversation(conversation)
-  return c ~= nil and c.state ~= "ending"
 end
 
 local function on_event(req)
@@ -203,18 +194,11 @@ local function on_event(req)
   local ev = json.decode(req.body)
   local why = malformed(ev)
   if why then return bad(why) end
-  -- Remembered in the same transaction as the effect: both are durable, or neither.
-  local fresh, rerr = hd.remember_event(ev.id)
-  if fresh == nil then return failure(rerr) end
-  if not fresh then return reply(200, { ok = true, duplicate = true }) end
-  if ev.type == "conversation.end" and not open(ev.conversation) then
-    return reply(200, { ok = true, open = false })
-  end
-  local ok, err = apply(ev)
-  if not ok then
-    hd.forget_event(ev.id)
-    return failure(err)
-  end
+  local done, note = events.once(ev.id, function() return apply(ev) end)
+  if done == nil then return failure(note) end
+  if not done then return reply(200, { ok = true, duplicate = true }) end
+  -- hd.end_conversation: "not open" when the conversation ended already or was never seen
+  if note == "not open" then return reply(200, { ok = true, open = false }) end
   return reply(202, { ok = true })
 end
 

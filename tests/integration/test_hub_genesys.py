@@ -233,6 +233,13 @@ def test_presence_disconnect_event_is_honoured(env):
     env.daemon.wait_line("conv.state conv=webhook:p-1 from=agent to=bot")
     env.emu.ctl.wait_count(env.dl_conversation("p-1"), "received", 4, timeout=20)
     assert env.statuses("p-1") == ["accepted", "completed"]
+    # the agent's late words: the runtime refuses them (the bot has the customer again)
+    assert genesys.agent_says(port, "p-1", "one more thing", msg_id="g-late") == \
+        (200, {"ok": True, "ignored": "not with an agent"})
+    env.hub.message(env.port, "p-1", "hello bot")
+    assert texts(env.hub.wait_messages("p-1", 5))[-1] == "You said: hello bot"
+    assert "one more thing" not in texts(env.hub.messages("p-1"))
+    assert env.statuses("p-1") == ["accepted", "completed"]
 
 
 def test_fake_refuses_what_the_spec_refuses(env):

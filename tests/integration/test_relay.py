@@ -239,12 +239,9 @@ def test_conversation_end_reaches_the_bot_after_the_queue(env):
     env.daemon.wait_line("conv.state conv=webhook:e-1 from=bot to=ending")
 
 
-def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):
-    """An escalation changes conv.data, then waits on the network while a webhook stores
-    data with hd.set_data: the runtime keeps the webhook's data with only the call's own
-    changes (keys set, changed, removed) put onto it (scripts/handoff/relay.lua)."""
-    release, answer = threading.Event(), "i-9"
-
+def slowdesk_env(tmp_path, release, answer):
+    """The webhook front and tests/integration/scripts/slowdesk.lua as the desk, whose
+    escalate waits on POST /hold of the returned holder until RELEASE is set, then gets ANSWER."""
     async def hold(request, body):
         await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
         return web.Response(text=answer)
@@ -254,7 +251,15 @@ def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):
         return (f'front = {{ module = "hubs.webhook", url = "{front.url}", secret = "{front.secret}", token = "{front.token}" }},\n'
                 f'  desk = {{ module = "slowdesk", target = "{holder.url}" }},\n'
                 f'  script_path = "{SOURCE_DIR}/tests/integration/scripts/?.lua",')
-    env = Environment(BIN, tmp_path, hubs=hubs)
+    return Environment(BIN, tmp_path, hubs=hubs), holder
+
+
+def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):
+    """An escalation changes conv.data, then waits on the network while a webhook stores
+    data with hd.set_data: the runtime keeps the webhook's data with only the call's own
+    changes (keys set, changed, removed) put onto it (scripts/handoff/relay.lua)."""
+    release = threading.Event()
+    env, holder = slowdesk_env(tmp_path, release, "i-9")
     try:
         hub, port = env.hub, env.port
         url = f"http://127.0.0.1:{port}/slowdesk/data"
@@ -274,6 +279,42 @@ def test_hub_call_keeps_what_a_webhook_stored_meanwhile(tmp_path):
             "shared": "new", "agent": "a-1",                  # the webhook's, untouched by the call
             "escalated": handoff_id, "interaction": "i-9",    # the call's, set before and after the wait
         }), "the call removed `gone`, and put only its own keys onto the data stored meanwhile"
+    finally:
+        release.set()
+        assert env.close() == 0
+        holder.stop()
+
+
+def test_agent_messages_only_while_the_desk_has_the_conversation(tmp_path):
+    """Which messages an agent may send is the runtime's rule, not the desk script's:
+    hd.agent is refused ("not with an agent") while the bot has the conversation, before
+    the handoff and after it, and taken while the handoff is under way (routing)."""
+    release = threading.Event()
+    env, holder = slowdesk_env(tmp_path, release, "i-1")
+    try:
+        hub, port = env.hub, env.port
+
+        def agent(text):
+            return post_json(f"http://127.0.0.1:{port}/slowdesk/agent", json.dumps({"id": "a-1", "text": text}).encode(),
+                             {"Content-Type": "application/json"})
+        hub.message(port, "a-1", "hello")
+        hub.wait_messages("a-1", 2)
+        assert agent("too early") == (200, {"ok": False, "err": "not with an agent"})
+        hub.message(port, "a-1", "I want a human")
+        holder.wait_requests(1)                     # routing: escalate waits on the network
+        assert agent("Hi, Sam here") == (200, {"ok": True})
+        release.set()
+        handoff_id = env.daemon.wait_line("handoff.delivered conv=webhook:a-1").rsplit("handoff=", 1)[1]
+        assert texts(hub.wait_messages("a-1", 4))[-1] == "Hi, Sam here"
+        assert hub.send(port, {"id": "e-done", "type": "handoff.completed", "conversation": "a-1",
+                               "handoff_id": handoff_id})[0] == 202
+        env.daemon.wait_line("conv.state conv=webhook:a-1 from=routing to=bot")
+        assert agent("too late") == (200, {"ok": False, "err": "not with an agent"})
+        hub.message(port, "a-1", "anyone?")
+        assert texts(hub.wait_messages("a-1", 5))[-1] == "You said: anyone?"
+        said = texts(hub.messages("a-1"))
+        assert "too early" not in said and "too late" not in said, said
+        assert env.daemon.errors() == []
     finally:
         release.set()
         assert env.close() == 0

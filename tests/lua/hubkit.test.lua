@@ -24,20 +24,6 @@ function T.delivery_classifies_answers()
   assert(ok == nil and err == "HTTP 404" and retry == nil)
 end
 
-function T.runtime_failures_that_pass_are_retried_by_the_hub()
-  for _, err in ipairs({ "overloaded", "queue full", "state not writable", "out of memory", "conversation ending" }) do
-    assert(delivery.passing(err), err)
-    assert(delivery.failure_status(err, 503) == 503, err)
-  end
-  local statuses = { overloaded = 429, other = 500 }
-  assert(delivery.failure_status("overloaded", statuses) == 429)
-  assert(delivery.failure_status("conversation ending", statuses) == 500)
-  for _, err in ipairs({ "bad id", "bad activity", "unknown conversation" }) do
-    assert(not delivery.passing(err), err)
-    assert(delivery.failure_status(err, statuses) == 400, err)
-  end
-end
-
 local H = {
   transcript = {
     { type = "message", role = "user", name = "Dana", text = "hello", timestamp = "2026-11-20T09:15:00.000Z" },

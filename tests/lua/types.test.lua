@@ -8,7 +8,7 @@ local TYPES = here .. "../../types/"
 
 local MODULES = { "handoff", "handoff.http", "handoff.timer", "handoff.crypto", "handoff.time",
                   "handoff.payload", "handoff.log", "handoff.route", "handoff.context",
-                  "handoff.delivery", "handoff.form", "handoff.oauth", "handoff.signature",
+                  "handoff.delivery", "handoff.events", "handoff.form", "handoff.oauth", "handoff.signature",
                   "handoff.transcript" }
 
 local function read(path)

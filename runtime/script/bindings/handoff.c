@@ -4,8 +4,8 @@
  *   hd.to_bot(id, activity)              straight to the bot, whatever the state
  *   hd.agent(id, activity)               an agent message arrived at the desk
  *   hd.handoff_event(id, "accepted" | "failed" | "completed" [, detail])
- *   hd.end_conversation(id)              the front closed the conversation (true also
- *                                        when it was ended already or never seen)
+ *   hd.end_conversation(id)              the front closed the conversation (true, "not
+ *                                        open" when it was ended already or never seen)
  *   hd.remember_event(event_id)          true the first time, false for a duplicate
  *   hd.forget_event(event_id)            undoes remember_event when the effect failed
  *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
@@ -14,7 +14,8 @@
  * the change is durable (the task waits for the commit), or nil and a short reason:
  * "overloaded" (conversation limit), "queue full", "conversation ending" (the previous
  * conversation of that id still drains after customer/to_bot waited 3 s for it to leave:
- * retry shortly), "unknown conversation", "bad
+ * retry shortly), "unknown conversation", "not with an agent" (hd.agent while the bot
+ * has the conversation: agents speak only once it is routing to them or theirs), "bad
  * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
  * so merge two conversations), "no relay" (no hub configured), "state not writable".
  * Translation only: the work happens in relay.c. */
@@ -43,6 +44,7 @@ static int push_failure(lua_State *L, int rc)
 	const char *why = rc == -ENOSPC ? "overloaded" : rc == -ENOBUFS ? "queue full"
 		: rc == -EAGAIN ? "conversation ending"
 		: rc == -ENOENT ? "unknown conversation" : rc == -EINVAL ? "bad activity"
+		: rc == -EPERM ? "not with an agent"
 		: rc == -EIO ? "state not writable" : "out of memory";
 
 	luaL_pushfail(L);
@@ -223,10 +225,17 @@ static int l_handoff_end(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
+	int rc;
 
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, relay_end(r, id));
+	rc = relay_end(r, id);
+	if (rc == 1) {		/* nothing open to end: no change to wait for */
+		lua_pushboolean(L, 1);
+		lua_pushliteral(L, "not open");
+		return 2;
+	}
+	return finish_write(L, r, rc);
 }
 
 static int l_handoff_remember_event(lua_State *L)

@@ -1,5 +1,6 @@
 -- A desk for the test of conv.data during a hub call: escalate changes conv.data, then
--- waits on an HTTP call the test holds, while the test stores data through a webhook.
+-- waits on an HTTP call the test holds, while the test stores data through a webhook; and
+-- for the runtime's rule on agent messages (POST /slowdesk/agent calls hd.agent).
 local hd = require "handoff"
 local http = require "handoff.http"
 local json = require "handoff.json"
@@ -29,6 +30,12 @@ M.webhooks = {
     local doc = json.decode(req.body)
     local ok, err = hd.set_data(doc.id, doc.data)
     return ok and 200 or 500, { ok = ok, err = err }
+  end,
+  -- {"id": conversation, "text": ...}: an agent's message, as a desk's webhook reports it.
+  ["POST /slowdesk/agent"] = function(req)
+    local doc = json.decode(req.body)
+    local ok, err = hd.agent(doc.id, { type = "message", text = doc.text })
+    return 200, { ok = ok or false, err = err }
   end,
   ["GET /slowdesk/data"] = function(req)
     local c = hd.conversation(req.query.id)
