@@ -450,12 +450,22 @@ static bool gave_up(struct relay *r, const struct store_item *it)
 	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
+/* Whether IT is the endOfConversation the relay queued as the bot's goodbye. */
+static bool is_goodbye(struct relay *r, const struct store_item *it)
+{
+	struct hd_activity_set set;
+	struct hd_parse_error perr;
+
+	return hd_activity_parse(r->parser, it->payload, it->payload_len, it->payload_len, &set, &perr) == 0 &&
+	       set.count == 1 && hd_str_eq(set.activities[0].type, "endOfConversation");
+}
+
 /* The conversation is over and the bot's side gone with it: what was still queued for
  * the bot has nowhere to go (a new Direct Line conversation would be opened only to be
  * ended). Logged and counted; the goodbye itself goes quietly. */
 static void give_up_for_gone_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
-	if (!strstr(it->payload, "\"type\":\"endOfConversation\"")) {
+	if (!is_goodbye(r, it)) {
 		log_warn(r->rt->log, "relay.gave_up", "conv=%s queue=to_bot item=%lld reason=\"the bot's conversation is gone\"",
 			 c->key, (long long)it->id);
 		metrics_inc(r->m_dropped);

@@ -89,6 +89,7 @@ static int take_handoff(struct relay *r, struct conversation *c, struct hub_call
 		h = hd_activity_set_handoff(&set);
 	if (!h)
 		return -EBADMSG;
+	log_info(r->rt->log, "handoff.parse_stored", "conv=%s item=%lld", c->key, (long long)hc->item.id);
 	hc->handoff = handoff_keep(h);
 	return hc->handoff ? 0 : -ENOMEM;
 }

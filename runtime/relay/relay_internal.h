@@ -37,7 +37,7 @@ struct relay {
 	struct store *store;
 	struct convstore *convs;
 	struct directline *dl;
-	struct hd_activity_parser *parser;	/* for handoff events read back from the outbox */
+	struct hd_activity_parser *parser;	/* for activities read back from the outbox */
 	struct relay_desk_ops desk;	/* the hub scripts (relay_desk.h) */
 	char front[64];			/* key prefix: the front module's last name */
 	bool desk_only;			/* front and desk are different modules */

@@ -7,7 +7,9 @@ for the customer of c-old, a message queued for the bot, and the escalation of c
 (state routing) whose handoff.initiate event was never delivered. Then handoffd starts on
 it (relay_env.Environment). Expected: the log says store.migrated; the customer gets the
 reply, the bot the message (its answer comes back), the desk the handoff (parsed from the stored event, routed by
-the rules); the database is at version 1 with role and fn as columns.
+the rules; the log's handoff.parse_stored names it), and a handoff arriving afterwards
+escalates on its dispatch-time parse (no handoff.parse_stored); the database is at
+version 1 with role and fn as columns.
 """
 import json
 import sqlite3
@@ -75,6 +77,13 @@ def test_an_upgraded_daemon_delivers_what_the_old_one_queued(tmp_path):
         said = [m["activity"]["text"] for m in env.hub.wait_messages("c-old", 3)]
         assert said[0] == "queued by the old daemon" and said[-1] == "You said: sent before the upgrade"
         assert env.bot_received("c-old")[0]["text"] == "sent before the upgrade"
+        # a handoff that arrives now escalates on the parse made at dispatch: only the
+        # stored one was parsed from its bytes
+        env.hub.message(env.port, "c-old", "I want a human")
+        env.hub.wait_handoff("c-old")
+        env.daemon.wait_line("handoff.routed conv=webhook:c-old")
+        assert [l.split(" conv=")[1].split()[0] for l in env.daemon.lines if "handoff.parse_stored" in l] == [
+            "webhook:c-up"]
         assert env.daemon.errors() == []
     finally:
         assert env.close() == 0
