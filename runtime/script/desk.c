@@ -153,6 +153,14 @@ static void task_done(lua_State *co, bool ok, int nres, void *arg)
 		o.error = "script error";
 	else
 		outcome_of(co, lua_gettop(co) - nres + 1, nres, &o);
+	if (co && t->handoff && !t->route && !t->settle.decided && !o.delivered) {
+		/* The task failed while routing (past what the rules' pcall catches: its CPU
+		 * budget, say): the fallback destination is decided, and escalated to by the
+		 * retry, in a task with a budget of its own. */
+		routing_settle_failed(&t->settle, !ok && lua_isstring(co, -1) ? lua_tostring(co, -1) : o.error);
+		o.retry = true;
+		o.retry_after_s = 0;
+	}
 	t->done(&o, t->arg);
 	free(t);
 }
