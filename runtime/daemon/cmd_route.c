@@ -44,7 +44,7 @@ static void decided(const struct route_decision *d, void *arg)
 	struct route_run *run = arg;
 
 	run->done = 1;
-	run->rc = d && routing_decision_json(d, run->json, sizeof(run->json)) > 0 ? EXIT_OK : EXIT_FAIL;
+	run->rc = d && route_decision_json(d, run->json, sizeof(run->json)) > 0 ? EXIT_OK : EXIT_FAIL;
 	loop_stop(run->rt->loop);
 }
 

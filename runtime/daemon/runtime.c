@@ -14,6 +14,7 @@
 #include "net/loop.h"
 #include "base/metrics.h"
 #include "relay/relay.h"
+#include "script/desk.h"
 #include "script/script_host.h"
 #include "daemon/sdnotify.h"
 #include "daemon/watch.h"
@@ -355,7 +356,9 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 	if (rc < 0)
 		return rc;
 	if (cfg->hub_module || cfg->front_module) {
-		rt->relay = relay_new(rt, err, errlen);
+		struct relay_desk_ops desk = desk_ops(rt);	/* the relay calls the scripts so */
+
+		rt->relay = relay_new(rt, &desk, err, errlen);
 		if (!rt->relay)
 			return -EINVAL;
 	}

@@ -59,6 +59,8 @@ static void conv_free(struct conversation *c)
 	free(c->held_watermark);
 	free(c->held_seen);
 	free(c->route_json);
+	free(c->route);
+	free(c->handoff);
 	conv_events_free(c->events);
 	free(c);
 }

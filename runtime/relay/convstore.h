@@ -12,7 +12,9 @@
 #include <stdint.h>
 
 struct dl_conv;
+struct hd_handoff;
 struct loop_timer;
+struct route_decision;
 
 /* ENDING: the conversation is over and its queued work drains (relay_end.c); CLOSED is
  * only ever on disk, the state of an ended conversation's row. */
@@ -46,10 +48,16 @@ struct conversation {
 	size_t nseen;
 	struct conv_queue_state queues[QUEUE_COUNT];
 	unsigned pending[QUEUE_COUNT];	/* undelivered items (limits.queued) */
-	/* The routing decision of the escalation being delivered (kept across retries). */
+	/* The routing decision of the escalation being delivered (kept across retries), and
+	 * its JSON form for inspection. */
 	int64_t route_item;
+	struct route_decision *route;	/* one block */
 	char *route_json;
 	bool route_fallback;		/* it is the fallback destination already */
+	/* The handoff of escalation item HANDOFF_ITEM as parsed once (at dispatch, or from
+	 * the stored event after a restart): one block (hd_handoff_copy_to). */
+	int64_t handoff_item;
+	struct hd_handoff *handoff;
 	/* After a restart, a message to the bot that may have left before the crash waits
 	 * for the replayed echo carrying its marker instead of going out twice. */
 	int64_t reconcile_id;		/* the outbox item waiting so, or 0 */

@@ -15,7 +15,6 @@
 #include "net/loop.h"
 #include "base/metrics.h"
 #include "daemon/runtime.h"
-#include "script/script_gen.h"
 #include "relay/store.h"
 
 #include <errno.h>
@@ -451,12 +450,22 @@ static bool gave_up(struct relay *r, const struct store_item *it)
 	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
+/* Whether IT is the endOfConversation the relay queued as the bot's goodbye. */
+static bool is_goodbye(struct relay *r, const struct store_item *it)
+{
+	struct hd_activity_set set;
+	struct hd_parse_error perr;
+
+	return hd_activity_parse(r->parser, it->payload, it->payload_len, it->payload_len, &set, &perr) == 0 &&
+	       set.count == 1 && hd_str_eq(set.activities[0].type, "endOfConversation");
+}
+
 /* The conversation is over and the bot's side gone with it: what was still queued for
  * the bot has nowhere to go (a new Direct Line conversation would be opened only to be
  * ended). Logged and counted; the goodbye itself goes quietly. */
 static void give_up_for_gone_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
-	if (!strstr(it->payload, "\"type\":\"endOfConversation\"")) {
+	if (!is_goodbye(r, it)) {
 		log_warn(r->rt->log, "relay.gave_up", "conv=%s queue=to_bot item=%lld reason=\"the bot's conversation is gone\"",
 			 c->key, (long long)it->id);
 		metrics_inc(r->m_dropped);
@@ -558,7 +567,7 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 		return;
 	}
 	if (hd_str_eq(a->type, "message"))
-		relay_hub_enqueue(r, c, "front", "to_user", "activity", a->raw.ptr, a->raw.len, false);
+		relay_hub_enqueue(r, c, RELAY_FRONT, "to_user", a->raw.ptr, a->raw.len, false);
 	else if (hd_str_eq(a->type, "typing"))
 		relay_hub_typing(r, c, a);
 }
@@ -679,7 +688,7 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 	if (c->state == CONV_BOT)
 		return relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 	if (r->desk_only)	/* the desk is another system: relay to the agent */
-		return relay_hub_enqueue(r, c, "desk", "to_agent", "activity", activity, len, true);
+		return relay_hub_enqueue(r, c, RELAY_DESK, "to_agent", activity, len, true);
 	return 0;		/* a front+desk hub carries the chat with the agent itself */
 }
 
@@ -697,13 +706,12 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 	if (len < 2 || activity[0] != '{')
 		return -EINVAL;
 	relay_end_touch(c);
-	return relay_hub_enqueue(r, c, "front", "to_user", "activity", activity, len, true);
+	return relay_hub_enqueue(r, c, RELAY_FRONT, "to_user", activity, len, true);
 }
 
-int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json)
+int relay_handoff_event(struct relay *r, const char *id, const char *state, bool to_bot)
 {
 	struct conversation *c = find(r, id);
-	bool to_bot = !detail_json || !strstr(detail_json, "\"return_to_bot\":false");
 
 	if (!c)
 		return -ENOENT;
@@ -763,9 +771,14 @@ int relay_event_forget(struct relay *r, const char *event_id)
 	return store_event_delete(r->store, event_id);
 }
 
-const struct conversation *relay_conversation(struct relay *r, const char *id)
+int relay_conversation_of(struct relay *r, const char *id, struct relay_conv_view *out)
 {
-	return find(r, id);
+	struct conversation *c = find(r, id);
+
+	if (!c)
+		return -ENOENT;
+	relay_view(c, out);
+	return 0;
 }
 
 size_t relay_conversation_count(const struct relay *r)
@@ -906,7 +919,7 @@ static void add_counters(struct relay *r)
 	relay_observe_init(r);
 }
 
-struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
+struct relay *relay_new(struct hd_runtime *rt, const struct relay_desk_ops *desk, char *err, size_t errlen)
 {
 	const struct config *cfg = rt->config;
 	struct relay *r = calloc(1, sizeof(*r));
@@ -917,9 +930,8 @@ struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
 	}
 	r->rt = rt;
 	r->rng = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+	r->desk = *desk;
 	r->desk_only = cfg->front_module != NULL;
-	r->front_reg = r->desk_only ? SCRIPT_REG_FRONT : SCRIPT_REG_HUB;
-	r->desk_reg = r->desk_only ? SCRIPT_REG_DESK : SCRIPT_REG_HUB;
 	snprintf(r->front, sizeof(r->front), "%s", module_short_name(r->desk_only ? cfg->front_module : cfg->hub_module));
 	add_counters(r);
 	if (open_parts(r, err, errlen) < 0) {

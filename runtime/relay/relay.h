@@ -20,12 +20,13 @@
 
 struct hd_runtime;
 struct relay;
-typedef struct lua_State lua_State;
-struct conversation;
+struct relay_conv_view;
+struct relay_desk_ops;
 
-/* Opens the state, the Direct Line client, and resumes the stored conversations. NULL
- * with ERR when the state cannot be opened or the Direct Line settings are refused. */
-struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen);
+/* Opens the state, the Direct Line client, and resumes the stored conversations. DESK
+ * (copied) is how the relay calls the hub scripts (relay_desk.h). NULL with ERR when the
+ * state cannot be opened or the Direct Line settings are refused. */
+struct relay *relay_new(struct hd_runtime *rt, const struct relay_desk_ops *desk, char *err, size_t errlen);
 void relay_free(struct relay *r);
 
 /* ---- called by scripts (bindings/handoff.c); ID is the front's conversation id ---- */
@@ -42,9 +43,10 @@ int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t l
  * -ENOENT (unknown or ending conversation), -EPERM (the desk does not have it: routing
  * or agent are the states an agent speaks in), -EINVAL (not an activity), -ENOBUFS. */
 int relay_agent(struct relay *r, const char *id, const char *activity, size_t len);
-/* The desk reports the handoff: "accepted", "failed" or "completed". DETAIL_JSON may
- * carry {reason, agent, return_to_bot}. -ENOENT unknown conversation, -EINVAL state. */
-int relay_handoff_event(struct relay *r, const char *id, const char *state, const char *detail_json);
+/* The desk reports the handoff: "accepted", "failed" or "completed". A completed handoff
+ * gives the conversation back to the bot when TO_BOT, else ends it. -ENOENT unknown
+ * conversation, -EINVAL state. */
+int relay_handoff_event(struct relay *r, const char *id, const char *state, bool to_bot);
 /* The front ends the conversation: it drains, endOfConversation goes to the bot, and it
  * leaves. 0, or 1 when there was nothing open to end (ended already, or never seen). */
 int relay_end(struct relay *r, const char *id);
@@ -57,12 +59,9 @@ int relay_event_seen(struct relay *r, const char *event_id);
 /* Forgets it again (the event's effect failed before anything was committed). */
 int relay_event_forget(struct relay *r, const char *event_id);
 
-/* Pushes C as scripts see it: {key, id, state, user, data, handoff_id,
- * dl_conversation_id}, with user and data as JSON text. */
-void relay_push_conversation(lua_State *L, const struct conversation *c);
-
-/* The conversation of ID, or NULL. Borrowed until the next relay call. */
-const struct conversation *relay_conversation(struct relay *r, const char *id);
+/* The conversation of ID as scripts see it: 0 and *OUT (its strings borrowed until the
+ * next relay call), or -ENOENT. */
+int relay_conversation_of(struct relay *r, const char *id, struct relay_conv_view *out);
 /* Open conversations (bot, routing, agent): what limits.conversations counts. */
 size_t relay_conversation_count(const struct relay *r);
 /* Conversations in memory by state, for /healthz and /metrics. */

@@ -89,15 +89,15 @@ static bool bot_involved(const struct conversation *c)
 	return c->dl || c->dl_conversation_id || c->pending[QUEUE_TO_BOT] > 0;
 }
 
-/* Queues the hub's conversation_end for ROLE ("front" or "desk"). */
-static void queue_hub_end(struct relay *r, struct conversation *c, const char *role, enum relay_end_cause cause)
+/* Queues the hub's conversation_end for ROLE. */
+static void queue_hub_end(struct relay *r, struct conversation *c, enum relay_role role, enum relay_end_cause cause)
 {
 	char ev[128];
 	/* The id lets the hub drop a retry it already has (the contract's rule). */
 	int n = snprintf(ev, sizeof(ev), "{\"id\":\"end-%016llx\",\"reason\":\"%s\"}",
 			 (unsigned long long)relay_random(r), cause_names[cause]);
 
-	relay_hub_enqueue(r, c, role, "conversation_end", "event", ev, (size_t)n, false);
+	relay_hub_enqueue(r, c, role, "conversation_end", ev, (size_t)n, false);
 }
 
 static void queue_goodbyes(struct relay *r, struct conversation *c, enum relay_end_cause cause,
@@ -108,9 +108,9 @@ static void queue_goodbyes(struct relay *r, struct conversation *c, enum relay_e
 	if (tells_bot(cause) && bot_involved(c))
 		relay_enqueue_from(r, c, QUEUE_TO_BOT, eoc, sizeof(eoc) - 1, false);
 	if (tells_desk(r, cause, was))
-		queue_hub_end(r, c, "desk", cause);
+		queue_hub_end(r, c, RELAY_DESK, cause);
 	if (tells_front(r, cause))
-		queue_hub_end(r, c, "front", cause);
+		queue_hub_end(r, c, RELAY_FRONT, cause);
 }
 
 void relay_end_begin(struct relay *r, struct conversation *c, enum relay_end_cause cause)

@@ -6,6 +6,7 @@
 
 #include "relay/convstore.h"
 #include "relay/relay.h"
+#include "relay/relay_desk.h"
 #include "relay/store.h"
 
 #include <stdbool.h>
@@ -25,26 +26,20 @@ enum relay_end_cause {
 	END_CAUSE_COUNT
 };
 
-/* Outbox items for the hub start with their role, so the runner picks the module
- * without decoding the item. */
-#define DESK_PREFIX "{\"role\":\"desk\""
-#define FRONT_PREFIX "{\"role\":\"front\""
-#define ESCALATE_PREFIX "{\"role\":\"desk\",\"fn\":\"escalate\","
-
+/* An outbox item of the hub queue that hands a conversation to the desk. */
 static inline bool is_escalation(const struct store_item *it)
 {
-	return strncmp(it->payload, ESCALATE_PREFIX, strlen(ESCALATE_PREFIX)) == 0;
+	return it->fn && strcmp(it->fn, "escalate") == 0;
 }
-
 
 struct relay {
 	struct hd_runtime *rt;
 	struct store *store;
 	struct convstore *convs;
 	struct directline *dl;
-	struct hd_activity_parser *parser;	/* for handoff payloads kept in the outbox */
+	struct hd_activity_parser *parser;	/* for activities read back from the outbox */
+	struct relay_desk_ops desk;	/* the hub scripts (relay_desk.h) */
 	char front[64];			/* key prefix: the front module's last name */
-	const char *front_reg, *desk_reg;	/* registry keys of the modules */
 	bool desk_only;			/* front and desk are different modules */
 	uint64_t rng;
 	struct relay_end *end;		/* relay_end.c's timers and counts */
@@ -74,11 +69,13 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message);
 
 /* relay_hub.c */
+/* C as hub calls see it (borrowed from C). */
+void relay_view(const struct conversation *c, struct relay_conv_view *v);
 /* Delivers outbox item IT (ownership of its strings taken) to the hub scripts. */
 void relay_hub_deliver(struct relay *r, struct conversation *c, struct store_item *it);
-/* Queues {role, fn, MEMBER: RAW} for the hub. */
-int relay_hub_enqueue(struct relay *r, struct conversation *c, const char *role, const char *fn,
-		      const char *member, const char *raw, size_t len, bool from_front);
+/* Queues a call of ROLE's FN with RAW (an activity or event, JSON) for the hub. */
+int relay_hub_enqueue(struct relay *r, struct conversation *c, enum relay_role role, const char *fn,
+		      const char *raw, size_t len, bool from_front);
 void relay_hub_start_handoff(struct relay *r, struct conversation *c, const struct hd_activity *a);
 void relay_hub_typing(struct relay *r, struct conversation *c, const struct hd_activity *a);
 void relay_hub_accepted(struct relay *r, struct conversation *c, const char *why);

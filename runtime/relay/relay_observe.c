@@ -7,7 +7,6 @@
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "base/metrics.h"
-#include "script/routing.h"
 #include "daemon/runtime.h"
 
 #include <stdio.h>
@@ -31,7 +30,7 @@ void relay_observe_init(struct relay *r)
 	relay_observe_hub_call(r, false, "to_user", 0);
 	relay_observe_hub_call(r, true, "to_agent", 0);
 	relay_observe_hub_call(r, true, "escalate", 0);
-	routing_fallbacks_counter(m);
+	route_fallbacks_counter(m);
 }
 
 static double seconds_since(uint64_t wall_ms_then)

@@ -30,10 +30,31 @@ static const char *const SCHEMA =
 	"CREATE TABLE IF NOT EXISTS outbox ("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
 	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
-	"  created INTEGER NOT NULL DEFAULT 0);"
+	"  created INTEGER NOT NULL DEFAULT 0, role TEXT, fn TEXT);"
 	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);"
 	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);"
-	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);";	/* expiry without a full scan */
+	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);"	/* expiry without a full scan */
+	"PRAGMA user_version = 1;";
+
+/* The schema version this code writes (PRAGMA user_version). 0 is the first layout,
+ * whose hub items were an envelope {"role":R,"fn":F,"<member>":RAW} in the payload;
+ * 1 has ROLE and FN as columns and RAW alone as the payload. */
+#define STORE_SCHEMA_VERSION 1
+
+/* Version 0 -> 1, once, in one transaction: the columns, and each queued hub item
+ * unwrapped by SQLite's JSON functions (the envelope's third member is the payload). */
+static const char *const MIGRATE_1 =
+	"BEGIN;"
+	"ALTER TABLE outbox ADD COLUMN role TEXT;"
+	"ALTER TABLE outbox ADD COLUMN fn TEXT;"
+	"UPDATE outbox SET role = json_extract(CAST(payload AS TEXT), '$.role'),"
+	"  fn = json_extract(CAST(payload AS TEXT), '$.fn'),"
+	"  payload = CAST((SELECT value FROM json_each(CAST(outbox.payload AS TEXT))"
+	"                  WHERE key NOT IN ('role', 'fn') LIMIT 1) AS BLOB)"
+	"  WHERE queue = 'to_hub' AND json_valid(CAST(payload AS TEXT))"
+	"  AND json_type(CAST(payload AS TEXT), '$.fn') = 'text';"
+	"PRAGMA user_version = 1;"
+	"COMMIT;";
 
 
 
@@ -62,8 +83,8 @@ static const char *const SQL[S_NSTMT] = {
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
-	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created) VALUES (?1, ?2, ?3, ?4)",
-	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at, created FROM outbox"
+	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created, role, fn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn FROM outbox"
 		       " WHERE key = ?1 AND queue = ?2 ORDER BY id LIMIT 1",
 	[S_OUT_DONE] = "DELETE FROM outbox WHERE id = ?1",
 	[S_OUT_RETRY] = "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
@@ -206,6 +227,45 @@ static int create_private(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* One integer out of SQL (a PRAGMA, a count); -1 when it cannot be read. */
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *s;
+	int64_t v = -1;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+/* Brings a state written by an earlier handoffd to this version; refuses a later one
+ * (its rows could mean something this code does not know). */
+static int migrate(struct store *st, const char *path, char *err, size_t errlen)
+{
+	int64_t version = query_int(st->db, "PRAGMA user_version");
+	int64_t tables = query_int(st->db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox'");
+
+	if (version < 0 || tables < 0)
+		return -EIO;
+	if (version > STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen, "state %s has schema version %lld; this handoffd knows up to %d", path,
+			 (long long)version, STORE_SCHEMA_VERSION);
+		return -EPROTO;
+	}
+	if (version >= 1 || tables == 0)	/* current, or new: SCHEMA makes it */
+		return 0;
+	if (sqlite3_exec(st->db, MIGRATE_1, NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "state %s: upgrading to schema version 1: %s", path, sqlite3_errmsg(st->db));
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	log_info(st->log, "store.migrated", "path=%s version=1", path);
+	return 0;
+}
+
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -216,12 +276,15 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 		free(st);
 		return NULL;
 	}
+	if (errlen)
+		err[0] = '\0';	/* migrate() may say more precisely what failed */
 	st->log = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK ||
+	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK || migrate(st, path, err, errlen) < 0 ||
 	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open state %s: %s", path, sqlite3_errmsg(st->db));
+		if (!err[0])
+			snprintf(err, errlen, "cannot open state %s: %s", path, sqlite3_errmsg(st->db));
 		store_close(st);
 		return NULL;
 	}
@@ -450,6 +513,12 @@ int store_event_delete(struct store *st, const char *event_id)
 
 int64_t store_outbox_add(struct store *st, const char *key, const char *queue, const char *payload, size_t len)
 {
+	return store_outbox_add_call(st, key, queue, NULL, NULL, payload, len);
+}
+
+int64_t store_outbox_add_call(struct store *st, const char *key, const char *queue, const char *role,
+			      const char *fn, const char *payload, size_t len)
+{
 	sqlite3_stmt *s = st->stmt[S_OUT_ADD];
 
 	if (write_begin(st) < 0)
@@ -458,6 +527,8 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 	bind_text(s, 2, queue);
 	sqlite3_bind_blob(s, 3, payload, (int)len, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, 4, now_ms());
+	bind_text(s, 5, role);
+	bind_text(s, 6, fn);
 	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)
 		return -EIO;
 	return sqlite3_last_insert_rowid(st->db);
@@ -466,6 +537,7 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out)
 {
 	sqlite3_stmt *s = st->stmt[S_OUT_HEAD];
+	bool short_of_memory = false;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -489,10 +561,15 @@ int store_outbox_head(struct store *st, const char *key, const char *queue, stru
 		out->attempts = sqlite3_column_int(s, 4);
 		out->next_at_ms = sqlite3_column_int64(s, 5);
 		out->created_ms = sqlite3_column_int64(s, 6);
+		out->role = column_dup(s, 7);
+		out->fn = column_dup(s, 8);
+		short_of_memory = !out->key || !out->queue || !out->payload ||
+				  (sqlite3_column_type(s, 7) != SQLITE_NULL && !out->role) ||
+				  (sqlite3_column_type(s, 8) != SQLITE_NULL && !out->fn);
 	}
 	if (finish(st, s, rc, "outbox_head") < 0)
 		return -EIO;
-	if (rc == SQLITE_ROW && (!out->key || !out->queue || !out->payload)) {
+	if (short_of_memory) {
 		store_item_clear(out);
 		return -ENOMEM;
 	}
@@ -546,5 +623,7 @@ void store_item_clear(struct store_item *it)
 	free(it->key);
 	free(it->queue);
 	free(it->payload);
+	free(it->role);
+	free(it->fn);
 	memset(it, 0, sizeof(*it));
 }

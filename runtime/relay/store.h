@@ -6,6 +6,9 @@
  * ends, so a burst of messages costs one commit. Whoever must not act before its write
  * is durable (a 202 to a hub) waits with store_after_commit().
  *
+ * The schema carries its version (PRAGMA user_version); opening a state written by an
+ * earlier version upgrades it once, so what an old daemon queued is still delivered.
+ *
  * Strings passed in are copied by SQLite; strings handed out are malloc'd copies owned by
  * the caller (store_conv_clear frees a struct store_conv's). Errors return a negative
  * errno (-EIO for SQLite failures, logged with SQLite's message). */
@@ -83,6 +86,7 @@ struct store_item {
 	int64_t id;
 	char *key;
 	char *queue;
+	char *role, *fn;	/* a call of a hub module: its role ("front", "desk") and function; NULL otherwise */
 	char *payload;
 	size_t payload_len;
 	int attempts;
@@ -92,6 +96,10 @@ struct store_item {
 
 /* Appends PAYLOAD; returns the item id (> 0) or a negative errno. */
 int64_t store_outbox_add(struct store *st, const char *key, const char *queue, const char *payload, size_t len);
+/* The same for a call of a hub module: ROLE's FN with PAYLOAD (kept as columns, so the
+ * payload is the call's argument alone). */
+int64_t store_outbox_add_call(struct store *st, const char *key, const char *queue, const char *role,
+			      const char *fn, const char *payload, size_t len);
 /* The oldest item of KEY/QUEUE: 0 and *OUT filled, or -ENOENT. */
 int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out);
 int store_outbox_done(struct store *st, int64_t id);

@@ -1,9 +1,8 @@
-/* routing.c - runs handoff.route's evaluate (or a rules function) for one handoff and
- * turns its answer, or its failure, into a route_decision. */
+/* routing.c - turns what handoff.route's evaluate (or a rules function) answered for one
+ * handoff, or its failure, into a route_decision, and hands it on. */
 #include "script/routing.h"
 
 #include "base/config.h"
-#include "base/json_text.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "daemon/runtime.h"
@@ -16,106 +15,144 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct routing_call {
-	struct hd_runtime *rt;
-	script_push_fn push_handoff;
-	void *push_arg;
-	routing_done_fn done;
-	void *arg;
-};
+static const char *const DEST_FIELDS[] = { "queue", "skill", "agent", "reason", "priority" };
+#define NDEST_FIELDS (sizeof(DEST_FIELDS) / sizeof(DEST_FIELDS[0]))
 
-static int no_decision(lua_State *L)
-{
-	(void)L;
-	return 0;
-}
-
-/* evaluate(rules, h): the task's function. Without rules the task returns nothing and
- * the fallback applies. */
-static int push_evaluate(lua_State *co, void *arg)
-{
-	struct routing_call *c = arg;
-
-	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
-	if (lua_isnil(co, -1)) {
-		lua_pop(co, 1);
-		lua_pushcfunction(co, no_decision);
-		return 0;
-	}
-	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_EVALUATE);
-	lua_insert(co, -2);
-	return c->push_handoff(co, c->push_arg) < 0 ? -ENOMEM : 2;
-}
-
-static char *opt_field(lua_State *L, int idx, const char *name)
-{
-	char *v = NULL;
-
-	lua_getfield(L, idx, name);
-	if (lua_type(L, -1) == LUA_TSTRING)
-		v = strdup(lua_tostring(L, -1));
-	lua_pop(L, 1);
-	return v;
-}
-
+/* Reads the destination table at IDX into D. Its fields stay pushed (NDEST_FIELDS
+ * values) so that D's strings stay valid until the caller pops them. */
 static int from_table(struct route_decision *d, lua_State *L, int idx)
 {
-	d->queue = opt_field(L, idx, "queue");
-	d->skill = opt_field(L, idx, "skill");
-	d->agent = opt_field(L, idx, "agent");
-	d->reason = opt_field(L, idx, "reason");
-	lua_getfield(L, idx, "priority");
+	const char **slot[] = { &d->queue, &d->skill, &d->agent, &d->reason };
+
+	for (size_t i = 0; i < NDEST_FIELDS; i++)
+		lua_getfield(L, idx, DEST_FIELDS[i]);
+	for (size_t i = 0; i < NDEST_FIELDS - 1; i++) {
+		int at = -(int)NDEST_FIELDS + (int)i;
+
+		*slot[i] = lua_type(L, at) == LUA_TSTRING ? lua_tostring(L, at) : NULL;
+	}
 	d->has_priority = lua_type(L, -1) == LUA_TNUMBER;
 	d->priority = lua_tonumber(L, -1);
-	lua_pop(L, 1);
 	return d->queue ? 0 : -EINVAL;
 }
 
-static void use_fallback(struct route_decision *d, const struct config_route *fb)
+static void use_fallback(struct routing_settle *s, struct route_decision *d, const char *why)
 {
-	free(d->queue);
-	free(d->skill);
-	free(d->agent);
-	free(d->reason);
-	d->queue = strdup(fb->queue);
-	d->skill = fb->skill ? strdup(fb->skill) : NULL;
-	d->agent = fb->agent ? strdup(fb->agent) : NULL;
-	d->reason = fb->reason ? strdup(fb->reason) : NULL;
-	d->has_priority = fb->priority != 0;
-	d->priority = fb->priority;
-	d->rule = 0;
-	d->fallback = true;
+	route_decision_fallback(d, &s->rt->config->fallback, why);
+	log_warn(s->rt->log, "route.fallback", "queue=%s reason=\"%s\"", d->queue ? d->queue : "-", d->why);
+	metrics_inc(route_fallbacks_counter(s->rt->metrics));
 }
 
-static void evaluate_done(lua_State *co, bool ok, int nres, void *arg)
+/* A rules function that raised: logged and counted as the task's error would be. */
+static void rules_error(struct routing_settle *s, lua_State *L, const char *msg)
+{
+	metrics_inc(script_gen_of(L)->sh->errors);
+	log_error(s->rt->log, "script.error", "what=\"route\" key=%s error=\"%s\"", s->key ? s->key : "-",
+		  msg ? msg : "?");
+}
+
+/* settle(...): the arguments are pcall(evaluate, rules, h)'s results (ok, dest, rule or
+ * false, err), or none when there are no rules. Returns the destination table. */
+static int l_settle(lua_State *L)
+{
+	struct routing_settle *s = lua_touserdata(L, lua_upvalueindex(1));
+	int n = lua_gettop(L);
+	struct route_decision d = { 0 };
+
+	if (!s || s->decided)
+		return luaL_error(L, "settle: called twice");
+	if (n >= 2 && lua_toboolean(L, 1) && lua_istable(L, 2) && from_table(&d, L, 2) == 0) {
+		d.rule = n >= 3 ? (int)lua_tointeger(L, 3) : 0;
+	} else {
+		const char *why = n == 0 ? "no routing rules configured"
+			: !lua_toboolean(L, 1) ? lua_tostring(L, 2)
+			: n >= 3 && lua_isstring(L, 3) ? lua_tostring(L, 3) : "the rules returned no destination";
+
+		if (n >= 1 && !lua_toboolean(L, 1))
+			rules_error(s, L, why);
+		use_fallback(s, &d, why);
+	}
+	s->decided = true;
+	if (s->done)
+		s->done(&d, s->arg);
+	routing_push_route(L, &d);
+	return 1;
+}
+
+void routing_settle_failed(struct routing_settle *s, const char *why)
+{
+	struct route_decision d;
+
+	if (s->decided)
+		return;
+	use_fallback(s, &d, why);
+	s->decided = true;
+	if (s->done)
+		s->done(&d, s->arg);
+}
+
+void routing_push_rules(lua_State *co, struct routing_settle *s)
+{
+	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_ROUTES);
+	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_EVALUATE);
+	lua_pushlightuserdata(co, s);
+	lua_pushcclosure(co, l_settle, 1);
+}
+
+static void set_string(lua_State *co, const char *name, const char *v)
+{
+	if (!v)
+		return;
+	lua_pushstring(co, v);
+	lua_setfield(co, -2, name);
+}
+
+void routing_push_route(lua_State *co, const struct route_decision *d)
+{
+	lua_createtable(co, 0, 8);
+	lua_pushboolean(co, d->fallback);
+	lua_setfield(co, -2, "fallback");
+	set_string(co, "queue", d->queue);
+	set_string(co, "skill", d->skill);
+	if (d->has_priority) {
+		lua_pushnumber(co, d->priority);
+		lua_setfield(co, -2, "priority");
+	}
+	set_string(co, "agent", d->agent);
+	set_string(co, "reason", d->reason);
+	lua_pushnumber(co, d->rule);	/* a number as JSON gave it, not an integer */
+	lua_setfield(co, -2, "rule");
+	if (d->fallback)
+		set_string(co, "why", d->why);
+}
+
+/* ---- routing alone: `handoffd route` ------------------------------------------------ */
+
+struct routing_call {
+	struct routing_settle settle;
+	script_push_fn push_handoff;
+	void *push_arg;
+};
+
+/* handoff.relay's route(h, rules, evaluate, settle). */
+static int push_route(lua_State *co, void *arg)
 {
 	struct routing_call *c = arg;
-	struct route_decision d = { 0 };
-	int base = co ? lua_gettop(co) - nres + 1 : 0;
 
-	if (ok && nres >= 1 && lua_istable(co, base) && from_table(&d, co, base) == 0) {
-		d.rule = nres >= 2 ? (int)lua_tointeger(co, base + 1) : 0;
-	} else {
-		const char *why = !co ? "aborted" : !ok ? lua_tostring(co, -1)
-			: nres >= 2 && lua_isstring(co, base + 1) ? lua_tostring(co, base + 1)
-			: nres == 0 ? "no routing rules configured" : "the rules returned no destination";
-
-		snprintf(d.why, sizeof(d.why), "%s", why ? why : "?");
-		use_fallback(&d, &c->rt->config->fallback);
-		log_warn(c->rt->log, "route.fallback", "queue=%s reason=\"%s\"", d.queue ? d.queue : "-", d.why);
-		metrics_inc(routing_fallbacks_counter(c->rt->metrics));
-	}
-	c->done(d.queue ? &d : NULL, c->arg);
-	free(d.queue);
-	free(d.skill);
-	free(d.agent);
-	free(d.reason);
-	free(c);
+	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_ROUTE);
+	if (c->push_handoff(co, c->push_arg) < 0)
+		return -ENOMEM;
+	routing_push_rules(co, &c->settle);
+	return 4;
 }
 
-uint64_t *routing_fallbacks_counter(struct metrics *m)
+static void route_done(lua_State *co, bool ok, int nres, void *arg)
 {
-	return metrics_counter(m, "handoffd_route_fallbacks_total", NULL, "Handoffs routed to the fallback destination");
+	struct routing_call *c = arg;
+
+	(void)nres;
+	routing_settle_failed(&c->settle, !co ? "aborted" : !ok ? lua_tostring(co, -1) : "the rules returned no destination");
+	free(c);
 }
 
 int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_handoff,
@@ -126,39 +163,9 @@ int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_h
 
 	if (!c)
 		return -ENOMEM;
-	*c = (struct routing_call){ rt, push_handoff, push_arg, done, arg };
-	rc = script_host_spawn(rt->scripts, key, "route", push_evaluate, evaluate_done, c);
+	*c = (struct routing_call){ { rt, key, done, arg, false }, push_handoff, push_arg };
+	rc = script_host_spawn(rt->scripts, key, "route", push_route, route_done, c);
 	if (rc < 0)
 		free(c);
 	return rc;
-}
-
-/* Appends ,"key":"value", or nothing for NULL. */
-static size_t json_member(char *buf, size_t cap, size_t n, const char *key, const char *v)
-{
-	if (!v || n >= cap)
-		return n;
-	n += (size_t)snprintf(buf + n, cap - n, ",\"%s\":", key);
-	return n < cap ? json_text_string(buf, cap, n, v) : n;
-}
-
-int routing_decision_json(const struct route_decision *d, char *buf, size_t cap)
-{
-	size_t n = (size_t)snprintf(buf, cap, "{\"fallback\":%s", d->fallback ? "true" : "false");
-
-	n = json_member(buf, cap, n, "queue", d->queue);
-	n = json_member(buf, cap, n, "skill", d->skill);
-	if (d->has_priority && n < cap)
-		n += (size_t)snprintf(buf + n, cap - n, ",\"priority\":%.15g", d->priority);
-	n = json_member(buf, cap, n, "agent", d->agent);
-	n = json_member(buf, cap, n, "reason", d->reason);
-	if (n < cap)
-		n += (size_t)snprintf(buf + n, cap - n, ",\"rule\":%d", d->rule);
-	if (d->fallback)
-		n = json_member(buf, cap, n, "why", d->why);
-	if (n + 2 > cap)
-		return -ENOSPC;
-	buf[n++] = '}';
-	buf[n] = '\0';
-	return (int)n;
 }

@@ -1,7 +1,10 @@
 /* routing.h - where a handoff goes: the routing rules, or the configured fallback.
- * The rules run as a task of the conversation (so they keep its order and its CPU
- * budget); a rule error, a script error or no match gives config.fallback, logged and
- * counted. */
+ * The rules run inside a task of the conversation (so they keep its order and its CPU
+ * budget): handoff.relay's route() calls them protected and hands their answer to a
+ * settle function made here, which turns it into a route_decision (relay/relay_desk.h);
+ * a rule error, a script error or no match gives config.fallback, logged and counted.
+ * The escalation task (desk.c) routes this way before the desk's escalate; `handoffd
+ * route` runs route() alone (routing_decide). */
 #ifndef HANDOFFD_ROUTING_H
 #define HANDOFFD_ROUTING_H
 
@@ -9,34 +12,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "relay/relay_desk.h"
 #include "script/script_host.h"
 
 struct hd_runtime;
-struct metrics;
 
-struct route_decision {
-	char *queue, *skill, *agent, *reason;	/* queue is never NULL */
-	double priority;
-	bool has_priority;
-	int rule;		/* 1-based index of the matching rule; 0: a rules function or fallback */
-	bool fallback;		/* the rules did not decide */
-	char why[256];		/* why the fallback was used */
-};
-
-/* DECISION is valid during the call only. It is NULL only when out of memory. */
+/* DECISION is valid during the call only. */
 typedef void (*routing_done_fn)(const struct route_decision *decision, void *arg);
 
-/* The count of handoffs sent to the fallback destination (created at 0 at start-up so
- * that dashboards find it). */
-uint64_t *routing_fallbacks_counter(struct metrics *m);
+/* Who hears the decision: DONE(decision, ARG), once. Owned by the caller, alive until
+ * the task that routes ends. */
+struct routing_settle {
+	struct hd_runtime *rt;
+	const char *key;	/* the task's key, for the log */
+	routing_done_fn done;
+	void *arg;
+	bool decided;		/* DONE has been called */
+};
+
+/* Pushes route()'s arguments after the handoff: the rules (nil when none are loaded),
+ * handoff.route's evaluate, and the settle function, which calls S's DONE and returns
+ * the destination as hub scripts get it (a table shaped like route_decision_json). */
+void routing_push_rules(lua_State *co, struct routing_settle *s);
+
+/* Pushes D as the route table of escalate(conv, h, route). */
+void routing_push_route(lua_State *co, const struct route_decision *d);
+
+/* The fallback for a task that ended before it settled: WHY says how it ended. */
+void routing_settle_failed(struct routing_settle *s, const char *why);
 
 /* Runs the rules on the handoff object that PUSH_HANDOFF(co, push_arg) pushes (one
- * value). KEY orders it with the conversation's other callbacks. Returns 0 (DONE will be
- * called, maybe before this returns) or a negative errno (it will not). */
+ * value), as a task of its own. KEY orders it with the conversation's other callbacks.
+ * Returns 0 (DONE will be called, maybe before this returns) or a negative errno (it
+ * will not). */
 int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_handoff,
 		   void *push_arg, routing_done_fn done, void *arg);
-
-/* Writes DECISION as a JSON object to BUF; returns the length or -ENOSPC. */
-int routing_decision_json(const struct route_decision *d, char *buf, size_t cap);
 
 #endif

@@ -17,6 +17,8 @@
 #define SCRIPT_REG_ROUTES "handoffd.routes"
 #define SCRIPT_REG_EVALUATE "handoffd.route_evaluate"	/* handoff.route's evaluate */
 #define SCRIPT_REG_RELAY_RUN "handoffd.relay_run"	/* handoff.relay's run */
+#define SCRIPT_REG_RELAY_ESCALATE "handoffd.relay_escalate"	/* handoff.relay's escalate */
+#define SCRIPT_REG_RELAY_ROUTE "handoffd.relay_route"	/* handoff.relay's route */
 
 struct loop_timer;
 struct keyq_table;

@@ -321,7 +321,8 @@ static int load_hub(struct script_gen *g, const char *key, const char *module, c
 	return 0;
 }
 
-/* The Lua side of the relay: handoff.relay's run, called for every hub delivery. */
+/* The Lua side of the relay: handoff.relay's run (every hub delivery), escalate (a
+ * handoff) and route (`handoffd route`), called by desk.c and routing.c. */
 static int load_relay(struct script_gen *g, char *err, size_t errlen)
 {
 	lua_getglobal(g->L, "require");
@@ -330,6 +331,10 @@ static int load_relay(struct script_gen *g, char *err, size_t errlen)
 		return -EINVAL;
 	lua_getfield(g->L, -1, "run");
 	lua_setfield(g->L, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_RUN);
+	lua_getfield(g->L, -1, "escalate");
+	lua_setfield(g->L, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_ESCALATE);
+	lua_getfield(g->L, -1, "route");
+	lua_setfield(g->L, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_ROUTE);
 	lua_pop(g->L, 1);
 	return 0;
 }
@@ -462,7 +467,7 @@ static struct script_gen *build_generation(struct script_host *sh, char *err, si
 		rc = load_hub(g, "front", cfg->front_module, SCRIPT_REG_FRONT, err, errlen);
 	if (rc == 0)
 		rc = load_hub(g, "desk", cfg->desk_module, SCRIPT_REG_DESK, err, errlen);
-	if (rc == 0 && (cfg->hub_module || cfg->front_module))
+	if (rc == 0)	/* routing uses it too, hub or not (`handoffd route`) */
 		rc = load_relay(g, err, errlen);
 	if (rc == 0)
 		lua_pop(g->L, 1);	/* the config table */

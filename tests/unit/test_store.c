@@ -217,6 +217,27 @@ static void test_after_commit_waits_for_the_commit(void **state)
 	assert_int_equal(ran, 2);
 }
 
+/* A hub call's role and function are columns: they come back as stored, and a plain
+ * item has neither. */
+static void test_outbox_call_kind_survives_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct store_item it;
+
+	assert_true(store_outbox_add_call(f->st, "k", "to_hub", "desk", "escalate", "{}", 2) > 0);
+	store_outbox_add(f->st, "k", "to_bot", "{\"type\":\"message\"}", 18);
+	reopen(f);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_hub", &it), 0);
+	assert_string_equal(it.role, "desk");
+	assert_string_equal(it.fn, "escalate");
+	assert_string_equal(it.payload, "{}");
+	store_item_clear(&it);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_bot", &it), 0);
+	assert_null(it.role);
+	assert_null(it.fn);
+	store_item_clear(&it);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +246,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_each_open_skips_closed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_call_kind_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_removes_ended_rows_and_their_leftovers, setup, teardown),
 	};

@@ -23,6 +23,7 @@
 
 #include "relay/relay.h"
 #include "daemon/runtime.h"
+#include "script/desk.h"
 #include "script/script_host.h"
 
 #include <errno.h>
@@ -115,6 +116,19 @@ static int wait_durable(lua_State *L, struct relay *r)
 	return lua_yield(L, 0);
 }
 
+/* Pushes MODULE.FN(the value at IDX), MODULE being lua-cjson's. */
+static void push_cjson(lua_State *L, const char *module, const char *fn, int idx)
+{
+	idx = lua_absindex(L, idx);
+	lua_getglobal(L, "require");
+	lua_pushstring(L, module);
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, fn);
+	lua_pushvalue(L, idx);
+	lua_call(L, 1, 1);
+	lua_remove(L, -2);
+}
+
 /* The activity argument as JSON text: a table is encoded, a string is taken as is. */
 static const char *activity_json(lua_State *L, int idx, size_t *len)
 {
@@ -122,14 +136,8 @@ static const char *activity_json(lua_State *L, int idx, size_t *len)
 	if (lua_type(L, idx) == LUA_TSTRING)
 		return lua_tolstring(L, idx, len);
 	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_getglobal(L, "require");
-	lua_pushliteral(L, "cjson");
-	lua_call(L, 1, 1);
-	lua_getfield(L, -1, "encode");
-	lua_pushvalue(L, idx);
-	lua_call(L, 1, 1);
+	push_cjson(L, "cjson", "encode", idx);
 	lua_replace(L, idx);
-	lua_pop(L, 1);
 	return lua_tolstring(L, idx, len);
 }
 
@@ -208,17 +216,46 @@ static int l_handoff_agent(lua_State *L)
 	return finish_write(L, r, relay_agent(r, id, activity, len));
 }
 
+/* Pushes the decoded value of the JSON text at IDX (nil when it is not JSON). */
+static void push_decoded(lua_State *L, int idx)
+{
+	push_cjson(L, "cjson.safe", "decode", idx);
+}
+
+/* Whether the detail at IDX (a table, its JSON text, or nothing) lets the bot have the
+ * conversation back: only return_to_bot = false keeps it from the bot. */
+static bool returns_to_bot(lua_State *L, int idx)
+{
+	bool to_bot = true;
+
+	if (lua_isnoneornil(L, idx))
+		return true;
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		push_decoded(L, idx);
+	} else {
+		luaL_checktype(L, idx, LUA_TTABLE);
+		lua_pushvalue(L, idx);
+	}
+	if (lua_istable(L, -1)) {
+		lua_getfield(L, -1, "return_to_bot");
+		to_bot = !(lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return to_bot;
+}
+
 static int l_handoff_event(lua_State *L)
 {
 	static const char *const states[] = { "accepted", "failed", "completed", NULL };
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
 	int state = luaL_checkoption(L, 2, NULL, states);
-	const char *detail = optional_json(L, 3);
+	bool to_bot = returns_to_bot(L, 3);
 
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, relay_handoff_event(r, id, states[state], detail));
+	return finish_write(L, r, relay_handoff_event(r, id, states[state], to_bot));
 }
 
 static int l_handoff_end(lua_State *L)
@@ -287,14 +324,8 @@ static void decode_field(lua_State *L, const char *name)
 {
 	lua_getfield(L, -1, name);
 	if (lua_isstring(L, -1)) {
-		lua_getglobal(L, "require");
-		lua_pushliteral(L, "cjson.safe");
-		lua_call(L, 1, 1);
-		lua_getfield(L, -1, "decode");
-		lua_pushvalue(L, -3);
-		lua_call(L, 1, 1);
-		lua_setfield(L, -4, name);
-		lua_pop(L, 1);
+		push_decoded(L, -1);
+		lua_setfield(L, -3, name);
 	}
 	lua_pop(L, 1);
 }
@@ -303,16 +334,15 @@ static int l_handoff_conversation(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
-	const struct conversation *c;
+	struct relay_conv_view v;
 
 	if (!id)
 		return push_bad_id(L);
-	c = relay_conversation(r, id);
-	if (!c) {
+	if (relay_conversation_of(r, id, &v) < 0) {
 		lua_pushnil(L);
 		return 1;
 	}
-	relay_push_conversation(L, c);
+	desk_push_conversation(L, &v);
 	decode_field(L, "user");
 	decode_field(L, "data");
 	return 1;
