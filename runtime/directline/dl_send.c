@@ -520,7 +520,9 @@ bool dl_send_is_ours(const char *client_id, size_t len)
 	return len > plen && memcmp(client_id, CLIENT_ID_PREFIX, plen) == 0;
 }
 
-/* The one the history settles: done without a POST, with the id Direct Line gave it. */
+/* The one the history settles: done without a POST, with the id Direct Line gave it.
+ * HOW: "history" when the look by GET found it, "replay" when it came back on its own
+ * (the stream's replay, or a catch-up GET of the resume). */
 static void reconciled(struct dl_conv *c, const char *activity_id, const char *how)
 {
 	log_info(c->dl->lg, "directline.send_reconciled", "key=\"%s\" conv=%s client_id=%s found=%s", c->key,
@@ -613,7 +615,7 @@ void dl_send_echo(struct dl_conv *c, const struct hd_activity *a)
 		if (s->state == TX_WAIT_ECHO)
 			finish(c, 0, "ok", NULL);
 		else if (s->state != TX_POSTING && s->state != TX_SYNCING)	/* not posted by us (yet) */
-			reconciled(c, aid[0] ? aid : NULL, s->state == TX_CHECKING ? "history" : "stream");
+			reconciled(c, aid[0] ? aid : NULL, s->state == TX_CHECKING ? "history" : "replay");
 		return;
 	}
 	if (c->resumed) {
@@ -633,7 +635,7 @@ static void check_head(struct dl_conv *c)
 	uint64_t ready = c->opened_ms + c->dl->s.echo_grace_ms, now = loop_now_ms();
 
 	if (e) {
-		reconciled(c, e->activity_id, "stream");
+		reconciled(c, e->activity_id, "replay");
 	} else if (now < ready) {
 		later(c, TX_QUEUED, ready - now);
 	} else {
