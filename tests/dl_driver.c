@@ -8,8 +8,8 @@
  *   open KEY                   a new conversation
  *   send KEY TAG TEXT...       a message activity with TEXT
  *   sendjson KEY TAG JSON      any activity
- *   senditem KEY TAG ID CREATED MAYBE TEXT...
- *                              a message as the caller's item ID created at CREATED (ms);
+ *   senditem KEY TAG ID CREATED MAYBE JSON
+ *                              any activity as the caller's item ID created at CREATED (ms);
  *                              MAYBE 1: it may have been sent before (directline_send_item)
  *   close KEY [end]            give the handle back (end: tell the bot)
  *   park KEY / wake KEY        directline_park / directline_wake
@@ -285,8 +285,7 @@ static void cmd_send(struct driver *d, struct conv *cv, const char *tag, const c
 	}
 }
 
-static void send_text(struct driver *d, struct conv *cv, const char *tag, const char *text,
-		      const struct dl_send_item *item)
+static void send_text(struct driver *d, struct conv *cv, const char *tag, const char *text)
 {
 	size_t n = strlen(text) * 6 + 64;
 	char *json = malloc(n), *p = json;
@@ -300,7 +299,7 @@ static void send_text(struct driver *d, struct conv *cv, const char *tag, const 
 		*p++ = *text;
 	}
 	sprintf(p, "\"}");
-	cmd_send(d, cv, tag, json, item);
+	cmd_send(d, cv, tag, json, NULL);
 	free(json);
 }
 
@@ -376,7 +375,7 @@ static void command(struct driver *d, char *line)
 		else if (cmd[4] == 'j')
 			cmd_send(d, cv, tag, line, NULL);
 		else
-			send_text(d, cv, tag, line, NULL);
+			send_text(d, cv, tag, line);
 	} else if (strcmp(cmd, "senditem") == 0) {
 		char *tag = word(&line), *id = tag ? word(&line) : NULL, *created = id ? word(&line) : NULL;
 		char *maybe = created ? word(&line) : NULL;
@@ -389,7 +388,7 @@ static void command(struct driver *d, char *line)
 		item.id = strtoll(id, NULL, 10);
 		item.created_ms = strtoll(created, NULL, 10);
 		item.maybe_sent = strcmp(maybe, "1") == 0;
-		send_text(d, cv, tag, line, &item);
+		cmd_send(d, cv, tag, line, &item);
 	} else if (strcmp(cmd, "park") == 0) {
 		directline_park(cv->c);
 	} else if (strcmp(cmd, "wake") == 0) {

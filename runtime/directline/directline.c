@@ -310,6 +310,7 @@ static int apply_resume(struct dl_conv *c, const struct dl_persist *r)
 			return -ENOMEM;
 	/* A send that may have left before stays findable: the stored position is kept. */
 	c->resumed = true;
+	c->remembering = true;
 	c->resume_unsettled = r->unsettled;
 	c->holding = r->unsettled;
 	if (r->unsettled && r->watermark && !(c->held_wm = strdup(r->watermark)))

@@ -195,7 +195,8 @@ struct dl_conv {
 	bool holding;				/* on_persist gives HELD_WM */
 	char *held_wm;				/* NULL: from the start */
 	uint64_t opened_ms;			/* monotonic: a maybe-sent check waits echo_grace from it */
-	struct dl_echo *echoes;			/* DL_ECHOES_KEPT, on first use (resumed only) */
+	bool remembering;			/* resumed, and no send settled since: keep ECHOES */
+	struct dl_echo *echoes;			/* DL_ECHOES_KEPT, on first use */
 	uint8_t echo_next;			/* slot the next one goes to */
 };
 

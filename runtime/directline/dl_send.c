@@ -260,6 +260,7 @@ static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
 
 static void hold_begin(struct dl_conv *c);
 static void hold_settle(struct dl_conv *c);
+static void forget_echoes(struct dl_conv *c);
 
 int directline_send_item(struct dl_conv *c, const char *activity_json, size_t len,
 			 const struct dl_send_item *item, dl_send_done_fn done, void *arg)
@@ -332,6 +333,7 @@ static void finish(struct dl_conv *c, int err, const char *reason, const char *i
 	/* Settled, and reported first: the caller forgets it before the position moves on. */
 	c->resume_unsettled = false;
 	hold_settle(c);
+	forget_echoes(c);	/* what the restart left unsure was queued first, and is settled */
 	if (!dl_done(c))
 		dl_send_kick(c);
 }
@@ -618,7 +620,7 @@ void dl_send_echo(struct dl_conv *c, const struct hd_activity *a)
 			reconciled(c, aid[0] ? aid : NULL, s->state == TX_CHECKING ? "history" : "replay");
 		return;
 	}
-	if (c->resumed) {
+	if (c->remembering) {
 		remember(c, dedupe_hash(id.ptr, id.len), a->id);
 		if (legacy)
 			remember(c, legacy, a->id);
@@ -735,13 +737,16 @@ static void hold_begin(struct dl_conv *c)
 
 static void hold_settle(struct dl_conv *c)
 {
+	bool moved;
+
 	if (!c->holding || unsettled(c))
 		return;
+	moved = c->held_wm && c->watermark ? strcmp(c->held_wm, c->watermark) != 0 : c->held_wm != c->watermark;
 	c->holding = false;
 	free(c->held_wm);
 	c->held_wm = NULL;
-	if (!dl_done(c))
-		dl_persist(c);
+	if (moved && !dl_done(c))
+		dl_persist(c);	/* the stored position catches up */
 }
 
 const char *dl_send_watermark(const struct dl_conv *c)
@@ -749,12 +754,18 @@ const char *dl_send_watermark(const struct dl_conv *c)
 	return c->holding ? c->held_wm : c->watermark;
 }
 
-void dl_send_forget(struct dl_conv *c)
+static void forget_echoes(struct dl_conv *c)
 {
 	for (size_t i = 0; c->echoes && i < DL_ECHOES_KEPT; i++)
 		free(c->echoes[i].activity_id);
 	free(c->echoes);
 	c->echoes = NULL;
+	c->remembering = false;
+}
+
+void dl_send_forget(struct dl_conv *c)
+{
+	forget_echoes(c);
 	free(c->held_wm);
 	c->held_wm = NULL;
 }
