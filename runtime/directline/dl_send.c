@@ -686,8 +686,10 @@ void dl_send_synced(struct dl_conv *c, bool ok)
 {
 	struct dl_send *s = c->tx_head;
 
-	if (s && s->state == TX_CHECKING)
+	if (s && s->state == TX_CHECKING) {
 		checked(c, ok);
+		return;
+	}
 	if (!s || s->state != TX_SYNCING)
 		return;
 	if (s->echo_seen)
