@@ -1,9 +1,9 @@
 /* relay.c - conversations between the front hub, the bot and the desk hub.
  * Owns the state transitions (relay.h), the bot side (sends, each with its outbox
  * identity so that Direct Line can reconcile it after a restart), the per-conversation
- * queue runner with its retries, and Direct Line's callbacks. What goes to hub scripts is relay_hub.c's; how a conversation ends and
- * leaves is relay_end.c's. It holds no protocol detail:
- * Direct Line is directline.c's, hub APIs are the scripts'. */
+ * queue runner with its retries, and Direct Line's callbacks. What goes to hub scripts is
+ * relay_hub.c's; how a conversation ends and leaves is relay_end.c's. It holds no
+ * protocol detail: Direct Line is directline.c's, hub APIs are the scripts'. */
 #include "relay/relay_internal.h"
 
 #include "base/config.h"
