@@ -3,8 +3,8 @@
  * Owns what happens between bytes and the on_activity callback: keep-alives and unknown
  * message kinds ignored, parsing (activity.c, whole payload or nothing), dropping what
  * was already seen (dedupe.c) and our own echoes (by channelData.clientActivityID,
- * reported to dl_send.c, replays included), dispatching the rest in arrival order, and only then storing
- * the set's watermark (verbatim) and handing it to the store. endOfConversation ends the
+ * reported to dl_send.c, replays included), dispatching the rest in arrival order, and
+ * only then storing the set's watermark (verbatim) and handing it to the store. endOfConversation ends the
  * conversation once its set is done. Where the bytes came from is dl_stream.c's business. */
 #include "directline/dl_internal.h"
 
@@ -53,7 +53,8 @@ static bool seen_before(struct dl_conv *c, const struct hd_activity *a)
 static bool one(struct dl_conv *c, const struct hd_activity *a)
 {
 	struct directline *dl = c->dl;
-	bool ours = a->client_activity_id.ptr && dl_send_is_ours(a->client_activity_id.ptr, a->client_activity_id.len);
+	struct hd_str cid = a->client_activity_id;
+	bool ours = cid.ptr && dl_send_is_ours(cid.ptr, cid.len);
 
 	/* An echo counts before deduplication: after a restart the stored position may be
 	 * before an echo whose id was seen already, and that echo settles a send. */
