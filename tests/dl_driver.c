@@ -8,6 +8,9 @@
  *   open KEY                   a new conversation
  *   send KEY TAG TEXT...       a message activity with TEXT
  *   sendjson KEY TAG JSON      any activity
+ *   senditem KEY TAG ID CREATED MAYBE JSON
+ *                              any activity as the caller's item ID created at CREATED (ms);
+ *                              MAYBE 1: it may have been sent before (directline_send_item)
  *   close KEY [end]            give the handle back (end: tell the bot)
  *   park KEY / wake KEY        directline_park / directline_wake
  *   reopen KEY [expired]       close if open, then resume from the last on_persist
@@ -47,6 +50,7 @@ struct saved {
 	int64_t token_expires;
 	uint64_t *seen;
 	size_t nseen;
+	bool unsettled;
 };
 
 struct conv {
@@ -154,6 +158,7 @@ static void save(struct saved *s, const struct dl_persist *p)
 	s->token = p->token ? strdup(p->token) : NULL;
 	s->watermark = p->watermark ? strdup(p->watermark) : NULL;
 	s->token_expires = p->token_expires;
+	s->unsettled = p->unsettled;
 	s->seen = p->nseen ? malloc(p->nseen * sizeof(*s->seen)) : NULL;
 	s->nseen = s->seen ? p->nseen : 0;
 	if (s->seen)
@@ -174,8 +179,8 @@ static void on_persist(struct dl_conv *c, const char *key, const struct dl_persi
 		printf(",\"token\":");
 		json_cstr(stdout, p->token);
 	}
-	printf(",\"token_expires\":%lld,\"has_token\":%s,\"nseen\":%zu", (long long)p->token_expires,
-	       p->token ? "true" : "false", p->nseen);
+	printf(",\"token_expires\":%lld,\"has_token\":%s,\"nseen\":%zu,\"unsettled\":%s",
+	       (long long)p->token_expires, p->token ? "true" : "false", p->nseen, p->unsettled ? "true" : "false");
 	emit_end();
 }
 
@@ -248,7 +253,7 @@ static void cmd_reopen(struct driver *d, struct conv *cv, bool expired)
 	struct dl_persist p = {
 		.conversation_id = cv->saved.conversation_id, .token = cv->saved.token,
 		.token_expires = expired ? 1 : cv->saved.token_expires, .watermark = cv->saved.watermark,
-		.seen = cv->saved.seen, .nseen = cv->saved.nseen,
+		.seen = cv->saved.seen, .nseen = cv->saved.nseen, .unsettled = cv->saved.unsettled,
 	};
 
 	directline_close(cv->c, false);
@@ -257,7 +262,8 @@ static void cmd_reopen(struct driver *d, struct conv *cv, bool expired)
 		error("reopen %s failed", cv->key);
 }
 
-static void cmd_send(struct driver *d, struct conv *cv, const char *tag, const char *json)
+static void cmd_send(struct driver *d, struct conv *cv, const char *tag, const char *json,
+		     const struct dl_send_item *item)
 {
 	struct tag *t = calloc(1, sizeof(*t));
 	int rc;
@@ -267,7 +273,8 @@ static void cmd_send(struct driver *d, struct conv *cv, const char *tag, const c
 		return;
 	snprintf(t->key, sizeof(t->key), "%s", cv->key);
 	snprintf(t->tag, sizeof(t->tag), "%s", tag);
-	rc = directline_send(cv->c, json, strlen(json), on_sent, t);
+	rc = item ? directline_send_item(cv->c, json, strlen(json), item, on_sent, t)
+		  : directline_send(cv->c, json, strlen(json), on_sent, t);
 	if (rc < 0) {
 		emit_begin("refused", cv->key, cv->c);
 		printf(",\"tag\":");
@@ -292,7 +299,7 @@ static void send_text(struct driver *d, struct conv *cv, const char *tag, const 
 		*p++ = *text;
 	}
 	sprintf(p, "\"}");
-	cmd_send(d, cv, tag, json);
+	cmd_send(d, cv, tag, json, NULL);
 	free(json);
 }
 
@@ -366,9 +373,22 @@ static void command(struct driver *d, char *line)
 		if (!tag)
 			error("%s needs a tag", cmd);
 		else if (cmd[4] == 'j')
-			cmd_send(d, cv, tag, line);
+			cmd_send(d, cv, tag, line, NULL);
 		else
 			send_text(d, cv, tag, line);
+	} else if (strcmp(cmd, "senditem") == 0) {
+		char *tag = word(&line), *id = tag ? word(&line) : NULL, *created = id ? word(&line) : NULL;
+		char *maybe = created ? word(&line) : NULL;
+		struct dl_send_item item = { 0 };
+
+		if (!maybe) {
+			error("senditem needs a tag, an id, a creation time and a maybe-sent flag");
+			return;
+		}
+		item.id = strtoll(id, NULL, 10);
+		item.created_ms = strtoll(created, NULL, 10);
+		item.maybe_sent = strcmp(maybe, "1") == 0;
+		cmd_send(d, cv, tag, line, &item);
 	} else if (strcmp(cmd, "park") == 0) {
 		directline_park(cv->c);
 	} else if (strcmp(cmd, "wake") == 0) {

@@ -308,6 +308,13 @@ static int apply_resume(struct dl_conv *c, const struct dl_persist *r)
 	for (size_t i = 0; i < r->nseen; i++)
 		if (!dedupe_contains(&c->seen, r->seen[i]) && dedupe_add(&c->seen, r->seen[i]) < 0)
 			return -ENOMEM;
+	/* A send that may have left before stays findable: the stored position is kept. */
+	c->resumed = true;
+	c->remembering = true;
+	c->resume_unsettled = r->unsettled;
+	c->holding = r->unsettled;
+	if (r->unsettled && r->watermark && !(c->held_wm = strdup(r->watermark)))
+		return -ENOMEM;
 	c->started = true;
 	c->ever_online = true;	/* coming back is a reconnect */
 	return 0;
@@ -325,6 +332,7 @@ struct dl_conv *directline_open(struct directline *dl, const char *key, const st
 	c->dl = dl;
 	c->state = DL_STATE_CONNECTING;
 	c->active_ms = loop_now_ms();
+	c->opened_ms = c->active_ms;
 	c->next = dl->all;
 	if (dl->all)
 		dl->all->prev = c;
@@ -369,6 +377,7 @@ static void free_conv(struct dl_conv *c)
 	free(c->watermark);
 	free(c->stream_url);
 	free(c->wake_boundary);
+	dl_send_forget(c);
 	free(c);
 }
 
@@ -494,7 +503,7 @@ void dl_persist(struct dl_conv *c)
 	struct directline *dl = c->dl;
 	struct dl_persist p = {
 		.conversation_id = c->id, .token = c->token, .token_expires = c->token_expires_wall,
-		.watermark = c->watermark,
+		.watermark = dl_send_watermark(c), .unsettled = c->holding,
 	};
 
 	if (c->closed || !dl->cb.on_persist || !c->id)

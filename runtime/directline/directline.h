@@ -52,14 +52,18 @@ struct dl_persist {
 	const char *watermark;		/* verbatim; NULL before the first one */
 	const uint64_t *seen;		/* dedupe_hash() of recently seen activity ids, oldest first */
 	size_t nseen;
+	/* A send was unsettled (posted, or maybe posted by an earlier process, and not yet
+	 * reported done): WATERMARK is from before it, so that after a restart its echo is
+	 * still in what Direct Line gives from there. On resume: say whether a send of the
+	 * conversation may have been under way when this was saved (the caller's outbox
+	 * knows); the position is then kept where it is until the next send settles. */
+	bool unsettled;
 };
 
 struct directline_callbacks {
 	/* One bot activity (or a user activity from another client, with its role), exactly
-	 * once and in arrival order. Echoes of what this process sent never come here; an
-	 * echo of what a previous process sent (replayed after a restart) does, with role
-	 * "user", so the caller can settle a message it was unsure had left. A is valid during the
-	 * call only. */
+	 * once and in arrival order. Echoes of what we sent (this process or an earlier one:
+	 * a clientActivityID of ours) never come here. A is valid during the call only. */
 	void (*on_activity)(struct dl_conv *c, const char *key, const struct hd_activity *a, void *arg);
 	/* A state change with a short, stable reason ("started", "stream lost", "collision",
 	 * "parked", "endOfConversation", "not found", "token expired", "closed", ...). */
@@ -108,6 +112,27 @@ struct dl_conv *directline_open(struct directline *dl, const char *key,
  * (terminal state), -ENOMEM, and then DONE is never called. */
 int directline_send(struct dl_conv *c, const char *activity_json, size_t len,
 		    dl_send_done_fn done, void *arg);
+
+/* Who an activity is across restarts: the caller's durable record of it. */
+struct dl_send_item {
+	int64_t id;		/* the caller's id of the record, > 0 */
+	int64_t created_ms;	/* when the record was made: with ID, unique even if ids recur */
+	/* An earlier attempt may have reached Direct Line (a POST was started before a crash
+	 * or a close). Before posting, the conversation's history is read from the stored
+	 * watermark: when the activity is there, the send succeeds without a POST. */
+	bool maybe_sent;
+};
+
+/* directline_send with ITEM's identity: the clientActivityID is derived from ITEM (the
+ * same after a restart), so whether a send that may have left arrived can be told from
+ * the history. A "maybe sent" item waits at least directline.echo_grace seconds after the
+ * conversation was opened (a POST cut by a crash may still be landing), then its echo
+ * (seen on the stream, or found by GET /activities from the watermark) decides: found, it
+ * is done; absent, it is posted. A GET that fails is retried with backoff. An item whose
+ * payload carries an older version's channelData.handoffd marker also matches the echo
+ * carrying that marker. */
+int directline_send_item(struct dl_conv *c, const char *activity_json, size_t len,
+			 const struct dl_send_item *item, dl_send_done_fn done, void *arg);
 
 /* Gives the handle back. Unfinished sends get -ECANCELED "closed" before this returns.
  * END_CONVERSATION: tell the bot with an endOfConversation activity (best effort, in the

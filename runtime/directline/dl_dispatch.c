@@ -3,8 +3,8 @@
  * Owns what happens between bytes and the on_activity callback: keep-alives and unknown
  * message kinds ignored, parsing (activity.c, whole payload or nothing), dropping what
  * was already seen (dedupe.c) and our own echoes (by channelData.clientActivityID,
- * reported to dl_send.c), dispatching the rest in arrival order, and only then storing
- * the set's watermark (verbatim) and handing it to the store. endOfConversation ends the
+ * reported to dl_send.c, replays included), dispatching the rest in arrival order, and
+ * only then storing the set's watermark (verbatim) and handing it to the store. endOfConversation ends the
  * conversation once its set is done. Where the bytes came from is dl_stream.c's business. */
 #include "directline/dl_internal.h"
 
@@ -53,17 +53,24 @@ static bool seen_before(struct dl_conv *c, const struct hd_activity *a)
 static bool one(struct dl_conv *c, const struct hd_activity *a)
 {
 	struct directline *dl = c->dl;
+	struct hd_str cid = a->client_activity_id;
+	bool ours = cid.ptr && dl_send_is_ours(cid.ptr, cid.len);
 
+	/* An echo counts before deduplication: after a restart the stored position may be
+	 * before an echo whose id was seen already, and that echo settles a send. */
+	if (ours)
+		dl_send_echo(c, a);
+	if (c->closed)
+		return false;
 	if (seen_before(c, a)) {
 		dl->n_duplicates++;
 		metrics_inc(dl->c.duplicates);
 		return false;
 	}
 	c->active_ms = loop_now_ms();	/* something new: not idle (park_after) */
-	if (a->client_activity_id.ptr && dl_send_is_ours(dl, a->client_activity_id.ptr, a->client_activity_id.len)) {
+	if (ours) {
 		dl->n_echoes++;
 		metrics_inc(dl->c.echoes);
-		dl_send_echo(c, a->client_activity_id.ptr, a->client_activity_id.len);
 		if (c->wake_boundary && strlen(c->wake_boundary) == a->client_activity_id.len &&
 		    memcmp(c->wake_boundary, a->client_activity_id.ptr, a->client_activity_id.len) == 0)
 			c->held = false;	/* what follows was said after the wake */

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct hd_activity;
 struct hd_activity_parser;
 struct hd_activity_set;
 struct http_response;
@@ -38,6 +39,7 @@ struct websocket_client;
 #define DL_SEND_QUEUE_MAX 256		/* activities waiting per conversation */
 #define DL_RETRY_AFTER_MAX_S 300	/* we wait at most this long for one Retry-After */
 #define DL_SEND_ATTEMPTS_MAX 6		/* POSTs of one activity on retryable failures */
+#define DL_ECHOES_KEPT 16		/* echoes remembered for sends that may come back */
 /* }===== */
 
 /* {===== Timings that are not settings */
@@ -185,6 +187,23 @@ struct dl_conv {
 	bool waking;				/* held, woken: a GET reads what came meanwhile first */
 	char *wake_boundary;			/* clientActivityID of the first send after the wake:
 						 * what follows its echo is not held any more */
+	/* Reconciling sends across restarts (dl_send.c). While a send is unsettled the
+	 * persisted watermark stays at HELD_WM, from before it, so that a restart finds its
+	 * echo in what Direct Line gives from the stored position. */
+	bool resumed;				/* opened from a stored position */
+	bool resume_unsettled;			/* ... with a send that may have left before */
+	bool holding;				/* on_persist gives HELD_WM */
+	char *held_wm;				/* NULL: from the start */
+	uint64_t opened_ms;			/* monotonic: a maybe-sent check waits echo_grace from it */
+	bool remembering;			/* resumed, and no send settled since: keep ECHOES */
+	struct dl_echo *echoes;			/* DL_ECHOES_KEPT, on first use */
+	uint8_t echo_next;			/* slot the next one goes to */
+};
+
+/* An echo of ours that settled no send when it came: a send queued later may be it. */
+struct dl_echo {
+	uint64_t hash;				/* dedupe_hash of its clientActivityID or older marker */
+	char *activity_id;			/* NULL when it had none */
 };
 
 /* {===== directline.c */
@@ -312,10 +331,15 @@ int dl_dispatch(struct dl_conv *c, const char *data, size_t len);
 /* }===== */
 
 /* {===== dl_send.c */
-/* Marks the echo of our activity CLIENT_ID as seen (it reached the bot). */
-void dl_send_echo(struct dl_conv *c, const char *client_id, size_t len);
-/* True when CLIENT_ID has the shape of the ids we generate. */
-bool dl_send_is_ours(const struct directline *dl, const char *client_id, size_t len);
+/* A (the echo of one of our activities, not yet deduplicated) reached the bot: settles
+ * the send it belongs to, or is remembered for one queued later. */
+void dl_send_echo(struct dl_conv *c, const struct hd_activity *a);
+/* True when CLIENT_ID has the shape of the ids we generate (this process or another). */
+bool dl_send_is_ours(const char *client_id, size_t len);
+/* The position on_persist gives: the held one while a send is unsettled. */
+const char *dl_send_watermark(const struct dl_conv *c);
+/* Frees what reconciling kept (the conversation is freed). */
+void dl_send_forget(struct dl_conv *c);
 /* Something the queue waited for happened (started, token back, catch-up done). */
 void dl_send_kick(struct dl_conv *c);
 /* A catch-up GET finished; OK false when it failed (the echo question stays open). */

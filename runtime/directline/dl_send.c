@@ -1,9 +1,12 @@
 /* dl_send.c - the outbound side of a Direct Line conversation.
- * Owns the per-conversation queue: composing each activity (our `from`, a fresh
- * channelData.clientActivityID), one POST in flight at a time and in order, retrying what
+ * Owns the per-conversation queue: composing each activity (our `from`, a
+ * channelData.clientActivityID: fresh, or derived from the caller's item so that it is
+ * the same after a restart), one POST in flight at a time and in order, retrying what
  * provably did not arrive (pre-send failures, 500, 429 after Retry-After), reconciling
  * what may have (502, 504, timeouts: echo seen means done, else one resend after a catch-up
- * GET), and reporting every final outcome once. Recognising our echoes on the way in is
+ * GET), reconciling across restarts (an item that may have left before is looked for in
+ * the history from the stored watermark, which stays before every unsettled send), and
+ * reporting every final outcome once. Recognising our echoes on the way in is
  * dl_dispatch.c's; the catch-up GET is dl_stream.c's. */
 #include "directline/dl_internal.h"
 
@@ -13,6 +16,8 @@
 #include "net/loop.h"
 #include "base/metrics.h"
 
+#include <handoffd/activity.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +25,7 @@
 #include <string.h>
 
 #define CLIENT_ID_PREFIX "hd1."	/* every clientActivityID we generate starts so */
+#define ITEM_ID_PREFIX CLIENT_ID_PREFIX "o"	/* ... and those of a caller's item so ("o" is no hex) */
 #define CLIENT_ID_MAX 48
 #define THROTTLED_MAX 10	/* 429s one activity may get before it fails */
 #define SYNC_TRIES_MAX 3	/* catch-up GETs before an unconfirmed POST is resent anyway */
@@ -30,6 +36,7 @@ enum tx_state {
 	TX_RETRY,		/* waiting before the next POST */
 	TX_WAIT_ECHO,		/* outcome unknown: waiting for the echo */
 	TX_SYNCING,		/* outcome unknown: catch-up GET under way */
+	TX_CHECKING,		/* maybe sent before: catch-up GET under way to look for it */
 };
 
 struct dl_send {
@@ -45,6 +52,10 @@ struct dl_send {
 	uint8_t syncs;
 	bool echo_seen;
 	bool resent;
+	bool maybe_sent;	/* an earlier process may have posted it */
+	bool checked;		/* ... and the history said it did not arrive */
+	bool posted;		/* a POST of it was started */
+	uint64_t legacy_hash;	/* dedupe_hash of an older version's channelData.handoffd, or 0 */
 	char client_id[CLIENT_ID_MAX];
 };
 
@@ -53,7 +64,7 @@ static void post_head(struct dl_conv *c);
 
 /* {===== Composing: our `from` and clientActivityID into the caller's object */
 
-enum { OUT_TYPE, OUT_FROM, OUT_CHANNEL, OUT_CLIENT_ID, OUT_NSLOTS };
+enum { OUT_TYPE, OUT_FROM, OUT_CHANNEL, OUT_CLIENT_ID, OUT_LEGACY, OUT_NSLOTS };
 
 struct compose {
 	bool object;
@@ -73,6 +84,7 @@ static int compose_done(void *ctx, const struct json_slot *self, const struct js
 
 static const struct json_member channel_members[] = {
 	{ JSON_KEY("clientActivityID"), .slot = OUT_CLIENT_ID },
+	{ JSON_KEY("handoffd"), .slot = OUT_LEGACY },	/* marker of versions before 2026-12 */
 };
 static const struct json_schema channel_schema = { JSON_MEMBERS(channel_members) };
 static const struct json_member out_members[] = {
@@ -182,13 +194,20 @@ static char *apply(const char *src, size_t len, const struct edit *e, size_t n, 
 	return out;
 }
 
-static void new_client_id(struct directline *dl, char *out)
+/* An item's id is the same in every process (the caller's id and creation time: unique
+ * even should the caller reuse ids); any other is unique to this process. */
+static void new_client_id(struct directline *dl, const struct dl_send_item *item, char *out)
 {
-	snprintf(out, CLIENT_ID_MAX, CLIENT_ID_PREFIX "%s.%llu", dl->instance,
-		 (unsigned long long)++dl->next_client_seq);
+	if (item)
+		snprintf(out, CLIENT_ID_MAX, ITEM_ID_PREFIX "%llx.%llx", (unsigned long long)item->id,
+			 (unsigned long long)item->created_ms);
+	else
+		snprintf(out, CLIENT_ID_MAX, CLIENT_ID_PREFIX "%s.%llu", dl->instance,
+			 (unsigned long long)++dl->next_client_seq);
 }
 
-static int compose(struct dl_conv *c, const char *json, size_t len, struct dl_send *s)
+static int compose(struct dl_conv *c, const char *json, size_t len, const struct dl_send_item *item,
+		   struct dl_send *s)
 {
 	struct directline *dl = c->dl;
 	struct compose k = { 0 };
@@ -200,10 +219,12 @@ static int compose(struct dl_conv *c, const char *json, size_t len, struct dl_se
 	if (dl_json_escape(escaped, sizeof(escaped), uid) < 0)
 		return -EINVAL;
 	snprintf(from, sizeof(from), "{\"id\":\"%s\",\"role\":\"user\"}", escaped);
-	new_client_id(dl, s->client_id);
+	new_client_id(dl, item, s->client_id);
 	if (dl_json_walk(dl, json, len, &w) < 0 || !k.object || k.s[OUT_TYPE].kind != HD_STRING ||
 	    k.s[OUT_TYPE].str.len == 0)
 		return -EINVAL;
+	if (s->maybe_sent && k.s[OUT_LEGACY].kind == HD_STRING && k.s[OUT_LEGACY].str.len)
+		s->legacy_hash = dedupe_hash(k.s[OUT_LEGACY].str.ptr, k.s[OUT_LEGACY].str.len);
 	s->body = apply(dl->scratch, len, e, plan(dl, &k, from, s->client_id, e), &s->len);
 	if (!s->body)
 		return -ENOMEM;
@@ -214,8 +235,8 @@ static int compose(struct dl_conv *c, const char *json, size_t len, struct dl_se
 
 /* {===== The queue */
 
-static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len, dl_send_done_fn done,
-				void *arg, int *rc)
+static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
+				const struct dl_send_item *item, dl_send_done_fn done, void *arg, int *rc)
 {
 	struct dl_send *s = calloc(1, sizeof(*s));
 
@@ -225,7 +246,10 @@ static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
 	s->done = done;
 	s->arg = arg;
 	s->queued_ms = loop_now_ms();
-	*rc = compose(c, json, len, s);
+	/* Only a conversation resumed from a stored position can hold what an earlier
+	 * process posted: in one this process started, a maybe-sent item simply goes. */
+	s->maybe_sent = item && item->maybe_sent && c->resumed;
+	*rc = compose(c, json, len, item, s);
 	if (*rc < 0) {
 		free(s->body);
 		free(s);
@@ -234,8 +258,12 @@ static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
 	return s;
 }
 
-int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl_send_done_fn done,
-		    void *arg)
+static void hold_begin(struct dl_conv *c);
+static void hold_settle(struct dl_conv *c);
+static void forget_echoes(struct dl_conv *c);
+
+int directline_send_item(struct dl_conv *c, const char *activity_json, size_t len,
+			 const struct dl_send_item *item, dl_send_done_fn done, void *arg)
 {
 	struct dl_send *s;
 	int rc;
@@ -246,9 +274,17 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl
 		return -EFBIG;
 	if (c->tx_count >= DL_SEND_QUEUE_MAX)
 		return -ENOBUFS;
-	s = new_send(c, activity_json, len, done, arg, &rc);
+	if (item && item->id <= 0)
+		return -EINVAL;
+	s = new_send(c, activity_json, len, item, done, arg, &rc);
 	if (!s)
 		return rc;
+	if (s->maybe_sent) {
+		hold_begin(c);
+	} else if (c->resume_unsettled && !c->tx_head) {
+		c->resume_unsettled = false;	/* what was unsettled at the restart is gone */
+		hold_settle(c);
+	}
 	if (c->tx_tail)
 		c->tx_tail->next = s;
 	else
@@ -265,6 +301,12 @@ int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl
 	if (!c->tx.t && dl_timer(c, &c->tx_timer, on_tx_timer) && !loop_timer_pending(c->tx_timer))
 		loop_timer_start(c->tx_timer, 0, 0);
 	return 0;
+}
+
+int directline_send(struct dl_conv *c, const char *activity_json, size_t len, dl_send_done_fn done,
+		    void *arg)
+{
+	return directline_send_item(c, activity_json, len, NULL, done, arg);
 }
 
 /* Takes the head off the queue and reports it; then the next one may go. */
@@ -288,6 +330,10 @@ static void finish(struct dl_conv *c, int err, const char *reason, const char *i
 		s->done(c, err, reason, id, s->arg);
 	free(s->body);
 	free(s);
+	/* Settled, and reported first: the caller forgets it before the position moves on. */
+	c->resume_unsettled = false;
+	hold_settle(c);
+	forget_echoes(c);	/* what the restart left unsure was queued first, and is settled */
 	if (!dl_done(c))
 		dl_send_kick(c);
 }
@@ -311,6 +357,8 @@ void dl_send_fail_all(struct dl_conv *c, int err, const char *reason)
 	c->tx_tail = NULL;
 }
 
+static void check_head(struct dl_conv *c);
+
 void dl_send_kick(struct dl_conv *c)
 {
 	struct dl_send *s = c->tx_head;
@@ -321,7 +369,10 @@ void dl_send_kick(struct dl_conv *c)
 		dl_token_reacquire(c);	/* dl_send_kick runs again once it is back */
 		return;
 	}
-	post_head(c);
+	if (s->maybe_sent && !s->checked)
+		check_head(c);
+	else
+		post_head(c);
 }
 
 static void later(struct dl_conv *c, enum tx_state state, uint64_t delay_ms)
@@ -446,6 +497,8 @@ static void post_head(struct dl_conv *c)
 	char id[DL_ID_MAX * 3 + 1], path[DL_ID_MAX * 3 + 64];
 
 	s->state = TX_POSTING;
+	s->posted = true;
+	hold_begin(c);	/* from here its echo may come: a restart must replay it */
 	if (dl_url_escape(id, sizeof(id), c->id) < 0) {
 		finish(c, -EINVAL, "bad request", NULL);
 		return;
@@ -460,26 +513,155 @@ static void post_head(struct dl_conv *c)
 
 /* {===== Reconciliation: the echo decides */
 
-/* Ours means sent by this process: the id carries our instance. An echo of something a
- * previous process sent (replayed after a restart) is dispatched like any user activity,
- * so the caller can recognise a message it was unsure had left. */
-bool dl_send_is_ours(const struct directline *dl, const char *client_id, size_t len)
+/* Ours means sent by a handoffd: this process, or an earlier one whose echo comes again
+ * after a restart (the history from the stored position replays it). */
+bool dl_send_is_ours(const char *client_id, size_t len)
 {
-	size_t plen = sizeof(CLIENT_ID_PREFIX) - 1, ilen = strlen(dl->instance);
+	size_t plen = sizeof(CLIENT_ID_PREFIX) - 1;
 
-	return len > plen + ilen && memcmp(client_id, CLIENT_ID_PREFIX, plen) == 0 &&
-	       memcmp(client_id + plen, dl->instance, ilen) == 0 && client_id[plen + ilen] == '.';
+	return len > plen && memcmp(client_id, CLIENT_ID_PREFIX, plen) == 0;
 }
 
-void dl_send_echo(struct dl_conv *c, const char *client_id, size_t len)
+/* The one the history settles: done without a POST, with the id Direct Line gave it.
+ * HOW: "history" when the look by GET found it, "replay" when it came back on its own
+ * (the stream's replay, or a catch-up GET of the resume). */
+static void reconciled(struct dl_conv *c, const char *activity_id, const char *how)
+{
+	log_info(c->dl->lg, "directline.send_reconciled", "key=\"%s\" conv=%s client_id=%s found=%s", c->key,
+		 c->id ? c->id : "-", c->tx_head->client_id, how);
+	finish(c, 0, "ok", activity_id);
+}
+
+/* The older versions' marker of an echo whose id is not of this process (cheap enough:
+ * only replays after a restart get here). 0 when it has none. */
+enum { LEGACY_CHANNEL, LEGACY_MARKER, LEGACY_NSLOTS };
+
+static int legacy_done(void *ctx, const struct json_slot *self, const struct json_slot *s)
+{
+	uint64_t *out = ctx;
+
+	(void)self;
+	if (s[LEGACY_MARKER].kind == HD_STRING && s[LEGACY_MARKER].str.len)
+		*out = dedupe_hash(s[LEGACY_MARKER].str.ptr, s[LEGACY_MARKER].str.len);
+	return 0;
+}
+
+static const struct json_member legacy_channel[] = { { JSON_KEY("handoffd"), .slot = LEGACY_MARKER } };
+static const struct json_schema legacy_channel_schema = { JSON_MEMBERS(legacy_channel) };
+static const struct json_member legacy_members[] = {
+	{ JSON_KEY("channelData"), .slot = LEGACY_CHANNEL, .object = &legacy_channel_schema },
+};
+static const struct json_schema legacy_schema = {
+	JSON_MEMBERS(legacy_members), .nslots = LEGACY_NSLOTS, .done = legacy_done,
+};
+
+static uint64_t legacy_marker(struct dl_conv *c, const struct hd_activity *a)
+{
+	size_t plen = sizeof(CLIENT_ID_PREFIX) - 1, ilen = strlen(c->dl->instance);
+	struct hd_str id = a->client_activity_id;
+	uint64_t h = 0;
+	struct json_walk w = { .root = &legacy_schema, .ctx = &h, .max_depth = 64 };
+
+	if (!c->resumed || (id.len > plen + ilen && memcmp(id.ptr + plen, c->dl->instance, ilen) == 0) ||
+	    (id.len > plen && id.ptr[plen] == 'o'))
+		return 0;
+	dl_json_walk(c->dl, a->raw.ptr, a->raw.len, &w);
+	return h;
+}
+
+static bool is_head(const struct dl_send *s, struct hd_str id, uint64_t legacy)
+{
+	return (strlen(s->client_id) == id.len && memcmp(s->client_id, id.ptr, id.len) == 0) ||
+	       (legacy && legacy == s->legacy_hash);
+}
+
+/* An echo that settled nothing now: a send queued later may be it (after a restart, the
+ * replay can come before the caller queues what it was unsure of). Bounded, oldest out. */
+static void remember(struct dl_conv *c, uint64_t h, struct hd_str activity_id)
+{
+	struct dl_echo *e;
+
+	for (size_t i = 0; c->echoes && i < DL_ECHOES_KEPT; i++)
+		if (c->echoes[i].hash == h)
+			return;
+	if (!c->echoes && !(c->echoes = calloc(DL_ECHOES_KEPT, sizeof(*c->echoes))))
+		return;	/* out of memory: the check by GET still finds it, unless passed */
+	e = &c->echoes[c->echo_next];
+	c->echo_next = (uint8_t)((c->echo_next + 1) % DL_ECHOES_KEPT);
+	free(e->activity_id);
+	e->hash = h;
+	e->activity_id = activity_id.len && activity_id.len < DL_ID_MAX ? strndup(activity_id.ptr, activity_id.len)
+									: NULL;
+}
+
+static const struct dl_echo *remembered(const struct dl_conv *c, const struct dl_send *s)
+{
+	uint64_t h = dedupe_hash(s->client_id, strlen(s->client_id));
+
+	for (size_t i = 0; c->echoes && i < DL_ECHOES_KEPT; i++)
+		if (c->echoes[i].hash && (c->echoes[i].hash == h || c->echoes[i].hash == s->legacy_hash))
+			return &c->echoes[i];
+	return NULL;
+}
+
+void dl_send_echo(struct dl_conv *c, const struct hd_activity *a)
 {
 	struct dl_send *s = c->tx_head;
+	struct hd_str id = a->client_activity_id;
+	uint64_t legacy = legacy_marker(c, a);
+	char aid[DL_ID_MAX];
 
-	if (!s || strlen(s->client_id) != len || memcmp(s->client_id, client_id, len) != 0)
+	if (s && is_head(s, id, legacy)) {
+		snprintf(aid, sizeof(aid), "%.*s", (int)(a->id.len < DL_ID_MAX ? a->id.len : 0), a->id.ptr ? a->id.ptr : "");
+		s->echo_seen = true;
+		if (s->state == TX_WAIT_ECHO)
+			finish(c, 0, "ok", NULL);
+		else if (s->state != TX_POSTING && s->state != TX_SYNCING)	/* not posted by us (yet) */
+			reconciled(c, aid[0] ? aid : NULL, s->state == TX_CHECKING ? "history" : "replay");
 		return;
-	s->echo_seen = true;
-	if (s->state == TX_WAIT_ECHO)
-		finish(c, 0, "ok", NULL);
+	}
+	if (c->remembering) {
+		remember(c, dedupe_hash(id.ptr, id.len), a->id);
+		if (legacy)
+			remember(c, legacy, a->id);
+	}
+}
+
+/* A send that may have left before a restart: the history from the stored position says.
+ * Direct Line may still be taking in a POST the crash cut, so the look waits echo_grace
+ * from the open: a wait for the service, not a guess (the history decides). */
+static void check_head(struct dl_conv *c)
+{
+	struct dl_send *s = c->tx_head;
+	const struct dl_echo *e = remembered(c, s);
+	uint64_t ready = c->opened_ms + c->dl->s.echo_grace_ms, now = loop_now_ms();
+
+	if (e) {
+		reconciled(c, e->activity_id, "replay");
+	} else if (now < ready) {
+		later(c, TX_QUEUED, ready - now);
+	} else {
+		s->state = TX_CHECKING;
+		dl_stream_sync(c);
+	}
+}
+
+static void checked(struct dl_conv *c, bool ok)
+{
+	struct dl_send *s = c->tx_head;
+	const struct dl_echo *e = remembered(c, s);
+
+	if (e) {
+		reconciled(c, e->activity_id, "history");
+	} else if (ok) {	/* read to the end, not there: it never arrived */
+		log_info(c->dl->lg, "directline.send_resent", "key=\"%s\" conv=%s client_id=%s", c->key, c->id,
+			 s->client_id);
+		s->checked = true;
+		s->state = TX_QUEUED;
+		dl_send_kick(c);
+	} else {		/* the GET failed: look again, never guess */
+		later(c, TX_QUEUED, dl_backoff_ms(c->dl, s->syncs < 16 ? s->syncs++ : s->syncs));
+	}
 }
 
 /* No echo after the grace period and a catch-up GET: post once more, or give up. */
@@ -504,6 +686,10 @@ void dl_send_synced(struct dl_conv *c, bool ok)
 {
 	struct dl_send *s = c->tx_head;
 
+	if (s && s->state == TX_CHECKING) {
+		checked(c, ok);
+		return;
+	}
 	if (!s || s->state != TX_SYNCING)
 		return;
 	if (s->echo_seen)
@@ -534,6 +720,60 @@ static void on_tx_timer(void *arg)
 
 /* }===== */
 
+/* {===== The stored position: held before every unsettled send */
+
+static bool unsettled(const struct dl_conv *c)
+{
+	const struct dl_send *s = c->tx_head;
+
+	return c->resume_unsettled || (s && (s->posted || (s->maybe_sent && !s->checked)));
+}
+
+static void hold_begin(struct dl_conv *c)
+{
+	if (c->holding)
+		return;
+	c->holding = true;
+	c->held_wm = c->watermark ? strdup(c->watermark) : NULL;	/* out of memory: from the start */
+}
+
+static void hold_settle(struct dl_conv *c)
+{
+	bool moved;
+
+	if (!c->holding || unsettled(c))
+		return;
+	moved = c->held_wm && c->watermark ? strcmp(c->held_wm, c->watermark) != 0 : c->held_wm != c->watermark;
+	c->holding = false;
+	free(c->held_wm);
+	c->held_wm = NULL;
+	if (moved && !dl_done(c))
+		dl_persist(c);	/* the stored position catches up */
+}
+
+const char *dl_send_watermark(const struct dl_conv *c)
+{
+	return c->holding ? c->held_wm : c->watermark;
+}
+
+static void forget_echoes(struct dl_conv *c)
+{
+	for (size_t i = 0; c->echoes && i < DL_ECHOES_KEPT; i++)
+		free(c->echoes[i].activity_id);
+	free(c->echoes);
+	c->echoes = NULL;
+	c->remembering = false;
+}
+
+void dl_send_forget(struct dl_conv *c)
+{
+	forget_echoes(c);
+	free(c->held_wm);
+	c->held_wm = NULL;
+}
+
+/* }===== */
+
 /* {===== Greeting and goodbye */
 
 void dl_send_greeting(struct dl_conv *c)
@@ -546,7 +786,7 @@ void dl_send_greeting(struct dl_conv *c)
 		locale[0] = '\0';
 	snprintf(json, sizeof(json), "{\"type\":\"event\",\"name\":\"startConversation\"%s%s%s}",
 		 locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");
-	s = new_send(c, json, strlen(json), NULL, NULL, &rc);
+	s = new_send(c, json, strlen(json), NULL, NULL, NULL, &rc);
 	if (!s)
 		return;
 	s->next = c->tx_head;	/* before anything the caller queued meanwhile */
@@ -569,7 +809,7 @@ void dl_send_goodbye(struct dl_conv *c)
 	char id[DL_ID_MAX * 3 + 1], path[DL_ID_MAX * 3 + 64];
 	struct dl_send s = { 0 };
 
-	if (compose(c, json, strlen(json), &s) < 0 || dl_url_escape(id, sizeof(id), c->id) < 0) {
+	if (compose(c, json, strlen(json), NULL, &s) < 0 || dl_url_escape(id, sizeof(id), c->id) < 0) {
 		free(s.body);
 		c->detached = false;
 		return;

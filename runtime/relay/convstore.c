@@ -56,8 +56,6 @@ static void conv_free(struct conversation *c)
 	free(c->dl_token);
 	free(c->watermark);
 	free(c->seen);
-	free(c->held_watermark);
-	free(c->held_seen);
 	free(c->route_json);
 	free(c->route);
 	free(c->handoff);

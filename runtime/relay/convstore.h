@@ -58,18 +58,6 @@ struct conversation {
 	 * the stored event after a restart): one block (hd_handoff_copy_to). */
 	int64_t handoff_item;
 	struct hd_handoff *handoff;
-	/* After a restart, a message to the bot that may have left before the crash waits
-	 * for the replayed echo carrying its marker instead of going out twice. */
-	int64_t reconcile_id;		/* the outbox item waiting so, or 0 */
-	char reconcile_marker[48];
-	bool reconcile_armed;		/* the grace period runs (the stream is online) */
-	int64_t reconciled_id;		/* grace over without an echo: send it */
-	/* While a message to the bot is on its way, the stored Direct Line position stays
-	 * before its echo, so that a restart replays the echo and can reconcile. */
-	bool position_held;
-	char *held_watermark;
-	uint64_t *held_seen;
-	size_t held_nseen;
 	struct conv_events *events;	/* recent lifecycle events, for inspection (conv_events.h) */
 	struct conversation *next;	/* hash chain */
 };

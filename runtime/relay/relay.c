@@ -1,10 +1,9 @@
 /* relay.c - conversations between the front hub, the bot and the desk hub.
- * Owns the state transitions (relay.h), the bot side (sends, reconciling after a
- * restart), the per-conversation queue runner with its retries, and Direct Line's
- * callbacks. What goes to hub scripts is relay_hub.c's; how a conversation ends and
- * leaves is relay_end.c's. It holds no protocol detail:
- * Direct Line is directline.c's, hub APIs are the scripts'. */
-#define _GNU_SOURCE	/* memmem */
+ * Owns the state transitions (relay.h), the bot side (sends, each with its outbox
+ * identity so that Direct Line can reconcile it after a restart), the per-conversation
+ * queue runner with its retries, and Direct Line's callbacks. What goes to hub scripts is
+ * relay_hub.c's; how a conversation ends and leaves is relay_end.c's. It holds no
+ * protocol detail: Direct Line is directline.c's, hub APIs are the scripts'. */
 #include "relay/relay_internal.h"
 
 #include "base/config.h"
@@ -99,47 +98,6 @@ void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s,
 	park_for_state(c, from);
 }
 
-/* Puts channelData.handoffd = MARKER into a message for the bot, so that the echo of a
- * send interrupted by a crash can be recognised after the restart. An activity that
- * brings its own channelData goes as it is (it is resent if in doubt). */
-static char *with_marker(struct relay *r, const char *activity, size_t len, size_t *out_len)
-{
-	char head[96];
-	int n = snprintf(head, sizeof(head), "{\"channelData\":{\"handoffd\":\"m%016llx\"},",
-			 (unsigned long long)relay_random(r));
-	const char *rest = activity + 1;
-	size_t rest_len = len - 1;
-	char *out;
-
-	while (rest_len && (*rest == ' ' || *rest == '\n' || *rest == '\t' || *rest == '\r'))
-		rest++, rest_len--;
-	if (strstr(activity, "\"channelData\"") || rest_len == 0)
-		return NULL;
-	if (*rest == '}')	/* {} gets no trailing comma */
-		head[n - 1] = '}', n--, rest++, rest_len--;
-	out = malloc((size_t)n + rest_len + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, head, (size_t)n);
-	memcpy(out + n, rest, rest_len);
-	out[(size_t)n + rest_len] = '\0';
-	*out_len = (size_t)n + rest_len;
-	return out;
-}
-
-static const char *marker_of(const char *payload, char *out, size_t cap)
-{
-	const char *m = strstr(payload, "\"handoffd\":\"");
-	size_t n = 0;
-
-	if (!m)
-		return NULL;
-	for (m += strlen("\"handoffd\":\""); m[n] && m[n] != '"' && n + 1 < cap; n++)
-		out[n] = m[n];
-	out[n] = '\0';
-	return n ? out : NULL;
-}
-
 static int enqueue(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload, size_t len)
 {
 	return relay_enqueue_from(r, c, q, payload, len, false);
@@ -155,19 +113,14 @@ static void outbox_done(struct relay *r, struct conversation *c, enum conv_queue
 int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,
 			size_t len, bool from_front)
 {
-	size_t marked_len = 0;
-	char *marked;
+	int64_t rc;
 
 	/* What a front sends must not pile up without bound when the bot stops taking it:
 	 * the front gets "queue full" (503 to a webhook hub) and retries later. What the bot
 	 * says is never refused, since Direct Line cannot be asked to send it again. */
 	if (from_front && c->pending[q] >= (unsigned)r->rt->config->limits.queued)
 		return -ENOBUFS;
-	marked = q == QUEUE_TO_BOT ? with_marker(r, payload, len, &marked_len) : NULL;
-	int64_t rc = store_outbox_add(r->store, c->key, queue_names[q], marked ? marked : payload,
-				      marked ? marked_len : len);
-
-	free(marked);
+	rc = store_outbox_add(r->store, c->key, queue_names[q], payload, len);
 	if (rc < 0)
 		return -EIO;
 	c->pending[q]++;
@@ -189,11 +142,6 @@ static void forget_dl(struct conversation *c)
 	c->seen = NULL;
 	c->nseen = 0;
 	c->dl_token_expiry = 0;
-	c->position_held = false;
-	conv_set_string(&c->held_watermark, NULL);
-	free(c->held_seen);
-	c->held_seen = NULL;
-	c->held_nseen = 0;
 }
 
 /* Parking: while an agent has the conversation the bot is silent by design, so its stream
@@ -207,6 +155,19 @@ static void park_for_state(struct conversation *c, enum conv_state from)
 		directline_wake(c->dl);
 }
 
+/* Whether the next message for the bot may have left before (a POST was started). */
+static bool to_bot_unsettled(struct relay *r, struct conversation *c)
+{
+	struct store_item it;
+	bool maybe_sent;
+
+	if (store_outbox_head(r->store, c->key, queue_names[QUEUE_TO_BOT], &it) < 0)
+		return false;
+	maybe_sent = it.attempts > 0;
+	store_item_clear(&it);
+	return maybe_sent;
+}
+
 static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 {
 	struct dl_persist resume = {
@@ -215,6 +176,8 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 		.nseen = c->nseen,
 	};
 
+	if (!c->dl && c->dl_conversation_id)
+		resume.unsettled = to_bot_unsettled(r, c);
 	if (!c->dl && (c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL))) {
 		c->dl_gone = false;
 		park_for_state(c, c->state);
@@ -222,35 +185,17 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 	return c->dl;
 }
 
-static void set_position(struct conversation *c, const char *watermark, const uint64_t *seen, size_t nseen,
-			 char **wm_slot, uint64_t **seen_slot, size_t *nseen_slot)
+/* The stored Direct Line position (Direct Line holds it before unsettled sends). */
+static void set_position(struct conversation *c, const struct dl_persist *p)
 {
 	uint64_t *copy = NULL;
 
-	if (nseen && (copy = malloc(nseen * sizeof(*copy))))
-		memcpy(copy, seen, nseen * sizeof(*copy));
-	free(*seen_slot);
-	*seen_slot = copy;
-	*nseen_slot = copy ? nseen : 0;
-	conv_set_string(wm_slot, watermark);
-	(void)c;
-}
-
-/* The held position becomes the stored one (the message on its way is settled). */
-static void release_position(struct relay *r, struct conversation *c)
-{
-	if (!c->position_held)
-		return;
-	c->position_held = false;
-	free(c->watermark);
+	if (p->nseen && (copy = malloc(p->nseen * sizeof(*copy))))
+		memcpy(copy, p->seen, p->nseen * sizeof(*copy));
 	free(c->seen);
-	c->watermark = c->held_watermark;
-	c->seen = c->held_seen;
-	c->nseen = c->held_nseen;
-	c->held_watermark = NULL;
-	c->held_seen = NULL;
-	c->held_nseen = 0;
-	relay_save(r, c);
+	c->seen = copy;
+	c->nseen = copy ? p->nseen : 0;
+	conv_set_string(&c->watermark, p->watermark);
 }
 
 struct sent {
@@ -276,8 +221,6 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 
 	(void)dc;
 	(void)activity_id;
-	if (c)
-		release_position(r, c);
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
 		relay_observe_delivered(r, c, QUEUE_TO_BOT, s->created_ms);
@@ -301,40 +244,15 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 	free(s);
 }
 
-static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
-
-/* Grace for the replayed echo of a message that may have left before a restart. */
-static uint64_t reconcile_grace_ms(const struct relay *r)
-{
-	double g = r->rt->config->directline.echo_grace;
-
-	return (uint64_t)((g > 0 ? g : 3.0) * 1000.0);
-}
-
-/* The head item may have reached the bot before a crash: wait for its echo. */
-static bool start_reconcile(struct relay *r, struct conversation *c, struct store_item *it)
-{
-	if (it->attempts == 0 || c->reconciled_id == it->id || !marker_of(it->payload, c->reconcile_marker,
-									  sizeof(c->reconcile_marker)))
-		return false;
-	c->reconcile_id = it->id;
-	c->queues[QUEUE_TO_BOT].busy = false;
-	c->queues[QUEUE_TO_BOT].scheduled = true;	/* held until the echo or the grace */
-	if (open_dl(r, c) && directline_state(c->dl) == DL_STATE_ONLINE) {
-		c->reconcile_armed = true;
-		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
-	}
-	log_info(r->rt->log, "relay.reconcile", "conv=%s item=%lld", c->key, (long long)it->id);
-	return true;
-}
-
+/* Each message goes with its outbox identity: after a restart, one that may have left
+ * (attempts > 0) is looked for in the bot's conversation by Direct Line before it is
+ * posted again (directline_send_item). */
 static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
+	struct dl_send_item item = { .id = it->id, .created_ms = it->created_ms, .maybe_sent = it->attempts > 0 };
 	struct sent *s;
 	int rc;
 
-	if (start_reconcile(r, c, it))
-		return;
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
 		free(s);
@@ -344,13 +262,12 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	s->r = r;
 	s->item = it->id;
 	s->created_ms = it->created_ms;
-	rc = directline_send(c->dl, it->payload, it->payload_len, on_bot_sent, s);
-	if (rc == 0) {
-		/* From here the message may reach the bot: a restart must look for its echo. */
-		store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
-		c->reconciled_id = 0;
+	/* From here the message may reach the bot: a restart must look for it. Written
+	 * first, so the turn's transaction carries it before the POST can leave. */
+	store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+	rc = directline_send_item(c->dl, it->payload, it->payload_len, &item, on_bot_sent, s);
+	if (rc == 0)
 		return;
-	}
 	free(s->key);
 	free(s);
 	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
@@ -398,14 +315,6 @@ static void on_retry_timer(void *arg)
 	struct conversation *c = a->c;
 
 	c->queues[a->q].scheduled = false;
-	if (a->q == QUEUE_TO_BOT && c->reconcile_id) {
-		/* No echo within the grace: it never reached the bot. */
-		log_info(a->r->rt->log, "relay.reconcile_resend", "conv=%s item=%lld", c->key,
-			 (long long)c->reconcile_id);
-		c->reconciled_id = c->reconcile_id;
-		c->reconcile_id = 0;
-		c->reconcile_armed = false;
-	}
 	relay_kick(a->r, c, a->q);
 }
 
@@ -532,19 +441,8 @@ static void on_activity(struct dl_conv *dc, const char *key, const struct hd_act
 	(void)dc;
 	if (!c)
 		return;
-	if (hd_str_eq(a->from_role, "user")) {
-		/* Our own message, replayed after a restart: the one we were unsure about? */
-		if (c->reconcile_id && memmem(a->raw.ptr, a->raw.len, c->reconcile_marker, strlen(c->reconcile_marker))) {
-			log_info(r->rt->log, "relay.reconciled", "conv=%s item=%lld", key, (long long)c->reconcile_id);
-			outbox_done(r, c, QUEUE_TO_BOT, c->reconcile_id);
-			c->reconcile_id = 0;
-			c->reconcile_armed = false;
-			loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
-			c->queues[QUEUE_TO_BOT].scheduled = false;
-			relay_kick(r, c, QUEUE_TO_BOT);
-		}
-		return;	/* another client of the conversation, or our own message */
-	}
+	if (hd_str_eq(a->from_role, "user"))
+		return;	/* another client of the conversation (our own echoes stay in directline) */
 	relay_end_touch(c);
 	if (hd_str_eq(a->type, "event") && hd_str_eq(a->name, "handoff.initiate")) {
 		if (c->state == CONV_BOT)
@@ -577,19 +475,8 @@ static void on_dl_state(struct dl_conv *dc, const char *key, enum dl_state st, c
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
 
-	if (c && c->dl == dc && st == DL_STATE_ONLINE && c->reconcile_id && !c->reconcile_armed) {
-		c->reconcile_armed = true;	/* the replay is coming now */
-		arm_retry(r, c, QUEUE_TO_BOT, reconcile_grace_ms(r));
-	}
 	if (!c || c->dl != dc || (st != DL_STATE_ENDED && st != DL_STATE_FAILED))
 		return;
-	if (c->reconcile_id) {	/* that conversation is gone: nothing to wait for */
-		c->reconciled_id = c->reconcile_id;
-		c->reconcile_id = 0;
-		c->reconcile_armed = false;
-		c->queues[QUEUE_TO_BOT].scheduled = false;
-		loop_timer_stop(c->queues[QUEUE_TO_BOT].retry);
-	}
 	log_info(r->rt->log, "dl.gone", "conv=%s state=%s reason=\"%s\"", key, directline_state_name(st), reason);
 	forget_dl(c);
 	relay_save(r, c);
@@ -609,12 +496,7 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 	conv_set_string(&c->dl_conversation_id, p->conversation_id);
 	conv_set_string(&c->dl_token, p->token);
 	c->dl_token_expiry = p->token_expires;
-	if (c->queues[QUEUE_TO_BOT].busy) {
-		c->position_held = true;
-		set_position(c, p->watermark, p->seen, p->nseen, &c->held_watermark, &c->held_seen, &c->held_nseen);
-	} else {
-		set_position(c, p->watermark, p->seen, p->nseen, &c->watermark, &c->seen, &c->nseen);
-	}
+	set_position(c, p);
 	relay_save(r, c);
 }
 

@@ -14,6 +14,8 @@ TABLE = {
     "watermark_mode": ("normal", True, "stream ActivitySets: normal | omit | null (F6)"),
     "replay_full_history": (False, True, "new streams replay everything, ignoring the watermark (F7)"),
     "echo_delay_ms": (0, True, "delay the stream echo of a user activity; the bot reply goes first (F10)"),
+    "replay_delay_ms": (0, True, "a new socket's replay comes this late after the handshake (a slow "
+                                 "service); what happens meanwhile comes with it"),
     "post_delay_ms": (0, True, "delay before POST /activities answers; the activity is recorded first (F18)"),
     "bot_delay_ms": (0, True, "delay between the bot's typing and its reply"),
     "fragment_size": (0, True, "split stream messages into frames of this many bytes; 0 = whole (F21)"),

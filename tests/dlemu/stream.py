@@ -22,7 +22,7 @@ KEEPALIVE_TICK = 0.1                # seconds between keep-alive scans while any
 
 
 class Socket:
-    __slots__ = ("ws", "transport", "conv", "stalled", "closing", "next_keepalive")
+    __slots__ = ("ws", "transport", "conv", "stalled", "closing", "next_keepalive", "replay_due")
 
     def __init__(self, ws, transport, conv):
         self.ws = ws
@@ -31,6 +31,7 @@ class Socket:
         self.stalled = False        # F4: no pushes, no pongs
         self.closing = None         # the aiohttp close task once a clean close began
         self.next_keepalive = 0.0
+        self.replay_due = False     # replay_delay_ms: not replayed yet, so nothing is pushed
 
 
 class Streams:
@@ -130,7 +131,17 @@ class Streams:
         self.open.add(sock)
         stats.bump("ws_accepted")
         stats.gauge("ws_open", 1)
-        if not sock.closing:
+        delay = self.emu.settings.get(conv, "replay_delay_ms")
+        if not sock.closing and delay:
+            sock.replay_due = True
+            asyncio.get_running_loop().call_later(delay / 1000, self.late_replay, sock, start)
+        elif not sock.closing:
+            self.replay(sock, start)
+
+    def late_replay(self, sock, start):
+        """A slow service: the replay comes late, and covers what was pushed meanwhile."""
+        sock.replay_due = False
+        if sock in self.open:
             self.replay(sock, start)
 
     def detach(self, sock):
@@ -157,7 +168,8 @@ class Streams:
         if conv.sockets and self.emu.settings.get(conv, "push"):
             data = self.encode_set(conv, activities, conv.reported())
             for sock in conv.sockets:
-                self.write(sock, data)
+                if not sock.replay_due:
+                    self.write(sock, data)
 
     def encode_set(self, conv, activities, watermark):
         body = {"activities": activities}

@@ -5,9 +5,12 @@ Setup: one emulator per module, one dl_driver per test. The emulator's control A
 a failure for the conversation's next POST; the test then checks what the bot received
 (exactly once, in our order) and what the driver reported for each send.
 """
+import json
+import urllib.request
+
 import pytest
 
-from dldriver import check_exactly_once, check_received, driver_factory, emu, texts  # noqa: F401
+from dldriver import check_exactly_once, check_received, driver_factory, emu, settle, texts  # noqa: F401
 
 TRANSPORTS = ["websocket", "polling"]
 
@@ -201,3 +204,85 @@ def test_outbound_activities_get_our_from_and_client_id(driver_factory, emu):
         drv.cmd("sendjson", "k1", tag, text)
         assert drv.sent(tag) == {**drv.sent(tag), "ev": "refused", "err": -22}
     check_exactly_once(drv, ctl, "k1", cid)
+
+
+def message(text, **fields):
+    return json.dumps({"type": "message", "text": text, **fields}, separators=(",", ":"))
+
+
+def send_cut_by_restart(drv, ctl, cid):
+    """Item 7 is posted and reaches the bot, then the process 'restarts' (reopen from the
+    last on_persist) before the POST is answered; the item is queued again as maybe sent,
+    in the same loop turn as the reopen, as the relay does. Returns the POSTs before it."""
+    drv.send("k1", "t0", "hello")
+    assert drv.sent("t0")["err"] == 0
+    settle(drv, ctl, "k1", cid)         # the stored position is past the greeting and answer
+    ctl.settings(conversation=cid, post_delay_ms=30000)
+    drv.cmd("senditem", "k1", "t1", 7, 1000, 0, message("only once"))
+    ctl.wait_count(cid, "received", 2)
+    ctl.settings(conversation=cid, post_delay_ms=0, replay_delay_ms=3000)
+    posts = ctl.stats()["posts"]
+    drv.batch(("reopen", "k1"), ("senditem", "k1", "t2", 7, 1000, 1, message("only once")))
+    assert drv.sent("t1")["reason"] == "closed"
+    return posts
+
+
+def test_maybe_sent_found_in_history_is_not_posted(driver_factory, emu, transport):
+    """A send that may have left before a restart is looked for from the stored watermark
+    (the stream replays too late here, so over websocket a GET finds it): found, it
+    succeeds with the activity's id and no POST."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    posts = send_cut_by_restart(drv, ctl, cid)
+    e = drv.sent("t2")
+    assert e["err"] == 0 and e["id"] == ctl.received(cid)[1]["id"]
+    assert ctl.stats()["posts"] == posts, "no POST for what the bot has"
+    drv.wait_log("directline.send_reconciled")
+    if transport == "websocket":
+        assert "found=history" in drv.log()
+    check_received(ctl, cid, ["hello", "only once"])
+    assert ctl.received(cid)[1]["channelData"]["clientActivityID"] == "hd1.o7.3e8"
+
+
+def test_maybe_sent_absent_is_posted_once(driver_factory, emu, transport):
+    """A maybe-sent item the history does not hold is posted, once; a GET that fails on
+    the way is retried, never taken for an answer."""
+    ctl = emu.ctl
+    drv = driver_factory(transport=transport)
+    cid = drv.open("k1")
+    posts = send_cut_by_restart(drv, ctl, cid)
+    assert drv.sent("t2")["err"] == 0
+    ctl.fail("get_activities", {"status": 500}, {"status": 503}, conversation=cid)
+    drv.cmd("senditem", "k1", "t3", 8, 2000, 1, message("never sent"))
+    assert drv.sent("t3")["err"] == 0
+    assert ctl.stats()["posts"] == posts + 1
+    drv.wait_log("directline.send_resent")
+    check_received(ctl, cid, ["hello", "only once", "never sent"])
+    check_exactly_once(drv, ctl, "k1", cid)
+
+
+def test_maybe_sent_by_an_older_version_found_by_its_marker(driver_factory, emu):
+    """An outbox item stored by a version before the reconciliation moved here carries
+    channelData.handoffd, and its POST had a clientActivityID of that process: the echo
+    carrying the same marker settles it, no POST."""
+    ctl = emu.ctl
+    drv = driver_factory()
+    cid = drv.open("k1")
+    drv.send("k1", "t0", "hello")
+    assert drv.sent("t0")["err"] == 0
+    settle(drv, ctl, "k1", cid)
+    drv.cmd("close", "k1")          # the older process dies ...
+    older = {"channelData": {"handoffd": "m00000000000000aa", "clientActivityID": "hd1.00000000000000aa.3"}}
+    req = urllib.request.Request("%s/conversations/%s/activities" % (emu.info["http_base"], cid),
+                                 data=message("from before", **older, **{"from": {"id": "dl_old"}}).encode(),
+                                 headers={"Authorization": "Bearer " + emu.info["secret"],
+                                          "Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()     # ... after its POST reached the bot
+    posts = ctl.stats()["posts"]
+    drv.batch(("reopen", "k1"), ("senditem", "k1", "t1", 5, 900, 1,
+                                 message("from before", channelData={"handoffd": "m00000000000000aa"})))
+    assert drv.sent("t1")["err"] == 0
+    assert ctl.stats()["posts"] == posts
+    drv.wait_log("directline.send_reconciled")
+    check_received(ctl, cid, ["hello", "from before"])

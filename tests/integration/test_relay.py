@@ -160,6 +160,28 @@ def test_kill_and_restart_mid_traffic(env):
     assert [a["text"] for a in env.bot_received("k-1")] == sent, "every message reached the bot once"
 
 
+def test_kill_with_send_in_flight_and_slow_replay(env):
+    """kill -9 while a message's POST is in flight (the bot has it, its answer has not come),
+    and after the restart the stream replays slower than directline.echo_grace (a loaded
+    service): the history from the stored watermark decides, so the bot gets the message
+    once, and what the customer says next follows it."""
+    hub, port, ctl = env.hub, env.port, env.emu.ctl
+    hub.message(port, "s-1", "m0")
+    hub.wait_messages("s-1", 2)
+    cid = env.dl_conversation("s-1")
+    ctl.settings(conversation=cid, post_delay_ms=30000, replay_delay_ms=4000)
+    assert hub.message(port, "s-1", "m1")[0] == 202
+    ctl.wait_count(cid, "received", 2)  # the bot has m1; our POST still waits for its answer
+    env.daemon.kill()
+    ctl.settings(conversation=cid, post_delay_ms=0)
+    env.daemon.start()
+    assert hub.message(env.port, "s-1", "m2")[0] == 202
+    assert "found=history" in env.daemon.wait_line("directline.send_reconciled")
+    msgs = hub.wait_messages("s-1", 4, timeout=60)
+    assert texts(msgs)[1:] == ["You said: m0", "You said: m1", "You said: m2"]
+    assert [a["text"] for a in env.bot_received("s-1")] == ["m0", "m1", "m2"], "each message reached the bot once"
+
+
 def test_rules_edited_mid_conversation(env):
     """A reload between two handoffs of one conversation: the second uses the new rules,
     and the conversation (and its Direct Line conversation) carries on."""

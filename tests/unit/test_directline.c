@@ -240,6 +240,9 @@ static void test_send_refusals(void **state)
 	memset(big, ' ', sizeof(big));
 	memcpy(big, "{\"type\":\"message\"}", 18);
 	assert_int_equal(directline_send(c, big, sizeof(big), on_done, a), -EFBIG);
+	/* an item needs the caller's id */
+	assert_int_equal(directline_send_item(c, "{\"type\":\"message\"}", 18,
+					      &(struct dl_send_item){ .id = 0, .created_ms = 1 }, on_done, a), -EINVAL);
 	assert_int_equal(a->done_calls, 0);
 	directline_close(c, false);
 }
