@@ -5,6 +5,7 @@
  * refreshes STATUS= with the open conversations. */
 #include "daemon/sdnotify.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "daemon/runtime.h"
@@ -106,15 +107,12 @@ void sdnotify_ready(struct sdnotify *n)
 
 void sdnotify_reloading(struct sdnotify *n)
 {
-	struct timespec ts;
 	char msg[96];
 
 	if (!n)
 		return;
 	/* MONOTONIC_USEC lets systemd >= 253 match this reload to its own request. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-		 (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)clock_mono_us());
 	send_state(n, msg);
 }
 

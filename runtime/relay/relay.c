@@ -7,6 +7,8 @@
 #define _GNU_SOURCE	/* memmem */
 #include "relay/relay_internal.h"
 
+#include "base/backoff.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "relay/convstore.h"
@@ -23,9 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #define RELAY_KEY_MAX 512
 
@@ -33,36 +32,19 @@ static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-uint64_t relay_wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
 const char *relay_queue_name(enum conv_queue q)
 {
 	return queue_names[q];
 }
 
-uint64_t relay_random(struct relay *r)
-{
-	r->rng ^= r->rng << 13;	/* xorshift64: jitter needs spread, not secrecy */
-	r->rng ^= r->rng >> 7;
-	r->rng ^= r->rng << 17;
-	return r->rng;
-}
-
-/* Full jitter: a random wait in [0, min(max_delay, base * 2^attempts)] seconds. */
+/* The backoff of retry.base and retry.max_delay (read each time: a reload may change
+ * them), at least 1 ms. */
 static uint64_t backoff_ms(struct relay *r, int attempts)
 {
 	const struct config_retry *rc = &r->rt->config->retry;
-	double cap = rc->base * (double)(1u << (attempts < 20 ? attempts : 20));
+	struct backoff b = { (uint64_t)(rc->base * 1000.0), (uint64_t)(rc->max_delay * 1000.0) };
 
-	if (cap > rc->max_delay)
-		cap = rc->max_delay;
-	return (uint64_t)((double)(relay_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
+	return backoff_delay_ms(&b, &r->rng, attempts > 0 ? (unsigned)attempts : 0) + 1;
 }
 
 static int make_key(struct relay *r, const char *id, char *key, size_t cap)
@@ -107,7 +89,7 @@ static char *with_marker(struct relay *r, const char *activity, size_t len, size
 {
 	char head[96];
 	int n = snprintf(head, sizeof(head), "{\"channelData\":{\"handoffd\":\"m%016llx\"},",
-			 (unsigned long long)relay_random(r));
+			 (unsigned long long)rng_next(&r->rng));
 	const char *rest = activity + 1;
 	size_t rest_len = len - 1;
 	char *out;
@@ -307,9 +289,7 @@ static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q,
 /* Grace for the replayed echo of a message that may have left before a restart. */
 static uint64_t reconcile_grace_ms(const struct relay *r)
 {
-	double g = r->rt->config->directline.echo_grace;
-
-	return (uint64_t)((g > 0 ? g : 3.0) * 1000.0);
+	return (uint64_t)(r->rt->config->directline.echo_grace * 1000.0);
 }
 
 /* The head item may have reached the bot before a crash: wait for its echo. */
@@ -437,7 +417,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 	if (delay < at_least_ms)
 		delay = at_least_ms + backoff_ms(r, 0);	/* Retry-After, plus jitter */
 	if (id > 0)
-		store_outbox_retry(r->store, id, attempts, (int64_t)(relay_wall_ms() + delay));
+		store_outbox_retry(r->store, id, attempts, (int64_t)(clock_wall_ms() + delay));
 	c->queues[q].busy = false;
 	conv_events_add(&c->events, CONV_EV_RETRY, "%s attempt %d", queue_names[q], attempts);
 	if (arm_retry(r, c, q, delay) < 0)
@@ -448,7 +428,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 static bool gave_up(struct relay *r, const struct store_item *it)
 {
 	return it->attempts > 0 && it->created_ms > 0 &&
-	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
+	       (double)(clock_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
 /* The conversation is over and the bot's side gone with it: what was still queued for
@@ -482,7 +462,7 @@ void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		give_up_for_gone_bot(r, c, &it);
 		return;
 	}
-	now = relay_wall_ms();
+	now = clock_wall_ms();
 	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
 		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
 		store_item_clear(&it);
@@ -911,7 +891,7 @@ struct relay *relay_new(struct hd_runtime *rt, char *err, size_t errlen)
 		return NULL;
 	}
 	r->rt = rt;
-	r->rng = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+	rng_seed(&r->rng);
 	r->desk_only = cfg->front_module != NULL;
 	r->front_reg = r->desk_only ? SCRIPT_REG_FRONT : SCRIPT_REG_HUB;
 	r->desk_reg = r->desk_only ? SCRIPT_REG_DESK : SCRIPT_REG_HUB;

@@ -6,6 +6,7 @@
 #include "relay/relay_internal.h"
 
 #include "script/bindings/handoff_object.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "base/json_text.h"
@@ -268,7 +269,7 @@ static void spawn_hub_call(struct hub_call *hc)
 	int rc;
 	struct conversation *c;
 
-	hc->started_ms = conv_events_wall_ms();
+	hc->started_ms = clock_wall_ms();
 	rc = script_host_spawn(hc->r->rt->scripts, hc->key, "hub call", push_hub_call, hub_call_done, hc);
 
 	if (rc == 0)
@@ -371,7 +372,7 @@ static char *new_handoff_id(struct relay *r)
 	char *id = malloc(24);
 
 	if (id)
-		snprintf(id, 24, "h-%016llx", (unsigned long long)relay_random(r));
+		snprintf(id, 24, "h-%016llx", (unsigned long long)rng_next(&r->rng));
 	return id;
 }
 

@@ -4,6 +4,7 @@
 #ifndef HANDOFFD_RELAY_INTERNAL_H
 #define HANDOFFD_RELAY_INTERNAL_H
 
+#include "base/random.h"
 #include "relay/convstore.h"
 #include "relay/relay.h"
 #include "relay/store.h"
@@ -46,7 +47,7 @@ struct relay {
 	char front[64];			/* key prefix: the front module's last name */
 	const char *front_reg, *desk_reg;	/* registry keys of the modules */
 	bool desk_only;			/* front and desk are different modules */
-	uint64_t rng;
+	struct rng rng;				/* retry jitter, echo markers, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
@@ -54,8 +55,6 @@ struct relay {
 };
 
 /* relay.c */
-uint64_t relay_random(struct relay *r);
-uint64_t relay_wall_ms(void);
 /* "to_bot", "to_hub": the outbox queue names. */
 const char *relay_queue_name(enum conv_queue q);
 void relay_save(struct relay *r, struct conversation *c);

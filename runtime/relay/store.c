@@ -3,6 +3,7 @@
  * convstore.c and relay.c decide that. */
 #include "relay/store.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,14 +97,6 @@ struct store {
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
-}
-
-static int64_t now_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int db_error(struct store *st, const char *what)
@@ -457,7 +449,7 @@ int64_t store_outbox_add(struct store *st, const char *key, const char *queue, c
 	bind_text(s, 1, key);
 	bind_text(s, 2, queue);
 	sqlite3_bind_blob(s, 3, payload, (int)len, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(s, 4, now_ms());
+	sqlite3_bind_int64(s, 4, (int64_t)clock_wall_ms());
 	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)
 		return -EIO;
 	return sqlite3_last_insert_rowid(st->db);
