@@ -122,11 +122,6 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -EINVAL;
 }
 
-const char *log_level_name(enum log_level level)
-{
-	return level_names[level];
-}
-
 int log_add_secret(struct log *lg, const char *secret)
 {
 	if (!secret || strlen(secret) < 4)

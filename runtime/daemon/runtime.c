@@ -314,6 +314,14 @@ static void on_signal(int signo, void *arg)
 	runtime_stop(rt);
 }
 
+/* A script file changed (scripts.watch): reload, as on SIGHUP. */
+static void on_scripts_changed(void *arg)
+{
+	char err[1024];
+
+	runtime_reload(arg, err, sizeof(err));
+}
+
 static int install_signals(struct hd_runtime *rt)
 {
 	static const int signos[] = { SIGTERM, SIGINT, SIGHUP };
@@ -366,7 +374,8 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 		return rc;
 	}
 	if (cfg->scripts.watch)
-		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
+		/* A failure is logged; reload by signal still works. */
+		rt->watch = watch_new(cfg, rt->loop, rt->log, on_scripts_changed, rt);
 	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
 	rt->notify = sdnotify_new(rt);
 	sdnotify_ready(rt->notify);

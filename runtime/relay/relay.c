@@ -16,7 +16,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_gen.h"
 #include "relay/store.h"
 
@@ -766,11 +766,6 @@ void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parke
 	directline_get_stats(r->dl, &st);
 	*parked = st.parked;
 	*streaming = st.conversations - st.parked;
-}
-
-const char *relay_front_name(const struct relay *r)
-{
-	return r->front;
 }
 
 bool relay_write_pending(const struct relay *r)

@@ -16,7 +16,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "relay/store.h"
 
 #include <errno.h>

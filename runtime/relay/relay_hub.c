@@ -13,7 +13,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "script/routing.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_gen.h"
 
 #include <errno.h>

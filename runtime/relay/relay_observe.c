@@ -9,7 +9,7 @@
 #include "relay/conv_events.h"
 #include "base/metrics.h"
 #include "script/routing.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 
 #include <stdio.h>
 #include <string.h>

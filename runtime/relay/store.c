@@ -38,7 +38,7 @@ static const char *const SCHEMA =
 
 
 enum stmt {
-	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
+	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
 	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT,
 	S_PURGE_OUTBOX, S_PURGE_CONVS, S_NSTMT
@@ -58,7 +58,6 @@ static const char *const SQL[S_NSTMT] = {
 	[S_CONV_OPEN] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
 			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations"
 			" WHERE state <> 'closed'",
-	[S_CONV_DEL] = "DELETE FROM conversations WHERE key = ?1",
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
@@ -339,16 +338,6 @@ int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg)
 		store_conv_clear(&c);
 	}
 	return stop ? (sqlite3_reset(s), stop) : finish(st, s, rc, "conv_each");
-}
-
-int store_conv_delete(struct store *st, const char *key)
-{
-	sqlite3_stmt *s = st->stmt[S_CONV_DEL];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, key);
-	return finish(st, s, sqlite3_step(s), "conv_delete");
 }
 
 static int purge_step(struct store *st, enum stmt which, int64_t before_s, const char *what)
