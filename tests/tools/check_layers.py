@@ -103,6 +103,11 @@ def self_test():
     want = {("base/log.c", 2), ("net/loop.c", 1), ("net/loop.c", 2), ("relay/relay.c", 2), ("daemon/main.c", 3)}
     if found != want:
         sys.exit(f"check_layers self-test failed: found {sorted(found)}, want {sorted(want)}")
+    allowed = {}
+    for path, name in ALLOWED:
+        allowed[path] = allowed.get(path, "") + f'#include "{name}"\n'
+    if list(violations(allowed)) or stale_allowances(allowed) or stale_allowances({}) != sorted(ALLOWED):
+        sys.exit("check_layers self-test failed: the allow-list is not applied pair by pair")
 
 
 def main():
