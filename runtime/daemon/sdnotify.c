@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
 
 #define STATUS_PERIOD_MS 5000
 #define STATUS_MAX 256
