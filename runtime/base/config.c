@@ -21,127 +21,130 @@
 #include <unistd.h>
 
 #define CONFIG_FILE_MAX (1 << 20)
-#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8088"
-#define CONFIG_DEFAULT_DIRECTLINE_BASE "https://directline.botframework.com/v3/directline"
-#define CONFIG_DEFAULT_STATE "sqlite:handoffd-state.db"
-#define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT 10.0
-#define CONFIG_DEFAULT_MAX_INSTRUCTIONS 50e6	/* about 0.1-0.5 s of pure Lua */
-#define CONFIG_DEFAULT_MAX_MEMORY_MB 256.0
-#define CONFIG_DEFAULT_RETIRE_AFTER 60.0
-#define CONFIG_DEFAULT_FALLBACK_QUEUE "default"
-#define CONFIG_DEFAULT_DL_USER_ID "dl_handoffd-"
-#define CONFIG_DEFAULT_DL_POLL_INTERVAL 5.0	/* service-to-service advice: 5-10 s */
-#define CONFIG_DEFAULT_DL_LIVENESS 60.0
-#define CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT 64.0
-#define CONFIG_DEFAULT_DL_RECONNECT_BASE 1.0
-#define CONFIG_DEFAULT_DL_RECONNECT_CAP 60.0
-#define CONFIG_DEFAULT_DL_TOKEN_REFRESH 0.5
-#define CONFIG_DEFAULT_DL_POST_TIMEOUT 20.0	/* above the bot's 15 s, like DirectLineJS */
-#define CONFIG_DEFAULT_DL_ECHO_GRACE 5.0
-#define CONFIG_DEFAULT_DL_MAX_MESSAGE (4.0 * 1024 * 1024)
 #define CONFIG_DL_MIN_MESSAGE (64.0 * 1024)
 
 enum key_type { KEY_STRING, KEY_NUMBER, KEY_BOOL, KEY_TABLE, KEY_MODULE_TABLE };
 
+/* A key, where its value lands and its default: this table is the one place a default
+ * is written (README's tables repeat it; nothing else falls back on its own). */
 struct config_key {
 	const char *name;
 	enum key_type type;
 	bool required;
 	size_t offset;			/* where the value lands in struct config */
 	const struct config_key *children;	/* KEY_TABLE: its keys */
+	const char *string;		/* KEY_STRING: the default (NULL: none) */
+	double number;			/* KEY_NUMBER: the default */
+	bool boolean;			/* KEY_BOOL: the default */
 };
 
 #define FIELD(f) offsetof(struct config, f)
 
 static const struct config_key directline_keys[] = {
-	{ "base", KEY_STRING, false, FIELD(directline.base), NULL },
-	{ "secret", KEY_STRING, false, FIELD(directline.secret), NULL },
-	{ "token_url", KEY_STRING, false, FIELD(directline.token_url), NULL },
-	{ "token", KEY_STRING, false, FIELD(directline.token), NULL },
-	{ "transport", KEY_STRING, false, FIELD(directline.transport), NULL },
-	{ "ca_file", KEY_STRING, false, FIELD(directline.ca_file), NULL },
-	{ "user_id", KEY_STRING, false, FIELD(directline.user_id), NULL },
-	{ "bot_name", KEY_STRING, false, FIELD(directline.bot_name), NULL },
-	{ "locale", KEY_STRING, false, FIELD(directline.locale), NULL },
-	{ "poll_interval", KEY_NUMBER, false, FIELD(directline.poll_interval), NULL },
-	{ "liveness", KEY_NUMBER, false, FIELD(directline.liveness), NULL },
-	{ "idle_sync", KEY_NUMBER, false, FIELD(directline.idle_sync), NULL },
-	{ "park_after", KEY_NUMBER, false, FIELD(directline.park_after), NULL },
-	{ "parked_sync", KEY_NUMBER, false, FIELD(directline.parked_sync), NULL },
-	{ "reconnect_max_concurrent", KEY_NUMBER, false, FIELD(directline.reconnect_max_concurrent), NULL },
-	{ "reconnect_base", KEY_NUMBER, false, FIELD(directline.reconnect_base), NULL },
-	{ "reconnect_cap", KEY_NUMBER, false, FIELD(directline.reconnect_cap), NULL },
-	{ "token_refresh", KEY_NUMBER, false, FIELD(directline.token_refresh), NULL },
-	{ "post_timeout", KEY_NUMBER, false, FIELD(directline.post_timeout), NULL },
-	{ "echo_grace", KEY_NUMBER, false, FIELD(directline.echo_grace), NULL },
-	{ "max_message", KEY_NUMBER, false, FIELD(directline.max_message), NULL },
-	{ "regional_discovery", KEY_BOOL, false, FIELD(directline.regional_discovery), NULL },
-	{ "greeting", KEY_BOOL, false, FIELD(directline.greeting), NULL },
-	{ "status_events", KEY_BOOL, false, FIELD(directline.status_events), NULL },
-	{ NULL, 0, false, 0, NULL },
+	{ "base", KEY_STRING, .offset = FIELD(directline.base),
+	  .string = "https://directline.botframework.com/v3/directline" },
+	{ "secret", KEY_STRING, .offset = FIELD(directline.secret) },
+	{ "token_url", KEY_STRING, .offset = FIELD(directline.token_url) },
+	{ "token", KEY_STRING, .offset = FIELD(directline.token) },
+	{ "transport", KEY_STRING, .offset = FIELD(directline.transport), .string = "websocket" },
+	{ "ca_file", KEY_STRING, .offset = FIELD(directline.ca_file) },
+	{ "user_id", KEY_STRING, .offset = FIELD(directline.user_id), .string = "dl_handoffd-" },
+	{ "bot_name", KEY_STRING, .offset = FIELD(directline.bot_name), .string = "bot" },
+	{ "locale", KEY_STRING, .offset = FIELD(directline.locale) },
+	/* service-to-service advice: 5-10 s */
+	{ "poll_interval", KEY_NUMBER, .offset = FIELD(directline.poll_interval), .number = 5 },
+	{ "liveness", KEY_NUMBER, .offset = FIELD(directline.liveness), .number = 60 },
+	/* directline.md 7.11: reconcile idle streams every few minutes */
+	{ "idle_sync", KEY_NUMBER, .offset = FIELD(directline.idle_sync), .number = 300 },
+	/* idle sockets cost memory and carry nothing */
+	{ "park_after", KEY_NUMBER, .offset = FIELD(directline.park_after), .number = 60 },
+	/* what the bot says on its own still arrives */
+	{ "parked_sync", KEY_NUMBER, .offset = FIELD(directline.parked_sync), .number = 300 },
+	{ "reconnect_max_concurrent", KEY_NUMBER, .offset = FIELD(directline.reconnect_max_concurrent),
+	  .number = 64 },
+	{ "reconnect_base", KEY_NUMBER, .offset = FIELD(directline.reconnect_base), .number = 1 },
+	{ "reconnect_cap", KEY_NUMBER, .offset = FIELD(directline.reconnect_cap), .number = 60 },
+	{ "token_refresh", KEY_NUMBER, .offset = FIELD(directline.token_refresh), .number = 0.5 },
+	/* above the bot's 15 s, like DirectLineJS */
+	{ "post_timeout", KEY_NUMBER, .offset = FIELD(directline.post_timeout), .number = 20 },
+	{ "echo_grace", KEY_NUMBER, .offset = FIELD(directline.echo_grace), .number = 5 },
+	{ "max_message", KEY_NUMBER, .offset = FIELD(directline.max_message),
+	  .number = 4.0 * 1024 * 1024 },
+	{ "regional_discovery", KEY_BOOL, .offset = FIELD(directline.regional_discovery) },
+	{ "greeting", KEY_BOOL, .offset = FIELD(directline.greeting) },
+	/* bots that ignore the event lose nothing */
+	{ "status_events", KEY_BOOL, .offset = FIELD(directline.status_events), .boolean = true },
+	{ .name = NULL },
 };
 
 static const struct config_key admin_keys[] = {
-	{ "token", KEY_STRING, false, FIELD(admin.token), NULL },
-	{ "allow_remote", KEY_BOOL, false, FIELD(admin.allow_remote), NULL },
-	{ "show_content", KEY_BOOL, false, FIELD(admin.show_content), NULL },
-	{ NULL, 0, false, 0, NULL },
+	{ "token", KEY_STRING, .offset = FIELD(admin.token) },
+	{ "allow_remote", KEY_BOOL, .offset = FIELD(admin.allow_remote) },
+	{ "show_content", KEY_BOOL, .offset = FIELD(admin.show_content) },
+	{ .name = NULL },
 };
 
 static const struct config_key scripts_keys[] = {
-	{ "max_instructions", KEY_NUMBER, false, FIELD(scripts.max_instructions), NULL },
-	{ "max_memory_mb", KEY_NUMBER, false, FIELD(scripts.max_memory_mb), NULL },
-	{ "retire_after", KEY_NUMBER, false, FIELD(scripts.retire_after), NULL },
-	{ "watch", KEY_BOOL, false, FIELD(scripts.watch), NULL },
-	{ NULL, 0, false, 0, NULL },
+	/* about 0.1-0.5 s of pure Lua */
+	{ "max_instructions", KEY_NUMBER, .offset = FIELD(scripts.max_instructions),
+	  .number = 50e6 },
+	{ "max_memory_mb", KEY_NUMBER, .offset = FIELD(scripts.max_memory_mb), .number = 256 },
+	{ "retire_after", KEY_NUMBER, .offset = FIELD(scripts.retire_after), .number = 60 },
+	{ "watch", KEY_BOOL, .offset = FIELD(scripts.watch) },
+	{ .name = NULL },
 };
 
 static const struct config_key fallback_keys[] = {
-	{ "queue", KEY_STRING, false, FIELD(fallback.queue), NULL },
-	{ "skill", KEY_STRING, false, FIELD(fallback.skill), NULL },
-	{ "agent", KEY_STRING, false, FIELD(fallback.agent), NULL },
-	{ "reason", KEY_STRING, false, FIELD(fallback.reason), NULL },
-	{ "priority", KEY_NUMBER, false, FIELD(fallback.priority), NULL },
-	{ NULL, 0, false, 0, NULL },
+	{ "queue", KEY_STRING, .offset = FIELD(fallback.queue), .string = "default" },
+	{ "skill", KEY_STRING, .offset = FIELD(fallback.skill) },
+	{ "agent", KEY_STRING, .offset = FIELD(fallback.agent) },
+	{ "reason", KEY_STRING, .offset = FIELD(fallback.reason) },
+	{ "priority", KEY_NUMBER, .offset = FIELD(fallback.priority) },
+	{ .name = NULL },
 };
 
 static const struct config_key limits_keys[] = {
-	{ "conversations", KEY_NUMBER, false, FIELD(limits.conversations), NULL },
-	{ "queued", KEY_NUMBER, false, FIELD(limits.queued), NULL },
-	{ "connections", KEY_NUMBER, false, FIELD(limits.connections), NULL },
-	{ "connections_per_ip", KEY_NUMBER, false, FIELD(limits.connections_per_ip), NULL },
-	{ "request_timeout", KEY_NUMBER, false, FIELD(limits.request_timeout), NULL },
-	{ "keepalive_timeout", KEY_NUMBER, false, FIELD(limits.keepalive_timeout), NULL },
-	{ "buffered_mb", KEY_NUMBER, false, FIELD(limits.buffered_mb), NULL },
-	{ "idle_timeout", KEY_NUMBER, false, FIELD(limits.idle_timeout), NULL },
-	{ NULL, 0, false, 0, NULL },
+	{ "conversations", KEY_NUMBER, .offset = FIELD(limits.conversations), .number = 50000 },
+	{ "queued", KEY_NUMBER, .offset = FIELD(limits.queued), .number = 1000 },
+	{ "connections", KEY_NUMBER, .offset = FIELD(limits.connections) },
+	{ "connections_per_ip", KEY_NUMBER, .offset = FIELD(limits.connections_per_ip) },
+	{ "request_timeout", KEY_NUMBER, .offset = FIELD(limits.request_timeout), .number = 30 },
+	{ "keepalive_timeout", KEY_NUMBER, .offset = FIELD(limits.keepalive_timeout),
+	  .number = 10 },
+	{ "buffered_mb", KEY_NUMBER, .offset = FIELD(limits.buffered_mb), .number = 64 },
+	/* a chat nobody touched for a day is over */
+	{ "idle_timeout", KEY_NUMBER, .offset = FIELD(limits.idle_timeout), .number = 86400 },
+	{ .name = NULL },
 };
 
 static const struct config_key retry_keys[] = {
-	{ "base", KEY_NUMBER, false, FIELD(retry.base), NULL },
-	{ "max_delay", KEY_NUMBER, false, FIELD(retry.max_delay), NULL },
-	{ "give_up_after", KEY_NUMBER, false, FIELD(retry.give_up_after), NULL },
-	{ NULL, 0, false, 0, NULL },
+	{ "base", KEY_NUMBER, .offset = FIELD(retry.base), .number = 1 },
+	{ "max_delay", KEY_NUMBER, .offset = FIELD(retry.max_delay), .number = 60 },
+	/* hubs.md: retried up to 10 minutes */
+	{ "give_up_after", KEY_NUMBER, .offset = FIELD(retry.give_up_after), .number = 600 },
+	{ .name = NULL },
 };
 
 static const struct config_key top_keys[] = {
-	{ "listen", KEY_STRING, false, 0, NULL },	/* parsed into host and port */
-	{ "state", KEY_STRING, false, FIELD(state), NULL },
-	{ "log_level", KEY_STRING, false, FIELD(log_level), NULL },
-	{ "shutdown_timeout", KEY_NUMBER, false, FIELD(shutdown_timeout), NULL },
-	{ "state_retention", KEY_NUMBER, false, FIELD(state_retention), NULL },
-	{ "routes", KEY_STRING, false, FIELD(routes), NULL },
-	{ "script_path", KEY_STRING, false, FIELD(script_path), NULL },
-	{ "directline", KEY_TABLE, true, 0, directline_keys },
-	{ "hub", KEY_MODULE_TABLE, false, FIELD(hub_module), NULL },
-	{ "front", KEY_MODULE_TABLE, false, FIELD(front_module), NULL },
-	{ "desk", KEY_MODULE_TABLE, false, FIELD(desk_module), NULL },
-	{ "admin", KEY_TABLE, false, 0, admin_keys },
-	{ "scripts", KEY_TABLE, false, 0, scripts_keys },
-	{ "fallback", KEY_TABLE, false, 0, fallback_keys },
-	{ "limits", KEY_TABLE, false, 0, limits_keys },
-	{ "retry", KEY_TABLE, false, 0, retry_keys },
-	{ NULL, 0, false, 0, NULL },
+	/* parsed into listen_host and listen_port */
+	{ "listen", KEY_STRING, .string = "127.0.0.1:8088" },
+	{ "state", KEY_STRING, .offset = FIELD(state), .string = "sqlite:handoffd-state.db" },
+	{ "log_level", KEY_STRING, .offset = FIELD(log_level), .string = "info" },
+	{ "shutdown_timeout", KEY_NUMBER, .offset = FIELD(shutdown_timeout), .number = 10 },
+	/* ended conversations stay a week for inspection */
+	{ "state_retention", KEY_NUMBER, .offset = FIELD(state_retention), .number = 7 * 86400 },
+	{ "routes", KEY_STRING, .offset = FIELD(routes) },
+	{ "script_path", KEY_STRING, .offset = FIELD(script_path) },
+	{ "directline", KEY_TABLE, .required = true, .children = directline_keys },
+	{ "hub", KEY_MODULE_TABLE, .offset = FIELD(hub_module) },
+	{ "front", KEY_MODULE_TABLE, .offset = FIELD(front_module) },
+	{ "desk", KEY_MODULE_TABLE, .offset = FIELD(desk_module) },
+	{ "admin", KEY_TABLE, .children = admin_keys },
+	{ "scripts", KEY_TABLE, .children = scripts_keys },
+	{ "fallback", KEY_TABLE, .children = fallback_keys },
+	{ "limits", KEY_TABLE, .children = limits_keys },
+	{ "retry", KEY_TABLE, .children = retry_keys },
+	{ .name = NULL },
 };
 
 /* What validation needs besides the Lua state: the file's text, for line numbers. */
@@ -238,6 +241,7 @@ static int store_value(struct loader *ld, lua_State *L, const struct config_key 
 	if (k->type == KEY_STRING && k->offset) {
 		char **slot = (char **)(base + k->offset);
 
+		free(*slot);	/* the default */
 		*slot = strdup(lua_tostring(L, -1));
 		return *slot ? 0 : -ENOMEM;
 	}
@@ -343,59 +347,32 @@ static int parse_listen(struct loader *ld, const char *listen)
 	return ld->cfg->listen_host ? 0 : -ENOMEM;
 }
 
-static int set_default(char **slot, const char *value)
+/* Writes the default of every key in KEYS (and in their tables) into CFG before the file
+ * is read: a key the file sets replaces it, a key it leaves out keeps it. */
+static int preset(struct config *cfg, const struct config_key *keys)
 {
-	if (*slot)
-		return 0;
-	*slot = strdup(value);
-	return *slot ? 0 : -ENOMEM;
-}
+	char *base = (char *)cfg;
+	int rc = 0;
 
-/* Numbers whose zero means "unlimited" get their default before the file is read. */
-static void preset_numbers(struct config *cfg)
-{
-	cfg->shutdown_timeout = CONFIG_DEFAULT_SHUTDOWN_TIMEOUT;
-	cfg->scripts.max_instructions = CONFIG_DEFAULT_MAX_INSTRUCTIONS;
-	cfg->scripts.max_memory_mb = CONFIG_DEFAULT_MAX_MEMORY_MB;
-	cfg->scripts.retire_after = CONFIG_DEFAULT_RETIRE_AFTER;
-	cfg->directline.poll_interval = CONFIG_DEFAULT_DL_POLL_INTERVAL;
-	cfg->directline.liveness = CONFIG_DEFAULT_DL_LIVENESS;
-	cfg->directline.idle_sync = 300;	/* directline.md 7.11: reconcile idle streams every few minutes */
-	cfg->directline.park_after = 60;	/* idle sockets cost memory and carry nothing */
-	cfg->directline.parked_sync = 300;	/* what the bot says on its own still arrives */
-	cfg->directline.reconnect_max_concurrent = CONFIG_DEFAULT_DL_RECONNECT_MAX_CONCURRENT;
-	cfg->directline.reconnect_base = CONFIG_DEFAULT_DL_RECONNECT_BASE;
-	cfg->directline.reconnect_cap = CONFIG_DEFAULT_DL_RECONNECT_CAP;
-	cfg->directline.token_refresh = CONFIG_DEFAULT_DL_TOKEN_REFRESH;
-	cfg->directline.post_timeout = CONFIG_DEFAULT_DL_POST_TIMEOUT;
-	cfg->directline.echo_grace = CONFIG_DEFAULT_DL_ECHO_GRACE;
-	cfg->directline.max_message = CONFIG_DEFAULT_DL_MAX_MESSAGE;
-	cfg->directline.status_events = true;	/* bots that ignore the event lose nothing */
-	cfg->limits.conversations = 50000;
-	cfg->limits.queued = 1000;
-	cfg->limits.request_timeout = 30;
-	cfg->limits.keepalive_timeout = 10;
-	cfg->limits.buffered_mb = 64;
-	cfg->limits.idle_timeout = 86400;	/* a chat nobody touched for a day is over */
-	cfg->state_retention = 7 * 86400;	/* ended conversations stay a week for inspection */
-	cfg->retry.base = 1;
-	cfg->retry.max_delay = 60;
-	cfg->retry.give_up_after = 600;	/* hubs.md: retried up to 10 minutes */
-}
-
-static int apply_defaults(struct config *cfg)
-{
-	int rc = set_default(&cfg->directline.base, CONFIG_DEFAULT_DIRECTLINE_BASE);
-
-	if (rc == 0)
-		rc = set_default(&cfg->fallback.queue, CONFIG_DEFAULT_FALLBACK_QUEUE);
-	if (rc == 0)
-		rc = set_default(&cfg->directline.transport, "websocket");
-	if (rc == 0)
-		rc = set_default(&cfg->directline.user_id, CONFIG_DEFAULT_DL_USER_ID);
-	if (rc == 0)
-		rc = set_default(&cfg->state, CONFIG_DEFAULT_STATE);
+	for (; keys->name && rc == 0; keys++) {
+		if (keys->type == KEY_TABLE)
+			rc = preset(cfg, keys->children);
+		else if (keys->type == KEY_NUMBER)
+			*(double *)(base + keys->offset) = keys->number;
+		else if (keys->type == KEY_BOOL)
+			*(bool *)(base + keys->offset) = keys->boolean;
+		else if (keys->type == KEY_STRING && keys->offset && keys->string)
+			rc = (*(char **)(base + keys->offset) = strdup(keys->string)) ? 0 : -ENOMEM;
+	}
 	return rc;
+}
+
+/* Every default, `listen`'s parsed into host and port like a configured one. */
+static int preset_defaults(struct loader *ld)
+{
+	int rc = preset(ld->cfg, top_keys);
+
+	return rc == 0 ? parse_listen(ld, find_key(top_keys, "listen")->string) : rc;
 }
 
 /* The Direct Line timings and bounds: each must make sense on its own and together. */
@@ -450,7 +427,7 @@ static int check_listener_limits(struct loader *ld, const struct config_limits *
 	return 0;
 }
 
-/* Cross-key rules and defaults, after every key was checked on its own. */
+/* Cross-key rules, after every key was checked on its own. */
 static int finish(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
@@ -489,9 +466,7 @@ static int finish(struct loader *ld)
 	if (cfg->admin.token && strlen(cfg->admin.token) < CONFIG_ADMIN_TOKEN_MIN)
 		return fail(ld, "admin", "key 'admin.token' must be at least %d characters",
 			    CONFIG_ADMIN_TOKEN_MIN);
-	if (!cfg->listen_host)
-		rc = parse_listen(ld, CONFIG_DEFAULT_LISTEN);
-	return rc == 0 ? apply_defaults(cfg) : rc;
+	return 0;
 }
 
 static int resolve_routes(struct loader *ld)
@@ -597,14 +572,13 @@ static char *dir_of(const char *abs_path)
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
 	struct config *cfg = calloc(1, sizeof(*cfg));
-	struct loader ld = { .cfg = cfg, .err = err, .errlen = errlen };
+	struct loader ld = { .cfg = cfg, .text = "", .err = err, .errlen = errlen };
 	lua_State *L = NULL;
 	char *text = NULL;
 	int rc = -ENOMEM;
 
-	if (!cfg || !(cfg->path = strdup(path)))
+	if (!cfg || !(cfg->path = strdup(path)) || preset_defaults(&ld) < 0)
 		goto out;
-	preset_numbers(cfg);
 	text = read_text(path, err, errlen);
 	if (!text)
 		goto out;
@@ -632,14 +606,13 @@ out:
 struct config *config_new_defaults(void)
 {
 	struct config *cfg = calloc(1, sizeof(*cfg));
+	char err[128];
+	struct loader ld = { .cfg = cfg, .text = "", .err = err, .errlen = sizeof(err) };
 
 	if (!cfg)
 		return NULL;
-	preset_numbers(cfg);
-	cfg->listen_host = strdup("127.0.0.1");
-	cfg->listen_port = 8088;
 	cfg->dir = getcwd(NULL, 0);
-	if (!cfg->listen_host || !cfg->dir || apply_defaults(cfg) < 0) {
+	if (!cfg->dir || preset_defaults(&ld) < 0) {
 		config_free(cfg);
 		return NULL;
 	}

@@ -82,7 +82,7 @@ struct config {
 	char *listen_host;
 	int listen_port;
 	char *state;		/* "sqlite:PATH" */
-	char *log_level;	/* NULL: the command line or the default decides */
+	char *log_level;	/* debug, info, warn or error; --log-level wins */
 	double shutdown_timeout;	/* seconds to finish in-flight work on SIGTERM */
 	double state_retention;	/* seconds ended conversations (and hub event ids) stay on disk */
 	char *routes;		/* absolute path of the routing rules, or NULL */

@@ -3,6 +3,7 @@
  * Knows nothing about what is logged: parts pass an event name and key=value fields. */
 #include "base/log.h"
 
+#include "base/clock.h"
 #include "base/json_text.h"
 
 #include <ctype.h>
@@ -12,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,11 +122,6 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -EINVAL;
 }
 
-const char *log_level_name(enum log_level level)
-{
-	return level_names[level];
-}
-
 int log_add_secret(struct log *lg, const char *secret)
 {
 	if (!secret || strlen(secret) < 4)
@@ -206,14 +201,14 @@ void log_redact(const struct log *lg, char *buf, size_t cap)
 
 static size_t format_time(char *buf, size_t cap)
 {
-	struct timeval tv;
+	uint64_t ms = clock_wall_ms();
+	time_t secs = (time_t)(ms / 1000);
 	struct tm tm;
 	size_t n;
 
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
+	gmtime_r(&secs, &tm);
 	n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(buf + n, cap - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
+	n += (size_t)snprintf(buf + n, cap - n, ".%03dZ", (int)(ms % 1000));
 	return n;
 }
 

@@ -26,7 +26,6 @@ enum log_level log_get_level(const struct log *lg);
 void log_set_json(struct log *lg, bool json);
 /* Parses "debug", "info", "warn", "error". Returns 0 or -EINVAL. */
 int log_level_parse(const char *name, enum log_level *out);
-const char *log_level_name(enum log_level level);
 
 /* Registers a string that must never appear in a log line (copied). Strings shorter
  * than 4 bytes are ignored: redacting them would mangle ordinary words. */

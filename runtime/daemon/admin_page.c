@@ -7,6 +7,7 @@
  * is escaped; message text is never shown. */
 #include "daemon/admin.h"
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "net/http_server.h"
@@ -351,7 +352,7 @@ static void on_page(struct evhttp_request *req, void *arg)
 	struct hd_runtime *rt = arg;
 	struct page *p;
 	struct evbuffer *out;
-	uint64_t now = conv_events_wall_ms();
+	uint64_t now = clock_wall_ms();
 
 	if (!peer_ok(rt, req))
 		return;
@@ -413,7 +414,7 @@ static void add_time_row(struct evbuffer *out, const char *name, uint64_t now, u
 static void detail_html(struct evbuffer *out, const char *key, const char *path_key,
 			const struct relay_conv_summary *s, const struct conv_events *ev)
 {
-	uint64_t now = conv_events_wall_ms();
+	uint64_t now = clock_wall_ms();
 	char queued[64];
 
 	evbuffer_add_printf(out, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>handoffd: conversation"

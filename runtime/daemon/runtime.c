@@ -5,6 +5,7 @@
 #include "daemon/runtime.h"
 
 #include "daemon/admin.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "net/http_client.h"
 #include "net/http_listener.h"
@@ -148,7 +149,7 @@ struct hd_runtime *runtime_new(struct config *cfg, struct log *lg)
 		runtime_free(rt);
 		return NULL;
 	}
-	rt->started_ms = loop_now_ms();
+	rt->started_ms = clock_mono_ms();
 	return rt;
 }
 
@@ -175,7 +176,7 @@ void runtime_free(struct hd_runtime *rt)
 
 double runtime_uptime(const struct hd_runtime *rt)
 {
-	return (double)(loop_now_ms() - rt->started_ms) / 1000.0;
+	return (double)(clock_mono_ms() - rt->started_ms) / 1000.0;
 }
 
 unsigned long runtime_conversations(const struct hd_runtime *rt)
@@ -273,7 +274,7 @@ static void on_drain_tick(void *arg)
 	struct hd_runtime *rt = arg;
 	int busy = in_flight(rt);
 
-	if (busy > 0 && loop_now_ms() < rt->stop_deadline_ms)
+	if (busy > 0 && clock_mono_ms() < rt->stop_deadline_ms)
 		return;
 	if (busy > 0)
 		log_warn(rt->log, "shutdown.deadline", "abandoned=%d", busy);
@@ -286,7 +287,7 @@ void runtime_stop(struct hd_runtime *rt)
 	if (rt->stopping)
 		return;
 	rt->stopping = true;
-	rt->stop_deadline_ms = loop_now_ms() + (uint64_t)(rt->config->shutdown_timeout * 1000.0);
+	rt->stop_deadline_ms = clock_mono_ms() + (uint64_t)(rt->config->shutdown_timeout * 1000.0);
 	if (rt->http)
 		http_server_stop_accepting(rt->http);
 	script_host_shutdown(rt->scripts);
@@ -312,6 +313,14 @@ static void on_signal(int signo, void *arg)
 	}
 	log_info(rt->log, "signal", "name=%s action=stop", signo == SIGTERM ? "SIGTERM" : "SIGINT");
 	runtime_stop(rt);
+}
+
+/* A script file changed (scripts.watch): reload, as on SIGHUP. */
+static void on_scripts_changed(void *arg)
+{
+	char err[1024];
+
+	runtime_reload(arg, err, sizeof(err));
 }
 
 static int install_signals(struct hd_runtime *rt)
@@ -368,7 +377,8 @@ int runtime_start(struct hd_runtime *rt, char *err, size_t errlen)
 		return rc;
 	}
 	if (cfg->scripts.watch)
-		rt->watch = watch_new(rt);	/* a failure is logged; reload by signal still works */
+		/* A failure is logged; reload by signal still works. */
+		rt->watch = watch_new(cfg, rt->loop, rt->log, on_scripts_changed, rt);
 	log_info(rt->log, "http.listen", "addr=%s:%d", cfg->listen_host, http_server_port(rt->http));
 	rt->notify = sdnotify_new(rt);
 	sdnotify_ready(rt->notify);

@@ -5,6 +5,7 @@
  * refreshes STATUS= with the open conversations. */
 #include "daemon/sdnotify.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "daemon/runtime.h"
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
 
 #define STATUS_PERIOD_MS 5000
 #define STATUS_MAX 256
@@ -106,15 +106,12 @@ void sdnotify_ready(struct sdnotify *n)
 
 void sdnotify_reloading(struct sdnotify *n)
 {
-	struct timespec ts;
 	char msg[96];
 
 	if (!n)
 		return;
 	/* MONOTONIC_USEC lets systemd >= 253 match this reload to its own request. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-		 (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)clock_mono_us());
 	send_state(n, msg);
 }
 

@@ -1,10 +1,10 @@
-/* watch.c - inotify on the script directories, debounced into runtime_reload(). */
+/* watch.c - inotify on the script directories, debounced into one call of the owner's
+ * on_change (runtime.c reloads). */
 #include "daemon/watch.h"
 
 #include "base/config.h"
 #include "base/log.h"
 #include "net/loop.h"
-#include "daemon/runtime.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -15,11 +15,12 @@
 #include <unistd.h>
 
 #define WATCH_QUIET_MS 300
-#define WATCH_DIRS_MAX 16
 #define WATCH_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_CREATE)
 
 struct watch {
-	struct hd_runtime *rt;
+	struct log *lg;
+	watch_fn on_change;
+	void *arg;
 	int fd;
 	struct event *ev;
 	struct loop_timer *quiet;
@@ -35,10 +36,9 @@ static int is_lua(const char *name)
 static void on_quiet(void *arg)
 {
 	struct watch *w = arg;
-	char err[1024];
 
-	log_info(w->rt->log, "watch.changed", "action=reload");
-	runtime_reload(w->rt, err, sizeof(err));
+	log_info(w->lg, "watch.changed", "action=reload");
+	w->on_change(w->arg);
 }
 
 static void on_inotify(evutil_socket_t fd, short what, void *arg)
@@ -65,9 +65,9 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
 static void add_dir(struct watch *w, const char *dir)
 {
 	if (inotify_add_watch(w->fd, dir, WATCH_MASK) < 0)
-		log_warn(w->rt->log, "watch.skip", "dir=%s error=\"%s\"", dir, strerror(errno));
+		log_warn(w->lg, "watch.skip", "dir=%s error=\"%s\"", dir, strerror(errno));
 	else
-		log_debug(w->rt->log, "watch.dir", "dir=%s", dir);
+		log_debug(w->lg, "watch.dir", "dir=%s", dir);
 }
 
 /* The directory part of each "dir/?.lua" pattern of a Lua search path. */
@@ -89,20 +89,22 @@ static void add_search_path(struct watch *w, const char *path)
 	}
 }
 
-struct watch *watch_new(struct hd_runtime *rt)
+struct watch *watch_new(const struct config *cfg, struct loop *lp, struct log *lg, watch_fn on_change,
+			void *arg)
 {
 	struct watch *w = calloc(1, sizeof(*w));
-	const struct config *cfg = rt->config;
 
 	if (!w)
 		return NULL;
-	w->rt = rt;
+	w->lg = lg;
+	w->on_change = on_change;
+	w->arg = arg;
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	w->quiet = loop_timer_new(rt->loop, on_quiet, w);
+	w->quiet = loop_timer_new(lp, on_quiet, w);
 	if (w->fd >= 0 && w->quiet)
-		w->ev = event_new(loop_base(rt->loop), w->fd, EV_READ | EV_PERSIST, on_inotify, w);
+		w->ev = event_new(loop_base(lp), w->fd, EV_READ | EV_PERSIST, on_inotify, w);
 	if (!w->ev || event_add(w->ev, NULL) < 0) {
-		log_error(rt->log, "watch.failed", "error=\"%s\"", strerror(errno));
+		log_error(lg, "watch.failed", "error=\"%s\"", strerror(errno));
 		watch_free(w);
 		return NULL;
 	}

@@ -5,11 +5,17 @@
 #ifndef HANDOFFD_WATCH_H
 #define HANDOFFD_WATCH_H
 
-struct hd_runtime;
+struct config;
+struct log;
+struct loop;
 struct watch;
 
-/* NULL on failure (logged); the daemon then runs without watching. */
-struct watch *watch_new(struct hd_runtime *rt);
+typedef void (*watch_fn)(void *arg);
+
+/* Watches the directories CFG names and calls ON_CHANGE(ARG) once per burst of changes
+ * (the daemon reloads). NULL on failure (logged); the daemon then runs without watching. */
+struct watch *watch_new(const struct config *cfg, struct loop *lp, struct log *lg, watch_fn on_change,
+			void *arg);
 void watch_free(struct watch *w);
 
 #endif

@@ -6,6 +6,7 @@
  * activity.c's, hubs and routing are the relay's. */
 #include "directline/dl_internal.h"
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "net/http_client.h"
 #include "parse/json_simd.h"
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 static const char *const state_names[] = {
@@ -52,8 +52,11 @@ static uint32_t ms(double seconds)
 /* The base without trailing slashes, so paths join with one. */
 static int copy_base(char **dst, const char *base)
 {
-	size_t n = strlen(base);
+	size_t n;
 
+	if (!base)
+		return 0;	/* settings_ok() refuses it */
+	n = strlen(base);
 	while (n > 0 && base[n - 1] == '/')
 		n--;
 	*dst = strndup(base, n);
@@ -62,7 +65,7 @@ static int copy_base(char **dst, const char *base)
 
 static int copy_settings(struct dl_settings *s, const struct config_directline *cfg)
 {
-	int rc = copy_base(&s->base, cfg->base ? cfg->base : "https://directline.botframework.com/v3/directline");
+	int rc = copy_base(&s->base, cfg->base);
 
 	if (rc == 0)
 		rc = copy_str(&s->secret, cfg->secret);
@@ -73,9 +76,9 @@ static int copy_settings(struct dl_settings *s, const struct config_directline *
 	if (rc == 0)
 		rc = copy_str(&s->ca_file, cfg->ca_file);
 	if (rc == 0)
-		rc = copy_str(&s->user_id, cfg->user_id ? cfg->user_id : "dl_handoffd-");
+		rc = copy_str(&s->user_id, cfg->user_id);
 	if (rc == 0)
-		rc = copy_str(&s->bot_name, cfg->bot_name ? cfg->bot_name : "bot");
+		rc = copy_str(&s->bot_name, cfg->bot_name);
 	if (rc == 0)
 		rc = copy_str(&s->locale, cfg->locale);
 	s->polling = cfg->transport && strcmp(cfg->transport, "polling") == 0;
@@ -97,10 +100,12 @@ static int copy_settings(struct dl_settings *s, const struct config_directline *
 	return rc;
 }
 
-/* A config built by hand (tests) may leave numbers at 0: nothing may be zero below. */
+/* A config built by hand (tests) may leave keys unset: nothing may be zero or NULL below
+ * (config.c gives every one of them a default). */
 static bool settings_ok(const struct dl_settings *s)
 {
-	return (s->secret || s->token_url || s->token) && s->poll_ms && s->liveness_ms &&
+	return (s->secret || s->token_url || s->token) && s->base && s->user_id && s->bot_name &&
+	       s->poll_ms && s->liveness_ms &&
 	       s->reconnect_base_ms && s->reconnect_cap_ms >= s->reconnect_base_ms &&
 	       s->post_timeout_ms && s->max_concurrent && s->token_refresh > 0 &&
 	       s->token_refresh < 1 && s->max_message >= 65536;
@@ -160,12 +165,8 @@ static void add_counters(struct directline *dl)
 
 static void seed(struct directline *dl)
 {
-	uint64_t v = 0;
-
-	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
-		v = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)dl;
-	dl->rng = v ? v : 0x9e3779b97f4a7c15ull;
-	snprintf(dl->instance, sizeof(dl->instance), "%016llx", (unsigned long long)dl_random(dl));
+	rng_seed(&dl->rng);
+	snprintf(dl->instance, sizeof(dl->instance), "%016llx", (unsigned long long)rng_next(&dl->rng));
 }
 
 static struct websocket_client *new_ws_client(struct directline *dl)
@@ -331,7 +332,7 @@ struct dl_conv *directline_open(struct directline *dl, const char *key, const st
 		return NULL;
 	c->dl = dl;
 	c->state = DL_STATE_CONNECTING;
-	c->active_ms = loop_now_ms();
+	c->active_ms = clock_mono_ms();
 	c->opened_ms = c->active_ms;
 	c->next = dl->all;
 	if (dl->all)
@@ -445,7 +446,7 @@ void directline_wake(struct dl_conv *c)
 {
 	if (!c || dl_done(c))
 		return;
-	c->active_ms = loop_now_ms();
+	c->active_ms = clock_mono_ms();
 	if (!c->parked)
 		c->held = false;	/* not parked yet: it will not be */
 	else
@@ -538,7 +539,7 @@ static void unqueue(struct dl_conv *c)
 
 static bool paused(const struct directline *dl)
 {
-	return dl->paused_until_ms && loop_now_ms() < dl->paused_until_ms;
+	return dl->paused_until_ms && clock_mono_ms() < dl->paused_until_ms;
 }
 
 void dl_slot_request(struct dl_conv *c)
@@ -622,7 +623,7 @@ static void on_pause_over(void *arg)
 
 void dl_slot_throttle(struct directline *dl, uint64_t ms)
 {
-	uint64_t until = loop_now_ms() + ms;
+	uint64_t until = clock_mono_ms() + ms;
 
 	if (until <= dl->paused_until_ms)
 		return;

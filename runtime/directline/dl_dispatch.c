@@ -8,6 +8,7 @@
  * conversation once its set is done. Where the bytes came from is dl_stream.c's business. */
 #include "directline/dl_internal.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
@@ -17,15 +18,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static bool blank(const char *data, size_t len)
 {
@@ -67,7 +59,7 @@ static bool one(struct dl_conv *c, const struct hd_activity *a)
 		metrics_inc(dl->c.duplicates);
 		return false;
 	}
-	c->active_ms = loop_now_ms();	/* something new: not idle (park_after) */
+	c->active_ms = clock_mono_ms();	/* something new: not idle (park_after) */
 	if (ours) {
 		dl->n_echoes++;
 		metrics_inc(dl->c.echoes);
@@ -134,7 +126,7 @@ int dl_dispatch(struct dl_conv *c, const char *data, size_t len)
 	struct directline *dl = c->dl;
 	struct hd_activity_set set;
 	struct hd_parse_error err;
-	uint64_t t0 = now_us();
+	uint64_t t0 = clock_mono_us();
 	bool ended = false;
 	size_t i;
 
@@ -150,7 +142,7 @@ int dl_dispatch(struct dl_conv *c, const char *data, size_t len)
 		ended |= one(c, &set.activities[i]);
 	if (!c->closed)
 		store_watermark(c, set.watermark);
-	record_time(dl, now_us() - t0, set.count);
+	record_time(dl, clock_mono_us() - t0, set.count);
 	if (ended && !dl_done(c))
 		dl_terminate(c, DL_STATE_ENDED, "endOfConversation");
 	return (int)set.count;

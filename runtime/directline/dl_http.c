@@ -7,6 +7,7 @@
 
 #include "net/http_client.h"
 #include "parse/json_simd.h"
+#include "base/backoff.h"
 #include "base/log.h"
 #include "base/metrics.h"
 
@@ -199,33 +200,18 @@ int64_t dl_http_retry_after_ms(struct directline *dl, const struct http_response
 	if (secs > DL_RETRY_AFTER_MAX_S)
 		secs = DL_RETRY_AFTER_MAX_S;
 	/* Never earlier than asked; a little later, spread, so a crowd does not return at once. */
-	return secs * 1000 + (int64_t)(dl_random(dl) % (uint64_t)(secs * 100 + 251));
+	return secs * 1000 + (int64_t)(rng_next(&dl->rng) % (uint64_t)(secs * 100 + 251));
 }
 
 /* }===== */
 
-/* {===== Randomness and backoff */
-
-uint64_t dl_random(struct directline *dl)
-{
-	uint64_t x = dl->rng;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	dl->rng = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
+/* {===== Backoff and escaping */
 
 uint64_t dl_backoff_ms(struct directline *dl, unsigned attempt)
 {
-	uint64_t window = dl->s.reconnect_base_ms;
+	struct backoff b = { dl->s.reconnect_base_ms, dl->s.reconnect_cap_ms };
 
-	for (unsigned i = 0; i < attempt && window < dl->s.reconnect_cap_ms; i++)
-		window *= 2;
-	if (window > dl->s.reconnect_cap_ms)
-		window = dl->s.reconnect_cap_ms;
-	return dl_random(dl) % (window + 1);
+	return backoff_delay_ms(&b, &dl->rng, attempt);
 }
 
 int dl_url_escape(char *out, size_t cap, const char *s)
@@ -247,28 +233,6 @@ int dl_url_escape(char *out, size_t cap, const char *s)
 			out[n++] = hex[ch >> 4];
 			out[n++] = hex[ch & 15];
 		}
-	}
-	out[n] = '\0';
-	return (int)n;
-}
-
-int dl_json_escape(char *out, size_t cap, const char *s)
-{
-	size_t n = 0;
-
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		int w;
-
-		if (ch == '"' || ch == '\\')
-			w = snprintf(out + n, cap - n, "\\%c", ch);
-		else if (ch < 0x20)
-			w = snprintf(out + n, cap - n, "\\u%04x", ch);
-		else
-			w = snprintf(out + n, cap - n, "%c", ch);
-		if (w < 0 || (size_t)w >= cap - n)
-			return -ENOSPC;
-		n += (size_t)w;
 	}
 	out[n] = '\0';
 	return (int)n;

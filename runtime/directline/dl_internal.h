@@ -11,6 +11,7 @@
 
 #include "directline/dedupe.h"
 #include "directline/directline.h"
+#include "base/random.h"
 
 #include <handoffd/parse.h>
 
@@ -96,7 +97,7 @@ struct directline {
 	struct http_transfer *discover_req;
 	struct loop_timer *discover_timer;
 	unsigned discover_attempt;
-	uint64_t rng;				/* xorshift64* state, seeded per client */
+	struct rng rng;				/* jitter and the instance id, seeded per client */
 	char instance[17];			/* hex, makes clientActivityIDs unique across processes */
 	uint64_t next_client_seq;
 	unsigned connecting;			/* connect slots in use */
@@ -259,15 +260,12 @@ void dl_http_error_code(struct directline *dl, const struct http_response *res, 
 /* Milliseconds a 429/503 asks us to wait (Retry-After seconds or HTTP-date, capped, plus
  * jitter), or -1 when it gives none. */
 int64_t dl_http_retry_after_ms(struct directline *dl, const struct http_response *res);
-/* Full jitter: a random delay in [0, min(cap, base * 2^attempt)] milliseconds. */
+/* The reconnect backoff (base/backoff.h) with the client's reconnect_base and _cap. */
 uint64_t dl_backoff_ms(struct directline *dl, unsigned attempt);
-uint64_t dl_random(struct directline *dl);
 /* Walks a JSON body with the client's json_simd (copied to a padded buffer first). */
 int dl_json_walk(struct directline *dl, const char *body, size_t len, const struct json_walk *w);
 /* Writes S to OUT as a URL query/path component. Returns bytes written or -ENOSPC. */
 int dl_url_escape(char *out, size_t cap, const char *s);
-/* Writes S to OUT as the inside of a JSON string (no quotes). Returns bytes or -ENOSPC. */
-int dl_json_escape(char *out, size_t cap, const char *s);
 /* }===== */
 
 /* {===== dl_token.c */

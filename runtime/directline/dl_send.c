@@ -12,6 +12,8 @@
 
 #include "net/http_client.h"
 #include "parse/json_simd.h"
+#include "base/clock.h"
+#include "base/json_text.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
@@ -216,7 +218,7 @@ static int compose(struct dl_conv *c, const char *json, size_t len, const struct
 	char uid[128], escaped[200], from[240];
 
 	dl_user_id(c, uid, sizeof(uid));
-	if (dl_json_escape(escaped, sizeof(escaped), uid) < 0)
+	if (json_text_escape_whole(escaped, sizeof(escaped), uid) < 0)
 		return -EINVAL;
 	snprintf(from, sizeof(from), "{\"id\":\"%s\",\"role\":\"user\"}", escaped);
 	new_client_id(dl, item, s->client_id);
@@ -245,7 +247,7 @@ static struct dl_send *new_send(struct dl_conv *c, const char *json, size_t len,
 		return NULL;
 	s->done = done;
 	s->arg = arg;
-	s->queued_ms = loop_now_ms();
+	s->queued_ms = clock_mono_ms();
 	/* Only a conversation resumed from a stored position can hold what an earlier
 	 * process posted: in one this process started, a maybe-sent item simply goes. */
 	s->maybe_sent = item && item->maybe_sent && c->resumed;
@@ -291,7 +293,7 @@ int directline_send_item(struct dl_conv *c, const char *activity_json, size_t le
 		c->tx_head = s;
 	c->tx_tail = s;
 	c->tx_count++;
-	c->active_ms = loop_now_ms();
+	c->active_ms = clock_mono_ms();
 	if (c->parked && !c->held)
 		dl_stream_wake(c, "send");	/* the bot's answer comes on the stream at once */
 	else if (c->waking && !c->wake_boundary)
@@ -322,7 +324,7 @@ static void finish(struct dl_conv *c, int err, const char *reason, const char *i
 		loop_timer_stop(c->tx_timer);
 	metrics_inc(err ? c->dl->c.sends_failed : c->dl->c.sends_ok);
 	if (!err)
-		metrics_observe(c->dl->c.send_seconds, (double)(loop_now_ms() - s->queued_ms) / 1000.0);
+		metrics_observe(c->dl->c.send_seconds, (double)(clock_mono_ms() - s->queued_ms) / 1000.0);
 	if (err)
 		log_warn(c->dl->lg, "directline.send_failed", "key=\"%s\" conv=%s reason=\"%s\"", c->key,
 			 c->id ? c->id : "-", reason);
@@ -634,7 +636,7 @@ static void check_head(struct dl_conv *c)
 {
 	struct dl_send *s = c->tx_head;
 	const struct dl_echo *e = remembered(c, s);
-	uint64_t ready = c->opened_ms + c->dl->s.echo_grace_ms, now = loop_now_ms();
+	uint64_t ready = c->opened_ms + c->dl->s.echo_grace_ms, now = clock_mono_ms();
 
 	if (e) {
 		reconciled(c, e->activity_id, "replay");
@@ -782,7 +784,7 @@ void dl_send_greeting(struct dl_conv *c)
 	struct dl_send *s;
 	int rc;
 
-	if (c->dl->s.locale && dl_json_escape(locale, sizeof(locale), c->dl->s.locale) < 0)
+	if (c->dl->s.locale && json_text_escape_whole(locale, sizeof(locale), c->dl->s.locale) < 0)
 		locale[0] = '\0';
 	snprintf(json, sizeof(json), "{\"type\":\"event\",\"name\":\"startConversation\"%s%s%s}",
 		 locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");

@@ -11,6 +11,7 @@
 #include "directline/dl_internal.h"
 
 #include "net/http_client.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
@@ -45,7 +46,7 @@ static bool park_due(const struct dl_conv *c)
 {
 	uint32_t after = c->dl->s.park_after_ms;
 
-	return after && !c->tx_head && loop_now_ms() - c->active_ms >= after;
+	return after && !c->tx_head && clock_mono_ms() - c->active_ms >= after;
 }
 
 /* An open stream's one timer serves two deadlines: the catch-up GET after idle_sync
@@ -54,7 +55,7 @@ static bool park_due(const struct dl_conv *c)
 static void arm_stream(struct dl_conv *c)
 {
 	const struct dl_settings *s = &c->dl->s;
-	uint64_t now = loop_now_ms(), at = UINT64_MAX;
+	uint64_t now = clock_mono_ms(), at = UINT64_MAX;
 
 	if (s->idle_sync_ms)
 		at = c->stream_quiet_ms + s->idle_sync_ms;
@@ -132,7 +133,7 @@ void dl_stream_timer(void *arg)
 			dl_stream_slot_granted(c);
 		break;
 	case DL_PH_POLL:
-		if (c->poll_until_ms && loop_now_ms() >= c->poll_until_ms && !c->dl->s.polling) {
+		if (c->poll_until_ms && clock_mono_ms() >= c->poll_until_ms && !c->dl->s.polling) {
 			c->poll_until_ms = 0;	/* fallback over: try the socket again */
 			c->ws_fails = 0;
 			dl_stream_begin(c);
@@ -151,8 +152,8 @@ void dl_stream_timer(void *arg)
 		}
 		/* Sockets have stayed open while delivering nothing: after a quiet spell, ask
 		 * by GET what came after our watermark (dedupe drops what the socket gave). */
-		if (c->dl->s.idle_sync_ms && loop_now_ms() - c->stream_quiet_ms >= c->dl->s.idle_sync_ms) {
-			c->stream_quiet_ms = loop_now_ms();
+		if (c->dl->s.idle_sync_ms && clock_mono_ms() - c->stream_quiet_ms >= c->dl->s.idle_sync_ms) {
+			c->stream_quiet_ms = clock_mono_ms();
 			dl_stream_sync(c);
 		}
 		if (!dl_done(c) && c->phase == DL_PH_STREAM)
@@ -222,7 +223,7 @@ static void ws_open(struct websocket *ws, void *arg)
 	(void)ws;
 	dl_hold(c);
 	c->phase = DL_PH_STREAM;
-	c->ws_opened_ms = loop_now_ms();
+	c->ws_opened_ms = clock_mono_ms();
 	c->ws_fails = 0;
 	c->ws_received = false;
 	free(c->stream_url);	/* used: the next connect needs a fresh one */
@@ -238,7 +239,7 @@ static void ws_open(struct websocket *ws, void *arg)
 		dl_release(c);
 		return;
 	}
-	c->stream_quiet_ms = loop_now_ms();
+	c->stream_quiet_ms = clock_mono_ms();
 	arm_stream(c);
 	/* A resume without a watermark could not say where to replay from: catch up by GET
 	 * from the start (dedupe drops what was already delivered). */
@@ -261,7 +262,7 @@ static void ws_message(struct websocket *ws, const char *data, size_t len, void 
 	if (n == -EPROTO && !dl_done(c))
 		dl_stream_sync(c);	/* a payload we could not read: reconcile by GET */
 	else if (n > 0)
-		c->stream_quiet_ms = loop_now_ms();	/* not idle: the catch-up moves back */
+		c->stream_quiet_ms = clock_mono_ms();	/* not idle: the catch-up moves back */
 	dl_release(c);
 }
 
@@ -280,7 +281,7 @@ static void ws_failed(struct dl_conv *c, const struct websocket_end_info *end)
 
 		wait = (wait < 1 ? 1 : wait > DL_RETRY_AFTER_MAX_S ? DL_RETRY_AFTER_MAX_S : wait) * 1000;
 		dl_slot_throttle(dl, (uint64_t)wait);
-		dl_stream_retry(c, wait + (int64_t)(dl_random(dl) % 500), why);
+		dl_stream_retry(c, wait + (int64_t)(rng_next(&dl->rng) % 500), why);
 		return;		/* the streamUrl stays: still fresh after the wait, it saves a GET */
 	}
 	free(c->stream_url);
@@ -291,7 +292,7 @@ static void ws_failed(struct dl_conv *c, const struct websocket_end_info *end)
 		log_warn(dl->lg, "directline.polling_fallback", "key=\"%s\" conv=%s reason=\"%s\" for_s=%u",
 			 c->key, c->id, why, DL_POLL_BEFORE_WS_RETRY_MS / 1000);
 		metrics_inc(dl->c.polling_fallbacks);
-		c->poll_until_ms = loop_now_ms() + DL_POLL_BEFORE_WS_RETRY_MS;
+		c->poll_until_ms = clock_mono_ms() + DL_POLL_BEFORE_WS_RETRY_MS;
 		dl_slot_release(c);
 		start_polling(c, "polling fallback");
 		return;
@@ -302,14 +303,14 @@ static void ws_failed(struct dl_conv *c, const struct websocket_end_info *end)
 static void ws_lost(struct dl_conv *c, const struct websocket_end_info *end)
 {
 	struct directline *dl = c->dl;
-	bool healthy = c->ws_received || loop_now_ms() - c->ws_opened_ms >= DL_HEALTHY_STREAM_MS;
+	bool healthy = c->ws_received || clock_mono_ms() - c->ws_opened_ms >= DL_HEALTHY_STREAM_MS;
 
 	if (end->reason && strcmp(end->reason, "collision") == 0) {
 		/* Someone else holds this conversation's stream: do not fight over it. */
 		metrics_inc(dl->c.collisions);
 		log_warn(dl->lg, "directline.collision", "key=\"%s\" conv=%s", c->key, c->id);
 		dl_stream_retry(c, (int64_t)(dl->s.reconnect_cap_ms / 2 +
-					     dl_random(dl) % (dl->s.reconnect_cap_ms / 2 + 1)), "collision");
+					     rng_next(&dl->rng) % (dl->s.reconnect_cap_ms / 2 + 1)), "collision");
 		return;
 	}
 	if (healthy)
@@ -362,7 +363,7 @@ static void connect_stream(struct dl_conv *c)
 	const char *u = c->stream_url;
 	int rc;
 
-	if (!u || loop_now_ms() - c->stream_url_ms > DL_STREAM_URL_FRESH_MS) {
+	if (!u || clock_mono_ms() - c->stream_url_ms > DL_STREAM_URL_FRESH_MS) {
 		resume(c);
 		return;
 	}
@@ -458,7 +459,7 @@ static void on_resumed(struct dl_conv *c, const struct http_response *res, int e
 		dl_stream_retry(c, -1, "out of memory");
 		return;
 	}
-	c->stream_url_ms = loop_now_ms();
+	c->stream_url_ms = clock_mono_ms();
 	c->catch_up = !c->watermark;
 	/* DirectLineJS adopts the token a reconnect returns; so do we. */
 	if (a.token.ptr && (!c->token || a.token.len != strlen(c->token) ||

@@ -10,6 +10,8 @@
 
 #include "net/http_client.h"
 #include "parse/json_simd.h"
+#include "base/clock.h"
+#include "base/json_text.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
@@ -130,7 +132,7 @@ static void schedule_refresh(struct dl_conv *c, uint64_t lifetime_ms)
 	/* At about token_refresh of the lifetime, spread +-10% so conversations opened
 	 * together do not refresh together. */
 	double at = (double)lifetime_ms * dl->s.token_refresh *
-		    (0.9 + 0.2 * (double)(dl_random(dl) % 1000) / 1000.0);
+		    (0.9 + 0.2 * (double)(rng_next(&dl->rng) % 1000) / 1000.0);
 
 	if (dl_timer(c, &c->tok_timer, on_tok_timer))
 		loop_timer_start(c->tok_timer, (uint64_t)at, 0);
@@ -151,7 +153,7 @@ int dl_token_adopt(struct dl_conv *c, const char *token, size_t len, double expi
 	lifetime_ms = (uint64_t)(left * 1000.0);
 	if (lifetime_ms < TOKEN_MIN_LIFETIME_MS)
 		lifetime_ms = TOKEN_MIN_LIFETIME_MS;
-	c->token_expires_ms = loop_now_ms() + lifetime_ms;
+	c->token_expires_ms = clock_mono_ms() + lifetime_ms;
 	c->token_expires_wall = (int64_t)time(NULL) + (int64_t)(lifetime_ms / 1000);
 	c->token_bad = false;
 	c->tok_attempt = 0;
@@ -163,7 +165,7 @@ int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms)
 {
 	if (dl_strset(&c->token, token, strlen(token)) < 0)
 		return -ENOMEM;
-	c->token_expires_ms = loop_now_ms() + left_ms;
+	c->token_expires_ms = clock_mono_ms() + left_ms;
 	c->token_expires_wall = (int64_t)time(NULL) + (int64_t)(left_ms / 1000);
 	/* Its whole lifetime is not known any more: refresh at the same fraction of what is left. */
 	schedule_refresh(c, left_ms);
@@ -172,12 +174,12 @@ int dl_token_resume(struct dl_conv *c, const char *token, uint64_t left_ms)
 
 bool dl_token_valid(const struct dl_conv *c)
 {
-	return c->token && !c->token_bad && loop_now_ms() + TOKEN_MARGIN_MS < c->token_expires_ms;
+	return c->token && !c->token_bad && clock_mono_ms() + TOKEN_MARGIN_MS < c->token_expires_ms;
 }
 
 void dl_token_wake(struct dl_conv *c)
 {
-	uint64_t now = loop_now_ms();
+	uint64_t now = clock_mono_ms();
 
 	/* The refresh skipped while parked: due again if the token still lives. */
 	if (dl_token_valid(c) && !c->tok.t && !(c->tok_timer && loop_timer_pending(c->tok_timer)))
@@ -201,8 +203,8 @@ static int user_body(const struct dl_conv *c, char *out, size_t cap)
 	char uid[128], uid_json[256], locale[128] = "";
 
 	dl_user_id(c, uid, sizeof(uid));
-	if (dl_json_escape(uid_json, sizeof(uid_json), uid) < 0 ||
-	    (c->dl->s.locale && dl_json_escape(locale, sizeof(locale), c->dl->s.locale) < 0))
+	if (json_text_escape_whole(uid_json, sizeof(uid_json), uid) < 0 ||
+	    (c->dl->s.locale && json_text_escape_whole(locale, sizeof(locale), c->dl->s.locale) < 0))
 		return -ENOSPC;
 	return snprintf(out, cap, "{\"user\":{\"id\":\"%s\"}%s%s%s}", uid_json,
 			locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");
@@ -249,7 +251,7 @@ static void on_started(struct dl_conv *c, const struct http_response *res, int e
 		dl_stream_retry(c, -1, "out of memory");
 		return;
 	}
-	c->stream_url_ms = a.stream_url.ptr ? loop_now_ms() : 0;
+	c->stream_url_ms = a.stream_url.ptr ? clock_mono_ms() : 0;
 	c->started = true;
 	log_info(c->dl->lg, "directline.started", "key=\"%s\" conv=%s status=%d", c->key, c->id, res->status);
 	dl_persist(c);

@@ -13,6 +13,7 @@
  * entry point frees it on the way out. */
 #include "directline/websocket.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "directline/tls_sessions.h"
@@ -530,7 +531,7 @@ static void send_ping(struct websocket *ws)
 static void tick(struct websocket *ws)
 {
 	const struct websocket_opts *o = &ws->wc->o;
-	uint64_t now = loop_now_ms();
+	uint64_t now = clock_mono_ms();
 
 	if (o->dead_after_ms && now - ws->last_rx_ms >= o->dead_after_ms) {
 		fail(ws, WEBSOCKET_END_DEAD, -ETIMEDOUT, "nothing received for %u ms", o->dead_after_ms);
@@ -707,7 +708,7 @@ static int tls_resumed(struct websocket *ws)
 
 static void open_socket(struct websocket *ws)
 {
-	uint64_t now = loop_now_ms();
+	uint64_t now = clock_mono_ms();
 
 	if (wslay_event_context_client_init(&ws->wslay, &wslay_callbacks, ws) != 0) {
 		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "out of memory");
@@ -782,7 +783,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 	(void)bev;
 	enter(ws);
-	ws->last_rx_ms = loop_now_ms();
+	ws->last_rx_ms = clock_mono_ms();
 	if (ws->state == ST_HANDSHAKE)
 		read_answer(ws);
 	if (live(ws) && ws->wslay)

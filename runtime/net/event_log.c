@@ -1,6 +1,7 @@
 /* event_log.c - libevent's internal log, rate limited, as `libevent` events in ours. */
 #include "net/event_log.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -20,7 +21,7 @@ static struct {
 
 static void on_event_log(int severity, const char *msg)
 {
-	uint64_t now = loop_now_ms();
+	uint64_t now = clock_mono_ms();
 	enum log_level level = severity >= EVENT_LOG_ERR ? LEVEL_ERROR :
 			       severity == EVENT_LOG_WARN ? LEVEL_WARN :
 			       severity == EVENT_LOG_MSG ? LEVEL_INFO : LEVEL_DEBUG;
@@ -43,7 +44,7 @@ static void on_event_log(int severity, const char *msg)
 void event_log_route(struct log *lg)
 {
 	route.log = lg;
-	route.window_start_ms = loop_now_ms();
+	route.window_start_ms = clock_mono_ms();
 	route.in_window = 0;
 	event_set_log_callback(on_event_log);
 }

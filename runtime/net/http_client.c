@@ -9,6 +9,7 @@
  * one releases the client only when the outermost frame unwinds. */
 #include "net/http_client.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -446,7 +447,7 @@ static void attach(struct http_transfer *t, uint32_t timeout_ms)
 		hc->transfers->prev = t;
 	hc->transfers = t;
 	hc->in_flight++;
-	t->started_ms = loop_now_ms();
+	t->started_ms = clock_mono_ms();
 	loop_timer_start(t->deadline, timeout_ms, 0);
 }
 
@@ -646,7 +647,7 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 	memset(res, 0, sizeof(*res));
 	res->body = "";
 	res->sent = request_sent(t->easy);
-	res->total_ms = loop_now_ms() - t->started_ms;
+	res->total_ms = clock_mono_ms() - t->started_ms;
 	if (err)
 		return err;
 	if (copy_headers(t->easy, hdrs, &res->nheaders) < 0)
@@ -865,7 +866,7 @@ void http_client_free(struct http_client *hc)
 	/* Pop one at a time: a callback may cancel others. */
 	while ((t = hc->transfers)) {
 		res.sent = request_sent(t->easy);
-		res.total_ms = loop_now_ms() - t->started_ms;
+		res.total_ms = clock_mono_ms() - t->started_ms;
 		detach(t);
 		t->finished = true;
 		t->done(&res, -ECANCELED, t->arg);

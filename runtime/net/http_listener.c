@@ -19,6 +19,7 @@
  * them included, keep being served. */
 #include "net/http_listener.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -116,7 +117,7 @@ static struct http_listener *listener_of(struct evconnlistener *lev)
 /* One warning per kind per WARN_INTERVAL_MS; the ones in between are counted. */
 static bool warn_due(struct http_listener *hl, enum warn_kind kind, unsigned long *suppressed)
 {
-	uint64_t now = loop_now_ms();
+	uint64_t now = clock_mono_ms();
 
 	if (hl->last_warn_ms[kind] && now - hl->last_warn_ms[kind] < WARN_INTERVAL_MS) {
 		hl->suppressed[kind]++;

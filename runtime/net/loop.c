@@ -5,7 +5,6 @@
 
 #include <event2/event.h>
 #include <stdlib.h>
-#include <time.h>
 
 struct loop {
 	struct event_base *base;
@@ -58,14 +57,6 @@ int loop_run(struct loop *lp)
 void loop_stop(struct loop *lp)
 {
 	event_base_loopbreak(lp->base);
-}
-
-uint64_t loop_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

@@ -23,8 +23,6 @@ struct event_base *loop_base(struct loop *lp);
 int loop_run(struct loop *lp);
 /* Makes loop_run() return after the current callback; safe inside any callback. */
 void loop_stop(struct loop *lp);
-/* Monotonic milliseconds. */
-uint64_t loop_now_ms(void);
 
 /* A one-shot or repeating timer. Create it, then start it as often as needed. */
 struct loop_timer *loop_timer_new(struct loop *lp, loop_timer_fn fn, void *arg);

@@ -1,11 +1,11 @@
 /* conv_events.c - the per-conversation ring of recent lifecycle events. */
 #include "relay/conv_events.h"
+#include "base/clock.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/time.h>
 
 static const char *const kind_names[CONV_EV_KIND_COUNT] = {
 	"opened", "handoff", "routed", "escalated", "accepted", "completed", "failed", "retry", "error", "state",
@@ -16,20 +16,12 @@ const char *conv_event_kind_name(enum conv_event_kind k)
 	return (unsigned)k < CONV_EV_KIND_COUNT ? kind_names[k] : "?";
 }
 
-uint64_t conv_events_wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
 static struct conv_events *ensure(struct conv_events **evp)
 {
 	if (!*evp) {
 		*evp = calloc(1, sizeof(**evp));
 		if (*evp)
-			(*evp)->opened_ms = conv_events_wall_ms();
+			(*evp)->opened_ms = clock_wall_ms();
 	}
 	return *evp;
 }
@@ -66,7 +58,7 @@ void conv_events_add(struct conv_events **evp, enum conv_event_kind kind, const 
 	ev->next = (ev->next + 1) % ev->cap;
 	if (ev->count < ev->cap)
 		ev->count++;
-	e->at_ms = conv_events_wall_ms();
+	e->at_ms = clock_wall_ms();
 	e->kind = kind;
 	va_start(ap, fmt);
 	vsnprintf(e->detail, sizeof(e->detail), fmt, ap);

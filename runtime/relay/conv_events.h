@@ -44,9 +44,6 @@ struct conv_events {
 };
 
 const char *conv_event_kind_name(enum conv_event_kind k);
-/* Milliseconds since the epoch. */
-uint64_t conv_events_wall_ms(void);
-
 /* Records an event in *EVP (allocated on first use; out of memory: not recorded).
  * DETAIL is printf-formatted and cut to CONV_EVENT_DETAIL_MAX. */
 void conv_events_add(struct conv_events **evp, enum conv_event_kind kind, const char *fmt, ...)

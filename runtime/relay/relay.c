@@ -6,6 +6,8 @@
  * protocol detail: Direct Line is directline.c's, hub APIs are the scripts'. */
 #include "relay/relay_internal.h"
 
+#include "base/backoff.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "relay/convstore.h"
@@ -13,7 +15,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "relay/store.h"
 
 #include <errno.h>
@@ -21,9 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #define RELAY_KEY_MAX 512
 
@@ -31,36 +30,19 @@ static const char *const queue_names[QUEUE_COUNT] = { "to_bot", "to_hub" };
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-uint64_t relay_wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
 const char *relay_queue_name(enum conv_queue q)
 {
 	return queue_names[q];
 }
 
-uint64_t relay_random(struct relay *r)
-{
-	r->rng ^= r->rng << 13;	/* xorshift64: jitter needs spread, not secrecy */
-	r->rng ^= r->rng >> 7;
-	r->rng ^= r->rng << 17;
-	return r->rng;
-}
-
-/* Full jitter: a random wait in [0, min(max_delay, base * 2^attempts)] seconds. */
+/* The backoff of retry.base and retry.max_delay (read each time: a reload may change
+ * them), at least 1 ms. */
 static uint64_t backoff_ms(struct relay *r, int attempts)
 {
 	const struct config_retry *rc = &r->rt->config->retry;
-	double cap = rc->base * (double)(1u << (attempts < 20 ? attempts : 20));
+	struct backoff b = { (uint64_t)(rc->base * 1000.0), (uint64_t)(rc->max_delay * 1000.0) };
 
-	if (cap > rc->max_delay)
-		cap = rc->max_delay;
-	return (uint64_t)((double)(relay_random(r) % 10000) / 10000.0 * cap * 1000.0) + 1;
+	return backoff_delay_ms(&b, &r->rng, attempts > 0 ? (unsigned)attempts : 0) + 1;
 }
 
 static int make_key(struct relay *r, const char *id, char *key, size_t cap)
@@ -345,7 +327,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 	if (delay < at_least_ms)
 		delay = at_least_ms + backoff_ms(r, 0);	/* Retry-After, plus jitter */
 	if (id > 0)
-		store_outbox_retry(r->store, id, attempts, (int64_t)(relay_wall_ms() + delay));
+		store_outbox_retry(r->store, id, attempts, (int64_t)(clock_wall_ms() + delay));
 	c->queues[q].busy = false;
 	conv_events_add(&c->events, CONV_EV_RETRY, "%s attempt %d", queue_names[q], attempts);
 	if (arm_retry(r, c, q, delay) < 0)
@@ -356,7 +338,7 @@ void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue 
 static bool gave_up(struct relay *r, const struct store_item *it)
 {
 	return it->attempts > 0 && it->created_ms > 0 &&
-	       (double)(relay_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
+	       (double)(clock_wall_ms() - (uint64_t)it->created_ms) > r->rt->config->retry.give_up_after * 1000.0;
 }
 
 /* Whether IT is the endOfConversation the relay queued as the bot's goodbye. */
@@ -400,7 +382,7 @@ void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		give_up_for_gone_bot(r, c, &it);
 		return;
 	}
-	now = relay_wall_ms();
+	now = clock_wall_ms();
 	if (it.next_at_ms > 0 && (uint64_t)it.next_at_ms > now) {
 		arm_retry(r, c, q, (uint64_t)it.next_at_ms - now);
 		store_item_clear(&it);
@@ -688,11 +670,6 @@ void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parke
 	*streaming = st.conversations - st.parked;
 }
 
-const char *relay_front_name(const struct relay *r)
-{
-	return r->front;
-}
-
 bool relay_write_pending(const struct relay *r)
 {
 	return store_write_pending(r->store);
@@ -811,7 +788,7 @@ struct relay *relay_new(struct hd_runtime *rt, const struct relay_desk_ops *desk
 		return NULL;
 	}
 	r->rt = rt;
-	r->rng = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+	rng_seed(&r->rng);
 	r->desk = *desk;
 	r->desk_only = cfg->front_module != NULL;
 	snprintf(r->front, sizeof(r->front), "%s", module_short_name(r->desk_only ? cfg->front_module : cfg->hub_module));

@@ -73,8 +73,6 @@ void relay_conversation_counts(const struct relay *r, struct relay_counts *out);
 /* Open Direct Line conversations by stream: STREAMING (socket open or opening, or polling)
  * and PARKED (directline.park_after, or an agent has the conversation). */
 void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parked);
-/* The key prefix of the front hub ("webhook" for hubs.webhook). */
-const char *relay_front_name(const struct relay *r);
 
 /* Whether writes wait for the end-of-turn commit. */
 bool relay_write_pending(const struct relay *r);

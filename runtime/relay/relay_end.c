@@ -10,12 +10,13 @@
  * lost nor done twice. */
 #include "relay/relay_internal.h"
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "directline/directline.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "relay/store.h"
 
 #include <errno.h>
@@ -51,14 +52,9 @@ struct relay_end {
 	uint64_t *m_departed;
 };
 
-static int64_t wall_ms(void)
-{
-	return (int64_t)relay_wall_ms();
-}
-
 void relay_end_touch(struct conversation *c)
 {
-	c->active_ms = wall_ms();
+	c->active_ms = (int64_t)clock_wall_ms();
 }
 
 /* ---- the ending ---------------------------------------------------------------------- */
@@ -95,7 +91,7 @@ static void queue_hub_end(struct relay *r, struct conversation *c, enum relay_ro
 	char ev[128];
 	/* The id lets the hub drop a retry it already has (the contract's rule). */
 	int n = snprintf(ev, sizeof(ev), "{\"id\":\"end-%016llx\",\"reason\":\"%s\"}",
-			 (unsigned long long)relay_random(r), cause_names[cause]);
+			 (unsigned long long)rng_next(&r->rng), cause_names[cause]);
 
 	relay_hub_enqueue(r, c, role, "conversation_end", ev, (size_t)n, false);
 }
@@ -239,7 +235,7 @@ static void end_if_idle(struct conversation *c, void *arg)
 	 * the next turn), so it is safe inside convstore_each. */
 	if (c->state != CONV_ENDING && c->active_ms < s->before_ms) {
 		log_info(s->r->rt->log, "conv.idle", "conv=%s idle_s=%lld", c->key,
-			 (long long)((wall_ms() - c->active_ms) / 1000));
+			 (long long)(((int64_t)clock_wall_ms() - c->active_ms) / 1000));
 		relay_end_begin(s->r, c, END_IDLE);
 	} else if (c->state == CONV_ENDING && drained(s->r, c)) {
 		relay_end_queue_empty(s->r, c);	/* a departure that could not be noted earlier */
@@ -249,7 +245,8 @@ static void end_if_idle(struct conversation *c, void *arg)
 static void on_idle_sweep(void *arg)
 {
 	struct relay *r = arg;
-	struct idle_sweep s = { r, wall_ms() - (int64_t)(r->rt->config->limits.idle_timeout * 1000.0) };
+	int64_t idle_ms = (int64_t)(r->rt->config->limits.idle_timeout * 1000.0);
+	struct idle_sweep s = { r, (int64_t)clock_wall_ms() - idle_ms };
 
 	convstore_each(r->convs, end_if_idle, &s);
 }

@@ -9,11 +9,12 @@
  * restart, the stored event is parsed once when the escalation starts). */
 #include "relay/relay_internal.h"
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "base/json_text.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "relay/conv_events.h"
 
 #include <errno.h>
@@ -269,7 +270,7 @@ static int start_call(struct hub_call *hc, struct conversation *c)
 		.arg = hc->item.payload, .arg_len = hc->item.payload_len,
 	};
 
-	hc->started_ms = conv_events_wall_ms();
+	hc->started_ms = clock_wall_ms();
 	return hc->r->desk.call(hc->r->desk.ctx, &call, hub_call_done, hc);
 }
 
@@ -287,7 +288,7 @@ static int start_escalation(struct hub_call *hc, struct conversation *c)
 		return -ENOMEM;
 	e.handoff = hc->handoff;
 	e.route = hc->route;
-	hc->started_ms = conv_events_wall_ms();
+	hc->started_ms = clock_wall_ms();
 	return hc->r->desk.escalate(hc->r->desk.ctx, &e, routed, hub_call_done, hc);
 }
 
@@ -351,7 +352,7 @@ static char *new_handoff_id(struct relay *r)
 	char *id = malloc(24);
 
 	if (id)
-		snprintf(id, 24, "h-%016llx", (unsigned long long)relay_random(r));
+		snprintf(id, 24, "h-%016llx", (unsigned long long)rng_next(&r->rng));
 	return id;
 }
 

@@ -7,6 +7,7 @@
 #include "relay/conv_events.h"
 #include "directline/directline.h"
 #include "parse/json_simd.h"
+#include "base/clock.h"
 #include "base/json_text.h"
 #include "relay/relay_internal.h"
 
@@ -85,7 +86,7 @@ static void add_ms(struct evbuffer *out, const char *name, uint64_t ms)
 /* The members every answer has: key, state, stream, times (unix seconds), queues. */
 static void add_summary(struct evbuffer *out, const struct relay_conv_summary *s)
 {
-	uint64_t now = conv_events_wall_ms();
+	uint64_t now = clock_wall_ms();
 
 	evbuffer_add(out, "{\"key\":", 7);
 	add_string(out, s->key);

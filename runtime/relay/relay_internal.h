@@ -4,6 +4,7 @@
 #ifndef HANDOFFD_RELAY_INTERNAL_H
 #define HANDOFFD_RELAY_INTERNAL_H
 
+#include "base/random.h"
 #include "relay/convstore.h"
 #include "relay/relay.h"
 #include "relay/relay_desk.h"
@@ -41,7 +42,7 @@ struct relay {
 	struct relay_desk_ops desk;	/* the hub scripts (relay_desk.h) */
 	char front[64];			/* key prefix: the front module's last name */
 	bool desk_only;			/* front and desk are different modules */
-	uint64_t rng;
+	struct rng rng;				/* retry jitter, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
@@ -49,8 +50,6 @@ struct relay {
 };
 
 /* relay.c */
-uint64_t relay_random(struct relay *r);
-uint64_t relay_wall_ms(void);
 /* "to_bot", "to_hub": the outbox queue names. */
 const char *relay_queue_name(enum conv_queue q);
 void relay_save(struct relay *r, struct conversation *c);

@@ -4,10 +4,11 @@
  * with one line where they already log a transition. */
 #include "relay/relay_internal.h"
 
+#include "base/clock.h"
 #include "base/config.h"
 #include "relay/conv_events.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -35,7 +36,7 @@ void relay_observe_init(struct relay *r)
 
 static double seconds_since(uint64_t wall_ms_then)
 {
-	uint64_t now = conv_events_wall_ms();
+	uint64_t now = clock_wall_ms();
 
 	return now > wall_ms_then ? (double)(now - wall_ms_then) / 1000.0 : 0.0;
 }
@@ -49,7 +50,7 @@ void relay_observe_delivered(struct relay *r, struct conversation *c, enum conv_
 	if (!c->events)
 		conv_events_add(&c->events, CONV_EV_OPENED, "first seen by this process");
 	if (c->events)
-		*(to_bot ? &c->events->last_to_bot_ms : &c->events->last_to_hub_ms) = conv_events_wall_ms();
+		*(to_bot ? &c->events->last_to_bot_ms : &c->events->last_to_hub_ms) = clock_wall_ms();
 }
 
 void relay_observe_handoff(struct relay *r, struct conversation *c)
@@ -57,7 +58,7 @@ void relay_observe_handoff(struct relay *r, struct conversation *c)
 	(void)r;
 	conv_events_add(&c->events, CONV_EV_HANDOFF, "handoff %s", c->handoff_id ? c->handoff_id : "-");
 	if (c->events)
-		c->events->handoff_ms = conv_events_wall_ms();
+		c->events->handoff_ms = clock_wall_ms();
 }
 
 void relay_observe_answer(struct relay *r, struct conversation *c, const char *answer)

@@ -3,6 +3,7 @@
  * convstore.c and relay.c decide that. */
 #include "relay/store.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,7 +59,7 @@ static const char *const MIGRATE_1 =
 
 
 enum stmt {
-	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN, S_CONV_DEL,
+	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
 	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT,
 	S_PURGE_OUTBOX, S_PURGE_CONVS, S_NSTMT
@@ -79,7 +79,6 @@ static const char *const SQL[S_NSTMT] = {
 	[S_CONV_OPEN] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
 			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations"
 			" WHERE state <> 'closed'",
-	[S_CONV_DEL] = "DELETE FROM conversations WHERE key = ?1",
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
@@ -118,14 +117,6 @@ struct store {
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
-}
-
-static int64_t now_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int db_error(struct store *st, const char *what)
@@ -412,16 +403,6 @@ int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg)
 	return stop ? (sqlite3_reset(s), stop) : finish(st, s, rc, "conv_each");
 }
 
-int store_conv_delete(struct store *st, const char *key)
-{
-	sqlite3_stmt *s = st->stmt[S_CONV_DEL];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, key);
-	return finish(st, s, sqlite3_step(s), "conv_delete");
-}
-
 static int purge_step(struct store *st, enum stmt which, int64_t before_s, const char *what)
 {
 	sqlite3_stmt *s = st->stmt[which];
@@ -526,7 +507,7 @@ int64_t store_outbox_add_call(struct store *st, const char *key, const char *que
 	bind_text(s, 1, key);
 	bind_text(s, 2, queue);
 	sqlite3_bind_blob(s, 3, payload, (int)len, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(s, 4, now_ms());
+	sqlite3_bind_int64(s, 4, clock_wall_ms());
 	bind_text(s, 5, role);
 	bind_text(s, 6, fn);
 	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)

@@ -62,7 +62,6 @@ int store_conv_put(struct store *st, const struct store_conv *c);
 int store_conv_get(struct store *st, const char *key, struct store_conv *out);
 /* Calls FN for every conversation not closed; stops at FN's first non-zero return. */
 int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg);
-int store_conv_delete(struct store *st, const char *key);
 /* Rows of ended conversations removed per store_purge_ended call: a large backlog goes in
  * bites, so no single loop turn stalls on it. */
 #define STORE_PURGE_BATCH 500

@@ -6,7 +6,7 @@
 #include "script/desk.h"
 
 #include "base/config.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "relay/relay.h"
 #include "script/bindings/handoff_object.h"
 #include "script/routing.h"

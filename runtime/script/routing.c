@@ -5,7 +5,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_gen.h"
 
 #include <errno.h>

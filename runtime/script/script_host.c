@@ -13,7 +13,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_dir.h"
 #include "base/secrets.h"
 #include "script/webhooks.h"

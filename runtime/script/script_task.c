@@ -9,7 +9,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 
 #include <errno.h>
 #include <lauxlib.h>

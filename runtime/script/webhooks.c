@@ -7,7 +7,7 @@
 
 #include "net/http_server.h"
 #include "base/log.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_gen.h"
 
 #include <ctype.h>

@@ -25,6 +25,7 @@
  * streaming, then, once all have parked on their own, the second half: the wake a
  * customer's message causes (it reopens the stream at once; no GET first). */
 #define _GNU_SOURCE	/* memmem, strptime */
+#include "base/clock.h"
 #include "base/config.h"
 #include "directline/directline.h"
 #include "net/http_client.h"
@@ -216,14 +217,14 @@ static void on_check(void *arg)
 {
 	struct bench *b = arg;
 
-	if (loop_now_ms() > b->deadline_ms)
+	if (clock_mono_ms() > b->deadline_ms)
 		loop_stop(b->lp);
 }
 
 /* Runs the loop until a callback stops it or the phase deadline passes. */
 static void run(struct bench *b)
 {
-	b->deadline_ms = loop_now_ms() + PHASE_DEADLINE_MS;
+	b->deadline_ms = clock_mono_ms() + PHASE_DEADLINE_MS;
 	loop_timer_start(b->check, 1000, 1);
 	loop_run(b->lp);
 	loop_timer_stop(b->check);
@@ -306,7 +307,7 @@ static void phase_open(struct bench *b)
 	       (now_realtime_ms() - t0) / 1e3);
 	/* Idle a moment so what the opening needed (requests, handshakes) is released. */
 	b->waiting_for = (size_t)-1;
-	b->deadline_ms = loop_now_ms() + 2000;
+	b->deadline_ms = clock_mono_ms() + 2000;
 	loop_timer_start(b->check, 200, 1);
 	loop_run(b->lp);
 	loop_timer_stop(b->check);
@@ -348,7 +349,7 @@ static void idle_for(struct bench *b, uint64_t ms)
 	size_t saved = b->waiting_for;
 
 	b->waiting_for = (size_t)-1;
-	b->deadline_ms = loop_now_ms() + ms;
+	b->deadline_ms = clock_mono_ms() + ms;
 	loop_timer_start(b->check, 100, 1);
 	loop_run(b->lp);
 	loop_timer_stop(b->check);
@@ -462,7 +463,7 @@ static void phase_storm(struct bench *b, unsigned rounds)
 {
 	struct directline_stats st;
 	double t0 = now_realtime_ms();
-	uint64_t deadline = loop_now_ms() + PHASE_DEADLINE_MS, reconnects0;
+	uint64_t deadline = clock_mono_ms() + PHASE_DEADLINE_MS, reconnects0;
 	size_t lost = 0, repeated = 0, expected = b->dispatched + b->n;
 
 	directline_get_stats(b->dl, &st);
@@ -473,11 +474,11 @@ static void phase_storm(struct bench *b, unsigned rounds)
 	control(b, "/bot", "{\"seq\":1,\"prefix\":\"storm-\"}");
 	b->waiting_for = expected;
 	for (;;) {	/* 100 ms slices until everything is back */
-		b->deadline_ms = loop_now_ms() + 100;
+		b->deadline_ms = clock_mono_ms() + 100;
 		loop_timer_start(b->check, 100, 1);
 		loop_run(b->lp);
 		directline_get_stats(b->dl, &st);
-		if ((b->dispatched >= expected && st.online == b->n) || loop_now_ms() > deadline)
+		if ((b->dispatched >= expected && st.online == b->n) || clock_mono_ms() > deadline)
 			break;
 	}
 	loop_timer_stop(b->check);

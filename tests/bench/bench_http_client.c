@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "net/http_client.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "../unit/http_test_server.h"
@@ -40,7 +41,7 @@ static void run(struct bench *b, struct log *lg, struct server *srv, int n, unsi
 	struct http_request req = { .method = "POST", .body = body, .body_len = sizeof(body) - 1 };
 	char url[64];
 	int started = 0;
-	uint64_t t0 = loop_now_ms(), ms;
+	uint64_t t0 = clock_mono_ms(), ms;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/echo", srv->port);
 	req.url = url;
@@ -52,7 +53,7 @@ static void run(struct bench *b, struct log *lg, struct server *srv, int n, unsi
 			started++;
 		loop_run(b->lp);
 	}
-	ms = loop_now_ms() - t0;
+	ms = clock_mono_ms() - t0;
 	printf("requests=%d in_flight=%d max_connections=%u opened=%d failed=%d ms=%llu req_per_s=%.0f\n",
 	       n, window, conns, srv->connections, b->failed, (unsigned long long)ms,
 	       n * 1000.0 / (double)(ms ? ms : 1));

@@ -10,6 +10,7 @@
  *
  * Measure on a build without sanitizers (-DHANDOFFD_SANITIZE=OFF): ASan's shadow memory
  * and quarantine would dwarf the figure. N above ~10,000 needs `ulimit -n` above N. */
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "directline/websocket.h"
@@ -156,13 +157,13 @@ static void run(struct bench *b, struct log *lg, const char *ca_file)
 		exit(1);
 	rss0 = rss_kib();
 	heap0 = heap_bytes();
-	t0 = loop_now_ms();
+	t0 = clock_mono_ms();
 	start_more(b);
 	loop_run(b->lp);
 	rss1 = rss_kib();
 	heap1 = heap_bytes();
 	printf("sockets open: %ld of %ld (failed %ld) in %llu ms\n", b->opened, b->n, b->failed,
-	       (unsigned long long)(loop_now_ms() - t0));
+	       (unsigned long long)(clock_mono_ms() - t0));
 	printf("rss:  %ld KiB -> %ld KiB, %.0f bytes per open socket\n", rss0, rss1,
 	       b->opened ? (rss1 - rss0) * 1024.0 / b->opened : 0.0);
 	printf("heap: %zu -> %zu bytes in use, %.0f bytes per open socket\n", heap0, heap1,

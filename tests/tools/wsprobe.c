@@ -11,6 +11,7 @@
  *
  * --times N opens the URL N times one after the other with the same client (TLS resumption).
  */
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 #include "directline/websocket.h"
@@ -75,7 +76,7 @@ static void on_open(struct websocket *ws, void *arg)
 {
 	struct probe *p = arg;
 
-	p->opened_ms = loop_now_ms();
+	p->opened_ms = clock_mono_ms();
 	printf("open\n");
 	fflush(stdout);
 	if (p->free_on_open) {
@@ -118,7 +119,7 @@ static void on_close(struct websocket *ws, const struct websocket_end_info *end,
 	       end->code, end->http_status, end->err, end->reason);
 	if (end->retry_after)
 		printf(" retry_after=\"%s\"", end->retry_after);
-	printf(" after_open_ms=%lld\n", p->opened_ms ? (long long)(loop_now_ms() - p->opened_ms) : -1LL);
+	printf(" after_open_ms=%lld\n", p->opened_ms ? (long long)(clock_mono_ms() - p->opened_ms) : -1LL);
 	if (p->peak_rss)
 		printf("peak-rss kb=%ld\n", peak_rss_kb());
 	fflush(stdout);

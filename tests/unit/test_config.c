@@ -77,7 +77,39 @@ static void test_minimal_config_gets_defaults(void **state)
 	assert_true(cfg->shutdown_timeout > 0);
 	assert_true(cfg->directline.park_after == 60 && cfg->directline.parked_sync == 300);
 	assert_true(cfg->limits.idle_timeout == 86400 && cfg->state_retention == 7 * 86400);
+	/* README's tables say the same; config.c's key table is the only place they are written. */
+	assert_string_equal(cfg->log_level, "info");
+	assert_string_equal(cfg->state, "sqlite:handoffd-state.db");
+	assert_string_equal(cfg->directline.bot_name, "bot");
+	assert_string_equal(cfg->directline.user_id, "dl_handoffd-");
+	assert_string_equal(cfg->fallback.queue, "default");
+	assert_null(cfg->fallback.skill);
+	assert_true(cfg->directline.echo_grace == 5 && cfg->directline.idle_sync == 300);
+	assert_true(cfg->retry.base == 1 && cfg->retry.max_delay == 60 && cfg->retry.give_up_after == 600);
+	assert_true(cfg->scripts.max_instructions == 50e6 && cfg->scripts.max_memory_mb == 256 &&
+		    cfg->scripts.retire_after == 60 && !cfg->scripts.watch);
+	assert_true(cfg->limits.conversations == 50000 && cfg->limits.queued == 1000 && cfg->limits.connections == 0);
+	assert_true(cfg->limits.request_timeout == 30 && cfg->limits.keepalive_timeout == 10 &&
+		    cfg->limits.buffered_mb == 64);
+	assert_true(cfg->shutdown_timeout == 10);
 	assert_string_equal(cfg->dir, f->dir);
+	config_free(cfg);
+}
+
+/* `handoffd test` without a config runs on the same defaults as a minimal config file. */
+static void test_defaults_without_a_file(void **state)
+{
+	struct config *cfg = config_new_defaults();
+
+	(void)state;
+	assert_non_null(cfg);
+	assert_string_equal(cfg->listen_host, "127.0.0.1");
+	assert_int_equal(cfg->listen_port, 8088);
+	assert_string_equal(cfg->directline.base, "https://directline.botframework.com/v3/directline");
+	assert_string_equal(cfg->log_level, "info");
+	assert_string_equal(cfg->fallback.queue, "default");
+	assert_true(cfg->directline.liveness == 60 && cfg->directline.status_events);
+	assert_null(cfg->directline.secret);
 	config_free(cfg);
 }
 
@@ -211,6 +243,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_minimal_config_gets_defaults, setup, teardown),
+		cmocka_unit_test(test_defaults_without_a_file),
 		cmocka_unit_test_setup_teardown(test_full_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_key_named_with_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_keys_named, setup, teardown),

@@ -157,7 +157,6 @@ static void test_level_names(void **state)
 	assert_int_equal(log_level_parse("error", &lv), 0);
 	assert_int_equal(lv, LEVEL_ERROR);
 	assert_true(log_level_parse("verbose", &lv) < 0);
-	assert_string_equal(log_level_name(LEVEL_WARN), "warn");
 }
 
 static void test_long_lines_bounded(void **state)

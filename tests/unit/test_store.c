@@ -121,7 +121,8 @@ static void test_each_open_skips_closed(void **state)
 	store_conv_put(f->st, &c);
 	assert_int_equal(store_conv_each_open(f->st, count_open, &n), 0);
 	assert_int_equal(n, 2);
-	assert_int_equal(store_conv_delete(f->st, "a"), 0);
+	a.state = "closed";	/* closing one leaves one */
+	store_conv_put(f->st, &a);
 	n = 0;
 	store_conv_each_open(f->st, count_open, &n);
 	assert_int_equal(n, 1);

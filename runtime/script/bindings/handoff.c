@@ -22,7 +22,7 @@
 #include "script/bindings/bindings.h"
 
 #include "relay/relay.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/desk.h"
 #include "script/script_host.h"
 
@@ -350,7 +350,9 @@ static int l_handoff_conversation(lua_State *L)
 
 static int l_handoff_conversations(lua_State *L)
 {
-	lua_pushinteger(L, (lua_Integer)runtime_conversations(bind_runtime(L)));
+	struct relay *r = bind_runtime(L)->relay;
+
+	lua_pushinteger(L, r ? (lua_Integer)relay_conversation_count(r) : 0);
 	return 1;
 }
 

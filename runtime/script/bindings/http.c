@@ -7,7 +7,7 @@
 #include "script/bindings/bindings.h"
 
 #include "net/http_client.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_host.h"
 
 #include <ctype.h>

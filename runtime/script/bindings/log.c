@@ -4,7 +4,7 @@
 #include "script/bindings/bindings.h"
 
 #include "base/log.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 
 #include <lauxlib.h>
 #include <string.h>

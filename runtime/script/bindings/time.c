@@ -3,6 +3,7 @@
  * Zone files come from the system (Debian's tzdata, /usr/share/zoneinfo); this file only
  * checks the name and asks libc. Calendar logic (weekly windows, holidays) is Lua's. */
 #include "script/bindings/bindings.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -21,10 +22,7 @@
 /* time.now() -> epoch seconds with fractions. */
 static int l_time_now(lua_State *L)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	lua_pushnumber(L, (lua_Number)clock_wall_ms() / 1e3);
 	return 1;
 }
 

@@ -8,7 +8,7 @@
 #include "script/bindings/bindings.h"
 
 #include "net/loop.h"
-#include "daemon/runtime.h"
+#include "base/hd_runtime.h"
 #include "script/script_gen.h"
 
 #include <errno.h>
