@@ -588,6 +588,10 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, bool
 		if (c->state == CONV_ROUTING || c->state == CONV_AGENT)
 			relay_hub_failed(r, c, "the hub reported a failure");
 	} else if (strcmp(state, "completed") == 0) {
+		/* Only a handoff under way completes: a late or repeated word of the hub must not
+		 * tell the bot "completed" again or end a conversation the bot has back. */
+		if (c->state != CONV_ROUTING && c->state != CONV_AGENT)
+			return 0;
 		metrics_inc(r->m_handoffs_completed);
 		conv_events_add(&c->events, CONV_EV_COMPLETED, "the hub completed the handoff");
 		relay_report_status(r, c, "completed", NULL);

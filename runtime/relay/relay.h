@@ -44,8 +44,11 @@ int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t l
  * or agent are the states an agent speaks in), -EINVAL (not an activity), -ENOBUFS. */
 int relay_agent(struct relay *r, const char *id, const char *activity, size_t len);
 /* The desk reports the handoff: "accepted", "failed" or "completed". A completed handoff
- * gives the conversation back to the bot when TO_BOT, else ends it. -ENOENT unknown
- * conversation, -EINVAL state. */
+ * gives the conversation back to the bot when TO_BOT, else ends it. The state machine
+ * is here, not in hub scripts: "accepted" counts in bot (an agent takes over) and
+ * routing, "failed" and "completed" only while a handoff is under way (routing, agent);
+ * elsewhere they have no effect (a late or repeated word of the hub) and return 0.
+ * -ENOENT unknown conversation, -EINVAL unknown STATE. */
 int relay_handoff_event(struct relay *r, const char *id, const char *state, bool to_bot);
 /* The front ends the conversation: it drains, endOfConversation goes to the bot, and it
  * leaves. 0, or 1 when there was nothing open to end (ended already, or never seen). */

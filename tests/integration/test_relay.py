@@ -64,6 +64,9 @@ def test_complete_flow(env):
     # completion: status to the bot, and the conversation is the bot's again
     assert hub.send(port, {"id": "e-done", "type": "handoff.completed", "conversation": "c-1",
                            "handoff_id": handoff["handoff_id"], "return_to_bot": True})[0] == 202
+    # the hub says it again (another event id): no handoff is under way, nothing happens
+    assert hub.send(port, {"id": "e-done-again", "type": "handoff.completed", "conversation": "c-1",
+                           "handoff_id": handoff["handoff_id"], "return_to_bot": False})[0] == 202
     hub.message(port, "c-1", "thanks, one more question")
     msgs = hub.wait_messages("c-1", 5)
     assert texts(msgs)[-1] == "You said: thanks, one more question"
