@@ -125,6 +125,30 @@ def test_closing_the_conversation_completes_or_ends(env):
     hub.wait_texts(other, 2)
     assert env.send(hub.state_event(other, "closed")) == (200, {"ok": True})
     env.wait_bot(other, lambda heard: "endOfConversation" in heard, what="endOfConversation")
+    # Twilio closed both itself: neither is closed back
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{conv}")
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{other}")
+    assert hub.of("update_conversation", conv) == [] and hub.of("update_conversation", other) == []
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_the_bot_ending_the_conversation_closes_it(env):
+    """The bot's endOfConversation: its goodbye reaches the customer, then handoffd closes the
+    conversation (State=closed, webhooks on so Flex and Studio hear of it), once; the
+    onConversationStateUpdated that comes back changes nothing."""
+    hub = env.hub
+    conv = hub.conversation()
+    env.says(conv, "bye")
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{conv}")
+    assert hub.texts(conv)[-1].startswith("Goodbye")
+    assert hub.of("update_conversation", conv) == [{"State": "closed"}]
+    assert [op for op, c, _ in hub.calls if c == conv][-1] == "update_conversation", "the goodbye went first"
+    assert hub.conversations[conv]["state"] == "closed"
+    hub.wait(lambda s: any(e == "onConversationStateUpdated" for e, _, _ in s.answers), what="the close's webhook")
+    [(_, status, answer)] = [a for a in hub.answers if a[0] == "onConversationStateUpdated"]
+    assert status == 200 and answer.get("ignored"), "our own close is no news"
+    assert env.bot_heard(conv) == ["bye"], "the bot is not told its own end"
+    assert hub.of("update_conversation", conv) == [{"State": "closed"}]
     assert hub.rejected == [] and env.daemon.errors() == []
 
 
