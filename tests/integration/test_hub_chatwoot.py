@@ -310,6 +310,25 @@ def test_a_conversation_chatwoot_resolved_is_not_resolved_back(env):
     assert cw.rejected == [] and env.daemon.errors() == []
 
 
+def test_the_resolve_is_retried_and_a_refusal_dropped(env):
+    """A transient failure of the resolve is retried (it is made once); a final refusal (404:
+    the conversation was deleted) is logged and dropped, and the conversation leaves anyway."""
+    cw = env.cw
+    cw.script["toggle_status"] = [(503, None), (429, {"Retry-After": "0"})]
+    cid = cw.new_conversation()
+    assert cw.customer(cid, "bye")[0] == 200
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{cid}")
+    assert resolutions(cw, cid) == [{"status": "resolved"}] and cw.script["toggle_status"] == []
+    cw.script["toggle_status"] = [(404, None)]
+    other = cw.new_conversation(contact_id=56)
+    assert cw.customer(other, "bye")[0] == 200
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{other}")
+    line = env.daemon.wait_line("chatwoot.end_refused")
+    assert f"conv={other}" in line and "reason=bot" in line and "HTTP 404" in line
+    assert resolutions(cw, other) == [] and cw.status(other) == "pending"
+    assert env.daemon.errors() == []
+
+
 def test_idle_while_an_agent_has_it_resolves_it(tmp_path):
     """limits.idle_timeout with an agent: the bot gets endOfConversation, Chatwoot's
     conversation is resolved (reason idle) rather than left open in the inbox."""

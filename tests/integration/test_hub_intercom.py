@@ -382,6 +382,10 @@ def test_the_fake_refuses_what_intercom_refuses():
             (call(fake, "POST", f"/conversations/{cid}/parts",
                   {"message_type": "assignment", "type": "team", "admin_id": BOT, "assignee_id": "1"}), 404,
              "team_not_found"),
+            (call(fake, "POST", f"/conversations/{cid}/parts",
+                  {"message_type": "close", "type": "team", "admin_id": BOT}), 400, "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/parts", {"message_type": "close", "type": "admin"}), 400,
+             "parameter_invalid"),
             (call(fake, "PUT", f"/conversations/{cid}", {"custom_attributes": {"a": ["x"]}}), 400, "parameter_invalid"),
         ]
         for (status, answer), want_status, want_code in cases:

@@ -199,8 +199,9 @@ def test_fake_refuses_what_the_spec_refuses(env):
     assert post("activity", {"author": author, "type": "typing:maybe"}) == 400
     assert post("passControl", {"metadata": {"a": "b"}}) == 400
     assert post("passControl", {"switchboardIntegration": "next", "metadata": {"nested": {"no": 1}}}) == 400
+    assert post("releaseControl", {"reason": "ticketClosed"}) == 400, "releaseControl takes no body"
     assert post("messages", {"author": author, "content": {"type": "text", "text": "x" * 4096}}) == 201
-    assert len(hub.rejected) == 7
+    assert len(hub.rejected) == 8
 
 
 def test_metadata_truncated_at_4kb_first_message_kept(env):

@@ -330,9 +330,14 @@ def test_the_fake_refuses_what_twilio_refuses():
                             user=ft.RESTRICTED_KEY_SID, secret=ft.RESTRICTED_KEY_SECRET)
         assert (status, body["code"]) == (403, 20403)
         assert post(messages.replace(conv, ft.sid("CH")), {"Body": "hi"})[0] == 404
+        update = messages.removesuffix("/Messages")
+        assert post(update, {"State": "finished"})[0] == 400, "State is conversation_enum_state"
+        assert post(update, {"Status": "closed"})[0] == 400, "unknown parameter"
         assert post(messages, {"Body": "hi"}, user=ft.ACCOUNT_SID, secret=ft.AUTH_TOKEN)[0] == 201
         assert post(f"{hub.url}/v1/Interactions", {"Channel": channel, "Routing": routing})[0] == 201
-        assert len(hub.rejected) == 8 and len(hub.calls) == 2
+        assert post(update, {"State": "closed"})[0] == 200
+        assert post(update, {"State": "active"})[0] == 400, "a closed conversation stays closed"
+        assert len(hub.rejected) == 11 and len(hub.calls) == 3
     finally:
         hub.stop()
 
