@@ -247,8 +247,8 @@ function M.conversation_end(conv, event)
     log.info("intercom.end_left_closed", { conv = conv.id, reason = event.reason })
     return true
   end
-  return delivery.told_end("intercom", conv, event, api("POST", conversation_path(conv.id, "/parts"),
-                                                          { message_type = "close", type = "admin", admin_id = conf.bot }))
+  local close = { message_type = "close", type = "admin", admin_id = conf.bot }
+  return delivery.told_end("intercom", conv, event, api("POST", conversation_path(conv.id, "/parts"), close))
 end
 
 -- What the agent reads first: who asked, where it was routed, then the conversation.
