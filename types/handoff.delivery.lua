@@ -18,6 +18,19 @@ function delivery.retry_after(value) end
 ---@return (boolean|number)? retry
 function delivery.result(res, err) end
 
+---A hub's conversation_end result from its call's RES, ERR, RETRY: true on success; a
+---transient failure retried; a final one logged as HUB.end_refused and dropped (true).
+---@param hub string the log event's prefix, e.g. "chatwoot"
+---@param conv handoff.Conversation
+---@param event handoff.EndEvent
+---@param res any
+---@param err string?
+---@param retry (boolean|number)?
+---@return true|nil ok
+---@return string? err
+---@return (boolean|number)? retry
+function delivery.told_end(hub, conv, event, res, err, retry) end
+
 ---Runs the {name, fn} steps of a handoff once: the steps that succeeded are kept in
 ---conv.data, so a retry starts at the failed step. A false fn is skipped.
 ---@param conv handoff.Conversation

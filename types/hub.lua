@@ -115,3 +115,18 @@ function Hub.escalate(conv, h, route) end
 ---@return string? err
 ---@return (boolean|number)? retry
 function Hub.to_agent(conv, activity) end
+
+---What `conversation_end` hears: the end's id (the same on every retry) and why it ended.
+---@class handoff.EndEvent
+---@field id string
+---@field reason "bot"|"idle"|"directline"|"handoff"|"hub" "hub": the front ended it (told to a desk only)
+
+---Optional: the conversation ended other than by this hub's word (README "Conversation
+---lifecycle"); close it on the hub's side. A final failure is best logged and dropped
+---(handoff.delivery.told_end): the conversation is ending anyway.
+---@param conv handoff.Conversation
+---@param event handoff.EndEvent
+---@return handoff.HubResult ok
+---@return string? err
+---@return (boolean|number)? retry
+function Hub.conversation_end(conv, event) end

@@ -8,7 +8,10 @@ into that shape, the same way for every hub:
   2xx                                  -> res
   408, 429, 5xx                        -> nil, "HTTP <status>", Retry-After or true
   any other status                     -> nil, "HTTP <status>: <start of the body>"
+`told_end` is the same for a hub's conversation_end, where a final failure is dropped.
 ]]
+local log = require "handoff.log"
+
 local M = {}
 
 local RETRIED = { [408] = true, [429] = true }
@@ -31,6 +34,17 @@ function M.result(res, err)
   end
   local body = type(res.body) == "string" and res.body:sub(1, 200):gsub("%s+", " ") or ""
   return nil, body ~= "" and (why .. ": " .. body) or why
+end
+
+--- What a hub's conversation_end returns for the result RES, ERR, RETRY of its call: the
+--- conversation is ending whatever the hub answers, so a transient failure is retried and
+--- a final one (the conversation deleted or closed already, a refused token) is logged as
+--- HUB.end_refused and dropped.
+function M.told_end(hub, conv, event, res, err, retry)
+  if res then return true end
+  if retry then return nil, err, retry end
+  log.warn(hub .. ".end_refused", { conv = conv.id, reason = event.reason, error = err })
+  return true
 end
 
 --- Runs the steps of a handoff ({name, fn} in order; a false fn is skipped) once per

@@ -31,6 +31,9 @@ handoffd -> Chatwoot ({url}/api/v1/accounts/{account_id}/conversations/{id}/...,
 api_access_token): messages (outgoing), toggle_typing_status (best effort), and on a handoff:
 a private note with the transcript, custom_attributes from the context (best effort: older
 Chatwoot refuses a bot token there), assignments (team, then agent), toggle_status open.
+When the conversation ends without Chatwoot's word (the bot ended it, limits.idle_timeout,
+the bot's conversation gone), toggle_status resolved (conversation_end), so it does not stay
+pending or open in the inbox; an end Chatwoot decided itself (resolved) is not told back.
 Retried on network errors, 429 and 5xx. Events of another account are ignored; the account
 is `account.id`, or the embedded last message's account_id on conversation events of
 Chatwoot before June 2026 (no `account`), and an event naming none is taken as ours.
@@ -237,6 +240,16 @@ function M.escalate(conv, h, route)
   if route.agent and not agent then log.warn("chatwoot.unknown_agent", { conv = conv.id, agent = route.agent }) end
   if not team then log.warn("chatwoot.unmapped_queue", { conv = conv.id, queue = route.queue }) end
   return agent and "accepted" or true
+end
+
+--- The conversation ended without Chatwoot's word (event.reason: bot, idle, directline,
+--- or handoff when Chatwoot is the front of another desk): resolve it, so it leaves the
+--- pending and open lists. Chatwoot's own resolve is never told back (the runtime calls
+--- this only for ends it did not hear from Chatwoot), and the conversation_status_changed
+--- our resolve causes finds the conversation ending or gone: nothing to do. A 404 (the
+--- conversation was deleted) is logged and dropped.
+function M.conversation_end(conv, event)
+  return delivery.told_end("chatwoot", conv, event, api(conv.id, "toggle_status", { status = "resolved" }))
 end
 
 -- ---- Chatwoot -> handoffd ------------------------------------------------------------

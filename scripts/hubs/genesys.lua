@@ -19,6 +19,9 @@ addressed `channel.to.id`, lead back to the conversation without a lookup table.
             to the integration routes it (Transfer to ACD). Returns true: acceptance comes
             with the agent's first message or typing.
   to_agent  each customer message while the desk has the conversation: one inbound message.
+  conversation_end  the conversation ended while Genesys had it, without Genesys's word (the
+            front ended it, or limits.idle_timeout): one last inbound message tells the
+            agent, unless the Genesys conversation is over already (see M.conversation_end).
 Every API call carries an OAuth client-credentials token (handoff.oauth, cached and renewed);
 a 401 drops the token and the call is made once more with a new one.
 
@@ -338,6 +341,33 @@ function M.to_agent(conv, activity)
   if not res then return nil, err, retry end
   conv.data.sent = n
   return true
+end
+
+-- What the agent reads when the conversation ends without Genesys's word.
+local END_TEXT = "The customer's conversation has ended%s. You can close this interaction."
+local END_CAUSES = { idle = " (no one wrote for too long)" }
+
+--- The conversation ended while Genesys had it (routing or agent), not by Genesys's word
+--- (event.reason "hub": the front ended it; "idle": limits.idle_timeout). hubs.md (section
+--- 5) documents no way for the customer's side of an Open Messaging conversation to leave:
+--- the inbound API takes messages, typing and receipts. (Disconnecting the customer
+--- participant with the Conversations API is not documented for Open Messaging there, and
+--- it would need a permission beyond the two the setup grants.) So the agent is told with
+--- one last customer message (messageId <handoff id>-end, the same on a retry) and ends the
+--- interaction as usual. Nothing is sent when the Genesys conversation is over already (a
+--- message would open a new one) or was never opened. An end Genesys decided (the agent
+--- left) is never told back: the runtime calls this only for ends the desk did not decide.
+function M.conversation_end(conv, event)
+  local watching = conf.watches[conv.id]
+  if watching then watching:cancel(); conf.watches[conv.id] = nil end
+  local gid = type(conv.data) == "table" and conv.data.genesys_conversation
+  if not gid then return true end
+  local doc, err, retry = read_conversation(gid)
+  if not doc and retry then return nil, err, retry end
+  if doc and ended(doc) then return true end
+  local res, ierr, iretry = inbound(conv, (conv.handoff_id or conv.id) .. "-end",
+                                    END_TEXT:format(END_CAUSES[event.reason] or ""), {})
+  return delivery.told_end("genesys", conv, event, res, ierr, iretry)
 end
 
 -- }====

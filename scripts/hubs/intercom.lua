@@ -34,7 +34,9 @@ answered in milliseconds, the bot is reached afterwards: Intercom waits 5 s at m
 handoffd -> Intercom ({url}, Authorization: Bearer <token>, Intercom-Version: 2.11):
   POST /conversations/{id}/reply {message_type comment, type admin, admin_id, body (HTML)};
   a handoff: POST .../reply note, PUT /conversations/{id} {custom_attributes}, POST
-  /conversations/{id}/parts {message_type assignment} for the admin, then the team. Retried
+  /conversations/{id}/parts {message_type assignment} for the admin, then the team; when
+  the conversation ends without Intercom's word (the bot ended it, limits.idle_timeout, the
+  bot's conversation gone): POST /conversations/{id}/parts {message_type close}. Retried
   on network errors, 429 (X-RateLimit-Reset honoured) and 5xx.
 ]]
 local hd = require "handoff"
@@ -231,6 +233,22 @@ function M.to_user(conv, activity)
     attachment_urls = reply.attachment_urls })
   if not res then return nil, err, retry end
   return true
+end
+
+--- The conversation ended without Intercom's word (event.reason: bot, idle, directline):
+--- the bot admin closes it (close_conversation_request), so it leaves the open inbox.
+--- Not when the humans closed it last and the bot has not taken it back since
+--- (conv.data.reclaim): it is closed already, or the customer reopened it with its last
+--- (human) assignee, who then decides. A close Intercom sent us is never told back (the
+--- runtime calls this only for ends it did not hear of), and the conversation.admin.closed
+--- our close causes is the bot's own action: ignored. A 404 is logged and dropped.
+function M.conversation_end(conv, event)
+  if conv.data.reclaim then
+    log.info("intercom.end_left_closed", { conv = conv.id, reason = event.reason })
+    return true
+  end
+  local close = { message_type = "close", type = "admin", admin_id = conf.bot }
+  return delivery.told_end("intercom", conv, event, api("POST", conversation_path(conv.id, "/parts"), close))
 end
 
 -- What the agent reads first: who asked, where it was routed, then the conversation.

@@ -33,6 +33,9 @@ handoffd -> Sunshine, Basic key_id:key_secret, JSON:
   POST {url}/v2/apps/{app}/conversations/{conv}/passControl  the handoff, with flat metadata
        of at most 4 KB as JSON (routing, context and variables; what does not fit is left
        out and reported) and first_message_id, so the agent sees the whole conversation.
+  POST {url}/v2/apps/{app}/conversations/{conv}/releaseControl  no body: the conversation
+       ended without Sunshine's word (the bot ended it, limits.idle_timeout, the bot's
+       conversation gone) while we are the active integration; see M.conversation_end.
 
 conv.data (kept by the runtime): first_message_id, the first customer message we relayed;
 active and active_at, the active switchboard integration as the latest switchboard event
@@ -222,6 +225,29 @@ function M.escalate(conv, h, route)
   return (now and now.state == "routing") and "accepted" or true
 end
 
+--- The conversation ended without Sunshine's word (event.reason: bot, idle, directline).
+--- Sunshine conversations have no closed state: what stays behind is our switchboard
+--- control, so we give it up with releaseControl ("releases the control of the
+--- conversation by nullifying its switchboard state"; no body), and the customer's next
+--- message goes to the switchboard's default integration, as a new conversation if that is
+--- us. Only while we are the active integration: with an app-scoped key releaseControl
+--- would take control from the agents too, and their integration owns the conversation
+--- then. No closing message: the bot said its goodbye, and after an idle timeout nobody
+--- reads it. An end Sunshine decided (control released to another integration during a
+--- handoff) is never told back: the runtime calls this only for ends it did not hear of.
+function M.conversation_end(conv, event)
+  if standby(conv.data) then
+    log.info("sunshine.end_not_ours", { conv = conv.id, reason = event.reason,
+                                        active = conv.data.active.name or conv.data.active.id })
+    return true
+  end
+  local res, err, retry = delivery.result(http.request(conf.base .. conv.id .. "/releaseControl", {
+    method = "POST", timeout_ms = conf.timeout_ms, ca_file = conf.ca_file,
+    headers = { ["Authorization"] = conf.auth, ["Accept"] = "application/json" },
+  }))
+  return delivery.told_end("sunshine", conv, event, res, err, retry)
+end
+
 -- ---- Sunshine -> handoffd -------------------------------------------------------------
 
 -- A Sunshine user message as an activity for the bot, or nil (nothing a bot can read).
@@ -320,7 +346,9 @@ local SWITCHBOARD = { ["switchboard:passControl"] = true, ["switchboard:acceptCo
 -- switchboard:* -> the action to take, or nil (a conversation we never had).
 local function on_switchboard(ev, p, conv_id)
   if not (SWITCHBOARD[ev.type] or ev.type:match("^switchboard:%a+:failure$")) then return nil end
-  if not hd.conversation(conv_id) then return nil end
+  local c = hd.conversation(conv_id)
+  -- An ending conversation takes no news (our own releaseControl comes back as an event).
+  if not c or c.state == "ending" then return nil end
   return function()
     local fresh, err = track_active(conv_id, ev, p.conversation)
     if fresh == nil then return nil, err end

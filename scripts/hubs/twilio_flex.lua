@@ -39,6 +39,8 @@ handoffd -> Twilio, HTTP Basic (account SID and auth token, or an API key), form
        task_channel_unique_name, attributes}}
   GET  {taskrouter}/v1/Workspaces/{WS}/Tasks?EvaluateTaskAttributes=handoffd_handoff_id == "h-..."
        after an unclear failure of the handoff, so a retry never makes a second task
+  POST {conversations}/v1/Services/{IS}/Conversations/{CH}   State=closed: the conversation
+       ended without Twilio's word (the bot, limits.idle_timeout, the bot's conversation gone)
 Typing has no REST call in Conversations (only the client SDKs send it): it is dropped.
 
 conv.data: customer / customer_identity (the customer's participant), agents (identities of
@@ -245,6 +247,18 @@ end
 function M.to_user(conv, activity)
   if activity.type ~= "message" then return true end
   return post_message(conv, activity)
+end
+
+--- The conversation ended without Twilio's word (event.reason: bot, idle, directline):
+--- close it (UpdateServiceConversation State=closed), as Flex does when a task completes,
+--- so it does not stay active until the service's inactive/closed timers. Webhooks stay
+--- enabled for this call: Flex and any Studio flow learn of the close from them, and the
+--- onConversationStateUpdated that comes back to us finds the conversation ending or gone.
+--- A close Twilio sent us is never told back (the runtime calls this only for ends it did
+--- not hear of). A 404 (the conversation was deleted) is logged and dropped.
+function M.conversation_end(conv, event)
+  local url = ("%s/v1/Services/%s/Conversations/%s"):format(conf.conversations_url, conf.service, conv.id)
+  return delivery.told_end("twilio", conv, event, call("POST", url, { { "State", "closed" } }))
 end
 
 -- The task attributes: the route's fields at the top (what workflow filters test), Flex's

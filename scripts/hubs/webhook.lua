@@ -24,7 +24,8 @@ Retry-After (the hub retries). A message for a conversation that ended starts a 
 handoffd -> hub: POST {url}/messages, POST {url}/typing (best effort), POST {url}/handoffs,
 POST {url}/end {id, type = "conversation.end", conversation, reason} when the conversation
 ended without the hub's word: reason "bot" (the bot ended it), "idle" (limits.idle_timeout),
-"directline" (the bot's conversation is gone). A hub that answers 404 to /end is not told
+"directline" (the bot's conversation is gone), "handoff" (as the front of a desk-only setup:
+the desk completed the handoff without return to the bot). A hub that answers 404 to /end is not told
 again for that conversation (hubs predating it keep working).
 Retried by the runtime with backoff and jitter on network errors, 429 (Retry-After) and
 5xx; never on 400, 401, 403, 404, 410, 422. A retry carries the same id / handoff_id.

@@ -1,8 +1,8 @@
 """A contract fake of Intercom (REST API 2.11 and its webhooks, hubs.md section 9) on 127.0.0.1.
 
 It plays the two sides of Intercom that handoffd, as the bot admin of a workspace, meets:
-- the API: POST /conversations/{id}/reply, POST /conversations/{id}/parts and
-  PUT /conversations/{id}. Every request must carry `Authorization: Bearer <token>`, an
+- the API: POST /conversations/{id}/reply, POST /conversations/{id}/parts (assignment,
+  close) and PUT /conversations/{id}. Every request must carry `Authorization: Bearer <token>`, an
   `Intercom-Version` the spec lists (the real API falls back to the app's default version
   without one; the fake insists, since handoffd pins it) and a JSON body valid against the
   spec subset in specs/intercom (python3-jsonschema: required fields, types, enums, at most 10
@@ -176,6 +176,11 @@ class FakeIntercom(QueuedWebhooks):
                    topic="conversation.admin.replied" if kind == "comment" else "conversation.admin.noted")
 
     def _do_parts(self, conv, doc):
+        if doc["message_type"] == "close":     # close_conversation_request
+            conv.state = "closed"
+            self._part(conv, "close", self._admin(doc["admin_id"]), body=doc.get("body"),
+                       topic="conversation.admin.closed")
+            return
         assignee = doc["assignee_id"]
         if doc["type"] == "admin":
             if assignee != "0" and assignee not in ADMINS:

@@ -2,8 +2,8 @@
 on 127.0.0.1, following the published OpenAPI shapes.
 
 It plays the hub's two sides:
-- the API handoffd calls: POST /v2/apps/{app}/conversations/{conv}/messages, /activity and
-  /passControl. Each request must carry `Authorization: Basic key_id:key_secret` and a JSON
+- the API handoffd calls: POST /v2/apps/{app}/conversations/{conv}/messages, /activity,
+  /passControl and /releaseControl (no body). Each request must carry `Authorization: Basic key_id:key_secret` and a JSON
   body valid against the spec (jsonschema with the OpenAPI excerpts in specs/sunshine:
   required fields, types, enums, text up to 4,096 characters, altText up to 128; metadata
   flat and at most 4 KB as JSON), about a conversation the fake knows; anything else is
@@ -11,7 +11,8 @@ It plays the hub's two sides:
   recorded in order; `script` holds answers (429, 5xx) to give before the normal one, to any
   call, to one operation, or to the bodies a predicate picks. A passControl moves the
   conversation's active switchboard integration and, as Sunshine does, notifies handoffd
-  with a switchboard:passControl event.
+  with a switchboard:passControl event; a releaseControl leaves no integration active and
+  is notified as switchboard:releaseControl.
 - the webhooks Sunshine sends: bodies `{app, webhook, events: [...]}` with `X-API-Key`,
   shaped like the spec's webhook examples (a reply button's answer is a text message with
   the button's `payload`, textMessage.payload in the spec), built from the fake's own view
@@ -51,7 +52,7 @@ SPECS = pathlib.Path(__file__).parent / "specs" / "sunshine"
 VALIDATORS = {op: jsonschema.Draft4Validator(json.loads((SPECS / f"{name}.json").read_text()),
                                              format_checker=jsonschema.FormatChecker())
               for op, name in (("messages", "messagePost"), ("activity", "activityPost"),
-                               ("passControl", "passControlBody"))}
+                               ("passControl", "passControlBody"), ("releaseControl", "releaseControl"))}
 
 
 def new_id():
@@ -92,7 +93,7 @@ class FakeSunshine(ServedFake):
         self.script = []          # (status, headers[, op]) answered before the normal one
         self.notified = []        # answers handoffd gave to those echoes
         self.clock = itertools.count()
-        for op in ("messages", "activity", "passControl"):
+        for op in ("messages", "activity", "passControl", "releaseControl"):
             self.server.route("POST", f"/v2/apps/{APP_ID}/conversations/{{conv}}/{op}", self._handle)
 
     # --- handoffd -> Sunshine -------------------------------------------------------------
@@ -100,14 +101,16 @@ class FakeSunshine(ServedFake):
     def _check(self, request, body, conv, op):
         if request.headers.get("Authorization") != self.auth:
             raise Refused(401, "bad Basic credentials")
-        if request.headers.get("Content-Type") != "application/json":
+        if body and request.headers.get("Content-Type") != "application/json":
             raise Refused(400, "not application/json")
+        if not body and op != "releaseControl":
+            raise Refused(400, "a body is required")
         if len(body) > BODY_MAX:
             raise Refused(413, "body over 100 KB")
         if conv not in self.known:
             raise Refused(404, f"unknown conversation {conv}")
         try:
-            doc = json.loads(body)
+            doc = json.loads(body) if body else {}
         except ValueError:
             raise Refused(400, "body is not JSON")
         if not isinstance(doc, dict):
@@ -129,6 +132,9 @@ class FakeSunshine(ServedFake):
         if self.integration(doc["switchboardIntegration"]) is None and doc["switchboardIntegration"] != "next":
             raise Refused(400, f"no switchboard integration {doc['switchboardIntegration']!r}")
         check_metadata_size(doc.get("metadata"))
+
+    def _check_releasecontrol(self, doc):
+        check_schema("releaseControl", doc)
 
     @staticmethod
     def integration(name_or_id):
@@ -157,8 +163,11 @@ class FakeSunshine(ServedFake):
                 self.active[conv] = self.integration(doc["switchboardIntegration"])
                 # made now: what the test does next must not leak into the echo
                 echo = self.switchboard_event(conv, "switchboard:passControl", metadata=doc.get("metadata"))
+            elif op == "releaseControl":
+                self.active[conv] = None      # "nullifying its switchboard state"
+                echo = self.switchboard_event(conv, "switchboard:releaseControl")
             self.cond.notify_all()
-        if op == "passControl" and self.handoffd_port:   # echoed as a webhook
+        if op in ("passControl", "releaseControl") and self.handoffd_port:   # echoed as a webhook
             asyncio.get_running_loop().run_in_executor(None, self._notify, echo)
         return web.json_response(answer, status=status)
 
@@ -229,6 +238,9 @@ class FakeSunshine(ServedFake):
     def user_message(self, conv, text, user="2650", name="Dana", payload=None):
         """A conversation:message event of a user's text (the message joins the history);
         PAYLOAD: the user tapped a reply button, TEXT is then the button's text."""
+        with self.cond:
+            if self.active.get(conv, US) is None:   # after releaseControl: the default integration
+                self.active[conv] = US
         ev = self.event("conversation:message", conv)
         msg = {"id": new_id(), "received": ev["createdAt"], "source": {"type": "web"},
                "author": {"type": "user", "userId": user, "displayName": name},

@@ -6,6 +6,7 @@ It plays Twilio's two sides:
 - the REST calls handoffd makes, all on this one server (the hub's conversations_url,
   flex_url and taskrouter_url point here):
     POST/GET /v1/Services/{IS}/Conversations/{CH}/Messages   bot messages, the unclear-retry check
+    POST     /v1/Services/{IS}/Conversations/{CH}            update: State (closing it)
     POST     /v1/Interactions                                the handoff (also makes the task)
     GET      /v1/Workspaces/{WS}/Tasks?EvaluateTaskAttributes the unclear-retry check of a handoff
   Each needs HTTP Basic with the account SID and auth token or an API key (else 401, code
@@ -15,7 +16,8 @@ It plays Twilio's two sides:
   `rejected`, accepted calls in `calls`. `script` holds answers given before the normal one:
   (status, headers[, op[, commit]]) where commit=True makes the resource first and then
   fails, like an answer lost on the way back.
-  A message posted without `X-Twilio-Webhook-Enabled: false` is echoed as onMessageAdded.
+  A message posted without `X-Twilio-Webhook-Enabled: false` is echoed as onMessageAdded, a
+  state change as onConversationStateUpdated; a closed conversation stays closed (400).
 - the webhooks a Conversations Service sends: form-encoded post-event webhooks with
   X-Twilio-Signature (base64 HMAC-SHA1 of the URL Twilio was given and the sorted
   parameters) and I-Twilio-Idempotency-Token, posted with Twilio's 5 s timeout
@@ -128,6 +130,7 @@ class FakeTwilio(ServedFake):
         base = f"/v1/Services/{{service}}/Conversations/{{conv}}/Messages"
         self.server.route("POST", base, self._create_message)
         self.server.route("GET", base, self._list_messages)
+        self.server.route("POST", "/v1/Services/{service}/Conversations/{conv}", self._update_conversation)
         self.server.route("POST", "/v1/Interactions", self._create_interaction)
         self.server.route("GET", "/v1/Workspaces/{ws}/Tasks", self._list_tasks)
 
@@ -194,15 +197,21 @@ class FakeTwilio(ServedFake):
                 return status, headers, bool(commit)
         return None
 
-    # messages
-
-    def _check_create_message(self, request, body):
+    def _conversation_form(self, request, body, operation, schema):
+        """The conversation and the form of a POST to one, checked against SCHEMA (and the
+        optional X-Twilio-Webhook-Enabled header)."""
         conv = self._conversation(request)
-        fields = self._form(request, body, "CreateServiceConversationMessage")
-        validate(fields, CONVERSATIONS["create_message"], "CreateServiceConversationMessage")
+        fields = self._form(request, body, operation)
+        validate(fields, CONVERSATIONS[schema], operation)
         hook = request.headers.get("X-Twilio-Webhook-Enabled")
         if hook is not None:
             validate(hook, CONVERSATIONS["webhook_enabled_header"], "X-Twilio-Webhook-Enabled")
+        return conv, fields
+
+    # messages
+
+    def _check_create_message(self, request, body):
+        conv, fields = self._conversation_form(request, body, "CreateServiceConversationMessage", "create_message")
         if "Attributes" in fields:
             try:
                 json.loads(fields["Attributes"])
@@ -248,6 +257,29 @@ class FakeTwilio(ServedFake):
 
     async def _list_messages(self, request, body):
         return await self._serve("list_messages", request, body, self._check_list_messages, self._do_list_messages)
+
+    # conversations
+
+    def _check_update_conversation(self, request, body):
+        conv, fields = self._conversation_form(request, body, "UpdateServiceConversation", "update_conversation")
+        before = self.conversations[conv]["state"]
+        if before == "closed" and fields.get("State", "closed") != "closed":
+            raise Refused(400, 50434, "a closed conversation cannot change its state")
+        return conv, fields
+
+    def _do_update_conversation(self, conv, fields, request):
+        c = self.conversations[conv]
+        state = fields.get("State", c["state"])
+        if state != c["state"]:
+            params = self.state_event(conv, state)
+            if request.headers.get("X-Twilio-Webhook-Enabled") != "false" and self.handoffd_port:   # the echo
+                threading.Thread(target=self.post_event, args=(self.handoffd_port, params), daemon=True).start()
+        return 200, {"sid": conv, "chat_service_sid": CHAT_SERVICE_SID, "account_sid": ACCOUNT_SID,
+                     "state": c["state"], "date_updated": now()}
+
+    async def _update_conversation(self, request, body):
+        return await self._serve("update_conversation", request, body, self._check_update_conversation,
+                                 self._do_update_conversation)
 
     # interactions and tasks
 

@@ -276,6 +276,77 @@ def test_chatwoot_2025_refuses_the_bot_on_custom_attributes(tmp_path):
         assert cw.bot_failures == [] and env.daemon.errors() == []
 
 
+def resolutions(cw, cid):
+    return [b for a, b in cw.actions(cid) if a == "toggle_status" and b.get("status") == "resolved"]
+
+
+def test_the_bot_ending_the_conversation_resolves_it(env):
+    """The bot's endOfConversation: its goodbye reaches the customer, then handoffd resolves
+    the conversation in Chatwoot, once; the event of that resolution changes nothing."""
+    cw = env.cw
+    cid = cw.new_conversation()
+    assert cw.customer(cid, "bye")[0] == 200
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{cid}")
+    assert texts(cw.bot_messages(cid))[-1].startswith("Goodbye")
+    assert resolutions(cw, cid) == [{"status": "resolved"}] and cw.status(cid) == "resolved"
+    assert [a for a, _ in cw.actions(cid)][-1] == "toggle_status", "the goodbye went first"
+    cw.drain()
+    echoes = [d for d in cw.deliveries if d["event"]["event"] in ("conversation_status_changed", "conversation_resolved")]
+    assert echoes and all(d["status"] == 200 and d["answer"].get("ignored") for d in echoes)
+    assert env.bot_heard(cid) == ["bye"], "the bot is not told its own end"
+    assert resolutions(cw, cid) == [{"status": "resolved"}]
+    assert cw.rejected == [] and cw.bot_failures == [] and env.daemon.errors() == []
+
+
+def test_a_conversation_chatwoot_resolved_is_not_resolved_back(env):
+    cw = env.cw
+    cid = cw.new_conversation()
+    assert cw.customer(cid, "hello")[0] == 200
+    cw.wait_bot_messages(cid, 2)
+    cw.set_status(cid, "resolved")                 # Chatwoot ends it: the bot is told, Chatwoot not
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{cid}")
+    assert env.bot_heard(cid)[-1] == "endOfConversation"
+    assert [a for a, _ in cw.actions(cid) if a == "toggle_status"] == []
+    assert cw.rejected == [] and env.daemon.errors() == []
+
+
+def test_the_resolve_is_retried_and_a_refusal_dropped(env):
+    """A transient failure of the resolve is retried (it is made once); a final refusal (404:
+    the conversation was deleted) is logged and dropped, and the conversation leaves anyway."""
+    cw = env.cw
+    cw.script["toggle_status"] = [(503, None), (429, {"Retry-After": "0"})]
+    cid = cw.new_conversation()
+    assert cw.customer(cid, "bye")[0] == 200
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{cid}")
+    assert resolutions(cw, cid) == [{"status": "resolved"}] and cw.script["toggle_status"] == []
+    cw.script["toggle_status"] = [(404, None)]
+    other = cw.new_conversation(contact_id=56)
+    assert cw.customer(other, "bye")[0] == 200
+    env.daemon.wait_line(f"conv.ended conv=chatwoot:{other}")
+    line = env.daemon.wait_line("chatwoot.end_refused")
+    assert f"conv={other}" in line and "reason=bot" in line and "HTTP 404" in line
+    assert resolutions(cw, other) == [] and cw.status(other) == "pending"
+    assert env.daemon.errors() == []
+
+
+def test_idle_while_an_agent_has_it_resolves_it(tmp_path):
+    """limits.idle_timeout with an agent: the bot gets endOfConversation, Chatwoot's
+    conversation is resolved (reason idle) rather than left open in the inbox."""
+    with HubEnv(tmp_path, FakeChatwoot(), "chatwoot", hub_lines(), AGENT_ROUTES,
+                extra_config="limits = { idle_timeout = 2 },") as env:
+        cw = env.hub
+        cid = cw.new_conversation()
+        cw.customer(cid, "agent please")
+        cw.wait(lambda s: s.status(cid) == "open", what="the handoff")
+        assert cw.agent_reply(cid, "Hi, Sam here")[0] == 200
+        env.daemon.wait_line(f"conv.state conv=chatwoot:{cid} from=routing to=agent")
+        env.daemon.wait_line(f"conv.idle conv=chatwoot:{cid}")
+        env.daemon.wait_line(f"conv.ended conv=chatwoot:{cid}")
+        assert resolutions(cw, cid) == [{"status": "resolved"}] and cw.status(cid) == "resolved"
+        assert env.bot_heard(cid)[-1] == "endOfConversation"
+        assert cw.rejected == [] and env.daemon.errors() == []
+
+
 def test_fake_refuses_what_the_swagger_refuses(env):
     """The contract fake answers 401/422 as Chatwoot does to calls outside its API description."""
     cw = env.cw

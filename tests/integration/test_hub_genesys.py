@@ -174,6 +174,43 @@ def notice_flow(env):
     assert env.daemon.errors() == []
 
 
+def test_the_front_ending_the_conversation_tells_the_agent(env):
+    """The customer's chat ends at the front while an agent has it: one last inbound message
+    in the same Genesys conversation tells the agent (Open Messaging has no call for the
+    customer leaving); the front is not told its own end."""
+    genesys, hub, port = env.genesys, env.hub, env.port
+    hand_off(env, "x-1")
+    genesys.agent_says(port, "x-1", "Hi Dana, I'm Sam")
+    env.daemon.wait_line("conv.state conv=webhook:x-1 from=routing to=agent")
+    n = len(genesys.inbound)
+    assert hub.send(port, {"id": "end-x-1", "type": "conversation.end", "conversation": "x-1"}) == (202, {"ok": True})
+    env.daemon.wait_line("conv.ended conv=webhook:x-1")
+    [(query, last, _)] = genesys.inbound[n:]
+    assert query == {} and last["channel"]["from"]["id"] == "x-1"
+    assert last["channel"]["messageId"].startswith("h-") and last["channel"]["messageId"].endswith("-end")
+    assert last["text"] == "The customer's conversation has ended. You can close this interaction."
+    assert len(genesys.conversations) == 1, "no second Genesys conversation"
+    assert hub.ends("x-1") == []
+    assert genesys.rejected == [] and env.daemon.errors() == []
+
+
+def test_an_end_genesys_decided_is_not_told_back(tmp_path):
+    """return_to_bot = false: the agent's disconnect ends the conversation. Genesys gets no
+    closing message; the front, which did not decide it, is told (reason handoff)."""
+    with start(tmp_path, extra=QUICK_CHECK + ", return_to_bot = false") as env:
+        genesys, hub, port = env.genesys, env.hub, env.port
+        hand_off(env, "x-2")
+        genesys.agent_says(port, "x-2", "Hi Dana, I'm Sam")
+        env.daemon.wait_line("conv.state conv=webhook:x-2 from=routing to=agent")
+        n = len(genesys.inbound)
+        genesys.agent_leaves("x-2")
+        env.daemon.wait_line("conv.ended conv=webhook:x-2")
+        assert env.statuses("x-2") == ["accepted", "completed"]
+        assert len(genesys.inbound) == n
+        assert [e["reason"] for e in hub.ends("x-2")] == ["handoff"]
+        assert genesys.rejected == [] and env.daemon.errors() == []
+
+
 def test_conversation_ended_before_an_agent_took_it_fails_the_handoff(env):
     genesys, port = env.genesys, env.port
     hand_off(env, "f-1")

@@ -172,6 +172,55 @@ def test_signature_replay_and_what_is_not_the_bots(env):
     assert ic.rejected == [] and env.daemon.errors() == []
 
 
+def closes(ic, cid):
+    return [b for op, b in ic.operations(cid) if op == "parts" and b["message_type"] == "close"]
+
+
+def test_the_bot_ending_the_conversation_closes_it(env):
+    """The bot's endOfConversation: its goodbye reaches the customer, then the bot admin
+    closes the conversation, once; Intercom's notification of that close is the bot's own."""
+    ic = env.ic
+    cid = ic.new_conversation("bye")
+    env.daemon.wait_line(f"conv.ended conv=intercom:{cid}")
+    assert bodies(ic.bot_replies(cid))[-1].startswith("<p>Goodbye")
+    assert closes(ic, cid) == [{"message_type": "close", "type": "admin", "admin_id": BOT}]
+    assert ic.operations(cid)[-1][0] == "parts", "the goodbye went first"
+    assert ic.conversations[cid].state == "closed"
+    ic.drain()
+    closed = [d for d in ic.deliveries if d["notification"]["topic"] == "conversation.admin.closed"]
+    assert [d["answer"] for d in closed] == [{"ok": True, "ignored": "the bot's own action"}]
+    assert env.bot_heard(cid) == ["bye"], "the bot is not told its own end"
+    assert ic.rejected == [] and ic.failed_deliveries() == [] and env.daemon.errors() == []
+
+
+def test_a_conversation_intercom_closed_is_not_closed_back(env):
+    ic = env.ic
+    cid = ic.new_conversation("hello")
+    ic.wait_bot_replies(cid, 2)
+    ic.close(cid, by=SAM)                         # a human closes it while the bot has it
+    env.daemon.wait_line(f"conv.ended conv=intercom:{cid}")
+    assert env.bot_heard(cid)[-1] == "endOfConversation"
+    assert closes(ic, cid) == []
+    assert ic.rejected == [] and env.daemon.errors() == []
+
+
+def test_idle_after_the_humans_closed_it_leaves_it_closed(tmp_path):
+    """The humans close the conversation (handoff completed, the bot has it again) and
+    nobody writes: limits.idle_timeout ends it in handoffd without a second close."""
+    with HubEnv(tmp_path, FakeIntercom(), "intercom", hub_lines(), AGENT_ROUTES,
+                extra_config="limits = { idle_timeout = 2 },") as env:
+        ic = env.hub
+        cid = ic.new_conversation("agent please")
+        ic.wait(lambda s: any(op == "parts" for op, _ in s.operations(cid)), what="the handoff")
+        assert ic.admin_reply(cid, "Sam here", admin=SAM)[0] == 200
+        ic.close(cid, by=SAM)
+        env.daemon.wait_line(f"conv.idle conv=intercom:{cid}")
+        env.daemon.wait_line(f"conv.ended conv=intercom:{cid}")
+        assert "conv=" + cid in env.daemon.wait_line("intercom.end_left_closed")
+        assert closes(ic, cid) == [] and ic.conversations[cid].state == "closed"
+        assert ic.rejected == [] and env.daemon.errors() == []
+
+
 def test_retries_on_429_and_5xx_without_duplicates(env):
     ic = env.ic
     reset = str(int(time.time()))
@@ -333,6 +382,10 @@ def test_the_fake_refuses_what_intercom_refuses():
             (call(fake, "POST", f"/conversations/{cid}/parts",
                   {"message_type": "assignment", "type": "team", "admin_id": BOT, "assignee_id": "1"}), 404,
              "team_not_found"),
+            (call(fake, "POST", f"/conversations/{cid}/parts",
+                  {"message_type": "close", "type": "team", "admin_id": BOT}), 400, "parameter_invalid"),
+            (call(fake, "POST", f"/conversations/{cid}/parts", {"message_type": "close", "type": "admin"}), 400,
+             "parameter_invalid"),
             (call(fake, "PUT", f"/conversations/{cid}", {"custom_attributes": {"a": ["x"]}}), 400, "parameter_invalid"),
         ]
         for (status, answer), want_status, want_code in cases:

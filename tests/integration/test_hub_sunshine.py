@@ -199,8 +199,9 @@ def test_fake_refuses_what_the_spec_refuses(env):
     assert post("activity", {"author": author, "type": "typing:maybe"}) == 400
     assert post("passControl", {"metadata": {"a": "b"}}) == 400
     assert post("passControl", {"switchboardIntegration": "next", "metadata": {"nested": {"no": 1}}}) == 400
+    assert post("releaseControl", {"reason": "ticketClosed"}) == 400, "releaseControl takes no body"
     assert post("messages", {"author": author, "content": {"type": "text", "text": "x" * 4096}}) == 201
-    assert len(hub.rejected) == 7
+    assert len(hub.rejected) == 8
 
 
 def test_metadata_truncated_at_4kb_first_message_kept(env):
@@ -268,6 +269,51 @@ def test_events_while_not_the_active_integration_are_ignored(env):
     assert env.bot_heard("c-5") == ["hi again", "back"]
     assert env.statuses("c-5") == []
     assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_the_bot_ending_the_conversation_releases_control(env):
+    """The bot's endOfConversation: its goodbye reaches the customer, then handoffd gives up
+    its switchboard control (releaseControl), once; the customer's next message starts a
+    new conversation with the bot."""
+    hub = env.hub
+    env.says("e-1", "bye")
+    env.daemon.wait_line("conv.ended conv=sunshine:e-1")
+    assert hub.texts("e-1")[-1].startswith("Goodbye")
+    assert hub.of("releaseControl", "e-1") == [{}]
+    assert [o for o, c, _ in hub.calls if c == "e-1"][-1] == "releaseControl", "the goodbye went first"
+    hub.wait(lambda _: hub.notified, what="the releaseControl echo")
+    assert hub.notified == [(200, {"ok": True})], "the echo of our own release changes nothing"
+    first = env.dl_conversation("e-1")
+    assert env.bot_heard("e-1") == ["bye"], "the bot is not told its own end"
+    env.says("e-1", "hello again")
+    assert hub.wait_texts("e-1", 4)[-1] == "You said: hello again"
+    assert env.dl_conversation("e-1") != first
+    assert hub.of("releaseControl", "e-1") == [{}]
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_an_end_sunshine_decided_is_not_released_back(env):
+    """The agents release control to another integration: the handoff completes without
+    return to the bot and the conversation ends; Sunshine is not told back."""
+    hub = env.hub
+    env.hand_off("e-2")
+    assert env.send(hub.switchboard_event("e-2", "switchboard:releaseControl", to=fs.ANSWER_BOT)) == (200, {"ok": True})
+    env.daemon.wait_line("conv.ended conv=sunshine:e-2")
+    assert env.statuses("e-2") == ["accepted", "completed"]
+    assert hub.of("releaseControl", "e-2") == []
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_idle_while_the_agents_have_control_releases_nothing(tmp_path):
+    """limits.idle_timeout while Agent Workspace has the customer: releaseControl would take
+    control from the agents (an app-scoped key may), so handoffd leaves it be."""
+    with Env(tmp_path, extra_config="limits = { idle_timeout = 2 },") as e:
+        e.hand_off("e-3")
+        e.daemon.wait_line("conv.idle conv=sunshine:e-3")
+        e.daemon.wait_line("conv.ended conv=sunshine:e-3")
+        assert "conv=e-3" in e.daemon.wait_line("sunshine.end_not_ours")
+        assert e.hub.of("releaseControl", "e-3") == []
+        assert e.hub.rejected == [] and e.daemon.errors() == []
 
 
 def test_bad_api_key_and_bad_bodies(env):

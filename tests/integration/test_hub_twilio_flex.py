@@ -125,6 +125,30 @@ def test_closing_the_conversation_completes_or_ends(env):
     hub.wait_texts(other, 2)
     assert env.send(hub.state_event(other, "closed")) == (200, {"ok": True})
     env.wait_bot(other, lambda heard: "endOfConversation" in heard, what="endOfConversation")
+    # Twilio closed both itself: neither is closed back
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{conv}")
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{other}")
+    assert hub.of("update_conversation", conv) == [] and hub.of("update_conversation", other) == []
+    assert hub.rejected == [] and env.daemon.errors() == []
+
+
+def test_the_bot_ending_the_conversation_closes_it(env):
+    """The bot's endOfConversation: its goodbye reaches the customer, then handoffd closes the
+    conversation (State=closed, webhooks on so Flex and Studio hear of it), once; the
+    onConversationStateUpdated that comes back changes nothing."""
+    hub = env.hub
+    conv = hub.conversation()
+    env.says(conv, "bye")
+    env.daemon.wait_line(f"conv.ended conv=twilio_flex:{conv}")
+    assert hub.texts(conv)[-1].startswith("Goodbye")
+    assert hub.of("update_conversation", conv) == [{"State": "closed"}]
+    assert [op for op, c, _ in hub.calls if c == conv][-1] == "update_conversation", "the goodbye went first"
+    assert hub.conversations[conv]["state"] == "closed"
+    hub.wait(lambda s: any(e == "onConversationStateUpdated" for e, _, _ in s.answers), what="the close's webhook")
+    [(_, status, answer)] = [a for a in hub.answers if a[0] == "onConversationStateUpdated"]
+    assert status == 200 and answer.get("ignored"), "our own close is no news"
+    assert env.bot_heard(conv) == ["bye"], "the bot is not told its own end"
+    assert hub.of("update_conversation", conv) == [{"State": "closed"}]
     assert hub.rejected == [] and env.daemon.errors() == []
 
 
@@ -306,9 +330,14 @@ def test_the_fake_refuses_what_twilio_refuses():
                             user=ft.RESTRICTED_KEY_SID, secret=ft.RESTRICTED_KEY_SECRET)
         assert (status, body["code"]) == (403, 20403)
         assert post(messages.replace(conv, ft.sid("CH")), {"Body": "hi"})[0] == 404
+        update = messages.removesuffix("/Messages")
+        assert post(update, {"State": "finished"})[0] == 400, "State is conversation_enum_state"
+        assert post(update, {"Status": "closed"})[0] == 400, "unknown parameter"
         assert post(messages, {"Body": "hi"}, user=ft.ACCOUNT_SID, secret=ft.AUTH_TOKEN)[0] == 201
         assert post(f"{hub.url}/v1/Interactions", {"Channel": channel, "Routing": routing})[0] == 201
-        assert len(hub.rejected) == 8 and len(hub.calls) == 2
+        assert post(update, {"State": "closed"})[0] == 200
+        assert post(update, {"State": "active"})[0] == 400, "a closed conversation stays closed"
+        assert len(hub.rejected) == 11 and len(hub.calls) == 3
     finally:
         hub.stop()
 

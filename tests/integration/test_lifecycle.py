@@ -252,8 +252,8 @@ def test_retention_removes_ended_rows(tmp_path):
 
 def test_front_ends_while_a_desk_agent_has_it(tmp_path):
     """Webhook front, Genesys desk: the customer's chat ends while an agent has it. The bot
-    gets endOfConversation, the desk hears of it (genesys takes no notice: nothing to
-    fail), the front is not told its own end, and the conversation leaves."""
+    gets endOfConversation, the desk hears of it (genesys: one last message to the agent),
+    the front is not told its own end, and the conversation leaves."""
     from test_hub_genesys import hand_off, start
     env = start(tmp_path)
     try:
