@@ -51,6 +51,18 @@
  * overhead): an empty pong has no payload, yet 200,000 of them are 39 MB. */
 #define WS_QUEUED_MSG_COST 160
 
+/* Where the peer's byte stream stands, counted over the bytes handed to wslay (wslay_recv):
+ * wslay keeps no state between whole messages, so its context (two 4 KiB buffers, about
+ * 8.6 KiB, a third of an idle wss socket) is freed while the socket sits between messages
+ * and made again for the next bytes (see idle_framing). It only tells where frames end; the
+ * framing itself, and every check on it, stays wslay's. */
+struct frame_cursor {
+	uint64_t left;		/* payload bytes of the current frame still to come */
+	uint8_t head[14];	/* the header so far: 2 bytes, 2 or 8 of length, 4 of mask */
+	uint8_t have;		/* header bytes in head; 0 between frames */
+	bool in_message;	/* a fragmented text or binary message is not finished */
+};
+
 enum state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_ENDED, ST_DONE };
 
 struct websocket_client {
@@ -81,7 +93,8 @@ struct websocket {
 	void *arg;
 	struct bufferevent *bev;
 	struct evdns_getaddrinfo_request *dns;
-	wslay_event_context_ptr wslay;	/* only once open */
+	wslay_event_context_ptr wslay;	/* once open, and only while a message is under way */
+	struct frame_cursor cursor;	/* where the bytes given to wslay stand */
 	struct loop_timer *timer;	/* connect deadline, ping/dead tick, close wait, report */
 	struct evbuffer *request;	/* the upgrade request, until the connection is up */
 	struct ending *end;
@@ -111,6 +124,8 @@ struct target {
 };
 
 static void conclude(struct websocket *ws);
+static int need_wslay(struct websocket *ws);
+static void idle_framing(struct websocket *ws);
 
 /* {===== Ending: the note on_close receives */
 
@@ -365,9 +380,10 @@ static int wslay_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, 
  * and the bufferevent's output. Reading stops while this is over max_output. */
 static size_t output_held(struct websocket *ws)
 {
-	return wslay_event_get_queued_msg_length(ws->wslay) +
-	       wslay_event_get_queued_msg_count(ws->wslay) * WS_QUEUED_MSG_COST +
-	       evbuffer_get_length(bufferevent_get_output(ws->bev));
+	size_t queued = ws->wslay ? wslay_event_get_queued_msg_length(ws->wslay) +
+					    wslay_event_get_queued_msg_count(ws->wslay) * WS_QUEUED_MSG_COST : 0;
+
+	return queued + evbuffer_get_length(bufferevent_get_output(ws->bev));
 }
 
 static bool output_full(struct websocket *ws)
@@ -384,12 +400,16 @@ int websocket_send_text(struct websocket *ws, const char *data, size_t len)
 		return -ENOTCONN;
 	if (len > ws->wc->o.max_output || output_held(ws) > ws->wc->o.max_output - len)
 		return -ENOBUFS;
+	if (need_wslay(ws) < 0)
+		return -ENOMEM;
 	rc = wslay_event_queue_msg(ws->wslay, &msg);
 	if (rc == WSLAY_ERR_NOMEM)
 		return -ENOMEM;
 	if (rc != 0)
 		return -ENOTCONN;
 	pump_send(ws);
+	if (live(ws))
+		idle_framing(ws);
 	return 0;
 }
 
@@ -439,6 +459,46 @@ static void wslay_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_o
 		wslay_event_shutdown_read(ctx);
 }
 
+/* The header's full size once its first two bytes are in (RFC 6455 5.2). */
+static size_t frame_header_size(const struct frame_cursor *fc)
+{
+	uint8_t len7 = fc->head[1] & 0x7f;
+
+	if (fc->have < 2)
+		return 2;
+	return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((fc->head[1] & 0x80) ? 4 : 0);
+}
+
+/* Moves the cursor over N bytes of the stream. */
+static void track_frames(struct frame_cursor *fc, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		if (fc->left > 0) {
+			size_t skip = fc->left < n ? (size_t)fc->left : n;
+
+			fc->left -= skip;
+			p += skip;
+			n -= skip;
+			continue;
+		}
+		fc->head[fc->have++] = *p++;
+		n--;
+		if (fc->have < frame_header_size(fc))
+			continue;
+		if ((fc->head[0] & 0x0f) < 8)	/* data frames; control frames interleave */
+			fc->in_message = !(fc->head[0] & 0x80);
+		fc->left = fc->head[1] & 0x7f;
+		if (fc->left >= 126) {
+			size_t bytes = fc->left == 126 ? 2 : 8;
+
+			fc->left = 0;
+			for (size_t i = 0; i < bytes; i++)
+				fc->left = (fc->left << 8) | fc->head[2 + i];
+		}
+		fc->have = 0;
+	}
+}
+
 static ssize_t wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 			  void *user)
 {
@@ -453,6 +513,7 @@ static ssize_t wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
+	track_frames(&ws->cursor, buf, (size_t)n);
 	return n;
 }
 
@@ -462,6 +523,37 @@ static const struct wslay_event_callbacks wslay_callbacks = {
 	.genmask_callback = wslay_genmask,
 	.on_msg_recv_callback = wslay_on_msg,
 };
+
+/* Makes the wslay context if the socket has none (see struct frame_cursor). */
+static int need_wslay(struct websocket *ws)
+{
+	if (ws->wslay)
+		return 0;
+	if (wslay_event_context_client_init(&ws->wslay, &wslay_callbacks, ws) != 0) {
+		ws->wslay = NULL;
+		return -ENOMEM;
+	}
+	wslay_event_config_set_max_recv_msg_length(ws->wslay, ws->wc->o.max_message);
+	return 0;
+}
+
+/* Frees the wslay context of an open socket that sits between messages: every byte
+ * handed to wslay belongs to whole frames (so its read buffer is empty and no message is
+ * half read) and nothing waits to be sent. wslay reads until it needs bytes it has not
+ * got, so whole frames handed to it have all been consumed when wslay_event_recv returns.
+ * A fresh context is then the same as the old one: both read and write enabled, no close
+ * sent or received (those leave ST_OPEN), and the same options. */
+static void idle_framing(struct websocket *ws)
+{
+	const struct frame_cursor *fc = &ws->cursor;
+
+	if (!ws->wslay || ws->reading || ws->state != ST_OPEN || fc->left || fc->have ||
+	    fc->in_message || wslay_event_want_write(ws->wslay) ||
+	    !wslay_event_get_read_enabled(ws->wslay))
+		return;
+	wslay_event_context_free(ws->wslay);
+	ws->wslay = NULL;
+}
 
 /* wslay stopped reading on its own: it queued a close for an oversized message (1009),
  * a framing violation (1002) or bad UTF-8 (1007). The code tells which, once sent. */
@@ -486,6 +578,12 @@ static void feed_frames(struct websocket *ws)
 	struct evbuffer *in = bufferevent_get_input(ws->bev);
 	int rc;
 
+	if (!ws->wslay && evbuffer_get_length(in) == 0)
+		return;	/* nothing to read: no context needed */
+	if (need_wslay(ws) < 0) {
+		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "out of memory");
+		return;
+	}
 	ws->reading = true;
 	rc = wslay_event_recv(ws->wslay);
 	ws->reading = false;
@@ -524,7 +622,7 @@ static void send_ping(struct websocket *ws)
 	struct wslay_event_msg ping = { WSLAY_PING, NULL, 0 };
 
 	/* A peer that stopped reading gets no more pings; dead_after_ms will tell. */
-	if (!output_full(ws) && wslay_event_queue_msg(ws->wslay, &ping) == 0)
+	if (!output_full(ws) && need_wslay(ws) == 0 && wslay_event_queue_msg(ws->wslay, &ping) == 0)
 		pump_send(ws);
 }
 
@@ -543,6 +641,7 @@ static void tick(struct websocket *ws)
 		if (!live(ws))
 			return;
 	}
+	idle_framing(ws);	/* the ping went out */
 	release_tls_buffers(ws);	/* a burst that ended without a read callback */
 	arm_tick(ws, now);
 }
@@ -710,11 +809,7 @@ static void open_socket(struct websocket *ws)
 {
 	uint64_t now = clock_mono_ms();
 
-	if (wslay_event_context_client_init(&ws->wslay, &wslay_callbacks, ws) != 0) {
-		fail(ws, WEBSOCKET_END_INTERNAL, -ENOMEM, "out of memory");
-		return;
-	}
-	wslay_event_config_set_max_recv_msg_length(ws->wslay, ws->wc->o.max_message);
+	/* No wslay context yet: feed_frames makes one when frames come, send when it sends. */
 	bufferevent_setwatermark(ws->bev, EV_READ, 0, WS_READ_CHUNK);
 	ws->state = ST_OPEN;
 	ws->last_rx_ms = ws->last_ping_ms = now;
@@ -786,10 +881,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 	ws->last_rx_ms = clock_mono_ms();
 	if (ws->state == ST_HANDSHAKE)
 		read_answer(ws);
-	if (live(ws) && ws->wslay)
+	if (live(ws) && ws->state >= ST_OPEN)
 		feed_frames(ws);
-	if (live(ws))
+	if (live(ws)) {
+		idle_framing(ws);
 		release_tls_buffers(ws);
+	}
 	leave(ws);
 }
 
@@ -801,11 +898,13 @@ static void on_write(struct bufferevent *bev, void *arg)
 	enter(ws);
 	pump_send(ws);
 	/* Frames left unread while the output was full (see wslay_recv). */
-	if (live(ws) && ws->wslay && !output_full(ws) &&
+	if (live(ws) && ws->state >= ST_OPEN && !output_full(ws) &&
 	    evbuffer_get_length(bufferevent_get_input(ws->bev)) > 0)
 		feed_frames(ws);
-	if (live(ws))
+	if (live(ws)) {
+		idle_framing(ws);
 		release_tls_buffers(ws);
+	}
 	leave(ws);
 }
 
@@ -908,7 +1007,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		 * still sit in the input: read it before judging the loss. */
 		if (ws->state == ST_HANDSHAKE)
 			read_answer(ws);
-		if (live(ws) && ws->wslay)
+		if (live(ws) && ws->state >= ST_OPEN)
 			feed_frames(ws);
 		if (live(ws))
 			lost(ws, (what & BEV_EVENT_EOF) != 0, e);
@@ -1310,7 +1409,8 @@ int websocket_close(struct websocket *ws, unsigned code, const char *reason)
 	e = note(ws, WEBSOCKET_END_LOCAL, 0, "%.*s", (int)rlen, reason ? reason : "");
 	if (e)
 		e->code = code;
-	if (wslay_event_queue_close(ws->wslay, (uint16_t)code, (const uint8_t *)reason, rlen) != 0) {
+	if (need_wslay(ws) < 0 ||
+	    wslay_event_queue_close(ws->wslay, (uint16_t)code, (const uint8_t *)reason, rlen) != 0) {
 		conclude(ws);
 		return 0;
 	}

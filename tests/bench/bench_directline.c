@@ -17,7 +17,8 @@
  *
  * With --parked F the phases are instead: open N conversations of which a fraction F is
  * held parked from the start (directline_park before the stream opens: they never hold a
- * socket) and the rest streams; resident memory once idle; then W of the parked ones
+ * socket) and the rest streams; resident memory once idle, and what malloc_trim(0) then
+ * gives back (the heap's freed but kept pages); then W of the parked ones
  * (default 200) are woken one after the other and sent a message at once, as the relay
  * does when a handoff ends, and the time until the bot's answer is dispatched is compared
  * with the same exchange on streaming conversations: the added latency of a wake, p50/p99.
@@ -356,6 +357,17 @@ static void idle_for(struct bench *b, uint64_t ms)
 	b->waiting_for = saved;
 }
 
+/* What the heap holds freed but not given back (glibc fragmentation): the resident memory
+ * malloc_trim(0) returns now, and what the call costs. */
+static void print_trim(void)
+{
+	double before = rss_mb(), cpu0 = cpu_s();
+
+	malloc_trim(0);
+	printf("trim: rss_after_malloc_trim_mb=%.1f returned_mb=%.1f cpu_ms=%.1f\n", rss_mb(), before - rss_mb(),
+	       (cpu_s() - cpu0) * 1e3);
+}
+
 /* Opens N conversations, the first b->parked of them held parked before their stream
  * opens; waits until every streaming one is online and every parked one had its first
  * GET (directline_get_stats counts both as online). */
@@ -382,6 +394,7 @@ static void phase_open_parked(struct bench *b)
 	idle_for(b, 2000);
 	printf("memory: rss_before_mb=%.1f rss_idle_mb=%.1f per_conversation_kb=%.1f heap_in_use_mb=%.1f\n", rss0,
 	       rss_mb(), (rss_mb() - rss0) * 1024.0 / (double)b->n, (double)mallinfo2().uordblks / 1048576.0);
+	print_trim();
 	if (getenv("BENCH_EXIT_WHEN_IDLE"))	/* under heaptrack: what is live now shows as leaked */
 		exit(0);
 }

@@ -229,6 +229,88 @@ def test_pongs_keep_an_idle_socket_alive(server):
     assert run.close["end"] == "local", run.events
 
 
+def answer_upgrade(conn):
+    """Reads the client's upgrade request on a raw socket and accepts it."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(4096)
+    key = re.search(rb"Sec-WebSocket-Key: *(\S+)", head, re.I).group(1)
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
+def frame(opcode, payload, fin=True):
+    """One unmasked server frame, with the shortest length encoding (RFC 6455 5.2)."""
+    first = bytes([(0x80 if fin else 0) | opcode])
+    if len(payload) < 126:
+        return first + bytes([len(payload)]) + payload
+    if len(payload) < 65536:
+        return first + b"\x7e" + len(payload).to_bytes(2, "big") + payload
+    return first + b"\x7f" + len(payload).to_bytes(8, "big") + payload
+
+
+class Dribbler:
+    """A WebSocket peer on a raw socket that sends its frames cut at uneven places: one
+    byte, two, three ... then a large piece, each its own TCP segment a few milliseconds
+    apart, so the client reads headers, payloads and fragmented messages in parts. (The
+    pauses only cut the stream; the test waits for events, never for time.) Then it
+    closes 1000 "done" and reports whether a pong came back for its ping."""
+    CUTS = (1, 2, 3, 5, 7, 11, 13, 4096)
+
+    def __init__(self, stream):
+        self.stream, self.pong = stream, False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            answer_upgrade(conn)
+            at, i = 0, 0
+            while at < len(self.stream):
+                cut = self.CUTS[i % len(self.CUTS)]
+                conn.sendall(self.stream[at:at + cut])
+                at, i = at + cut, i + 1
+                time.sleep(0.003)
+            conn.sendall(frame(0x8, b"\x03\xe8done"))
+            conn.settimeout(30)
+            got, opcodes = b"", []
+            while 0x8 not in opcodes:      # until the client answered the close
+                data = conn.recv(65536)
+                if not data:
+                    break
+                got += data
+                # the client's frames here are short and masked: 2 bytes, mask, payload
+                while len(got) >= 6 and len(got) >= 6 + (got[1] & 0x7f):
+                    opcodes.append(got[0] & 0x0f)
+                    got = got[6 + (got[1] & 0x7f):]
+            self.pong = 0xa in opcodes
+
+
+def test_frames_cut_anywhere_across_reads_are_reassembled():
+    # The client frees its wslay context between messages (websocket.c, idle_framing) and
+    # must keep it while a frame or a fragmented message is only partly read: cut the
+    # stream everywhere (inside headers of every length encoding, payloads, between the
+    # fragments of a message, around a ping inside one) and every message must come whole.
+    first = bytes(ord("a") + i % 26 for i in range(300))
+    big = bytes(ord("A") + i % 26 for i in range(70000))
+    stream = (frame(0x1, first) + frame(0x1, b"Hel", fin=False) + frame(0x9, b"p") +
+              frame(0x0, b"lo, ", fin=False) + frame(0x0, b"world") + frame(0x1, b"") +
+              frame(0x1, big) + frame(0x1, b"last"))
+    peer = Dribbler(stream)
+    run = probe(f"ws://127.0.0.1:{peer.port}/stream")
+    peer.thread.join(10)
+    lens = [int(e.split()[1][4:]) for e in run.events if e.startswith("message ")]
+    assert lens == [300, 12, 0, 70000, 4], run.events
+    assert run.messages() == [first[:200].decode(), "Hello, world", "", big[:200].decode(), "last"]
+    assert (run.close["end"], run.close["reason"]) == ("closed", "done")
+    assert peer.pong
+
+
 class PingFlooder:
     """A hostile WebSocket peer on a raw socket (aiohttp would read for us): it answers
     the upgrade, then sends N pings of 125 bytes (more than the kernels' buffers hold)
@@ -244,15 +326,6 @@ class PingFlooder:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
-    def _upgrade(self, conn):
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += conn.recv(4096)
-        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", head, re.I).group(1)
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-
     def _count_pongs(self, buf):
         """Counts the complete client frames (masked, under 126 bytes) at the start of BUF;
         returns what is left."""
@@ -266,7 +339,7 @@ class PingFlooder:
     def _serve(self):
         conn, _ = self.listener.accept()
         with conn:
-            self._upgrade(conn)
+            answer_upgrade(conn)
             flood = memoryview(self.PING * self.pings)
             conn.settimeout(self.FLOOD_S)
             try:
