@@ -2,10 +2,12 @@
  * comparison, RSA signature checks, random bytes and UUIDs, so hub scripts can sign
  * outbound webhooks and verify inbound ones. The cryptography is OpenSSL's (the EVP APIs
  * of OpenSSL 3); this file checks arguments, encodes results and turns failures into
- * nil, err. It keeps no keys: scripts pass them in on every call. */
+ * nil, err. It keeps no keys of its own: scripts pass them in on every call (the reused
+ * HMAC context below holds the last call's key until the next call, as the script does). */
 #include "script/bindings/bindings.h"
 
 #include <lauxlib.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/err.h>
@@ -164,6 +166,31 @@ static int l_crypto_base64_decode(lua_State *L) { return decode_base64(L, 0); }
 static int l_crypto_base64url_encode(lua_State *L) { return encode_base64(L, 1); }
 static int l_crypto_base64url_decode(lua_State *L) { return decode_base64(L, 1); }
 
+/* One HMAC context per digest, made once and re-keyed by every call: EVP_Q_mac fetches
+ * the algorithms by name and builds a context each time, which cost three times the MAC
+ * itself on a webhook's signature (the daemon is one thread, so one context suffices). */
+static EVP_MAC_CTX *hmac_ctx[sizeof(digest_ossl_names) / sizeof(digest_ossl_names[0])];
+
+static EVP_MAC_CTX *hmac_context(int alg)
+{
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest_ossl_names[alg], 0),
+		OSSL_PARAM_construct_end(),
+	};
+	EVP_MAC *mac;
+
+	if (hmac_ctx[alg])
+		return hmac_ctx[alg];
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	hmac_ctx[alg] = mac ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac);	/* the context holds its own reference */
+	if (hmac_ctx[alg] && !EVP_MAC_CTX_set_params(hmac_ctx[alg], params)) {
+		EVP_MAC_CTX_free(hmac_ctx[alg]);
+		hmac_ctx[alg] = NULL;
+	}
+	return hmac_ctx[alg];
+}
+
 /* crypto.hmac(alg, key, data [, enc]) */
 static int l_crypto_hmac(lua_State *L)
 {
@@ -173,9 +200,12 @@ static int l_crypto_hmac(lua_State *L)
 	const char *data = luaL_checklstring(L, 3, &dlen);
 	int enc = luaL_checkoption(L, 4, "hex", encoding_names);
 	unsigned char mac[EVP_MAX_MD_SIZE];
+	EVP_MAC_CTX *ctx = hmac_context(alg);
 
-	if (!EVP_Q_mac(NULL, "HMAC", NULL, digest_ossl_names[alg], NULL, key, klen,
-		       (const unsigned char *)data, dlen, mac, sizeof(mac), &mlen))
+	/* KEY is never NULL (a Lua string), so an empty key is set, not "keep the last one". */
+	if (!ctx || !EVP_MAC_init(ctx, (const unsigned char *)key, klen, NULL) ||
+	    !EVP_MAC_update(ctx, (const unsigned char *)data, dlen) ||
+	    !EVP_MAC_final(ctx, mac, &mlen, sizeof(mac)))
 		return fail(L, "hmac failed");
 	return push_encoded(L, mac, mlen, enc);
 }
