@@ -47,7 +47,7 @@ struct http_transfer {
 	struct http_client *hc;
 	struct http_transfer *prev, *next;
 	CURL *easy;
-	CURLU *url;
+	CURLU *url;			/* the checked URL, for the debug line */
 	struct curl_slist *headers;
 	struct loop_timer *deadline;
 	http_done_fn done;
@@ -369,7 +369,9 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	int failed = 0;
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
+	/* The checked string, not t->url: given a URL handle, libcurl 7.88 copies it and
+	 * prints it back into a string on every request. */
+	failed |= curl_easy_setopt(e, CURLOPT_URL, req->url);
 	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -395,7 +397,7 @@ static CURL *easy_take(struct http_client *hc)
 }
 
 /* Keeps E for a later request, or frees it. The reset drops every option, so E no
- * longer points at the transfer's URL handle, headers or callbacks. */
+ * longer points at the transfer's headers or callbacks. */
 static void easy_put(struct http_client *hc, CURL *e)
 {
 	if (!e)
@@ -412,7 +414,7 @@ static void transfer_free(struct http_transfer *t)
 {
 	if (!t)
 		return;
-	easy_put(t->hc, t->easy);	/* before the URL handle it borrows */
+	easy_put(t->hc, t->easy);
 	curl_url_cleanup(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);

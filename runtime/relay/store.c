@@ -218,7 +218,12 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 	}
 	st->log = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+	/* One thread uses the state: no memory statistics (a global mutex on every SQLite
+	 * allocation; refused, harmlessly, once SQLite is initialised) and no per-connection
+	 * mutex. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK ||
 	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open state %s: %s", path, sqlite3_errmsg(st->db));
