@@ -261,10 +261,12 @@ void store_close(struct store *st)
 
 /* ---- conversations ---- */
 
+/* SQLITE_STATIC: no copy. Every statement is stepped and finish()ed (reset, bindings
+ * cleared) before the function that bound V returns, so V outlives its binding. */
 static void bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, i);
 }
@@ -283,7 +285,7 @@ int store_conv_put(struct store *st, const struct store_conv *c)
 	sqlite3_bind_int64(s, 6, c->dl_token_expiry);
 	bind_text(s, 7, c->watermark);
 	if (c->nseen)
-		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_TRANSIENT);
+		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 8);
 	bind_text(s, 9, c->hub_data);
