@@ -16,6 +16,7 @@
 #include <string.h>
 
 #define CRYPTO_RANDOM_MAX 1024	/* bytes per crypto.random call */
+#define UUID_BATCH 16		/* UUIDs drawn per RAND_bytes call */
 /* Base64 works in chunks so no length reaches OpenSSL's int parameters; both sizes are
  * whole groups (3 bytes in, 4 characters out), so chunks join without padding between. */
 #define B64_ENCODE_CHUNK 3072
@@ -310,6 +311,12 @@ static int l_crypto_random(lua_State *L)
 	return push_encoded(L, buf, (size_t)n, enc);
 }
 
+/* The random bytes of the next UUIDs. A UUID names a delivery and guards nothing, so
+ * its randomness is drawn in batches: each RAND_bytes call takes the DRBG's lock and a
+ * getpid(), and hub scripts make one UUID per request they send. */
+static unsigned char uuid_bytes[UUID_BATCH * 16];
+static size_t uuid_left;
+
 /* crypto.uuid(): a random (version 4, RFC 9562) UUID in lowercase 8-4-4-4-12 form. */
 static int l_crypto_uuid(lua_State *L)
 {
@@ -318,8 +325,13 @@ static int l_crypto_uuid(lua_State *L)
 	char out[36], *o = out;
 	const unsigned char *p = b;
 
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return fail(L, "no randomness");
+	if (uuid_left == 0) {
+		if (RAND_bytes(uuid_bytes, sizeof(uuid_bytes)) != 1)
+			return fail(L, "no randomness");
+		uuid_left = sizeof(uuid_bytes);
+	}
+	memcpy(b, uuid_bytes + sizeof(uuid_bytes) - uuid_left, sizeof(b));
+	uuid_left -= sizeof(b);
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
 	for (size_t g = 0; g < sizeof(groups); g++) {
