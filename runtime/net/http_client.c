@@ -1,8 +1,8 @@
 /* http_client.c - libcurl's multi interface driven by the libevent loop.
  * Owns the multi handle, one easy handle per request (kept for reuse once it is done), the
- * events that watch curl's sockets,
- * curl's timer and each request's deadline; turns curl's results into a response or a
- * stable error. Knows nothing about what a status means: callers decide about retries.
+ * events that watch curl's sockets, curl's timer and each request's deadline; turns curl's
+ * results into a response or a stable error. Knows nothing about what a status means:
+ * callers decide about retries.
  *
  * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
  * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
