@@ -271,7 +271,12 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 		err[0] = '\0';	/* migrate() may say more precisely what failed */
 	st->log = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+	/* One thread uses the state: no memory statistics (a global mutex on every SQLite
+	 * allocation; refused, harmlessly, once SQLite is initialised) and no per-connection
+	 * mutex. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK || migrate(st, path, err, errlen) < 0 ||
 	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
 		if (!err[0])
@@ -310,10 +315,12 @@ void store_close(struct store *st)
 
 /* ---- conversations ---- */
 
+/* SQLITE_STATIC: no copy. Every statement is stepped and finish()ed (reset, bindings
+ * cleared) before the function that bound V returns, so V outlives its binding. */
 static void bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, i);
 }
@@ -332,7 +339,7 @@ int store_conv_put(struct store *st, const struct store_conv *c)
 	sqlite3_bind_int64(s, 6, c->dl_token_expiry);
 	bind_text(s, 7, c->watermark);
 	if (c->nseen)
-		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_TRANSIENT);
+		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 8);
 	bind_text(s, 9, c->hub_data);

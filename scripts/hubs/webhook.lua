@@ -59,14 +59,15 @@ function M.init(settings)
 end
 
 -- lua-cjson encodes an empty table as {}; these members are arrays in the contract.
-local ARRAY_KEYS = { "attachments", "transcript", "topics", "phrases" }
+local ARRAY_KEYS = { attachments = true, transcript = true, topics = true, phrases = true }
 
+-- One pass over the body (it is on every delivery), and none when nothing is empty.
 local function encode(payload)
   local body = json.encode(payload)
-  for _, k in ipairs(ARRAY_KEYS) do
-    body = body:gsub('"' .. k .. '":{}', '"' .. k .. '":[]')
-  end
-  return body
+  if not body:find('":{}', 1, true) then return body end
+  return (body:gsub('"(%w+)":{}', function(k)
+    if ARRAY_KEYS[k] then return '"' .. k .. '":[]' end
+  end))
 end
 
 local function signature(ts, body)

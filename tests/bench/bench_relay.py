@@ -10,12 +10,21 @@ bot -> handoffd -> hub, and handoffd's resident memory per active conversation.
 Asserts nothing about time.
 
     /usr/bin/python3 tests/bench/bench_relay.py build-rel/handoffd [conversations] [messages]
+
+With HANDOFFD_BENCH_PERF=FILE, `perf record` samples handoffd (call graphs through DWARF)
+during the measured phase only, into FILE; its sampling costs handoffd CPU, so the CPU
+figure of such a run is not the one to quote. With HANDOFFD_BENCH_CALLGRIND=FILE, handoffd
+runs under valgrind's callgrind, whose counts are zeroed before the measured phase and dumped
+into FILE after it: instructions per message, unmoved by other load on the machine
+(`callgrind_annotate FILE`).
 """
 import asyncio
 import json
 import os
 import pathlib
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +39,14 @@ from fakehub import sign  # noqa: E402
 from relay_env import Environment  # noqa: E402
 
 
+sys_cpu = {}
+
+
 def proc_stat(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    sys_cpu[pid] = int(fields[12]) / os.sysconf("SC_CLK_TCK")  # the kernel's share, printed apart
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     return cpu, rss * 1024
@@ -62,12 +75,47 @@ async def drive(env, conversations, messages):
     return sent_at
 
 
+def start_profile(pid):
+    """perf record on PID into $HANDOFFD_BENCH_PERF, or None when it is not set."""
+    out = os.environ.get("HANDOFFD_BENCH_PERF")
+    if not out:
+        return None
+    perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
+                             "-p", str(pid), "-o", out], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # perf has no ready signal; a late start only shortens the sample
+    return perf
+
+
+def stop_profile(perf):
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+
+
+def callgrind_wrapper(binary, tmp):
+    """BINARY, or a script running it under callgrind when $HANDOFFD_BENCH_CALLGRIND is set."""
+    out = os.environ.get("HANDOFFD_BENCH_CALLGRIND")
+    if not out:
+        return binary
+    wrapper = pathlib.Path(tmp) / "callgrind.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={os.path.abspath(out)} "
+                       f"--dump-instr=no --collect-atstart=yes {binary} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def callgrind(pid, action):
+    """Zero ('-z') or dump ('-d') callgrind's counts in PID, when it runs under callgrind."""
+    if os.environ.get("HANDOFFD_BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", action, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
 def main():
     binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else str(ROOT / "build" / "handoffd")
     conversations = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     messages = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     with tempfile.TemporaryDirectory() as tmp:
-        env = Environment(binary, tmp,
+        env = Environment(callgrind_wrapper(binary, tmp), tmp,
                           emulator_settings={"bot_delay_ms": 0})
         try:
             pid = env.daemon.proc.pid
@@ -77,18 +125,26 @@ def main():
             env.hub.wait(lambda r: len(r) >= conversations * 2, 300, "the greetings")
             cpu1, rss1 = proc_stat(pid)
             n = conversations * messages
+            perf = start_profile(pid)
+            callgrind(pid, "-z")
+            cpu1, _ = proc_stat(pid)
+            sys1 = sys_cpu[pid]
             t0 = time.monotonic()
             sent = asyncio.run(drive(env, conversations, messages))
             env.hub.wait(lambda r: len(r) >= conversations * (2 + messages), 600, "every reply")
             wall = time.monotonic() - t0
             cpu2, rss2 = proc_stat(pid)
+            sys2 = sys_cpu[pid]
+            stop_profile(perf)
+            callgrind(pid, "-d")
             rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items() if k in env.hub.arrivals)
         finally:
             env.close()
     print(f"conversations {conversations}, messages {n} (each answered by the bot at once)")
     print(f"relayed: {n / wall:,.0f} messages/s wall clock (harness in Python on the same 2 cores)")
     print(f"handoffd CPU: {(cpu2 - cpu1) / n * 1e6:,.0f} us per relayed message (in + out) "
-          f"= {n / max(cpu2 - cpu1, 1e-9):,.0f} messages per CPU-second")
+          f"= {n / max(cpu2 - cpu1, 1e-9):,.0f} messages per CPU-second; of it in the kernel "
+          f"{(sys2 - sys1) / n * 1e6:,.0f} us")
     print(f"round trip hub -> handoffd -> bot -> handoffd -> hub: p50 {statistics.median(rtt) * 1e3:.2f} ms, "
           f"p99 {rtt[int(len(rtt) * 0.99) - 1] * 1e3:.2f} ms")
     print(f"resident memory: {rss0 / 2**20:.1f} MiB idle, {rss1 / 2**20:.1f} MiB with {conversations} conversations "

@@ -35,6 +35,7 @@ def test_complete_flow(env):
     # greeting and a question the bot answers
     assert hub.message(port, "c-1", "hello") == (202, {"ok": True})
     assert texts(hub.wait_messages("c-1", 2))[1] == "You said: hello"
+    assert hub.messages("c-1")[1]["activity"]["attachments"] == [], "no attachments: an empty JSON array"
     hub.message(port, "c-1", "What are your opening hours?")
     assert "open Monday to Friday" in texts(hub.wait_messages("c-1", 3))[2]
     # the customer asks for a human: the bot's last words, then the handoff

@@ -445,6 +445,26 @@ static void test_keepalive_reuses_connection(void **state)
 	assert_int_equal(f->srv.connections, 1);
 }
 
+/* Requests one after another reuse finished easy handles: nothing of the first request
+ * (method, header, body, response headers) may reach the second. */
+static void test_reused_handle_starts_clean(void **state)
+{
+	struct fx *f = *state;
+	struct http_header h[] = { { "X-Test", "first" } };
+	struct http_request first = { .method = "POST", .headers = h, .nheaders = 1, .body = "b",
+				       .body_len = 1 };
+	struct http_request second = { 0 };
+	struct result *r1 = fetch(f, &first, "/status?code=429&retry_after=7");
+	struct result *r2 = fetch(f, &second, "/echo");
+
+	assert_string_equal(r1->retry_after, "7");
+	assert_int_equal(r2->status, 200);
+	assert_string_equal(r2->x_method, "GET");
+	assert_string_equal(r2->x_echo, "");
+	assert_string_equal(r2->retry_after, "(none)");
+	assert_int_equal(r2->body_len, 0);
+}
+
 static void test_cancel(void **state)
 {
 	struct fx *f = *state;
@@ -691,6 +711,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_reuses_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reused_handle_starts_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),

@@ -2,10 +2,12 @@
  * comparison, RSA signature checks, random bytes and UUIDs, so hub scripts can sign
  * outbound webhooks and verify inbound ones. The cryptography is OpenSSL's (the EVP APIs
  * of OpenSSL 3); this file checks arguments, encodes results and turns failures into
- * nil, err. It keeps no keys: scripts pass them in on every call. */
+ * nil, err. It keeps no keys of its own: scripts pass them in on every call (the reused
+ * HMAC context below holds the last call's key until the next call, as the script does). */
 #include "script/bindings/bindings.h"
 
 #include <lauxlib.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>
 #include <openssl/err.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #define CRYPTO_RANDOM_MAX 1024	/* bytes per crypto.random call */
+#define UUID_BATCH 16		/* UUIDs drawn per RAND_bytes call */
 /* Base64 works in chunks so no length reaches OpenSSL's int parameters; both sizes are
  * whole groups (3 bytes in, 4 characters out), so chunks join without padding between. */
 #define B64_ENCODE_CHUNK 3072
@@ -164,6 +167,31 @@ static int l_crypto_base64_decode(lua_State *L) { return decode_base64(L, 0); }
 static int l_crypto_base64url_encode(lua_State *L) { return encode_base64(L, 1); }
 static int l_crypto_base64url_decode(lua_State *L) { return decode_base64(L, 1); }
 
+/* One HMAC context per digest, made once and re-keyed by every call: EVP_Q_mac fetches
+ * the algorithms by name and builds a context each time, which cost three times the MAC
+ * itself on a webhook's signature (the daemon is one thread, so one context suffices). */
+static EVP_MAC_CTX *hmac_ctx[sizeof(digest_ossl_names) / sizeof(digest_ossl_names[0])];
+
+static EVP_MAC_CTX *hmac_context(int alg)
+{
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest_ossl_names[alg], 0),
+		OSSL_PARAM_construct_end(),
+	};
+	EVP_MAC *mac;
+
+	if (hmac_ctx[alg])
+		return hmac_ctx[alg];
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	hmac_ctx[alg] = mac ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac);	/* the context holds its own reference */
+	if (hmac_ctx[alg] && !EVP_MAC_CTX_set_params(hmac_ctx[alg], params)) {
+		EVP_MAC_CTX_free(hmac_ctx[alg]);
+		hmac_ctx[alg] = NULL;
+	}
+	return hmac_ctx[alg];
+}
+
 /* crypto.hmac(alg, key, data [, enc]) */
 static int l_crypto_hmac(lua_State *L)
 {
@@ -173,9 +201,12 @@ static int l_crypto_hmac(lua_State *L)
 	const char *data = luaL_checklstring(L, 3, &dlen);
 	int enc = luaL_checkoption(L, 4, "hex", encoding_names);
 	unsigned char mac[EVP_MAX_MD_SIZE];
+	EVP_MAC_CTX *ctx = hmac_context(alg);
 
-	if (!EVP_Q_mac(NULL, "HMAC", NULL, digest_ossl_names[alg], NULL, key, klen,
-		       (const unsigned char *)data, dlen, mac, sizeof(mac), &mlen))
+	/* KEY is never NULL (a Lua string), so an empty key is set, not "keep the last one". */
+	if (!ctx || !EVP_MAC_init(ctx, (const unsigned char *)key, klen, NULL) ||
+	    !EVP_MAC_update(ctx, (const unsigned char *)data, dlen) ||
+	    !EVP_MAC_final(ctx, mac, &mlen, sizeof(mac)))
 		return fail(L, "hmac failed");
 	return push_encoded(L, mac, mlen, enc);
 }
@@ -280,6 +311,12 @@ static int l_crypto_random(lua_State *L)
 	return push_encoded(L, buf, (size_t)n, enc);
 }
 
+/* The random bytes of the next UUIDs. A UUID names a delivery and guards nothing, so
+ * its randomness is drawn in batches: each RAND_bytes call takes the DRBG's lock and a
+ * getpid(), and hub scripts make one UUID per request they send. */
+static unsigned char uuid_bytes[UUID_BATCH * 16];
+static size_t uuid_left;
+
 /* crypto.uuid(): a random (version 4, RFC 9562) UUID in lowercase 8-4-4-4-12 form. */
 static int l_crypto_uuid(lua_State *L)
 {
@@ -288,8 +325,13 @@ static int l_crypto_uuid(lua_State *L)
 	char out[36], *o = out;
 	const unsigned char *p = b;
 
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return fail(L, "no randomness");
+	if (uuid_left == 0) {
+		if (RAND_bytes(uuid_bytes, sizeof(uuid_bytes)) != 1)
+			return fail(L, "no randomness");
+		uuid_left = sizeof(uuid_bytes);
+	}
+	memcpy(b, uuid_bytes + sizeof(uuid_bytes) - uuid_left, sizeof(b));
+	uuid_left -= sizeof(b);
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
 	for (size_t g = 0; g < sizeof(groups); g++) {
