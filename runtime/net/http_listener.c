@@ -43,6 +43,10 @@
 
 #define LISTEN_BACKLOG 1024
 #define ACCEPT_RETRY_MS 250
+/* Connections accepted in one loop turn before the listener steps aside for a turn: a
+ * reconnecting crowd (thousands of clients cut off by the same deadline) would otherwise
+ * be accepted in one callback while the relay's sockets wait. */
+#define ACCEPT_BURST 64
 #define WARN_INTERVAL_MS 10000
 #define PEER_BUCKETS 1024
 /* Descriptors the automatic connection limit leaves for the store, the log and scripts. */
@@ -86,6 +90,9 @@ struct http_listener {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;	/* owned by evhttp; NULL once closed */
 	struct event *retry;
+	struct event *burst_end;		/* the turn's accepting is over: listen again */
+	unsigned burst;				/* accepted in this turn */
+	bool burst_held;			/* disabled for ACCEPT_BURST, not for an error */
 	struct http_listener_limits limits;
 	struct http_listener *next_listener;
 	struct conn *conns;			/* every counted connection */
@@ -383,6 +390,30 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 }
 
 /* evhttp's hook for a new connection's bufferevent: the connection is counted here. */
+/* After this turn's other ready events (made active before it), the listener resumes. */
+static void on_burst_end(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_listener *hl = arg;
+
+	(void)fd;
+	(void)what;
+	hl->burst = 0;
+	if (hl->burst_held && hl->bound)
+		evconnlistener_enable(evhttp_bound_socket_get_listener(hl->bound));
+	hl->burst_held = false;
+}
+
+/* libevent's listener accepts until accept() runs dry, unless disabled in between. */
+static void count_burst(struct http_listener *hl)
+{
+	if (hl->burst++ == 0)
+		event_active(hl->burst_end, EV_TIMEOUT, 1);
+	if (hl->burst == ACCEPT_BURST && hl->bound) {
+		evconnlistener_disable(evhttp_bound_socket_get_listener(hl->bound));
+		hl->burst_held = true;
+	}
+}
+
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
 	struct http_listener *hl = arg;
@@ -395,6 +426,7 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 		if (warn_due(hl, WARN_RESUMED, &suppressed))
 			log_info(hl->log, "http.accept_resumed", "open=%u suppressed=%lu", hl->nconns, suppressed);
 	}
+	count_burst(hl);
 	if (!c)
 		return NULL;	/* evhttp makes its own; this one connection goes uncounted */
 	c->hl = hl;
@@ -535,7 +567,10 @@ struct http_listener *http_listener_new(struct event_base *base, struct log *lg,
 	struct http_listener *hl = calloc(1, sizeof(*hl));
 	struct evconnlistener *lev;
 
-	if (!hl || !(hl->retry = event_new(base, -1, 0, on_retry, hl))) {
+	if (!hl || !(hl->retry = event_new(base, -1, 0, on_retry, hl)) ||
+	    !(hl->burst_end = event_new(base, -1, 0, on_burst_end, hl))) {
+		if (hl && hl->retry)
+			event_free(hl->retry);
 		snprintf(err, errlen, "out of memory creating the HTTP listener");
 		free(hl);
 		return NULL;
@@ -574,6 +609,7 @@ void http_listener_close(struct http_listener *hl)
 	evhttp_del_accept_socket(hl->http, hl->bound);	/* frees the evconnlistener too */
 	hl->bound = NULL;
 	event_del(hl->retry);
+	event_del(hl->burst_end);
 }
 
 void http_listener_free(struct http_listener *hl)
@@ -610,6 +646,8 @@ void http_listener_free(struct http_listener *hl)
 		close(hl->spare_fd);
 	if (hl->retry)
 		event_free(hl->retry);
+	if (hl->burst_end)
+		event_free(hl->burst_end);
 	free(hl->by_fd);
 	free(hl);
 }

@@ -7,12 +7,13 @@ please), opens the conversations, then relays RATE messages/s for SECONDS twice:
 alone (the baseline) and once while a separate process holds IDLE keep-alive connections
 (one request each, then silence) and TRICKLE connections that send one byte a second,
 headers for half of them and a body for the other half, reconnecting whenever handoffd
-cuts them off. Prints, for both runs: relayed messages/s, p50/p99 of the round trip
-hub -> handoffd -> bot -> handoffd -> hub, handoffd's CPU and resident memory, and the
+cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
+holder in this file, which costs more CPU than handoffd does). Prints, for both runs:
+relayed messages/s, p50/p99 of the round trip hub -> handoffd -> bot -> handoffd -> hub, handoffd's CPU and resident memory, and the
 listener's counters from /healthz. Asserts nothing about time.
 
 With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the load, the hub and
-bot stand-ins, the connection holder: all Python) on CPU 1, so that a change in the round
+bot stand-ins, the connection holder) on CPU 1, so that a change in the round
 trip shows what handoffd does, not the harness competing with it for the same core.
 
     /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
@@ -153,6 +154,15 @@ async def hold(port, idle, trickle):
         t.cancel()
 
 
+def holder_command(binary, port, idle, trickle):
+    """The C holder built next to BINARY (build/tests/bench/), which costs far less CPU than
+    this file's asyncio one (the fallback), so the harness competes less with the relay."""
+    native = pathlib.Path(binary).parent / "tests" / "bench" / "bench_listener_hold"
+    if native.exists():
+        return [str(native), str(port), str(idle), str(trickle)]
+    return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
+
+
 def main():
     if sys.argv[1] == "--hold":
         asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
@@ -181,7 +191,7 @@ def main():
             env.hub.wait(lambda r: len(r) >= CONVERSATIONS * 2, 300, "the greetings")
             relay_run(env, rate, 3, "warm")
             base = relay_run(env, rate, seconds, "base")
-            holder = subprocess.Popen([sys.executable, __file__, "--hold", str(env.port), str(idle), str(trickle)],
+            holder = subprocess.Popen(holder_command(binary, env.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(holder.stdout.readline())
             cpu0, _ = proc_stat(pid)
@@ -200,7 +210,7 @@ def main():
             env.close()
     print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s"
           + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else ""))
-    print(f"held: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
+    print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
     for name, r in (("baseline", base), ("with idle+trickling", loaded)):
         print(f"{name:>20}: {r['n']} messages, {r['rate']:,.0f} relayed/s, round trip p50 {r['p50']:.2f} ms, "

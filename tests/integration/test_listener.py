@@ -155,6 +155,19 @@ def test_keepalive_connection_serves_many_requests(daemon):
     s.close()
 
 
+def test_a_crowd_connecting_at_once_is_served(daemon):
+    """300 connections waiting in the backlog together are accepted 64 a turn (so that the
+    other sockets get their turns in between), and every one of them is served."""
+    d = daemon(config(connections=1000))
+    crowd = [connect(d.port) for _ in range(300)]
+    for s in crowd:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert [status_of(read_until_closed(s)) for s in crowd] == [200] * 300
+    for s in crowd:
+        s.close()
+    wait_stats(d.port, lambda st: st["connections"] == 1)
+
+
 # --- connection caps -------------------------------------------------------------------
 
 def fill_and_overflow(d, total):

@@ -1,0 +1,167 @@
+/* bench_listener_hold.c - the connection holder of bench_listener.py, in C.
+ *
+ * Holds IDLE keep-alive connections (one GET /healthz answered, then silence) and TRICKLE
+ * connections that send one byte a second (headers for even ones, a body after complete
+ * headers for odd ones), reconnecting whenever handoffd cuts one off. A Python holder cost
+ * more CPU than handoffd itself, on the core the relay's harness needed, so the round
+ * trips measured its cost as much as handoffd's; this one stays out of the figures.
+ *
+ *   bench_listener_hold PORT IDLE TRICKLE
+ * prints {"ready": {...}} once all are open, waits for a line on stdin, prints
+ * {"done": {"idle": N, "trickle": N, "cut": N}} and exits. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct holder {
+	struct event_base *base;
+	int port;
+	unsigned long idle_open, trickle_open, cut;
+	int idle_target, trickle_target;
+	int stopping;
+};
+
+struct trickler {
+	struct holder *h;
+	int i, fd;
+	size_t sent;
+	struct event *io, *tick;
+};
+
+static const char SLOW_BODY_HEAD[] = "POST /hubs/webhook/events HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\r\n";
+static const char SLOW_HEADER_HEAD[] = "GET /healthz HTTP/1.1\r\nX-Slow: ";
+
+static int connect_to(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("connect");
+		exit(1);
+	}
+	return fd;
+}
+
+/* Blocking at start-up is fine: nothing is measured while the connections open. */
+static void open_idle(struct holder *h)
+{
+	static const char req[] = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+	char buf[4096];
+	int fd = connect_to(h->port);
+	ssize_t n;
+
+	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1 || (n = read(fd, buf, sizeof(buf))) <= 0) {
+		fprintf(stderr, "idle connection %lu: no answer\n", h->idle_open);
+		exit(1);
+	}
+	h->idle_open++;	/* the fd stays open until exit */
+}
+
+static void trickle_start(struct trickler *t);
+
+static void on_trickle_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct trickler *t = arg;
+	char buf[512];
+
+	(void)what;
+	if (read(fd, buf, sizeof(buf)) > 0)
+		return;	/* the 408 or 503 before the close */
+	t->h->cut++;
+	event_free(t->io);
+	event_free(t->tick);
+	close(t->fd);
+	if (!t->h->stopping)
+		trickle_start(t);
+}
+
+static void on_trickle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct trickler *t = arg;
+	char c = t->i % 2 ? 'x' : 'a';
+
+	(void)fd;
+	(void)what;
+	if (send(t->fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+		t->sent++;
+}
+
+static void trickle_start(struct trickler *t)
+{
+	struct timeval one = { 1, 0 };
+	const char *head = t->i % 2 ? SLOW_BODY_HEAD : SLOW_HEADER_HEAD;
+
+	t->fd = connect_to(t->h->port);
+	evutil_make_socket_nonblocking(t->fd);
+	if (write(t->fd, head, strlen(head)) < 0) {
+		perror("write");
+		exit(1);
+	}
+	t->sent = 0;
+	t->io = event_new(t->h->base, t->fd, EV_READ | EV_PERSIST, on_trickle_io, t);
+	t->tick = event_new(t->h->base, -1, EV_PERSIST, on_trickle_tick, t);
+	event_add(t->io, NULL);
+	event_add(t->tick, &one);
+	t->h->trickle_open++;
+}
+
+static void on_stdin(evutil_socket_t fd, short what, void *arg)
+{
+	struct holder *h = arg;
+	char buf[64];
+
+	(void)what;
+	(void)!read(fd, buf, sizeof(buf));
+	h->stopping = 1;
+	event_base_loopbreak(h->base);
+}
+
+int main(int argc, char **argv)
+{
+	struct holder h = { 0 };
+	struct rlimit rl;
+	struct trickler *ts;
+	struct event *in;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s PORT IDLE TRICKLE\n", argv[0]);
+		return 2;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	h.port = atoi(argv[1]);
+	h.idle_target = atoi(argv[2]);
+	h.trickle_target = atoi(argv[3]);
+	h.base = event_base_new();
+	ts = calloc((size_t)h.trickle_target + 1, sizeof(*ts));
+	if (!h.base || !ts)
+		return 1;
+	for (int i = 0; i < h.idle_target; i++)
+		open_idle(&h);
+	/* Spread the tricklers over a second so that their bytes do not arrive in one burst. */
+	for (int i = 0; i < h.trickle_target; i++) {
+		ts[i] = (struct trickler){ .h = &h, .i = i };
+		trickle_start(&ts[i]);
+		if (i % 200 == 199)
+			usleep(100000);
+	}
+	printf("{\"ready\": {\"idle\": %lu, \"trickle\": %lu, \"cut\": %lu}}\n", h.idle_open, h.trickle_open, h.cut);
+	fflush(stdout);
+	in = event_new(h.base, 0, EV_READ, on_stdin, &h);
+	event_add(in, NULL);
+	event_base_dispatch(h.base);
+	printf("{\"done\": {\"idle\": %lu, \"trickle\": %lu, \"cut\": %lu}}\n", h.idle_open, h.trickle_open, h.cut);
+	fflush(stdout);
+	return 0;
+}
