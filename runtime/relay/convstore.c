@@ -42,8 +42,22 @@ struct convstore *convstore_new(size_t max)
 	return cs;
 }
 
+void conv_dirty_unlink(struct conversation *c)
+{
+	if (!c->dirty_pprev)
+		return;
+	*c->dirty_pprev = c->dirty_next;
+	if (c->dirty_next)
+		c->dirty_next->dirty_pprev = c->dirty_pprev;
+	c->dirty_next = NULL;
+	c->dirty_pprev = NULL;
+}
+
 static void conv_free(struct conversation *c)
 {
+	/* Off the relay's dirty list, its row then not written: the relay writes it first
+	 * (relay_save_now) when it must be. No dangling pointer either way. */
+	conv_dirty_unlink(c);
 	for (int q = 0; q < QUEUE_COUNT; q++) {
 		loop_timer_free(c->queues[q].retry);
 		free(c->queues[q].retry_arg);

@@ -59,6 +59,9 @@ struct conversation {
 	int64_t handoff_item;
 	struct hd_handoff *handoff;
 	struct conv_events *events;	/* recent lifecycle events, for inspection (conv_events.h) */
+	/* Changed this loop turn, its row not yet written: on the relay's dirty list
+	 * (DIRTY_PPREV non-NULL), written once just before the turn's commit (relay_save). */
+	struct conversation *dirty_next, **dirty_pprev;
 	struct conversation *next;	/* hash chain */
 };
 
@@ -82,6 +85,8 @@ void convstore_each(struct convstore *cs, void (*fn)(struct conversation *c, voi
 const char *conv_state_name(enum conv_state s);
 /* -EINVAL for an unknown name. */
 int conv_state_parse(const char *name, enum conv_state *out);
+/* Takes C off the dirty list it is on, if any (relay_save). */
+void conv_dirty_unlink(struct conversation *c);
 /* Replaces *SLOT with a copy of V (NULL allowed). -ENOMEM leaves *SLOT as it was. */
 int conv_set_string(char **slot, const char *v);
 

@@ -52,7 +52,7 @@ static int make_key(struct relay *r, const char *id, char *key, size_t cap)
 	return n > 0 && (size_t)n < cap && id[0] ? 0 : -EINVAL;
 }
 
-void relay_save(struct relay *r, struct conversation *c)
+static void write_conv(struct relay *r, const struct conversation *c)
 {
 	struct store_conv sc = {
 		.key = c->key, .state = (char *)conv_state_name(c->state), .user_json = c->user_json,
@@ -62,6 +62,43 @@ void relay_save(struct relay *r, struct conversation *c)
 	};
 
 	store_conv_put(r->store, &sc);
+}
+
+/* A message changes its conversation several times in a turn (state, watermark, dedupe
+ * set, hub data), each an upsert of the whole row when written at once. The row is
+ * written once, just before the commit (on_before_commit), so what a 202 waits for is
+ * still in the committed transaction. */
+void relay_save(struct relay *r, struct conversation *c)
+{
+	if (c->dirty_pprev)
+		return;
+	if (store_begin(r->store) < 0) {
+		write_conv(r, c);	/* fails too, and says so */
+		return;
+	}
+	c->dirty_next = r->dirty;
+	if (r->dirty)
+		r->dirty->dirty_pprev = &c->dirty_next;
+	c->dirty_pprev = &r->dirty;
+	r->dirty = c;
+}
+
+void relay_save_now(struct relay *r, struct conversation *c)
+{
+	conv_dirty_unlink(c);
+	write_conv(r, c);
+}
+
+static void on_before_commit(void *arg)
+{
+	struct relay *r = arg;
+
+	while (r->dirty) {
+		struct conversation *c = r->dirty;
+
+		conv_dirty_unlink(c);
+		write_conv(r, c);
+	}
 }
 
 static void park_for_state(struct conversation *c, enum conv_state from);
@@ -752,6 +789,7 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	free(path);
 	if (!r->store)
 		return -EIO;
+	store_before_commit(r->store, on_before_commit, r);
 	/* The relay counts open conversations against the limit; the table's own cap also
 	 * bounds the ending ones, should their drain stall. */
 	r->convs = convstore_new(2 * (size_t)cfg->limits.conversations);
@@ -829,6 +867,10 @@ void relay_free(struct relay *r)
 	if (r->convs)
 		convstore_each(r->convs, close_dl, NULL);
 	directline_free(r->dl);
+	if (r->store) {	/* the dirty rows, before their conversations go */
+		store_flush(r->store);
+		store_before_commit(r->store, NULL, NULL);
+	}
 	convstore_free(r->convs);
 	hd_activity_parser_free(r->parser);
 	store_close(r->store);

@@ -165,7 +165,7 @@ static void depart(struct relay *r, struct conversation *c)
 	c->dl = NULL;
 	conv_set_string(&c->dl_token, NULL);	/* nothing may use it any more */
 	c->state = CONV_CLOSED;
-	relay_save(r, c);
+	relay_save_now(r, c);	/* C leaves memory: not left on the dirty list */
 	r->end->ending--;
 	metrics_inc(r->end->m_departed);
 	convstore_remove(r->convs, c);

@@ -44,6 +44,7 @@ struct relay {
 	bool desk_only;			/* front and desk are different modules */
 	struct rng rng;				/* retry jitter, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
+	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
 	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;
@@ -52,7 +53,10 @@ struct relay {
 /* relay.c */
 /* "to_bot", "to_hub": the outbox queue names. */
 const char *relay_queue_name(enum conv_queue q);
+/* C's row is written once, just before the turn's commit, however often it changes. */
 void relay_save(struct relay *r, struct conversation *c);
+/* C's row written now and C off the dirty list: before C leaves memory. */
+void relay_save_now(struct relay *r, struct conversation *c);
 void relay_set_state(struct relay *r, struct conversation *c, enum conv_state s, const char *why);
 /* Queues PAYLOAD on Q of C; FROM_FRONT applies limits.queued. 0, -ENOBUFS or -EIO. */
 int relay_enqueue_from(struct relay *r, struct conversation *c, enum conv_queue q, const char *payload,

@@ -110,6 +110,8 @@ struct store {
 	struct loop_timer *flush;	/* commits at the end of the loop turn */
 	struct after_commit *after;
 	size_t nafter, capafter;
+	store_commit_fn before;		/* writes deferred to the commit (store_before_commit) */
+	void *before_arg;
 	uint64_t writes;		/* since open: for event-id expiry pacing */
 	int64_t event_ttl_s;		/* how long hub event ids are remembered */
 };
@@ -163,7 +165,11 @@ int store_flush(struct store *st)
 	int rc = 0;
 
 	if (st->in_txn) {
-		int sq = sqlite3_step(st->stmt[S_COMMIT]);
+		int sq;
+
+		if (st->before)
+			st->before(st->before_arg);	/* its writes join this transaction */
+		sq = sqlite3_step(st->stmt[S_COMMIT]);
 
 		sqlite3_reset(st->stmt[S_COMMIT]);
 		st->in_txn = false;
@@ -184,6 +190,17 @@ int store_flush(struct store *st)
 bool store_write_pending(const struct store *st)
 {
 	return st->in_txn;
+}
+
+int store_begin(struct store *st)
+{
+	return write_begin(st);
+}
+
+void store_before_commit(struct store *st, store_commit_fn fn, void *arg)
+{
+	st->before = fn;
+	st->before_arg = arg;
 }
 
 int store_after_commit(struct store *st, store_commit_fn fn, void *arg)

@@ -55,6 +55,12 @@ int store_flush(struct store *st);
 bool store_write_pending(const struct store *st);
 /* Runs FN(ARG) once the writes made so far are committed (at once when none is pending). */
 int store_after_commit(struct store *st, store_commit_fn fn, void *arg);
+/* Opens the turn's transaction now (it commits when the turn ends), for a caller that
+ * defers its writes to store_before_commit's hook. */
+int store_begin(struct store *st);
+/* FN(ARG) runs just before each commit and its writes join the committed transaction: a
+ * caller writes once per turn what changed many times in it. One hook; FN NULL removes it. */
+void store_before_commit(struct store *st, store_commit_fn fn, void *arg);
 
 /* ---- conversations ---- */
 int store_conv_put(struct store *st, const struct store_conv *c);

@@ -44,6 +44,22 @@ function T.hmac_sha256_rfc4231()
      "empty key and data")
 end
 
+-- A key used again is not keyed again (crypto.c keeps the last key per digest): the MAC
+-- stays right when the key repeats, changes to one of the same length, and comes back.
+function T.hmac_key_reused_and_changed()
+  local jefe = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+  local msg = "what do ya want for nothing?"
+  eq(crypto.hmac("sha256", "Jefe", msg), jefe, "first")
+  eq(crypto.hmac("sha256", "Jefe", msg), jefe, "same key again")
+  local other = crypto.hmac("sha256", "Jeff", msg)
+  assert(other ~= jefe, "a key of the same length, one byte apart, gives another MAC")
+  eq(crypto.hmac("sha256", "Jefe", "Hi There"), crypto.hmac("sha256", "Jefe", "Hi There"), "other data")
+  eq(crypto.hmac("sha256", "Jefe", msg), jefe, "the first key back")
+  eq(crypto.hmac("sha256", "", ""), "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad",
+     "then the empty key")
+  eq(crypto.hmac("sha256", "Jefe", msg), jefe, "and back again")
+end
+
 function T.hmac_sha512_rfc4231()
   eq(crypto.hmac("sha512", ("\x0b"):rep(20), "Hi There"),
      "87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cde"

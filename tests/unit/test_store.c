@@ -218,6 +218,53 @@ static void test_after_commit_waits_for_the_commit(void **state)
 	assert_int_equal(ran, 2);
 }
 
+struct deferred {
+	struct store *st;
+	int calls;
+	int after_ran_first;	/* an after-commit callback ran before the hook */
+	int after;
+};
+
+/* The hook writes what the turn deferred: one conversation row. */
+static void write_deferred(void *arg)
+{
+	struct deferred *d = arg;
+	struct store_conv c = { .key = "webhook:late", .state = "agent" };
+
+	d->calls++;
+	d->after_ran_first += d->after;
+	store_conv_put(d->st, &c);
+}
+
+static void count_after(void *arg)
+{
+	((struct deferred *)arg)->after++;
+}
+
+/* What the before-commit hook writes is in the commit the after-commit callbacks wait
+ * for (a 202 may go); a turn that wrote nothing does not call it. */
+static void test_before_commit_writes_join_the_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct deferred d = { .st = f->st };
+	struct store_conv out;
+
+	store_before_commit(f->st, write_deferred, &d);
+	assert_int_equal(store_flush(f->st), 0);
+	assert_int_equal(d.calls, 0);	/* nothing pending */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_after_commit(f->st, count_after, &d), 0);
+	loop_run(f->lp);	/* the end-of-turn commit */
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.after, 1);
+	assert_int_equal(d.after_ran_first, 0);
+	store_before_commit(f->st, NULL, NULL);
+	reopen(f);
+	assert_int_equal(store_conv_get(f->st, "webhook:late", &out), 0);
+	assert_string_equal(out.state, "agent");
+	store_conv_clear(&out);
+}
+
 /* A hub call's role and function are columns: they come back as stored, and a plain
  * item has neither. */
 static void test_outbox_call_kind_survives_reopen(void **state)
@@ -249,6 +296,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_call_kind_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_before_commit_writes_join_the_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_removes_ended_rows_and_their_leftovers, setup, teardown),
 	};
 
