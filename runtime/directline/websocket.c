@@ -2,7 +2,8 @@
  * bufferevent_openssl), the RFC 6455 upgrade handshake, framing (libwslay), ping/pong
  * liveness and the close handshake, with every byte from the network bounded.
  * It knows nothing about Direct Line: what the messages mean, and when to reconnect,
- * is for the caller (directline.c).
+ * is for the caller (directline.c). The URL and the handshake's text (key, expected
+ * Accept, the verdict on the answer) are websocket_handshake.c's; this file sends and reads it.
  *
  * One socket walks RESOLVING -> CONNECTING -> HANDSHAKE -> OPEN [-> CLOSING] -> ENDED
  * -> DONE. Whatever ends it first writes a note (struct ending) and moves it to ENDED,
@@ -17,8 +18,8 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "directline/tls_sessions.h"
+#include "directline/websocket_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -26,9 +27,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -37,12 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <wslay/wslay.h>
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define WS_HOST_MAX 255		/* RFC 1035 name length */
 #define WS_CLOSE_REASON_MAX 123	/* RFC 6455 5.5: 125-byte control payload less the code */
 #define WS_NOTE_MAX 160		/* close reason or error detail kept for on_close */
 #define WS_RETRY_AFTER_MAX 40	/* an HTTP-date is 29 bytes */
@@ -106,21 +102,7 @@ struct websocket {
 	bool freed;
 	bool tls;
 	bool reading;		/* inside wslay_event_recv: sending waits until it returns */
-	char accept[29];	/* the Sec-WebSocket-Accept we expect (base64 of SHA-1) */
-};
-
-/* The URL split into what the connection needs; pointers into the caller's string. */
-struct target {
-	bool tls;
-	bool ip;
-	char host[WS_HOST_MAX + 1];	/* without IPv6 brackets */
-	char port[6];
-	const char *authority;	/* for the Host header, as written */
-	size_t authority_len;
-	const char *path;	/* path and query, up to any fragment; may start at '?' */
-	const char *slash;	/* "/" when the path is empty, else "" */
-	size_t path_len;	/* of the path alone: what we log */
-	size_t target_len;	/* of path and query: what we send */
+	char accept[WS_ACCEPT_SIZE];	/* the Sec-WebSocket-Accept we expect (base64 of SHA-1) */
 };
 
 static void conclude(struct websocket *ws);
@@ -650,41 +632,10 @@ static void tick(struct websocket *ws)
 
 /* {===== Handshake: request, answer, open */
 
-static int base64(const unsigned char *in, size_t len, char *out, size_t cap)
-{
-	if (cap < 4 * ((len + 2) / 3) + 1)
-		return -EINVAL;
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return 0;
-}
-
-/* Makes the Sec-WebSocket-Key into KEY (25 bytes) and the answer we expect into
- * ws->accept: base64(SHA-1(key + GUID)), RFC 6455 4.1. */
-static int make_key(struct websocket *ws, char key[25])
-{
-	unsigned char nonce[16], md[EVP_MAX_MD_SIZE];
-	char joined[24 + sizeof(WS_GUID)];
-	unsigned mdlen = 0;
-
-	if (RAND_bytes(nonce, sizeof(nonce)) != 1 || base64(nonce, sizeof(nonce), key, 25) < 0)
-		return -EIO;
-	snprintf(joined, sizeof(joined), "%s%s", key, WS_GUID);
-	if (EVP_Digest(joined, strlen(joined), md, &mdlen, EVP_sha1(), NULL) != 1)
-		return -EIO;
-	return base64(md, mdlen, ws->accept, sizeof(ws->accept));
-}
-
-static bool header_ok(const char *h)
-{
-	const char *colon = strchr(h, ':');
-
-	return colon && colon != h && !strpbrk(h, "\r\n") && strcspn(h, " \t") > (size_t)(colon - h);
-}
-
 static int build_request(struct websocket *ws, const struct target *t, const char *const *headers)
 {
-	char key[25];
-	int rc = make_key(ws, key);
+	char key[WS_KEY_SIZE];
+	int rc = ws_make_key(key, ws->accept);
 
 	if (rc < 0)
 		return rc;
@@ -702,84 +653,6 @@ static int build_request(struct websocket *ws, const struct target *t, const cha
 	if (rc >= 0)
 		rc = evbuffer_add(ws->request, "\r\n", 2);
 	return rc < 0 ? -ENOMEM : 0;
-}
-
-/* The parts of the answer we look at; pointers into the NUL-split header block. */
-struct answer {
-	int status;
-	const char *upgrade;
-	const char *connection;
-	const char *accept;
-	const char *extensions;
-	const char *protocol;
-	const char *retry_after;
-};
-
-static char *trim(char *s)
-{
-	char *end;
-
-	s += strspn(s, " \t");
-	end = s + strlen(s);
-	while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
-		*--end = '\0';
-	return s;
-}
-
-static void answer_header(struct answer *a, char *line)
-{
-	static const struct { const char *name; size_t off; } wanted[] = {
-		{ "upgrade", offsetof(struct answer, upgrade) },
-		{ "connection", offsetof(struct answer, connection) },
-		{ "sec-websocket-accept", offsetof(struct answer, accept) },
-		{ "sec-websocket-extensions", offsetof(struct answer, extensions) },
-		{ "sec-websocket-protocol", offsetof(struct answer, protocol) },
-		{ "retry-after", offsetof(struct answer, retry_after) },
-	};
-	char *colon = strchr(line, ':');
-
-	if (!colon)
-		return;
-	*colon = '\0';
-	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
-		if (strcasecmp(line, wanted[i].name) == 0)
-			*(const char **)((char *)a + wanted[i].off) = trim(colon + 1);
-}
-
-/* Splits HEAD (NUL-terminated, ends in CRLF CRLF) in place. Returns 0 or -EPROTO. */
-static int parse_answer(char *head, struct answer *a)
-{
-	char *line = head, *eol;
-
-	memset(a, 0, sizeof(*a));
-	if (strncmp(head, "HTTP/1.", 7) != 0 || (head[7] != '0' && head[7] != '1') || head[8] != ' ')
-		return -EPROTO;
-	for (int i = 9; i < 12; i++) {
-		if (head[i] < '0' || head[i] > '9')
-			return -EPROTO;
-		a->status = a->status * 10 + (head[i] - '0');
-	}
-	if (head[12] != ' ' && head[12] != '\r')
-		return -EPROTO;
-	while ((eol = strstr(line, "\r\n")) && eol != line) {
-		*eol = '\0';
-		if (line != head)
-			answer_header(a, line);
-		line = eol + 2;
-	}
-	return 0;
-}
-
-static bool has_token(const char *list, const char *token)
-{
-	size_t n = strlen(token);
-
-	for (const char *p = list; *p; p += strcspn(p, ",")) {
-		p += strspn(p, ", \t");
-		if (strncasecmp(p, token, n) == 0 && strchr(", \t", p[n]))
-			return true;
-	}
-	return false;
 }
 
 static void refused_by_server(struct websocket *ws, const struct answer *a)
@@ -823,21 +696,19 @@ static void open_socket(struct websocket *ws)
 static void check_answer(struct websocket *ws, char *head)
 {
 	struct answer a;
+	const char *why;
 
-	if (parse_answer(head, &a) < 0)
-		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "malformed HTTP status line");
-	else if (a.status != 101)
-		refused_by_server(ws, &a);
-	else if (!a.upgrade || strcasecmp(a.upgrade, "websocket") != 0)
-		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "101 without Upgrade: websocket");
-	else if (!a.connection || !has_token(a.connection, "upgrade"))
-		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "101 without Connection: upgrade");
-	else if (!a.accept || strcmp(a.accept, ws->accept) != 0)
-		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "wrong Sec-WebSocket-Accept");
-	else if (a.extensions || a.protocol)
-		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "extension or subprotocol we did not ask for");
-	else
+	switch (ws_judge_answer(head, ws->accept, &a, &why)) {
+	case WS_ANSWER_OPEN:
 		open_socket(ws);
+		break;
+	case WS_ANSWER_REFUSED:
+		refused_by_server(ws, &a);
+		break;
+	case WS_ANSWER_BAD:
+		fail(ws, WEBSOCKET_END_HANDSHAKE, -EPROTO, "%s", why);
+		break;
+	}
 }
 
 /* Waits for the whole header block of the answer, at most max_handshake bytes. Bytes
@@ -1102,98 +973,7 @@ static void on_timer(void *arg)
 
 /* }===== */
 
-/* {===== URL and TLS */
-
-static bool host_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '-' || c == '.' || c == '_';
-}
-
-static int parse_port(const char *p, const char *end, struct target *t)
-{
-	long v = 0;
-
-	if (p == end || end - p > 5)
-		return -EINVAL;
-	for (const char *c = p; c < end; c++) {
-		if (*c < '0' || *c > '9')
-			return -EINVAL;
-		v = v * 10 + (*c - '0');
-	}
-	if (v < 1 || v > 65535)
-		return -EINVAL;
-	snprintf(t->port, sizeof(t->port), "%ld", v);
-	return 0;
-}
-
-/* host, host:port, [v6], [v6]:port. No user info: a URL with credentials is refused. */
-static int parse_authority(const char *p, const char *end, struct target *t)
-{
-	const char *host = p, *host_end;
-	bool bracketed = *p == '[';
-	struct in6_addr a6;
-	struct in_addr a4;
-
-	if (bracketed) {
-		host = p + 1;
-		host_end = memchr(host, ']', (size_t)(end - host));
-		if (!host_end)
-			return -EINVAL;
-		p = host_end + 1;
-	} else {
-		for (host_end = p; host_end < end && host_char(*host_end); host_end++)
-			;
-		p = host_end;
-	}
-	if (host_end == host || host_end - host > WS_HOST_MAX)
-		return -EINVAL;
-	memcpy(t->host, host, (size_t)(host_end - host));
-	t->host[host_end - host] = '\0';
-	if (bracketed && inet_pton(AF_INET6, t->host, &a6) != 1)
-		return -EINVAL;
-	t->ip = bracketed || inet_pton(AF_INET, t->host, &a4) == 1;
-	if (p == end)
-		return 0;
-	if (*p != ':')
-		return -EINVAL;
-	return parse_port(p + 1, end, t);
-}
-
-static bool target_chars_ok(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-			return false;
-	return true;
-}
-
-static int parse_url(const char *url, struct target *t)
-{
-	const char *p, *end;
-
-	memset(t, 0, sizeof(*t));
-	if (strncasecmp(url, "ws://", 5) == 0) {
-		p = url + 5;
-		memcpy(t->port, "80", 3);
-	} else if (strncasecmp(url, "wss://", 6) == 0) {
-		p = url + 6;
-		t->tls = true;
-		memcpy(t->port, "443", 4);
-	} else {
-		return -EINVAL;
-	}
-	end = p + strcspn(p, "/?#");
-	t->authority = p;
-	t->authority_len = (size_t)(end - p);
-	if (parse_authority(p, end, t) < 0)
-		return -EINVAL;
-	t->path = end;
-	t->slash = *end == '/' ? "" : "/";	/* RFC 6455 3: an empty path is "/" */
-	t->path_len = strcspn(t->path, "?#");
-	t->target_len = strcspn(t->path, "#");
-	return target_chars_ok(t->path, t->target_len) ? 0 : -EINVAL;
-}
+/* {===== TLS */
 
 static SSL *new_ssl(struct websocket *ws, const struct target *t)
 {
@@ -1357,10 +1137,10 @@ int websocket_connect(struct websocket_client *wc, const char *url, const char *
 	int rc;
 
 	*out = NULL;
-	if (!cb || parse_url(url, &t) < 0)
+	if (!cb || ws_parse_url(url, &t) < 0)
 		return -EINVAL;
 	for (size_t i = 0; headers && headers[i]; i++)
-		if (!header_ok(headers[i]))
+		if (!ws_header_ok(headers[i]))
 			return -EINVAL;
 	ws = calloc(1, sizeof(*ws));
 	if (!ws)
