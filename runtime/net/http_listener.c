@@ -91,8 +91,7 @@ struct http_listener {
 	struct evhttp_bound_socket *bound;	/* owned by evhttp; NULL once closed */
 	struct event *retry;
 	struct event *burst_end;		/* the turn's accepting is over: listen again */
-	unsigned burst;				/* accepted in this turn */
-	bool burst_held;			/* disabled for ACCEPT_BURST, not for an error */
+	unsigned burst;				/* accepted in this turn; ACCEPT_BURST: disabled */
 	struct http_listener_limits limits;
 	struct http_listener *next_listener;
 	struct conn *conns;			/* every counted connection */
@@ -397,10 +396,10 @@ static void on_burst_end(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	hl->burst = 0;
-	if (hl->burst_held && hl->bound)
+	/* Only a full burst disabled the listener (an accept error ends a burst short of it). */
+	if (hl->burst >= ACCEPT_BURST && hl->bound)
 		evconnlistener_enable(evhttp_bound_socket_get_listener(hl->bound));
-	hl->burst_held = false;
+	hl->burst = 0;
 }
 
 /* libevent's listener accepts until accept() runs dry, unless disabled in between. */
@@ -408,10 +407,8 @@ static void count_burst(struct http_listener *hl)
 {
 	if (hl->burst++ == 0)
 		event_active(hl->burst_end, EV_TIMEOUT, 1);
-	if (hl->burst == ACCEPT_BURST && hl->bound) {
+	if (hl->burst == ACCEPT_BURST && hl->bound)
 		evconnlistener_disable(evhttp_bound_socket_get_listener(hl->bound));
-		hl->burst_held = true;
-	}
 }
 
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
