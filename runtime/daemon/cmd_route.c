@@ -6,7 +6,6 @@
  * 65 the payload is malformed or holds no handoff.initiate event. */
 #include "daemon/cli.h"
 
-#include "script/bindings/handoff_object.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "net/loop.h"
@@ -31,12 +30,6 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: handoffd route -c CONFIG PAYLOAD|-\n");
 	return EXIT_USAGE;
-}
-
-static int push_handoff(lua_State *co, void *arg)
-{
-	handoff_object_push(co, ((struct route_run *)arg)->handoff);
-	return 1;
 }
 
 static void decided(const struct route_decision *d, void *arg)
@@ -78,7 +71,7 @@ static int route_payload(struct hd_runtime *rt, const char *path, const char *bu
 		fprintf(stderr, "handoffd: %s\n", err);
 		rc = EXIT_FAIL;
 	}
-	if (rc == EXIT_OK && routing_decide(rt, "route", push_handoff, &run, decided, &run) < 0)
+	if (rc == EXIT_OK && routing_decide(rt, "route", run.handoff, decided, &run) < 0)
 		rc = EXIT_FAIL;
 	if (rc == EXIT_OK) {
 		if (!run.done)

@@ -7,6 +7,7 @@
 #include "base/metrics.h"
 #include "base/hd_runtime.h"
 #include "script/script_gen.h"
+#include "script/bindings/handoff_object.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -130,8 +131,7 @@ void routing_push_route(lua_State *co, const struct route_decision *d)
 
 struct routing_call {
 	struct routing_settle settle;
-	script_push_fn push_handoff;
-	void *push_arg;
+	const struct hd_handoff *handoff;
 };
 
 /* handoff.relay's route(h, rules, evaluate, settle). */
@@ -140,8 +140,7 @@ static int push_route(lua_State *co, void *arg)
 	struct routing_call *c = arg;
 
 	lua_getfield(co, LUA_REGISTRYINDEX, SCRIPT_REG_RELAY_ROUTE);
-	if (c->push_handoff(co, c->push_arg) < 0)
-		return -ENOMEM;
+	handoff_object_push(co, c->handoff);
 	routing_push_rules(co, &c->settle);
 	return 4;
 }
@@ -155,15 +154,15 @@ static void route_done(lua_State *co, bool ok, int nres, void *arg)
 	free(c);
 }
 
-int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_handoff,
-		   void *push_arg, routing_done_fn done, void *arg)
+int routing_decide(struct hd_runtime *rt, const char *key, const struct hd_handoff *handoff,
+		   routing_done_fn done, void *arg)
 {
 	struct routing_call *c = calloc(1, sizeof(*c));
 	int rc;
 
 	if (!c)
 		return -ENOMEM;
-	*c = (struct routing_call){ { rt, key, done, arg, false }, push_handoff, push_arg };
+	*c = (struct routing_call){ { rt, key, done, arg, false }, handoff };
 	rc = script_host_spawn(rt->scripts, key, "route", push_route, route_done, c);
 	if (rc < 0)
 		free(c);

@@ -16,6 +16,7 @@
 #include "script/script_host.h"
 
 struct hd_runtime;
+struct hd_handoff;
 
 /* DECISION is valid during the call only. */
 typedef void (*routing_done_fn)(const struct route_decision *decision, void *arg);
@@ -41,11 +42,11 @@ void routing_push_route(lua_State *co, const struct route_decision *d);
 /* The fallback for a task that ended before it settled: WHY says how it ended. */
 void routing_settle_failed(struct routing_settle *s, const char *why);
 
-/* Runs the rules on the handoff object that PUSH_HANDOFF(co, push_arg) pushes (one
- * value), as a task of its own. KEY orders it with the conversation's other callbacks.
+/* Runs the rules on HANDOFF (as a handoff object; HANDOFF must outlive the task), as a
+ * task of its own. KEY orders it with the conversation's other callbacks.
  * Returns 0 (DONE will be called, maybe before this returns) or a negative errno (it
  * will not). */
-int routing_decide(struct hd_runtime *rt, const char *key, script_push_fn push_handoff,
-		   void *push_arg, routing_done_fn done, void *arg);
+int routing_decide(struct hd_runtime *rt, const char *key, const struct hd_handoff *handoff,
+		   routing_done_fn done, void *arg);
 
 #endif
