@@ -135,6 +135,15 @@ def test_a_key_claimed_by_all_three_has_exactly_one_owner(cluster, pg_server):  
     after = a.stats()
     assert after["claims"] == before["claims"] == len(a_keys)
     assert after["owned"] == len(a_keys)
+    # A key given up (its conversation ended) is free for the next claimer.
+    b = members[1]
+    if a_keys:
+        since = a.mark()
+        a.cmd("release", a_keys[0])
+        assert a.wait_for(lambda e: e["ev"] == "released", since)["err"] == 0
+        assert a.stats()["owned"] == len(a_keys) - 1
+        assert b.claim(a_keys[0])[a_keys[0]]["mine"]
+        assert owners(pg_server, [a_keys[0]]) == {a_keys[0]: "b"}
 
 
 def test_kill_9_of_an_owner_its_keys_go_to_the_others_evenly_after_the_lease(cluster, pg_server):  # noqa: F811
@@ -241,3 +250,6 @@ def test_a_wake_up_travels_with_its_committed_batch_and_after_a_database_restart
     a.cmd("notify", "n3", "w1")
     assert a.wait_for(lambda e: e["ev"] == "notified" and e["tag"] == "n3", since)["err"] == 0
     b.wait_for(lambda e: e["ev"] == "woken" and e["key"] == "w1", marks[1])
+    # A short outage within the lease costs nobody their conversations.
+    assert a.since(marks[0], "lost") == [] and b.since(marks[1], "lost") == []
+    assert b.claim("w1")["w1"]["mine"]
