@@ -660,17 +660,18 @@ int cluster_release_all(struct cluster *c, cluster_done_fn cb, void *arg)
 		return c->phase == REGISTERING ? -ENOTCONN : -ESHUTDOWN;
 	/* The owners rows stay: without their node row they are orphans, which the others
 	 * claim as soon as the notification reaches them (deleted, they would be unowned
-	 * until their next message, while some may have replies waiting). */
-	err = pg_conn_queue(c->pc, SQL_LEAVE, 2, params, NULL, NULL);
+	 * until their next message, while some may have replies waiting). The NOTIFY goes
+	 * first: alone (the DELETE refused) it commits harmlessly, the others find nothing. */
+	err = pg_conn_queue(c->pc, SQL_NOTIFY_RELEASE, 1, params, NULL, NULL);
 	if (!err && !(op = op_new(c, OP_RELEASE_ALL)))
 		err = -ENOMEM;
 	if (!err) {
 		op->done = cb;
 		op->arg = arg;
-		err = queue_op(c, op, false, SQL_NOTIFY_RELEASE, 1, params);
+		err = queue_op(c, op, false, SQL_LEAVE, 2, params);
 	}
 	if (err)
-		return err;	/* the DELETE alone commits harmlessly: the lease ends the rest */
+		return err;
 	c->phase = RELEASING;
 	return 0;
 }
