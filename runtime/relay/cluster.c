@@ -225,6 +225,10 @@ static void start_registration(struct cluster *c)
 	if (c->registering)
 		return;
 	err = pg_conn_queue_bare(c->pc, SQL_UNREGISTER, 1, params, NULL, NULL);
+	/* The others look for orphans at once: an earlier epoch of this name may have left
+	 * some (a restart under a fixed cluster.node). */
+	if (err == 0)
+		err = pg_conn_queue_bare(c->pc, SQL_NOTIFY_RELEASE, 1, params, NULL, NULL);
 	if (err == 0)
 		err = queue_op(c, op_new(c, OP_REGISTER), true, SQL_REGISTER, 1, params);
 	if (err) {

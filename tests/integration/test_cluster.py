@@ -203,6 +203,23 @@ def test_a_stalled_owner_is_fenced_when_it_resumes_and_registers_again(cluster, 
     assert (w2["lease"], w2["err"]) == (True, 0), w2
 
 
+def test_a_restart_under_the_same_name_frees_the_old_epoch_s_keys_at_once(cluster, pg_server, tmp_path):  # noqa: F811
+    a, b, c = cluster(LONG_LEASE)
+    keys = [f"r{i}" for i in range(12)]
+    c.claim(*keys)
+    c.kill()
+    marks = [a.mark(), b.mark()]
+    c2 = Member(tmp_path, pg_server, "c", LONG_LEASE, cond=a.cond)  # same cluster.node, new process
+    try:
+        assert c2.epoch > c.epoch
+        got = wait_all_taken([a, b, c2], keys, marks + [0], 10)  # the lease is 30 s: not the lease
+        assert max(map(len, got.values())) - min(map(len, got.values())) <= 1, got
+        rows = pg_server.psql("SELECT DISTINCT node || ':' || epoch FROM owners").splitlines()
+        assert f"c:{c.epoch}" not in rows, rows
+    finally:
+        c2.close()
+
+
 def test_a_drained_member_s_keys_move_at_once(cluster, pg_server):  # noqa: F811
     a, b, c = cluster(LONG_LEASE)
     keys = [f"d{i}" for i in range(10)]
