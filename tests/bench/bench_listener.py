@@ -2,21 +2,30 @@
 """Listener benchmark: the relay at a steady rate, alone and then next to 10,000 idle
 keep-alive connections and 2,000 trickling clients.
 
-Runs the Direct Line emulator, the webhook-hub fake and handoffd (a non-sanitized build,
-please), opens the conversations, then relays RATE messages/s for SECONDS twice: once
+Runs handoffd (a non-sanitized build, please) against build/tests/bench/bench_relay_load,
+one C process that is the Direct Line bot (REST and WebSocket stream; it echoes each
+message as "You said: ...", after a typing activity), the generic webhook hub (it checks
+handoffd's signed deliveries) and the customers (signed message events over a pool of
+keep-alive connections). handoffd's config is relay_env's, as for the Python emulator and
+hub. It opens the conversations, then relays RATE messages/s for SECONDS twice: once
 alone (the baseline) and once while a separate process holds IDLE keep-alive connections
 (one request each, then silence) and TRICKLE connections that send one byte a second,
 headers for half of them and a body for the other half, reconnecting whenever handoffd
 cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
 holder in this file, which costs more CPU than handoffd does). Prints, for both runs:
-relayed messages/s, p50/p99 of the round trip hub -> handoffd -> bot -> handoffd -> hub, handoffd's CPU and resident memory, and the
-listener's counters from /healthz. Asserts nothing about time.
+replies relayed per second, p50/p90/p99/max of the round trip hub -> handoffd -> bot ->
+handoffd -> hub, handoffd's CPU (per message too) and resident memory, the harness's own
+CPU, the changes between the runs, the load average, and the listener's counters from
+/healthz. Asserts nothing about time. The Python relay harness this replaced (emulator,
+fakehub, aiohttp load) took more than a core at 500 messages/s: its queueing was what the
+round trips showed, so there is no Python fallback for the relay; bench_relay_load must be
+built (it is, with the tests).
 
-With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the load, the hub and
-bot stand-ins, the connection holder) on CPU 1. On a 2-core machine that one core is nearly
-saturated by the Python harness at 500 messages/s, so the round trips then show the
-harness's queueing more than handoffd's; handoffd's CPU figure is the one to compare.
+With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the relay load and the
+connection holder) on CPU 1.
 
+    cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release
+    cmake --build build-rel --target handoffd bench_relay_load bench_listener_hold
     /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
 """
 import asyncio
@@ -24,23 +33,19 @@ import json
 import os
 import pathlib
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.request
-import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
-import aiohttp  # noqa: E402
-
 from bench_relay import proc_stat  # noqa: E402
-from fakehub import sign  # noqa: E402
-from relay_env import Environment  # noqa: E402
+from relay_env import ROUTES, Handoffd, config_text  # noqa: E402
 
 CONVERSATIONS = 100
 BUFFERED_MB = 64
@@ -57,49 +62,55 @@ def listener_stats(port):
         return json.loads(r.read())["listener"]
 
 
-# --- the relay load ----------------------------------------------------------------------
+# --- the relay load: bot, hub and customers in one C process (bench_relay_load) ----------
 
-async def post(session, url, secret, conv, text, sent_at):
-    body = json.dumps({"id": str(uuid.uuid4()), "type": "message", "conversation": conv,
-                       "user": {"id": "u-" + conv}, "text": text}).encode()
-    ts = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Handoffd-Timestamp": ts,
-               "X-Handoffd-Delivery": str(uuid.uuid4()),
-               "X-Handoffd-Signature": sign(secret, ts, body)}
-    sent_at[(conv, "You said: " + text)] = time.monotonic()
-    async with session.post(url, data=body, headers=headers) as r:
-        assert r.status == 202, r.status
+class RelayLoad:
+    """build/tests/bench/bench_relay_load: the Direct Line bot, the webhook hub and the
+    paced customers in one libevent process. The Python ones (the emulator, fakehub and an
+    aiohttp load) took more than a core at 500 messages/s, so their queueing was what the
+    round trips measured; there is no Python fallback for that reason."""
+
+    def __init__(self, binary):
+        native = pathlib.Path(binary).parent / "tests" / "bench" / "bench_relay_load"
+        if not native.exists():
+            sys.exit(f"{native} is missing: build the tests (HANDOFFD_TESTS=ON) next to {binary}")
+        self.proc = subprocess.Popen([str(native)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def run(self, tag, rate, count, port):
+        """COUNT messages at RATE a second; returns the harness's figures once every reply
+        is in (or 60 s after the last send)."""
+        self.proc.stdin.write(f"run {tag} {rate} {count} {CONVERSATIONS} {port}\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.proc.stdout.readline())
+        if "error" in result:
+            raise RuntimeError(f"bench_relay_load: {result}")
+        return result
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
-async def paced(env, rate, seconds, tag):
-    """Posts RATE messages a second for SECONDS, spread over the conversations."""
-    url = f"http://127.0.0.1:{env.port}/hubs/webhook/events"
-    sent_at, tasks = {}, []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
-        t0 = time.monotonic()
-        for k in range(int(rate * seconds)):
-            delay = t0 + k / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(
-                post(s, url, env.hub.secret, f"b-{k % CONVERSATIONS}", f"{tag}{k}", sent_at)))
-        await asyncio.gather(*tasks)
-    return sent_at
+def start_daemon(binary, tmp, load, extra):
+    """handoffd configured as relay_env configures it for the Python emulator and hub."""
+    emu = types.SimpleNamespace(info={"http_base": load.info["directline"], "secret": load.info["dl_secret"]})
+    hub = types.SimpleNamespace(url=load.info["hub"], secret=load.info["hub_secret"], token=load.info["hub_token"])
+    (pathlib.Path(tmp) / "routes.lua").write_text(ROUTES)
+    (pathlib.Path(tmp) / "config.lua").write_text(config_text(emu, hub, tmp, extra))
+    return Handoffd(binary, tmp).start()
 
 
-def relay_run(env, rate, seconds, tag):
-    pid = env.daemon.proc.pid
-    before = len(env.hub.received)
+def relay_run(load, daemon, rate, seconds, tag):
+    pid = daemon.proc.pid
     cpu0, _ = proc_stat(pid)
-    t0 = time.monotonic()
-    sent = asyncio.run(paced(env, rate, seconds, tag))
-    n = len(sent)
-    env.hub.wait(lambda r: len(r) >= before + n and all(k in env.hub.arrivals for k in sent), 600, "every reply")
-    last = max(env.hub.arrivals[k] for k in sent)
+    h0 = proc_stat(load.proc.pid)[0]
+    r = load.run(tag, rate, int(rate * seconds), daemon.port)
     cpu1, rss = proc_stat(pid)
-    rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items())
-    return {"n": n, "rate": n / (last - t0), "p50": statistics.median(rtt) * 1e3,
-            "p99": rtt[int(len(rtt) * 0.99) - 1] * 1e3, "cpu": cpu1 - cpu0, "rss": rss}
+    r.update(cpu=cpu1 - cpu0, rss=rss, harness_cpu=proc_stat(load.proc.pid)[0] - h0)
+    if r["lost"] or r["errors"] or r["misrouted"] or r["hub_rejected"]:
+        print(f"warning: run {tag}: {r}", file=sys.stderr)
+    return r
 
 
 # --- the idle and trickling connections (a child process) -------------------------------
@@ -164,6 +175,10 @@ def holder_command(binary, port, idle, trickle):
     return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
 
 
+def cpu_of(pid):
+    return proc_stat(pid)[0] if pid else 0.0
+
+
 def main():
     if sys.argv[1] == "--hold":
         asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
@@ -177,50 +192,67 @@ def main():
     pin = os.environ.get("BENCH_PIN") == "1"
     if pin:   # before any thread or child exists: they all inherit CPU 1
         os.sched_setaffinity(0, {1})
-    limits = (f"limits = {{ connections = {idle + trickle + 1000}, keepalive_timeout = 600, "
+    connections = idle + trickle + 1000
+    limits = (f"limits = {{ connections = {connections}, keepalive_timeout = 600, "
               f"request_timeout = 30, buffered_mb = {BUFFERED_MB} }},")
+    load_avg = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        env = Environment(binary, tmp, extra_config=limits, emulator_settings={"bot_delay_ms": 0})
-        holder = None
+        load = RelayLoad(binary)
+        daemon, holder = None, None
         try:
-            pid = env.daemon.proc.pid
+            daemon = start_daemon(binary, tmp, load, limits)
+            pid = daemon.proc.pid
             if pin:
                 for tid in os.listdir(f"/proc/{pid}/task"):
                     os.sched_setaffinity(int(tid), {0})
             _, rss_idle = proc_stat(pid)
-            asyncio.run(paced(env, 200, CONVERSATIONS / 200, "open"))   # one message per conversation
-            env.hub.wait(lambda r: len(r) >= CONVERSATIONS * 2, 300, "the greetings")
-            relay_run(env, rate, 3, "warm")
-            base = relay_run(env, rate, seconds, "base")
-            holder = subprocess.Popen(holder_command(binary, env.port, idle, trickle),
+            relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
+            relay_run(load, daemon, rate, 3, "warm")
+            base = relay_run(load, daemon, rate, seconds, "base")
+            holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(holder.stdout.readline())
-            cpu0, _ = proc_stat(pid)
+            cpu0, hold0 = proc_stat(pid)[0], cpu_of(holder.pid)
             time.sleep(5)   # the measurement window: what holding them costs without the relay
             cpu_held = (proc_stat(pid)[0] - cpu0) / 5
+            holder_held = (cpu_of(holder.pid) - hold0) / 5
             _, rss_held = proc_stat(pid)
-            held_stats = listener_stats(env.port)
-            loaded = relay_run(env, rate, seconds, "load")
-            after_stats = listener_stats(env.port)
+            held_stats = listener_stats(daemon.port)
+            hold1 = cpu_of(holder.pid)
+            loaded = relay_run(load, daemon, rate, seconds, "load")
+            holder_loaded = cpu_of(holder.pid) - hold1
+            after_stats = listener_stats(daemon.port)
             holder.stdin.write("\n")
             holder.stdin.flush()
             done = json.loads(holder.stdout.readline())
         finally:
             if holder:
                 holder.wait(60)
-            env.close()
+            if daemon:
+                daemon.stop()
+            load.close()
+    load_after = os.getloadavg()
     print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s"
-          + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else ""))
+          + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else "")
+          + f"; load average {load_avg[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
+    print(f"relay load, bot and hub: {load.proc.args[0]}")
     print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
     for name, r in (("baseline", base), ("with idle+trickling", loaded)):
-        print(f"{name:>20}: {r['n']} messages, {r['rate']:,.0f} relayed/s, round trip p50 {r['p50']:.2f} ms, "
-              f"p99 {r['p99']:.2f} ms, handoffd CPU {r['cpu']:.2f} s, RSS {r['rss'] / 2**20:.1f} MiB")
+        print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
+              f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
+              f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
+              f"RSS {r['rss'] / 2**20:.1f} MiB; harness CPU {r['harness_cpu']:.2f} s; "
+              f"errors {r['errors']}, lost {r['lost']}")
+    per_msg = [r["cpu"] / max(r["received"], 1) for r in (base, loaded)]
     print(f"change: throughput {100 * (loaded['rate'] / base['rate'] - 1):+.1f} %, "
-          f"p99 {100 * (loaded['p99'] / base['p99'] - 1):+.1f} %")
+          f"p50 {100 * (loaded['p50'] / base['p50'] - 1):+.1f} %, p99 {100 * (loaded['p99'] / base['p99'] - 1):+.1f} %, "
+          f"handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
-          f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (buffered_mb cap {BUFFERED_MB})")
-    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core")
+          f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (caps: buffered_mb {BUFFERED_MB}, "
+          f"connections {connections})")
+    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core; the holder's "
+          f"{100 * holder_held:.1f} % then, {holder_loaded:.2f} s during the loaded run")
     print(f"listener while held: {held_stats}")
     print(f"listener after the loaded run: {after_stats}")
 
