@@ -7,12 +7,14 @@ one C process that is the Direct Line bot (REST and WebSocket stream; it echoes 
 message as "You said: ...", after a typing activity), the generic webhook hub (it checks
 handoffd's signed deliveries) and the customers (signed message events over a pool of
 keep-alive connections). handoffd's config is relay_env's, as for the Python emulator and
-hub. It opens the conversations, then relays RATE messages/s for SECONDS twice: once
-alone (the baseline) and once while a separate process holds IDLE keep-alive connections
+hub. It opens the conversations, then relays RATE messages/s for SECONDS three times: alone
+(the baseline), while a separate process holds IDLE keep-alive connections
 (one request each, then silence) and TRICKLE connections that send one byte a second,
 headers for half of them and a body for the other half, reconnecting whenever handoffd
 cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
-holder in this file, which costs more CPU than handoffd does). Prints, for both runs:
+holder in this file, which costs more CPU than handoffd does), and alone again once they
+are gone: what changed between the two baselines is the daemon's own drift (its state
+grows with the messages it relayed), not the connections'. Prints, for the three runs:
 replies relayed per second, p50/p90/p99/max of the round trip hub -> handoffd -> bot ->
 handoffd -> hub, handoffd's CPU (per message too) and resident memory, the harness's own
 CPU, the changes between the runs, the load average, and the listener's counters from
@@ -22,7 +24,10 @@ round trips showed, so there is no Python fallback for the relay; bench_relay_lo
 built (it is, with the tests).
 
 With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the relay load and the
-connection holder) on CPU 1.
+connection holder) on CPU 1. With BENCH_PERF=DIR handoffd is sampled by `perf record`
+during each measured run (DIR/perf.base, DIR/perf.load, DIR/perf.after); with
+BENCH_STRACE=DIR its system calls are counted by `strace -c` (DIR/strace.TAG). Both cost handoffd
+CPU: the figures of such a run are not the ones to quote.
 
     cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release
     cmake --build build-rel --target handoffd bench_relay_load bench_listener_hold
@@ -33,6 +38,7 @@ import json
 import os
 import pathlib
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,12 +107,31 @@ def start_daemon(binary, tmp, load, extra):
     return Handoffd(binary, tmp).start()
 
 
+def profiler(pid, tag):
+    """With BENCH_PERF=DIR, `perf record` of handoffd into DIR/perf.TAG; with BENCH_STRACE=DIR,
+    `strace -c` of it into DIR/strace.TAG (it slows every system call: not for the figures)."""
+    perf, strace = os.environ.get("BENCH_PERF"), os.environ.get("BENCH_STRACE")
+    if perf:
+        cmd = ["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", f"{perf}/perf.{tag}"]
+    elif strace:
+        cmd = ["strace", "-c", "-f", "-p", str(pid), "-o", f"{strace}/strace.{tag}"]
+    else:
+        return None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)   # neither tool says when it is attached; a late start only shortens the sample
+    return proc
+
+
 def relay_run(load, daemon, rate, seconds, tag):
     pid = daemon.proc.pid
+    prof = profiler(pid, tag) if tag in ("base", "load", "after") else None
     cpu0, _ = proc_stat(pid)
     h0 = proc_stat(load.proc.pid)[0]
     r = load.run(tag, rate, int(rate * seconds), daemon.port)
     cpu1, rss = proc_stat(pid)
+    if prof:
+        prof.send_signal(signal.SIGINT)
+        prof.wait()
     r.update(cpu=cpu1 - cpu0, rss=rss, harness_cpu=proc_stat(load.proc.pid)[0] - h0)
     if r["lost"] or r["errors"] or r["misrouted"] or r["hub_rejected"]:
         print(f"warning: run {tag}: {r}", file=sys.stderr)
@@ -175,6 +200,12 @@ def holder_command(binary, port, idle, trickle):
     return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
 
 
+def change(a, b):
+    per_msg = [r["cpu"] / max(r["received"], 1) for r in (a, b)]
+    return (f"throughput {100 * (b['rate'] / a['rate'] - 1):+.1f} %, p50 {100 * (b['p50'] / a['p50'] - 1):+.1f} %, "
+            f"p99 {100 * (b['p99'] / a['p99'] - 1):+.1f} %, handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
+
+
 def cpu_of(pid):
     return proc_stat(pid)[0] if pid else 0.0
 
@@ -225,6 +256,8 @@ def main():
             holder.stdin.write("\n")
             holder.stdin.flush()
             done = json.loads(holder.stdout.readline())
+            holder.wait(60)
+            after = relay_run(load, daemon, rate, seconds, "after")
         finally:
             if holder:
                 holder.wait(60)
@@ -238,16 +271,15 @@ def main():
     print(f"relay load, bot and hub: {load.proc.args[0]}")
     print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
-    for name, r in (("baseline", base), ("with idle+trickling", loaded)):
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
         print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
               f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
               f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
               f"RSS {r['rss'] / 2**20:.1f} MiB; harness CPU {r['harness_cpu']:.2f} s; "
               f"errors {r['errors']}, lost {r['lost']}")
-    per_msg = [r["cpu"] / max(r["received"], 1) for r in (base, loaded)]
-    print(f"change: throughput {100 * (loaded['rate'] / base['rate'] - 1):+.1f} %, "
-          f"p50 {100 * (loaded['p50'] / base['p50'] - 1):+.1f} %, p99 {100 * (loaded['p99'] / base['p99'] - 1):+.1f} %, "
-          f"handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
+    for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
+                       ("drift: baseline again vs baseline", base, after)):
+        print(f"change, {name}: " + change(a, b))
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
           f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (caps: buffered_mb {BUFFERED_MB}, "
           f"connections {connections})")
