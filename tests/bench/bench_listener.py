@@ -34,6 +34,7 @@ CPU: the figures of such a run are not the ones to quote.
     /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
 """
 import asyncio
+import collections
 import json
 import os
 import pathlib
@@ -55,6 +56,7 @@ from relay_env import ROUTES, Handoffd, config_text  # noqa: E402
 
 CONVERSATIONS = 100
 BUFFERED_MB = 64
+REQUEST_TIMEOUT = 30
 
 
 def raise_fd_limit():
@@ -206,6 +208,13 @@ def change(a, b):
             f"p99 {100 * (b['p99'] / a['p99'] - 1):+.1f} %, handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
 
 
+def slowest_seconds(r, top=6):
+    """The seconds of the run in which most of the slowest 1 % were sent, "s:count"."""
+    per_second = collections.Counter(int(t) for t, _ in r["slowest"])
+    return ", ".join(f"{s}:{n}" for s, n in per_second.most_common(top)) + \
+        f" (of {len(r['slowest'])}, from {min((ms for _, ms in r['slowest']), default=0):.1f} ms)"
+
+
 def cpu_of(pid):
     return proc_stat(pid)[0] if pid else 0.0
 
@@ -225,7 +234,7 @@ def main():
         os.sched_setaffinity(0, {1})
     connections = idle + trickle + 1000
     limits = (f"limits = {{ connections = {connections}, keepalive_timeout = 600, "
-              f"request_timeout = 30, buffered_mb = {BUFFERED_MB} }},")
+              f"request_timeout = {REQUEST_TIMEOUT}, buffered_mb = {BUFFERED_MB} }},")
     load_avg = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         load = RelayLoad(binary)
@@ -240,6 +249,7 @@ def main():
             relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
             relay_run(load, daemon, rate, 3, "warm")
             base = relay_run(load, daemon, rate, seconds, "base")
+            held_at = time.monotonic()
             holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(holder.stdout.readline())
@@ -250,6 +260,7 @@ def main():
             _, rss_held = proc_stat(pid)
             held_stats = listener_stats(daemon.port)
             hold1 = cpu_of(holder.pid)
+            loaded_at = time.monotonic()
             loaded = relay_run(load, daemon, rate, seconds, "load")
             holder_loaded = cpu_of(holder.pid) - hold1
             after_stats = listener_stats(daemon.port)
@@ -277,6 +288,11 @@ def main():
               f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
               f"RSS {r['rss'] / 2**20:.1f} MiB; harness CPU {r['harness_cpu']:.2f} s; "
               f"errors {r['errors']}, lost {r['lost']}")
+    cut = held_at + REQUEST_TIMEOUT - loaded_at
+    print(f"when the slowest 1 % were sent (second of the run: how many); the tricklers reach the "
+          f"{REQUEST_TIMEOUT} s request deadline about {cut:.0f} s into the loaded run:")
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+        print(f"{name:>20}: {slowest_seconds(r)}")
     for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
                        ("drift: baseline again vs baseline", base, after)):
         print(f"change, {name}: " + change(a, b))

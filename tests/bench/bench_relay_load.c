@@ -25,7 +25,8 @@
  * daemon's config, then reads commands on stdin, one a line:
  *   run TAG RATE COUNT CONVERSATIONS PORT
  * and prints {"tag", "sent", "accepted", "errors", "received", "rate", "send_rate", "p50",
- * "p90", "p99", "max", ...} (times in ms) when it is done. Exits at end of input. */
+ * "p90", "p99", "max", ..., "slowest"} (times in ms) when it is done. Exits at end of
+ * input. */
 #define _GNU_SOURCE
 #include "base/json_text.h"
 #include "parse/json_simd.h"
@@ -1020,6 +1021,23 @@ static void run_free(struct run *r)
 	free(r);
 }
 
+/* "slowest": [[seconds after the run's start it was sent, round trip ms], ...] for the
+ * replies at or above THRESHOLD (the slowest 1 %), so that a reader can tell a steady
+ * spread from a stall at one moment (a burst of reconnects, a checkpoint). */
+static void print_slowest(const struct run *r, double threshold)
+{
+	bool first = true;
+
+	printf("\"slowest\":[");
+	for (unsigned k = 0; threshold > 0 && k < r->sent; k++) {
+		if (r->rtt[k] < threshold)
+			continue;
+		printf("%s[%.3f,%.3f]", first ? "" : ",", r->sent_at[k] - r->t0, r->rtt[k] * 1e3);
+		first = false;
+	}
+	printf("]}\n");
+}
+
 static void run_finish(struct bench *b)
 {
 	struct run *r = b->run;
@@ -1034,11 +1052,12 @@ static void run_finish(struct bench *b)
 		qsort(v, n, sizeof(*v), cmp_double);
 	printf("{\"tag\":\"%s\",\"sent\":%u,\"accepted\":%u,\"errors\":%u,\"last_bad_status\":%u,\"received\":%u,"
 	       "\"lost\":%u,\"stray\":%u,\"misrouted\":%u,\"rate\":%.1f,\"send_rate\":%.1f,\"p50\":%.3f,\"p90\":%.3f,"
-	       "\"p99\":%.3f,\"max\":%.3f,\"hub_rejected\":%u,\"hub_typing\":%u,\"streams_dropped\":%u}\n",
+	       "\"p99\":%.3f,\"max\":%.3f,\"hub_rejected\":%u,\"hub_typing\":%u,\"streams_dropped\":%u,",
 	       r->tag, r->sent, r->accepted, r->errors, r->status_other, r->received, r->sent - r->received, r->stray,
 	       r->misrouted, span > 0 ? r->received / span : 0, send_span > 0 ? r->sent / send_span : 0,
 	       v ? quantile(v, n, 0.50) : 0, v ? quantile(v, n, 0.90) : 0, v ? quantile(v, n, 0.99) : 0,
 	       v && n ? v[n - 1] * 1e3 : 0, b->hub_rejected, b->hub_typing, b->ws_dropped);
+	print_slowest(r, v && n ? v[n - 1 - n / 100] : 0);
 	fflush(stdout);
 	free(v);
 	b->run = NULL;	/* answers still in flight see another run, or none */
