@@ -124,13 +124,28 @@ def profiler(pid, tag):
     return proc
 
 
+def run_queue_wait(pid):
+    """Seconds PID's threads spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat):
+    on a shared machine, the time other processes held the cores handoffd wanted."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e9
+
+
 def relay_run(load, daemon, rate, seconds, tag):
     pid = daemon.proc.pid
     prof = profiler(pid, tag) if tag in ("base", "load", "after") else None
     cpu0, _ = proc_stat(pid)
     h0 = proc_stat(load.proc.pid)[0]
+    wait0 = run_queue_wait(pid)
     r = load.run(tag, rate, int(rate * seconds), daemon.port)
     cpu1, rss = proc_stat(pid)
+    r["cpu_wait"] = run_queue_wait(pid) - wait0
     if prof:
         prof.send_signal(signal.SIGINT)
         prof.wait()
@@ -249,6 +264,7 @@ def main():
             relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
             relay_run(load, daemon, rate, 3, "warm")
             base = relay_run(load, daemon, rate, seconds, "base")
+            before_held = listener_stats(daemon.port)["connections"]
             held_at = time.monotonic()
             holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -268,6 +284,11 @@ def main():
             holder.stdin.flush()
             done = json.loads(holder.stdout.readline())
             holder.wait(60)
+            # handoffd closes the 12,000 connections the holder left over a few loop turns:
+            # the third run starts once they are gone, not while it is still closing them.
+            deadline = time.monotonic() + 60
+            while listener_stats(daemon.port)["connections"] > before_held and time.monotonic() < deadline:
+                time.sleep(0.2)
             after = relay_run(load, daemon, rate, seconds, "after")
         finally:
             if holder:
@@ -286,7 +307,8 @@ def main():
         print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
               f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
               f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
-              f"RSS {r['rss'] / 2**20:.1f} MiB; harness CPU {r['harness_cpu']:.2f} s; "
+              f"RSS {r['rss'] / 2**20:.1f} MiB; handoffd waited {r['cpu_wait'] * 1e3:,.0f} ms for a CPU; "
+              f"harness CPU {r['harness_cpu']:.2f} s; "
               f"errors {r['errors']}, lost {r['lost']}")
     cut = held_at + REQUEST_TIMEOUT - loaded_at
     print(f"when the slowest 1 % were sent (second of the run: how many); the tricklers reach the "
