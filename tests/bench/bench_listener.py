@@ -230,6 +230,13 @@ def slowest_seconds(r, top=6):
         f" (of {len(r['slowest'])}, from {min((ms for _, ms in r['slowest']), default=0):.1f} ms)"
 
 
+def log_summary(lines):
+    """How many warn and error lines handoffd logged, by event name."""
+    counts = collections.Counter(f"{f[1]} {f[2]}" for f in (l.split(" ", 3) for l in lines)
+                                 if len(f) > 2 and f[1] in ("warn", "error"))
+    return ", ".join(f"{k} x{n}" for k, n in counts.most_common()) or "no warnings, no errors"
+
+
 def cpu_of(pid):
     return proc_stat(pid)[0] if pid else 0.0
 
@@ -323,6 +330,7 @@ def main():
           f"connections {connections})")
     print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core; the holder's "
           f"{100 * holder_held:.1f} % then, {holder_loaded:.2f} s during the loaded run")
+    print(f"handoffd's log: {log_summary(daemon.lines)}")
     print(f"listener while held: {held_stats}")
     print(f"listener after the loaded run: {after_stats}")
 
