@@ -163,6 +163,49 @@ class CutWatch:
         return f"{self.seen[-1][1] - first} connections cut off between {start - 0.25:.1f} and {end:.1f} s into the run"
 
 
+class StateSampler:
+    """Reads handoffd's loop thread every 5 ms while a run lasts: its state (/proc/PID/stat:
+    D is blocked in the kernel, on a disk: SQLite writes and syncs on the loop) and the time it
+    ran and waited for a CPU (/proc/PID/schedstat). Summed per second of the run, so that the
+    second in which the slowest round trips were sent can be told apart: handoffd busy (ran),
+    the machine busy (waited), or the disk (blocked)."""
+
+    def __init__(self, pid):
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while not self.stop.wait(0.005):
+            try:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"/proc/{self.pid}/schedstat") as f:
+                    ran, waited = (int(x) for x in f.read().split()[:2])
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            self.samples.append((time.monotonic() - self.t0, state, ran, waited))
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        per_second = collections.defaultdict(lambda: [0, 0, 0, 0])   # ran ns, waited ns, D samples, samples
+        for (_, _, ran0, wait0), (t, state, ran, waited) in zip(self.samples, self.samples[1:]):
+            sec = per_second[int(t)]
+            sec[0] += ran - ran0
+            sec[1] += waited - wait0
+            sec[2] += state == "D"
+            sec[3] += 1
+        return per_second
+
+
+def describe_second(per_second, sec):
+    ran, waited, blocked, samples = per_second.get(sec, (0, 0, 0, 0))
+    return (f"second {sec}: ran {ran / 1e6:.0f} ms, waited for a CPU {waited / 1e6:.0f} ms, "
+            f"blocked on disk in {blocked} of {samples} samples")
+
+
 def relay_run(load, daemon, rate, seconds, tag, watch=False):
     pid = daemon.proc.pid
     prof = profiler(pid, tag) if tag in ("base", "load", "after") else None
@@ -170,7 +213,9 @@ def relay_run(load, daemon, rate, seconds, tag, watch=False):
     h0 = proc_stat(load.proc.pid)[0]
     wait0 = run_queue_wait(pid)
     cuts = CutWatch(daemon.port) if watch else None
+    states = StateSampler(pid)
     r = load.run(tag, rate, int(rate * seconds), daemon.port)
+    r["states"] = states.close()
     r["cuts"] = cuts.close() if cuts else None
     cpu1, rss = proc_stat(pid)
     r["cpu_wait"] = run_queue_wait(pid) - wait0
@@ -347,6 +392,14 @@ def main():
           f"{loaded['cuts']}:")
     for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
         print(f"{name:>20}: {slowest_seconds(r)}")
+    print("handoffd's loop thread in the second most of the slowest were sent, and in its busiest "
+          "second for waiting (sampled every 5 ms):")
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+        worst = collections.Counter(int(t) for t, _ in r["slowest"]).most_common(1)
+        waits = max(r["states"], key=lambda k: r["states"][k][1], default=0)
+        blocked = sum(v[2] for v in r["states"].values())
+        print(f"{name:>20}: {describe_second(r['states'], worst[0][0]) if worst else '-'}; "
+              f"most waiting in {describe_second(r['states'], waits)}; blocked on disk in {blocked} samples in all")
     for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
                        ("drift: baseline again vs baseline", base, after)):
         print(f"change, {name}: " + change(a, b))
