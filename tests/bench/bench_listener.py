@@ -143,7 +143,7 @@ class CutWatch:
     connections off at their request deadline (seconds into the run, from the counter)."""
 
     def __init__(self, port):
-        self.port, self.seen, self.stop = port, [], threading.Event()
+        self.port, self.seen, self.stop, self.window = port, [], threading.Event(), None
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -160,6 +160,7 @@ class CutWatch:
         first = self.seen[0][1]
         start = next(t for t, n in self.seen if n > first)
         end = next(t for t, n in self.seen if n == self.seen[-1][1])
+        self.window = (int(start - 0.25), int(end))
         return f"{self.seen[-1][1] - first} connections cut off between {start - 0.25:.1f} and {end:.1f} s into the run"
 
 
@@ -217,6 +218,7 @@ def relay_run(load, daemon, rate, seconds, tag, watch=False):
     r = load.run(tag, rate, int(rate * seconds), daemon.port)
     r["states"] = states.close()
     r["cuts"] = cuts.close() if cuts else None
+    r["cut_window"] = cuts.window if cuts else None
     cpu1, rss = proc_stat(pid)
     r["cpu_wait"] = run_queue_wait(pid) - wait0
     if prof:
@@ -400,6 +402,12 @@ def main():
         blocked = sum(v[2] for v in r["states"].values())
         print(f"{name:>20}: {describe_second(r['states'], worst[0][0]) if worst else '-'}; "
               f"most waiting in {describe_second(r['states'], waits)}; blocked on disk in {blocked} samples in all")
+    if loaded["cut_window"]:
+        ran = sorted(v[0] for v in loaded["states"].values())
+        print(f"the seconds the tricklers were cut off and reconnected (handoffd ran a median "
+              f"{ran[len(ran) // 2] / 1e6:.0f} ms a second in the loaded run): "
+              + "; ".join(describe_second(loaded["states"], sec)
+                          for sec in range(loaded["cut_window"][0], loaded["cut_window"][1] + 2)))
     for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
                        ("drift: baseline again vs baseline", base, after)):
         print(f"change, {name}: " + change(a, b))
