@@ -2,48 +2,62 @@
 """Listener benchmark: the relay at a steady rate, alone and then next to 10,000 idle
 keep-alive connections and 2,000 trickling clients.
 
-Runs the Direct Line emulator, the webhook-hub fake and handoffd (a non-sanitized build,
-please), opens the conversations, then relays RATE messages/s for SECONDS twice: once
-alone (the baseline) and once while a separate process holds IDLE keep-alive connections
+Runs handoffd (a non-sanitized build, please) against build/tests/bench/bench_relay_load,
+one C process that is the Direct Line bot (REST and WebSocket stream; it echoes each
+message as "You said: ...", after a typing activity), the generic webhook hub (it checks
+handoffd's signed deliveries) and the customers (signed message events over a pool of
+keep-alive connections). handoffd's config is relay_env's, as for the Python emulator and
+hub. It opens the conversations, then relays RATE messages/s for SECONDS three times: alone
+(the baseline), while a separate process holds IDLE keep-alive connections
 (one request each, then silence) and TRICKLE connections that send one byte a second,
 headers for half of them and a body for the other half, reconnecting whenever handoffd
 cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
-holder in this file, which costs more CPU than handoffd does). Prints, for both runs:
-relayed messages/s, p50/p99 of the round trip hub -> handoffd -> bot -> handoffd -> hub, handoffd's CPU and resident memory, and the
-listener's counters from /healthz. Asserts nothing about time.
+holder in this file, which costs more CPU than handoffd does), and alone again once they
+are gone: what changed between the two baselines is the daemon's own drift (its state
+grows with the messages it relayed), not the connections'. Prints, for the three runs:
+replies relayed per second, p50/p90/p99/max of the round trip hub -> handoffd -> bot ->
+handoffd -> hub, handoffd's CPU (per message too) and resident memory, the harness's own
+CPU, the changes between the runs, the load average, and the listener's counters from
+/healthz. Asserts nothing about time. The Python relay harness this replaced (emulator,
+fakehub, aiohttp load) took more than a core at 500 messages/s: its queueing was what the
+round trips showed, so there is no Python fallback for the relay; bench_relay_load must be
+built (it is, with the tests).
 
-With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the load, the hub and
-bot stand-ins, the connection holder) on CPU 1. On a 2-core machine that one core is nearly
-saturated by the Python harness at 500 messages/s, so the round trips then show the
-harness's queueing more than handoffd's; handoffd's CPU figure is the one to compare.
+With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the relay load and the
+connection holder) on CPU 1. With BENCH_PERF=DIR handoffd is sampled by `perf record`
+during each measured run (DIR/perf.base, DIR/perf.load, DIR/perf.after); with
+BENCH_STRACE=DIR its system calls are counted by `strace -c` (DIR/strace.TAG). Both cost handoffd
+CPU: the figures of such a run are not the ones to quote.
 
+    cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release
+    cmake --build build-rel --target handoffd bench_relay_load bench_listener_hold
     /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
 """
 import asyncio
+import collections
 import json
 import os
 import pathlib
 import resource
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 import urllib.request
-import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 
-import aiohttp  # noqa: E402
-
 from bench_relay import proc_stat  # noqa: E402
-from fakehub import sign  # noqa: E402
-from relay_env import Environment  # noqa: E402
+from relay_env import ROUTES, Handoffd, config_text  # noqa: E402
 
 CONVERSATIONS = 100
 BUFFERED_MB = 64
+REQUEST_TIMEOUT = 30
 
 
 def raise_fd_limit():
@@ -57,49 +71,163 @@ def listener_stats(port):
         return json.loads(r.read())["listener"]
 
 
-# --- the relay load ----------------------------------------------------------------------
+# --- the relay load: bot, hub and customers in one C process (bench_relay_load) ----------
 
-async def post(session, url, secret, conv, text, sent_at):
-    body = json.dumps({"id": str(uuid.uuid4()), "type": "message", "conversation": conv,
-                       "user": {"id": "u-" + conv}, "text": text}).encode()
-    ts = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Handoffd-Timestamp": ts,
-               "X-Handoffd-Delivery": str(uuid.uuid4()),
-               "X-Handoffd-Signature": sign(secret, ts, body)}
-    sent_at[(conv, "You said: " + text)] = time.monotonic()
-    async with session.post(url, data=body, headers=headers) as r:
-        assert r.status == 202, r.status
+class RelayLoad:
+    """build/tests/bench/bench_relay_load: the Direct Line bot, the webhook hub and the
+    paced customers in one libevent process. The Python ones (the emulator, fakehub and an
+    aiohttp load) took more than a core at 500 messages/s, so their queueing was what the
+    round trips measured; there is no Python fallback for that reason."""
+
+    def __init__(self, binary):
+        native = pathlib.Path(binary).parent / "tests" / "bench" / "bench_relay_load"
+        if not native.exists():
+            sys.exit(f"{native} is missing: build the tests (HANDOFFD_TESTS=ON) next to {binary}")
+        self.proc = subprocess.Popen([str(native)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def run(self, tag, rate, count, port):
+        """COUNT messages at RATE a second; returns the harness's figures once every reply
+        is in (or 60 s after the last send)."""
+        self.proc.stdin.write(f"run {tag} {rate} {count} {CONVERSATIONS} {port}\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.proc.stdout.readline())
+        if "error" in result:
+            raise RuntimeError(f"bench_relay_load: {result}")
+        return result
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
-async def paced(env, rate, seconds, tag):
-    """Posts RATE messages a second for SECONDS, spread over the conversations."""
-    url = f"http://127.0.0.1:{env.port}/hubs/webhook/events"
-    sent_at, tasks = {}, []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
-        t0 = time.monotonic()
-        for k in range(int(rate * seconds)):
-            delay = t0 + k / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(
-                post(s, url, env.hub.secret, f"b-{k % CONVERSATIONS}", f"{tag}{k}", sent_at)))
-        await asyncio.gather(*tasks)
-    return sent_at
+def start_daemon(binary, tmp, load, extra):
+    """handoffd configured as relay_env configures it for the Python emulator and hub."""
+    emu = types.SimpleNamespace(info={"http_base": load.info["directline"], "secret": load.info["dl_secret"]})
+    hub = types.SimpleNamespace(url=load.info["hub"], secret=load.info["hub_secret"], token=load.info["hub_token"])
+    (pathlib.Path(tmp) / "routes.lua").write_text(ROUTES)
+    (pathlib.Path(tmp) / "config.lua").write_text(config_text(emu, hub, tmp, extra))
+    return Handoffd(binary, tmp).start()
 
 
-def relay_run(env, rate, seconds, tag):
-    pid = env.daemon.proc.pid
-    before = len(env.hub.received)
+def profiler(pid, tag):
+    """With BENCH_PERF=DIR, `perf record` of handoffd into DIR/perf.TAG; with BENCH_STRACE=DIR,
+    `strace -c` of it into DIR/strace.TAG (it slows every system call: not for the figures)."""
+    perf, strace = os.environ.get("BENCH_PERF"), os.environ.get("BENCH_STRACE")
+    if perf:
+        cmd = ["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o", f"{perf}/perf.{tag}"]
+    elif strace:
+        cmd = ["strace", "-c", "-f", "-p", str(pid), "-o", f"{strace}/strace.{tag}"]
+    else:
+        return None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)   # neither tool says when it is attached; a late start only shortens the sample
+    return proc
+
+
+def run_queue_wait(pid):
+    """Seconds PID's threads spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat):
+    on a shared machine, the time other processes held the cores handoffd wanted."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e9
+
+
+class CutWatch:
+    """Polls /healthz every 0.25 s while a run lasts, to tell when the listener cut
+    connections off at their request deadline (seconds into the run, from the counter)."""
+
+    def __init__(self, port):
+        self.port, self.seen, self.stop, self.window = port, [], threading.Event(), None
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self.stop.wait(0.25):
+            self.seen.append((time.monotonic() - self.t0, listener_stats(self.port)["timed_out"]))
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        if len(self.seen) < 2 or self.seen[-1][1] == self.seen[0][1]:
+            return "no connection cut off during the run"
+        first = self.seen[0][1]
+        start = next(t for t, n in self.seen if n > first)
+        end = next(t for t, n in self.seen if n == self.seen[-1][1])
+        self.window = (int(start - 0.25), int(end))
+        return f"{self.seen[-1][1] - first} connections cut off between {start - 0.25:.1f} and {end:.1f} s into the run"
+
+
+class StateSampler:
+    """Reads handoffd's loop thread every 5 ms while a run lasts: its state (/proc/PID/stat:
+    D is blocked in the kernel, on a disk: SQLite writes and syncs on the loop) and the time it
+    ran and waited for a CPU (/proc/PID/schedstat). Summed per second of the run, so that the
+    second in which the slowest round trips were sent can be told apart: handoffd busy (ran),
+    the machine busy (waited), or the disk (blocked)."""
+
+    def __init__(self, pid):
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while not self.stop.wait(0.005):
+            try:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"/proc/{self.pid}/schedstat") as f:
+                    ran, waited = (int(x) for x in f.read().split()[:2])
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            self.samples.append((time.monotonic() - self.t0, state, ran, waited))
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        per_second = collections.defaultdict(lambda: [0, 0, 0, 0])   # ran ns, waited ns, D samples, samples
+        for (_, _, ran0, wait0), (t, state, ran, waited) in zip(self.samples, self.samples[1:]):
+            sec = per_second[int(t)]
+            sec[0] += ran - ran0
+            sec[1] += waited - wait0
+            sec[2] += state == "D"
+            sec[3] += 1
+        return per_second
+
+
+def describe_second(per_second, sec):
+    ran, waited, blocked, samples = per_second.get(sec, (0, 0, 0, 0))
+    return (f"second {sec}: ran {ran / 1e6:.0f} ms, waited for a CPU {waited / 1e6:.0f} ms, "
+            f"blocked on disk in {blocked} of {samples} samples")
+
+
+def relay_run(load, daemon, rate, seconds, tag, watch=False):
+    pid = daemon.proc.pid
+    prof = profiler(pid, tag) if tag in ("base", "load", "after") else None
     cpu0, _ = proc_stat(pid)
-    t0 = time.monotonic()
-    sent = asyncio.run(paced(env, rate, seconds, tag))
-    n = len(sent)
-    env.hub.wait(lambda r: len(r) >= before + n and all(k in env.hub.arrivals for k in sent), 600, "every reply")
-    last = max(env.hub.arrivals[k] for k in sent)
+    h0 = proc_stat(load.proc.pid)[0]
+    wait0 = run_queue_wait(pid)
+    cuts = CutWatch(daemon.port) if watch else None
+    states = StateSampler(pid)
+    r = load.run(tag, rate, int(rate * seconds), daemon.port)
+    r["states"] = states.close()
+    r["cuts"] = cuts.close() if cuts else None
+    r["cut_window"] = cuts.window if cuts else None
     cpu1, rss = proc_stat(pid)
-    rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items())
-    return {"n": n, "rate": n / (last - t0), "p50": statistics.median(rtt) * 1e3,
-            "p99": rtt[int(len(rtt) * 0.99) - 1] * 1e3, "cpu": cpu1 - cpu0, "rss": rss}
+    r["cpu_wait"] = run_queue_wait(pid) - wait0
+    if prof:
+        prof.send_signal(signal.SIGINT)
+        prof.wait()
+    r.update(cpu=cpu1 - cpu0, rss=rss, harness_cpu=proc_stat(load.proc.pid)[0] - h0)
+    if r["lost"] or r["errors"] or r["misrouted"] or r["hub_rejected"]:
+        print(f"warning: run {tag}: {r}", file=sys.stderr)
+    return r
 
 
 # --- the idle and trickling connections (a child process) -------------------------------
@@ -164,6 +292,30 @@ def holder_command(binary, port, idle, trickle):
     return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
 
 
+def change(a, b):
+    per_msg = [r["cpu"] / max(r["received"], 1) for r in (a, b)]
+    return (f"throughput {100 * (b['rate'] / a['rate'] - 1):+.1f} %, p50 {100 * (b['p50'] / a['p50'] - 1):+.1f} %, "
+            f"p99 {100 * (b['p99'] / a['p99'] - 1):+.1f} %, handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
+
+
+def slowest_seconds(r, top=6):
+    """The seconds of the run in which most of the slowest 1 % were sent, "s:count"."""
+    per_second = collections.Counter(int(t) for t, _ in r["slowest"])
+    return ", ".join(f"{s}:{n}" for s, n in per_second.most_common(top)) + \
+        f" (of {len(r['slowest'])}, from {min((ms for _, ms in r['slowest']), default=0):.1f} ms)"
+
+
+def log_summary(lines):
+    """How many warn and error lines handoffd logged, by event name."""
+    counts = collections.Counter(f"{f[1]} {f[2]}" for f in (l.split(" ", 3) for l in lines)
+                                 if len(f) > 2 and f[1] in ("warn", "error"))
+    return ", ".join(f"{k} x{n}" for k, n in counts.most_common()) or "no warnings, no errors"
+
+
+def cpu_of(pid):
+    return proc_stat(pid)[0] if pid else 0.0
+
+
 def main():
     if sys.argv[1] == "--hold":
         asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
@@ -177,50 +329,94 @@ def main():
     pin = os.environ.get("BENCH_PIN") == "1"
     if pin:   # before any thread or child exists: they all inherit CPU 1
         os.sched_setaffinity(0, {1})
-    limits = (f"limits = {{ connections = {idle + trickle + 1000}, keepalive_timeout = 600, "
-              f"request_timeout = 30, buffered_mb = {BUFFERED_MB} }},")
+    connections = idle + trickle + 1000
+    limits = (f"limits = {{ connections = {connections}, keepalive_timeout = 600, "
+              f"request_timeout = {REQUEST_TIMEOUT}, buffered_mb = {BUFFERED_MB} }},")
+    load_avg = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        env = Environment(binary, tmp, extra_config=limits, emulator_settings={"bot_delay_ms": 0})
-        holder = None
+        load = RelayLoad(binary)
+        daemon, holder = None, None
         try:
-            pid = env.daemon.proc.pid
+            daemon = start_daemon(binary, tmp, load, limits)
+            pid = daemon.proc.pid
             if pin:
                 for tid in os.listdir(f"/proc/{pid}/task"):
                     os.sched_setaffinity(int(tid), {0})
             _, rss_idle = proc_stat(pid)
-            asyncio.run(paced(env, 200, CONVERSATIONS / 200, "open"))   # one message per conversation
-            env.hub.wait(lambda r: len(r) >= CONVERSATIONS * 2, 300, "the greetings")
-            relay_run(env, rate, 3, "warm")
-            base = relay_run(env, rate, seconds, "base")
-            holder = subprocess.Popen(holder_command(binary, env.port, idle, trickle),
+            relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
+            relay_run(load, daemon, rate, 3, "warm")
+            base = relay_run(load, daemon, rate, seconds, "base")
+            before_held = listener_stats(daemon.port)["connections"]
+            holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             ready = json.loads(holder.stdout.readline())
-            cpu0, _ = proc_stat(pid)
+            cpu0, hold0 = proc_stat(pid)[0], cpu_of(holder.pid)
             time.sleep(5)   # the measurement window: what holding them costs without the relay
             cpu_held = (proc_stat(pid)[0] - cpu0) / 5
+            holder_held = (cpu_of(holder.pid) - hold0) / 5
             _, rss_held = proc_stat(pid)
-            held_stats = listener_stats(env.port)
-            loaded = relay_run(env, rate, seconds, "load")
-            after_stats = listener_stats(env.port)
+            held_stats = listener_stats(daemon.port)
+            hold1 = cpu_of(holder.pid)
+            loaded = relay_run(load, daemon, rate, seconds, "load", watch=True)
+            holder_loaded = cpu_of(holder.pid) - hold1
+            after_stats = listener_stats(daemon.port)
             holder.stdin.write("\n")
             holder.stdin.flush()
             done = json.loads(holder.stdout.readline())
+            holder.wait(60)
+            # handoffd closes the 12,000 connections the holder left over a few loop turns:
+            # the third run starts once they are gone, not while it is still closing them.
+            deadline = time.monotonic() + 60
+            while listener_stats(daemon.port)["connections"] > before_held and time.monotonic() < deadline:
+                time.sleep(0.2)
+            after = relay_run(load, daemon, rate, seconds, "after")
         finally:
             if holder:
                 holder.wait(60)
-            env.close()
+            if daemon:
+                daemon.stop()
+            load.close()
+    load_after = os.getloadavg()
     print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s"
-          + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else ""))
+          + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else "")
+          + f"; load average {load_avg[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
+    print(f"relay load, bot and hub: {load.proc.args[0]}")
     print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
-    for name, r in (("baseline", base), ("with idle+trickling", loaded)):
-        print(f"{name:>20}: {r['n']} messages, {r['rate']:,.0f} relayed/s, round trip p50 {r['p50']:.2f} ms, "
-              f"p99 {r['p99']:.2f} ms, handoffd CPU {r['cpu']:.2f} s, RSS {r['rss'] / 2**20:.1f} MiB")
-    print(f"change: throughput {100 * (loaded['rate'] / base['rate'] - 1):+.1f} %, "
-          f"p99 {100 * (loaded['p99'] / base['p99'] - 1):+.1f} %")
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+        print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
+              f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
+              f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
+              f"RSS {r['rss'] / 2**20:.1f} MiB; handoffd waited {r['cpu_wait'] * 1e3:,.0f} ms for a CPU; "
+              f"harness CPU {r['harness_cpu']:.2f} s; "
+              f"errors {r['errors']}, lost {r['lost']}")
+    print(f"when the slowest 1 % were sent (second of the run: how many); during the loaded run, "
+          f"{loaded['cuts']}:")
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+        print(f"{name:>20}: {slowest_seconds(r)}")
+    print("handoffd's loop thread in the second most of the slowest were sent, and in its busiest "
+          "second for waiting (sampled every 5 ms):")
+    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+        worst = collections.Counter(int(t) for t, _ in r["slowest"]).most_common(1)
+        waits = max(r["states"], key=lambda k: r["states"][k][1], default=0)
+        blocked = sum(v[2] for v in r["states"].values())
+        print(f"{name:>20}: {describe_second(r['states'], worst[0][0]) if worst else '-'}; "
+              f"most waiting in {describe_second(r['states'], waits)}; blocked on disk in {blocked} samples in all")
+    if loaded["cut_window"]:
+        ran = sorted(v[0] for v in loaded["states"].values())
+        print(f"the seconds the tricklers were cut off and reconnected (handoffd ran a median "
+              f"{ran[len(ran) // 2] / 1e6:.0f} ms a second in the loaded run): "
+              + "; ".join(describe_second(loaded["states"], sec)
+                          for sec in range(loaded["cut_window"][0], loaded["cut_window"][1] + 2)))
+    for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
+                       ("drift: baseline again vs baseline", base, after)):
+        print(f"change, {name}: " + change(a, b))
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
-          f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (buffered_mb cap {BUFFERED_MB})")
-    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core")
+          f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (caps: buffered_mb {BUFFERED_MB}, "
+          f"connections {connections})")
+    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core; the holder's "
+          f"{100 * holder_held:.1f} % then, {holder_loaded:.2f} s during the loaded run")
+    print(f"handoffd's log: {log_summary(daemon.lines)}")
     print(f"listener while held: {held_stats}")
     print(f"listener after the loaded run: {after_stats}")
 
