@@ -1,6 +1,5 @@
-/* dedupe.c - the bounded seen-id set (dedupe.h): a ring of hashes, searched newest
- * first because replays and overlapping reads repeat what arrived last. Persisting it is
- * the store's business. */
+/* dedupe.c - the bounded seen-id set (dedupe.h): a ring of hashes. Persisting it is the
+ * store's business. */
 #include "directline/dedupe.h"
 
 #include <errno.h>
@@ -22,11 +21,14 @@ uint64_t dedupe_hash(const char *s, size_t len)
 
 bool dedupe_contains(const struct dedupe *d, uint64_t h)
 {
-	/* Logical position K (0 = oldest) lives at (HEAD + K) % CAP; newest first. */
-	for (size_t k = d->count; k-- > 0;)
-		if (d->ring[(d->head + k) % d->cap] == h)
-			return true;
-	return false;
+	bool found = false;
+
+	/* Most ids are new, and a new id is compared with every entry: a plain scan of the
+	 * used slots (always [0, count), full or not), without an early exit, which the
+	 * compiler vectorises, is several times faster than a walk from the newest. */
+	for (size_t i = 0; i < d->count; i++)
+		found |= d->ring[i] == h;
+	return found;
 }
 
 /* While the ring is not full, HEAD is 0 and entries sit at [0, count). */
