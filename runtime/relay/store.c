@@ -20,10 +20,7 @@ bool store_is_postgresql(const char *state)
 
 int store_check(const char *state, char *err, size_t errlen)
 {
-	(void)state;
-	(void)err;
-	(void)errlen;
-	return 0;
+	return store_is_postgresql(state) ? store_pg_check(state, err, errlen) : 0;
 }
 
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen)
@@ -34,8 +31,9 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 		snprintf(err, errlen, "out of memory opening the state");
 		return NULL;
 	}
-	st->be = &store_sqlite_backend;
-	st->impl = store_sqlite_open(lp, lg, path, err, errlen);
+	st->be = store_is_postgresql(path) ? &store_pg_backend : &store_sqlite_backend;
+	st->impl = st->be == &store_pg_backend ? store_pg_open(lp, lg, path, err, errlen)
+					       : store_sqlite_open(lp, lg, path, err, errlen);
 	if (!st->impl) {
 		free(st);
 		return NULL;

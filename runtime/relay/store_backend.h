@@ -41,4 +41,10 @@ struct store_backend {
 extern const struct store_backend store_sqlite_backend;
 struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen);
 
+extern const struct store_backend store_pg_backend;
+/* CONNINFO: a libpq URI or connection string; connects, migrates and loads (blocking). */
+struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, char *err, size_t errlen);
+/* store_check for a PostgreSQL state. */
+int store_pg_check(const char *conninfo, char *err, size_t errlen);
+
 #endif
