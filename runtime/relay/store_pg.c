@@ -280,6 +280,17 @@ static void fail_waiting(struct store_impl *st, int err)
 
 static void on_done(void *arg, int err, const char *msg, const struct pg_result *res);
 
+static void drop_unsendable(struct store_impl *st, struct entry *e, int rc)
+{
+	log_error(st->lg, "store.write_dropped", "reason=\"%s\"", pg_conn_strerror(rc));
+	unlink_entry(st, e);
+	if (!e->seq)
+		e->fn(e->arg, -EIO);
+	else if (e->q == Q_EVENT_ADD)
+		pgm_mark_del(st->m, e->p[0], e->seq);
+	entry_free(e);
+}
+
 /* The log's head goes out as one batch (one transaction), unless one is in flight. */
 static void send(struct store_impl *st)
 {
@@ -293,9 +304,14 @@ static void send(struct store_impl *st)
 			fail_waiting(st, -ENOTCONN);
 		return;
 	}
-	for (struct entry *e = st->head; e && n < PG_BATCH_MAX; e = e->next) {
+	for (struct entry *e = st->head, *next; e && n < PG_BATCH_MAX; e = next) {
 		int rc = pg_conn_queue(st->pc, SQL[e->q], e->nparams, (const char *const *)e->p, on_done, e);
 
+		next = e->next;
+		if (rc == -EMSGSIZE || rc == -EINVAL) {
+			drop_unsendable(st, e, rc);	/* it never could go: it must not block the rest */
+			continue;
+		}
 		if (rc < 0) {
 			if (n)
 				break;	/* what went out is a batch; the rest goes next */
@@ -304,6 +320,9 @@ static void send(struct store_impl *st)
 				st->up = false;
 				st->down = true;
 				fail_waiting(st, rc);
+			} else {	/* a full queue empties: try again shortly */
+				st->held = true;
+				loop_timer_start(st->retry, 100, 0);
 			}
 			return;
 		}
