@@ -176,6 +176,17 @@ int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const c
 	return st->be->outbox_each_queue(st->impl, fn, arg);
 }
 
+bool store_outbox_durable(struct store *st, int64_t id)
+{
+	return !st->be->outbox_durable || st->be->outbox_durable(st->impl, id);
+}
+
+void store_on_durable(struct store *st, store_commit_fn fn, void *arg)
+{
+	if (st->be->on_durable)
+		st->be->on_durable(st->impl, fn, arg);
+}
+
 void store_item_clear(struct store_item *it)
 {
 	free(it->key);

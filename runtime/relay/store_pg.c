@@ -54,7 +54,6 @@
 #define PG_ID_GAP 1000000		/* outbox ids skipped at each open */
 #define PG_ID_MARK_EVERY 1000		/* ids between two high-water marks */
 #define PG_PROTO_RETRIES 5
-#define PG_EXPIRE_LIMIT 10000		/* event ids forgotten per statement */
 #define PG_OPEN_TIMEOUT_S "10"
 #define ENTRY_PARAMS 11
 
@@ -81,6 +80,7 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_EVENT_CHECK] = "SELECT 1 FROM events WHERE id = $1",
 	[Q_EVENT_ADD] = "INSERT INTO events (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
 	[Q_EVENT_DEL] = "DELETE FROM events WHERE id = $1",
+	/* Bounded: a large backlog of old ids goes over several calls, no batch stalls on it. */
 	[Q_EVENT_EXPIRE] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 10000)",
 	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1",
 	[Q_PURGE_CONV] = "DELETE FROM conversations WHERE key = $1 AND state = 'closed'",
@@ -130,6 +130,8 @@ struct store_impl {
 	struct loop_timer *turn, *retry;
 	store_commit_fn before;
 	void *before_arg;
+	store_commit_fn durable;	/* store_on_durable's hook */
+	void *durable_arg;
 	int64_t next_id, id_mark;
 	int64_t event_ttl_s;
 	uint64_t event_adds;
@@ -387,6 +389,8 @@ static void batch_over(struct store_impl *st)
 	if (!err) {
 		st->proto_failures = 0;
 		run_waiters(st, durable_seq(st), 0);
+		if (st->durable)
+			st->durable(st->durable_arg);
 	} else {
 		run_waiters(st, st->flight_last, err);
 		if (err == -EPROTO) {
@@ -644,6 +648,7 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	const char *p[] = { id, key, queue, hex, created, role, fn };
 	int rc;
 
+	src.seq = st->seq + 1;	/* the OUT_ADD written below */
 	if (!hex || st->nwrites + 1 >= PG_BACKLOG_MAX || !pgm_item_add(st->m, key, queue, &src)) {
 		free(hex);
 		log_error(st->lg, "store.error", "what=outbox_add conv=%s", key);
@@ -729,6 +734,19 @@ static int pgs_outbox_retry(struct store_impl *st, int64_t id, int attempts, int
 	snprintf(a, sizeof(a), "%d", attempts);
 	snprintf(n, sizeof(n), "%" PRId64, next_at_ms);
 	return write_q(st, Q_OUT_RETRY, 3, p);
+}
+
+static bool pgs_outbox_durable(struct store_impl *st, int64_t id)
+{
+	struct pgm_item *it = pgm_item_find(st->m, id);
+
+	return !it || it->seq <= durable_seq(st);
+}
+
+static void pgs_on_durable(struct store_impl *st, store_commit_fn fn, void *arg)
+{
+	st->durable = fn;
+	st->durable_arg = arg;
 }
 
 static int pgs_outbox_each_queue(struct store_impl *st, int (*fn)(const char *key, const char *queue, void *arg),
@@ -889,6 +907,12 @@ static int load_outbox(struct store_impl *st, PGconn *conn, char *err, size_t er
 				       .created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
 				       .fn = (char *)value_str(r, i, 8) };
 
+		/* The relay writes a bot message's attempt and then POSTs it; SQLite commits the
+		 * attempt first (same turn), here the commit comes a round trip later, so a kill may
+		 * have lost it: every queued bot message counts as maybe sent, and Direct Line
+		 * looks for it before posting it again. */
+		if (it.attempts == 0 && strcmp(value_str(r, i, 2), "to_bot") == 0)
+			it.attempts = 1;
 		ok = payload && pgm_item_add(st->m, value_str(r, i, 1), value_str(r, i, 2), &it);
 		PQfreemem(payload);
 		if (!ok)
@@ -1081,4 +1105,6 @@ const struct store_backend store_pg_backend = {
 	.outbox_count = pgs_outbox_count,
 	.outbox_retry = pgs_outbox_retry,
 	.outbox_each_queue = pgs_outbox_each_queue,
+	.outbox_durable = pgs_outbox_durable,
+	.on_durable = pgs_on_durable,
 };
