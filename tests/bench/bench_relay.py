@@ -119,6 +119,24 @@ def callgrind(pid, action):
         subprocess.run(["callgrind_control", action, str(pid)], check=True, stdout=subprocess.DEVNULL)
 
 
+def server_cpu(pg):
+    """CPU seconds of the PostgreSQL server so far: the postmaster and its children (the
+    backend serving handoffd, the WAL writer, ...). None without PostgreSQL."""
+    if not pg:
+        return None
+    master = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if d.isdigit() and (int(d) == master or int(fields[1]) == master):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def xact_commits(pg):
     """Write transactions so far: the server's transaction id counter (each write
     transaction takes one id; this query takes one too). None without PostgreSQL."""
@@ -148,13 +166,13 @@ def main():
             callgrind(pid, "-z")
             cpu1, _ = proc_stat(pid)
             sys1 = sys_cpu[pid]
-            commits0 = xact_commits(pg)
+            commits0, server0 = xact_commits(pg), server_cpu(pg)
             t0 = time.monotonic()
             sent = asyncio.run(drive(env, conversations, messages))
             env.hub.wait(lambda r: replies(r) >= conversations * (1 + messages), 600, "every reply")
             wall = time.monotonic() - t0
             if pg:
-                commits = xact_commits(pg) - commits0
+                commits, server = xact_commits(pg) - commits0, server_cpu(pg) - server0
             cpu2, rss2 = proc_stat(pid)
             sys2 = sys_cpu[pid]
             stop_profile(perf)
@@ -166,7 +184,8 @@ def main():
                 pg.cleanup()
     print(f"state: {'postgresql' if pg else 'sqlite'}")
     if commits is not None:
-        print(f"database commits: {commits / n:.3f} per relayed message ({commits} write transactions in all)")
+        print(f"database commits: {commits / n:.3f} per relayed message ({commits} write transactions in all); "
+              f"PostgreSQL server CPU {server / n * 1e6:,.0f} us per relayed message")
     print(f"conversations {conversations}, messages {n} (each answered by the bot at once)")
     print(f"relayed: {n / wall:,.0f} messages/s wall clock (harness in Python on the same 2 cores)")
     print(f"handoffd CPU: {(cpu2 - cpu1) / n * 1e6:,.0f} us per relayed message (in + out) "
