@@ -397,6 +397,8 @@ static void batch_over(struct store_impl *st)
 			if (++st->proto_failures >= PG_PROTO_RETRIES) {
 				give_up_flight(st);
 				st->proto_failures = 0;
+				if (st->durable)	/* what waited on the dropped writes may go */
+					st->durable(st->durable_arg);
 			}
 			st->held = true;
 			loop_timer_start(st->retry, 1000, 0);
