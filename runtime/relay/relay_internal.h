@@ -45,6 +45,8 @@ struct relay {
 	struct rng rng;				/* retry jitter, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
+	char **held;			/* keys of conversations whose next item waits for its commit */
+	size_t nheld, capheld;
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
 	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;
