@@ -3,6 +3,7 @@
  * what a conversation state means or how the outbox is delivered; convstore.c and
  * relay.c decide that. */
 #include "relay/store_backend.h"
+#include "relay/store_sqlite_checkpoint.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -115,9 +116,13 @@ struct store_impl {
 	void *before_arg;
 	uint64_t writes;		/* since open: for event-id expiry pacing */
 	int64_t event_ttl_s;		/* how long hub event ids are remembered */
+	struct sq_checkpointer *checkpointer;	/* NULL: SQLite checkpoints in the commits */
+	uint64_t checkpoint_failures;	/* the checkpointer's, as last logged */
 };
 
 static int sq_flush(struct store_impl *st);
+static void report_checkpoints(struct store_impl *st);
+static void start_checkpointer(struct store_impl *st, const char *path);
 static void sq_close(struct store_impl *st);
 static int sq_event_expire(struct store_impl *st, int64_t before_s);
 
@@ -180,6 +185,8 @@ static int sq_flush(struct store_impl *st)
 		st->in_txn = false;
 		if (sq != SQLITE_DONE)
 			rc = db_error(st, "commit");
+		if (st->checkpointer)
+			report_checkpoints(st);
 	}
 	/* Callbacks may write again (a new transaction) and queue more callbacks: run only
 	 * the ones that belong to this commit. */
@@ -293,9 +300,9 @@ struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char
 		err[0] = '\0';	/* migrate() may say more precisely what failed */
 	st->log = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
-	/* One thread uses the state: no memory statistics (a global mutex on every SQLite
-	 * allocation; refused, harmlessly, once SQLite is initialised) and no per-connection
-	 * mutex. */
+	/* Each connection is used by one thread (this one by the loop's, the checkpointer's
+	 * by its own): no per-connection mutex, and no memory statistics (a global mutex on
+	 * every SQLite allocation; refused, harmlessly, once SQLite is initialised). */
 	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK ||
@@ -318,7 +325,35 @@ struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char
 		sq_close(st);
 		return NULL;
 	}
+	if (lp)
+		start_checkpointer(st, path);
 	return st;
+}
+
+/* Moves the WAL checkpoints (and their fsyncs) off the loop; without the thread SQLite
+ * keeps doing them in the commits, as before. */
+static void start_checkpointer(struct store_impl *st, const char *path)
+{
+	st->checkpointer = sq_checkpointer_start(path);
+	if (!st->checkpointer) {
+		log_warn(st->log, "store.checkpointer", "error=\"cannot start the checkpoint thread\" fallback=in_commits");
+		return;
+	}
+	if (sqlite3_exec(st->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL) != SQLITE_OK) {
+		sq_checkpointer_stop(st->checkpointer);
+		st->checkpointer = NULL;
+	}
+}
+
+/* The thread cannot log (the log is the loop's): failures are told from here. */
+static void report_checkpoints(struct store_impl *st)
+{
+	uint64_t failed = sq_checkpointer_failures(st->checkpointer);
+
+	if (failed != st->checkpoint_failures) {
+		log_warn(st->log, "store.checkpoint_failed", "failures=%llu", (unsigned long long)failed);
+		st->checkpoint_failures = failed;
+	}
 }
 
 static void sq_close(struct store_impl *st)
@@ -327,6 +362,7 @@ static void sq_close(struct store_impl *st)
 		return;
 	if (st->db)
 		sq_flush(st);
+	sq_checkpointer_stop(st->checkpointer);	/* before the last connection closes */
 	for (int i = 0; i < S_NSTMT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);

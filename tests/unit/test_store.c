@@ -483,10 +483,37 @@ static void test_pg_ids_grow_across_reopen(void **state)
 	assert_true(b > a);
 }
 
+static off_t file_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* WAL checkpoints (and their fsyncs) run on the checkpoint thread, not in the commits on
+ * the loop: what the loop committed reaches the database file while the store is open
+ * and idle, though it is far below SQLite's own checkpoint threshold (1000 pages). */
+static void test_checkpoints_run_off_the_loop(void **state)
+{
+	struct fixture *f = *state;
+	char payload[512];
+	off_t before, after = 0;
+
+	memset(payload, 'x', sizeof(payload));
+	for (int i = 0; i < 1000; i++)
+		assert_true(store_outbox_add(f->st, "k", "to_hub", payload, sizeof(payload)) > 0);
+	settle(f);
+	before = file_size(f->path);
+	for (int i = 0; i < 100 && (after = file_size(f->path)) < before + 256 * 1024; i++)
+		nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+	assert_true(after >= before + 256 * 1024);
+}
+
 int main(void)
 {
 	const struct CMUnitTest sqlite_only[] = {
 		cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoints_run_off_the_loop, setup, teardown),
 	};
 	const struct CMUnitTest pg_only[] = {
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_is_refused, setup, teardown),
