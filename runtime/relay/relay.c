@@ -671,6 +671,11 @@ int relay_event_seen(struct relay *r, const char *event_id)
 	return store_event_add(r->store, event_id);
 }
 
+int relay_event_seen_async(struct relay *r, const char *event_id, void (*fn)(void *arg, int rc), void *arg)
+{
+	return store_event_add_async(r->store, event_id, fn, arg);
+}
+
 int relay_event_forget(struct relay *r, const char *event_id)
 {
 	return store_event_delete(r->store, event_id);
@@ -719,6 +724,11 @@ bool relay_write_pending(const struct relay *r)
 int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg)
 {
 	return store_after_commit(r->store, fn, arg);
+}
+
+int relay_commit_error(const struct relay *r)
+{
+	return store_commit_error(r->store);
 }
 
 /* ---- start and stop ------------------------------------------------------------------- */
@@ -780,11 +790,12 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	char *path;
 	struct directline_callbacks cb = { on_activity, on_dl_state, on_persist };
 
-	if (strncmp(state, "sqlite:", 7) != 0) {
-		snprintf(err, errlen, "state \"%s\": only sqlite:PATH is supported", state);
+	if (strncmp(state, "sqlite:", 7) != 0 && !store_is_postgresql(state)) {
+		snprintf(err, errlen, "state \"%s\": sqlite:PATH or postgresql://... expected", state);
 		return -EINVAL;
 	}
-	path = config_resolve_path(cfg, state + 7);
+	/* A PostgreSQL URI goes to libpq as it is. */
+	path = store_is_postgresql(state) ? strdup(state) : config_resolve_path(cfg, state + 7);
 	r->store = path ? store_open(r->rt->loop, r->rt->log, path, err, errlen) : NULL;
 	free(path);
 	if (!r->store)

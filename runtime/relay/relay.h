@@ -59,6 +59,9 @@ int relay_end(struct relay *r, const char *id);
 int relay_set_data(struct relay *r, const char *id, const char *data_json);
 /* Remembers a hub event id: 1 new, 0 duplicate, negative errno. */
 int relay_event_seen(struct relay *r, const char *event_id);
+/* The same, answered by the database: 1 or 0 at once, -EINPROGRESS and FN(ARG, answer)
+ * later from the loop (a PostgreSQL state), or a negative errno. */
+int relay_event_seen_async(struct relay *r, const char *event_id, void (*fn)(void *arg, int rc), void *arg);
 /* Forgets it again (the event's effect failed before anything was committed). */
 int relay_event_forget(struct relay *r, const char *event_id);
 
@@ -81,5 +84,8 @@ void relay_stream_counts(const struct relay *r, size_t *streaming, size_t *parke
 bool relay_write_pending(const struct relay *r);
 /* Runs FN(ARG) once everything written so far is durable. */
 int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg);
+/* Inside FN: 0 when the writes are committed; else a negative errno: they stay queued and
+ * are written once the database is back (PostgreSQL), so the caller must not undo them. */
+int relay_commit_error(const struct relay *r);
 
 #endif

@@ -1,316 +1,41 @@
-/* store.c - SQLite behind the store API: schema, prepared statements, group commit.
- * Knows nothing about what a conversation state means or how the outbox is delivered;
- * convstore.c and relay.c decide that. */
-#include "relay/store.h"
-
-#include "base/clock.h"
-#include "base/log.h"
-#include "net/loop.h"
+/* store.c - the store API (store.h) over the backend the `state` string names: SQLite
+ * (store_sqlite.c) or PostgreSQL (store_pg.c). Dispatch only, plus the helpers that
+ * free what either backend handed out. */
+#include "relay/store_backend.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-#define STORE_AFTER_COMMIT_MAX 65536
-
-static const char *const SCHEMA =
-	"PRAGMA journal_mode=WAL;"
-	"PRAGMA synchronous=NORMAL;"
-	"CREATE TABLE IF NOT EXISTS conversations ("
-	"  key TEXT PRIMARY KEY, state TEXT NOT NULL, user_json TEXT, dl_conversation_id TEXT,"
-	"  dl_token TEXT, dl_token_expiry INTEGER, watermark TEXT, dl_seen BLOB, hub_data TEXT,"
-	"  handoff_id TEXT, updated_at INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS outbox ("
-	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
-	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
-	"  created INTEGER NOT NULL DEFAULT 0, role TEXT, fn TEXT);"
-	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);"
-	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);"
-	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);"	/* expiry without a full scan */
-	"PRAGMA user_version = 1;";
-
-/* The schema version this code writes (PRAGMA user_version). 0 is the first layout,
- * whose hub items were an envelope {"role":R,"fn":F,"<member>":RAW} in the payload;
- * 1 has ROLE and FN as columns and RAW alone as the payload. */
-#define STORE_SCHEMA_VERSION 1
-
-/* Version 0 -> 1, once, in one transaction: the columns, and each queued hub item
- * unwrapped by SQLite's JSON functions (the envelope's third member is the payload). */
-static const char *const MIGRATE_1 =
-	"BEGIN;"
-	"ALTER TABLE outbox ADD COLUMN role TEXT;"
-	"ALTER TABLE outbox ADD COLUMN fn TEXT;"
-	"UPDATE outbox SET role = json_extract(CAST(payload AS TEXT), '$.role'),"
-	"  fn = json_extract(CAST(payload AS TEXT), '$.fn'),"
-	"  payload = CAST((SELECT value FROM json_each(CAST(outbox.payload AS TEXT))"
-	"                  WHERE key NOT IN ('role', 'fn') LIMIT 1) AS BLOB)"
-	"  WHERE queue = 'to_hub' AND json_valid(CAST(payload AS TEXT))"
-	"  AND json_type(CAST(payload AS TEXT), '$.fn') = 'text';"
-	"PRAGMA user_version = 1;"
-	"COMMIT;";
-
-
-
-enum stmt {
-	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN,
-	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
-	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT,
-	S_PURGE_OUTBOX, S_PURGE_CONVS, S_NSTMT
-};
-
-static const char *const SQL[S_NSTMT] = {
-	[S_BEGIN] = "BEGIN",
-	[S_COMMIT] = "COMMIT",
-	[S_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
-		       " dl_token_expiry, watermark, dl_seen, hub_data, handoff_id, updated_at)"
-		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-		       " ON CONFLICT (key) DO UPDATE SET state = ?2, user_json = ?3, dl_conversation_id = ?4,"
-		       " dl_token = ?5, dl_token_expiry = ?6, watermark = ?7, dl_seen = ?8, hub_data = ?9,"
-		       " handoff_id = ?10, updated_at = ?11",
-	[S_CONV_GET] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
-		       " watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations WHERE key = ?1",
-	[S_CONV_OPEN] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
-			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations"
-			" WHERE state <> 'closed'",
-	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
-	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
-	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
-	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created, role, fn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn FROM outbox"
-		       " WHERE key = ?1 AND queue = ?2 ORDER BY id LIMIT 1",
-	[S_OUT_DONE] = "DELETE FROM outbox WHERE id = ?1",
-	[S_OUT_RETRY] = "UPDATE outbox SET attempts = ?2, next_at = ?3 WHERE id = ?1",
-	[S_OUT_QUEUES] = "SELECT DISTINCT key, queue FROM outbox",
-	[S_OUT_COUNT] = "SELECT COUNT(*) FROM outbox WHERE key = ?1 AND queue = ?2",
-	/* Both take the same oldest batch of ended rows: the outbox leftovers first, while
-	 * their rows still say whose they are. */
-	[S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key IN (SELECT key FROM conversations"
-			   " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
-	[S_PURGE_CONVS] = "DELETE FROM conversations WHERE key IN (SELECT key FROM conversations"
-			  " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
-};
-
-struct after_commit {
-	store_commit_fn fn;
-	void *arg;
-};
 
 struct store {
-	sqlite3 *db;
-	struct log *log;
-	sqlite3_stmt *stmt[S_NSTMT];
-	bool in_txn;
-	struct loop_timer *flush;	/* commits at the end of the loop turn */
-	struct after_commit *after;
-	size_t nafter, capafter;
-	store_commit_fn before;		/* writes deferred to the commit (store_before_commit) */
-	void *before_arg;
-	uint64_t writes;		/* since open: for event-id expiry pacing */
-	int64_t event_ttl_s;		/* how long hub event ids are remembered */
+	const struct store_backend *be;
+	struct store_impl *impl;
 };
 
-static int64_t now_s(void)
+bool store_is_postgresql(const char *state)
 {
-	return (int64_t)time(NULL);
+	return strncmp(state, "postgresql://", 13) == 0 || strncmp(state, "postgres://", 11) == 0;
 }
 
-static int db_error(struct store *st, const char *what)
+int store_check(const char *state, char *err, size_t errlen)
 {
-	log_error(st->log, "store.error", "what=%s error=\"%s\"", what, sqlite3_errmsg(st->db));
-	return -EIO;
-}
-
-/* Resets S after use and reports a failed step. */
-static int finish(struct store *st, sqlite3_stmt *s, int rc, const char *what)
-{
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return db_error(st, what);
-	return 0;
-}
-
-static void on_flush(void *arg)
-{
-	store_flush(arg);
-}
-
-/* Every write goes through here: it joins the turn's transaction. */
-static int write_begin(struct store *st)
-{
-	int rc;
-
-	if (st->in_txn)
-		return 0;
-	rc = sqlite3_step(st->stmt[S_BEGIN]);
-	sqlite3_reset(st->stmt[S_BEGIN]);
-	if (rc != SQLITE_DONE)
-		return db_error(st, "begin");
-	st->in_txn = true;
-	if (st->flush)
-		loop_timer_start(st->flush, 0, 0);
-	return 0;
-}
-
-int store_flush(struct store *st)
-{
-	size_t n;
-	int rc = 0;
-
-	if (st->in_txn) {
-		int sq;
-
-		if (st->before)
-			st->before(st->before_arg);	/* its writes join this transaction */
-		sq = sqlite3_step(st->stmt[S_COMMIT]);
-
-		sqlite3_reset(st->stmt[S_COMMIT]);
-		st->in_txn = false;
-		if (sq != SQLITE_DONE)
-			rc = db_error(st, "commit");
-	}
-	/* Callbacks may write again (a new transaction) and queue more callbacks: run only
-	 * the ones that belong to this commit. */
-	n = st->nafter;
-	for (size_t i = 0; i < n; i++)
-		st->after[i].fn(st->after[i].arg);
-	if (st->nafter > n)
-		memmove(st->after, st->after + n, (st->nafter - n) * sizeof(*st->after));
-	st->nafter -= n;
-	return rc;
-}
-
-bool store_write_pending(const struct store *st)
-{
-	return st->in_txn;
-}
-
-int store_begin(struct store *st)
-{
-	return write_begin(st);
-}
-
-void store_before_commit(struct store *st, store_commit_fn fn, void *arg)
-{
-	st->before = fn;
-	st->before_arg = arg;
-}
-
-int store_after_commit(struct store *st, store_commit_fn fn, void *arg)
-{
-	if (!st->in_txn) {
-		fn(arg);
-		return 0;
-	}
-	if (st->nafter == st->capafter) {
-		size_t cap = st->capafter ? st->capafter * 2 : 64;
-		struct after_commit *a;
-
-		if (cap > STORE_AFTER_COMMIT_MAX || !(a = realloc(st->after, cap * sizeof(*a))))
-			return -ENOMEM;
-		st->after = a;
-		st->capafter = cap;
-	}
-	st->after[st->nafter++] = (struct after_commit){ fn, arg };
-	return 0;
-}
-
-static int create_private(const char *path, char *err, size_t errlen)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot open state %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	fchmod(fd, 0600);	/* it holds Direct Line tokens */
-	close(fd);
-	return 0;
-}
-
-/* One integer out of SQL (a PRAGMA, a count); -1 when it cannot be read. */
-static int64_t query_int(sqlite3 *db, const char *sql)
-{
-	sqlite3_stmt *s;
-	int64_t v = -1;
-
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
-		return -1;
-	if (sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return v;
-}
-
-/* Brings a state written by an earlier handoffd to this version; refuses a later one
- * (its rows could mean something this code does not know). */
-static int migrate(struct store *st, const char *path, char *err, size_t errlen)
-{
-	int64_t version = query_int(st->db, "PRAGMA user_version");
-	int64_t tables = query_int(st->db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox'");
-
-	if (version < 0 || tables < 0)
-		return -EIO;
-	if (version > STORE_SCHEMA_VERSION) {
-		snprintf(err, errlen, "state %s has schema version %lld; this handoffd knows up to %d", path,
-			 (long long)version, STORE_SCHEMA_VERSION);
-		return -EPROTO;
-	}
-	if (version >= 1 || tables == 0)	/* current, or new: SCHEMA makes it */
-		return 0;
-	if (sqlite3_exec(st->db, MIGRATE_1, NULL, NULL, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "state %s: upgrading to schema version 1: %s", path, sqlite3_errmsg(st->db));
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		return -EIO;
-	}
-	log_info(st->log, "store.migrated", "path=%s version=1", path);
-	return 0;
+	return store_is_postgresql(state) ? store_pg_check(state, err, errlen) : 0;
 }
 
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen)
 {
 	struct store *st = calloc(1, sizeof(*st));
 
-	if (!st || create_private(path, err, errlen) < 0) {
-		if (!st)
-			snprintf(err, errlen, "out of memory opening the state");
-		free(st);
-		return NULL;
-	}
-	if (errlen)
-		err[0] = '\0';	/* migrate() may say more precisely what failed */
-	st->log = lg;
-	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
-	/* One thread uses the state: no memory statistics (a global mutex on every SQLite
-	 * allocation; refused, harmlessly, once SQLite is initialised) and no per-connection
-	 * mutex. */
-	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-			    NULL) != SQLITE_OK ||
-	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK || migrate(st, path, err, errlen) < 0 ||
-	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
-		if (!err[0])
-			snprintf(err, errlen, "cannot open state %s: %s", path, sqlite3_errmsg(st->db));
-		store_close(st);
-		return NULL;
-	}
-	for (int i = 0; i < S_NSTMT; i++) {
-		if (sqlite3_prepare_v3(st->db, SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL) != SQLITE_OK) {
-			snprintf(err, errlen, "state %s: %s", path, sqlite3_errmsg(st->db));
-			store_close(st);
-			return NULL;
-		}
-	}
-	if (lp && !(st->flush = loop_timer_new(lp, on_flush, st))) {
+	if (!st) {
 		snprintf(err, errlen, "out of memory opening the state");
-		store_close(st);
+		return NULL;
+	}
+	st->be = store_is_postgresql(path) ? &store_pg_backend : &store_sqlite_backend;
+	st->impl = st->be == &store_pg_backend ? store_pg_open(lp, lg, path, err, errlen)
+					       : store_sqlite_open(lp, lg, path, err, errlen);
+	if (!st->impl) {
+		free(st);
 		return NULL;
 	}
 	return st;
@@ -320,134 +45,58 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	if (st->db)
-		store_flush(st);
-	for (int i = 0; i < S_NSTMT; i++)
-		sqlite3_finalize(st->stmt[i]);
-	sqlite3_close(st->db);
-	loop_timer_free(st->flush);
-	free(st->after);
+	st->be->close(st->impl);
 	free(st);
 }
 
-/* ---- conversations ---- */
-
-/* SQLITE_STATIC: no copy. Every statement is stepped and finish()ed (reset, bindings
- * cleared) before the function that bound V returns, so V outlives its binding. */
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+int store_flush(struct store *st)
 {
-	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(s, i);
+	return st->be->flush(st->impl);
+}
+
+bool store_write_pending(const struct store *st)
+{
+	return st->be->write_pending(st->impl);
+}
+
+int store_after_commit(struct store *st, store_commit_fn fn, void *arg)
+{
+	return st->be->after_commit(st->impl, fn, arg);
+}
+
+int store_commit_error(const struct store *st)
+{
+	return st->be->commit_error ? st->be->commit_error(st->impl) : 0;
+}
+
+int store_begin(struct store *st)
+{
+	return st->be->begin(st->impl);
+}
+
+void store_before_commit(struct store *st, store_commit_fn fn, void *arg)
+{
+	st->be->before_commit(st->impl, fn, arg);
 }
 
 int store_conv_put(struct store *st, const struct store_conv *c)
 {
-	sqlite3_stmt *s = st->stmt[S_CONV_PUT];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, c->key);
-	bind_text(s, 2, c->state ? c->state : "bot");
-	bind_text(s, 3, c->user_json);
-	bind_text(s, 4, c->dl_conversation_id);
-	bind_text(s, 5, c->dl_token);
-	sqlite3_bind_int64(s, 6, c->dl_token_expiry);
-	bind_text(s, 7, c->watermark);
-	if (c->nseen)
-		sqlite3_bind_blob(s, 8, c->seen, (int)(c->nseen * sizeof(*c->seen)), SQLITE_STATIC);
-	else
-		sqlite3_bind_null(s, 8);
-	bind_text(s, 9, c->hub_data);
-	bind_text(s, 10, c->handoff_id);
-	sqlite3_bind_int64(s, 11, now_s());
-	return finish(st, s, sqlite3_step(s), "conv_put");
-}
-
-static char *column_dup(sqlite3_stmt *s, int i)
-{
-	const unsigned char *v = sqlite3_column_text(s, i);
-
-	return v ? strdup((const char *)v) : NULL;
-}
-
-static void read_seen(sqlite3_stmt *s, int i, struct store_conv *c)
-{
-	size_t n = (size_t)sqlite3_column_bytes(s, i) / sizeof(*c->seen);
-
-	if (n == 0 || !(c->seen = malloc(n * sizeof(*c->seen))))
-		return;	/* without the dedupe set a resume relies on the watermark alone */
-	memcpy(c->seen, sqlite3_column_blob(s, i), n * sizeof(*c->seen));
-	c->nseen = n;
-}
-
-static void read_conv(sqlite3_stmt *s, struct store_conv *c)
-{
-	c->key = column_dup(s, 0);
-	c->state = column_dup(s, 1);
-	c->user_json = column_dup(s, 2);
-	c->dl_conversation_id = column_dup(s, 3);
-	c->dl_token = column_dup(s, 4);
-	c->dl_token_expiry = sqlite3_column_int64(s, 5);
-	c->watermark = column_dup(s, 6);
-	read_seen(s, 7, c);
-	c->hub_data = column_dup(s, 8);
-	c->handoff_id = column_dup(s, 9);
-	c->updated_at = sqlite3_column_int64(s, 10);
+	return st->be->conv_put(st->impl, c);
 }
 
 int store_conv_get(struct store *st, const char *key, struct store_conv *out)
 {
-	sqlite3_stmt *s = st->stmt[S_CONV_GET];
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	bind_text(s, 1, key);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		read_conv(s, out);
-	if (finish(st, s, rc, "conv_get") < 0)
-		return -EIO;
-	return rc == SQLITE_ROW ? 0 : -ENOENT;
+	return st->be->conv_get(st->impl, key, out);
 }
 
 int store_conv_each_open(struct store *st, store_conv_fn fn, void *arg)
 {
-	sqlite3_stmt *s = st->stmt[S_CONV_OPEN];
-	int rc, stop = 0;
-
-	while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct store_conv c = { 0 };
-
-		read_conv(s, &c);
-		stop = fn(&c, arg);
-		store_conv_clear(&c);
-	}
-	return stop ? (sqlite3_reset(s), stop) : finish(st, s, rc, "conv_each");
-}
-
-static int purge_step(struct store *st, enum stmt which, int64_t before_s, const char *what)
-{
-	sqlite3_stmt *s = st->stmt[which];
-
-	sqlite3_bind_int64(s, 1, before_s);
-	sqlite3_bind_int(s, 2, STORE_PURGE_BATCH);
-	if (finish(st, s, sqlite3_step(s), what) < 0)
-		return -EIO;
-	return sqlite3_changes(st->db);
+	return st->be->conv_each_open(st->impl, fn, arg);
 }
 
 int store_purge_ended(struct store *st, int64_t before_s, int64_t events_before_s)
 {
-	int n;
-
-	if (write_begin(st) < 0 || purge_step(st, S_PURGE_OUTBOX, before_s, "purge_outbox") < 0)
-		return -EIO;
-	n = purge_step(st, S_PURGE_CONVS, before_s, "purge_conversations");
-	if (n >= 0 && n < STORE_PURGE_BATCH)
-		store_event_expire(st, events_before_s);
-	return n;
+	return st->be->purge_ended(st->impl, before_s, events_before_s);
 }
 
 void store_conv_clear(struct store_conv *c)
@@ -464,163 +113,67 @@ void store_conv_clear(struct store_conv *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* ---- dedupe ---- */
-
 int store_event_add(struct store *st, const char *event_id)
 {
-	sqlite3_stmt *s = st->stmt[S_EVENT_ADD];
-	int added;
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, event_id);
-	sqlite3_bind_int64(s, 2, now_s());
-	if (finish(st, s, sqlite3_step(s), "event_add") < 0)
-		return -EIO;
-	added = sqlite3_changes(st->db) > 0;
-	if (++st->writes % 1024 == 0)	/* expire old ids now and then, not on every event */
-		store_event_expire(st, now_s() - st->event_ttl_s);
-	return added;
+	return st->be->event_add ? st->be->event_add(st->impl, event_id) : -EOPNOTSUPP;
 }
 
-/* A write statement whose one parameter is V. */
-static int write_int64(struct store *st, enum stmt which, int64_t v, const char *what)
+int store_event_add_async(struct store *st, const char *event_id, store_event_fn fn, void *arg)
 {
-	sqlite3_stmt *s = st->stmt[which];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, v);
-	return finish(st, s, sqlite3_step(s), what);
-}
-
-int store_event_expire(struct store *st, int64_t before_s)
-{
-	return write_int64(st, S_EVENT_EXPIRE, before_s, "event_expire");
-}
-
-void store_set_event_ttl(struct store *st, int64_t ttl_s)
-{
-	st->event_ttl_s = ttl_s;
+	if (!st->be->event_add_async)
+		return st->be->event_add(st->impl, event_id);
+	return st->be->event_add_async(st->impl, event_id, fn, arg);
 }
 
 int store_event_delete(struct store *st, const char *event_id)
 {
-	sqlite3_stmt *s = st->stmt[S_EVENT_DEL];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, event_id);
-	return finish(st, s, sqlite3_step(s), "event_delete");
+	return st->be->event_delete(st->impl, event_id);
 }
 
-/* ---- outbox ---- */
+int store_event_expire(struct store *st, int64_t before_s)
+{
+	return st->be->event_expire(st->impl, before_s);
+}
+
+void store_set_event_ttl(struct store *st, int64_t ttl_s)
+{
+	st->be->set_event_ttl(st->impl, ttl_s);
+}
 
 int64_t store_outbox_add(struct store *st, const char *key, const char *queue, const char *payload, size_t len)
 {
-	return store_outbox_add_call(st, key, queue, NULL, NULL, payload, len);
+	return st->be->outbox_add_call(st->impl, key, queue, NULL, NULL, payload, len);
 }
 
 int64_t store_outbox_add_call(struct store *st, const char *key, const char *queue, const char *role,
 			      const char *fn, const char *payload, size_t len)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_ADD];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	bind_text(s, 1, key);
-	bind_text(s, 2, queue);
-	sqlite3_bind_blob(s, 3, payload, (int)len, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(s, 4, clock_wall_ms());
-	bind_text(s, 5, role);
-	bind_text(s, 6, fn);
-	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)
-		return -EIO;
-	return sqlite3_last_insert_rowid(st->db);
+	return st->be->outbox_add_call(st->impl, key, queue, role, fn, payload, len);
 }
 
 int store_outbox_head(struct store *st, const char *key, const char *queue, struct store_item *out)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_HEAD];
-	bool short_of_memory = false;
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	bind_text(s, 1, key);
-	bind_text(s, 2, queue);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		int n = sqlite3_column_bytes(s, 3);
-		const void *p = sqlite3_column_blob(s, 3);
-
-		out->id = sqlite3_column_int64(s, 0);
-		out->key = column_dup(s, 1);
-		out->queue = column_dup(s, 2);
-		out->payload = malloc((size_t)n + 1);
-		if (out->payload) {
-			if (n > 0)
-				memcpy(out->payload, p, (size_t)n);
-			out->payload[n] = '\0';
-		}
-		out->payload_len = (size_t)n;
-		out->attempts = sqlite3_column_int(s, 4);
-		out->next_at_ms = sqlite3_column_int64(s, 5);
-		out->created_ms = sqlite3_column_int64(s, 6);
-		out->role = column_dup(s, 7);
-		out->fn = column_dup(s, 8);
-		short_of_memory = !out->key || !out->queue || !out->payload ||
-				  (sqlite3_column_type(s, 7) != SQLITE_NULL && !out->role) ||
-				  (sqlite3_column_type(s, 8) != SQLITE_NULL && !out->fn);
-	}
-	if (finish(st, s, rc, "outbox_head") < 0)
-		return -EIO;
-	if (short_of_memory) {
-		store_item_clear(out);
-		return -ENOMEM;
-	}
-	return rc == SQLITE_ROW ? 0 : -ENOENT;
+	return st->be->outbox_head(st->impl, key, queue, out);
 }
 
 int store_outbox_done(struct store *st, int64_t id)
 {
-	return write_int64(st, S_OUT_DONE, id, "outbox_done");
+	return st->be->outbox_done(st->impl, id);
 }
 
 int store_outbox_count(struct store *st, const char *key, const char *queue)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_COUNT];
-	int rc, n = 0;
-
-	bind_text(s, 1, key);
-	bind_text(s, 2, queue);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		n = sqlite3_column_int(s, 0);
-	if (finish(st, s, rc, "outbox_count") < 0)
-		return -EIO;
-	return n;
+	return st->be->outbox_count(st->impl, key, queue);
 }
 
 int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_at_ms)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_RETRY];
-
-	if (write_begin(st) < 0)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	sqlite3_bind_int(s, 2, attempts);
-	sqlite3_bind_int64(s, 3, next_at_ms);
-	return finish(st, s, sqlite3_step(s), "outbox_retry");
+	return st->be->outbox_retry(st->impl, id, attempts, next_at_ms);
 }
 
 int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const char *queue, void *arg), void *arg)
 {
-	sqlite3_stmt *s = st->stmt[S_OUT_QUEUES];
-	int rc, stop = 0;
-
-	while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		stop = fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1), arg);
-	return stop ? (sqlite3_reset(s), stop) : finish(st, s, rc, "outbox_queues");
+	return st->be->outbox_each_queue(st->impl, fn, arg);
 }
 
 void store_item_clear(struct store_item *it)

@@ -1,5 +1,10 @@
 /* store.h - durable state: conversations, Direct Line positions, dedupe ids, outbox.
  *
+ * store.c dispatches to a backend chosen by the `state` string: "postgresql://..." or
+ * "postgres://..." is PostgreSQL (store_pg.c: an in-memory mirror written behind through
+ * pg_conn, one transaction per loop turn); anything else is a SQLite path (store_sqlite.c).
+ * What follows describes SQLite; store_pg.c's header says where PostgreSQL differs.
+ *
  * SQLite in WAL mode (synchronous=NORMAL: a committed write survives the process being
  * killed; the file is created 0600 because it holds tokens). Writes are grouped: the
  * first write of a loop turn opens a transaction and the loop commits it when the turn
@@ -43,8 +48,18 @@ struct store_conv {
 
 typedef void (*store_commit_fn)(void *arg);
 typedef int (*store_conv_fn)(const struct store_conv *c, void *arg);
+/* The answer of store_event_add_async: 1 new, 0 seen, or a negative errno. */
+typedef void (*store_event_fn)(void *arg, int rc);
 
-/* Opens (creating) the database at PATH. NULL with ERR on failure. */
+/* Whether STATE (the config's `state` value) names a PostgreSQL database. */
+bool store_is_postgresql(const char *state);
+/* For `handoffd -t`: a PostgreSQL STATE is reachable and its schema is one this handoffd
+ * can use (missing is fine: it is created at start). 0, or -1 with ERR. Blocks (not on
+ * the loop). A SQLite path is checked when it is opened. */
+int store_check(const char *state, char *err, size_t errlen);
+
+/* Opens (creating) the database at PATH, or the PostgreSQL database PATH names (loading
+ * its state before it returns: this blocks). NULL with ERR on failure. */
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen);
 /* Commits what is pending and closes. */
 void store_close(struct store *st);
@@ -55,6 +70,10 @@ int store_flush(struct store *st);
 bool store_write_pending(const struct store *st);
 /* Runs FN(ARG) once the writes made so far are committed (at once when none is pending). */
 int store_after_commit(struct store *st, store_commit_fn fn, void *arg);
+/* Inside an after-commit callback: 0 when the writes it waited for are committed, else
+ * why not (a negative errno; PostgreSQL only: the writes stay queued and are written when
+ * the database is back, so the waiter answers "not confirmed" and must not undo them). */
+int store_commit_error(const struct store *st);
 /* Opens the turn's transaction now (it commits when the turn ends), for a caller that
  * defers its writes to store_before_commit's hook. */
 int store_begin(struct store *st);
@@ -80,6 +99,10 @@ void store_conv_clear(struct store_conv *c);
 /* ---- dedupe ---- */
 /* Records a hub event id: 1 when new, 0 when seen within STORE_EVENT_ID_TTL_S. */
 int store_event_add(struct store *st, const char *event_id);
+/* The same, answered by the database: 1 or 0 at once (SQLite), or -EINPROGRESS and FN(ARG,
+ * answer) runs later from the loop (PostgreSQL), or a negative errno (FN never runs).
+ * store_event_add on a PostgreSQL state returns -EOPNOTSUPP. */
+int store_event_add_async(struct store *st, const char *event_id, store_event_fn fn, void *arg);
 int store_event_delete(struct store *st, const char *event_id);
 /* Forgets the event ids recorded before BEFORE_S (unix seconds). */
 int store_event_expire(struct store *st, int64_t before_s);

@@ -8,7 +8,9 @@ once the event's effect is durable and takes each event once:
                 what it returned after true (hd.end_conversation's "not open")
     false       the key was seen before (a duplicate): the effect did not run
     nil, err    remembering the key failed, or the effect did: the key is forgotten, so the
-                hub's next delivery applies the event again
+                hub's next delivery applies the event again; except "not confirmed" (a
+                PostgreSQL state could not commit in time): the effect and the key stay and
+                are written once the database is back, so the retry finds the key
 
 EFFECT is a function returning true, or nil, err (the runtime's calls: hd.customer,
 hd.handoff_event, ...). A runtime call that fails changed nothing; an effect of several
@@ -31,6 +33,7 @@ local TRANSIENT = {
   ["queue full"] = { kind = "busy", after_s = 5 },
   ["conversation ending"] = { kind = "busy", after_s = 1 },
   ["state not writable"] = { kind = "fault", after_s = 5 },
+  ["not confirmed"] = { kind = "fault", after_s = 5 },
   ["out of memory"] = { kind = "fault", after_s = 5 },
 }
 
@@ -64,7 +67,7 @@ function M.once(key, effect)
   end
   local ok, err = effect()
   if ok then return true, err end
-  if key ~= nil then hd.forget_event(key) end
+  if key ~= nil and err ~= "not confirmed" then hd.forget_event(key) end
   return nil, err
 end
 

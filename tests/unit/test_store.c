@@ -1,5 +1,7 @@
 /* test_store.c - the durable state on a real SQLite file: conversations, dedupe,
- * outbox order, group commit and what survives a reopen. */
+ * outbox order, group commit and what survives a reopen. With HANDOFFD_TEST_PG_URL set
+ * (integration/test_store_pg.py starts a PostgreSQL server and sets it) the same tests
+ * run against that database instead, each on freshly dropped tables. */
 #include "net/loop.h"
 #include "base/log.h"
 #include "relay/store.h"
@@ -16,10 +18,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 struct fixture {
 	char dir[64];
-	char path[128];
+	char path[1024];
 	struct log *lg;
 	struct loop *lp;
 	struct store *st;
@@ -36,13 +39,34 @@ static struct store *reopen(struct fixture *f)
 	return f->st;
 }
 
+/* Runs SQL on the test database (blocking); PostgreSQL only. */
+static void pg_exec(const char *sql)
+{
+	PGconn *conn = PQconnectdb(getenv("HANDOFFD_TEST_PG_URL"));
+	PGresult *r;
+
+	if (PQstatus(conn) != CONNECTION_OK)
+		fail_msg("connect: %s", PQerrorMessage(conn));
+	r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(conn);
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
+	const char *url = getenv("HANDOFFD_TEST_PG_URL");
 
 	strcpy(f->dir, "/tmp/handoffd-store-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+	if (url) {
+		snprintf(f->path, sizeof(f->path), "%s", url);
+		pg_exec("DROP TABLE IF EXISTS conversations, events, outbox, handoffd_schema;"
+			"DROP SEQUENCE IF EXISTS handoffd_outbox_id");
+	}
 	f->lg = log_new();
 	f->lp = loop_new();
 	reopen(f);
@@ -62,6 +86,53 @@ static int teardown(void **state)
 	assert_int_equal(system(cmd), 0);
 	free(f);
 	return 0;
+}
+
+static void stop_loop(void *arg)
+{
+	loop_stop(arg);
+}
+
+/* Runs the loop until what was written so far is committed (a PostgreSQL connection
+ * keeps the loop busy, so loop_run alone would not return). */
+static void settle(struct fixture *f)
+{
+	bool pending = store_write_pending(f->st);
+
+	assert_int_equal(store_after_commit(f->st, stop_loop, f->lp), 0);
+	if (pending)
+		loop_run(f->lp);
+}
+
+struct answer {
+	struct loop *lp;
+	int rc;
+	bool done;
+};
+
+static void got_answer(void *arg, int rc)
+{
+	struct answer *a = arg;
+
+	a->rc = rc;
+	a->done = true;
+	loop_stop(a->lp);
+}
+
+/* store_event_add, waiting for the database's answer when the backend asks it, and for
+ * the id's commit: the next question sees it. */
+static int event_add(struct fixture *f, const char *id)
+{
+	struct answer a = { .lp = f->lp };
+	int rc = store_event_add_async(f->st, id, got_answer, &a);
+
+	if (rc == -EINPROGRESS) {
+		while (!a.done)
+			loop_run(f->lp);
+		rc = a.rc;
+	}
+	settle(f);
+	return rc;
 }
 
 static void test_file_is_private(void **state)
@@ -132,11 +203,14 @@ static void test_event_ids(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(store_event_add(f->st, "ev-1"), 1);
-	assert_int_equal(store_event_add(f->st, "ev-1"), 0);
+	assert_int_equal(event_add(f, "ev-1"), 1);
+	assert_int_equal(event_add(f, "ev-1"), 0);
 	reopen(f);
-	assert_int_equal(store_event_add(f->st, "ev-1"), 0);
-	assert_int_equal(store_event_add(f->st, "ev-2"), 1);
+	assert_int_equal(event_add(f, "ev-1"), 0);
+	assert_int_equal(event_add(f, "ev-2"), 1);
+	assert_int_equal(store_event_delete(f->st, "ev-2"), 0);
+	settle(f);
+	assert_int_equal(event_add(f, "ev-2"), 1);	/* forgotten, so new again */
 }
 
 static void test_outbox_order_retry_done(void **state)
@@ -182,7 +256,7 @@ static void test_purge_removes_ended_rows_and_their_leftovers(void **state)
 	store_conv_put(f->st, &done);
 	store_outbox_add(f->st, "done", "to_hub", "left over", 9);
 	store_outbox_add(f->st, "open", "to_bot", "kept", 4);
-	store_event_add(f->st, "ev-old");
+	event_add(f, "ev-old");
 	/* Retention not reached: rows written now are not before now - 60 s. */
 	assert_int_equal(store_purge_ended(f->st, (int64_t)time(NULL) - 60, (int64_t)time(NULL) - 60), 0);
 	/* Reached (a cut-off in the future): only the ended row goes, with its outbox. */
@@ -194,7 +268,7 @@ static void test_purge_removes_ended_rows_and_their_leftovers(void **state)
 	assert_int_equal(store_outbox_head(f->st, "done", "to_hub", &it), -ENOENT);
 	assert_int_equal(store_outbox_head(f->st, "open", "to_bot", &it), 0);
 	store_item_clear(&it);
-	assert_int_equal(store_event_add(f->st, "ev-old"), 1);	/* its dedupe entry expired too */
+	assert_int_equal(event_add(f, "ev-old"), 1);	/* its dedupe entry expired too */
 	store_conv_each_open(f->st, count_open, &n);
 	assert_int_equal(n, 1);
 }
@@ -211,11 +285,12 @@ static void test_after_commit_waits_for_the_commit(void **state)
 
 	assert_int_equal(store_after_commit(f->st, mark, &ran), 0);
 	assert_int_equal(ran, 1);	/* nothing pending: at once */
-	store_event_add(f->st, "ev-x");
+	store_outbox_add(f->st, "k", "to_bot", "x", 1);
 	store_after_commit(f->st, mark, &ran);
 	assert_int_equal(ran, 1);
-	loop_run(f->lp);	/* the end-of-turn commit */
+	settle(f);	/* the end-of-turn commit */
 	assert_int_equal(ran, 2);
+	assert_int_equal(store_commit_error(f->st), 0);
 }
 
 struct deferred {
@@ -254,7 +329,7 @@ static void test_before_commit_writes_join_the_commit(void **state)
 	assert_int_equal(d.calls, 0);	/* nothing pending */
 	assert_int_equal(store_begin(f->st), 0);
 	assert_int_equal(store_after_commit(f->st, count_after, &d), 0);
-	loop_run(f->lp);	/* the end-of-turn commit */
+	settle(f);	/* the end-of-turn commit */
 	assert_int_equal(d.calls, 1);
 	assert_int_equal(d.after, 1);
 	assert_int_equal(d.after_ran_first, 0);
@@ -286,10 +361,47 @@ static void test_outbox_call_kind_survives_reopen(void **state)
 	store_item_clear(&it);
 }
 
+/* PostgreSQL: a schema written by a newer handoffd is refused, and says which. */
+static void test_pg_newer_schema_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+
+	store_close(f->st);
+	f->st = NULL;
+	pg_exec("UPDATE handoffd_schema SET version = 99");
+	assert_null(store_open(f->lp, f->lg, f->path, err, sizeof(err)));
+	assert_non_null(strstr(err, "schema version 99, expected 1"));
+	assert_int_equal(store_check(f->path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "schema version 99, expected 1"));
+	pg_exec("UPDATE handoffd_schema SET version = 1");
+	assert_int_equal(store_check(f->path, err, sizeof(err)), 0);
+	reopen(f);
+}
+
+/* PostgreSQL: an outbox id is never handed out twice, even across a restart that lost
+ * what was written last. */
+static void test_pg_ids_grow_across_reopen(void **state)
+{
+	struct fixture *f = *state;
+	int64_t a = store_outbox_add(f->st, "k", "to_bot", "a", 1), b;
+
+	store_outbox_done(f->st, a);
+	reopen(f);
+	b = store_outbox_add(f->st, "k", "to_bot", "b", 1);
+	assert_true(b > a);
+}
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
+	const struct CMUnitTest sqlite_only[] = {
 		cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
+	};
+	const struct CMUnitTest pg_only[] = {
+		cmocka_unit_test_setup_teardown(test_pg_newer_schema_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_ids_grow_across_reopen, setup, teardown),
+	};
+	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_conversation_round_trip_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_each_open_skips_closed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
@@ -300,5 +412,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_purge_removes_ended_rows_and_their_leftovers, setup, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	bool pg = getenv("HANDOFFD_TEST_PG_URL") != NULL;
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+	if (pg)
+		return failed + cmocka_run_group_tests(pg_only, NULL, NULL);
+	return failed + cmocka_run_group_tests(sqlite_only, NULL, NULL);
 }

@@ -17,7 +17,9 @@
  * retry shortly), "unknown conversation", "not with an agent" (hd.agent while the bot
  * has the conversation: agents speak only once it is routing to them or theirs), "bad
  * activity", "bad id" (an id or event id holding a NUL byte, which C would cut short and
- * so merge two conversations), "no relay" (no hub configured), "state not writable".
+ * so merge two conversations), "no relay" (no hub configured), "state not writable",
+ * "not confirmed" (a PostgreSQL state could not commit in time: the change stays and is
+ * written once the database is back, so it must not be undone; the hub retries).
  * Translation only: the work happens in relay.c. */
 #include "script/bindings/bindings.h"
 
@@ -74,19 +76,28 @@ static int push_bad_id(lua_State *L)
  * commit or the task's abort. */
 struct commit_wait {
 	struct script_task *task;
+	struct relay *relay;
 	bool aborted;
 };
 
 static void on_committed(void *arg)
 {
 	struct commit_wait *w = arg;
+	lua_State *co;
 
 	if (w->aborted) {
 		free(w);
 		return;
 	}
-	lua_pushboolean(script_task_thread(w->task), 1);
-	script_task_resume(w->task, 1);
+	co = script_task_thread(w->task);
+	if (relay_commit_error(w->relay) < 0) {
+		luaL_pushfail(co);
+		lua_pushliteral(co, "not confirmed");
+		script_task_resume(w->task, 2);
+	} else {
+		lua_pushboolean(co, 1);
+		script_task_resume(w->task, 1);
+	}
 	free(w);
 }
 
@@ -108,6 +119,7 @@ static int wait_durable(lua_State *L, struct relay *r)
 		return 1;
 	}
 	w->task = task;
+	w->relay = r;
 	if (relay_after_commit(r, on_committed, w) < 0) {
 		free(w);
 		return push_failure(L, -ENOMEM);
@@ -275,19 +287,48 @@ static int l_handoff_end(lua_State *L)
 	return finish_write(L, r, rc);
 }
 
+/* An event id's answer: true new, false seen, or nil and the failure. */
+static int push_event_answer(lua_State *L, int rc)
+{
+	if (rc < 0)
+		return push_failure(L, rc == -EOPNOTSUPP ? -EIO : rc);
+	lua_pushboolean(L, rc == 1);
+	return 1;
+}
+
+static void on_event_answer(void *arg, int rc)
+{
+	struct commit_wait *w = arg;
+
+	if (!w->aborted)
+		script_task_resume(w->task, push_event_answer(script_task_thread(w->task), rc));
+	free(w);
+}
+
+/* A PostgreSQL state answers from the database: the task waits for it. */
 static int l_handoff_remember_event(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
+	struct script_task *task = script_task_of(L);
+	struct commit_wait *w;
 	int rc;
 
 	if (!id)
 		return push_bad_id(L);
-	rc = relay_event_seen(r, id);
-	if (rc < 0)
-		return push_failure(L, rc);
-	lua_pushboolean(L, rc == 1);
-	return 1;
+	if (!task)	/* a script-made coroutine cannot wait: SQLite answers, PostgreSQL refuses */
+		return push_event_answer(L, relay_event_seen(r, id));
+	if (!(w = calloc(1, sizeof(*w))))
+		return push_failure(L, -ENOMEM);
+	w->task = task;
+	w->relay = r;
+	rc = relay_event_seen_async(r, id, on_event_answer, w);
+	if (rc != -EINPROGRESS) {
+		free(w);
+		return push_event_answer(L, rc);
+	}
+	script_task_wait(task, on_abort, w);
+	return lua_yield(L, 0);
 }
 
 static int l_handoff_forget_event(lua_State *L)

@@ -1,0 +1,1065 @@
+/* store_pg.c - PostgreSQL behind the store API, for a "postgresql://..." state.
+ *
+ * The relay reads synchronously and the loop must never wait on the database, so reads
+ * are answered from an in-memory mirror (store_pg_mirror.c) of every conversation row and
+ * outbox item, loaded once at open (the only blocking part, before the daemon serves,
+ * with the schema's migrations). Every write changes the mirror at once and joins a log
+ * of statements written behind through pg_conn: what one loop turn wrote goes out as one
+ * batch, one transaction (group commit), after the before-commit hook added its rows.
+ *
+ * Durability and failures:
+ * - store_after_commit callbacks run once the batch carrying every write made before
+ *   them has committed; store_commit_error() says 0 then.
+ * - A batch that fails (database down, connection lost, timeout, a statement refused)
+ *   keeps its writes in the log: they are sent again, in order, once the connection is
+ *   back, so nothing promised to nobody (a bot's reply, a delivery done) is lost. The
+ *   waiters of that batch (and of every turn while the database is down) run at once with
+ *   store_commit_error() < 0: the hub is answered 503 and delivers again; the writes are
+ *   not undone, so the caller must not undo them either (the binding says "not
+ *   confirmed", and handoff.events keeps the event id: the retry finds it).
+ * - Every statement can run twice (a batch whose outcome is unknown is sent again):
+ *   upserts, inserts ON CONFLICT DO NOTHING, deletes and updates by id.
+ * - A batch refused by the server (-EPROTO) is retried PG_PROTO_RETRIES times, a second
+ *   apart; then its writes are dropped from the log (logged: the mirror still has them).
+ *
+ * Outbox ids are handoffd's, not the database's: the mirror must hand one out at once.
+ * They count up from the high-water mark kept in the sequence handoffd_outbox_id (written
+ * behind every PG_ID_MARK_EVERY ids) plus PG_ID_GAP at each open, so they are unique and
+ * increasing per queue and a restart never reuses one, even one whose write was lost.
+ *
+ * Hub event ids (dedupe) are the database's answer, not the mirror's (instances will share
+ * it): store_event_add_async asks "SELECT 1", and a fresh id's INSERT joins the log in the
+ * same turn as the effect the caller then writes, so both commit together. Until it
+ * committed the id is marked in the mirror and a second delivery of it is answered
+ * -EIO (503, retried) rather than "new". */
+#include "relay/store_backend.h"
+#include "relay/store_pg_mirror.h"
+#include "relay/store_pg_schema.h"
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "net/loop.h"
+#include "net/pg_conn.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PG_BATCH_MAX 4000		/* statements per batch (pg_conn holds 10000) */
+#define PG_BACKLOG_MAX 200000		/* writes waiting for the database; then writes fail */
+#define PG_ID_GAP 1000000		/* outbox ids skipped at each open */
+#define PG_ID_MARK_EVERY 1000		/* ids between two high-water marks */
+#define PG_PROTO_RETRIES 5
+#define PG_EXPIRE_LIMIT 10000		/* event ids forgotten per statement */
+#define PG_OPEN_TIMEOUT_S "10"
+#define ENTRY_PARAMS 11
+
+enum sql {
+	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
+	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_COUNT
+};
+
+static const char *const SQL[Q_COUNT] = {
+	[Q_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
+		       " dl_token_expiry, watermark, dl_seen, hub_data, handoff_id, updated_at)"
+		       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+		       " ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, user_json = EXCLUDED.user_json,"
+		       " dl_conversation_id = EXCLUDED.dl_conversation_id, dl_token = EXCLUDED.dl_token,"
+		       " dl_token_expiry = EXCLUDED.dl_token_expiry, watermark = EXCLUDED.watermark,"
+		       " dl_seen = EXCLUDED.dl_seen, hub_data = EXCLUDED.hub_data,"
+		       " handoff_id = EXCLUDED.handoff_id, updated_at = EXCLUDED.updated_at",
+	[Q_OUT_ADD] = "INSERT INTO outbox (id, key, queue, payload, created, role, fn, attempts, next_at)"
+		      " VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (id) DO NOTHING",
+	[Q_OUT_DONE] = "DELETE FROM outbox WHERE id = $1",
+	[Q_OUT_RETRY] = "UPDATE outbox SET attempts = $2, next_at = $3 WHERE id = $1",
+	[Q_ID_MARK] = "SELECT setval('handoffd_outbox_id', greatest($1::bigint,"
+		      " (SELECT last_value FROM handoffd_outbox_id)))",
+	[Q_EVENT_CHECK] = "SELECT 1 FROM events WHERE id = $1",
+	[Q_EVENT_ADD] = "INSERT INTO events (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+	[Q_EVENT_DEL] = "DELETE FROM events WHERE id = $1",
+	[Q_EVENT_EXPIRE] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 10000)",
+	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1",
+	[Q_PURGE_CONV] = "DELETE FROM conversations WHERE key = $1 AND state = 'closed'",
+};
+
+/* A statement of the log: a write (SEQ > 0, sent until it commits) or a question (SEQ 0,
+ * asked once; FN hears the answer). */
+struct entry {
+	struct entry *next, *prev;
+	struct store_impl *st;
+	uint64_t seq;
+	enum sql q;
+	bool in_flight;
+	store_event_fn fn;
+	void *arg;
+	int nparams;
+	char *p[ENTRY_PARAMS];
+};
+
+/* An after-commit callback; SEQ 0 until its turn ended, then the last write before it. */
+struct waiter {
+	store_commit_fn fn;
+	void *arg;
+	uint64_t seq;
+};
+
+struct store_impl {
+	struct loop *lp;
+	struct log *lg;
+	char *conninfo;
+	struct pg_conn *pc;
+	bool up;			/* the connection is up */
+	bool down;			/* it failed since it was last up: waiters fail at once */
+	bool held;			/* after a refused batch, until the retry timer */
+	bool begun;			/* this turn wrote, or store_begin: the hook runs at its end */
+	bool closing;
+	struct pgm *m;
+	struct entry *head, *tail;
+	unsigned nwrites;		/* writes in the log */
+	uint64_t seq;			/* the last write's */
+	unsigned flight;		/* entries of the batch in flight not yet answered */
+	uint64_t flight_last;		/* its last write */
+	int flight_err;
+	struct waiter *w;
+	size_t nw, capw;
+	int commit_err;			/* for the waiters running now */
+	struct loop_timer *turn, *retry;
+	store_commit_fn before;
+	void *before_arg;
+	int64_t next_id, id_mark;
+	int64_t event_ttl_s;
+	uint64_t event_adds;
+	unsigned proto_failures;
+};
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* {===== the log */
+
+static void entry_free(struct entry *e)
+{
+	for (int i = 0; i < e->nparams; i++)
+		free(e->p[i]);
+	free(e);
+}
+
+static void unlink_entry(struct store_impl *st, struct entry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		st->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		st->tail = e->prev;
+	if (e->seq)
+		st->nwrites--;
+}
+
+static void arm_turn(struct store_impl *st)
+{
+	if (st->turn && !loop_timer_pending(st->turn))
+		loop_timer_start(st->turn, 0, 0);
+}
+
+/* Appends a statement with N text parameters (NULL: SQL NULL), all copied. */
+static struct entry *append(struct store_impl *st, enum sql q, bool write, int n, const char *const *params)
+{
+	struct entry *e;
+
+	if (write && st->nwrites >= PG_BACKLOG_MAX) {
+		log_error(st->lg, "store.backlog_full", "writes=%u", st->nwrites);
+		return NULL;
+	}
+	if (!(e = calloc(1, sizeof(*e))))
+		return NULL;
+	e->st = st;
+	e->q = q;
+	e->nparams = n;
+	for (int i = 0; i < n; i++) {
+		if (params[i] && !(e->p[i] = strdup(params[i]))) {
+			entry_free(e);
+			return NULL;
+		}
+	}
+	if (write) {
+		e->seq = ++st->seq;
+		st->nwrites++;
+		st->begun = true;
+	}
+	e->prev = st->tail;
+	if (st->tail)
+		st->tail->next = e;
+	else
+		st->head = e;
+	st->tail = e;
+	arm_turn(st);
+	return e;
+}
+
+static int write_q(struct store_impl *st, enum sql q, int n, const char *const *params)
+{
+	return append(st, q, true, n, params) ? 0 : -EIO;
+}
+
+/* Every write before the first one still in the log is committed (or given up). */
+static uint64_t durable_seq(const struct store_impl *st)
+{
+	for (const struct entry *e = st->head; e; e = e->next)
+		if (e->seq)
+			return e->seq - 1;
+	return st->seq;
+}
+
+/* }===== */
+
+/* {===== waiters */
+
+/* Runs, with ERR, the waiters whose writes are at or before UPTO (a prefix: their
+ * sequence numbers grow, and those of an unfinished turn, 0, come last). */
+static void run_waiters(struct store_impl *st, uint64_t upto, int err)
+{
+	size_t n = 0;
+	struct waiter *run;
+
+	while (n < st->nw && st->w[n].seq && st->w[n].seq <= upto)
+		n++;
+	if (!n || !(run = malloc(n * sizeof(*run))))
+		return;
+	memcpy(run, st->w, n * sizeof(*run));
+	memmove(st->w, st->w + n, (st->nw - n) * sizeof(*st->w));
+	st->nw -= n;
+	/* Callbacks may write and wait again: they land behind, in the array. */
+	for (size_t i = 0; i < n; i++) {
+		st->commit_err = err;
+		run[i].fn(run[i].arg);
+	}
+	st->commit_err = 0;
+	free(run);
+}
+
+/* The turn ended: its waiters wait for what was written up to now. */
+static void close_turn(struct store_impl *st)
+{
+	for (size_t i = 0; i < st->nw; i++)
+		if (!st->w[i].seq)
+			st->w[i].seq = st->seq;
+	run_waiters(st, durable_seq(st), 0);	/* whatever is committed already */
+}
+
+/* The database is out of reach: waiters hear it now (their writes stay in the log), and
+ * questions are answered with an error. */
+static void fail_waiting(struct store_impl *st, int err)
+{
+	struct entry *e = st->head;
+
+	run_waiters(st, UINT64_MAX, err);
+	while (e) {
+		struct entry *next = e->next;
+
+		if (!e->seq && !e->in_flight) {
+			unlink_entry(st, e);
+			e->fn(e->arg, -EIO);
+			entry_free(e);
+		}
+		e = next;
+	}
+}
+
+/* }===== */
+
+/* {===== batches */
+
+static void on_done(void *arg, int err, const char *msg, const struct pg_result *res);
+
+/* The log's head goes out as one batch (one transaction), unless one is in flight. */
+static void send(struct store_impl *st)
+{
+	unsigned n = 0;
+	uint64_t last = 0;
+
+	if (st->flight || st->closing || st->held || !st->head)
+		return;
+	if (!st->up) {
+		if (st->down)
+			fail_waiting(st, -ENOTCONN);
+		return;
+	}
+	for (struct entry *e = st->head; e && n < PG_BATCH_MAX; e = e->next) {
+		int rc = pg_conn_queue(st->pc, SQL[e->q], e->nparams, (const char *const *)e->p, on_done, e);
+
+		if (rc < 0) {
+			if (n)
+				break;	/* what went out is a batch; the rest goes next */
+			log_warn(st->lg, "store.send_refused", "reason=\"%s\"", pg_conn_strerror(rc));
+			if (rc == -ENOTCONN) {
+				st->up = false;
+				st->down = true;
+				fail_waiting(st, rc);
+			}
+			return;
+		}
+		e->in_flight = true;
+		n++;
+		if (e->seq)
+			last = e->seq;
+	}
+	st->flight = n;
+	st->flight_last = last;
+	st->flight_err = 0;
+}
+
+static void on_turn(void *arg)
+{
+	struct store_impl *st = arg;
+
+	if (st->begun && st->before)
+		st->before(st->before_arg);	/* its writes join this turn's batch */
+	st->begun = false;
+	close_turn(st);
+	send(st);
+}
+
+static void on_retry(void *arg)
+{
+	struct store_impl *st = arg;
+
+	st->held = false;
+	arm_turn(st);
+}
+
+/* Drops the writes of the batch that the server refused again and again: they can never
+ * commit, and holding them would block every write behind them. */
+static void give_up_flight(struct store_impl *st)
+{
+	struct entry *e = st->head;
+	unsigned n = 0;
+
+	while (e && e->seq <= st->flight_last) {
+		struct entry *next = e->next;
+
+		if (e->seq) {
+			if (e->q == Q_EVENT_ADD)
+				pgm_mark_del(st->m, e->p[0], e->seq);
+			unlink_entry(st, e);
+			entry_free(e);
+			n++;
+		}
+		e = next;
+	}
+	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"refused by the database %u times\"", n,
+		  PG_PROTO_RETRIES);
+}
+
+static void batch_over(struct store_impl *st)
+{
+	int err = st->flight_err;
+
+	if (st->closing)
+		return;
+	if (!err) {
+		st->proto_failures = 0;
+		run_waiters(st, durable_seq(st), 0);
+	} else {
+		run_waiters(st, st->flight_last, err);
+		if (err == -EPROTO) {
+			if (++st->proto_failures >= PG_PROTO_RETRIES) {
+				give_up_flight(st);
+				st->proto_failures = 0;
+			}
+			st->held = true;
+			loop_timer_start(st->retry, 1000, 0);
+			return;
+		}
+		/* Connection errors: pg_conn reconnects and on_state sends again. */
+	}
+	if (st->head)
+		arm_turn(st);
+}
+
+/* A fresh event id: its INSERT joins the log now, the turn of the effect that follows. */
+static int event_fresh(struct store_impl *st, const char *id)
+{
+	char at[24];
+	const char *p[] = { id, at };
+	struct entry *e;
+
+	if (pgm_mark_get(st->m, id))
+		return -EIO;	/* a delivery of it is being written: answered once it is */
+	snprintf(at, sizeof(at), "%" PRId64, now_s());
+	e = append(st, Q_EVENT_ADD, true, 2, p);
+	if (!e || pgm_mark_set(st->m, id, e->seq) < 0)
+		return -EIO;
+	if (++st->event_adds % 1024 == 0) {	/* expire old ids now and then, not on every event */
+		snprintf(at, sizeof(at), "%" PRId64, now_s() - st->event_ttl_s);
+		write_q(st, Q_EVENT_EXPIRE, 1, p + 1);
+	}
+	return 1;
+}
+
+static void answer(struct store_impl *st, struct entry *e, int err, const struct pg_result *res)
+{
+	int rc;
+
+	if (err)
+		rc = st->closing ? -ECANCELED : -EIO;
+	else if (PQntuples((const PGresult *)res) > 0)
+		rc = 0;
+	else
+		rc = event_fresh(st, e->p[0]);
+	e->fn(e->arg, rc);
+}
+
+static void on_done(void *arg, int err, const char *msg, const struct pg_result *res)
+{
+	struct entry *e = arg;
+	struct store_impl *st = e->st;
+
+	st->flight--;
+	e->in_flight = false;
+	if (err && !st->flight_err) {
+		st->flight_err = err;
+		if (!st->closing)
+			log_warn(st->lg, "store.batch_failed", "reason=\"%s\" detail=\"%s\" writes_kept=%u",
+				 pg_conn_strerror(err), msg ? msg : "", st->nwrites);
+	}
+	if (!e->seq) {
+		unlink_entry(st, e);
+		answer(st, e, err, res);
+		entry_free(e);
+	} else if (!err) {
+		if (e->q == Q_EVENT_ADD)
+			pgm_mark_del(st->m, e->p[0], e->seq);
+		unlink_entry(st, e);
+		entry_free(e);
+	}
+	if (!st->flight)
+		batch_over(st);
+}
+
+static void on_state(void *arg, bool up, const char *reason)
+{
+	struct store_impl *st = arg;
+
+	st->up = up;
+	if (up) {
+		st->down = false;
+		log_info(st->lg, "store.db_up", "writes_waiting=%u", st->nwrites);
+		arm_turn(st);
+		return;
+	}
+	st->down = true;
+	log_warn(st->lg, "store.db_down", "reason=\"%s\" writes_waiting=%u", reason ? reason : "", st->nwrites);
+	if (!st->flight)
+		fail_waiting(st, -ENOTCONN);
+}
+
+/* }===== */
+
+/* {===== the store API */
+
+static bool pgs_write_pending(const struct store_impl *st)
+{
+	return st->begun || st->nwrites > 0;
+}
+
+static int pgs_flush(struct store_impl *st)
+{
+	loop_timer_stop(st->turn);
+	on_turn(st);
+	return 0;
+}
+
+static int pgs_after_commit(struct store_impl *st, store_commit_fn fn, void *arg)
+{
+	if (!pgs_write_pending(st)) {
+		fn(arg);
+		return 0;
+	}
+	if (st->nw == st->capw) {
+		size_t cap = st->capw ? st->capw * 2 : 64;
+		struct waiter *w = realloc(st->w, cap * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		st->w = w;
+		st->capw = cap;
+	}
+	st->w[st->nw++] = (struct waiter){ fn, arg, 0 };
+	arm_turn(st);
+	return 0;
+}
+
+static int pgs_commit_error(const struct store_impl *st)
+{
+	return st->commit_err;
+}
+
+static int pgs_begin(struct store_impl *st)
+{
+	st->begun = true;
+	arm_turn(st);
+	return 0;
+}
+
+static void pgs_before_commit(struct store_impl *st, store_commit_fn fn, void *arg)
+{
+	st->before = fn;
+	st->before_arg = arg;
+}
+
+/* "\x" and two hex digits a byte: bytea's text input. */
+static char *hex_bytea(const void *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *b = p;
+	char *s = malloc(2 * n + 3), *o = s;
+
+	if (!s)
+		return NULL;
+	*o++ = '\\';
+	*o++ = 'x';
+	for (size_t i = 0; i < n; i++) {
+		*o++ = digits[b[i] >> 4];
+		*o++ = digits[b[i] & 15];
+	}
+	*o = '\0';
+	return s;
+}
+
+static int pgs_conv_put(struct store_impl *st, const struct store_conv *c)
+{
+	char expiry[24], updated[24];
+	char *seen = c->nseen ? hex_bytea(c->seen, c->nseen * sizeof(*c->seen)) : NULL;
+	int64_t now = now_s();
+	const char *p[] = { c->key, c->state ? c->state : "bot", c->user_json, c->dl_conversation_id,
+			    c->dl_token, expiry, c->watermark, seen, c->hub_data, c->handoff_id, updated };
+	int rc;
+
+	if ((c->nseen && !seen) || st->nwrites >= PG_BACKLOG_MAX || pgm_conv_put(st->m, c, now) < 0) {
+		free(seen);
+		log_error(st->lg, "store.error", "what=conv_put conv=%s", c->key);
+		return -EIO;
+	}
+	snprintf(expiry, sizeof(expiry), "%" PRId64, c->dl_token_expiry);
+	snprintf(updated, sizeof(updated), "%" PRId64, now);
+	rc = write_q(st, Q_CONV_PUT, 11, p);
+	free(seen);
+	return rc;
+}
+
+static int pgs_conv_get(struct store_impl *st, const char *key, struct store_conv *out)
+{
+	return pgm_conv_get(st->m, key, out);
+}
+
+static int pgs_conv_each_open(struct store_impl *st, store_conv_fn fn, void *arg)
+{
+	return pgm_conv_each_open(st->m, fn, arg);
+}
+
+static int pgs_event_expire(struct store_impl *st, int64_t before_s)
+{
+	char at[24];
+	const char *p[] = { at };
+
+	snprintf(at, sizeof(at), "%" PRId64, before_s);
+	return write_q(st, Q_EVENT_EXPIRE, 1, p);
+}
+
+static void purge_gone(void *arg, const char *key)
+{
+	struct store_impl *st = arg;
+
+	write_q(st, Q_PURGE_OUTBOX, 1, &key);
+	write_q(st, Q_PURGE_CONV, 1, &key);
+}
+
+static int pgs_purge_ended(struct store_impl *st, int64_t before_s, int64_t events_before_s)
+{
+	int n = pgm_purge(st->m, before_s, STORE_PURGE_BATCH, purge_gone, st);
+
+	if (n >= 0 && n < STORE_PURGE_BATCH)
+		pgs_event_expire(st, events_before_s);
+	return n < 0 ? -EIO : n;
+}
+
+static int pgs_event_add_async(struct store_impl *st, const char *event_id, store_event_fn fn, void *arg)
+{
+	struct entry *e;
+
+	if (st->down || pgm_mark_get(st->m, event_id))
+		return -EIO;	/* unreachable, or a delivery of it is being written: retried */
+	if (!(e = append(st, Q_EVENT_CHECK, false, 1, &event_id)))
+		return -ENOMEM;
+	e->fn = fn;
+	e->arg = arg;
+	return -EINPROGRESS;
+}
+
+static int pgs_event_delete(struct store_impl *st, const char *event_id)
+{
+	pgm_mark_del(st->m, event_id, 0);
+	return write_q(st, Q_EVENT_DEL, 1, &event_id);
+}
+
+static void pgs_set_event_ttl(struct store_impl *st, int64_t ttl_s)
+{
+	st->event_ttl_s = ttl_s;
+}
+
+static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const char *queue, const char *role,
+				   const char *fn, const char *payload, size_t len)
+{
+	struct pgm_item src = { .id = st->next_id, .role = (char *)role, .fn = (char *)fn,
+				.payload = (char *)payload, .len = len, .created_ms = (int64_t)clock_wall_ms() };
+	char id[24], created[24], *hex = hex_bytea(payload, len);
+	const char *p[] = { id, key, queue, hex, created, role, fn };
+	int rc;
+
+	if (!hex || st->nwrites + 1 >= PG_BACKLOG_MAX || !pgm_item_add(st->m, key, queue, &src)) {
+		free(hex);
+		log_error(st->lg, "store.error", "what=outbox_add conv=%s", key);
+		return -EIO;
+	}
+	snprintf(id, sizeof(id), "%" PRId64, src.id);
+	snprintf(created, sizeof(created), "%" PRId64, src.created_ms);
+	rc = write_q(st, Q_OUT_ADD, 7, p);
+	free(hex);
+	if (rc < 0)
+		return rc;
+	if (++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
+		st->id_mark = st->next_id + PG_ID_MARK_EVERY;
+		snprintf(id, sizeof(id), "%" PRId64, st->id_mark);
+		write_q(st, Q_ID_MARK, 1, p);
+	}
+	return src.id;
+}
+
+static char *dup_or_null(const char *s, bool *short_of_memory)
+{
+	char *d = s ? strdup(s) : NULL;
+
+	*short_of_memory |= s && !d;
+	return d;
+}
+
+static int pgs_outbox_head(struct store_impl *st, const char *key, const char *queue, struct store_item *out)
+{
+	struct pgm_item *it = pgm_head(st->m, key, queue);
+	bool short_of_memory = false;
+
+	memset(out, 0, sizeof(*out));
+	if (!it)
+		return -ENOENT;
+	out->id = it->id;
+	out->key = dup_or_null(key, &short_of_memory);
+	out->queue = dup_or_null(queue, &short_of_memory);
+	out->role = dup_or_null(it->role, &short_of_memory);
+	out->fn = dup_or_null(it->fn, &short_of_memory);
+	if ((out->payload = malloc(it->len + 1)))
+		memcpy(out->payload, it->payload, it->len + 1);
+	out->payload_len = it->len;
+	out->attempts = it->attempts;
+	out->next_at_ms = it->next_at_ms;
+	out->created_ms = it->created_ms;
+	if (short_of_memory || !out->payload) {
+		store_item_clear(out);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int pgs_outbox_done(struct store_impl *st, int64_t id)
+{
+	struct pgm_item *it = pgm_item_find(st->m, id);
+	char s[24];
+	const char *p[] = { s };
+
+	if (!it)
+		return 0;	/* gone already, as a DELETE of a missing row */
+	pgm_item_remove(st->m, it);
+	snprintf(s, sizeof(s), "%" PRId64, id);
+	return write_q(st, Q_OUT_DONE, 1, p);
+}
+
+static int pgs_outbox_count(struct store_impl *st, const char *key, const char *queue)
+{
+	return pgm_count(st->m, key, queue);
+}
+
+static int pgs_outbox_retry(struct store_impl *st, int64_t id, int attempts, int64_t next_at_ms)
+{
+	struct pgm_item *it = pgm_item_find(st->m, id);
+	char s[24], a[16], n[24];
+	const char *p[] = { s, a, n };
+
+	if (!it)
+		return 0;
+	it->attempts = attempts;
+	it->next_at_ms = next_at_ms;
+	snprintf(s, sizeof(s), "%" PRId64, id);
+	snprintf(a, sizeof(a), "%d", attempts);
+	snprintf(n, sizeof(n), "%" PRId64, next_at_ms);
+	return write_q(st, Q_OUT_RETRY, 3, p);
+}
+
+static int pgs_outbox_each_queue(struct store_impl *st, int (*fn)(const char *key, const char *queue, void *arg),
+				 void *arg)
+{
+	return pgm_each_queue(st->m, fn, arg);
+}
+
+/* }===== */
+
+/* {===== opening (blocking, before the daemon serves) and closing */
+
+static void quiet_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;	/* "relation already exists, skipping" and the like */
+}
+
+static PGconn *connect_sync(const char *conninfo, char *err, size_t errlen)
+{
+	/* Our timeout first: one in the string overrides it. */
+	const char *keys[] = { "connect_timeout", "dbname", NULL };
+	const char *values[] = { PG_OPEN_TIMEOUT_S, conninfo, NULL };
+	PGconn *conn = PQconnectdbParams(keys, values, 1);
+
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		snprintf(err, errlen, "database unreachable: %s", conn ? PQerrorMessage(conn) : "out of memory");
+		err[strcspn(err, "\n")] = '\0';
+		PQfinish(conn);
+		return NULL;
+	}
+	PQsetNoticeProcessor(conn, quiet_notice, NULL);
+	return conn;
+}
+
+/* Runs SQL; the result on success (the caller clears it), NULL with ERR. */
+static PGresult *exec_sync(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType s = PQresultStatus(r);
+
+	if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+		return r;
+	snprintf(err, errlen, "state: %s: %s", what, PQresultErrorMessage(r));
+	err[strcspn(err, "\n")] = '\0';
+	PQclear(r);
+	return NULL;
+}
+
+static int exec_ok(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+	PGresult *r = exec_sync(conn, sql, what, err, errlen);
+
+	PQclear(r);
+	return r ? 0 : -EIO;
+}
+
+static int64_t value_int(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static const char *value_str(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+/* Brings the schema to this code's version in one transaction; refuses a newer one
+ * (its rows could mean something this code does not know). */
+static int migrate(struct log *lg, PGconn *conn, char *err, size_t errlen)
+{
+	int want = store_pg_schema_version();
+	PGresult *r;
+	int have;
+	char sql[128];
+
+	if (exec_ok(conn, "BEGIN", "begin", err, errlen) < 0 ||
+	    exec_ok(conn, "CREATE TABLE IF NOT EXISTS handoffd_schema (version integer NOT NULL);"
+			  "LOCK TABLE handoffd_schema IN EXCLUSIVE MODE", "schema table", err, errlen) < 0 ||
+	    !(r = exec_sync(conn, "SELECT coalesce(max(version), 0) FROM handoffd_schema", "schema version", err,
+			    errlen)))
+		goto fail;
+	have = (int)value_int(r, 0, 0);
+	PQclear(r);
+	if (have > want) {
+		snprintf(err, errlen, "state: schema version %d, expected %d (written by a newer handoffd)", have, want);
+		goto fail;
+	}
+	for (int i = have; i < want; i++)
+		if (exec_ok(conn, store_pg_migrations[i], "migrating the schema", err, errlen) < 0)
+			goto fail;
+	snprintf(sql, sizeof(sql), "DELETE FROM handoffd_schema; INSERT INTO handoffd_schema VALUES (%d)", want);
+	if ((have < want && exec_ok(conn, sql, "schema version", err, errlen) < 0) ||
+	    exec_ok(conn, "COMMIT", "commit", err, errlen) < 0)
+		goto fail;
+	if (have < want)
+		log_info(lg, "store.migrated", "from=%d to=%d", have, want);
+	return 0;
+fail:
+	PQclear(PQexec(conn, "ROLLBACK"));
+	return -EIO;
+}
+
+/* Direct Line's dedupe set from its bytea. */
+static void load_seen(const PGresult *r, int row, int col, struct store_conv *c)
+{
+	size_t n = 0;
+	unsigned char *b;
+
+	if (PQgetisnull(r, row, col))
+		return;
+	b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+	n /= sizeof(*c->seen);
+	if (b && n && (c->seen = malloc(n * sizeof(*c->seen)))) {
+		memcpy(c->seen, b, n * sizeof(*c->seen));
+		c->nseen = n;
+	}
+	PQfreemem(b);
+}
+
+static int load_conversations(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
+{
+	PGresult *r = exec_sync(conn, "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
+				      " watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations",
+				"loading conversations", err, errlen);
+	int rc = 0;
+
+	for (int i = 0; r && rc == 0 && i < PQntuples(r); i++) {
+		struct store_conv c = {
+			.key = (char *)value_str(r, i, 0), .state = (char *)value_str(r, i, 1),
+			.user_json = (char *)value_str(r, i, 2), .dl_conversation_id = (char *)value_str(r, i, 3),
+			.dl_token = (char *)value_str(r, i, 4), .dl_token_expiry = value_int(r, i, 5),
+			.watermark = (char *)value_str(r, i, 6), .hub_data = (char *)value_str(r, i, 8),
+			.handoff_id = (char *)value_str(r, i, 9),
+		};
+
+		load_seen(r, i, 7, &c);
+		rc = pgm_conv_put(st->m, &c, value_int(r, i, 10));
+		free(c.seen);
+	}
+	PQclear(r);
+	if (r && rc < 0)
+		snprintf(err, errlen, "out of memory loading the state");
+	return r && rc == 0 ? 0 : -EIO;
+}
+
+static int load_outbox(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
+{
+	PGresult *r = exec_sync(conn, "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
+				      " FROM outbox ORDER BY id", "loading the outbox", err, errlen);
+	bool ok = r != NULL;
+
+	for (int i = 0; ok && i < PQntuples(r); i++) {
+		size_t len = 0;
+		unsigned char *payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
+		struct pgm_item it = { .id = value_int(r, i, 0), .payload = (char *)payload, .len = len,
+				       .attempts = (int)value_int(r, i, 4), .next_at_ms = value_int(r, i, 5),
+				       .created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
+				       .fn = (char *)value_str(r, i, 8) };
+
+		ok = payload && pgm_item_add(st->m, value_str(r, i, 1), value_str(r, i, 2), &it);
+		PQfreemem(payload);
+		if (!ok)
+			snprintf(err, errlen, "out of memory loading the state");
+	}
+	PQclear(r);
+	return ok ? 0 : -EIO;
+}
+
+/* The first outbox id of this run: past every id an earlier run may have handed out. */
+static int start_ids(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
+{
+	PGresult *r = exec_sync(conn, "SELECT greatest((SELECT last_value FROM handoffd_outbox_id),"
+				      " (SELECT coalesce(max(id), 0) FROM outbox))", "outbox ids", err, errlen);
+	char sql[96];
+
+	if (!r)
+		return -EIO;
+	st->next_id = value_int(r, 0, 0) + PG_ID_GAP;
+	PQclear(r);
+	st->id_mark = st->next_id + PG_ID_MARK_EVERY;
+	snprintf(sql, sizeof(sql), "SELECT setval('handoffd_outbox_id', %" PRId64 ")", st->id_mark);
+	return exec_ok(conn, sql, "outbox ids", err, errlen);
+}
+
+static void pgs_close(struct store_impl *st);
+
+struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, char *err, size_t errlen)
+{
+	struct store_impl *st = calloc(1, sizeof(*st));
+	struct pg_conn_opts opts = { .conninfo = conninfo };
+	PGconn *conn;
+
+	if (!st || !(st->conninfo = strdup(conninfo)) || !(st->m = pgm_new())) {
+		snprintf(err, errlen, "out of memory opening the state");
+		pgs_close(st);
+		return NULL;
+	}
+	st->lp = lp;
+	st->lg = lg;
+	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
+	conn = connect_sync(conninfo, err, errlen);
+	if (!conn || migrate(lg, conn, err, errlen) < 0 || load_conversations(st, conn, err, errlen) < 0 ||
+	    load_outbox(st, conn, err, errlen) < 0 || start_ids(st, conn, err, errlen) < 0) {
+		PQfinish(conn);
+		pgs_close(st);
+		return NULL;
+	}
+	log_info(lg, "store.opened", "backend=postgresql host=%s port=%s db=%s schema=%d", PQhost(conn), PQport(conn),
+		 PQdb(conn), store_pg_schema_version());
+	PQfinish(conn);
+	st->turn = loop_timer_new(lp, on_turn, st);
+	st->retry = loop_timer_new(lp, on_retry, st);
+	st->pc = st->turn && st->retry ? pg_conn_new(lp, lg, &opts, on_state, st) : NULL;
+	if (!st->pc) {
+		snprintf(err, errlen, "out of memory opening the state");
+		pgs_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+/* At close the writes still in the log go in one blocking transaction: the loop is over,
+ * and what the bot said in the last moments must not be lost. */
+static int write_log_sync(struct store_impl *st)
+{
+	char err[512];
+	PGconn *conn;
+	int rc = 0;
+	unsigned n = 0;
+
+	if (!st->nwrites)
+		return 0;
+	if (!(conn = connect_sync(st->conninfo, err, sizeof(err))) || exec_ok(conn, "BEGIN", "begin", err, sizeof(err)) < 0) {
+		rc = -ENOTCONN;
+		goto out;
+	}
+	for (struct entry *e = st->head; e && rc == 0; e = e->next) {
+		PGresult *r;
+
+		if (!e->seq)
+			continue;
+		r = PQexecParams(conn, SQL[e->q], e->nparams, NULL, (const char *const *)e->p, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+			snprintf(err, sizeof(err), "%s", PQresultErrorMessage(r));
+			err[strcspn(err, "\n")] = '\0';
+			rc = -EPROTO;
+		}
+		PQclear(r);
+		n++;
+	}
+	if (rc == 0 && exec_ok(conn, "COMMIT", "commit", err, sizeof(err)) < 0)
+		rc = -EIO;
+out:
+	if (rc < 0)
+		log_error(st->lg, "store.close_failed", "writes_lost=%u reason=\"%s\"", st->nwrites, err);
+	else
+		log_info(st->lg, "store.closed", "writes_at_close=%u", n);
+	PQfinish(conn);
+	return rc;
+}
+
+static void pgs_close(struct store_impl *st)
+{
+	int rc;
+
+	if (!st)
+		return;
+	if (st->pc) {
+		if (st->begun && st->before)
+			st->before(st->before_arg);
+		st->closing = true;
+		pg_conn_free(st->pc);	/* what flies fails -ECANCELED: writes stay in the log */
+		rc = write_log_sync(st);
+		for (size_t i = 0; i < st->nw; i++)
+			st->w[i].seq = 1;
+		run_waiters(st, UINT64_MAX, rc);
+	}
+	while (st->head) {
+		struct entry *e = st->head;
+
+		unlink_entry(st, e);
+		if (!e->seq)
+			e->fn(e->arg, -ECANCELED);
+		entry_free(e);
+	}
+	loop_timer_free(st->turn);
+	loop_timer_free(st->retry);
+	pgm_free(st->m);
+	free(st->w);
+	free(st->conninfo);
+	free(st);
+}
+
+/* }===== */
+
+/* {===== handoffd -t */
+
+int store_pg_check(const char *conninfo, char *err, size_t errlen)
+{
+	struct pg_conn_opts opts = { .conninfo = conninfo };
+	char out[32], why[512];
+	int rc = pg_conn_check_sync(&opts, "SELECT to_regclass('handoffd_schema') IS NOT NULL", out, sizeof(out),
+				    why, sizeof(why));
+	long have;
+
+	if (rc == 0 && strcmp(out, "t") == 0)
+		rc = pg_conn_check_sync(&opts, "SELECT coalesce(max(version), 0) FROM handoffd_schema", out,
+					sizeof(out), why, sizeof(why));
+	else if (rc == 0)
+		return 0;	/* a new database: the schema is made at start */
+	if (rc == -ECONNREFUSED) {
+		snprintf(err, errlen, "database unreachable: %s", why);
+		return -1;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "database check failed: %s", why);
+		return -1;
+	}
+	have = strtol(out, NULL, 10);
+	if (have > store_pg_schema_version()) {
+		snprintf(err, errlen, "database schema version %ld, expected %d (written by a newer handoffd)", have,
+			 store_pg_schema_version());
+		return -1;
+	}
+	return 0;
+}
+
+/* }===== */
+
+const struct store_backend store_pg_backend = {
+	.close = pgs_close,
+	.flush = pgs_flush,
+	.write_pending = pgs_write_pending,
+	.after_commit = pgs_after_commit,
+	.begin = pgs_begin,
+	.before_commit = pgs_before_commit,
+	.commit_error = pgs_commit_error,
+	.conv_put = pgs_conv_put,
+	.conv_get = pgs_conv_get,
+	.conv_each_open = pgs_conv_each_open,
+	.purge_ended = pgs_purge_ended,
+	.event_add_async = pgs_event_add_async,
+	.event_delete = pgs_event_delete,
+	.event_expire = pgs_event_expire,
+	.set_event_ttl = pgs_set_event_ttl,
+	.outbox_add_call = pgs_outbox_add_call,
+	.outbox_head = pgs_outbox_head,
+	.outbox_done = pgs_outbox_done,
+	.outbox_count = pgs_outbox_count,
+	.outbox_retry = pgs_outbox_retry,
+	.outbox_each_queue = pgs_outbox_each_queue,
+};
