@@ -9,6 +9,7 @@
  * unwinds; after every callback the frame checks `closing` and stops touching libpq. */
 #include "net/pg_conn.h"
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/loop.h"
 
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #define REASON_MAX 512		/* a server or libpq message kept for callers, cut beyond */
+#define CHANNEL_MAX 63		/* PostgreSQL's identifier length */
 
 struct pg_stmt {
 	struct pg_stmt *next;
@@ -27,6 +29,7 @@ struct pg_stmt {
 	void *arg;
 	PGresult *res;		/* kept from its arrival until the batch's outcome is known */
 	size_t bytes;		/* what it counts against max_queued_bytes */
+	bool bare;		/* sent without the prologue, in a batch of bare statements */
 	char *sql;
 	int nparams;
 	const char *params[];	/* then the copies of sql and the parameters */
@@ -59,8 +62,19 @@ struct pg_conn {
 	struct pg_batch flight;		/* sent, then a Sync; awaiting results */
 	struct pg_stmt *cur;		/* the flight statement whose results are being read */
 	bool cur_answered;		/* a result for cur arrived; the next NULL ends it */
+	bool in_prologue;		/* the results being read are the flight's prologue's */
 	int flight_err;			/* the first failure seen in the flight */
 	char flight_msg[REASON_MAX];
+	char flight_sqlstate[6];
+	char cb_sqlstate[6];		/* of the failed batch whose callbacks run */
+	uint64_t flight_sent_us;
+	struct pg_stmt *prologue;	/* sent first in every batch that is not bare */
+	pg_prologue_fn prologue_fail;
+	void *prologue_arg;
+	pg_notify_fn notify;
+	void *notify_arg;
+	char *channels[PG_CONN_MAX_CHANNELS];
+	unsigned nchannels;
 	unsigned queued;
 	size_t queued_bytes;
 	struct pg_conn_stats stats;
@@ -82,6 +96,7 @@ const char *pg_conn_strerror(int err)
 	case -ENOMEM: return "out of memory";
 	case -ECANCELED: return "cancelled";
 	case -ESHUTDOWN: return "shutting down";
+	case -EPERM: return "fenced";
 	default: return "database error";
 	}
 }
@@ -133,6 +148,8 @@ static void notify_state(struct pg_conn *pc, bool up, const char *reason)
 
 static void stmt_free(struct pg_stmt *s)
 {
+	if (!s)
+		return;
 	PQclear(s->res);
 	free(s);
 }
@@ -237,6 +254,8 @@ static void attempt_failed(struct pg_conn *pc, const char *why)
 	notify_state(pc, false, reason);
 }
 
+static void listen_all(struct pg_conn *pc);
+
 static void came_up(struct pg_conn *pc)
 {
 	loop_timer_stop(pc->deadline);
@@ -250,6 +269,7 @@ static void came_up(struct pg_conn *pc)
 	pc->stats.connects++;
 	log_info(pc->lg, "pg.connected", "host=%s port=%s db=%s user=%s", PQhost(pc->conn),
 		 PQport(pc->conn), PQdb(pc->conn), PQuser(pc->conn));
+	listen_all(pc);		/* first in the queue: before anything the state hook queues */
 	notify_state(pc, true, NULL);
 }
 
@@ -369,23 +389,49 @@ static int flush(struct pg_conn *pc)
  * BEGIN/COMMIT: the server runs everything up to a Sync as one implicit transaction,
  * commits it at the Sync, and rolls it back entirely when a statement fails (an explicit
  * block would stay open and aborted, since the pipeline skips the COMMIT after an error). */
+/* Moves the first run of pending statements that agree on `bare` into the flight. */
+static void take_run(struct pg_conn *pc)
+{
+	struct pg_stmt *last = pc->pending.head;
+	unsigned n = 1;
+
+	while (last->next && last->next->bare == pc->pending.head->bare) {
+		last = last->next;
+		n++;
+	}
+	pc->flight = (struct pg_batch){ .head = pc->pending.head, .tail = last, .n = n };
+	pc->pending.head = last->next;
+	if (!pc->pending.head)
+		pc->pending.tail = NULL;
+	pc->pending.n -= n;
+	last->next = NULL;
+}
+
 static void send_batch(struct pg_conn *pc)
 {
+	const struct pg_stmt *pro;
+
 	if (pc->phase != PHASE_UP || pc->flight.head || !pc->pending.head)
 		return;
-	pc->flight = pc->pending;
-	pc->pending = (struct pg_batch){ 0 };
+	take_run(pc);
 	pc->cur = pc->flight.head;
 	pc->cur_answered = false;
 	pc->flight_err = 0;
 	pc->flight_msg[0] = '\0';
+	pc->flight_sqlstate[0] = '\0';
+	pro = pc->flight.head->bare ? NULL : pc->prologue;
+	pc->in_prologue = pro != NULL;
+	if (pro && !PQsendQueryParams(pc->conn, pro->sql, pro->nparams, NULL, pro->params, NULL, NULL, 0))
+		goto fail;
 	for (struct pg_stmt *s = pc->flight.head; s; s = s->next)
 		if (!PQsendQueryParams(pc->conn, s->sql, s->nparams, NULL, s->params, NULL, NULL, 0))
 			goto fail;
 	if (!PQpipelineSync(pc->conn) || flush(pc) < 0)
 		goto fail;
 	loop_timer_start(pc->deadline, pc->opts.batch_timeout_ms, 0);
-	log_debug(pc->lg, "pg.batch_sent", "statements=%u", pc->flight.n);
+	pc->stats.round_trips++;
+	pc->flight_sent_us = clock_mono_us();
+	log_debug(pc->lg, "pg.batch_sent", "statements=%u prologue=%d", pc->flight.n, pro != NULL);
 	return;
 fail:
 	/* libpq refuses only when the connection broke or memory ran out: the pipeline's
@@ -405,10 +451,13 @@ static void on_send_timer(void *arg)
 /* The first failure of the flight is the one callers hear about. */
 static void note_failure(struct pg_conn *pc, const PGresult *r)
 {
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
 	if (pc->flight_err)
 		return;
-	pc->flight_err = -EPROTO;
+	pc->flight_err = pc->in_prologue ? -EPERM : -EPROTO;
 	copy_reason(pc->flight_msg, sizeof(pc->flight_msg), PQresultErrorMessage(r));
+	snprintf(pc->flight_sqlstate, sizeof(pc->flight_sqlstate), "%s", state ? state : "");
 }
 
 /* One result of the flight: kept with its statement, or noted as the failure. Returns
@@ -425,7 +474,7 @@ static bool take_result(struct pg_conn *pc, PGresult *r)
 	if (st == PGRES_FATAL_ERROR)
 		note_failure(pc, r);
 	/* Only a statement whose caller will look at it keeps its result until the end. */
-	if (pc->cur && pc->cur->done && !pc->cur->res &&
+	if (!pc->in_prologue && pc->cur && pc->cur->done && !pc->cur->res &&
 	    (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
 		pc->cur->res = r;
 		return false;
@@ -448,15 +497,27 @@ static void batch_done(struct pg_conn *pc)
 	loop_timer_stop(pc->deadline);
 	if (err) {
 		pc->stats.batches_failed++;
-		log_warn(pc->lg, "pg.batch_failed", "statements=%u reason=\"%s\"", pc->flight.n,
-			 pc->flight_msg);
+		pc->stats.batches_fenced += err == -EPERM;
+		log_warn(pc->lg, "pg.batch_failed", "statements=%u sqlstate=%s prologue=%d reason=\"%s\"",
+			 pc->flight.n, pc->flight_sqlstate, err == -EPERM, pc->flight_msg);
 	} else {
 		pc->stats.batches_committed++;
 		pc->stats.statements_committed += pc->flight.n;
+		pc->stats.commit_us_sum += clock_mono_us() - pc->flight_sent_us;
+		pc->stats.commit_us_count++;
 	}
 	pc->cur = NULL;
 	pc->cur_answered = false;
+	memcpy(pc->cb_sqlstate, pc->flight_sqlstate, sizeof(pc->cb_sqlstate));
+	/* The prologue's owner hears first: it may have to drop state before the statements'
+	 * callbacks see the failure. */
+	if (err == -EPERM && pc->prologue_fail) {
+		pc->prologue_fail(pc->prologue_arg, pc->flight_sqlstate, pc->flight_msg);
+		if (pc->closing)
+			return;	/* pg_conn_free() cancelled the flight */
+	}
 	finish_batch(pc, &pc->flight, err, pc->flight_msg);
+	pc->cb_sqlstate[0] = '\0';
 	if (!pc->closing && pc->phase == PHASE_UP && pc->pending.head)
 		loop_timer_start(pc->send_timer, 0, 0);	/* what callbacks queued joins this turn */
 }
@@ -472,7 +533,12 @@ static void read_results(struct pg_conn *pc)
 		if (!r) {
 			if (!pc->cur_answered)
 				return;
-			next_statement(pc);
+			if (pc->in_prologue) {
+				pc->in_prologue = false;
+				pc->cur_answered = false;
+			} else {
+				next_statement(pc);
+			}
 			continue;
 		}
 		if (take_result(pc, r)) {
@@ -491,6 +557,18 @@ static void drop_unexpected(PGconn *conn)
 		PQclear(r);
 }
 
+/* libpq parses notifications while reading; they are handed on after each read. */
+static void deliver_notifications(struct pg_conn *pc)
+{
+	PGnotify *n;
+
+	while (!pc->closing && pc->conn && (n = PQnotifies(pc->conn)) != NULL) {
+		if (pc->notify)
+			pc->notify(pc->notify_arg, n->relname, n->extra);
+		PQfreemem(n);
+	}
+}
+
 static void up_event(struct pg_conn *pc, short what)
 {
 	if ((what & EV_READ) && !PQconsumeInput(pc->conn)) {
@@ -504,10 +582,13 @@ static void up_event(struct pg_conn *pc, short what)
 	read_results(pc);
 	if (pc->closing || pc->phase != PHASE_UP)
 		return;
-	if (PQstatus(pc->conn) == CONNECTION_BAD)
+	if (PQstatus(pc->conn) == CONNECTION_BAD) {
 		lost(pc, -ECONNRESET, PQerrorMessage(pc->conn));
-	else if (!pc->flight.head)
+		return;
+	}
+	if (!pc->flight.head)
 		drop_unexpected(pc->conn);
+	deliver_notifications(pc);
 }
 
 static void on_socket(evutil_socket_t fd, short what, void *arg)
@@ -553,8 +634,8 @@ static struct pg_stmt *stmt_new(const char *sql, int nparams, const char *const 
 	return s;
 }
 
-int pg_conn_queue(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
-		  pg_done_fn done, void *arg)
+static int queue_stmt(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+		      pg_done_fn done, void *arg, bool bare)
 {
 	struct pg_stmt *s;
 
@@ -577,6 +658,7 @@ int pg_conn_queue(struct pg_conn *pc, const char *sql, int nparams, const char *
 	}
 	s->done = done;
 	s->arg = arg;
+	s->bare = bare;
 	if (pc->pending.tail)
 		pc->pending.tail->next = s;
 	else
@@ -588,6 +670,109 @@ int pg_conn_queue(struct pg_conn *pc, const char *sql, int nparams, const char *
 	if (!pc->flight.head && !loop_timer_pending(pc->send_timer))
 		loop_timer_start(pc->send_timer, 0, 0);
 	return 0;
+}
+
+int pg_conn_queue(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+		  pg_done_fn done, void *arg)
+{
+	return queue_stmt(pc, sql, nparams, params, done, arg, false);
+}
+
+int pg_conn_queue_bare(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+		       pg_done_fn done, void *arg)
+{
+	return queue_stmt(pc, sql, nparams, params, done, arg, true);
+}
+
+int pg_conn_set_prologue(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+			 pg_prologue_fn on_fail, void *arg)
+{
+	struct pg_stmt *s = NULL;
+
+	if (nparams < 0 || nparams > PG_CONN_MAX_PARAMS || (nparams > 0 && !params))
+		return -EINVAL;
+	if (sql && !(s = stmt_new(sql, nparams, params)))
+		return -ENOMEM;
+	stmt_free(pc->prologue);	/* a batch in flight does not point at it */
+	pc->prologue = s;
+	pc->prologue_fail = on_fail;
+	pc->prologue_arg = arg;
+	return 0;
+}
+
+void pg_conn_set_notify(struct pg_conn *pc, pg_notify_fn fn, void *arg)
+{
+	pc->notify = fn;
+	pc->notify_arg = arg;
+}
+
+const char *pg_conn_batch_sqlstate(const struct pg_conn *pc)
+{
+	return pc->cb_sqlstate;
+}
+
+/* The LISTEN of a new connection committed: tell the hook that it listens again. */
+static void on_listening(void *arg, int err, const char *msg, const struct pg_result *res)
+{
+	struct pg_conn *pc = arg;
+
+	(void)res;
+	if (err) {
+		if (err != -ECANCELED)
+			log_warn(pc->lg, "pg.listen_failed", "reason=\"%s\"", msg ? msg : pg_conn_strerror(err));
+		return;
+	}
+	if (pc->notify)
+		pc->notify(pc->notify_arg, NULL, NULL);
+}
+
+static int queue_listen(struct pg_conn *pc, const char *channel, bool last)
+{
+	char sql[CHANNEL_MAX + 16];
+
+	snprintf(sql, sizeof(sql), "LISTEN \"%s\"", channel);
+	return pg_conn_queue_bare(pc, sql, 0, NULL, last ? on_listening : NULL, pc);
+}
+
+/* Every channel again, on a new connection: one bare batch, one "listening" report. */
+static void listen_all(struct pg_conn *pc)
+{
+	for (unsigned i = 0; i < pc->nchannels; i++) {
+		int err = queue_listen(pc, pc->channels[i], i + 1 == pc->nchannels);
+
+		if (err)
+			log_warn(pc->lg, "pg.listen_failed", "channel=%s reason=\"%s\"", pc->channels[i],
+				 pg_conn_strerror(err));
+	}
+}
+
+static bool channel_ok(const char *ch)
+{
+	size_t n = ch ? strlen(ch) : 0;
+
+	if (n == 0 || n > CHANNEL_MAX)
+		return false;
+	for (; *ch; ch++)
+		if (!(*ch == '_' || (*ch >= 'a' && *ch <= 'z') || (*ch >= 'A' && *ch <= 'Z') ||
+		      (*ch >= '0' && *ch <= '9')))
+			return false;
+	return true;
+}
+
+int pg_conn_listen(struct pg_conn *pc, const char *channel)
+{
+	if (!channel_ok(channel))
+		return -EINVAL;
+	for (unsigned i = 0; i < pc->nchannels; i++)
+		if (strcmp(pc->channels[i], channel) == 0)
+			return 0;
+	if (pc->nchannels == PG_CONN_MAX_CHANNELS)
+		return -ENOSPC;
+	if (!(pc->channels[pc->nchannels] = strdup(channel)))
+		return -ENOMEM;
+	pc->nchannels++;
+	/* Not up yet: came_up() listens on every channel. */
+	return pc->phase == PHASE_UP ? queue_listen(pc, channel, true) : 0;
 }
 
 static char *dup_opt(const char *s)
@@ -654,6 +839,9 @@ static void destroy(struct pg_conn *pc)
 	loop_timer_free(pc->send_timer);
 	loop_timer_free(pc->deadline);
 	loop_timer_free(pc->retry);
+	stmt_free(pc->prologue);
+	for (unsigned i = 0; i < pc->nchannels; i++)
+		free(pc->channels[i]);
 	free((char *)pc->opts.conninfo);
 	if (pc->opts.password) {
 		/* explicit_bzero: the compiler may not drop it as a dead store. */

@@ -28,12 +28,28 @@
  *   be called from inside any callback of the same connection (the memory is released
  *   when the callback returns); during free, pg_conn_queue() refuses with -ESHUTDOWN.
  *
+ * Batch prologue (fencing): pg_conn_set_prologue() gives a statement that goes first in
+ * every batch, so every transaction of this connection starts with it (the cluster module
+ * sends SELECT hd_fence(node, epoch) there). When the prologue fails, nothing of the batch
+ * committed: every statement gets -EPERM, and the prologue's hook hears the SQLSTATE
+ * first, before any statement callback of that batch runs. Statements queued with
+ * pg_conn_queue_bare() go without the prologue, in a batch of their own (consecutive bare
+ * statements of a turn share one): registration, LISTEN, migrations. Batches leave in
+ * queue order, each with the prologue current when it is sent.
+ *
+ * Notifications: pg_conn_listen() names a channel, LISTENed now and again on every new
+ * connection; pg_conn_set_notify()'s hook gets each notification, and a NULL channel when
+ * listening (re)started on a new connection (whatever was sent meanwhile was missed).
+ *
  * Errors (negative errno; pg_conn_strerror() gives the stable, lowercase reason):
  *   -ENOTCONN "database unavailable" (not connected: answer 503 and retry later),
  *   -ECONNRESET "connection lost", -ETIMEDOUT "timeout" (no answer within batch_timeout_ms:
  *   the connection is dropped and made again), -EPROTO "statement failed", -EBUSY "too many statements
  *   queued", -EMSGSIZE "statement too large", -EINVAL "invalid statement", -ENOMEM
- *   "out of memory", -ECANCELED "cancelled", -ESHUTDOWN "shutting down".
+ *   "out of memory", -ECANCELED "cancelled", -ESHUTDOWN "shutting down", -EPERM "fenced"
+ *   (the batch prologue failed, whatever its SQLSTATE; nothing of the batch committed).
+ *   During the callbacks of a failed batch, pg_conn_batch_sqlstate() gives the server's
+ *   SQLSTATE ("" when the failure was not the server's).
  *
  * Memory is bounded: at most max_queued statements and max_queued_bytes of SQL and
  * parameters wait or fly at once. Result rows are held by libpq until the batch's
@@ -57,6 +73,7 @@
 #define PG_CONN_BACKOFF_MIN_MS 100		/* first retry after a failure */
 #define PG_CONN_BACKOFF_MAX_MS 5000		/* the backoff doubles up to this */
 #define PG_CONN_MAX_PARAMS 64			/* parameters of one statement */
+#define PG_CONN_MAX_CHANNELS 4			/* LISTEN channels of one connection */
 
 struct loop;
 struct log;
@@ -84,11 +101,24 @@ typedef void (*pg_state_fn)(void *arg, bool up, const char *reason);
  * failure, NULL on success. Both are borrowed for the call only. */
 typedef void (*pg_done_fn)(void *arg, int err, const char *msg, const struct pg_result *res);
 
+/* The batch prologue failed (see above): SQLSTATE (5 characters, "" if unknown) and MSG,
+ * the server's message, are borrowed for the call. Runs before the batch's statement
+ * callbacks; may queue statements (they go after what is already queued) or change the
+ * prologue. */
+typedef void (*pg_prologue_fn)(void *arg, const char *sqlstate, const char *msg);
+
+/* A notification on a LISTENed CHANNEL with its PAYLOAD (borrowed), or CHANNEL NULL:
+ * listening started on a new connection, notifications sent meanwhile were missed. */
+typedef void (*pg_notify_fn)(void *arg, const char *channel, const char *payload);
+
 /* Figures for tests and metrics. */
 struct pg_conn_stats {
 	bool up;
 	unsigned queued;		/* statements waiting or in flight */
 	uint64_t batches_committed, batches_failed;
+	uint64_t batches_fenced;	/* failed because the prologue failed (also in batches_failed) */
+	uint64_t round_trips;		/* batches sent: one pipeline and its Sync each */
+	uint64_t commit_us_sum, commit_us_count;	/* send to commit of committed batches */
 	uint64_t statements_committed;
 	uint64_t connects;		/* successful connections, the first one included */
 	uint64_t connect_failures;	/* attempts that did not come up */
@@ -106,6 +136,28 @@ void pg_conn_free(struct pg_conn *pc);
  * still commits or fails as a whole). Returns 0 or a negative errno (see above). */
 int pg_conn_queue(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
 		  pg_done_fn done, void *arg);
+
+/* The same, but without the batch prologue, in a batch of its own (shared only with the
+ * bare statements queued right before or after it in the same turn). */
+int pg_conn_queue_bare(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+		       pg_done_fn done, void *arg);
+
+/* Sets (SQL non-NULL) or clears the statement sent first in every later batch, with
+ * NPARAMS text parameters (copied), and ON_FAIL (may be NULL), told when it fails. A batch
+ * already sent keeps the prologue it went with. Returns 0, -EINVAL or -ENOMEM (the
+ * previous prologue stays). */
+int pg_conn_set_prologue(struct pg_conn *pc, const char *sql, int nparams, const char *const *params,
+			 pg_prologue_fn on_fail, void *arg);
+
+/* Who hears notifications (one hook per connection; FN NULL: nobody). */
+void pg_conn_set_notify(struct pg_conn *pc, pg_notify_fn fn, void *arg);
+/* LISTENs on CHANNEL (letters, digits, '_', at most 63), now if up and again after every
+ * reconnect (bare statements). Returns 0, -EINVAL, -ENOSPC (PG_CONN_MAX_CHANNELS) or
+ * -ENOMEM. A channel given twice is listened once. */
+int pg_conn_listen(struct pg_conn *pc, const char *channel);
+
+/* The SQLSTATE of the failed batch whose callbacks are running ("" otherwise). */
+const char *pg_conn_batch_sqlstate(const struct pg_conn *pc);
 
 bool pg_conn_is_up(const struct pg_conn *pc);
 void pg_conn_stats(const struct pg_conn *pc, struct pg_conn_stats *out);

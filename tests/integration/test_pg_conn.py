@@ -8,15 +8,13 @@ works; the queue is bounded; a stopped or restarted server fails what was pendin
 connection comes back by itself and the next batch commits; a wrong password says so.
 Waiting is for the driver's events and the server's own view, always with a deadline.
 """
-import json
 import os
 import socket
-import subprocess
-import threading
 import time
 
 import pytest
 
+from jsonl_proc import JsonLinesProcess
 from pg_server import pg_server  # noqa: F401 - the fixture
 
 TOOLS = os.environ.get("HANDOFFD_TOOLS_DIR", "build/tests/tools")
@@ -26,50 +24,15 @@ ECONNRESET, ENOTCONN, EPROTO, EBUSY, ECANCELED = -104, -107, -71, -16, -125
 ETIMEDOUT, ECONNREFUSED = -110, -111
 
 
-class PgDriver:
+class PgDriver(JsonLinesProcess):
     """pg_driver with its JSON events collected on a thread; its log goes to a file."""
 
     def __init__(self, tmp_path, server, password=None, *args, conninfo=None):
         env = dict(os.environ, HANDOFFD_TEST_PG_PASSWORD=server.password if password is None else password)
-        self.log_path = tmp_path / "pg_driver.log"
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen([DRIVER, "--conninfo", conninfo or server.conninfo, "--password-env",
-                                      "HANDOFFD_TEST_PG_PASSWORD", "--backoff-max", "500", *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file,
-                                     text=True, env=env)
-        self.events = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([DRIVER, "--conninfo", conninfo or server.conninfo, "--password-env",
+                          "HANDOFFD_TEST_PG_PASSWORD", "--backoff-max", "500", *args],
+                         tmp_path / "pg_driver.log", env, name="pg_driver")
         self.wait_for(lambda e: e["ev"] == "ready")
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self.cond:
-                self.events.append(json.loads(line))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    def cmd(self, *words):
-        self.proc.stdin.write(" ".join(str(w) for w in words) + "\n")
-        self.proc.stdin.flush()
-
-    def wait_for(self, pred, since=0, timeout=DEADLINE):
-        """The first event from index SINCE on that matches PRED."""
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for e in self.events[since:]:
-                    if pred(e):
-                        return e
-                left = end - time.monotonic()
-                assert left > 0 and self.proc.poll() is None, \
-                    f"no matching event; events: {self.events[since:][-10:]}\n{self.log()}"
-                self.cond.wait(left)
-
-    def mark(self):
-        with self.cond:
-            return len(self.events)
 
     def run(self, *words, ev="batch"):
         """Sends a command and returns its outcome event (matched by tag)."""
@@ -88,23 +51,11 @@ class PgDriver:
         self.cmd("stats")
         return self.wait_for(lambda e: e["ev"] == "stats", since)
 
-    def log(self):
-        self.log_file.flush()
-        return self.log_path.read_text()
-
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def close(self):
-        """End of input: the driver frees everything and must exit 0 (ASan: no leak)."""
-        if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        rc = self.proc.wait(timeout=DEADLINE)
-        self.log_file.close()
-        assert rc == 0, f"pg_driver exited {rc}\n{self.log_path.read_text()}"
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "net/pg_conn.h"
+#include "driver_io.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -32,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LINE_CAP 65536		/* a longer line is dropped */
 #define TAG_CAP 64
 
 struct driver {
@@ -53,26 +53,6 @@ struct tally {
 
 /* {===== output */
 
-static void json_str(const char *s)
-{
-	if (!s) {
-		fputs("null", stdout);
-		return;
-	}
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
-	}
-	putchar('"');
-}
-
 static void emit_end(void)
 {
 	fputs("}\n", stdout);
@@ -82,7 +62,7 @@ static void emit_end(void)
 static void error(const char *msg)
 {
 	fputs("{\"ev\":\"error\",\"msg\":", stdout);
-	json_str(msg);
+	driver_json_str(msg);
 	emit_end();
 }
 
@@ -93,7 +73,7 @@ static void print_rows(const PGresult *res)
 		printf("%s[", i ? "," : "");
 		for (int j = 0; j < PQnfields(res); j++) {
 			printf("%s", j ? "," : "");
-			json_str(PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j));
+			driver_json_str(PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j));
 		}
 		putchar(']');
 	}
@@ -108,7 +88,7 @@ static void on_state(void *arg, bool up, const char *reason)
 {
 	(void)arg;
 	printf("{\"ev\":\"state\",\"up\":%s,\"reason\":", up ? "true" : "false");
-	json_str(reason);
+	driver_json_str(reason);
 	emit_end();
 }
 
@@ -117,11 +97,11 @@ static void on_exec(void *arg, int err, const char *msg, const struct pg_result 
 	char *tag = arg;
 
 	fputs("{\"ev\":\"done\",\"tag\":", stdout);
-	json_str(tag);
+	driver_json_str(tag);
 	printf(",\"err\":%d,\"reason\":", err);
-	json_str(pg_conn_strerror(err));
+	driver_json_str(pg_conn_strerror(err));
 	fputs(",\"msg\":", stdout);
-	json_str(msg);
+	driver_json_str(msg);
 	print_rows((const PGresult *)res);
 	emit_end();
 	free(tag);
@@ -130,11 +110,11 @@ static void on_exec(void *arg, int err, const char *msg, const struct pg_result 
 static void print_tally(const struct tally *t)
 {
 	fputs("{\"ev\":\"batch\",\"tag\":", stdout);
-	json_str(t->tag);
+	driver_json_str(t->tag);
 	printf(",\"ok\":%u,\"failed\":%u,\"err\":%d,\"reason\":", t->ok, t->failed, t->err);
-	json_str(pg_conn_strerror(t->err));
+	driver_json_str(pg_conn_strerror(t->err));
 	fputs(",\"msg\":", stdout);
-	json_str(t->msg[0] ? t->msg : NULL);
+	driver_json_str(t->msg[0] ? t->msg : NULL);
 	emit_end();
 }
 
@@ -165,9 +145,9 @@ static void on_counted(void *arg, int err, const char *msg, const struct pg_resu
 static void refused(const char *tag, int err)
 {
 	fputs("{\"ev\":\"refused\",\"tag\":", stdout);
-	json_str(tag);
+	driver_json_str(tag);
 	printf(",\"err\":%d,\"reason\":", err);
-	json_str(pg_conn_strerror(err));
+	driver_json_str(pg_conn_strerror(err));
 	emit_end();
 }
 
@@ -284,22 +264,18 @@ static void command(struct driver *d, char *line)
 		error("unknown command");
 }
 
+static void on_line(void *arg, char *line)
+{
+	command(arg, line);
+}
+
 static void on_input(evutil_socket_t fd, short what, void *arg)
 {
 	struct driver *d = arg;
-	char *line;
 
 	(void)what;
-	if (evbuffer_read(d->input, fd, 4096) <= 0) {
+	if (driver_read_lines(d->input, fd, on_line, d) < 0)
 		loop_stop(d->lp);
-		return;
-	}
-	while ((line = evbuffer_readln(d->input, NULL, EVBUFFER_EOL_LF))) {
-		command(d, line);
-		free(line);
-	}
-	if (evbuffer_get_length(d->input) > LINE_CAP)
-		evbuffer_drain(d->input, evbuffer_get_length(d->input));	/* garbage */
 }
 
 /* }===== */
@@ -310,9 +286,9 @@ static void print_check(const struct pg_conn_opts *o, const char *sql)
 	int rc = pg_conn_check_sync(o, sql, out, sizeof(out), err, sizeof(err));
 
 	printf("{\"ev\":\"check\",\"rc\":%d,\"out\":", rc);
-	json_str(out);
+	driver_json_str(out);
 	fputs(",\"err\":", stdout);
-	json_str(err);
+	driver_json_str(err);
 	emit_end();
 }
 
