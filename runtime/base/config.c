@@ -125,6 +125,13 @@ static const struct config_key retry_keys[] = {
 	{ .name = NULL },
 };
 
+static const struct config_key cluster_keys[] = {
+	{ "node", KEY_STRING, .offset = FIELD(cluster.node) },
+	{ "heartbeat", KEY_NUMBER, .offset = FIELD(cluster.heartbeat), .number = 2 },
+	{ "lease", KEY_NUMBER, .offset = FIELD(cluster.lease), .number = 10 },
+	{ .name = NULL },
+};
+
 static const struct config_key top_keys[] = {
 	/* parsed into listen_host and listen_port */
 	{ "listen", KEY_STRING, .string = "127.0.0.1:8088" },
@@ -144,6 +151,7 @@ static const struct config_key top_keys[] = {
 	{ "fallback", KEY_TABLE, .children = fallback_keys },
 	{ "limits", KEY_TABLE, .children = limits_keys },
 	{ "retry", KEY_TABLE, .children = retry_keys },
+	{ "cluster", KEY_TABLE, .children = cluster_keys },
 	{ .name = NULL },
 };
 
@@ -427,6 +435,17 @@ static int check_listener_limits(struct loader *ld, const struct config_limits *
 	return 0;
 }
 
+/* A lease shorter than two heartbeats is lost to one late heartbeat. */
+static int check_cluster(struct loader *ld, const struct config_cluster *c)
+{
+	if (c->heartbeat < 0.1 || c->lease < 2 * c->heartbeat || c->lease > 3600)
+		return fail(ld, "cluster", "keys 'cluster.heartbeat' and 'cluster.lease' need "
+			    "0.1 <= heartbeat, 2 * heartbeat <= lease <= 3600 seconds");
+	if (c->node && (!*c->node || strlen(c->node) >= CONFIG_CLUSTER_NODE_MAX))
+		return fail(ld, "cluster", "key 'cluster.node' must be 1 to %d bytes", CONFIG_CLUSTER_NODE_MAX - 1);
+	return 0;
+}
+
 /* Cross-key rules, after every key was checked on its own. */
 static int finish(struct loader *ld)
 {
@@ -461,6 +480,9 @@ static int finish(struct loader *ld)
 		return fail(ld, "state_retention", "key 'state_retention' must not be negative");
 	if (cfg->retry.base <= 0 || cfg->retry.max_delay < cfg->retry.base || cfg->retry.give_up_after < 0)
 		return fail(ld, "retry", "'retry' needs base > 0, max_delay >= base, give_up_after >= 0");
+	rc = check_cluster(ld, &cfg->cluster);
+	if (rc < 0)
+		return rc;
 	if (cfg->hub_module && (cfg->front_module || cfg->desk_module))
 		return fail(ld, "hub", "key 'hub' excludes 'front' and 'desk'");
 	if (cfg->admin.token && strlen(cfg->admin.token) < CONFIG_ADMIN_TOKEN_MIN)
@@ -648,6 +670,7 @@ void config_free(struct config *cfg)
 	free(cfg->fallback.skill);
 	free(cfg->fallback.agent);
 	free(cfg->fallback.reason);
+	free(cfg->cluster.node);
 	for (size_t i = 0; i < cfg->nsecrets; i++)
 		free(cfg->secrets[i]);
 	free(cfg);

@@ -10,6 +10,7 @@
 
 #define CONFIG_SECRETS_MAX 32	/* secrets one config may hold, all sections together */
 #define CONFIG_ADMIN_TOKEN_MIN 16	/* bytes: a shorter bearer token is guessable */
+#define CONFIG_CLUSTER_NODE_MAX 128	/* bytes of cluster.node with its NUL (CLUSTER_NODE_MAX) */
 
 struct config_directline {
 	char *base;		/* REST base URL, ends in /v3/directline */
@@ -69,6 +70,13 @@ struct config_retry {
 	double give_up_after;		/* seconds since the first attempt */
 };
 
+/* Several instances on one PostgreSQL (relay/cluster.h). */
+struct config_cluster {
+	char *node;			/* this instance's name; NULL: hostname:pid */
+	double heartbeat;		/* seconds between heartbeats */
+	double lease;			/* seconds without heartbeat after which a node is dead */
+};
+
 /* A routing destination (the fallback when rules fail or match nothing). */
 struct config_route {
 	char *queue, *skill, *agent, *reason;
@@ -96,6 +104,7 @@ struct config {
 	struct config_route fallback;
 	struct config_limits limits;
 	struct config_retry retry;
+	struct config_cluster cluster;
 	char *secrets[CONFIG_SECRETS_MAX];	/* values of secret-named keys (secrets.h), owned */
 	size_t nsecrets;
 };

@@ -23,7 +23,7 @@ from pg_server import pg_server  # noqa: F401 - the fixture
 TOOLS = os.environ.get("HANDOFFD_TOOLS_DIR", "build/tests/tools")
 DRIVER = os.path.join(TOOLS, "cluster_driver")
 HEARTBEAT = 0.5
-SHORT_LEASE = 3.0   # the failover scenarios wait for it
+SHORT_LEASE = 4.0   # the failover scenarios wait for it
 LONG_LEASE = 30.0   # scenarios where a takeover must NOT come from the lease
 EPROTO, EPERM, ESHUTDOWN = -71, -1, -108
 

@@ -92,6 +92,7 @@ static void test_minimal_config_gets_defaults(void **state)
 	assert_true(cfg->limits.request_timeout == 30 && cfg->limits.keepalive_timeout == 10 &&
 		    cfg->limits.buffered_mb == 64);
 	assert_true(cfg->shutdown_timeout == 10);
+	assert_true(!cfg->cluster.node && cfg->cluster.heartbeat == 2 && cfg->cluster.lease == 10);
 	assert_string_equal(cfg->dir, f->dir);
 	config_free(cfg);
 }
@@ -217,6 +218,10 @@ static void test_wrong_types_and_values(void **state)
 	expect_error(f, "return 42\n", "must return a table, not number");
 	expect_error(f, "return { directline = { secret = 'abcd', park_after = -1 } }\n",
 		     "'directline.park_after' and 'parked_sync' must not be negative");
+	expect_error(f, "return { directline = { secret = 'abcd' }, cluster = { heartbeat = 5, lease = 6 } }\n",
+		     "2 * heartbeat <= lease");
+	expect_error(f, "return { directline = { secret = 'abcd' }, cluster = { node = '' } }\n",
+		     "'cluster.node' must be 1 to 127 bytes");
 }
 
 static void test_syntax_and_runtime_errors_carry_line(void **state)
