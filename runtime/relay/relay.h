@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct cluster_stats;
 struct hd_runtime;
 struct relay;
 struct relay_conv_view;
@@ -87,5 +88,14 @@ int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg);
 /* Inside FN: 0 when the writes are committed; else a negative errno: they stay queued and
  * are written once the database is back (PostgreSQL), so the caller must not undo them. */
 int relay_commit_error(const struct relay *r);
+
+/* ---- several instances on one PostgreSQL (relay_cluster.c) ---- */
+
+/* False when the state is not PostgreSQL; else true and *OUT filled. */
+bool relay_cluster_stats(const struct relay *r, struct cluster_stats *out);
+/* A graceful leave (SIGTERM): nothing new starts, what is under way finishes (at most
+ * TIMEOUT_MS), the writes commit, the conversations are released to the other instances;
+ * then DONE(ARG). Returns 0, or -EOPNOTSUPP without a cluster (DONE is not called). */
+int relay_cluster_leave(struct relay *r, uint64_t timeout_ms, void (*done)(void *arg), void *arg);
 
 #endif

@@ -35,6 +35,7 @@
 #include "relay/store_backend.h"
 #include "relay/store_pg_mirror.h"
 #include "relay/store_pg_schema.h"
+#include "relay/cluster.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -57,11 +58,15 @@
 #define PG_EXPIRE_LIMIT 10000		/* event ids forgotten per statement */
 #define PG_OPEN_TIMEOUT_S "10"
 #define ENTRY_PARAMS 11
+#define PG_ID_BLOCK 1000000		/* outbox ids per block (STORE_PER_KEY); the sequence's INCREMENT */
 
 enum sql {
 	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
-	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_COUNT
+	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_IN_ADD, Q_IN_CLAIM, Q_NOTIFY, Q_IN_READ,
+	Q_IN_DONE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_COUNT
 };
+
+static const char *const KEY_QUEUES[] = { "to_bot", "to_hub", NULL };
 
 static const char *const SQL[Q_COUNT] = {
 	[Q_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
@@ -82,8 +87,25 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_EVENT_ADD] = "INSERT INTO events (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
 	[Q_EVENT_DEL] = "DELETE FROM events WHERE id = $1",
 	[Q_EVENT_EXPIRE] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 10000)",
-	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1",
+	/* Only while the conversation is closed: another instance may have opened it again. */
+	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1 AND EXISTS (SELECT 1 FROM conversations c"
+			   " WHERE c.key = $1 AND c.state = 'closed')",
 	[Q_PURGE_CONV] = "DELETE FROM conversations WHERE key = $1 AND state = 'closed'",
+	[Q_IN_ADD] = "INSERT INTO inbound (origin, key, op, id, arg, flag, payload, created)"
+		     " VALUES ($1, $2, $3, $4, $5, $6::boolean, $7, $8) ON CONFLICT (origin) DO NOTHING",
+	/* cluster.c's claim: the key becomes this node's when no live node owns it. */
+	[Q_IN_CLAIM] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
+		       " ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
+		       " claimed_at = now() WHERE NOT EXISTS (SELECT 1 FROM nodes n"
+		       " WHERE n.node = owners.node AND n.epoch = owners.epoch)",
+	[Q_NOTIFY] = "SELECT pg_notify('" CLUSTER_CHANNEL "', $1)",
+	[Q_IN_READ] = "SELECT seq, op, id, arg, flag, payload FROM inbound WHERE key = $1 ORDER BY seq LIMIT 200",
+	[Q_IN_DONE] = "DELETE FROM inbound WHERE seq = $1",
+	[Q_LOAD_CONV] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
+			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations WHERE key = $1",
+	[Q_LOAD_OUTBOX] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
+			  " FROM outbox WHERE key = $1 ORDER BY id",
+	[Q_BLOCK] = "SELECT nextval('handoffd_outbox_block')",
 };
 
 /* A statement of the log: a write (SEQ > 0, sent until it commits) or a question (SEQ 0,
@@ -95,6 +117,7 @@ struct entry {
 	enum sql q;
 	bool in_flight;
 	store_event_fn fn;
+	void (*rows)(void *arg, int err, const PGresult *r);	/* a question answered with rows */
 	void *arg;
 	int nparams;
 	char *p[ENTRY_PARAMS];
@@ -134,6 +157,14 @@ struct store_impl {
 	int64_t event_ttl_s;
 	uint64_t event_adds;
 	unsigned proto_failures;
+	/* STORE_PER_KEY: a cluster member */
+	bool per_key;
+	char node[CLUSTER_NODE_MAX];
+	char epoch[24];
+	uint64_t origins;		/* inbound rows added by this epoch */
+	int64_t block_end;		/* next_id reaches it: the next block */
+	int64_t next_block;		/* fetched ahead, or 0 */
+	bool block_asked;
 };
 
 static int64_t now_s(void)
@@ -267,7 +298,10 @@ static void fail_waiting(struct store_impl *st, int err)
 
 		if (!e->seq && !e->in_flight) {
 			unlink_entry(st, e);
-			e->fn(e->arg, -EIO);
+			if (e->rows)
+				e->rows(e->arg, -EIO, NULL);
+			else
+				e->fn(e->arg, -EIO);
 			entry_free(e);
 		}
 		e = next;
@@ -336,9 +370,9 @@ static void on_retry(void *arg)
 	arm_turn(st);
 }
 
-/* Drops the writes of the batch that the server refused again and again: they can never
- * commit, and holding them would block every write behind them. */
-static void give_up_flight(struct store_impl *st)
+/* Drops the writes of the batch in flight: refused again and again (they can never commit,
+ * and holding them would block every write behind them), or fenced. */
+static void drop_flight(struct store_impl *st, const char *why)
 {
 	struct entry *e = st->head;
 	unsigned n = 0;
@@ -355,8 +389,7 @@ static void give_up_flight(struct store_impl *st)
 		}
 		e = next;
 	}
-	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"refused by the database %u times\"", n,
-		  PG_PROTO_RETRIES);
+	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"%s\"", n, why);
 }
 
 static void batch_over(struct store_impl *st)
@@ -370,9 +403,14 @@ static void batch_over(struct store_impl *st)
 		run_waiters(st, durable_seq(st), 0);
 	} else {
 		run_waiters(st, st->flight_last, err);
-		if (err == -EPROTO) {
+		if (err == -EPERM) {
+			/* Fenced: written for an epoch that is gone; sent again, it would commit
+			 * under the next one. */
+			drop_flight(st, "fenced");
+			st->proto_failures = 0;
+		} else if (err == -EPROTO) {
 			if (++st->proto_failures >= PG_PROTO_RETRIES) {
-				give_up_flight(st);
+				drop_flight(st, "refused by the database again and again");
 				st->proto_failures = 0;
 			}
 			st->held = true;
@@ -409,6 +447,10 @@ static void answer(struct store_impl *st, struct entry *e, int err, const struct
 {
 	int rc;
 
+	if (e->rows) {
+		e->rows(e->arg, err ? (st->closing ? -ECANCELED : err) : 0, (const PGresult *)res);
+		return;
+	}
 	if (err)
 		rc = st->closing ? -ECANCELED : -EIO;
 	else if (PQntuples((const PGresult *)res) > 0)
@@ -616,6 +658,60 @@ static void pgs_set_event_ttl(struct store_impl *st, int64_t ttl_s)
 	st->event_ttl_s = ttl_s;
 }
 
+/* {===== outbox id blocks (STORE_PER_KEY): each instance takes PG_ID_BLOCK ids at a time
+ * from one sequence, so no two hand out the same id; the next block is fetched when half
+ * of the current one is used. Ids grow per instance; a conversation taken over whose
+ * items carry ids above ours waits for a fresh block (above them) before it is used. */
+
+static void on_block(void *arg, int err, const PGresult *r)
+{
+	struct store_impl *st = arg;
+
+	st->block_asked = false;
+	if (err || PQntuples(r) != 1) {
+		log_warn(st->lg, "store.id_block_failed", "reason=\"%s\"", pg_conn_strerror(err ? err : -EPROTO));
+		return;
+	}
+	st->next_block = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+}
+
+static struct entry *ask(struct store_impl *st, enum sql q, int n, const char *const *params,
+			 void (*rows)(void *arg, int err, const PGresult *r), void *arg)
+{
+	struct entry *e = append(st, q, false, n, params);
+
+	if (e) {
+		e->rows = rows;
+		e->arg = arg;
+	}
+	return e;
+}
+
+static void ask_block(struct store_impl *st)
+{
+	if (!st->block_asked && !st->next_block && ask(st, Q_BLOCK, 0, NULL, on_block, st))
+		st->block_asked = true;
+}
+
+static int next_outbox_id(struct store_impl *st, int64_t *id)
+{
+	if (st->next_id >= st->block_end) {
+		if (!st->next_block) {
+			ask_block(st);
+			return -EAGAIN;
+		}
+		st->next_id = st->next_block;
+		st->block_end = st->next_block + PG_ID_BLOCK;
+		st->next_block = 0;
+	}
+	if (st->block_end - st->next_id < PG_ID_BLOCK / 2)
+		ask_block(st);
+	*id = st->next_id++;
+	return 0;
+}
+
+/* }===== */
+
 static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const char *queue, const char *role,
 				   const char *fn, const char *payload, size_t len)
 {
@@ -625,6 +721,11 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	const char *p[] = { id, key, queue, hex, created, role, fn };
 	int rc;
 
+	if (st->per_key && next_outbox_id(st, &src.id) < 0) {
+		free(hex);
+		log_error(st->lg, "store.error", "what=outbox_add conv=%s reason=\"no outbox id block\"", key);
+		return -EIO;
+	}
 	if (!hex || st->nwrites + 1 >= PG_BACKLOG_MAX || !pgm_item_add(st->m, key, queue, &src)) {
 		free(hex);
 		log_error(st->lg, "store.error", "what=outbox_add conv=%s", key);
@@ -636,7 +737,7 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	free(hex);
 	if (rc < 0)
 		return rc;
-	if (++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
+	if (!st->per_key && ++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
 		st->id_mark = st->next_id + PG_ID_MARK_EVERY;
 		snprintf(id, sizeof(id), "%" PRId64, st->id_mark);
 		write_q(st, Q_ID_MARK, 1, p);
@@ -801,6 +902,9 @@ static int migrate(struct log *lg, PGconn *conn, char *err, size_t errlen)
 	for (int i = have; i < want; i++)
 		if (exec_ok(conn, store_pg_migrations[i], "migrating the schema", err, errlen) < 0)
 			goto fail;
+	for (size_t i = 0; i < cluster_schema_count; i++)	/* each may run again */
+		if (exec_ok(conn, cluster_schema_sql[i], "the cluster's schema", err, errlen) < 0)
+			goto fail;
 	snprintf(sql, sizeof(sql), "DELETE FROM handoffd_schema; INSERT INTO handoffd_schema VALUES (%d)", want);
 	if ((have < want && exec_ok(conn, sql, "schema version", err, errlen) < 0) ||
 	    exec_ok(conn, "COMMIT", "commit", err, errlen) < 0)
@@ -830,6 +934,24 @@ static void load_seen(const PGresult *r, int row, int col, struct store_conv *c)
 	PQfreemem(b);
 }
 
+/* Row ROW of a SELECT of the conversations' columns into the mirror. */
+static int mirror_row(struct store_impl *st, const PGresult *r, int row)
+{
+	struct store_conv c = {
+		.key = (char *)value_str(r, row, 0), .state = (char *)value_str(r, row, 1),
+		.user_json = (char *)value_str(r, row, 2), .dl_conversation_id = (char *)value_str(r, row, 3),
+		.dl_token = (char *)value_str(r, row, 4), .dl_token_expiry = value_int(r, row, 5),
+		.watermark = (char *)value_str(r, row, 6), .hub_data = (char *)value_str(r, row, 8),
+		.handoff_id = (char *)value_str(r, row, 9),
+	};
+	int rc;
+
+	load_seen(r, row, 7, &c);
+	rc = pgm_conv_put(st->m, &c, value_int(r, row, 10));
+	free(c.seen);
+	return rc;
+}
+
 static int load_conversations(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
 {
 	PGresult *r = exec_sync(conn, "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
@@ -837,19 +959,8 @@ static int load_conversations(struct store_impl *st, PGconn *conn, char *err, si
 				"loading conversations", err, errlen);
 	int rc = 0;
 
-	for (int i = 0; r && rc == 0 && i < PQntuples(r); i++) {
-		struct store_conv c = {
-			.key = (char *)value_str(r, i, 0), .state = (char *)value_str(r, i, 1),
-			.user_json = (char *)value_str(r, i, 2), .dl_conversation_id = (char *)value_str(r, i, 3),
-			.dl_token = (char *)value_str(r, i, 4), .dl_token_expiry = value_int(r, i, 5),
-			.watermark = (char *)value_str(r, i, 6), .hub_data = (char *)value_str(r, i, 8),
-			.handoff_id = (char *)value_str(r, i, 9),
-		};
-
-		load_seen(r, i, 7, &c);
-		rc = pgm_conv_put(st->m, &c, value_int(r, i, 10));
-		free(c.seen);
-	}
+	for (int i = 0; r && rc == 0 && i < PQntuples(r); i++)
+		rc = mirror_row(st, r, i);
 	PQclear(r);
 	if (r && rc < 0)
 		snprintf(err, errlen, "out of memory loading the state");
@@ -897,7 +1008,21 @@ static int start_ids(struct store_impl *st, PGconn *conn, char *err, size_t errl
 
 static void pgs_close(struct store_impl *st);
 
-struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, char *err, size_t errlen)
+/* A cluster member's first outbox id block. */
+static int first_block(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
+{
+	PGresult *r = exec_sync(conn, "SELECT nextval('handoffd_outbox_block')", "outbox ids", err, errlen);
+
+	if (!r)
+		return -EIO;
+	st->next_id = value_int(r, 0, 0);
+	st->block_end = st->next_id + PG_ID_BLOCK;
+	PQclear(r);
+	return 0;
+}
+
+struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, unsigned flags, char *err,
+				 size_t errlen)
 {
 	struct store_impl *st = calloc(1, sizeof(*st));
 	struct pg_conn_opts opts = { .conninfo = conninfo };
@@ -911,9 +1036,12 @@ struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *co
 	st->lp = lp;
 	st->lg = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
+	st->per_key = flags & STORE_PER_KEY;
 	conn = connect_sync(conninfo, err, errlen);
-	if (!conn || migrate(lg, conn, err, errlen) < 0 || load_conversations(st, conn, err, errlen) < 0 ||
-	    load_outbox(st, conn, err, errlen) < 0 || start_ids(st, conn, err, errlen) < 0) {
+	if (!conn || migrate(lg, conn, err, errlen) < 0 ||
+	    (st->per_key ? first_block(st, conn, err, errlen) < 0
+			 : (load_conversations(st, conn, err, errlen) < 0 || load_outbox(st, conn, err, errlen) < 0 ||
+			    start_ids(st, conn, err, errlen) < 0))) {
 		PQfinish(conn);
 		pgs_close(st);
 		return NULL;
@@ -983,7 +1111,11 @@ static void pgs_close(struct store_impl *st)
 			st->before(st->before_arg);
 		st->closing = true;
 		pg_conn_free(st->pc);	/* what flies fails -ECANCELED: writes stay in the log */
-		rc = write_log_sync(st);
+		/* A cluster member's writes must go fenced, which a connection of its own would
+		 * not be: what it did not commit, the next owner does again. */
+		rc = st->per_key ? -ESHUTDOWN : write_log_sync(st);
+		if (st->per_key && st->nwrites)
+			log_warn(st->lg, "store.closed", "writes_not_written=%u", st->nwrites);
 		for (size_t i = 0; i < st->nw; i++)
 			st->w[i].seq = 1;
 		run_waiters(st, UINT64_MAX, rc);
@@ -992,7 +1124,9 @@ static void pgs_close(struct store_impl *st)
 		struct entry *e = st->head;
 
 		unlink_entry(st, e);
-		if (!e->seq)
+		if (!e->seq && e->rows)
+			e->rows(e->arg, -ECANCELED, NULL);
+		else if (!e->seq)
 			e->fn(e->arg, -ECANCELED);
 		entry_free(e);
 	}
@@ -1002,6 +1136,281 @@ static void pgs_close(struct store_impl *st)
 	free(st->w);
 	free(st->conninfo);
 	free(st);
+}
+
+/* }===== */
+
+/* {===== a cluster member's store (STORE_PER_KEY) */
+
+static struct pg_conn *pgs_pg_conn(struct store_impl *st)
+{
+	return st->pc;
+}
+
+static int pgs_set_owner(struct store_impl *st, const char *node, int64_t epoch)
+{
+	if (!st->per_key || strlen(node) >= sizeof(st->node) || epoch <= 0)
+		return -EINVAL;
+	snprintf(st->node, sizeof(st->node), "%s", node);
+	snprintf(st->epoch, sizeof(st->epoch), "%" PRId64, epoch);
+	st->origins = 0;
+	return 0;
+}
+
+/* Drops every entry not in flight: writes (and their waiters, told -EPERM) and questions
+ * (answered -ECANCELED). Those in flight are dropped when their batch's answer comes. */
+static void drop_log(struct store_impl *st, int err)
+{
+	struct entry *e = st->head;
+	unsigned n = 0;
+
+	while (e) {
+		struct entry *next = e->next;
+
+		if (!e->in_flight) {
+			unlink_entry(st, e);
+			if (!e->seq && e->rows)
+				e->rows(e->arg, -ECANCELED, NULL);
+			else if (!e->seq)
+				e->fn(e->arg, -ECANCELED);
+			else
+				n++;
+			entry_free(e);
+		}
+		e = next;
+	}
+	run_waiters(st, UINT64_MAX, err);
+	if (n)
+		log_warn(st->lg, "store.writes_dropped", "writes=%u reason=\"fenced\"", n);
+}
+
+static void pgs_fenced(struct store_impl *st)
+{
+	drop_log(st, -EPERM);
+}
+
+static void pgs_forget(struct store_impl *st, const char *key)
+{
+	pgm_forget(st->m, key, KEY_QUEUES);
+}
+
+static void pgs_forget_all(struct store_impl *st)
+{
+	struct pgm *m = pgm_new();
+
+	drop_log(st, -EPERM);
+	if (!m) {
+		log_error(st->lg, "store.error", "what=forget_all reason=\"out of memory\"");
+		return;
+	}
+	pgm_free(st->m);
+	st->m = m;
+	st->next_block = 0;
+	st->block_end = st->next_id;	/* a fresh block for the next epoch */
+}
+
+/* One store_load: the row, then the items, then (when they carry ids above ours) a
+ * fresh block. */
+struct load {
+	struct store_impl *st;
+	char *key;
+	void (*fn)(void *arg, int err);
+	void *arg;
+	int err;
+	int parts;		/* answers still expected */
+};
+
+static void load_finish(struct load *l)
+{
+	l->fn(l->arg, l->err);
+	free(l->key);
+	free(l);
+}
+
+static void on_load_block(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+	struct store_impl *st = l->st;
+
+	if (!err && PQntuples(r) == 1) {
+		st->next_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		st->block_end = st->next_id + PG_ID_BLOCK;
+		st->next_block = 0;
+	} else {
+		l->err = err ? err : -EPROTO;
+	}
+	load_finish(l);
+}
+
+static void load_part_done(struct load *l)
+{
+	struct store_impl *st = l->st;
+
+	if (--l->parts > 0)
+		return;
+	if (!l->err && pgm_max_id(st->m, l->key, KEY_QUEUES) >= st->next_id) {
+		if (ask(st, Q_BLOCK, 0, NULL, on_load_block, l))
+			return;
+		l->err = -ENOMEM;
+	}
+	load_finish(l);
+}
+
+static const char *value_str(const PGresult *r, int row, int col);
+static int64_t value_int(const PGresult *r, int row, int col);
+static int mirror_row(struct store_impl *st, const PGresult *r, int row);
+
+static void on_load_conv(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+
+	if (err) {
+		l->err = err;
+	} else if (PQntuples(r) == 1 && mirror_row(l->st, r, 0) < 0) {
+		l->err = -ENOMEM;
+	}
+	load_part_done(l);
+}
+
+static void on_load_outbox(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+
+	if (err)
+		l->err = err;
+	for (int i = 0; !err && !l->err && i < PQntuples(r); i++) {
+		size_t len = 0;
+		unsigned char *payload;
+		struct pgm_item it;
+
+		if (pgm_item_find(l->st->m, value_int(r, i, 0)))
+			continue;	/* known already (written here) */
+		payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
+		it = (struct pgm_item){ .id = value_int(r, i, 0), .payload = (char *)payload, .len = len,
+					.attempts = (int)value_int(r, i, 4), .next_at_ms = value_int(r, i, 5),
+					.created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
+					.fn = (char *)value_str(r, i, 8) };
+		if (!payload || !pgm_item_add(l->st->m, value_str(r, i, 1), value_str(r, i, 2), &it))
+			l->err = -ENOMEM;
+		PQfreemem(payload);
+	}
+	load_part_done(l);
+}
+
+static int pgs_load(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg)
+{
+	struct load *l;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(l = calloc(1, sizeof(*l))) || !(l->key = strdup(key))) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->st = st;
+	l->fn = fn;
+	l->arg = arg;
+	l->parts = 2;
+	/* What this instance knew of KEY goes first: the database's rows replace it. */
+	pgm_forget(st->m, key, KEY_QUEUES);
+	if (!ask(st, Q_LOAD_CONV, 1, &key, on_load_conv, l)) {
+		free(l->key);
+		free(l);
+		return -ENOMEM;
+	}
+	if (!ask(st, Q_LOAD_OUTBOX, 1, &key, on_load_outbox, l)) {
+		l->err = -ENOMEM;
+		load_part_done(l);	/* the row's answer finishes it */
+	}
+	return 0;
+}
+
+static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in)
+{
+	char origin[CLUSTER_NODE_MAX + 48], created[24];
+	char *hex = in->payload ? hex_bytea(in->payload, in->len) : NULL;
+	const char *add[] = { origin, in->key, in->op, in->id, in->arg, in->flag ? "true" : "false", hex, created };
+	const char *claim[] = { in->key, st->node, st->epoch };
+	int rc;
+
+	if (!st->per_key || !st->node[0])
+		return -ENOTCONN;	/* not registered yet: the hub retries */
+	if ((in->payload && !hex) || st->nwrites + 3 >= PG_BACKLOG_MAX) {
+		free(hex);
+		return -EIO;
+	}
+	snprintf(origin, sizeof(origin), "%s/%s/%" PRIu64, st->node, st->epoch, ++st->origins);
+	snprintf(created, sizeof(created), "%" PRId64, (int64_t)clock_wall_ms());
+	rc = write_q(st, Q_IN_ADD, 8, add);
+	free(hex);
+	if (rc == 0)
+		rc = write_q(st, Q_IN_CLAIM, 3, claim);
+	if (rc == 0)
+		rc = write_q(st, Q_NOTIFY, 1, claim);
+	return rc;
+}
+
+struct inbound_read {
+	store_inbound_fn fn;
+	void *arg;
+};
+
+static void on_inbound_rows(void *arg, int err, const PGresult *r)
+{
+	struct inbound_read *rd = arg;
+	int n = err ? 0 : PQntuples(r);
+	struct store_inbound *rows = n ? calloc((size_t)n, sizeof(*rows)) : NULL;
+
+	if (n && !rows)
+		err = -ENOMEM;
+	for (int i = 0; rows && i < n; i++) {
+		rows[i] = (struct store_inbound){
+			.seq = value_int(r, i, 0), .op = (char *)value_str(r, i, 1), .id = (char *)value_str(r, i, 2),
+			.arg = (char *)value_str(r, i, 3), .flag = value_str(r, i, 4) && value_str(r, i, 4)[0] == 't',
+		};
+		if (!PQgetisnull(r, i, 5)) {
+			rows[i].payload = (char *)PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5),
+								  &rows[i].len);
+			if (!rows[i].payload) {
+				err = -ENOMEM;
+				n = i;
+			}
+		}
+	}
+	rd->fn(rd->arg, err, err ? NULL : rows, err ? 0 : (size_t)n);
+	for (int i = 0; rows && i < n; i++)
+		PQfreemem(rows[i].payload);
+	free(rows);
+	free(rd);
+}
+
+static int pgs_inbound_read(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg)
+{
+	struct inbound_read *rd;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(rd = calloc(1, sizeof(*rd))))
+		return -ENOMEM;
+	*rd = (struct inbound_read){ fn, arg };
+	if (!ask(st, Q_IN_READ, 1, &key, on_inbound_rows, rd)) {
+		free(rd);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int pgs_inbound_done(struct store_impl *st, int64_t seq)
+{
+	char s[24];
+	const char *p[] = { s };
+
+	snprintf(s, sizeof(s), "%" PRId64, seq);
+	return write_q(st, Q_IN_DONE, 1, p);
 }
 
 /* }===== */
@@ -1062,4 +1471,13 @@ const struct store_backend store_pg_backend = {
 	.outbox_count = pgs_outbox_count,
 	.outbox_retry = pgs_outbox_retry,
 	.outbox_each_queue = pgs_outbox_each_queue,
+	.pg_conn = pgs_pg_conn,
+	.set_owner = pgs_set_owner,
+	.fenced = pgs_fenced,
+	.load = pgs_load,
+	.forget = pgs_forget,
+	.forget_all = pgs_forget_all,
+	.inbound_add = pgs_inbound_add,
+	.inbound_read = pgs_inbound_read,
+	.inbound_done = pgs_inbound_done,
 };
