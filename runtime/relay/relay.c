@@ -154,6 +154,7 @@ static void forget_dl(struct conversation *c)
 	directline_close(c->dl, false);
 	c->dl = NULL;
 	c->dl_gone = true;
+	c->dl_id_durable = false;
 	conv_set_string(&c->dl_conversation_id, NULL);
 	conv_set_string(&c->dl_token, NULL);
 	conv_set_string(&c->watermark, NULL);
@@ -305,6 +306,42 @@ static void on_marked(void *arg)
 	free(m);
 }
 
+static void on_dl_durable(void *arg)
+{
+	struct marked *m = arg;
+	struct relay *r = m->r;
+	struct conversation *c = m->generation == relay_cluster_generation(r) ? convstore_get(r->convs, m->key) : NULL;
+
+	if (c) {
+		c->dl_id_waiting = false;
+		if (store_commit_error(r->store) == 0 && c->dl_conversation_id) {
+			c->dl_id_durable = true;
+			relay_kick(r, c, QUEUE_TO_BOT);
+		} else if (arm_retry(r, c, QUEUE_TO_BOT, backoff_ms(r, 1)) < 0) {
+			log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
+		}
+	}
+	free(m->key);
+	free(m);
+}
+
+/* The to_bot queue goes on once C's Direct Line conversation id is committed. */
+static void wait_dl_durable(struct relay *r, struct conversation *c)
+{
+	struct marked *m;
+
+	if (c->dl_id_waiting || !(m = calloc(1, sizeof(*m))))
+		return;
+	m->r = r;
+	m->generation = relay_cluster_generation(r);
+	c->dl_id_waiting = true;	/* before: with nothing to commit, the callback runs at once */
+	if (!(m->key = strdup(c->key)) || store_after_commit(r->store, on_dl_durable, m) < 0) {
+		c->dl_id_waiting = false;
+		free(m->key);
+		free(m);
+	}
+}
+
 static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
 	struct marked *m;
@@ -312,6 +349,14 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	if (!r->cluster) {
 		send_to_bot(r, c, it, false);
 		return;
+	}
+	if (!c->dl_id_durable) {
+		c->queues[QUEUE_TO_BOT].busy = false;
+		if (!open_dl(r, c))
+			relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts, 0);
+		else if (c->dl_conversation_id)
+			wait_dl_durable(r, c);
+		return;	/* else on_persist waits once the conversation has its id */
 	}
 	if (!(m = calloc(1, sizeof(*m))) || !(m->key = strdup(c->key))) {
 		free(m);
@@ -585,6 +630,8 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 	c->dl_token_expiry = p->token_expires;
 	set_position(c, p);
 	relay_save(r, c);
+	if (r->cluster && !c->dl_id_durable && c->dl_conversation_id)
+		wait_dl_durable(r, c);
 }
 
 /* ---- from the scripts ----------------------------------------------------------------- */
@@ -839,6 +886,7 @@ static int resume_one(const struct store_conv *sc, void *arg)
 	conv_set_string(&c->hub_data, sc->hub_data);
 	conv_set_string(&c->handoff_id, sc->handoff_id);
 	conv_set_string(&c->dl_conversation_id, sc->dl_conversation_id);
+	c->dl_id_durable = sc->dl_conversation_id != NULL;	/* read from the store */
 	conv_set_string(&c->dl_token, sc->dl_token);
 	conv_set_string(&c->watermark, sc->watermark);
 	c->dl_token_expiry = sc->dl_token_expiry;

@@ -58,6 +58,10 @@ int relay_end(struct relay *r, const char *id);
  * see as conv.data: for what a webhook learns that later calls need. -ENOENT unknown
  * conversation, -EINVAL not an object. */
 int relay_set_data(struct relay *r, const char *id, const char *data_json);
+/* The hub event the next call above comes from, as a text unique to that call (its event
+ * id and the call's rank in its handler), or NULL: a cluster member stores the call under
+ * it, so a delivery retried elsewhere adds nothing twice. Borrowed until set again. */
+void relay_set_origin(struct relay *r, const char *origin);
 /* Remembers a hub event id: 1 new, 0 duplicate, negative errno. */
 int relay_event_seen(struct relay *r, const char *event_id);
 /* The same, answered by the database: 1 or 0 at once, -EINPROGRESS and FN(ARG, answer)

@@ -65,6 +65,7 @@ struct relay_cluster {
 	struct ck *keys[KEY_BUCKETS];
 	size_t nkeys;
 	uint64_t generation;	/* +1 at each lost */
+	uint64_t claims;	/* keys found ours after an event stored here claimed them */
 	bool applying;		/* replaying: the entry points act, not forward */
 	bool held_back;
 	enum leave_phase leave;
@@ -314,6 +315,7 @@ static void on_checked(void *arg, int err, bool mine, const char *owner)
 			ck->state = CK_FORWARDED;
 			ck->retry = true;
 		} else if (mine) {
+			cl->claims++;
 			load(cl, ck);
 		} else {
 			ck_remove(cl, ck);	/* its owner was woken too */
@@ -511,6 +513,11 @@ static void on_tick(void *arg)
 
 /* {===== relay_internal.h and relay.h */
 
+void relay_set_origin(struct relay *r, const char *origin)
+{
+	r->origin = origin;
+}
+
 bool relay_cluster_forwards(const struct relay *r)
 {
 	return r->cluster && !r->cluster->applying;
@@ -521,7 +528,7 @@ int relay_cluster_forward(struct relay *r, const char *op, const char *id, const
 {
 	char key[CLUSTER_KEY_MAX];
 	struct store_inbound in = { .key = key, .op = (char *)op, .id = (char *)id, .arg = (char *)arg,
-				    .flag = flag, .payload = (char *)payload, .len = len };
+				    .flag = flag, .payload = (char *)payload, .len = len, .origin = (char *)r->origin };
 	int n = snprintf(key, sizeof(key), "%s:%s", r->front, id);
 
 	if (!id[0] || n < 0 || (size_t)n >= sizeof(key))
@@ -555,9 +562,18 @@ uint64_t relay_cluster_generation(const struct relay *r)
 
 bool relay_cluster_stats(const struct relay *r, struct cluster_stats *out)
 {
-	if (!r || !r->cluster)
+	const struct relay_cluster *cl = r ? r->cluster : NULL;
+
+	if (!cl)
 		return false;
-	cluster_stats(r->cluster->c, out);
+	cluster_stats(cl->c, out);
+	/* The module counts what it claimed itself; events claim their keys in the store's
+	 * batches. What this instance holds is counted here. */
+	out->owned = 0;
+	for (size_t i = 0; i < KEY_BUCKETS; i++)
+		for (const struct ck *ck = cl->keys[i]; ck; ck = ck->next)
+			out->owned += ck->state == CK_HELD || ck->state == CK_LOADING;
+	out->claims += cl->claims;
 	return true;
 }
 

@@ -46,6 +46,7 @@ struct relay {
 	struct rng rng;				/* retry jitter, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	struct relay_cluster *cluster;	/* relay_cluster.c's; NULL unless the state is PostgreSQL */
+	const char *origin;		/* relay_set_origin's, borrowed */
 	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;

@@ -177,6 +177,8 @@ struct store_inbound {
 	bool flag;		/* handoff_event: back to the bot */
 	char *payload;		/* the activity, NUL-terminated after LEN bytes; may be NULL */
 	size_t len;
+	char *origin;		/* unique to the hub event's call (a second row of it is not added);
+				 * NULL: one is made (node, epoch, count) */
 };
 /* Writes IN in the turn's batch with this instance's claim of its key (taken if nobody
  * alive owns it) and a wake-up for its owner: all three commit together or not at all. */

@@ -1341,7 +1341,10 @@ static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in
 		free(hex);
 		return -EIO;
 	}
-	snprintf(origin, sizeof(origin), "%s/%s/%" PRIu64, st->node, st->epoch, ++st->origins);
+	if (in->origin)
+		add[0] = in->origin;	/* the hub event's call: a retry elsewhere adds no row */
+	else
+		snprintf(origin, sizeof(origin), "%s/%s/%" PRIu64, st->node, st->epoch, ++st->origins);
 	snprintf(created, sizeof(created), "%" PRId64, (int64_t)clock_wall_ms());
 	rc = write_q(st, Q_IN_ADD, 8, add);
 	free(hex);
