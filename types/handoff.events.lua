@@ -17,7 +17,7 @@ function events.once(key, effect) end
 
 ---Whether a failure of the runtime's calls (`handoff.customer`, `handoff.remember_event`, ...)
 ---passes: "overloaded", "queue full", "conversation ending" (busy), "state not writable",
----"out of memory" (fault). The hub should deliver its event again later.
+---"not confirmed", "out of memory" (fault). The hub should deliver its event again later.
 ---@param err string
 ---@return boolean
 function events.passing(err) end

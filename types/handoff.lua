@@ -4,7 +4,8 @@
 -- that change something return true once the change is durable, or nil and a short
 -- reason: "overloaded", "queue full", "conversation ending", "unknown conversation",
 -- "not with an agent" (handoff.agent only), "bad activity", "bad id", "state not writable",
--- "out of memory". Which of them pass (the hub should deliver its event again):
+-- "not confirmed" (a PostgreSQL state could not commit in time: the change stays and is
+-- written later; do not undo it), "out of memory". Which of them pass (the hub should deliver its event again):
 -- handoff.events.passing.
 
 ---A Bot Framework activity as a plain table (https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-rest-connector-api-reference#activity-object).
@@ -84,7 +85,9 @@ function handoff.handoff_event(id, state, detail) end
 function handoff.end_conversation(id) end
 
 ---Dedupe of inbound hub events: true the first time EVENT_ID is seen, false after.
----`handoff.events.once` pairs it with the effect and `forget_event`.
+---`handoff.events.once` pairs it with the effect and `forget_event`. With a PostgreSQL
+---state the database answers: the calling task waits for it (a script-made coroutine gets
+---nil, "state not writable").
 ---@param event_id string
 ---@return boolean|nil first
 ---@return string? err

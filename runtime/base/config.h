@@ -89,7 +89,7 @@ struct config {
 	char *dir;		/* absolute directory of the file: relative paths start here */
 	char *listen_host;
 	int listen_port;
-	char *state;		/* "sqlite:PATH" */
+	char *state;		/* "sqlite:PATH" or "postgresql://..." */
 	char *log_level;	/* debug, info, warn or error; --log-level wins */
 	double shutdown_timeout;	/* seconds to finish in-flight work on SIGTERM */
 	double state_retention;	/* seconds ended conversations (and hub event ids) stay on disk */

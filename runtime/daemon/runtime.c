@@ -16,6 +16,7 @@
 #include "base/metrics.h"
 #include "relay/cluster.h"
 #include "relay/relay.h"
+#include "relay/store.h"
 #include "script/desk.h"
 #include "script/script_host.h"
 #include "daemon/sdnotify.h"
@@ -187,6 +188,9 @@ unsigned long runtime_conversations(const struct hd_runtime *rt)
 
 int runtime_check(struct hd_runtime *rt, char *err, size_t errlen)
 {
+	/* A database state must be reachable and at a version this handoffd can use. */
+	if (store_check(rt->config->state, err, errlen) < 0)
+		return -1;
 	return script_host_load(rt->scripts, err, errlen);
 }
 

@@ -26,6 +26,7 @@ enum conv_queue { QUEUE_TO_BOT, QUEUE_TO_HUB, QUEUE_COUNT };
 struct conv_queue_state {
 	bool busy;			/* an item is being delivered */
 	bool scheduled;			/* a retry timer is armed */
+	bool held;			/* the head item's write is not committed yet (relay.h) */
 	struct loop_timer *retry;	/* created on first use */
 	void *retry_arg;		/* the timer's argument, freed with it */
 };

@@ -512,13 +512,62 @@ static void give_up_for_gone_bot(struct relay *r, struct conversation *c, struct
 	relay_kick(r, c, QUEUE_TO_BOT);
 }
 
+/* C's queue Q waits for its head item's commit; on_durable kicks it then. False when it
+ * cannot wait (no memory): it is delivered at once. */
+static bool hold_until_durable(struct relay *r, struct conversation *c, enum conv_queue q)
+{
+	if (c->queues[QUEUE_TO_BOT].held || c->queues[QUEUE_TO_HUB].held) {	/* the key is listed */
+		c->queues[q].held = true;
+		return true;
+	}
+	if (r->nheld == r->capheld) {
+		size_t cap = r->capheld ? 2 * r->capheld : 64;
+		char **held = realloc(r->held, cap * sizeof(*held));
+
+		if (!held)
+			return false;
+		r->held = held;
+		r->capheld = cap;
+	}
+	if (!(r->held[r->nheld] = strdup(c->key)))
+		return false;
+	r->nheld++;
+	c->queues[q].held = true;
+	return true;
+}
+
+static void on_durable(void *arg)
+{
+	struct relay *r = arg;
+	char **keys = r->held;
+	size_t n = r->nheld;
+
+	r->held = NULL;
+	r->nheld = r->capheld = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct conversation *c = convstore_get(r->convs, keys[i]);
+		bool was_held[QUEUE_COUNT] = { false };
+
+		/* Both flags first: a kick that holds again must list the key anew. */
+		for (int q = 0; c && q < QUEUE_COUNT; q++) {
+			was_held[q] = c->queues[q].held;
+			c->queues[q].held = false;
+		}
+		for (int q = 0; c && q < QUEUE_COUNT; q++)
+			if (was_held[q])
+				relay_kick(r, c, (enum conv_queue)q);
+		free(keys[i]);
+	}
+	free(keys);
+}
+
 void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 {
 	struct conv_queue_state *qs = &c->queues[q];
 	struct store_item it;
 	uint64_t now;
 
-	if (qs->busy || qs->scheduled)
+	if (qs->busy || qs->scheduled || qs->held)
 		return;
 	if (!relay_cluster_may_act(r)) {
 		relay_cluster_held_back(r);	/* kicked again once the lease is back */
@@ -552,6 +601,11 @@ void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 		outbox_done(r, c, q, it.id);
 		store_item_clear(&it);
 		relay_kick(r, c, q);
+		return;
+	}
+	/* Nothing leaves before its write is committed (PostgreSQL commits a round trip later). */
+	if (!store_outbox_durable(r->store, it.id) && hold_until_durable(r, c, q)) {
+		store_item_clear(&it);
 		return;
 	}
 	qs->busy = true;
@@ -1003,6 +1057,7 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	if (!r->store)
 		return -EIO;
 	store_before_commit(r->store, on_before_commit, r);
+	store_on_durable(r->store, on_durable, r);
 	/* The relay counts open conversations against the limit; the table's own cap also
 	 * bounds the ending ones, should their drain stall. */
 	r->convs = convstore_new(2 * (size_t)cfg->limits.conversations);
@@ -1085,10 +1140,14 @@ void relay_free(struct relay *r)
 		convstore_each(r->convs, close_dl, NULL);
 	directline_free(r->dl);
 	if (r->store) {	/* the dirty rows, before their conversations go */
+		store_on_durable(r->store, NULL, NULL);
 		store_flush(r->store);
 		store_before_commit(r->store, NULL, NULL);
 	}
 	relay_cluster_stop(r);	/* before the store: the cluster borrows its connection */
+	for (size_t i = 0; i < r->nheld; i++)
+		free(r->held[i]);
+	free(r->held);
 	convstore_free(r->convs);
 	hd_activity_parser_free(r->parser);
 	store_close(r->store);

@@ -44,6 +44,7 @@
 #define TICK_MS 250		/* retries, the lease gate, the leave */
 #define KEY_BUCKETS 4096
 #define LEAVE_RELEASE_MS 5000	/* after the drain's timeout, to commit and release */
+#define SWEEP_TICKS 40		/* ticks between two looks for inbound rows nobody owns */
 
 enum ck_state { CK_FORWARDED, CK_CHECKING, CK_LOADING, CK_HELD };
 
@@ -67,6 +68,8 @@ struct relay_cluster {
 	uint64_t generation;	/* +1 at each lost */
 	uint64_t claims;	/* keys found ours after an event stored here claimed them */
 	bool applying;		/* replaying: the entry points act, not forward */
+	bool sweeping;		/* a look for unowned inbound rows is under way */
+	unsigned ticks;
 	bool held_back;
 	enum leave_phase leave;
 	uint64_t leave_deadline_ms;
@@ -359,6 +362,30 @@ static void wake(struct relay_cluster *cl, struct ck *ck)
 	}
 }
 
+/* Inbound rows whose key nobody owns: stored before their instance registered, or by an
+ * instance that died before it claimed them. Claimed here like an event stored here. */
+static void on_unowned(void *arg, int err, const char *const *keys, size_t n)
+{
+	struct relay *r = arg;
+	struct relay_cluster *cl = r->cluster;
+
+	if (!cl)
+		return;
+	cl->sweeping = false;
+	for (size_t i = 0; !err && i < n; i++) {
+		struct ck *ck = ck_add(cl, keys[i], CK_FORWARDED);
+
+		if (ck && ck->state == CK_FORWARDED)
+			check(cl, ck);
+	}
+}
+
+static void sweep(struct relay_cluster *cl)
+{
+	if (!cl->sweeping && cl->leave == LEAVE_NONE && store_inbound_unowned(cl->r->store, on_unowned, cl->r) == 0)
+		cl->sweeping = true;
+}
+
 /* }===== */
 
 /* {===== the cluster's callbacks */
@@ -369,6 +396,7 @@ static void on_registered(void *arg, const char *node, int64_t epoch)
 
 	if (store_set_owner(cl->r->store, node, epoch) < 0)
 		log_error(cl->r->rt->log, "cluster.owner_refused", "node=%s", node);
+	sweep(cl);
 }
 
 static void on_lost(void *arg, int64_t old_epoch)
@@ -490,6 +518,8 @@ static void on_tick(void *arg)
 			leave_step(cl);
 		return;
 	}
+	if (++cl->ticks % SWEEP_TICKS == 0)
+		sweep(cl);
 	if (cl->held_back && relay_cluster_may_act(cl->r)) {
 		cl->held_back = false;
 		relay_act_again(cl->r);

@@ -48,6 +48,8 @@ struct relay {
 	struct relay_cluster *cluster;	/* relay_cluster.c's; NULL unless the state is PostgreSQL */
 	const char *origin;		/* relay_set_origin's, borrowed */
 	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
+	char **held;			/* keys of conversations whose next item waits for its commit */
+	size_t nheld, capheld;
 	uint64_t *m_to_bot, *m_to_hub, *m_suppressed, *m_retries, *m_dropped;
 	uint64_t *m_handoffs_started, *m_handoffs_accepted, *m_handoffs_failed, *m_handoffs_completed;
 	struct metrics_histogram *h_to_bot, *h_to_hub, *h_handoff_answer, *h_handoff_accepted;

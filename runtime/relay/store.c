@@ -182,6 +182,17 @@ int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const c
 	return st->be->outbox_each_queue(st->impl, fn, arg);
 }
 
+bool store_outbox_durable(struct store *st, int64_t id)
+{
+	return !st->be->outbox_durable || st->be->outbox_durable(st->impl, id);
+}
+
+void store_on_durable(struct store *st, store_commit_fn fn, void *arg)
+{
+	if (st->be->on_durable)
+		st->be->on_durable(st->impl, fn, arg);
+}
+
 void store_item_clear(struct store_item *it)
 {
 	free(it->key);
@@ -238,4 +249,10 @@ int store_inbound_read(struct store *st, const char *key, store_inbound_fn fn, v
 int store_inbound_done(struct store *st, int64_t seq)
 {
 	return st->be->inbound_done ? st->be->inbound_done(st->impl, seq) : -EOPNOTSUPP;
+}
+
+int store_inbound_unowned(struct store *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			  void *arg)
+{
+	return st->be->inbound_unowned ? st->be->inbound_unowned(st->impl, fn, arg) : -EOPNOTSUPP;
 }

@@ -146,6 +146,14 @@ int store_outbox_retry(struct store *st, int64_t id, int attempts, int64_t next_
 /* Calls FN(key, queue, arg) once per KEY/QUEUE pair that has items (restart recovery). */
 int store_outbox_each_queue(struct store *st, int (*fn)(const char *key, const char *queue, void *arg), void *arg);
 void store_item_clear(struct store_item *it);
+/* Whether item ID's write is committed. SQLite: always (its transaction commits within the
+ * turn). PostgreSQL: once the batch that carried it committed; the relay delivers nothing
+ * before, so a kill -9 cannot make a message reach the bot while its hub, never answered
+ * 202, will deliver it again. */
+bool store_outbox_durable(struct store *st, int64_t id);
+/* FN(ARG) runs after each commit that made writes durable (PostgreSQL only: SQLite's
+ * writes are durable within the turn). One hook; FN NULL removes it. */
+void store_on_durable(struct store *st, store_commit_fn fn, void *arg);
 
 /* ---- a cluster member's store (STORE_PER_KEY; -EOPNOTSUPP otherwise) ---- */
 
@@ -190,5 +198,10 @@ typedef void (*store_inbound_fn)(void *arg, int err, const struct store_inbound 
 int store_inbound_read(struct store *st, const char *key, store_inbound_fn fn, void *arg);
 /* Row SEQ was applied: deleted in the turn's batch, with what applying it wrote. */
 int store_inbound_done(struct store *st, int64_t seq);
+/* Keys (up to 500) with inbound rows and no owner (stored before this instance had
+ * registered, or by one that died before it claimed them): FN(ARG, 0, keys, n), KEYS
+ * borrowed for the call, or FN(ARG, negative errno, NULL, 0). */
+int store_inbound_unowned(struct store *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			  void *arg);
 
 #endif

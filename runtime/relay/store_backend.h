@@ -34,6 +34,8 @@ struct store_backend {
 	int (*outbox_done)(struct store_impl *st, int64_t id);
 	int (*outbox_count)(struct store_impl *st, const char *key, const char *queue);
 	int (*outbox_retry)(struct store_impl *st, int64_t id, int attempts, int64_t next_at_ms);
+	bool (*outbox_durable)(struct store_impl *st, int64_t id);	/* NULL: always */
+	void (*on_durable)(struct store_impl *st, store_commit_fn fn, void *arg);	/* NULL: never */
 	int (*outbox_each_queue)(struct store_impl *st, int (*fn)(const char *key, const char *queue, void *arg),
 				 void *arg);
 	/* A cluster member's (store.h); NULL: -EOPNOTSUPP. */
@@ -46,6 +48,8 @@ struct store_backend {
 	int (*inbound_add)(struct store_impl *st, const struct store_inbound *in);
 	int (*inbound_read)(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg);
 	int (*inbound_done)(struct store_impl *st, int64_t seq);
+	int (*inbound_unowned)(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			       void *arg);
 };
 
 extern const struct store_backend store_sqlite_backend;

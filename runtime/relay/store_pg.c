@@ -55,7 +55,6 @@
 #define PG_ID_GAP 1000000		/* outbox ids skipped at each open */
 #define PG_ID_MARK_EVERY 1000		/* ids between two high-water marks */
 #define PG_PROTO_RETRIES 5
-#define PG_EXPIRE_LIMIT 10000		/* event ids forgotten per statement */
 #define PG_OPEN_TIMEOUT_S "10"
 #define ENTRY_PARAMS 11
 #define PG_ID_BLOCK 1000000		/* outbox ids per block (STORE_PER_KEY); the sequence's INCREMENT */
@@ -63,7 +62,7 @@
 enum sql {
 	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
 	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_IN_ADD, Q_IN_CLAIM, Q_NOTIFY, Q_IN_READ,
-	Q_IN_DONE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_COUNT
+	Q_IN_DONE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_IN_UNOWNED, Q_COUNT
 };
 
 static const char *const KEY_QUEUES[] = { "to_bot", "to_hub", NULL };
@@ -86,6 +85,7 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_EVENT_CHECK] = "SELECT 1 FROM events WHERE id = $1",
 	[Q_EVENT_ADD] = "INSERT INTO events (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
 	[Q_EVENT_DEL] = "DELETE FROM events WHERE id = $1",
+	/* Bounded: a large backlog of old ids goes over several calls, no batch stalls on it. */
 	[Q_EVENT_EXPIRE] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 10000)",
 	/* Only while the conversation is closed: another instance may have opened it again. */
 	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1 AND EXISTS (SELECT 1 FROM conversations c"
@@ -106,6 +106,8 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_LOAD_OUTBOX] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
 			  " FROM outbox WHERE key = $1 ORDER BY id",
 	[Q_BLOCK] = "SELECT nextval('handoffd_outbox_block')",
+	[Q_IN_UNOWNED] = "SELECT DISTINCT key FROM inbound i WHERE NOT EXISTS"
+			 " (SELECT 1 FROM owners o WHERE o.key = i.key) LIMIT 500",
 };
 
 /* A statement of the log: a write (SEQ > 0, sent until it commits) or a question (SEQ 0,
@@ -153,6 +155,8 @@ struct store_impl {
 	struct loop_timer *turn, *retry;
 	store_commit_fn before;
 	void *before_arg;
+	store_commit_fn durable;	/* store_on_durable's hook */
+	void *durable_arg;
 	int64_t next_id, id_mark;
 	int64_t event_ttl_s;
 	uint64_t event_adds;
@@ -314,6 +318,17 @@ static void fail_waiting(struct store_impl *st, int err)
 
 static void on_done(void *arg, int err, const char *msg, const struct pg_result *res);
 
+static void drop_unsendable(struct store_impl *st, struct entry *e, int rc)
+{
+	log_error(st->lg, "store.write_dropped", "reason=\"%s\"", pg_conn_strerror(rc));
+	unlink_entry(st, e);
+	if (!e->seq)
+		e->fn(e->arg, -EIO);
+	else if (e->q == Q_EVENT_ADD)
+		pgm_mark_del(st->m, e->p[0], e->seq);
+	entry_free(e);
+}
+
 /* The log's head goes out as one batch (one transaction), unless one is in flight. */
 static void send(struct store_impl *st)
 {
@@ -327,9 +342,14 @@ static void send(struct store_impl *st)
 			fail_waiting(st, -ENOTCONN);
 		return;
 	}
-	for (struct entry *e = st->head; e && n < PG_BATCH_MAX; e = e->next) {
+	for (struct entry *e = st->head, *next; e && n < PG_BATCH_MAX; e = next) {
 		int rc = pg_conn_queue(st->pc, SQL[e->q], e->nparams, (const char *const *)e->p, on_done, e);
 
+		next = e->next;
+		if (rc == -EMSGSIZE || rc == -EINVAL) {
+			drop_unsendable(st, e, rc);	/* it never could go: it must not block the rest */
+			continue;
+		}
 		if (rc < 0) {
 			if (n)
 				break;	/* what went out is a batch; the rest goes next */
@@ -338,6 +358,9 @@ static void send(struct store_impl *st)
 				st->up = false;
 				st->down = true;
 				fail_waiting(st, rc);
+			} else {	/* a full queue empties: try again shortly */
+				st->held = true;
+				loop_timer_start(st->retry, 100, 0);
 			}
 			return;
 		}
@@ -401,6 +424,8 @@ static void batch_over(struct store_impl *st)
 	if (!err) {
 		st->proto_failures = 0;
 		run_waiters(st, durable_seq(st), 0);
+		if (st->durable)
+			st->durable(st->durable_arg);
 	} else {
 		run_waiters(st, st->flight_last, err);
 		if (err == -EPERM) {
@@ -726,6 +751,7 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 		log_error(st->lg, "store.error", "what=outbox_add conv=%s reason=\"no outbox id block\"", key);
 		return -EIO;
 	}
+	src.seq = st->seq + 1;	/* the OUT_ADD written below */
 	if (!hex || st->nwrites + 1 >= PG_BACKLOG_MAX || !pgm_item_add(st->m, key, queue, &src)) {
 		free(hex);
 		log_error(st->lg, "store.error", "what=outbox_add conv=%s", key);
@@ -811,6 +837,19 @@ static int pgs_outbox_retry(struct store_impl *st, int64_t id, int attempts, int
 	snprintf(a, sizeof(a), "%d", attempts);
 	snprintf(n, sizeof(n), "%" PRId64, next_at_ms);
 	return write_q(st, Q_OUT_RETRY, 3, p);
+}
+
+static bool pgs_outbox_durable(struct store_impl *st, int64_t id)
+{
+	struct pgm_item *it = pgm_item_find(st->m, id);
+
+	return !it || it->seq <= durable_seq(st);
+}
+
+static void pgs_on_durable(struct store_impl *st, store_commit_fn fn, void *arg)
+{
+	st->durable = fn;
+	st->durable_arg = arg;
 }
 
 static int pgs_outbox_each_queue(struct store_impl *st, int (*fn)(const char *key, const char *queue, void *arg),
@@ -981,6 +1020,12 @@ static int load_outbox(struct store_impl *st, PGconn *conn, char *err, size_t er
 				       .created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
 				       .fn = (char *)value_str(r, i, 8) };
 
+		/* The relay writes a bot message's attempt and then POSTs it; SQLite commits the
+		 * attempt first (same turn), here the commit comes a round trip later, so a kill may
+		 * have lost it: every queued bot message counts as maybe sent, and Direct Line
+		 * looks for it before posting it again. */
+		if (it.attempts == 0 && strcmp(value_str(r, i, 2), "to_bot") == 0)
+			it.attempts = 1;
 		ok = payload && pgm_item_add(st->m, value_str(r, i, 1), value_str(r, i, 2), &it);
 		PQfreemem(payload);
 		if (!ok)
@@ -1207,6 +1252,7 @@ static void pgs_forget_all(struct store_impl *st)
 	st->m = m;
 	st->next_block = 0;
 	st->block_end = st->next_id;	/* a fresh block for the next epoch */
+	st->node[0] = '\0';		/* no claims until registered again */
 }
 
 /* One store_load: the row, then the items, then (when they carry ids above ours) a
@@ -1330,14 +1376,16 @@ static int pgs_load(struct store_impl *st, const char *key, void (*fn)(void *arg
 static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in)
 {
 	char origin[CLUSTER_NODE_MAX + 48], created[24];
-	char *hex = in->payload ? hex_bytea(in->payload, in->len) : NULL;
-	const char *add[] = { origin, in->key, in->op, in->id, in->arg, in->flag ? "true" : "false", hex, created };
+	char *hex = NULL;
+	const char *add[] = { origin, in->key, in->op, in->id, in->arg, in->flag ? "true" : "false", NULL, created };
 	const char *claim[] = { in->key, st->node, st->epoch };
 	int rc;
 
-	if (!st->per_key || !st->node[0])
-		return -ENOTCONN;	/* not registered yet: the hub retries */
-	if ((in->payload && !hex) || st->nwrites + 3 >= PG_BACKLOG_MAX) {
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (in->payload && !(add[6] = hex = hex_bytea(in->payload, in->len)))
+		return -ENOMEM;
+	if (st->nwrites + 3 >= PG_BACKLOG_MAX) {
 		free(hex);
 		return -EIO;
 	}
@@ -1348,7 +1396,9 @@ static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in
 	snprintf(created, sizeof(created), "%" PRId64, (int64_t)clock_wall_ms());
 	rc = write_q(st, Q_IN_ADD, 8, add);
 	free(hex);
-	if (rc == 0)
+	/* Not registered yet (just started, or taken over a moment ago): the row waits without
+	 * an owner; the relay claims its key once registered (store_inbound_unowned). */
+	if (rc == 0 && st->node[0])
 		rc = write_q(st, Q_IN_CLAIM, 3, claim);
 	if (rc == 0)
 		rc = write_q(st, Q_NOTIFY, 1, claim);
@@ -1402,6 +1452,41 @@ static int pgs_inbound_read(struct store_impl *st, const char *key, store_inboun
 	*rd = (struct inbound_read){ fn, arg };
 	if (!ask(st, Q_IN_READ, 1, &key, on_inbound_rows, rd)) {
 		free(rd);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+struct unowned {
+	void (*fn)(void *arg, int err, const char *const *keys, size_t n);
+	void *arg;
+};
+
+static void on_unowned(void *arg, int err, const PGresult *r)
+{
+	struct unowned *u = arg;
+	int n = err ? 0 : PQntuples(r);
+	const char **keys = n ? calloc((size_t)n, sizeof(*keys)) : NULL;
+
+	for (int i = 0; keys && i < n; i++)
+		keys[i] = PQgetvalue(r, i, 0);
+	u->fn(u->arg, err ? err : n && !keys ? -ENOMEM : 0, keys, keys ? (size_t)n : 0);
+	free(keys);
+	free(u);
+}
+
+static int pgs_inbound_unowned(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			       void *arg)
+{
+	struct unowned *u;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (!(u = calloc(1, sizeof(*u))))
+		return -ENOMEM;
+	*u = (struct unowned){ fn, arg };
+	if (!ask(st, Q_IN_UNOWNED, 0, NULL, on_unowned, u)) {
+		free(u);
 		return -ENOMEM;
 	}
 	return 0;
@@ -1483,4 +1568,7 @@ const struct store_backend store_pg_backend = {
 	.inbound_add = pgs_inbound_add,
 	.inbound_read = pgs_inbound_read,
 	.inbound_done = pgs_inbound_done,
+	.inbound_unowned = pgs_inbound_unowned,
+	.outbox_durable = pgs_outbox_durable,
+	.on_durable = pgs_on_durable,
 };

@@ -359,6 +359,7 @@ struct pgm_item *pgm_item_add(struct pgm *m, const char *key, const char *queue,
 	it->attempts = src->attempts;
 	it->next_at_ms = src->next_at_ms;
 	it->created_ms = src->created_ms;
+	it->seq = src->seq;
 	it->queue = q;
 	it->prev_in_queue = q->tail;
 	if (q->tail)

@@ -27,6 +27,7 @@ struct pgm_item {
 	size_t len;
 	int attempts;
 	int64_t next_at_ms, created_ms;
+	uint64_t seq;		/* the write that added it (store_pg.c); 0 loaded at open */
 };
 
 struct pgm *pgm_new(void);

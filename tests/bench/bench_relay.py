@@ -16,7 +16,9 @@ during the measured phase only, into FILE; its sampling costs handoffd CPU, so t
 figure of such a run is not the one to quote. With HANDOFFD_BENCH_CALLGRIND=FILE, handoffd
 runs under valgrind's callgrind, whose counts are zeroed before the measured phase and dumped
 into FILE after it: instructions per message, unmoved by other load on the machine
-(`callgrind_annotate FILE`).
+(`callgrind_annotate FILE`). With HANDOFFD_BENCH_STATE=postgresql, the state lives in a
+throwaway PostgreSQL server (tests/integration/pg_server.py, fsync on) instead of SQLite,
+and the commits per relayed message are printed too.
 """
 import asyncio
 import json
@@ -37,6 +39,7 @@ import aiohttp  # noqa: E402
 
 from fakehub import sign  # noqa: E402
 from relay_env import Environment  # noqa: E402
+from pg_server import PgServer  # noqa: E402
 
 
 sys_cpu = {}
@@ -116,13 +119,41 @@ def callgrind(pid, action):
         subprocess.run(["callgrind_control", action, str(pid)], check=True, stdout=subprocess.DEVNULL)
 
 
+def server_cpu(pg):
+    """CPU seconds of the PostgreSQL server so far: the postmaster and its children (the
+    backend serving handoffd, the WAL writer, ...). None without PostgreSQL."""
+    if not pg:
+        return None
+    master = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if d.isdigit() and (int(d) == master or int(fields[1]) == master):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def xact_commits(pg):
+    """Write transactions so far: the server's transaction id counter (each write
+    transaction takes one id; this query takes one too). None without PostgreSQL."""
+    if not pg:
+        return None
+    return int(pg.psql("SELECT pg_current_xact_id()", db="postgres"))
+
+
 def main():
     binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else str(ROOT / "build" / "handoffd")
     conversations = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     messages = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    pg = PgServer() if os.environ.get("HANDOFFD_BENCH_STATE") == "postgresql" else None
+    commits = None
     with tempfile.TemporaryDirectory() as tmp:
-        env = Environment(callgrind_wrapper(binary, tmp), tmp,
-                          emulator_settings={"bot_delay_ms": 0})
+        env = Environment(callgrind_wrapper(binary, tmp), tmp, emulator_settings={"bot_delay_ms": 0},
+                          pg=(pg, pg.create_db("bench")) if pg else None)
         try:
             pid = env.daemon.proc.pid
             cpu0, rss0 = proc_stat(pid)
@@ -135,10 +166,13 @@ def main():
             callgrind(pid, "-z")
             cpu1, _ = proc_stat(pid)
             sys1 = sys_cpu[pid]
+            commits0, server0 = xact_commits(pg), server_cpu(pg)
             t0 = time.monotonic()
             sent = asyncio.run(drive(env, conversations, messages))
             env.hub.wait(lambda r: replies(r) >= conversations * (1 + messages), 600, "every reply")
             wall = time.monotonic() - t0
+            if pg:
+                commits, server = xact_commits(pg) - commits0, server_cpu(pg) - server0
             cpu2, rss2 = proc_stat(pid)
             sys2 = sys_cpu[pid]
             stop_profile(perf)
@@ -146,6 +180,12 @@ def main():
             rtt = sorted(env.hub.arrivals[k] - v for k, v in sent.items() if k in env.hub.arrivals)
         finally:
             env.close()
+            if pg:
+                pg.cleanup()
+    print(f"state: {'postgresql' if pg else 'sqlite'}")
+    if commits is not None:
+        print(f"database commits: {commits / n:.3f} per relayed message ({commits} write transactions in all); "
+              f"PostgreSQL server CPU {server / n * 1e6:,.0f} us per relayed message")
     print(f"conversations {conversations}, messages {n} (each answered by the bot at once)")
     print(f"relayed: {n / wall:,.0f} messages/s wall clock (harness in Python on the same 2 cores)")
     print(f"handoffd CPU: {(cpu2 - cpu1) / n * 1e6:,.0f} us per relayed message (in + out) "

@@ -4,6 +4,7 @@
     server.conninfo                # "host=127.0.0.1 port=N dbname=handoffd user=handoffd"
     server.password                # the role's password (not in conninfo: tests pass it apart)
     server.psql("SELECT 1")        # a query as the superuser over the unix socket
+    server.create_db("t1"); server.url_for("t1")   # a fresh database per test, its URI
     server.restart(); server.stop(); server.cleanup()
 
 As a pytest fixture: `from pg_server import pg_server` in a test module (one server per module).
@@ -144,6 +145,15 @@ class PgServer:
     def url(self):
         """The same as a URI with the password in it, the form the `state` key takes."""
         return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def url_for(self, db):
+        """The URI of database DB (see create_db)."""
+        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def create_db(self, db):
+        """A fresh empty database owned by the test role: one per test, no leftovers."""
+        self.psql(f"CREATE DATABASE {db} OWNER {DB_USER}", db="postgres")
+        return db
 
     def psql(self, sql, db=DB_NAME):
         """Runs SQL as the superuser over the unix socket; returns the unaligned output."""

@@ -31,11 +31,13 @@ def webhook_hub(hub):
     return f'hub = {{ module = "hubs.webhook", url = "{hub.url}", secret = "{hub.secret}", token = "{hub.token}" }},'
 
 
-def config_text(emu, hub, state_dir, extra="", hubs=webhook_hub, directline=""):
-    """DIRECTLINE: more keys of the directline table, e.g. "park_after = 1,"."""
+def config_text(emu, hub, state_dir, extra="", hubs=webhook_hub, directline="", state=None):
+    """DIRECTLINE: more keys of the directline table, e.g. "park_after = 1,". STATE: the
+    state key's value (default: a SQLite file in STATE_DIR)."""
+    state = state or f"sqlite:{state_dir}/state.db"
     return f"""return {{
   listen = "127.0.0.1:0",
-  state = "sqlite:{state_dir}/state.db",
+  state = "{state}",
   directline = {{ base = "{emu.info['http_base']}", secret = "{emu.info['secret']}", echo_grace = 1, {directline} }},
   {hubs(hub)}
   routes = "routes.lua",
@@ -102,14 +104,18 @@ class Environment:
     """Emulator + fake hub + handoffd, started and stopped together."""
 
     def __init__(self, binary, workdir, routes=ROUTES, extra_config="", emulator_settings=None, hubs=webhook_hub,
-                 directline=""):
+                 directline="", pg=None):
+        """PG: a (pg_server.PgServer, database name) pair to keep the state in instead of
+        SQLite."""
         self.workdir = pathlib.Path(workdir)
+        self.pg = pg
         self.hub = FakeHub().start()
         self.emu_ctx = spawn(settings=emulator_settings or {})
         self.emu = self.emu_ctx.__enter__()
         (self.workdir / "routes.lua").write_text(routes)
+        state = pg[0].url_for(pg[1]) if pg else None
         (self.workdir / "config.lua").write_text(config_text(self.emu, self.hub, self.workdir, extra_config, hubs,
-                                                             directline))
+                                                             directline, state))
         self.daemon = Handoffd(binary, self.workdir).start()
 
     @property
@@ -118,6 +124,10 @@ class Environment:
 
     def dl_conversation(self, conversation):
         """The Direct Line conversation id handoffd opened for a hub conversation."""
+        if self.pg:
+            server, db = self.pg
+            key = f"webhook:{conversation}".replace("'", "''")
+            return server.psql(f"SELECT dl_conversation_id FROM conversations WHERE key = '{key}'", db=db) or None
         import sqlite3
         db = sqlite3.connect(self.workdir / "state.db")
         try:

@@ -59,6 +59,20 @@ function T.a_failed_effect_forgets_the_key_so_the_retry_applies()
   assert(table.concat(calls, ",") == "remember e-2,forget e-2,remember e-2")
 end
 
+function T.an_unconfirmed_effect_keeps_the_key_so_the_retry_is_a_duplicate()
+  reset()
+  -- A PostgreSQL state could not commit in time: the effect stays and is written later,
+  -- so the hub's retry must find the key rather than apply the event twice.
+  local unconfirmed = counter(nil, "not confirmed")
+  local done, err = events.once("e-3", unconfirmed)
+  assert(done == nil and err == "not confirmed")
+  assert(seen["e-3"], "kept")
+  local effect, runs = counter(true)
+  assert(events.once("e-3", effect) == false, "the retry is a duplicate")
+  assert(runs() == 0)
+  assert(table.concat(calls, ",") == "remember e-3,remember e-3")
+end
+
 function T.a_failure_to_remember_runs_nothing_and_forgets_nothing()
   reset()
   local effect, runs = counter(true)
@@ -85,7 +99,7 @@ function T.failures_that_pass_and_the_answer_to_them()
     assert(events.passing(err), err)
     assert(events.status(err, 503) == 503 and events.status(err, { busy = 429, fault = 500 }) == 429, err)
   end
-  for _, err in ipairs({ "state not writable", "out of memory" }) do
+  for _, err in ipairs({ "state not writable", "not confirmed", "out of memory" }) do
     assert(events.passing(err), err)
     assert(events.status(err, { busy = 429, fault = 500 }) == 500, err)
   end

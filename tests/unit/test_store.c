@@ -379,6 +379,69 @@ static void test_pg_newer_schema_is_refused(void **state)
 	reopen(f);
 }
 
+/* An integer out of SQL on the test database (PostgreSQL only). */
+static long pg_value(const char *sql)
+{
+	PGconn *conn = PQconnectdb(getenv("HANDOFFD_TEST_PG_URL"));
+	PGresult *r = PQexec(conn, sql);
+	long v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+
+	PQclear(r);
+	PQfinish(conn);
+	return v;
+}
+
+struct probe {
+	struct store *st;
+	struct loop *lp;
+	bool ran;
+	int err;
+};
+
+static void note_commit(void *arg)
+{
+	struct probe *p = arg;
+
+	p->ran = true;
+	p->err = store_commit_error(p->st);
+	loop_stop(p->lp);
+}
+
+/* PostgreSQL: the connection dies under a write. Its waiter hears it (the webhook answers
+ * 503), the write stays queued, and once the connection is back it is written. */
+static void test_pg_lost_connection_fails_the_waiter_and_keeps_the_write(void **state)
+{
+	struct fixture *f = *state;
+	struct probe p = { .st = f->st, .lp = f->lp };
+	struct store_item it;
+	int64_t first = store_outbox_add(f->st, "k", "to_bot", "first", 5), second;
+
+	settle(f);	/* connected, and FIRST is written */
+	pg_value("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+		 " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+	while (pg_value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+			" AND pid <> pg_backend_pid()") > 0)
+		;	/* gone before anything more is sent */
+	second = store_outbox_add(f->st, "k", "to_bot", "second", 6);
+	assert_int_equal(store_after_commit(f->st, note_commit, &p), 0);
+	while (!p.ran)
+		loop_run(f->lp);
+	assert_true(p.err < 0);
+	assert_true(store_write_pending(f->st));	/* kept */
+	while (store_write_pending(f->st))
+		settle(f);	/* fails fast until the connection is back, then commits */
+	assert_int_equal(store_commit_error(f->st), 0);
+	reopen(f);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_bot", &it), 0);
+	assert_int_equal(it.id, first);
+	store_item_clear(&it);
+	store_outbox_done(f->st, first);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_bot", &it), 0);
+	assert_int_equal(it.id, second);
+	assert_string_equal(it.payload, "second");
+	store_item_clear(&it);
+}
+
 /* PostgreSQL: an outbox id is never handed out twice, even across a restart that lost
  * what was written last. */
 static void test_pg_ids_grow_across_reopen(void **state)
@@ -400,6 +463,8 @@ int main(void)
 	const struct CMUnitTest pg_only[] = {
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_ids_grow_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_lost_connection_fails_the_waiter_and_keeps_the_write, setup,
+						teardown),
 	};
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_conversation_round_trip_survives_reopen, setup, teardown),
