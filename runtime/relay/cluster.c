@@ -6,7 +6,25 @@
  * Every statement it queues carries an `op`, linked into the cluster, so that
  * cluster_free() can cut the link and the callback that pg_conn still owes only frees
  * the op. Every op remembers the epoch it was queued in: a result that arrives after a
- * re-registration is about an epoch that is gone, and is ignored. */
+ * re-registration is about an epoch that is gone, and is ignored.
+ *
+ * Choices, with their reasons:
+ * - A dead node's row is removed with FOR UPDATE SKIP LOCKED, not by a DELETE that waits
+ *   on its KEY SHARE: a stalled node's batch can hold the lock for long (its results fill
+ *   the socket), and a waiting DELETE would hold this connection, heartbeat included.
+ *   The row goes at a later heartbeat, when no batch of it is in flight: the same fence.
+ * - The share of orphans evens out everything owned (ceil(total / live) - mine), not
+ *   ceil(orphans / live): instances claim at different moments, and the latter would
+ *   hand the first claimer a half, the next a quarter of what is left, and so on.
+ * - An orphan is an owners row without a nodes row of the same node AND epoch, so a
+ *   restart under a fixed cluster.node leaves its old conversations claimable too.
+ * - Registration is DELETE then INSERT, not an upsert: an UPDATE of the row does not
+ *   conflict with FOR KEY SHARE, so it would not wait for a batch of an earlier process
+ *   of the same name still in flight.
+ * - The lease is measured from when the heartbeat was queued, which is before it was
+ *   sent: shorter, so on the safe side.
+ * - A release leaves the owners rows (orphans) instead of deleting them: the others claim
+ *   and resume them at once, where deleted rows would wait for their next message. */
 #include "relay/cluster.h"
 
 #include "base/clock.h"
@@ -207,6 +225,10 @@ static void start_registration(struct cluster *c)
 	if (c->registering)
 		return;
 	err = pg_conn_queue_bare(c->pc, SQL_UNREGISTER, 1, params, NULL, NULL);
+	/* The others look for orphans at once: an earlier epoch of this name may have left
+	 * some (a restart under a fixed cluster.node). */
+	if (err == 0)
+		err = pg_conn_queue_bare(c->pc, SQL_NOTIFY_RELEASE, 1, params, NULL, NULL);
 	if (err == 0)
 		err = queue_op(c, op_new(c, OP_REGISTER), true, SQL_REGISTER, 1, params);
 	if (err) {
@@ -642,17 +664,18 @@ int cluster_release_all(struct cluster *c, cluster_done_fn cb, void *arg)
 		return c->phase == REGISTERING ? -ENOTCONN : -ESHUTDOWN;
 	/* The owners rows stay: without their node row they are orphans, which the others
 	 * claim as soon as the notification reaches them (deleted, they would be unowned
-	 * until their next message, while some may have replies waiting). */
-	err = pg_conn_queue(c->pc, SQL_LEAVE, 2, params, NULL, NULL);
+	 * until their next message, while some may have replies waiting). The NOTIFY goes
+	 * first: alone (the DELETE refused) it commits harmlessly, the others find nothing. */
+	err = pg_conn_queue(c->pc, SQL_NOTIFY_RELEASE, 1, params, NULL, NULL);
 	if (!err && !(op = op_new(c, OP_RELEASE_ALL)))
 		err = -ENOMEM;
 	if (!err) {
 		op->done = cb;
 		op->arg = arg;
-		err = queue_op(c, op, false, SQL_NOTIFY_RELEASE, 1, params);
+		err = queue_op(c, op, false, SQL_LEAVE, 2, params);
 	}
 	if (err)
-		return err;	/* the DELETE alone commits harmlessly: the lease ends the rest */
+		return err;
 	c->phase = RELEASING;
 	return 0;
 }

@@ -135,6 +135,15 @@ def test_a_key_claimed_by_all_three_has_exactly_one_owner(cluster, pg_server):  
     after = a.stats()
     assert after["claims"] == before["claims"] == len(a_keys)
     assert after["owned"] == len(a_keys)
+    # A key given up (its conversation ended) is free for the next claimer.
+    b = members[1]
+    if a_keys:
+        since = a.mark()
+        a.cmd("release", a_keys[0])
+        assert a.wait_for(lambda e: e["ev"] == "released", since)["err"] == 0
+        assert a.stats()["owned"] == len(a_keys) - 1
+        assert b.claim(a_keys[0])[a_keys[0]]["mine"]
+        assert owners(pg_server, [a_keys[0]]) == {a_keys[0]: "b"}
 
 
 def test_kill_9_of_an_owner_its_keys_go_to_the_others_evenly_after_the_lease(cluster, pg_server):  # noqa: F811
@@ -194,6 +203,23 @@ def test_a_stalled_owner_is_fenced_when_it_resumes_and_registers_again(cluster, 
     assert (w2["lease"], w2["err"]) == (True, 0), w2
 
 
+def test_a_restart_under_the_same_name_frees_the_old_epoch_s_keys_at_once(cluster, pg_server, tmp_path):  # noqa: F811
+    a, b, c = cluster(LONG_LEASE)
+    keys = [f"r{i}" for i in range(12)]
+    c.claim(*keys)
+    c.kill()
+    marks = [a.mark(), b.mark()]
+    c2 = Member(tmp_path, pg_server, "c", LONG_LEASE, cond=a.cond)  # same cluster.node, new process
+    try:
+        assert c2.epoch > c.epoch
+        got = wait_all_taken([a, b, c2], keys, marks + [0], 10)  # the lease is 30 s: not the lease
+        assert max(map(len, got.values())) - min(map(len, got.values())) <= 1, got
+        rows = pg_server.psql("SELECT DISTINCT node || ':' || epoch FROM owners").splitlines()
+        assert f"c:{c.epoch}" not in rows, rows
+    finally:
+        c2.close()
+
+
 def test_a_drained_member_s_keys_move_at_once(cluster, pg_server):  # noqa: F811
     a, b, c = cluster(LONG_LEASE)
     keys = [f"d{i}" for i in range(10)]
@@ -241,3 +267,6 @@ def test_a_wake_up_travels_with_its_committed_batch_and_after_a_database_restart
     a.cmd("notify", "n3", "w1")
     assert a.wait_for(lambda e: e["ev"] == "notified" and e["tag"] == "n3", since)["err"] == 0
     b.wait_for(lambda e: e["ev"] == "woken" and e["key"] == "w1", marks[1])
+    # A short outage within the lease costs nobody their conversations.
+    assert a.since(marks[0], "lost") == [] and b.since(marks[1], "lost") == []
+    assert b.claim("w1")["w1"]["mine"]

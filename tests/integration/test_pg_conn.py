@@ -21,7 +21,7 @@ TOOLS = os.environ.get("HANDOFFD_TOOLS_DIR", "build/tests/tools")
 DRIVER = os.path.join(TOOLS, "pg_driver")
 DEADLINE = 20.0
 ECONNRESET, ENOTCONN, EPROTO, EBUSY, ECANCELED = -104, -107, -71, -16, -125
-ETIMEDOUT, ECONNREFUSED = -110, -111
+ETIMEDOUT, ECONNREFUSED, EPERM, EINVAL = -110, -111, -1, -22
 
 
 class PgDriver(JsonLinesProcess):
@@ -214,3 +214,62 @@ def test_a_host_list_skips_a_refusing_host(tmp_path, schema):
             e = d.wait_for(lambda e: e["ev"] == "state", timeout=5)
             assert e["up"], e
             assert d.run("batch", "hosts", 1)["ok"] == 1
+
+
+def test_the_prologue_opens_every_batch_in_its_transaction_and_bare_statements_go_without(driver, schema):
+    assert driver.run("prologue", "p", "INSERT INTO items(tag, n) VALUES ('prologue', 0)", ev="prologue")["err"] == 0
+    try:
+        e = driver.run("batch", "with-prologue", 5)
+        assert (e["ok"], e["err"]) == (5, 0), e
+        # One prologue row, written by the batch's own transaction.
+        assert rows_of(schema, "prologue") == (1, 1)
+        assert schema.psql("SELECT count(DISTINCT xid) FROM items WHERE tag IN ('prologue', 'with-prologue')") == "1"
+        e = driver.run("bare", "b1", "INSERT INTO items(tag, n) VALUES ('bare', 1)", ev="done")
+        assert e["err"] == 0, e
+        assert rows_of(schema, "prologue") == (1, 1)  # no prologue for a bare statement
+    finally:
+        assert driver.run("prologue", "p", "-", ev="prologue")["err"] == 0
+    assert driver.run("batch", "no-prologue", 2)["ok"] == 2
+    assert rows_of(schema, "prologue") == (1, 1)
+
+
+def test_a_failing_prologue_refuses_the_batch_and_its_owner_hears_first(driver, schema):
+    before = driver.stats()
+    assert driver.run("prologue", "p", "SELECT 1/0", ev="prologue")["err"] == 0
+    try:
+        since = driver.mark()
+        e = driver.run("batch", "refused", 3)
+        assert (e["ok"], e["failed"], e["err"], e["reason"]) == (0, 3, EPERM, "fenced"), e
+        hook = driver.wait_for(lambda e: e["ev"] == "prologue_failed", since)
+        assert hook["sqlstate"] == "22012" and "division by zero" in hook["msg"], hook
+        assert driver.events.index(hook) < driver.events.index(e)
+        assert rows_of(schema, "refused") == (0, 0)
+        # Bare statements still go, and a plain failure keeps its own error and SQLSTATE.
+        assert driver.run("bare", "b2", "SELECT 1", ev="done")["rows"] == [["1"]]
+    finally:
+        assert driver.run("prologue", "p", "-", ev="prologue")["err"] == 0
+    e = driver.run("exec", "e1", "SELECT 1/0", ev="done")
+    assert (e["err"], e["sqlstate"]) == (EPROTO, "22012"), e
+    after = driver.stats()
+    assert after["batches_fenced"] - before["batches_fenced"] == 1
+    # Every batch is one round trip; committed ones count towards the commit latency.
+    assert after["round_trips"] - before["round_trips"] == 3  # refused, b2, e1
+    assert after["commit_us_count"] - before["commit_us_count"] == 1  # b2
+    assert after["commit_us_sum"] > before["commit_us_sum"]
+
+
+def test_notifications_arrive_and_listening_resumes_after_a_restart(driver, schema):
+    since = driver.mark()
+    assert driver.run("listen", "l1", "chan_a", ev="listen")["err"] == 0
+    driver.wait_for(lambda e: e["ev"] == "notify" and e["channel"] is None, since)  # listening
+    schema.psql("NOTIFY chan_a, 'hello'; NOTIFY other_channel, 'not for us'")
+    e = driver.wait_for(lambda e: e["ev"] == "notify" and e["channel"] is not None, since)
+    assert (e["channel"], e["payload"]) == ("chan_a", "hello"), e
+    assert driver.run("listen", "l2", "bad-name;", ev="listen")["err"] == EINVAL
+    since = driver.mark()
+    schema.restart()
+    driver.wait_for(lambda e: e["ev"] == "state" and e["up"], since)
+    driver.wait_for(lambda e: e["ev"] == "notify" and e["channel"] is None, since)  # listening again
+    schema.psql("NOTIFY chan_a, 'again'")
+    e = driver.wait_for(lambda e: e["ev"] == "notify" and e["channel"] == "chan_a", since)
+    assert e["payload"] == "again"

@@ -9,6 +9,9 @@
  *
  * Commands (each line is handled within one loop turn, so its statements share a batch):
  *   exec TAG SQL...          one statement; prints its rows when the batch is done
+ *   bare TAG SQL...          the same, queued bare (without the prologue)
+ *   prologue TAG SQL...      sets the batch prologue ("-": clears it)
+ *   listen TAG CHANNEL       pg_conn_listen
  *   batch TAG N [SLEEP_S]    N inserts into items(tag, n) [then SELECT pg_sleep(SLEEP_S)]
  *   badbatch TAG N           N inserts, the middle one into a table that does not exist
  *   cancel TAG N             N inserts, then pg_conn_free() before the batch goes out
@@ -19,7 +22,10 @@
  * "reason":S,"msg":S,"rows":[[...]]}, {"ev":"batch","tag":S,"ok":N,"failed":N,"err":N,
  * "reason":S,"msg":S} once every statement of a batch/badbatch/cancel reported,
  * {"ev":"refused","tag":S,"err":N,"reason":S} when pg_conn_queue() refused,
- * {"ev":"stats",...}, {"ev":"error","msg":S}. */
+ * {"ev":"prologue","tag":S,"err":N}, {"ev":"listen","tag":S,"err":N} (the calls' returns),
+ * {"ev":"prologue_failed","sqlstate":S,"msg":S} (the hook),
+ * {"ev":"notify","channel":S|null,"payload":S}, {"ev":"stats",...}, {"ev":"error","msg":S}.
+ * "done" also carries "sqlstate" (pg_conn_batch_sqlstate). */
 #include "base/log.h"
 #include "net/loop.h"
 #include "net/pg_conn.h"
@@ -41,6 +47,12 @@ struct driver {
 	struct pg_conn *pc;
 	struct event *in;
 	struct evbuffer *input;		/* stdin up to the next newline */
+};
+
+/* A command's tag, kept until its statement's callback. */
+struct tagged {
+	struct driver *d;
+	char tag[TAG_CAP];
 };
 
 /* One tagged group of statements whose outcomes are counted. */
@@ -94,17 +106,39 @@ static void on_state(void *arg, bool up, const char *reason)
 
 static void on_exec(void *arg, int err, const char *msg, const struct pg_result *res)
 {
-	char *tag = arg;
+	struct tagged *tag = arg;
 
 	fputs("{\"ev\":\"done\",\"tag\":", stdout);
-	driver_json_str(tag);
+	driver_json_str(tag->tag);
 	printf(",\"err\":%d,\"reason\":", err);
 	driver_json_str(pg_conn_strerror(err));
 	fputs(",\"msg\":", stdout);
 	driver_json_str(msg);
+	fputs(",\"sqlstate\":", stdout);
+	driver_json_str(pg_conn_batch_sqlstate(((struct tagged *)arg)->d->pc));
 	print_rows((const PGresult *)res);
 	emit_end();
 	free(tag);
+}
+
+static void on_prologue_failed(void *arg, const char *sqlstate, const char *msg)
+{
+	(void)arg;
+	fputs("{\"ev\":\"prologue_failed\",\"sqlstate\":", stdout);
+	driver_json_str(sqlstate);
+	fputs(",\"msg\":", stdout);
+	driver_json_str(msg);
+	emit_end();
+}
+
+static void on_notify(void *arg, const char *channel, const char *payload)
+{
+	(void)arg;
+	fputs("{\"ev\":\"notify\",\"channel\":", stdout);
+	driver_json_str(channel);
+	fputs(",\"payload\":", stdout);
+	driver_json_str(payload);
+	emit_end();
 }
 
 static void print_tally(const struct tally *t)
@@ -151,15 +185,38 @@ static void refused(const char *tag, int err)
 	emit_end();
 }
 
-static void cmd_exec(struct driver *d, const char *tag, const char *sql)
+static void cmd_exec(struct driver *d, const char *tag, const char *sql, bool bare)
 {
-	char *t = strdup(tag);
-	int err = t ? pg_conn_queue(d->pc, sql, 0, NULL, on_exec, t) : -ENOMEM;
+	struct tagged *t = malloc(sizeof(*t));
+	int err = -ENOMEM;
 
+	if (t) {
+		t->d = d;
+		snprintf(t->tag, sizeof(t->tag), "%s", tag);
+		err = bare ? pg_conn_queue_bare(d->pc, sql, 0, NULL, on_exec, t) :
+			     pg_conn_queue(d->pc, sql, 0, NULL, on_exec, t);
+	}
 	if (err) {
 		refused(tag, err);
 		free(t);
 	}
+}
+
+/* The return of a call named EV for TAG. */
+static void returned(const char *ev, const char *tag, int err)
+{
+	printf("{\"ev\":\"%s\",\"tag\":", ev);
+	driver_json_str(tag);
+	printf(",\"err\":%d", err);
+	emit_end();
+}
+
+static void cmd_prologue(struct driver *d, const char *tag, const char *sql)
+{
+	bool clear = strcmp(sql, "-") == 0;
+
+	returned("prologue", tag, pg_conn_set_prologue(d->pc, clear ? NULL : sql, 0, NULL,
+							 on_prologue_failed, d));
 }
 
 /* Queues one counted statement; a refusal shrinks what the tally waits for. */
@@ -212,10 +269,13 @@ static void cmd_stats(struct driver *d)
 	pg_conn_stats(d->pc, &s);
 	printf("{\"ev\":\"stats\",\"up\":%s,\"queued\":%u,\"batches_committed\":%llu,"
 	       "\"batches_failed\":%llu,\"statements_committed\":%llu,\"connects\":%llu,"
-	       "\"connect_failures\":%llu", s.up ? "true" : "false", s.queued,
+	       "\"connect_failures\":%llu,\"batches_fenced\":%llu,\"round_trips\":%llu,"
+	       "\"commit_us_count\":%llu,\"commit_us_sum\":%llu", s.up ? "true" : "false", s.queued,
 	       (unsigned long long)s.batches_committed, (unsigned long long)s.batches_failed,
 	       (unsigned long long)s.statements_committed, (unsigned long long)s.connects,
-	       (unsigned long long)s.connect_failures);
+	       (unsigned long long)s.connect_failures, (unsigned long long)s.batches_fenced,
+	       (unsigned long long)s.round_trips, (unsigned long long)s.commit_us_count,
+	       (unsigned long long)s.commit_us_sum);
 	emit_end();
 }
 
@@ -233,7 +293,9 @@ static char *word(char **s)
 static void command(struct driver *d, char *line)
 {
 	char *cmd = word(&line), *tag = cmd ? word(&line) : NULL, *arg = NULL;
-	bool is_exec = cmd && strcmp(cmd, "exec") == 0;
+	/* These take the rest of the line. */
+	bool is_exec = cmd && (strcmp(cmd, "exec") == 0 || strcmp(cmd, "bare") == 0 ||
+			       strcmp(cmd, "prologue") == 0 || strcmp(cmd, "listen") == 0);
 	long n = 0;
 
 	if (tag && !is_exec) {
@@ -248,8 +310,12 @@ static void command(struct driver *d, char *line)
 		cmd_stats(d);
 	else if (!tag || strlen(tag) >= TAG_CAP)
 		error("command needs a tag");
+	else if (strcmp(cmd, "prologue") == 0)
+		cmd_prologue(d, tag, line);
+	else if (strcmp(cmd, "listen") == 0)
+		returned("listen", tag, pg_conn_listen(d->pc, line));
 	else if (is_exec)
-		cmd_exec(d, tag, line);	/* the rest of the line is the SQL */
+		cmd_exec(d, tag, line, strcmp(cmd, "bare") == 0);	/* the rest of the line is the SQL */
 	else if (n <= 0 || n > 1000000)
 		error("bad count");
 	else if (strcmp(cmd, "batch") == 0)
@@ -330,6 +396,8 @@ int main(int argc, char **argv)
 		if (o.password)
 			log_add_secret(d.lg, o.password);
 		d.pc = pg_conn_new(d.lp, d.lg, &o, on_state, &d);
+		if (d.pc)
+			pg_conn_set_notify(d.pc, on_notify, &d);
 		d.in = event_new(loop_base(d.lp), 0, EV_READ | EV_PERSIST, on_input, &d);
 		if (d.pc && d.in && event_add(d.in, NULL) == 0) {
 			puts("{\"ev\":\"ready\"}");

@@ -183,6 +183,35 @@ static void test_new_needs_a_conninfo(void **state)
 	assert_null(pg_conn_new(f->lp, f->lg, &o, on_state, f));
 }
 
+/* The prologue, LISTEN channels and the SQLSTATE accessor check their arguments without
+ * a database; what they do with one is in test_pg_conn.py. */
+static void test_prologue_and_listen_arguments(void **state)
+{
+	struct fx *f = *state;
+	const char *params[] = { "n1", "7" };
+
+	start(f, "", 0);
+	assert_int_equal(pg_conn_set_prologue(f->pc, "SELECT hd_fence($1, $2::bigint)", -1, NULL, NULL, NULL),
+			 -EINVAL);
+	assert_int_equal(pg_conn_set_prologue(f->pc, "SELECT $1", 1, NULL, NULL, NULL), -EINVAL);
+	assert_int_equal(pg_conn_set_prologue(f->pc, "SELECT hd_fence($1, $2::bigint)", 2, params, NULL, NULL), 0);
+	assert_int_equal(pg_conn_set_prologue(f->pc, NULL, 0, NULL, NULL, NULL), 0);	/* cleared */
+	assert_int_equal(pg_conn_listen(f->pc, ""), -EINVAL);
+	assert_int_equal(pg_conn_listen(f->pc, "no-dashes"), -EINVAL);
+	assert_int_equal(pg_conn_listen(f->pc, "x\"; DROP TABLE nodes; --"), -EINVAL);
+	for (int i = 0; i < PG_CONN_MAX_CHANNELS; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "chan_%d", i);
+		assert_int_equal(pg_conn_listen(f->pc, name), 0);	/* not up: listened on connect */
+	}
+	assert_int_equal(pg_conn_listen(f->pc, "chan_0"), 0);	/* known: once */
+	assert_int_equal(pg_conn_listen(f->pc, "one_too_many"), -ENOSPC);
+	assert_int_equal(pg_conn_queue_bare(f->pc, "SELECT 1", 0, NULL, NULL, NULL), -ENOTCONN);
+	assert_string_equal(pg_conn_batch_sqlstate(f->pc), "");
+	assert_string_equal(pg_conn_strerror(-EPERM), "fenced");
+}
+
 static void test_sync_check_on_refused_port(void **state)
 {
 	struct fx *f = *state;
@@ -206,6 +235,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_inside_state_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_needs_a_conninfo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_check_on_refused_port, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prologue_and_listen_arguments, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
