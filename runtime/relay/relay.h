@@ -73,6 +73,11 @@ int relay_event_forget(struct relay *r, const char *event_id);
 /* The conversation of ID as scripts see it: 0 and *OUT (its strings borrowed until the
  * next relay call), or -ENOENT. */
 int relay_conversation_of(struct relay *r, const char *id, struct relay_conv_view *out);
+/* A cluster member's answer for a conversation it does not hold: the database's row, a
+ * read-only snapshot. -EINPROGRESS and FN(ARG, 0, view) later (the view borrowed for the
+ * call), or FN(ARG, -ENOENT, NULL); or -EOPNOTSUPP (not a cluster member: FN never runs). */
+int relay_conversation_fetch(struct relay *r, const char *id,
+			     void (*fn)(void *arg, int err, const struct relay_conv_view *v), void *arg);
 /* Open conversations (bot, routing, agent): what limits.conversations counts. */
 size_t relay_conversation_count(const struct relay *r);
 /* Conversations in memory by state, for /healthz and /metrics. */

@@ -574,6 +574,52 @@ int relay_cluster_forward(struct relay *r, const char *op, const char *id, const
 	return 0;
 }
 
+struct fetch_req {
+	struct relay *r;
+	void (*fn)(void *arg, int err, const struct relay_conv_view *v);
+	void *arg;
+};
+
+static void on_conv_fetched(void *arg, int err, const struct store_conv *sc)
+{
+	struct fetch_req *f = arg;
+	size_t skip = strlen(f->r->front) + 1;
+	struct relay_conv_view v;
+
+	if (err || !sc->key || strlen(sc->key) < skip || strcmp(sc->state, "closed") == 0) {
+		f->fn(f->arg, err ? err : -ENOENT, NULL);
+	} else {
+		v = (struct relay_conv_view){ .key = sc->key, .id = sc->key + skip, .state = sc->state,
+					      .user_json = sc->user_json, .data_json = sc->hub_data,
+					      .handoff_id = sc->handoff_id, .dl_conversation_id = sc->dl_conversation_id };
+		f->fn(f->arg, 0, &v);
+	}
+	free(f);
+}
+
+int relay_conversation_fetch(struct relay *r, const char *id,
+			     void (*fn)(void *arg, int err, const struct relay_conv_view *v), void *arg)
+{
+	char key[CLUSTER_KEY_MAX];
+	struct fetch_req *f;
+	int n, rc;
+
+	if (!r->cluster)
+		return -EOPNOTSUPP;
+	n = snprintf(key, sizeof(key), "%s:%s", r->front, id);
+	if (!id[0] || n < 0 || (size_t)n >= sizeof(key))
+		return -EINVAL;
+	if (!(f = calloc(1, sizeof(*f))))
+		return -ENOMEM;
+	*f = (struct fetch_req){ r, fn, arg };
+	rc = store_conv_fetch(r->store, key, on_conv_fetched, f);
+	if (rc < 0) {
+		free(f);
+		return rc;
+	}
+	return -EINPROGRESS;
+}
+
 bool relay_cluster_may_act(const struct relay *r)
 {
 	return !r->cluster || (r->cluster->leave == LEAVE_NONE && cluster_lease_valid(r->cluster->c));

@@ -256,3 +256,9 @@ int store_inbound_unowned(struct store *st, void (*fn)(void *arg, int err, const
 {
 	return st->be->inbound_unowned ? st->be->inbound_unowned(st->impl, fn, arg) : -EOPNOTSUPP;
 }
+
+int store_conv_fetch(struct store *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+		     void *arg)
+{
+	return st->be->conv_fetch ? st->be->conv_fetch(st->impl, key, fn, arg) : -EOPNOTSUPP;
+}

@@ -198,6 +198,10 @@ typedef void (*store_inbound_fn)(void *arg, int err, const struct store_inbound 
 int store_inbound_read(struct store *st, const char *key, store_inbound_fn fn, void *arg);
 /* Row SEQ was applied: deleted in the turn's batch, with what applying it wrote. */
 int store_inbound_done(struct store *st, int64_t seq);
+/* KEY's row as the database has it now (a conversation held elsewhere): FN(ARG, 0, row),
+ * the row borrowed for the call, or FN(ARG, -ENOENT or another negative errno, NULL). */
+int store_conv_fetch(struct store *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+		     void *arg);
 /* Keys (up to 500) with inbound rows and no owner (stored before this instance had
  * registered, or by one that died before it claimed them): FN(ARG, 0, keys, n), KEYS
  * borrowed for the call, or FN(ARG, negative errno, NULL, 0). */

@@ -48,6 +48,8 @@ struct store_backend {
 	int (*inbound_add)(struct store_impl *st, const struct store_inbound *in);
 	int (*inbound_read)(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg);
 	int (*inbound_done)(struct store_impl *st, int64_t seq);
+	int (*conv_fetch)(struct store_impl *st, const char *key,
+			  void (*fn)(void *arg, int err, const struct store_conv *c), void *arg);
 	int (*inbound_unowned)(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
 			       void *arg);
 };

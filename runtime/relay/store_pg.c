@@ -973,20 +973,28 @@ static void load_seen(const PGresult *r, int row, int col, struct store_conv *c)
 	PQfreemem(b);
 }
 
-/* Row ROW of a SELECT of the conversations' columns into the mirror. */
-static int mirror_row(struct store_impl *st, const PGresult *r, int row)
+/* Row ROW of a SELECT of the conversations' columns (its strings borrowed from R; SEEN
+ * malloc'd). */
+static void conv_of_row(const PGresult *r, int row, struct store_conv *c)
 {
-	struct store_conv c = {
+	*c = (struct store_conv){
 		.key = (char *)value_str(r, row, 0), .state = (char *)value_str(r, row, 1),
 		.user_json = (char *)value_str(r, row, 2), .dl_conversation_id = (char *)value_str(r, row, 3),
 		.dl_token = (char *)value_str(r, row, 4), .dl_token_expiry = value_int(r, row, 5),
 		.watermark = (char *)value_str(r, row, 6), .hub_data = (char *)value_str(r, row, 8),
-		.handoff_id = (char *)value_str(r, row, 9),
+		.handoff_id = (char *)value_str(r, row, 9), .updated_at = value_int(r, row, 10),
 	};
+	load_seen(r, row, 7, c);
+}
+
+/* That row into the mirror. */
+static int mirror_row(struct store_impl *st, const PGresult *r, int row)
+{
+	struct store_conv c;
 	int rc;
 
-	load_seen(r, row, 7, &c);
-	rc = pgm_conv_put(st->m, &c, value_int(r, row, 10));
+	conv_of_row(r, row, &c);
+	rc = pgm_conv_put(st->m, &c, c.updated_at);
 	free(c.seen);
 	return rc;
 }
@@ -1305,6 +1313,7 @@ static void load_part_done(struct load *l)
 static const char *value_str(const PGresult *r, int row, int col);
 static int64_t value_int(const PGresult *r, int row, int col);
 static int mirror_row(struct store_impl *st, const PGresult *r, int row);
+static void conv_of_row(const PGresult *r, int row, struct store_conv *c);
 
 static void on_load_conv(void *arg, int err, const PGresult *r)
 {
@@ -1457,6 +1466,45 @@ static int pgs_inbound_read(struct store_impl *st, const char *key, store_inboun
 	return 0;
 }
 
+struct fetch {
+	void (*fn)(void *arg, int err, const struct store_conv *c);
+	void *arg;
+};
+
+static void on_fetched(void *arg, int err, const PGresult *r)
+{
+	struct fetch *f = arg;
+	struct store_conv c;
+
+	if (err || PQntuples(r) != 1) {
+		f->fn(f->arg, err ? err : -ENOENT, NULL);
+	} else {
+		conv_of_row(r, 0, &c);
+		f->fn(f->arg, 0, &c);
+		free(c.seen);
+	}
+	free(f);
+}
+
+static int pgs_conv_fetch(struct store_impl *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+			  void *arg)
+{
+	struct fetch *f;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(f = calloc(1, sizeof(*f))))
+		return -ENOMEM;
+	*f = (struct fetch){ fn, arg };
+	if (!ask(st, Q_LOAD_CONV, 1, &key, on_fetched, f)) {
+		free(f);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 struct unowned {
 	void (*fn)(void *arg, int err, const char *const *keys, size_t n);
 	void *arg;
@@ -1569,6 +1617,7 @@ const struct store_backend store_pg_backend = {
 	.inbound_read = pgs_inbound_read,
 	.inbound_done = pgs_inbound_done,
 	.inbound_unowned = pgs_inbound_unowned,
+	.conv_fetch = pgs_conv_fetch,
 	.outbox_durable = pgs_outbox_durable,
 	.on_durable = pgs_on_durable,
 };

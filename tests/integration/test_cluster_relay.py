@@ -18,15 +18,22 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, http_get
+from conftest import BIN, SOURCE_DIR, http_get
 from pg_server import pg_server  # noqa: F401 - the fixture
-from relay_env import ROUTES, Handoffd, webhook_hub, config_text
+from relay_env import ROUTES, Handoffd, config_text
 from tests.dlemu.control import spawn
 from fakehub import FakeHub
 
 HEARTBEAT = 0.5
 LEASE = 3.0
 NODES = ("n1", "n2", "n3")
+SCRIPTS = SOURCE_DIR / "tests/integration/scripts"
+PREFIX = "peekhub"      # the hub module (hubs.webhook and a route that shows hd.conversation)
+
+
+def peek_hub(hub):
+    return (f'script_path = "{SCRIPTS}/?.lua",\n  hub = {{ module = "{PREFIX}", url = "{hub.url}", '
+            f'secret = "{hub.secret}", token = "{hub.token}" }},')
 
 
 def texts(messages):
@@ -49,7 +56,7 @@ class Cluster:
             wd.mkdir()
             (wd / "routes.lua").write_text(ROUTES)
             text = config_text(self.emu, self.hub, wd, f"cluster = {{ node = \"{name}\", heartbeat = {HEARTBEAT},"
-                               f" lease = {LEASE} }},", webhook_hub)
+                               f" lease = {LEASE} }},", peek_hub)
             text = text.replace(f'state = "sqlite:{wd}/state.db"', f'state = "{pg.url}"')
             (wd / "config.lua").write_text(text)
             self.nodes[name] = Handoffd(BIN, wd)
@@ -66,10 +73,10 @@ class Cluster:
                 if d.proc and d.proc.poll() is None and n not in self.paused]
 
     def dl_conversation(self, conversation):
-        return self.pg.psql(f"SELECT dl_conversation_id FROM conversations WHERE key = 'webhook:{conversation}'") or None
+        return self.pg.psql(f"SELECT dl_conversation_id FROM conversations WHERE key = '{PREFIX}:{conversation}'") or None
 
     def owner(self, conversation):
-        return self.pg.psql(f"SELECT node FROM owners WHERE key = 'webhook:{conversation}'")
+        return self.pg.psql(f"SELECT node FROM owners WHERE key = '{PREFIX}:{conversation}'")
 
     def bot_texts(self, conversation):
         cid = self.dl_conversation(conversation)
@@ -113,7 +120,8 @@ def cluster(tmp_path, pg_server):  # noqa: F811
     pg_server.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION handoffd")
     c = Cluster(tmp_path, pg_server)
     yield c
-    c.close()
+    codes = c.close()
+    assert set(codes.values()) <= {0, -signal.SIGKILL}, f"every instance not killed left cleanly: {codes}"
 
 
 def converse(cluster, conversations, per, on_sent=None, first=0):
@@ -153,6 +161,14 @@ def test_webhooks_spread_over_three_instances(cluster):
     assert all(h["peers"] == 3 and h["epoch"] > 0 for h in health.values())
     assert sum(h["owned"] for h in health.values()) == len(convs), health
     assert all(h["owned"] == cluster.owned_by(n) for n, h in health.items()), health
+    # hd.conversation answers on every instance: a conversation held elsewhere is read
+    # from the database
+    for c in convs[:3]:
+        for n in NODES:
+            status, body = http_get(cluster.nodes[n].port, f"/peek?id={c}")
+            assert status == 200 and body == {"key": f"{PREFIX}:{c}", "id": c, "state": "bot",
+                                              "user": {"id": "u-7", "name": "Dana"}}, (n, c, body)
+    assert http_get(cluster.nodes["n1"].port, "/peek?id=nobody")[0] == 404
     for d in cluster.nodes.values():
         assert d.errors() == []
 

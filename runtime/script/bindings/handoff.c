@@ -9,6 +9,8 @@
  *   hd.remember_event(event_id)          true the first time, false for a duplicate
  *   hd.forget_event(event_id)            undoes remember_event when the effect failed
  *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
+ *                                        (a cluster member reads one held elsewhere from the
+ *                                        database: the task waits)
  *   hd.set_data(id, data)                replaces conv.data (what later hub calls see)
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
@@ -466,22 +468,58 @@ static void decode_field(lua_State *L, const char *name)
 	lua_pop(L, 1);
 }
 
+/* Pushes the script's view of V, or nil. */
+static void push_view(lua_State *L, const struct relay_conv_view *v)
+{
+	if (!v) {
+		lua_pushnil(L);
+		return;
+	}
+	desk_push_conversation(L, v);
+	decode_field(L, "user");
+	decode_field(L, "data");
+}
+
+static void on_conv_answer(void *arg, int err, const struct relay_conv_view *v)
+{
+	struct commit_wait *w = arg;
+
+	if (!w->aborted) {
+		push_view(script_task_thread(w->task), err ? NULL : v);
+		script_task_resume(w->task, 1);
+	}
+	free(w);
+}
+
+/* A conversation held by another instance of a cluster is read from the database: the
+ * task waits for it (a snapshot; nothing changes it from here). */
 static int l_handoff_conversation(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
+	struct script_task *task = script_task_of(L);
 	struct relay_conv_view v;
+	struct commit_wait *w;
 
 	if (!id)
 		return push_bad_id(L);
-	if (relay_conversation_of(r, id, &v) < 0) {
+	if (relay_conversation_of(r, id, &v) == 0) {
+		push_view(L, &v);
+		return 1;
+	}
+	if (!task || !(w = calloc(1, sizeof(*w)))) {
 		lua_pushnil(L);
 		return 1;
 	}
-	desk_push_conversation(L, &v);
-	decode_field(L, "user");
-	decode_field(L, "data");
-	return 1;
+	w->task = task;
+	w->relay = r;
+	if (relay_conversation_fetch(r, id, on_conv_answer, w) != -EINPROGRESS) {
+		free(w);
+		lua_pushnil(L);	/* not a cluster member: nobody else has it */
+		return 1;
+	}
+	script_task_wait(task, on_abort, w);
+	return lua_yield(L, 0);
 }
 
 static int l_handoff_conversations(lua_State *L)
