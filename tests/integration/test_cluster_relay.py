@@ -169,6 +169,12 @@ def test_webhooks_spread_over_three_instances(cluster):
             assert status == 200 and body == {"key": f"{PREFIX}:{c}", "id": c, "state": "bot",
                                               "user": {"id": "u-7", "name": "Dana"}}, (n, c, body)
     assert http_get(cluster.nodes["n1"].port, "/peek?id=nobody")[0] == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.nodes['n1'].port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    for name in ("handoffd_cluster_owned", "handoffd_cluster_peers 3", "handoffd_cluster_claims_total",
+                 "handoffd_cluster_takeovers_total", "handoffd_cluster_fenced_total",
+                 "handoffd_db_round_trips_total", "handoffd_db_commit_seconds_avg"):
+        assert f"\n{name}" in metrics, name
     for d in cluster.nodes.values():
         assert d.errors() == []
 
@@ -297,3 +303,22 @@ def test_rolling_restart(cluster):
     t.join(120)
     assert codes == [0, 0, 0] and left == [True, True, True], "each instance released its conversations and left"
     expect_exactly_once(cluster, convs, per, timeout=90)
+
+
+def test_a_handoff_in_flight_completes_once_after_kill_9(cluster):
+    hub = cluster.hub
+    cluster.post("h-1", "hello", "h-1-e0")
+    hub.wait_messages("h-1", 2)
+    hub.handoff_status = 503            # the desk is down: the escalation stays under way
+    cluster.post("h-1", "I want a human", "h-1-e1", start=1)
+    victim = cluster.owner("h-1")
+    cluster.nodes[victim].wait_line(f"relay.to_hub_retry conv={PREFIX}:h-1")    # the escalation failed once
+    cluster.nodes[victim].proc.send_signal(signal.SIGKILL)
+    cluster.nodes[victim].proc.wait()
+    hub.handoff_status = None           # back: the new owner's retry gets through
+    handoff = hub.wait_handoff("h-1", timeout=60)
+    assert cluster.owner("h-1") != victim
+    assert len(hub.handoffs("h-1")) == 1, "one handoff reached the desk"
+    assert all(d["handoff_id"] == handoff["handoff_id"] for p, d in hub.redelivered if p == "/handoffs"), \
+        "a re-delivery carries the handoff's original id"
+    assert cluster.bot_texts("h-1") == ["hello", "I want a human"], "each message reached the bot once"
