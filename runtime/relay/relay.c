@@ -245,6 +245,10 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 
 	(void)dc;
 	(void)activity_id;
+	if (c && c->position_pending) {
+		c->position_pending = false;
+		relay_save(r, c);	/* after this send's outcome is written below (the row goes last) */
+	}
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
 		relay_observe_delivered(r, c, QUEUE_TO_BOT, s->created_ms);
@@ -676,14 +680,19 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 {
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
+	bool new_id;
 
 	if (!c || c->dl != dc)
 		return;
+	new_id = !c->dl_conversation_id || !p->conversation_id || strcmp(c->dl_conversation_id, p->conversation_id) != 0;
 	conv_set_string(&c->dl_conversation_id, p->conversation_id);
 	conv_set_string(&c->dl_token, p->token);
 	c->dl_token_expiry = p->token_expires;
 	set_position(c, p);
-	relay_save(r, c);
+	if (c->queues[QUEUE_TO_BOT].busy && !new_id)
+		c->position_pending = true;	/* written once the send is done (on_bot_sent) */
+	else
+		relay_save(r, c);
 	if (r->cluster && !c->dl_id_durable && c->dl_conversation_id)
 		wait_dl_durable(r, c);
 }

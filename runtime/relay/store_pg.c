@@ -62,7 +62,7 @@
 enum sql {
 	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
 	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_IN_ADD, Q_IN_CLAIM, Q_NOTIFY, Q_IN_READ,
-	Q_IN_DONE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_IN_UNOWNED, Q_COUNT
+	Q_IN_DONE, Q_IN_EXPIRE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_IN_UNOWNED, Q_COUNT
 };
 
 static const char *const KEY_QUEUES[] = { "to_bot", "to_hub", NULL };
@@ -96,17 +96,21 @@ static const char *const SQL[Q_COUNT] = {
 	/* cluster.c's claim: the key becomes this node's when no live node owns it. */
 	[Q_IN_CLAIM] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
 		       " ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
-		       " claimed_at = now() WHERE NOT EXISTS (SELECT 1 FROM nodes n"
-		       " WHERE n.node = owners.node AND n.epoch = owners.epoch)",
+		       " claimed_at = now() WHERE (SELECT count(*) FROM nodes n"
+		       " WHERE n.node = owners.node AND n.epoch = owners.epoch) = 0",
 	[Q_NOTIFY] = "SELECT pg_notify('" CLUSTER_CHANNEL "', $1)",
-	[Q_IN_READ] = "SELECT seq, op, id, arg, flag, payload FROM inbound WHERE key = $1 ORDER BY seq LIMIT 200",
-	[Q_IN_DONE] = "DELETE FROM inbound WHERE seq = $1",
+	[Q_IN_READ] = "SELECT seq, op, id, arg, flag, payload FROM inbound WHERE key = $1 AND NOT done"
+		      " ORDER BY seq LIMIT 200",
+	/* Kept, not deleted: its origin must still refuse a late copy of the same delivery. */
+	[Q_IN_DONE] = "UPDATE inbound SET done = true, payload = NULL WHERE seq = $1",
+	[Q_IN_EXPIRE] = "DELETE FROM inbound WHERE seq IN (SELECT seq FROM inbound WHERE done AND created < $1"
+			" LIMIT 10000)",
 	[Q_LOAD_CONV] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
 			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations WHERE key = $1",
 	[Q_LOAD_OUTBOX] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
 			  " FROM outbox WHERE key = $1 ORDER BY id",
 	[Q_BLOCK] = "SELECT nextval('handoffd_outbox_block')",
-	[Q_IN_UNOWNED] = "SELECT DISTINCT key FROM inbound i WHERE NOT EXISTS"
+	[Q_IN_UNOWNED] = "SELECT DISTINCT key FROM inbound i WHERE NOT i.done AND NOT EXISTS"
 			 " (SELECT 1 FROM owners o WHERE o.key = i.key) LIMIT 500",
 };
 
@@ -639,6 +643,13 @@ static int pgs_event_expire(struct store_impl *st, int64_t before_s)
 	const char *p[] = { at };
 
 	snprintf(at, sizeof(at), "%" PRId64, before_s);
+	if (st->per_key) {	/* applied inbound rows go with the event ids of their time */
+		char ms[24];
+		const char *q[] = { ms };
+
+		snprintf(ms, sizeof(ms), "%" PRId64, before_s * 1000);
+		write_q(st, Q_IN_EXPIRE, 1, q);
+	}
 	return write_q(st, Q_EVENT_EXPIRE, 1, p);
 }
 

@@ -145,7 +145,13 @@ def expect_exactly_once(cluster, conversations, per, timeout=60):
              b["activity"]["text"].startswith("You said")]) >= per for c in conversations),
         timeout, "every reply at the hub")
     for c in conversations:
-        assert cluster.bot_texts(c) == want[c], f"{c}: the bot got each message once, in order"
+        got = cluster.bot_texts(c)
+        if got != want[c]:
+            print("DEBUG", c, got)
+            for n, d in cluster.nodes.items():
+                print("\n".join(f"{n}: {l}" for l in d.lines if f":{c} " in l or f":{c}\"" in l or " warn " in l
+                                 or " error " in l))
+        assert got == want[c], f"{c}: the bot got each message once, in order"
         replies = [t for t in texts(cluster.hub.messages(c)) if t.startswith("You said")]
         assert replies == [f"You said: {t}" for t in want[c]], f"{c}: every reply reached the hub once, in order"
 
@@ -211,6 +217,7 @@ def test_kill_9_of_an_owner_mid_traffic(cluster):
     expect_exactly_once(cluster, convs, per, timeout=90)
     watcher.join(60)
     assert owned and took["after"] <= LEASE + 5, f"{len(owned)} conversations taken over after {took}"
+    print(f"kill -9: {len(owned)} conversations of {victim} owned by the others {took['after']:.2f} s after")
     survivors = set(NODES) - {victim}
     assert {cluster.owner(c) for c in convs} <= survivors
     # orphans go to whoever claims them first: a sweep, or the instance an event reached
