@@ -56,8 +56,12 @@ const char *const cluster_schema_sql[] = {
 	"CREATE INDEX IF NOT EXISTS owners_node_epoch ON owners (node, epoch)",
 	/* FOR KEY SHARE: a DELETE of the row (a takeover) waits for, or skips, the batch in
 	 * flight that holds it; after the DELETE commits, the lookup finds nothing. */
+	/* The timeout: a member stopped (SIGSTOP, a stall) halfway through sending a batch
+	 * would hold that lock, and keep its peers from declaring it dead, for as long as it
+	 * stalls; its session is ended instead. */
 	"CREATE OR REPLACE FUNCTION hd_fence(p_node text, p_epoch bigint) RETURNS void"
 	" LANGUAGE plpgsql AS $$ BEGIN"
+	" PERFORM set_config('idle_in_transaction_session_timeout', '1000', true);"
 	" PERFORM 1 FROM nodes WHERE node = p_node AND epoch = p_epoch FOR KEY SHARE;"
 	" IF NOT FOUND THEN RAISE EXCEPTION 'node % epoch % is fenced', p_node, p_epoch"
 	" USING ERRCODE = 'HD001'; END IF; END $$",

@@ -2,8 +2,8 @@
  *
  * The relay reads synchronously and the loop must never wait on the database, so reads
  * are answered from an in-memory mirror (store_pg_mirror.c) of every conversation row and
- * outbox item, loaded once at open (the only blocking part, before the daemon serves,
- * with the schema's migrations). Every write changes the mirror at once and joins a log
+ * outbox item, loaded once at open with the schema's migrations (store_pg_load.c: the only
+ * blocking part, before the daemon serves). Every write changes the mirror at once and joins a log
  * of statements written behind through pg_conn: what one loop turn wrote goes out as one
  * batch, one transaction (group commit), after the before-commit hook added its rows.
  *
@@ -33,6 +33,7 @@
  * committed the id is marked in the mirror and a second delivery of it is answered
  * -EIO (503, retried) rather than "new". */
 #include "relay/store_backend.h"
+#include "relay/store_pg_load.h"
 #include "relay/store_pg_mirror.h"
 #include "relay/store_pg_schema.h"
 #include "relay/cluster.h"
@@ -52,12 +53,9 @@
 
 #define PG_BATCH_MAX 4000		/* statements per batch (pg_conn holds 10000) */
 #define PG_BACKLOG_MAX 200000		/* writes waiting for the database; then writes fail */
-#define PG_ID_GAP 1000000		/* outbox ids skipped at each open */
 #define PG_ID_MARK_EVERY 1000		/* ids between two high-water marks */
 #define PG_PROTO_RETRIES 5
-#define PG_OPEN_TIMEOUT_S "10"
 #define ENTRY_PARAMS 11
-#define PG_ID_BLOCK 1000000		/* outbox ids per block (STORE_PER_KEY); the sequence's INCREMENT */
 
 enum sql {
 	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
@@ -441,6 +439,8 @@ static void batch_over(struct store_impl *st)
 			if (++st->proto_failures >= PG_PROTO_RETRIES) {
 				drop_flight(st, "refused by the database again and again");
 				st->proto_failures = 0;
+				if (st->durable)	/* what waited on the dropped writes may go */
+					st->durable(st->durable_arg);
 			}
 			st->held = true;
 			loop_timer_start(st->retry, 1000, 0);
@@ -871,219 +871,9 @@ static int pgs_outbox_each_queue(struct store_impl *st, int (*fn)(const char *ke
 
 /* }===== */
 
-/* {===== opening (blocking, before the daemon serves) and closing */
-
-static void quiet_notice(void *arg, const char *message)
-{
-	(void)arg;
-	(void)message;	/* "relation already exists, skipping" and the like */
-}
-
-static PGconn *connect_sync(const char *conninfo, char *err, size_t errlen)
-{
-	/* Our timeout first: one in the string overrides it. */
-	const char *keys[] = { "connect_timeout", "dbname", NULL };
-	const char *values[] = { PG_OPEN_TIMEOUT_S, conninfo, NULL };
-	PGconn *conn = PQconnectdbParams(keys, values, 1);
-
-	if (!conn || PQstatus(conn) != CONNECTION_OK) {
-		snprintf(err, errlen, "database unreachable: %s", conn ? PQerrorMessage(conn) : "out of memory");
-		err[strcspn(err, "\n")] = '\0';
-		PQfinish(conn);
-		return NULL;
-	}
-	PQsetNoticeProcessor(conn, quiet_notice, NULL);
-	return conn;
-}
-
-/* Runs SQL; the result on success (the caller clears it), NULL with ERR. */
-static PGresult *exec_sync(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
-{
-	PGresult *r = PQexec(conn, sql);
-	ExecStatusType s = PQresultStatus(r);
-
-	if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
-		return r;
-	snprintf(err, errlen, "state: %s: %s", what, PQresultErrorMessage(r));
-	err[strcspn(err, "\n")] = '\0';
-	PQclear(r);
-	return NULL;
-}
-
-static int exec_ok(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
-{
-	PGresult *r = exec_sync(conn, sql, what, err, errlen);
-
-	PQclear(r);
-	return r ? 0 : -EIO;
-}
-
-static int64_t value_int(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static const char *value_str(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
-
-/* Brings the schema to this code's version in one transaction; refuses a newer one
- * (its rows could mean something this code does not know). */
-static int migrate(struct log *lg, PGconn *conn, char *err, size_t errlen)
-{
-	int want = store_pg_schema_version();
-	PGresult *r;
-	int have;
-	char sql[128];
-
-	if (exec_ok(conn, "BEGIN", "begin", err, errlen) < 0 ||
-	    exec_ok(conn, "CREATE TABLE IF NOT EXISTS handoffd_schema (version integer NOT NULL);"
-			  "LOCK TABLE handoffd_schema IN EXCLUSIVE MODE", "schema table", err, errlen) < 0 ||
-	    !(r = exec_sync(conn, "SELECT coalesce(max(version), 0) FROM handoffd_schema", "schema version", err,
-			    errlen)))
-		goto fail;
-	have = (int)value_int(r, 0, 0);
-	PQclear(r);
-	if (have > want) {
-		snprintf(err, errlen, "state: schema version %d, expected %d (written by a newer handoffd)", have, want);
-		goto fail;
-	}
-	for (int i = have; i < want; i++)
-		if (exec_ok(conn, store_pg_migrations[i], "migrating the schema", err, errlen) < 0)
-			goto fail;
-	for (size_t i = 0; i < cluster_schema_count; i++)	/* each may run again */
-		if (exec_ok(conn, cluster_schema_sql[i], "the cluster's schema", err, errlen) < 0)
-			goto fail;
-	snprintf(sql, sizeof(sql), "DELETE FROM handoffd_schema; INSERT INTO handoffd_schema VALUES (%d)", want);
-	if ((have < want && exec_ok(conn, sql, "schema version", err, errlen) < 0) ||
-	    exec_ok(conn, "COMMIT", "commit", err, errlen) < 0)
-		goto fail;
-	if (have < want)
-		log_info(lg, "store.migrated", "from=%d to=%d", have, want);
-	return 0;
-fail:
-	PQclear(PQexec(conn, "ROLLBACK"));
-	return -EIO;
-}
-
-/* Direct Line's dedupe set from its bytea. */
-static void load_seen(const PGresult *r, int row, int col, struct store_conv *c)
-{
-	size_t n = 0;
-	unsigned char *b;
-
-	if (PQgetisnull(r, row, col))
-		return;
-	b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
-	n /= sizeof(*c->seen);
-	if (b && n && (c->seen = malloc(n * sizeof(*c->seen)))) {
-		memcpy(c->seen, b, n * sizeof(*c->seen));
-		c->nseen = n;
-	}
-	PQfreemem(b);
-}
-
-/* Row ROW of a SELECT of the conversations' columns (its strings borrowed from R; SEEN
- * malloc'd). */
-static void conv_of_row(const PGresult *r, int row, struct store_conv *c)
-{
-	*c = (struct store_conv){
-		.key = (char *)value_str(r, row, 0), .state = (char *)value_str(r, row, 1),
-		.user_json = (char *)value_str(r, row, 2), .dl_conversation_id = (char *)value_str(r, row, 3),
-		.dl_token = (char *)value_str(r, row, 4), .dl_token_expiry = value_int(r, row, 5),
-		.watermark = (char *)value_str(r, row, 6), .hub_data = (char *)value_str(r, row, 8),
-		.handoff_id = (char *)value_str(r, row, 9), .updated_at = value_int(r, row, 10),
-	};
-	load_seen(r, row, 7, c);
-}
-
-/* That row into the mirror. */
-static int mirror_row(struct store_impl *st, const PGresult *r, int row)
-{
-	struct store_conv c;
-	int rc;
-
-	conv_of_row(r, row, &c);
-	rc = pgm_conv_put(st->m, &c, c.updated_at);
-	free(c.seen);
-	return rc;
-}
-
-static int load_conversations(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
-{
-	PGresult *r = exec_sync(conn, "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
-				      " watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations",
-				"loading conversations", err, errlen);
-	int rc = 0;
-
-	for (int i = 0; r && rc == 0 && i < PQntuples(r); i++)
-		rc = mirror_row(st, r, i);
-	PQclear(r);
-	if (r && rc < 0)
-		snprintf(err, errlen, "out of memory loading the state");
-	return r && rc == 0 ? 0 : -EIO;
-}
-
-static int load_outbox(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
-{
-	PGresult *r = exec_sync(conn, "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
-				      " FROM outbox ORDER BY id", "loading the outbox", err, errlen);
-	bool ok = r != NULL;
-
-	for (int i = 0; ok && i < PQntuples(r); i++) {
-		size_t len = 0;
-		unsigned char *payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
-		struct pgm_item it = { .id = value_int(r, i, 0), .payload = (char *)payload, .len = len,
-				       .attempts = (int)value_int(r, i, 4), .next_at_ms = value_int(r, i, 5),
-				       .created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
-				       .fn = (char *)value_str(r, i, 8) };
-
-		/* The relay writes a bot message's attempt and then POSTs it; SQLite commits the
-		 * attempt first (same turn), here the commit comes a round trip later, so a kill may
-		 * have lost it: every queued bot message counts as maybe sent, and Direct Line
-		 * looks for it before posting it again. */
-		if (it.attempts == 0 && strcmp(value_str(r, i, 2), "to_bot") == 0)
-			it.attempts = 1;
-		ok = payload && pgm_item_add(st->m, value_str(r, i, 1), value_str(r, i, 2), &it);
-		PQfreemem(payload);
-		if (!ok)
-			snprintf(err, errlen, "out of memory loading the state");
-	}
-	PQclear(r);
-	return ok ? 0 : -EIO;
-}
-
-/* The first outbox id of this run: past every id an earlier run may have handed out. */
-static int start_ids(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
-{
-	PGresult *r = exec_sync(conn, "SELECT greatest((SELECT last_value FROM handoffd_outbox_id),"
-				      " (SELECT coalesce(max(id), 0) FROM outbox))", "outbox ids", err, errlen);
-	char sql[96];
-
-	if (!r)
-		return -EIO;
-	st->next_id = value_int(r, 0, 0) + PG_ID_GAP;
-	PQclear(r);
-	st->id_mark = st->next_id + PG_ID_MARK_EVERY;
-	snprintf(sql, sizeof(sql), "SELECT setval('handoffd_outbox_id', %" PRId64 ")", st->id_mark);
-	return exec_ok(conn, sql, "outbox ids", err, errlen);
-}
+/* {===== opening and closing (their blocking parts are store_pg_load.c's) */
 
 static void pgs_close(struct store_impl *st);
-
-/* A cluster member's first outbox id block. */
-static int first_block(struct store_impl *st, PGconn *conn, char *err, size_t errlen)
-{
-	PGresult *r = exec_sync(conn, "SELECT nextval('handoffd_outbox_block')", "outbox ids", err, errlen);
-
-	if (!r)
-		return -EIO;
-	st->next_id = value_int(r, 0, 0);
-	st->block_end = st->next_id + PG_ID_BLOCK;
-	PQclear(r);
-	return 0;
-}
 
 struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, unsigned flags, char *err,
 				 size_t errlen)
@@ -1101,15 +891,16 @@ struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *co
 	st->lg = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
 	st->per_key = flags & STORE_PER_KEY;
-	conn = connect_sync(conninfo, err, errlen);
-	if (!conn || migrate(lg, conn, err, errlen) < 0 ||
-	    (st->per_key ? first_block(st, conn, err, errlen) < 0
-			 : (load_conversations(st, conn, err, errlen) < 0 || load_outbox(st, conn, err, errlen) < 0 ||
-			    start_ids(st, conn, err, errlen) < 0))) {
+	conn = store_pg_connect(conninfo, err, errlen);
+	if (!conn || (st->per_key ? store_pg_prepare(lg, conn, &st->next_id, err, errlen)
+				  : store_pg_load(lg, conn, st->m, &st->next_id, err, errlen)) < 0) {
 		PQfinish(conn);
 		pgs_close(st);
 		return NULL;
 	}
+	st->id_mark = st->next_id;	/* the mark written at open: the first id writes the next */
+	if (st->per_key)
+		st->block_end = st->next_id + PG_ID_BLOCK;	/* the first block, taken at open */
 	log_info(lg, "store.opened", "backend=postgresql host=%s port=%s db=%s schema=%d", PQhost(conn), PQport(conn),
 		 PQdb(conn), store_pg_schema_version());
 	PQfinish(conn);
@@ -1135,7 +926,7 @@ static int write_log_sync(struct store_impl *st)
 
 	if (!st->nwrites)
 		return 0;
-	if (!(conn = connect_sync(st->conninfo, err, sizeof(err))) || exec_ok(conn, "BEGIN", "begin", err, sizeof(err)) < 0) {
+	if (!(conn = store_pg_connect(st->conninfo, err, sizeof(err))) || store_pg_exec(conn, "BEGIN", "begin", err, sizeof(err)) < 0) {
 		rc = -ENOTCONN;
 		goto out;
 	}
@@ -1153,7 +944,7 @@ static int write_log_sync(struct store_impl *st)
 		PQclear(r);
 		n++;
 	}
-	if (rc == 0 && exec_ok(conn, "COMMIT", "commit", err, sizeof(err)) < 0)
+	if (rc == 0 && store_pg_exec(conn, "COMMIT", "commit", err, sizeof(err)) < 0)
 		rc = -EIO;
 out:
 	if (rc < 0)
@@ -1274,6 +1065,18 @@ static void pgs_forget_all(struct store_impl *st)
 	st->node[0] = '\0';		/* no claims until registered again */
 }
 
+/* Row ROW of a SELECT of the conversations' columns into the mirror. */
+static int mirror_row(struct store_impl *st, const PGresult *r, int row)
+{
+	struct store_conv c;
+	int rc;
+
+	store_pg_conv_of_row(r, row, &c);
+	rc = pgm_conv_put(st->m, &c, c.updated_at);
+	free(c.seen);
+	return rc;
+}
+
 /* One store_load: the row, then the items, then (when they carry ids above ours) a
  * fresh block. */
 struct load {
@@ -1321,10 +1124,6 @@ static void load_part_done(struct load *l)
 	load_finish(l);
 }
 
-static const char *value_str(const PGresult *r, int row, int col);
-static int64_t value_int(const PGresult *r, int row, int col);
-static int mirror_row(struct store_impl *st, const PGresult *r, int row);
-static void conv_of_row(const PGresult *r, int row, struct store_conv *c);
 
 static void on_load_conv(void *arg, int err, const PGresult *r)
 {
@@ -1349,14 +1148,14 @@ static void on_load_outbox(void *arg, int err, const PGresult *r)
 		unsigned char *payload;
 		struct pgm_item it;
 
-		if (pgm_item_find(l->st->m, value_int(r, i, 0)))
+		if (pgm_item_find(l->st->m, store_pg_int(r, i, 0)))
 			continue;	/* known already (written here) */
 		payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
-		it = (struct pgm_item){ .id = value_int(r, i, 0), .payload = (char *)payload, .len = len,
-					.attempts = (int)value_int(r, i, 4), .next_at_ms = value_int(r, i, 5),
-					.created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
-					.fn = (char *)value_str(r, i, 8) };
-		if (!payload || !pgm_item_add(l->st->m, value_str(r, i, 1), value_str(r, i, 2), &it))
+		it = (struct pgm_item){ .id = store_pg_int(r, i, 0), .payload = (char *)payload, .len = len,
+					.attempts = (int)store_pg_int(r, i, 4), .next_at_ms = store_pg_int(r, i, 5),
+					.created_ms = store_pg_int(r, i, 6), .role = (char *)store_pg_str(r, i, 7),
+					.fn = (char *)store_pg_str(r, i, 8) };
+		if (!payload || !pgm_item_add(l->st->m, store_pg_str(r, i, 1), store_pg_str(r, i, 2), &it))
 			l->err = -ENOMEM;
 		PQfreemem(payload);
 	}
@@ -1440,8 +1239,8 @@ static void on_inbound_rows(void *arg, int err, const PGresult *r)
 		err = -ENOMEM;
 	for (int i = 0; rows && i < n; i++) {
 		rows[i] = (struct store_inbound){
-			.seq = value_int(r, i, 0), .op = (char *)value_str(r, i, 1), .id = (char *)value_str(r, i, 2),
-			.arg = (char *)value_str(r, i, 3), .flag = value_str(r, i, 4) && value_str(r, i, 4)[0] == 't',
+			.seq = store_pg_int(r, i, 0), .op = (char *)store_pg_str(r, i, 1), .id = (char *)store_pg_str(r, i, 2),
+			.arg = (char *)store_pg_str(r, i, 3), .flag = store_pg_str(r, i, 4) && store_pg_str(r, i, 4)[0] == 't',
 		};
 		if (!PQgetisnull(r, i, 5)) {
 			rows[i].payload = (char *)PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5),
@@ -1490,7 +1289,7 @@ static void on_fetched(void *arg, int err, const PGresult *r)
 	if (err || PQntuples(r) != 1) {
 		f->fn(f->arg, err ? err : -ENOENT, NULL);
 	} else {
-		conv_of_row(r, 0, &c);
+		store_pg_conv_of_row(r, 0, &c);
 		f->fn(f->arg, 0, &c);
 		free(c.seen);
 	}
@@ -1558,40 +1357,6 @@ static int pgs_inbound_done(struct store_impl *st, int64_t seq)
 
 	snprintf(s, sizeof(s), "%" PRId64, seq);
 	return write_q(st, Q_IN_DONE, 1, p);
-}
-
-/* }===== */
-
-/* {===== handoffd -t */
-
-int store_pg_check(const char *conninfo, char *err, size_t errlen)
-{
-	struct pg_conn_opts opts = { .conninfo = conninfo };
-	char out[32], why[512];
-	int rc = pg_conn_check_sync(&opts, "SELECT to_regclass('handoffd_schema') IS NOT NULL", out, sizeof(out),
-				    why, sizeof(why));
-	long have;
-
-	if (rc == 0 && strcmp(out, "t") == 0)
-		rc = pg_conn_check_sync(&opts, "SELECT coalesce(max(version), 0) FROM handoffd_schema", out,
-					sizeof(out), why, sizeof(why));
-	else if (rc == 0)
-		return 0;	/* a new database: the schema is made at start */
-	if (rc == -ECONNREFUSED) {
-		snprintf(err, errlen, "database unreachable: %s", why);
-		return -1;
-	}
-	if (rc < 0) {
-		snprintf(err, errlen, "database check failed: %s", why);
-		return -1;
-	}
-	have = strtol(out, NULL, 10);
-	if (have > store_pg_schema_version()) {
-		snprintf(err, errlen, "database schema version %ld, expected %d (written by a newer handoffd)", have,
-			 store_pg_schema_version());
-		return -1;
-	}
-	return 0;
 }
 
 /* }===== */

@@ -1,6 +1,7 @@
 /* store_sqlite.c - SQLite behind the store API (store.c dispatches here for a
- * "sqlite:PATH" state): schema, prepared statements, group commit. Knows nothing about what a conversation state means or how the outbox is delivered;
- * convstore.c and relay.c decide that. */
+ * "sqlite:PATH" state): schema, prepared statements, group commit. Knows nothing about
+ * what a conversation state means or how the outbox is delivered; convstore.c and
+ * relay.c decide that. */
 #include "relay/store_backend.h"
 
 #include "base/clock.h"

@@ -8,6 +8,8 @@ return {
   log_level = "info",
   shutdown_timeout = 10,                    -- seconds to finish in-flight work on SIGTERM
   state = "sqlite:" .. (env("HANDOFFD_STATE_DIR") or "/var/lib/handoffd") .. "/state.db",
+  -- or in PostgreSQL (the password from the environment, PGPASSWORD or ~/.pgpass):
+  -- state = "postgresql://handoffd@db.example:5432/handoffd",
 
   directline = {
     base = env("DIRECTLINE_BASE") or "https://directline.botframework.com/v3/directline",

@@ -97,18 +97,19 @@ def test_database_stopped_mid_traffic(env, pg_server):  # noqa: F811
     cid = env.dl_conversation("d-1")
 
     pg_server.stop()
-    env.daemon.wait_line("store.db_down")
-    # What the bot says meanwhile is kept (Direct Line would not say it again), and goes
-    # to the hub once it is written.
-    env.emu.ctl.bot(cid, texts=["said while the database was down"])
-    # A webhook cannot be made durable: 503 and when to come back.
-    refused = [message_event("d-1", f"m{j}") for j in range(5, 10)]
-    for ev in refused:
-        status, headers, body = post_event(hub, port, ev)
-        assert status == 503, (status, body)
-        assert int(headers["Retry-After"]) > 0
-
-    pg_server.start()
+    try:
+        env.daemon.wait_line("store.db_down")
+        # What the bot says meanwhile is kept (Direct Line would not say it again), and goes
+        # to the hub once it is written.
+        env.emu.ctl.bot(cid, texts=["said while the database was down"])
+        # A webhook cannot be made durable: 503 and when to come back.
+        refused = [message_event("d-1", f"m{j}") for j in range(5, 10)]
+        for ev in refused:
+            status, headers, body = post_event(hub, port, ev)
+            assert status == 503, (status, body)
+            assert int(headers["Retry-After"]) > 0
+    finally:
+        pg_server.start()  # the next tests of the module use the server too
     wait_count(env.daemon, "store.db_up", 2)  # the start, and now
     for ev in refused:  # the hub delivers again, as told, until taken
         deadline = time.monotonic() + 30

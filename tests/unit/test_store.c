@@ -442,6 +442,34 @@ static void test_pg_lost_connection_fails_the_waiter_and_keeps_the_write(void **
 	store_item_clear(&it);
 }
 
+/* PostgreSQL: the server refuses a batch (here: a privilege taken away). Its waiter hears
+ * it, the write stays and is sent again a second later, and commits once it can. */
+static void test_pg_refused_batch_is_sent_again(void **state)
+{
+	struct fixture *f = *state;
+	struct probe p = { .st = f->st, .lp = f->lp };
+	struct store_item it;
+	struct store_conv c = { .key = "k", .state = "bot" };
+	int64_t id;
+
+	store_conv_put(f->st, &c);
+	settle(f);	/* connected */
+	pg_exec("REVOKE INSERT ON outbox FROM handoffd");
+	id = store_outbox_add(f->st, "k", "to_bot", "refused", 7);
+	assert_int_equal(store_after_commit(f->st, note_commit, &p), 0);
+	while (!p.ran)
+		loop_run(f->lp);
+	assert_int_equal(p.err, -EPROTO);
+	assert_true(store_write_pending(f->st));
+	pg_exec("GRANT INSERT ON outbox TO handoffd");
+	while (store_write_pending(f->st))
+		settle(f);
+	reopen(f);
+	assert_int_equal(store_outbox_head(f->st, "k", "to_bot", &it), 0);
+	assert_int_equal(it.id, id);
+	store_item_clear(&it);
+}
+
 /* PostgreSQL: an outbox id is never handed out twice, even across a restart that lost
  * what was written last. */
 static void test_pg_ids_grow_across_reopen(void **state)
@@ -463,6 +491,7 @@ int main(void)
 	const struct CMUnitTest pg_only[] = {
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_ids_grow_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_refused_batch_is_sent_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_lost_connection_fails_the_waiter_and_keeps_the_write, setup,
 						teardown),
 	};
