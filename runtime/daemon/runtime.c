@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "net/loop.h"
 #include "base/metrics.h"
+#include "relay/cluster.h"
 #include "relay/relay.h"
 #include "relay/store.h"
 #include "script/desk.h"
@@ -223,10 +224,25 @@ int runtime_reload(struct hd_runtime *rt, char *err, size_t errlen)
 	return rc;
 }
 
+/* ,"cluster":{...} for a cluster member (a PostgreSQL state), else "". */
+static void cluster_health_json(const struct hd_runtime *rt, char *out, size_t cap)
+{
+	struct cluster_stats cs;
+	char node[2 * CLUSTER_NODE_MAX + 8];
+
+	if (!relay_cluster_stats(rt->relay, &cs))
+		return;
+	json_text_string(node, sizeof(node), 0, cs.node);
+	if (snprintf(out, cap, ",\"cluster\":{\"node\":%s,\"epoch\":%lld,\"owned\":%llu,\"peers\":%llu,\"lease_valid\":%s}",
+		 node, (long long)cs.epoch, (unsigned long long)cs.owned, (unsigned long long)cs.peers,
+		 cs.lease_valid ? "true" : "false") >= (int)cap)
+		out[0] = '\0';	/* cannot happen with the sizes above; no half object */
+}
+
 static void on_healthz(struct evhttp_request *req, void *arg)
 {
 	struct hd_runtime *rt = arg;
-	char body[1536], failure[64] = "null", when[32], listener[256];
+	char body[2560], failure[64] = "null", when[32], listener[256], cluster[3 * CLUSTER_NODE_MAX + 200] = "";
 	size_t streaming = 0, parked = 0;
 	struct relay_counts n = counts_of(rt);
 	struct tm tm;
@@ -238,16 +254,17 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 	http_listener_health_json(http_server_listener(rt->http), listener, sizeof(listener));
 	if (rt->relay)
 		relay_stream_counts(rt->relay, &streaming, &parked);
+	cluster_health_json(rt, cluster, sizeof(cluster));
 	snprintf(body, sizeof(body),
 		 "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%.0f,\"conversations\":%lu,"
 		 "\"conversations_by_state\":{\"bot\":%zu,\"routing\":%zu,\"agent\":%zu,\"ending\":%zu},"
 		 "\"streams\":{\"streaming\":%zu,\"parked\":%zu},"
 		 "\"generation\":%lu,\"last_reload\":{\"ok\":%s,\"error\":%s,\"time\":\"%s\"},"
-		 "\"listener\":%s}",
+		 "\"listener\":%s%s}",
 		 rt->stopping ? "stopping" : "ok", HANDOFFD_VERSION, runtime_uptime(rt),
 		 runtime_conversations(rt), n.bot, n.routing, n.agent, n.ending, streaming, parked,
 		 script_host_generation(rt->scripts), rt->last_reload_ok ? "true" : "false", failure, when,
-		 listener);
+		 listener, cluster);
 	http_server_reply_json(req, rt->stopping ? 503 : 200, body);
 }
 
@@ -273,6 +290,16 @@ static int in_flight(const struct hd_runtime *rt)
 	return (rt->http ? (int)http_server_in_flight(rt->http) : 0) + (int)script_host_tasks(rt->scripts);
 }
 
+static void on_left(void *arg)
+{
+	struct hd_runtime *rt = arg;
+
+	loop_stop(rt->loop);
+}
+
+/* A cluster member's conversations go to the other instances when it has left. */
+#define CLUSTER_LEAVE_MS 5000
+
 static void on_drain_tick(void *arg)
 {
 	struct hd_runtime *rt = arg;
@@ -283,7 +310,8 @@ static void on_drain_tick(void *arg)
 	if (busy > 0)
 		log_warn(rt->log, "shutdown.deadline", "abandoned=%d", busy);
 	loop_timer_stop(rt->drain);
-	loop_stop(rt->loop);
+	if (relay_cluster_leave(rt->relay, CLUSTER_LEAVE_MS, on_left, rt) < 0)
+		loop_stop(rt->loop);
 }
 
 void runtime_stop(struct hd_runtime *rt)

@@ -56,8 +56,12 @@ const char *const cluster_schema_sql[] = {
 	"CREATE INDEX IF NOT EXISTS owners_node_epoch ON owners (node, epoch)",
 	/* FOR KEY SHARE: a DELETE of the row (a takeover) waits for, or skips, the batch in
 	 * flight that holds it; after the DELETE commits, the lookup finds nothing. */
+	/* The timeout: a member stopped (SIGSTOP, a stall) halfway through sending a batch
+	 * would hold that lock, and keep its peers from declaring it dead, for as long as it
+	 * stalls; its session is ended instead. */
 	"CREATE OR REPLACE FUNCTION hd_fence(p_node text, p_epoch bigint) RETURNS void"
 	" LANGUAGE plpgsql AS $$ BEGIN"
+	" PERFORM set_config('idle_in_transaction_session_timeout', '1000', true);"
 	" PERFORM 1 FROM nodes WHERE node = p_node AND epoch = p_epoch FOR KEY SHARE;"
 	" IF NOT FOUND THEN RAISE EXCEPTION 'node % epoch % is fenced', p_node, p_epoch"
 	" USING ERRCODE = 'HD001'; END IF; END $$",
@@ -65,8 +69,12 @@ const char *const cluster_schema_sql[] = {
 const size_t cluster_schema_count = sizeof(cluster_schema_sql) / sizeof(cluster_schema_sql[0]);
 
 /* An owners row is an orphan when no nodes row has its node and epoch: the node is gone,
- * or it registered again (a restart under the same name). */
-#define ORPHAN(o) "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node = " o ".node AND n.epoch = " o ".epoch)"
+ * or it registered again (a restart under the same name). A scalar subquery, not NOT
+ * EXISTS: the planner turns NOT EXISTS into an anti-join, and when a row was claimed by a
+ * concurrent transaction the recheck of its newest version (READ COMMITTED) keeps the
+ * anti-join's old answer, so a row a live node had just claimed was taken again (seen
+ * under load: two instances holding one conversation). A subquery is evaluated anew. */
+#define ORPHAN(o) "(SELECT count(*) FROM nodes n WHERE n.node = " o ".node AND n.epoch = " o ".epoch) = 0"
 
 static const char SQL_FENCE[] = "SELECT hd_fence($1, $2::bigint)";
 /* Bare: a new epoch must not be fenced by the old one. The DELETE waits for a batch of
@@ -94,7 +102,7 @@ static const char SQL_PEERS[] = "SELECT count(*) FROM nodes WHERE NOT draining"
 static const char SQL_TAKE_ORPHANS[] = "WITH picked AS (SELECT o.key FROM owners o WHERE "
 	ORPHAN("o") " ORDER BY o.key LIMIT $3::bigint FOR UPDATE OF o SKIP LOCKED)"
 	" UPDATE owners SET node = $1, epoch = $2::bigint, claimed_at = now() FROM picked"
-	" WHERE owners.key = picked.key RETURNING owners.key";
+	" WHERE owners.key = picked.key AND " ORPHAN("owners") " RETURNING owners.key";
 static const char SQL_CLAIM[] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
 	" ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
 	" claimed_at = now() WHERE " ORPHAN("owners") " RETURNING node";

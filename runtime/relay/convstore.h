@@ -41,6 +41,15 @@ struct conversation {
 	char *handoff_id;
 	struct dl_conv *dl;		/* NULL until the first message to the bot */
 	bool dl_gone;			/* the bot's conversation ended under us (not yet reopened) */
+	/* A cluster member sends to the bot only through a Direct Line conversation whose id
+	 * is committed (else the next owner would start another and send again there). */
+	bool dl_id_durable;
+	bool dl_id_waiting;		/* for that commit */
+	/* Direct Line's position moved while a send to the bot was under way: written when the
+	 * send is done, after its outbox item's removal, never before it (a watermark past the
+	 * send's echo, committed while the item is still stored, would hide the echo from the
+	 * look-up that decides, after a crash, whether to send it again). */
+	bool position_pending;
 	char *dl_conversation_id;
 	char *dl_token;			/* never logged */
 	int64_t dl_token_expiry;

@@ -154,6 +154,7 @@ static void forget_dl(struct conversation *c)
 	directline_close(c->dl, false);
 	c->dl = NULL;
 	c->dl_gone = true;
+	c->dl_id_durable = false;
 	conv_set_string(&c->dl_conversation_id, NULL);
 	conv_set_string(&c->dl_token, NULL);
 	conv_set_string(&c->watermark, NULL);
@@ -195,6 +196,10 @@ static struct dl_conv *open_dl(struct relay *r, struct conversation *c)
 		.nseen = c->nseen,
 	};
 
+	if (!c->dl && !relay_cluster_may_act(r)) {
+		relay_cluster_held_back(r);	/* no stream without the lease: opened once it is back */
+		return NULL;
+	}
 	if (!c->dl && c->dl_conversation_id)
 		resume.unsettled = to_bot_unsettled(r, c);
 	if (!c->dl && (c->dl = directline_open(r->dl, c->key, c->dl_conversation_id ? &resume : NULL))) {
@@ -240,6 +245,10 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 
 	(void)dc;
 	(void)activity_id;
+	if (c && c->position_pending) {
+		c->position_pending = false;
+		relay_save(r, c);	/* after this send's outcome is written below (the row goes last) */
+	}
 	if (c && err == 0) {
 		metrics_inc(r->m_to_bot);
 		relay_observe_delivered(r, c, QUEUE_TO_BOT, s->created_ms);
@@ -266,16 +275,119 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 /* Each message goes with its outbox identity: after a restart, one that may have left
  * (attempts > 0) is looked for in the bot's conversation by Direct Line before it is
  * posted again (directline_send_item). */
+static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it, bool marked);
+static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
+
+/* A cluster member's send waits for the commit of its attempt: the POST must not leave
+ * before the mark that makes the next owner look for it is durable. */
+struct marked {
+	struct relay *r;
+	char *key;
+	int64_t item;
+	uint64_t generation;
+};
+
+static void on_marked(void *arg)
+{
+	struct marked *m = arg;
+	struct relay *r = m->r;
+	struct conversation *c = m->generation == relay_cluster_generation(r) ? convstore_get(r->convs, m->key) : NULL;
+	struct store_item it;
+
+	if (c && store_outbox_head(r->store, c->key, queue_names[QUEUE_TO_BOT], &it) == 0) {
+		if (it.id != m->item || store_commit_error(r->store) < 0 || !relay_cluster_may_act(r)) {
+			c->queues[QUEUE_TO_BOT].busy = false;
+			if (arm_retry(r, c, QUEUE_TO_BOT, backoff_ms(r, it.attempts)) < 0)
+				log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
+		} else {
+			send_to_bot(r, c, &it, true);
+		}
+		store_item_clear(&it);
+	} else if (c) {
+		c->queues[QUEUE_TO_BOT].busy = false;
+	}
+	free(m->key);
+	free(m);
+}
+
+static void on_dl_durable(void *arg)
+{
+	struct marked *m = arg;
+	struct relay *r = m->r;
+	struct conversation *c = m->generation == relay_cluster_generation(r) ? convstore_get(r->convs, m->key) : NULL;
+
+	if (c) {
+		c->dl_id_waiting = false;
+		if (store_commit_error(r->store) == 0 && c->dl_conversation_id) {
+			c->dl_id_durable = true;
+			relay_kick(r, c, QUEUE_TO_BOT);
+		} else if (arm_retry(r, c, QUEUE_TO_BOT, backoff_ms(r, 1)) < 0) {
+			log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
+		}
+	}
+	free(m->key);
+	free(m);
+}
+
+/* The to_bot queue goes on once C's Direct Line conversation id is committed. */
+static void wait_dl_durable(struct relay *r, struct conversation *c)
+{
+	struct marked *m;
+
+	if (c->dl_id_waiting || !(m = calloc(1, sizeof(*m))))
+		return;
+	m->r = r;
+	m->generation = relay_cluster_generation(r);
+	c->dl_id_waiting = true;	/* before: with nothing to commit, the callback runs at once */
+	if (!(m->key = strdup(c->key)) || store_after_commit(r->store, on_dl_durable, m) < 0) {
+		c->dl_id_waiting = false;
+		free(m->key);
+		free(m);
+	}
+}
+
 static void deliver_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
-	struct dl_send_item item = { .id = it->id, .created_ms = it->created_ms, .maybe_sent = it->attempts > 0 };
+	struct marked *m;
+
+	if (!r->cluster) {
+		send_to_bot(r, c, it, false);
+		return;
+	}
+	if (!c->dl_id_durable) {
+		c->queues[QUEUE_TO_BOT].busy = false;
+		if (!open_dl(r, c))
+			relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts, 0);
+		else if (c->dl_conversation_id)
+			wait_dl_durable(r, c);
+		return;	/* else on_persist waits once the conversation has its id */
+	}
+	if (!(m = calloc(1, sizeof(*m))) || !(m->key = strdup(c->key))) {
+		free(m);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts, 0);
+		return;
+	}
+	*m = (struct marked){ r, m->key, it->id, relay_cluster_generation(r) };
+	store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+	if (store_after_commit(r->store, on_marked, m) < 0) {
+		free(m->key);
+		free(m);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+	}
+}
+
+/* MARKED: IT's attempt is counted and committed already (a cluster member's). */
+static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it, bool marked)
+{
+	int attempts = marked ? it->attempts : it->attempts + 1;
+	struct dl_send_item item = { .id = it->id, .created_ms = it->created_ms, .maybe_sent = attempts > 1 };
 	struct sent *s;
 	int rc;
 
 	s = calloc(1, sizeof(*s));
 	if (!s || !(s->key = strdup(c->key)) || !open_dl(r, c)) {
 		free(s);
-		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, attempts, 0);
 		return;
 	}
 	s->r = r;
@@ -283,7 +395,8 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	s->created_ms = it->created_ms;
 	/* From here the message may reach the bot: a restart must look for it. Written
 	 * first, so the turn's transaction carries it before the POST can leave. */
-	store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+	if (!marked)
+		store_outbox_retry(r->store, it->id, attempts, 0);
 	rc = directline_send_item(c->dl, it->payload, it->payload_len, &item, on_bot_sent, s);
 	if (rc == 0)
 		return;
@@ -291,9 +404,9 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	free(s);
 	if (rc == -ESHUTDOWN) {	/* ended or failed: start over with a new conversation */
 		forget_dl(c);
-		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, attempts, 0);
 	} else if (rc == -ENOBUFS || rc == -ENOMEM) {
-		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, attempts, 0);
 	} else {
 		log_error(r->rt->log, "relay.to_bot_refused", "conv=%s error=\"%s\"", c->key, strerror(-rc));
 		metrics_inc(r->m_dropped);
@@ -460,6 +573,10 @@ void relay_kick(struct relay *r, struct conversation *c, enum conv_queue q)
 
 	if (qs->busy || qs->scheduled || qs->held)
 		return;
+	if (!relay_cluster_may_act(r)) {
+		relay_cluster_held_back(r);	/* kicked again once the lease is back */
+		return;
+	}
 	if (store_outbox_head(r->store, c->key, queue_names[q], &it) < 0) {
 		relay_end_queue_empty(r, c);	/* an ending conversation may leave now */
 		return;
@@ -563,14 +680,21 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 {
 	struct relay *r = arg;
 	struct conversation *c = convstore_get(r->convs, key);
+	bool new_id;
 
 	if (!c || c->dl != dc)
 		return;
+	new_id = !c->dl_conversation_id || !p->conversation_id || strcmp(c->dl_conversation_id, p->conversation_id) != 0;
 	conv_set_string(&c->dl_conversation_id, p->conversation_id);
 	conv_set_string(&c->dl_token, p->token);
 	c->dl_token_expiry = p->token_expires;
 	set_position(c, p);
-	relay_save(r, c);
+	if (c->queues[QUEUE_TO_BOT].busy && !new_id)
+		c->position_pending = true;	/* written once the send is done (on_bot_sent) */
+	else
+		relay_save(r, c);
+	if (r->cluster && !c->dl_id_durable && c->dl_conversation_id)
+		wait_dl_durable(r, c);
 }
 
 /* ---- from the scripts ----------------------------------------------------------------- */
@@ -624,7 +748,11 @@ static int front_message(struct relay *r, const char *id, const char *activity, 
 int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t len)
 {
 	struct conversation *c;
-	int rc = front_message(r, id, activity, len, &c);
+	int rc;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "to_bot", id, NULL, false, activity, len);
+	rc = front_message(r, id, activity, len, &c);
 
 	return rc < 0 ? rc : relay_enqueue_from(r, c, QUEUE_TO_BOT, activity, len, true);
 }
@@ -632,7 +760,11 @@ int relay_to_bot(struct relay *r, const char *id, const char *activity, size_t l
 int relay_customer(struct relay *r, const char *id, const char *user_json, const char *activity, size_t len)
 {
 	struct conversation *c;
-	int rc = front_message(r, id, activity, len, &c);
+	int rc;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "customer", id, user_json, false, activity, len);
+	rc = front_message(r, id, activity, len, &c);
 
 	if (rc < 0)
 		return rc;
@@ -649,7 +781,11 @@ int relay_customer(struct relay *r, const char *id, const char *user_json, const
 
 int relay_agent(struct relay *r, const char *id, const char *activity, size_t len)
 {
-	struct conversation *c = find(r, id);
+	struct conversation *c;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "agent", id, NULL, false, activity, len);
+	c = find(r, id);
 
 	if (!c || c->state == CONV_ENDING)
 		return -ENOENT;
@@ -666,7 +802,11 @@ int relay_agent(struct relay *r, const char *id, const char *activity, size_t le
 
 int relay_handoff_event(struct relay *r, const char *id, const char *state, bool to_bot)
 {
-	struct conversation *c = find(r, id);
+	struct conversation *c;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "handoff_event", id, state, to_bot, NULL, 0);
+	c = find(r, id);
 
 	if (!c)
 		return -ENOENT;
@@ -698,7 +838,11 @@ int relay_handoff_event(struct relay *r, const char *id, const char *state, bool
 
 int relay_end(struct relay *r, const char *id)
 {
-	struct conversation *c = find(r, id);
+	struct conversation *c;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "end", id, NULL, false, NULL, 0);
+	c = find(r, id);
 
 	if (!c || c->state == CONV_ENDING)
 		return 1;	/* ended already, or never seen: a hub retrying its end */
@@ -708,7 +852,11 @@ int relay_end(struct relay *r, const char *id)
 
 int relay_set_data(struct relay *r, const char *id, const char *data_json)
 {
-	struct conversation *c = find(r, id);
+	struct conversation *c;
+
+	if (relay_cluster_forwards(r))
+		return relay_cluster_forward(r, "set_data", id, data_json, false, NULL, 0);
+	c = find(r, id);
 
 	if (!c)
 		return -ENOENT;
@@ -801,6 +949,7 @@ static int resume_one(const struct store_conv *sc, void *arg)
 	conv_set_string(&c->hub_data, sc->hub_data);
 	conv_set_string(&c->handoff_id, sc->handoff_id);
 	conv_set_string(&c->dl_conversation_id, sc->dl_conversation_id);
+	c->dl_id_durable = sc->dl_conversation_id != NULL;	/* read from the store */
 	conv_set_string(&c->dl_token, sc->dl_token);
 	conv_set_string(&c->watermark, sc->watermark);
 	c->dl_token_expiry = sc->dl_token_expiry;
@@ -830,6 +979,64 @@ static int kick_queue(const char *key, const char *queue, void *arg)
 	return 0;
 }
 
+/* {===== a cluster member's conversations, one key at a time (relay_cluster.c) */
+
+void relay_adopt(struct relay *r, const char *key)
+{
+	struct store_conv sc;
+	struct conversation *c;
+
+	if (convstore_get(r->convs, key) || store_conv_get(r->store, key, &sc) < 0)
+		return;	/* held already, or nothing stored: its first inbound event opens it */
+	if (strcmp(sc.state, "closed") != 0) {
+		resume_one(&sc, r);
+		if ((c = convstore_get(r->convs, key)) && c->state == CONV_ENDING)
+			relay_end_adopt(r, c);	/* counted before its kicks may let it depart */
+		kick_queue(key, queue_names[QUEUE_TO_BOT], r);
+		kick_queue(key, queue_names[QUEUE_TO_HUB], r);
+	}
+	store_conv_clear(&sc);
+}
+
+static void close_dl_quietly(struct conversation *c, void *arg)
+{
+	(void)arg;
+	directline_close(c->dl, false);
+	c->dl = NULL;
+}
+
+int relay_drop_all(struct relay *r)
+{
+	struct convstore *fresh = convstore_new(2 * (size_t)r->rt->config->limits.conversations);
+
+	if (!fresh)
+		return -ENOMEM;
+	convstore_each(r->convs, close_dl_quietly, NULL);
+	while (r->dirty)
+		conv_dirty_unlink(r->dirty);
+	convstore_free(r->convs);
+	r->convs = fresh;
+	relay_end_forget_all(r);
+	return 0;
+}
+
+static void wake_one(struct conversation *c, void *arg)
+{
+	struct relay *r = arg;
+
+	if (c->dl_conversation_id && !c->dl && c->state != CONV_ENDING)
+		open_dl(r, c);
+	for (int q = 0; q < QUEUE_COUNT; q++)
+		relay_kick(r, c, (enum conv_queue)q);
+}
+
+void relay_act_again(struct relay *r)
+{
+	convstore_each(r->convs, wake_one, r);
+}
+
+/* }===== */
+
 static const char *module_short_name(const char *module)
 {
 	const char *dot = module ? strrchr(module, '.') : NULL;
@@ -850,7 +1057,11 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	}
 	/* A PostgreSQL URI goes to libpq as it is. */
 	path = store_is_postgresql(state) ? strdup(state) : config_resolve_path(cfg, state + 7);
-	r->store = path ? store_open(r->rt->loop, r->rt->log, path, err, errlen) : NULL;
+	/* On PostgreSQL the instance is a cluster member (relay_cluster.c): conversations are
+	 * loaded when it comes to own them. */
+	r->store = path ? store_open_flags(r->rt->loop, r->rt->log, path,
+					   store_is_postgresql(state) ? STORE_PER_KEY : 0, err, errlen)
+			: NULL;
 	free(path);
 	if (!r->store)
 		return -EIO;
@@ -910,6 +1121,10 @@ struct relay *relay_new(struct hd_runtime *rt, const struct relay_desk_ops *desk
 		relay_free(r);
 		return NULL;
 	}
+	if (store_pg_conn(r->store) && relay_cluster_start(r, err, errlen) < 0) {
+		relay_free(r);
+		return NULL;
+	}
 	store_conv_each_open(r->store, resume_one, r);
 	store_outbox_each_queue(r->store, kick_queue, r);
 	relay_end_resume(r);
@@ -938,6 +1153,7 @@ void relay_free(struct relay *r)
 		store_flush(r->store);
 		store_before_commit(r->store, NULL, NULL);
 	}
+	relay_cluster_stop(r);	/* before the store: the cluster borrows its connection */
 	for (size_t i = 0; i < r->nheld; i++)
 		free(r->held[i]);
 	free(r->held);

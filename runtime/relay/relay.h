@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct cluster_stats;
 struct hd_runtime;
 struct relay;
 struct relay_conv_view;
@@ -57,6 +58,10 @@ int relay_end(struct relay *r, const char *id);
  * see as conv.data: for what a webhook learns that later calls need. -ENOENT unknown
  * conversation, -EINVAL not an object. */
 int relay_set_data(struct relay *r, const char *id, const char *data_json);
+/* The hub event the next call above comes from, as a text unique to that call (its event
+ * id and the call's rank in its handler), or NULL: a cluster member stores the call under
+ * it, so a delivery retried elsewhere adds nothing twice. Borrowed until set again. */
+void relay_set_origin(struct relay *r, const char *origin);
 /* Remembers a hub event id: 1 new, 0 duplicate, negative errno. */
 int relay_event_seen(struct relay *r, const char *event_id);
 /* The same, answered by the database: 1 or 0 at once, -EINPROGRESS and FN(ARG, answer)
@@ -68,6 +73,11 @@ int relay_event_forget(struct relay *r, const char *event_id);
 /* The conversation of ID as scripts see it: 0 and *OUT (its strings borrowed until the
  * next relay call), or -ENOENT. */
 int relay_conversation_of(struct relay *r, const char *id, struct relay_conv_view *out);
+/* A cluster member's answer for a conversation it does not hold: the database's row, a
+ * read-only snapshot. -EINPROGRESS and FN(ARG, 0, view) later (the view borrowed for the
+ * call), or FN(ARG, -ENOENT, NULL); or -EOPNOTSUPP (not a cluster member: FN never runs). */
+int relay_conversation_fetch(struct relay *r, const char *id,
+			     void (*fn)(void *arg, int err, const struct relay_conv_view *v), void *arg);
 /* Open conversations (bot, routing, agent): what limits.conversations counts. */
 size_t relay_conversation_count(const struct relay *r);
 /* Conversations in memory by state, for /healthz and /metrics. */
@@ -87,5 +97,14 @@ int relay_after_commit(struct relay *r, void (*fn)(void *arg), void *arg);
 /* Inside FN: 0 when the writes are committed; else a negative errno: they stay queued and
  * are written once the database is back (PostgreSQL), so the caller must not undo them. */
 int relay_commit_error(const struct relay *r);
+
+/* ---- several instances on one PostgreSQL (relay_cluster.c) ---- */
+
+/* False when the state is not PostgreSQL; else true and *OUT filled. */
+bool relay_cluster_stats(const struct relay *r, struct cluster_stats *out);
+/* A graceful leave (SIGTERM): nothing new starts, what is under way finishes (at most
+ * TIMEOUT_MS), the writes commit, the conversations are released to the other instances;
+ * then DONE(ARG). Returns 0, or -EOPNOTSUPP without a cluster (DONE is not called). */
+int relay_cluster_leave(struct relay *r, uint64_t timeout_ms, void (*done)(void *arg), void *arg);
 
 #endif

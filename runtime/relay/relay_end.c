@@ -139,6 +139,22 @@ void relay_end_resume(struct relay *r)
 	convstore_each(r->convs, resume_ending, r);
 }
 
+void relay_end_adopt(struct relay *r, struct conversation *c)
+{
+	if (c->state == CONV_ENDING)
+		r->end->ending++;
+}
+
+void relay_end_forget_all(struct relay *r)
+{
+	struct relay_end *e = r->end;
+
+	for (size_t i = 0; i < e->ndrained; i++)
+		free(e->drained[i]);
+	e->ndrained = 0;
+	e->ending = 0;
+}
+
 /* ---- the drain and the departure ---------------------------------------------------- */
 
 static bool drained(const struct relay *r, const struct conversation *c)

@@ -393,10 +393,12 @@ static void typing_done(const struct relay_outcome *o, void *arg)
 /* Typing is best effort: straight to the front, never stored or retried. */
 void relay_hub_typing(struct relay *r, struct conversation *c, const struct hd_activity *a)
 {
-	struct hub_call *hc = calloc(1, sizeof(*hc));
+	struct hub_call *hc;
 	struct relay_hub_call call;
 
-	if (!hc)
+	if (!relay_cluster_may_act(r))
+		return;	/* a cluster member without its lease calls no hub */
+	if (!(hc = calloc(1, sizeof(*hc))))
 		return;
 	hc->r = r;
 	hc->key = strdup(c->key);

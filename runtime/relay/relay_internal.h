@@ -15,6 +15,7 @@
 #include <string.h>
 
 struct hd_activity;
+struct relay_cluster;
 struct relay_end;
 
 /* What ended a conversation; decides who is told (relay_end.c). */
@@ -44,6 +45,8 @@ struct relay {
 	bool desk_only;			/* front and desk are different modules */
 	struct rng rng;				/* retry jitter, handoff ids */
 	struct relay_end *end;		/* relay_end.c's timers and counts */
+	struct relay_cluster *cluster;	/* relay_cluster.c's; NULL unless the state is PostgreSQL */
+	const char *origin;		/* relay_set_origin's, borrowed */
 	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
 	char **held;			/* keys of conversations whose next item waits for its commit */
 	size_t nheld, capheld;
@@ -88,7 +91,38 @@ void relay_hub_failed(struct relay *r, struct conversation *c, const char *reaso
 /* The escalation (item ITEM) failed for good: true when the fallback is tried instead. */
 bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_t item, const char *err);
 
+/* A cluster member's conversations, one key at a time: */
+/* KEY's stored conversation (store_load'ed) is now held here: resumed, its queues run. */
+void relay_adopt(struct relay *r, const char *key);
+/* Every conversation leaves memory without a write; Direct Line handles are closed. */
+int relay_drop_all(struct relay *r);
+/* What the lease gate held back goes now: streams open, queues run. */
+void relay_act_again(struct relay *r);
+
+/* relay_cluster.c: membership (cluster.h) wired to the relay */
+int relay_cluster_start(struct relay *r, char *err, size_t errlen);
+void relay_cluster_stop(struct relay *r);
+/* Whether the hub scripts' calls go to the inbound table (a cluster member, outside the
+ * replay of that table). */
+bool relay_cluster_forwards(const struct relay *r);
+/* Stores the call OP (relay.h's entry point of that name) for its conversation's owner:
+ * 0 (the caller waits for the commit), or -EINVAL, -EIO. */
+int relay_cluster_forward(struct relay *r, const char *op, const char *id, const char *arg, bool flag,
+			  const char *payload, size_t len);
+/* Whether sends, hub calls and streams may start: no cluster, or its lease is valid and
+ * it is not draining. */
+bool relay_cluster_may_act(const struct relay *r);
+/* Something was held back by that gate: relay_act_again once it opens. */
+void relay_cluster_held_back(struct relay *r);
+/* Changes each time every conversation was dropped (lost): callbacks that outlived it
+ * find nothing. */
+uint64_t relay_cluster_generation(const struct relay *r);
+
 /* relay_end.c */
+/* An adopted conversation that is ending counts as such. */
+void relay_end_adopt(struct relay *r, struct conversation *c);
+/* Every conversation was dropped: nothing is ending any more. */
+void relay_end_forget_all(struct relay *r);
 /* Creates the lifecycle timers and counters; before conversations are resumed. */
 int relay_end_start(struct relay *r);
 void relay_end_stop(struct relay *r);

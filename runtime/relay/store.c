@@ -25,6 +25,12 @@ int store_check(const char *state, char *err, size_t errlen)
 
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen)
 {
+	return store_open_flags(lp, lg, path, 0, err, errlen);
+}
+
+struct store *store_open_flags(struct loop *lp, struct log *lg, const char *path, unsigned flags, char *err,
+			       size_t errlen)
+{
 	struct store *st = calloc(1, sizeof(*st));
 
 	if (!st) {
@@ -32,7 +38,7 @@ struct store *store_open(struct loop *lp, struct log *lg, const char *path, char
 		return NULL;
 	}
 	st->be = store_is_postgresql(path) ? &store_pg_backend : &store_sqlite_backend;
-	st->impl = st->be == &store_pg_backend ? store_pg_open(lp, lg, path, err, errlen)
+	st->impl = st->be == &store_pg_backend ? store_pg_open(lp, lg, path, flags, err, errlen)
 					       : store_sqlite_open(lp, lg, path, err, errlen);
 	if (!st->impl) {
 		free(st);
@@ -195,4 +201,64 @@ void store_item_clear(struct store_item *it)
 	free(it->role);
 	free(it->fn);
 	memset(it, 0, sizeof(*it));
+}
+
+struct pg_conn *store_pg_conn(struct store *st)
+{
+	return st->be->pg_conn ? st->be->pg_conn(st->impl) : NULL;
+}
+
+int store_set_owner(struct store *st, const char *node, int64_t epoch)
+{
+	return st->be->set_owner ? st->be->set_owner(st->impl, node, epoch) : -EOPNOTSUPP;
+}
+
+void store_fenced(struct store *st)
+{
+	if (st->be->fenced)
+		st->be->fenced(st->impl);
+}
+
+int store_load(struct store *st, const char *key, void (*fn)(void *arg, int err), void *arg)
+{
+	return st->be->load ? st->be->load(st->impl, key, fn, arg) : -EOPNOTSUPP;
+}
+
+void store_forget(struct store *st, const char *key)
+{
+	if (st->be->forget)
+		st->be->forget(st->impl, key);
+}
+
+void store_forget_all(struct store *st)
+{
+	if (st->be->forget_all)
+		st->be->forget_all(st->impl);
+}
+
+int store_inbound_add(struct store *st, const struct store_inbound *in)
+{
+	return st->be->inbound_add ? st->be->inbound_add(st->impl, in) : -EOPNOTSUPP;
+}
+
+int store_inbound_read(struct store *st, const char *key, store_inbound_fn fn, void *arg)
+{
+	return st->be->inbound_read ? st->be->inbound_read(st->impl, key, fn, arg) : -EOPNOTSUPP;
+}
+
+int store_inbound_done(struct store *st, int64_t seq)
+{
+	return st->be->inbound_done ? st->be->inbound_done(st->impl, seq) : -EOPNOTSUPP;
+}
+
+int store_inbound_unowned(struct store *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			  void *arg)
+{
+	return st->be->inbound_unowned ? st->be->inbound_unowned(st->impl, fn, arg) : -EOPNOTSUPP;
+}
+
+int store_conv_fetch(struct store *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+		     void *arg)
+{
+	return st->be->conv_fetch ? st->be->conv_fetch(st->impl, key, fn, arg) : -EOPNOTSUPP;
 }

@@ -26,6 +26,7 @@
 
 struct log;
 struct loop;
+struct pg_conn;
 struct store;
 
 /* How long hub event ids are remembered for dedupe, unless store_set_event_ttl says. */
@@ -61,6 +62,14 @@ int store_check(const char *state, char *err, size_t errlen);
 /* Opens (creating) the database at PATH, or the PostgreSQL database PATH names (loading
  * its state before it returns: this blocks). NULL with ERR on failure. */
 struct store *store_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen);
+/* store_open with FLAGS: STORE_PER_KEY (PostgreSQL only, for a cluster member) loads
+ * nothing at open; conversations come into memory one key at a time (store_load) and
+ * leave it without a write (store_forget), and outbox ids are reserved in blocks that no
+ * other instance is handed. At close nothing is written synchronously (what the log
+ * still holds would go unfenced). */
+#define STORE_PER_KEY 1u
+struct store *store_open_flags(struct loop *lp, struct log *lg, const char *path, unsigned flags, char *err,
+			       size_t errlen);
 /* Commits what is pending and closes. */
 void store_close(struct store *st);
 
@@ -145,5 +154,58 @@ bool store_outbox_durable(struct store *st, int64_t id);
 /* FN(ARG) runs after each commit that made writes durable (PostgreSQL only: SQLite's
  * writes are durable within the turn). One hook; FN NULL removes it. */
 void store_on_durable(struct store *st, store_commit_fn fn, void *arg);
+
+/* ---- a cluster member's store (STORE_PER_KEY; -EOPNOTSUPP otherwise) ---- */
+
+/* The connection every batch goes through (a cluster shares it: its fence prologue then
+ * starts every batch), or NULL (SQLite). */
+struct pg_conn *store_pg_conn(struct store *st);
+/* Who this instance is in the cluster (NODE copied, EPOCH > 0), for the claims that go
+ * with inbound rows; called again after every registration. */
+int store_set_owner(struct store *st, const char *node, int64_t epoch);
+/* A batch was refused by the fence: whatever the log holds was written for an epoch that
+ * is gone; it is dropped, never sent again. */
+void store_fenced(struct store *st);
+/* Loads KEY's conversation row and outbox items into memory, asynchronously: FN(ARG, 0)
+ * once they are there (a key with no row is fine), or FN(ARG, negative errno). */
+int store_load(struct store *st, const char *key, void (*fn)(void *arg, int err), void *arg);
+/* Drops KEY (or every key) from memory, without writing anything. store_forget_all also
+ * drops the writes not yet sent. */
+void store_forget(struct store *st, const char *key);
+void store_forget_all(struct store *st);
+
+/* A hub event for a conversation, kept in the shared inbound table until its owner
+ * applies it (relay_cluster.c). */
+struct store_inbound {
+	int64_t seq;		/* the database's order (0 when adding) */
+	char *key;
+	char *op;		/* customer, to_bot, agent, handoff_event, end, set_data */
+	char *id;		/* the front's conversation id */
+	char *arg;		/* user JSON, handoff state or hub data; may be NULL */
+	bool flag;		/* handoff_event: back to the bot */
+	char *payload;		/* the activity, NUL-terminated after LEN bytes; may be NULL */
+	size_t len;
+	char *origin;		/* unique to the hub event's call (a second row of it is not added);
+				 * NULL: one is made (node, epoch, count) */
+};
+/* Writes IN in the turn's batch with this instance's claim of its key (taken if nobody
+ * alive owns it) and a wake-up for its owner: all three commit together or not at all. */
+int store_inbound_add(struct store *st, const struct store_inbound *in);
+/* Reads up to STORE_INBOUND_READ_MAX rows of KEY in their order: FN(ARG, 0, rows, n) with
+ * ROWS borrowed for the call, or FN(ARG, negative errno, NULL, 0). */
+#define STORE_INBOUND_READ_MAX 200
+typedef void (*store_inbound_fn)(void *arg, int err, const struct store_inbound *rows, size_t n);
+int store_inbound_read(struct store *st, const char *key, store_inbound_fn fn, void *arg);
+/* Row SEQ was applied: deleted in the turn's batch, with what applying it wrote. */
+int store_inbound_done(struct store *st, int64_t seq);
+/* KEY's row as the database has it now (a conversation held elsewhere): FN(ARG, 0, row),
+ * the row borrowed for the call, or FN(ARG, -ENOENT or another negative errno, NULL). */
+int store_conv_fetch(struct store *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+		     void *arg);
+/* Keys (up to 500) with inbound rows and no owner (stored before this instance had
+ * registered, or by one that died before it claimed them): FN(ARG, 0, keys, n), KEYS
+ * borrowed for the call, or FN(ARG, negative errno, NULL, 0). */
+int store_inbound_unowned(struct store *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			  void *arg);
 
 #endif

@@ -38,6 +38,20 @@ struct store_backend {
 	void (*on_durable)(struct store_impl *st, store_commit_fn fn, void *arg);	/* NULL: never */
 	int (*outbox_each_queue)(struct store_impl *st, int (*fn)(const char *key, const char *queue, void *arg),
 				 void *arg);
+	/* A cluster member's (store.h); NULL: -EOPNOTSUPP. */
+	struct pg_conn *(*pg_conn)(struct store_impl *st);
+	int (*set_owner)(struct store_impl *st, const char *node, int64_t epoch);
+	void (*fenced)(struct store_impl *st);
+	int (*load)(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg);
+	void (*forget)(struct store_impl *st, const char *key);
+	void (*forget_all)(struct store_impl *st);
+	int (*inbound_add)(struct store_impl *st, const struct store_inbound *in);
+	int (*inbound_read)(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg);
+	int (*inbound_done)(struct store_impl *st, int64_t seq);
+	int (*conv_fetch)(struct store_impl *st, const char *key,
+			  void (*fn)(void *arg, int err, const struct store_conv *c), void *arg);
+	int (*inbound_unowned)(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			       void *arg);
 };
 
 extern const struct store_backend store_sqlite_backend;
@@ -45,7 +59,8 @@ struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char
 
 extern const struct store_backend store_pg_backend;
 /* CONNINFO: a libpq URI or connection string; connects, migrates and loads (blocking). */
-struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, char *err, size_t errlen);
+struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, unsigned flags, char *err,
+				 size_t errlen);
 /* store_check for a PostgreSQL state. */
 int store_pg_check(const char *conninfo, char *err, size_t errlen);
 

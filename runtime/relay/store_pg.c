@@ -36,6 +36,7 @@
 #include "relay/store_pg_load.h"
 #include "relay/store_pg_mirror.h"
 #include "relay/store_pg_schema.h"
+#include "relay/cluster.h"
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -58,8 +59,11 @@
 
 enum sql {
 	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
-	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_COUNT
+	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_IN_ADD, Q_IN_CLAIM, Q_NOTIFY, Q_IN_READ,
+	Q_IN_DONE, Q_IN_EXPIRE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_IN_UNOWNED, Q_COUNT
 };
+
+static const char *const KEY_QUEUES[] = { "to_bot", "to_hub", NULL };
 
 static const char *const SQL[Q_COUNT] = {
 	[Q_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
@@ -81,8 +85,31 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_EVENT_DEL] = "DELETE FROM events WHERE id = $1",
 	/* Bounded: a large backlog of old ids goes over several calls, no batch stalls on it. */
 	[Q_EVENT_EXPIRE] = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < $1 LIMIT 10000)",
-	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1",
+	/* Only while the conversation is closed: another instance may have opened it again. */
+	[Q_PURGE_OUTBOX] = "DELETE FROM outbox WHERE key = $1 AND EXISTS (SELECT 1 FROM conversations c"
+			   " WHERE c.key = $1 AND c.state = 'closed')",
 	[Q_PURGE_CONV] = "DELETE FROM conversations WHERE key = $1 AND state = 'closed'",
+	[Q_IN_ADD] = "INSERT INTO inbound (origin, key, op, id, arg, flag, payload, created)"
+		     " VALUES ($1, $2, $3, $4, $5, $6::boolean, $7, $8) ON CONFLICT (origin) DO NOTHING",
+	/* cluster.c's claim: the key becomes this node's when no live node owns it. */
+	[Q_IN_CLAIM] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
+		       " ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
+		       " claimed_at = now() WHERE (SELECT count(*) FROM nodes n"
+		       " WHERE n.node = owners.node AND n.epoch = owners.epoch) = 0",
+	[Q_NOTIFY] = "SELECT pg_notify('" CLUSTER_CHANNEL "', $1)",
+	[Q_IN_READ] = "SELECT seq, op, id, arg, flag, payload FROM inbound WHERE key = $1 AND NOT done"
+		      " ORDER BY seq LIMIT 200",
+	/* Kept, not deleted: its origin must still refuse a late copy of the same delivery. */
+	[Q_IN_DONE] = "UPDATE inbound SET done = true, payload = NULL WHERE seq = $1",
+	[Q_IN_EXPIRE] = "DELETE FROM inbound WHERE seq IN (SELECT seq FROM inbound WHERE done AND created < $1"
+			" LIMIT 10000)",
+	[Q_LOAD_CONV] = "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
+			" watermark, dl_seen, hub_data, handoff_id, updated_at FROM conversations WHERE key = $1",
+	[Q_LOAD_OUTBOX] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn"
+			  " FROM outbox WHERE key = $1 ORDER BY id",
+	[Q_BLOCK] = "SELECT nextval('handoffd_outbox_block')",
+	[Q_IN_UNOWNED] = "SELECT DISTINCT key FROM inbound i WHERE NOT i.done AND NOT EXISTS"
+			 " (SELECT 1 FROM owners o WHERE o.key = i.key) LIMIT 500",
 };
 
 /* A statement of the log: a write (SEQ > 0, sent until it commits) or a question (SEQ 0,
@@ -94,6 +121,7 @@ struct entry {
 	enum sql q;
 	bool in_flight;
 	store_event_fn fn;
+	void (*rows)(void *arg, int err, const PGresult *r);	/* a question answered with rows */
 	void *arg;
 	int nparams;
 	char *p[ENTRY_PARAMS];
@@ -135,6 +163,14 @@ struct store_impl {
 	int64_t event_ttl_s;
 	uint64_t event_adds;
 	unsigned proto_failures;
+	/* STORE_PER_KEY: a cluster member */
+	bool per_key;
+	char node[CLUSTER_NODE_MAX];
+	char epoch[24];
+	uint64_t origins;		/* inbound rows added by this epoch */
+	int64_t block_end;		/* next_id reaches it: the next block */
+	int64_t next_block;		/* fetched ahead, or 0 */
+	bool block_asked;
 };
 
 static int64_t now_s(void)
@@ -268,7 +304,10 @@ static void fail_waiting(struct store_impl *st, int err)
 
 		if (!e->seq && !e->in_flight) {
 			unlink_entry(st, e);
-			e->fn(e->arg, -EIO);
+			if (e->rows)
+				e->rows(e->arg, -EIO, NULL);
+			else
+				e->fn(e->arg, -EIO);
 			entry_free(e);
 		}
 		e = next;
@@ -356,9 +395,9 @@ static void on_retry(void *arg)
 	arm_turn(st);
 }
 
-/* Drops the writes of the batch that the server refused again and again: they can never
- * commit, and holding them would block every write behind them. */
-static void give_up_flight(struct store_impl *st)
+/* Drops the writes of the batch in flight: refused again and again (they can never commit,
+ * and holding them would block every write behind them), or fenced. */
+static void drop_flight(struct store_impl *st, const char *why)
 {
 	struct entry *e = st->head;
 	unsigned n = 0;
@@ -375,8 +414,7 @@ static void give_up_flight(struct store_impl *st)
 		}
 		e = next;
 	}
-	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"refused by the database %u times\"", n,
-		  PG_PROTO_RETRIES);
+	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"%s\"", n, why);
 }
 
 static void batch_over(struct store_impl *st)
@@ -392,9 +430,14 @@ static void batch_over(struct store_impl *st)
 			st->durable(st->durable_arg);
 	} else {
 		run_waiters(st, st->flight_last, err);
-		if (err == -EPROTO) {
+		if (err == -EPERM) {
+			/* Fenced: written for an epoch that is gone; sent again, it would commit
+			 * under the next one. */
+			drop_flight(st, "fenced");
+			st->proto_failures = 0;
+		} else if (err == -EPROTO) {
 			if (++st->proto_failures >= PG_PROTO_RETRIES) {
-				give_up_flight(st);
+				drop_flight(st, "refused by the database again and again");
 				st->proto_failures = 0;
 				if (st->durable)	/* what waited on the dropped writes may go */
 					st->durable(st->durable_arg);
@@ -433,6 +476,10 @@ static void answer(struct store_impl *st, struct entry *e, int err, const struct
 {
 	int rc;
 
+	if (e->rows) {
+		e->rows(e->arg, err ? (st->closing ? -ECANCELED : err) : 0, (const PGresult *)res);
+		return;
+	}
 	if (err)
 		rc = st->closing ? -ECANCELED : -EIO;
 	else if (PQntuples((const PGresult *)res) > 0)
@@ -596,6 +643,13 @@ static int pgs_event_expire(struct store_impl *st, int64_t before_s)
 	const char *p[] = { at };
 
 	snprintf(at, sizeof(at), "%" PRId64, before_s);
+	if (st->per_key) {	/* applied inbound rows go with the event ids of their time */
+		char ms[24];
+		const char *q[] = { ms };
+
+		snprintf(ms, sizeof(ms), "%" PRId64, before_s * 1000);
+		write_q(st, Q_IN_EXPIRE, 1, q);
+	}
 	return write_q(st, Q_EVENT_EXPIRE, 1, p);
 }
 
@@ -640,6 +694,60 @@ static void pgs_set_event_ttl(struct store_impl *st, int64_t ttl_s)
 	st->event_ttl_s = ttl_s;
 }
 
+/* {===== outbox id blocks (STORE_PER_KEY): each instance takes PG_ID_BLOCK ids at a time
+ * from one sequence, so no two hand out the same id; the next block is fetched when half
+ * of the current one is used. Ids grow per instance; a conversation taken over whose
+ * items carry ids above ours waits for a fresh block (above them) before it is used. */
+
+static void on_block(void *arg, int err, const PGresult *r)
+{
+	struct store_impl *st = arg;
+
+	st->block_asked = false;
+	if (err || PQntuples(r) != 1) {
+		log_warn(st->lg, "store.id_block_failed", "reason=\"%s\"", pg_conn_strerror(err ? err : -EPROTO));
+		return;
+	}
+	st->next_block = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+}
+
+static struct entry *ask(struct store_impl *st, enum sql q, int n, const char *const *params,
+			 void (*rows)(void *arg, int err, const PGresult *r), void *arg)
+{
+	struct entry *e = append(st, q, false, n, params);
+
+	if (e) {
+		e->rows = rows;
+		e->arg = arg;
+	}
+	return e;
+}
+
+static void ask_block(struct store_impl *st)
+{
+	if (!st->block_asked && !st->next_block && ask(st, Q_BLOCK, 0, NULL, on_block, st))
+		st->block_asked = true;
+}
+
+static int next_outbox_id(struct store_impl *st, int64_t *id)
+{
+	if (st->next_id >= st->block_end) {
+		if (!st->next_block) {
+			ask_block(st);
+			return -EAGAIN;
+		}
+		st->next_id = st->next_block;
+		st->block_end = st->next_block + PG_ID_BLOCK;
+		st->next_block = 0;
+	}
+	if (st->block_end - st->next_id < PG_ID_BLOCK / 2)
+		ask_block(st);
+	*id = st->next_id++;
+	return 0;
+}
+
+/* }===== */
+
 static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const char *queue, const char *role,
 				   const char *fn, const char *payload, size_t len)
 {
@@ -649,6 +757,11 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	const char *p[] = { id, key, queue, hex, created, role, fn };
 	int rc;
 
+	if (st->per_key && next_outbox_id(st, &src.id) < 0) {
+		free(hex);
+		log_error(st->lg, "store.error", "what=outbox_add conv=%s reason=\"no outbox id block\"", key);
+		return -EIO;
+	}
 	src.seq = st->seq + 1;	/* the OUT_ADD written below */
 	if (!hex || st->nwrites + 1 >= PG_BACKLOG_MAX || !pgm_item_add(st->m, key, queue, &src)) {
 		free(hex);
@@ -661,7 +774,7 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	free(hex);
 	if (rc < 0)
 		return rc;
-	if (++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
+	if (!st->per_key && ++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
 		st->id_mark = st->next_id + PG_ID_MARK_EVERY;
 		snprintf(id, sizeof(id), "%" PRId64, st->id_mark);
 		write_q(st, Q_ID_MARK, 1, p);
@@ -762,7 +875,8 @@ static int pgs_outbox_each_queue(struct store_impl *st, int (*fn)(const char *ke
 
 static void pgs_close(struct store_impl *st);
 
-struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, char *err, size_t errlen)
+struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *conninfo, unsigned flags, char *err,
+				 size_t errlen)
 {
 	struct store_impl *st = calloc(1, sizeof(*st));
 	struct pg_conn_opts opts = { .conninfo = conninfo };
@@ -776,13 +890,17 @@ struct store_impl *store_pg_open(struct loop *lp, struct log *lg, const char *co
 	st->lp = lp;
 	st->lg = lg;
 	st->event_ttl_s = STORE_EVENT_ID_TTL_S;
+	st->per_key = flags & STORE_PER_KEY;
 	conn = store_pg_connect(conninfo, err, errlen);
-	if (!conn || store_pg_load(lg, conn, st->m, &st->next_id, err, errlen) < 0) {
+	if (!conn || (st->per_key ? store_pg_prepare(lg, conn, &st->next_id, err, errlen)
+				  : store_pg_load(lg, conn, st->m, &st->next_id, err, errlen)) < 0) {
 		PQfinish(conn);
 		pgs_close(st);
 		return NULL;
 	}
 	st->id_mark = st->next_id;	/* the mark written at open: the first id writes the next */
+	if (st->per_key)
+		st->block_end = st->next_id + PG_ID_BLOCK;	/* the first block, taken at open */
 	log_info(lg, "store.opened", "backend=postgresql host=%s port=%s db=%s schema=%d", PQhost(conn), PQport(conn),
 		 PQdb(conn), store_pg_schema_version());
 	PQfinish(conn);
@@ -848,7 +966,11 @@ static void pgs_close(struct store_impl *st)
 			st->before(st->before_arg);
 		st->closing = true;
 		pg_conn_free(st->pc);	/* what flies fails -ECANCELED: writes stay in the log */
-		rc = write_log_sync(st);
+		/* A cluster member's writes must go fenced, which a connection of its own would
+		 * not be: what it did not commit, the next owner does again. */
+		rc = st->per_key ? -ESHUTDOWN : write_log_sync(st);
+		if (st->per_key && st->nwrites)
+			log_warn(st->lg, "store.closed", "writes_not_written=%u", st->nwrites);
 		for (size_t i = 0; i < st->nw; i++)
 			st->w[i].seq = 1;
 		run_waiters(st, UINT64_MAX, rc);
@@ -857,7 +979,9 @@ static void pgs_close(struct store_impl *st)
 		struct entry *e = st->head;
 
 		unlink_entry(st, e);
-		if (!e->seq)
+		if (!e->seq && e->rows)
+			e->rows(e->arg, -ECANCELED, NULL);
+		else if (!e->seq)
 			e->fn(e->arg, -ECANCELED);
 		entry_free(e);
 	}
@@ -867,6 +991,372 @@ static void pgs_close(struct store_impl *st)
 	free(st->w);
 	free(st->conninfo);
 	free(st);
+}
+
+/* }===== */
+
+/* {===== a cluster member's store (STORE_PER_KEY) */
+
+static struct pg_conn *pgs_pg_conn(struct store_impl *st)
+{
+	return st->pc;
+}
+
+static int pgs_set_owner(struct store_impl *st, const char *node, int64_t epoch)
+{
+	if (!st->per_key || strlen(node) >= sizeof(st->node) || epoch <= 0)
+		return -EINVAL;
+	snprintf(st->node, sizeof(st->node), "%s", node);
+	snprintf(st->epoch, sizeof(st->epoch), "%" PRId64, epoch);
+	st->origins = 0;
+	return 0;
+}
+
+/* Drops every entry not in flight: writes (and their waiters, told -EPERM) and questions
+ * (answered -ECANCELED). Those in flight are dropped when their batch's answer comes. */
+static void drop_log(struct store_impl *st, int err)
+{
+	struct entry *e = st->head;
+	unsigned n = 0;
+
+	while (e) {
+		struct entry *next = e->next;
+
+		if (!e->in_flight) {
+			unlink_entry(st, e);
+			if (!e->seq && e->rows)
+				e->rows(e->arg, -ECANCELED, NULL);
+			else if (!e->seq)
+				e->fn(e->arg, -ECANCELED);
+			else
+				n++;
+			entry_free(e);
+		}
+		e = next;
+	}
+	run_waiters(st, UINT64_MAX, err);
+	if (n)
+		log_warn(st->lg, "store.writes_dropped", "writes=%u reason=\"fenced\"", n);
+}
+
+static void pgs_fenced(struct store_impl *st)
+{
+	drop_log(st, -EPERM);
+}
+
+static void pgs_forget(struct store_impl *st, const char *key)
+{
+	pgm_forget(st->m, key, KEY_QUEUES);
+}
+
+static void pgs_forget_all(struct store_impl *st)
+{
+	struct pgm *m = pgm_new();
+
+	drop_log(st, -EPERM);
+	if (!m) {
+		log_error(st->lg, "store.error", "what=forget_all reason=\"out of memory\"");
+		return;
+	}
+	pgm_free(st->m);
+	st->m = m;
+	st->next_block = 0;
+	st->block_end = st->next_id;	/* a fresh block for the next epoch */
+	st->node[0] = '\0';		/* no claims until registered again */
+}
+
+/* Row ROW of a SELECT of the conversations' columns into the mirror. */
+static int mirror_row(struct store_impl *st, const PGresult *r, int row)
+{
+	struct store_conv c;
+	int rc;
+
+	store_pg_conv_of_row(r, row, &c);
+	rc = pgm_conv_put(st->m, &c, c.updated_at);
+	free(c.seen);
+	return rc;
+}
+
+/* One store_load: the row, then the items, then (when they carry ids above ours) a
+ * fresh block. */
+struct load {
+	struct store_impl *st;
+	char *key;
+	void (*fn)(void *arg, int err);
+	void *arg;
+	int err;
+	int parts;		/* answers still expected */
+};
+
+static void load_finish(struct load *l)
+{
+	l->fn(l->arg, l->err);
+	free(l->key);
+	free(l);
+}
+
+static void on_load_block(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+	struct store_impl *st = l->st;
+
+	if (!err && PQntuples(r) == 1) {
+		st->next_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		st->block_end = st->next_id + PG_ID_BLOCK;
+		st->next_block = 0;
+	} else {
+		l->err = err ? err : -EPROTO;
+	}
+	load_finish(l);
+}
+
+static void load_part_done(struct load *l)
+{
+	struct store_impl *st = l->st;
+
+	if (--l->parts > 0)
+		return;
+	if (!l->err && pgm_max_id(st->m, l->key, KEY_QUEUES) >= st->next_id) {
+		if (ask(st, Q_BLOCK, 0, NULL, on_load_block, l))
+			return;
+		l->err = -ENOMEM;
+	}
+	load_finish(l);
+}
+
+
+static void on_load_conv(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+
+	if (err) {
+		l->err = err;
+	} else if (PQntuples(r) == 1 && mirror_row(l->st, r, 0) < 0) {
+		l->err = -ENOMEM;
+	}
+	load_part_done(l);
+}
+
+static void on_load_outbox(void *arg, int err, const PGresult *r)
+{
+	struct load *l = arg;
+
+	if (err)
+		l->err = err;
+	for (int i = 0; !err && !l->err && i < PQntuples(r); i++) {
+		size_t len = 0;
+		unsigned char *payload;
+		struct pgm_item it;
+
+		if (pgm_item_find(l->st->m, store_pg_int(r, i, 0)))
+			continue;	/* known already (written here) */
+		payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
+		it = (struct pgm_item){ .id = store_pg_int(r, i, 0), .payload = (char *)payload, .len = len,
+					.attempts = (int)store_pg_int(r, i, 4), .next_at_ms = store_pg_int(r, i, 5),
+					.created_ms = store_pg_int(r, i, 6), .role = (char *)store_pg_str(r, i, 7),
+					.fn = (char *)store_pg_str(r, i, 8) };
+		if (!payload || !pgm_item_add(l->st->m, store_pg_str(r, i, 1), store_pg_str(r, i, 2), &it))
+			l->err = -ENOMEM;
+		PQfreemem(payload);
+	}
+	load_part_done(l);
+}
+
+static int pgs_load(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg)
+{
+	struct load *l;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(l = calloc(1, sizeof(*l))) || !(l->key = strdup(key))) {
+		free(l);
+		return -ENOMEM;
+	}
+	l->st = st;
+	l->fn = fn;
+	l->arg = arg;
+	l->parts = 2;
+	/* What this instance knew of KEY goes first: the database's rows replace it. */
+	pgm_forget(st->m, key, KEY_QUEUES);
+	if (!ask(st, Q_LOAD_CONV, 1, &key, on_load_conv, l)) {
+		free(l->key);
+		free(l);
+		return -ENOMEM;
+	}
+	if (!ask(st, Q_LOAD_OUTBOX, 1, &key, on_load_outbox, l)) {
+		l->err = -ENOMEM;
+		load_part_done(l);	/* the row's answer finishes it */
+	}
+	return 0;
+}
+
+static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in)
+{
+	char origin[CLUSTER_NODE_MAX + 48], created[24];
+	char *hex = NULL;
+	const char *add[] = { origin, in->key, in->op, in->id, in->arg, in->flag ? "true" : "false", NULL, created };
+	const char *claim[] = { in->key, st->node, st->epoch };
+	int rc;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (in->payload && !(add[6] = hex = hex_bytea(in->payload, in->len)))
+		return -ENOMEM;
+	if (st->nwrites + 3 >= PG_BACKLOG_MAX) {
+		free(hex);
+		return -EIO;
+	}
+	if (in->origin)
+		add[0] = in->origin;	/* the hub event's call: a retry elsewhere adds no row */
+	else
+		snprintf(origin, sizeof(origin), "%s/%s/%" PRIu64, st->node, st->epoch, ++st->origins);
+	snprintf(created, sizeof(created), "%" PRId64, (int64_t)clock_wall_ms());
+	rc = write_q(st, Q_IN_ADD, 8, add);
+	free(hex);
+	/* Not registered yet (just started, or taken over a moment ago): the row waits without
+	 * an owner; the relay claims its key once registered (store_inbound_unowned). */
+	if (rc == 0 && st->node[0])
+		rc = write_q(st, Q_IN_CLAIM, 3, claim);
+	if (rc == 0)
+		rc = write_q(st, Q_NOTIFY, 1, claim);
+	return rc;
+}
+
+struct inbound_read {
+	store_inbound_fn fn;
+	void *arg;
+};
+
+static void on_inbound_rows(void *arg, int err, const PGresult *r)
+{
+	struct inbound_read *rd = arg;
+	int n = err ? 0 : PQntuples(r);
+	struct store_inbound *rows = n ? calloc((size_t)n, sizeof(*rows)) : NULL;
+
+	if (n && !rows)
+		err = -ENOMEM;
+	for (int i = 0; rows && i < n; i++) {
+		rows[i] = (struct store_inbound){
+			.seq = store_pg_int(r, i, 0), .op = (char *)store_pg_str(r, i, 1), .id = (char *)store_pg_str(r, i, 2),
+			.arg = (char *)store_pg_str(r, i, 3), .flag = store_pg_str(r, i, 4) && store_pg_str(r, i, 4)[0] == 't',
+		};
+		if (!PQgetisnull(r, i, 5)) {
+			rows[i].payload = (char *)PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5),
+								  &rows[i].len);
+			if (!rows[i].payload) {
+				err = -ENOMEM;
+				n = i;
+			}
+		}
+	}
+	rd->fn(rd->arg, err, err ? NULL : rows, err ? 0 : (size_t)n);
+	for (int i = 0; rows && i < n; i++)
+		PQfreemem(rows[i].payload);
+	free(rows);
+	free(rd);
+}
+
+static int pgs_inbound_read(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg)
+{
+	struct inbound_read *rd;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(rd = calloc(1, sizeof(*rd))))
+		return -ENOMEM;
+	*rd = (struct inbound_read){ fn, arg };
+	if (!ask(st, Q_IN_READ, 1, &key, on_inbound_rows, rd)) {
+		free(rd);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+struct fetch {
+	void (*fn)(void *arg, int err, const struct store_conv *c);
+	void *arg;
+};
+
+static void on_fetched(void *arg, int err, const PGresult *r)
+{
+	struct fetch *f = arg;
+	struct store_conv c;
+
+	if (err || PQntuples(r) != 1) {
+		f->fn(f->arg, err ? err : -ENOENT, NULL);
+	} else {
+		store_pg_conv_of_row(r, 0, &c);
+		f->fn(f->arg, 0, &c);
+		free(c.seen);
+	}
+	free(f);
+}
+
+static int pgs_conv_fetch(struct store_impl *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
+			  void *arg)
+{
+	struct fetch *f;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (st->down)
+		return -ENOTCONN;
+	if (!(f = calloc(1, sizeof(*f))))
+		return -ENOMEM;
+	*f = (struct fetch){ fn, arg };
+	if (!ask(st, Q_LOAD_CONV, 1, &key, on_fetched, f)) {
+		free(f);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+struct unowned {
+	void (*fn)(void *arg, int err, const char *const *keys, size_t n);
+	void *arg;
+};
+
+static void on_unowned(void *arg, int err, const PGresult *r)
+{
+	struct unowned *u = arg;
+	int n = err ? 0 : PQntuples(r);
+	const char **keys = n ? calloc((size_t)n, sizeof(*keys)) : NULL;
+
+	for (int i = 0; keys && i < n; i++)
+		keys[i] = PQgetvalue(r, i, 0);
+	u->fn(u->arg, err ? err : n && !keys ? -ENOMEM : 0, keys, keys ? (size_t)n : 0);
+	free(keys);
+	free(u);
+}
+
+static int pgs_inbound_unowned(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
+			       void *arg)
+{
+	struct unowned *u;
+
+	if (!st->per_key)
+		return -EOPNOTSUPP;
+	if (!(u = calloc(1, sizeof(*u))))
+		return -ENOMEM;
+	*u = (struct unowned){ fn, arg };
+	if (!ask(st, Q_IN_UNOWNED, 0, NULL, on_unowned, u)) {
+		free(u);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int pgs_inbound_done(struct store_impl *st, int64_t seq)
+{
+	char s[24];
+	const char *p[] = { s };
+
+	snprintf(s, sizeof(s), "%" PRId64, seq);
+	return write_q(st, Q_IN_DONE, 1, p);
 }
 
 /* }===== */
@@ -893,6 +1383,17 @@ const struct store_backend store_pg_backend = {
 	.outbox_count = pgs_outbox_count,
 	.outbox_retry = pgs_outbox_retry,
 	.outbox_each_queue = pgs_outbox_each_queue,
+	.pg_conn = pgs_pg_conn,
+	.set_owner = pgs_set_owner,
+	.fenced = pgs_fenced,
+	.load = pgs_load,
+	.forget = pgs_forget,
+	.forget_all = pgs_forget_all,
+	.inbound_add = pgs_inbound_add,
+	.inbound_read = pgs_inbound_read,
+	.inbound_done = pgs_inbound_done,
+	.inbound_unowned = pgs_inbound_unowned,
+	.conv_fetch = pgs_conv_fetch,
 	.outbox_durable = pgs_outbox_durable,
 	.on_durable = pgs_on_durable,
 };

@@ -3,6 +3,7 @@
  * in one transaction, load every conversation row and outbox item into the mirror, and
  * pick the first outbox id of this run. store_pg.c is the asynchronous side. */
 #include "relay/store_pg_load.h"
+#include "relay/cluster.h"
 
 #include "relay/store_backend.h"
 #include "relay/store_pg_schema.h"
@@ -63,12 +64,12 @@ int store_pg_exec(PGconn *conn, const char *sql, const char *what, char *err, si
 	return r ? 0 : -EIO;
 }
 
-static int64_t value_int(const PGresult *r, int row, int col)
+int64_t store_pg_int(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static const char *value_str(const PGresult *r, int row, int col)
+const char *store_pg_str(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
@@ -88,7 +89,7 @@ static int migrate(struct log *lg, PGconn *conn, char *err, size_t errlen)
 	    !(r = exec_sync(conn, "SELECT coalesce(max(version), 0) FROM handoffd_schema", "schema version", err,
 			    errlen)))
 		goto fail;
-	have = (int)value_int(r, 0, 0);
+	have = (int)store_pg_int(r, 0, 0);
 	PQclear(r);
 	if (have > want) {
 		snprintf(err, errlen, "state: schema version %d, expected %d (written by a newer handoffd)", have, want);
@@ -96,6 +97,9 @@ static int migrate(struct log *lg, PGconn *conn, char *err, size_t errlen)
 	}
 	for (int i = have; i < want; i++)
 		if (store_pg_exec(conn, store_pg_migrations[i], "migrating the schema", err, errlen) < 0)
+			goto fail;
+	for (size_t i = 0; i < cluster_schema_count; i++)	/* each may run again */
+		if (store_pg_exec(conn, cluster_schema_sql[i], "the cluster's schema", err, errlen) < 0)
 			goto fail;
 	snprintf(sql, sizeof(sql), "DELETE FROM handoffd_schema; INSERT INTO handoffd_schema VALUES (%d)", want);
 	if ((have < want && store_pg_exec(conn, sql, "schema version", err, errlen) < 0) ||
@@ -126,6 +130,18 @@ static void load_seen(const PGresult *r, int row, int col, struct store_conv *c)
 	PQfreemem(b);
 }
 
+void store_pg_conv_of_row(const PGresult *r, int row, struct store_conv *c)
+{
+	*c = (struct store_conv){
+		.key = (char *)store_pg_str(r, row, 0), .state = (char *)store_pg_str(r, row, 1),
+		.user_json = (char *)store_pg_str(r, row, 2), .dl_conversation_id = (char *)store_pg_str(r, row, 3),
+		.dl_token = (char *)store_pg_str(r, row, 4), .dl_token_expiry = store_pg_int(r, row, 5),
+		.watermark = (char *)store_pg_str(r, row, 6), .hub_data = (char *)store_pg_str(r, row, 8),
+		.handoff_id = (char *)store_pg_str(r, row, 9), .updated_at = store_pg_int(r, row, 10),
+	};
+	load_seen(r, row, 7, c);
+}
+
 static int load_conversations(struct pgm *m, PGconn *conn, char *err, size_t errlen)
 {
 	PGresult *r = exec_sync(conn, "SELECT key, state, user_json, dl_conversation_id, dl_token, dl_token_expiry,"
@@ -134,16 +150,10 @@ static int load_conversations(struct pgm *m, PGconn *conn, char *err, size_t err
 	int rc = 0;
 
 	for (int i = 0; r && rc == 0 && i < PQntuples(r); i++) {
-		struct store_conv c = {
-			.key = (char *)value_str(r, i, 0), .state = (char *)value_str(r, i, 1),
-			.user_json = (char *)value_str(r, i, 2), .dl_conversation_id = (char *)value_str(r, i, 3),
-			.dl_token = (char *)value_str(r, i, 4), .dl_token_expiry = value_int(r, i, 5),
-			.watermark = (char *)value_str(r, i, 6), .hub_data = (char *)value_str(r, i, 8),
-			.handoff_id = (char *)value_str(r, i, 9),
-		};
+		struct store_conv c;
 
-		load_seen(r, i, 7, &c);
-		rc = pgm_conv_put(m, &c, value_int(r, i, 10));
+		store_pg_conv_of_row(r, i, &c);
+		rc = pgm_conv_put(m, &c, c.updated_at);
 		free(c.seen);
 	}
 	PQclear(r);
@@ -161,18 +171,18 @@ static int load_outbox(struct pgm *m, PGconn *conn, char *err, size_t errlen)
 	for (int i = 0; ok && i < PQntuples(r); i++) {
 		size_t len = 0;
 		unsigned char *payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
-		struct pgm_item it = { .id = value_int(r, i, 0), .payload = (char *)payload, .len = len,
-				       .attempts = (int)value_int(r, i, 4), .next_at_ms = value_int(r, i, 5),
-				       .created_ms = value_int(r, i, 6), .role = (char *)value_str(r, i, 7),
-				       .fn = (char *)value_str(r, i, 8) };
+		struct pgm_item it = { .id = store_pg_int(r, i, 0), .payload = (char *)payload, .len = len,
+				       .attempts = (int)store_pg_int(r, i, 4), .next_at_ms = store_pg_int(r, i, 5),
+				       .created_ms = store_pg_int(r, i, 6), .role = (char *)store_pg_str(r, i, 7),
+				       .fn = (char *)store_pg_str(r, i, 8) };
 
 		/* The relay writes a bot message's attempt and then POSTs it; SQLite commits the
 		 * attempt first (same turn), here the commit comes a round trip later, so a kill may
 		 * have lost it: every queued bot message counts as maybe sent, and Direct Line
 		 * looks for it before posting it again. */
-		if (it.attempts == 0 && strcmp(value_str(r, i, 2), "to_bot") == 0)
+		if (it.attempts == 0 && strcmp(store_pg_str(r, i, 2), "to_bot") == 0)
 			it.attempts = 1;
-		ok = payload && pgm_item_add(m, value_str(r, i, 1), value_str(r, i, 2), &it);
+		ok = payload && pgm_item_add(m, store_pg_str(r, i, 1), store_pg_str(r, i, 2), &it);
 		PQfreemem(payload);
 		if (!ok)
 			snprintf(err, errlen, "out of memory loading the state");
@@ -190,7 +200,7 @@ static int start_ids(int64_t *next_id, PGconn *conn, char *err, size_t errlen)
 
 	if (!r)
 		return -EIO;
-	*next_id = value_int(r, 0, 0) + PG_ID_GAP;
+	*next_id = store_pg_int(r, 0, 0) + PG_ID_GAP;
 	PQclear(r);
 	snprintf(sql, sizeof(sql), "SELECT setval('handoffd_outbox_id', %" PRId64 ")", *next_id);
 	return store_pg_exec(conn, sql, "outbox ids", err, errlen);
@@ -201,6 +211,18 @@ int store_pg_load(struct log *lg, PGconn *conn, struct pgm *m, int64_t *next_id,
 	if (migrate(lg, conn, err, errlen) < 0 || load_conversations(m, conn, err, errlen) < 0 ||
 	    load_outbox(m, conn, err, errlen) < 0 || start_ids(next_id, conn, err, errlen) < 0)
 		return -EIO;
+	return 0;
+}
+
+int store_pg_prepare(struct log *lg, PGconn *conn, int64_t *first_id, char *err, size_t errlen)
+{
+	PGresult *r;
+
+	if (migrate(lg, conn, err, errlen) < 0 ||
+	    !(r = exec_sync(conn, "SELECT nextval('handoffd_outbox_block')", "outbox ids", err, errlen)))
+		return -EIO;
+	*first_id = store_pg_int(r, 0, 0);
+	PQclear(r);
 	return 0;
 }
 

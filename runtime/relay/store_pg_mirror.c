@@ -453,6 +453,38 @@ int pgm_each_queue(struct pgm *m, int (*fn)(const char *key, const char *queue, 
 	return stop;
 }
 
+void pgm_forget(struct pgm *m, const char *key, const char *const *queues)
+{
+	struct pgm_conv *pc = conv_find(m, key);
+
+	if (pc) {
+		htab_remove(&m->convs, &pc->link);
+		store_conv_clear(&pc->c);
+		free(pc);
+	}
+	for (size_t i = 0; queues[i]; i++) {
+		struct pgm_queue *q = queue_find(m, key, queues[i]);
+
+		while (q && q->n > 1)
+			pgm_item_remove(m, q->head);
+		if (q)
+			pgm_item_remove(m, q->head);	/* the last one frees Q */
+	}
+}
+
+int64_t pgm_max_id(struct pgm *m, const char *key, const char *const *queues)
+{
+	int64_t max = 0;
+
+	for (size_t i = 0; queues[i]; i++) {
+		struct pgm_queue *q = queue_find(m, key, queues[i]);
+
+		if (q && q->tail && q->tail->id > max)
+			max = q->tail->id;
+	}
+	return max;
+}
+
 /* }===== */
 
 /* {===== purge */

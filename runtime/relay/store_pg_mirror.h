@@ -57,6 +57,11 @@ const char *pgm_item_queue(const struct pgm_item *it);
 /* FN(key, queue, arg) per pair that has items; FN may change the mirror. */
 int pgm_each_queue(struct pgm *m, int (*fn)(const char *key, const char *queue, void *arg), void *arg);
 
+/* Drops KEY's row and its items (QUEUES: the names, NULL-terminated) from memory. */
+void pgm_forget(struct pgm *m, const char *key, const char *const *queues);
+/* The largest item id of KEY in QUEUES, or 0. */
+int64_t pgm_max_id(struct pgm *m, const char *key, const char *const *queues);
+
 /* Marks: hub event ids whose INSERT is written but not yet committed, each with the
  * sequence number of that write (> 0). */
 int pgm_mark_set(struct pgm *m, const char *id, uint64_t seq);

@@ -21,6 +21,20 @@ const char *const store_pg_migrations[] = {
 	"  created bigint NOT NULL DEFAULT 0, role text, fn text);"
 	"CREATE INDEX outbox_by_queue ON outbox (key, queue, id);"
 	"CREATE SEQUENCE handoffd_outbox_id;",
+	/* 1 -> 2: several instances (relay_cluster.c). Hub events for a conversation held
+	 * elsewhere wait in inbound, in the order the database gives (seq); ORIGIN makes a
+	 * delivery stored twice (a batch sent again, a hub's retry at another instance) add
+	 * its row once, so an applied row stays (DONE) until the event ids expire. Outbox ids
+	 * come in blocks from one sequence, above every id handed out before. */
+	"CREATE TABLE inbound ("
+	"  seq bigserial PRIMARY KEY, origin text NOT NULL UNIQUE, key text NOT NULL, op text NOT NULL,"
+	"  id text NOT NULL, arg text, flag boolean NOT NULL DEFAULT false, payload bytea,"
+	"  created bigint NOT NULL, done boolean NOT NULL DEFAULT false);"
+	"CREATE INDEX inbound_by_key ON inbound (key, seq) WHERE NOT done;"
+	"CREATE INDEX inbound_done ON inbound (created) WHERE done;"
+	"CREATE SEQUENCE handoffd_outbox_block INCREMENT BY 1000000;"
+	"SELECT setval('handoffd_outbox_block', greatest((SELECT last_value FROM handoffd_outbox_id),"
+	"  (SELECT coalesce(max(id), 0) FROM outbox)) + 1000000);",
 	NULL,
 };
 

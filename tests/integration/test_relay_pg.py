@@ -153,7 +153,7 @@ def test_check_config_reaches_the_database(tmp_path, pg_server):  # noqa: F811
                    " INSERT INTO handoffd_schema VALUES (99)",
                    db=db)
     code, out = check_config(tmp_path, pg_server.url_for(db))
-    assert code == 1 and "schema version 99, expected 1" in out, out
+    assert code == 1 and "schema version 99, expected 2" in out, out
 
 
 def test_kill_during_concurrent_traffic_is_exactly_once(env):

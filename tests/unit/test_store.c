@@ -64,8 +64,8 @@ static int setup(void **state)
 	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
 	if (url) {
 		snprintf(f->path, sizeof(f->path), "%s", url);
-		pg_exec("DROP TABLE IF EXISTS conversations, events, outbox, handoffd_schema;"
-			"DROP SEQUENCE IF EXISTS handoffd_outbox_id");
+		pg_exec("DROP TABLE IF EXISTS conversations, events, outbox, inbound, owners, nodes, handoffd_schema;"
+			"DROP SEQUENCE IF EXISTS handoffd_outbox_id, handoffd_outbox_block, handoffd_epoch");
 	}
 	f->lg = log_new();
 	f->lp = loop_new();
@@ -371,10 +371,10 @@ static void test_pg_newer_schema_is_refused(void **state)
 	f->st = NULL;
 	pg_exec("UPDATE handoffd_schema SET version = 99");
 	assert_null(store_open(f->lp, f->lg, f->path, err, sizeof(err)));
-	assert_non_null(strstr(err, "schema version 99, expected 1"));
+	assert_non_null(strstr(err, "schema version 99, expected 2"));
 	assert_int_equal(store_check(f->path, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "schema version 99, expected 1"));
-	pg_exec("UPDATE handoffd_schema SET version = 1");
+	assert_non_null(strstr(err, "schema version 99, expected 2"));
+	pg_exec("UPDATE handoffd_schema SET version = 2");
 	assert_int_equal(store_check(f->path, err, sizeof(err)), 0);
 	reopen(f);
 }

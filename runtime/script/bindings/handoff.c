@@ -9,6 +9,8 @@
  *   hd.remember_event(event_id)          true the first time, false for a duplicate
  *   hd.forget_event(event_id)            undoes remember_event when the effect failed
  *   hd.conversation(id)                  {key, id, state, user, data, handoff_id, ...} or nil
+ *                                        (a cluster member reads one held elsewhere from the
+ *                                        database: the task waits)
  *   hd.set_data(id, data)                replaces conv.data (what later hub calls see)
  * ID is the front hub's conversation id. Calls that change something return true once
  * the change is durable (the task waits for the commit), or nil and a short reason:
@@ -160,6 +162,86 @@ static const char *optional_json(lua_State *L, int idx)
 	return lua_isnoneornil(L, idx) ? NULL : activity_json(L, idx, &len);
 }
 
+/* {===== the hub event a task works on (a cluster member stores each call for the
+ * conversation's owner under an origin made of it: a delivery the hub retries at another
+ * instance, its first commit not confirmed, adds the same rows, not new ones) */
+
+#define TASK_EVENTS "handoff.task_events"
+#define ORIGIN_MAX 600
+
+/* Pushes the table of L's thread's event ({id, n}), created when CREATE; else nil. */
+static void push_task_event(lua_State *L, bool create)
+{
+	if (lua_getfield(L, LUA_REGISTRYINDEX, TASK_EVENTS) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_createtable(L, 0, 1);
+		lua_pushliteral(L, "k");
+		lua_setfield(L, -2, "__mode");	/* a finished task's entry goes with its thread */
+		lua_setmetatable(L, -2);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, TASK_EVENTS);
+	}
+	lua_pushthread(L);
+	if (lua_rawget(L, -2) != LUA_TTABLE && create) {
+		lua_pop(L, 1);
+		lua_createtable(L, 0, 2);
+		lua_pushthread(L);
+		lua_pushvalue(L, -2);
+		lua_rawset(L, -4);
+	}
+	lua_remove(L, -2);
+}
+
+static void set_task_event(lua_State *L, const char *id)
+{
+	push_task_event(L, true);
+	lua_pushstring(L, id);
+	lua_setfield(L, -2, "id");
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "n");
+	lua_pop(L, 1);
+}
+
+/* The next call's origin in OUT ("<event id>#<call>"), or NULL without an event. */
+static const char *next_origin(lua_State *L, char *out, size_t cap)
+{
+	const char *id;
+	lua_Integer n;
+	int len = -1;
+
+	push_task_event(L, false);
+	if (lua_istable(L, -1)) {
+		lua_getfield(L, -1, "id");
+		lua_getfield(L, -2, "n");
+		id = lua_tostring(L, -2);
+		n = lua_tointeger(L, -1) + 1;
+		lua_pop(L, 1);
+		lua_pushinteger(L, n);
+		lua_setfield(L, -3, "n");
+		if (id)
+			len = snprintf(out, cap, "%s#%lld", id, (long long)n);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return len > 0 && (size_t)len < cap ? out : NULL;
+}
+
+/* The relay's next call comes from this task's event (BUF holds its origin until
+ * origin_end). */
+static void origin_begin(lua_State *L, struct relay *r, char *buf, size_t cap)
+{
+	relay_set_origin(r, next_origin(L, buf, cap));
+}
+
+static int origin_end(struct relay *r, int rc)
+{
+	relay_set_origin(r, NULL);
+	return rc;
+}
+
+/* }===== */
+
 static int finish_write(lua_State *L, struct relay *r, int rc)
 {
 	return rc < 0 ? push_failure(L, rc) : wait_durable(L, r);
@@ -187,10 +269,13 @@ static int customer_k(lua_State *L, int status, lua_KContext tries)
 	const char *activity = activity_json(L, 2, &len);
 	const char *user = optional_json(L, 3);
 
+	char origin[ORIGIN_MAX];
+
 	(void)status;
 	if (!id)
 		return push_bad_id(L);
-	return finish_front_write(L, r, relay_customer(r, id, user, activity, len), tries, customer_k);
+	origin_begin(L, r, origin, sizeof(origin));
+	return finish_front_write(L, r, origin_end(r, relay_customer(r, id, user, activity, len)), tries, customer_k);
 }
 
 static int l_handoff_customer(lua_State *L)
@@ -205,10 +290,13 @@ static int to_bot_k(lua_State *L, int status, lua_KContext tries)
 	size_t len;
 	const char *activity = activity_json(L, 2, &len);
 
+	char origin[ORIGIN_MAX];
+
 	(void)status;
 	if (!id)
 		return push_bad_id(L);
-	return finish_front_write(L, r, relay_to_bot(r, id, activity, len), tries, to_bot_k);
+	origin_begin(L, r, origin, sizeof(origin));
+	return finish_front_write(L, r, origin_end(r, relay_to_bot(r, id, activity, len)), tries, to_bot_k);
 }
 
 static int l_handoff_to_bot(lua_State *L)
@@ -222,10 +310,12 @@ static int l_handoff_agent(lua_State *L)
 	const char *id = check_id(L, 1);
 	size_t len;
 	const char *activity = activity_json(L, 2, &len);
+	char origin[ORIGIN_MAX];
 
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, relay_agent(r, id, activity, len));
+	origin_begin(L, r, origin, sizeof(origin));
+	return finish_write(L, r, origin_end(r, relay_agent(r, id, activity, len)));
 }
 
 /* Pushes the decoded value of the JSON text at IDX (nil when it is not JSON). */
@@ -264,21 +354,25 @@ static int l_handoff_event(lua_State *L)
 	const char *id = check_id(L, 1);
 	int state = luaL_checkoption(L, 2, NULL, states);
 	bool to_bot = returns_to_bot(L, 3);
+	char origin[ORIGIN_MAX];
 
 	if (!id)
 		return push_bad_id(L);
-	return finish_write(L, r, relay_handoff_event(r, id, states[state], to_bot));
+	origin_begin(L, r, origin, sizeof(origin));
+	return finish_write(L, r, origin_end(r, relay_handoff_event(r, id, states[state], to_bot)));
 }
 
 static int l_handoff_end(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
+	char origin[ORIGIN_MAX];
 	int rc;
 
 	if (!id)
 		return push_bad_id(L);
-	rc = relay_end(r, id);
+	origin_begin(L, r, origin, sizeof(origin));
+	rc = origin_end(r, relay_end(r, id));
 	if (rc == 1) {		/* nothing open to end: no change to wait for */
 		lua_pushboolean(L, 1);
 		lua_pushliteral(L, "not open");
@@ -316,6 +410,7 @@ static int l_handoff_remember_event(lua_State *L)
 
 	if (!id)
 		return push_bad_id(L);
+	set_task_event(L, id);
 	if (!task)	/* a script-made coroutine cannot wait: SQLite answers, PostgreSQL refuses */
 		return push_event_answer(L, relay_event_seen(r, id));
 	if (!(w = calloc(1, sizeof(*w))))
@@ -352,12 +447,14 @@ static int l_handoff_set_data(lua_State *L)
 	const char *id = check_id(L, 1);
 	size_t len;
 	const char *data;
+	char origin[ORIGIN_MAX];
 
 	luaL_checktype(L, 2, LUA_TTABLE);
 	if (!id)
 		return push_bad_id(L);
 	data = activity_json(L, 2, &len);
-	return finish_write(L, r, relay_set_data(r, id, data));
+	origin_begin(L, r, origin, sizeof(origin));
+	return finish_write(L, r, origin_end(r, relay_set_data(r, id, data)));
 }
 
 /* Replaces the JSON text in field NAME of the table on top with its decoded value. */
@@ -371,22 +468,58 @@ static void decode_field(lua_State *L, const char *name)
 	lua_pop(L, 1);
 }
 
+/* Pushes the script's view of V, or nil. */
+static void push_view(lua_State *L, const struct relay_conv_view *v)
+{
+	if (!v) {
+		lua_pushnil(L);
+		return;
+	}
+	desk_push_conversation(L, v);
+	decode_field(L, "user");
+	decode_field(L, "data");
+}
+
+static void on_conv_answer(void *arg, int err, const struct relay_conv_view *v)
+{
+	struct commit_wait *w = arg;
+
+	if (!w->aborted) {
+		push_view(script_task_thread(w->task), err ? NULL : v);
+		script_task_resume(w->task, 1);
+	}
+	free(w);
+}
+
+/* A conversation held by another instance of a cluster is read from the database: the
+ * task waits for it (a snapshot; nothing changes it from here). */
 static int l_handoff_conversation(lua_State *L)
 {
 	struct relay *r = check_relay(L);
 	const char *id = check_id(L, 1);
+	struct script_task *task = script_task_of(L);
 	struct relay_conv_view v;
+	struct commit_wait *w;
 
 	if (!id)
 		return push_bad_id(L);
-	if (relay_conversation_of(r, id, &v) < 0) {
+	if (relay_conversation_of(r, id, &v) == 0) {
+		push_view(L, &v);
+		return 1;
+	}
+	if (!task || !(w = calloc(1, sizeof(*w)))) {
 		lua_pushnil(L);
 		return 1;
 	}
-	desk_push_conversation(L, &v);
-	decode_field(L, "user");
-	decode_field(L, "data");
-	return 1;
+	w->task = task;
+	w->relay = r;
+	if (relay_conversation_fetch(r, id, on_conv_answer, w) != -EINPROGRESS) {
+		free(w);
+		lua_pushnil(L);	/* not a cluster member: nobody else has it */
+		return 1;
+	}
+	script_task_wait(task, on_abort, w);
+	return lua_yield(L, 0);
 }
 
 static int l_handoff_conversations(lua_State *L)
