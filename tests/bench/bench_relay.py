@@ -55,11 +55,14 @@ def proc_stat(pid):
     return cpu, rss * 1024
 
 
-async def drive(env, conversations, messages):
-    url = f"http://127.0.0.1:{env.port}/hubs/webhook/events"
+async def drive(env, conversations, messages, ports=None):
+    """Posts MESSAGES to each of CONVERSATIONS (b-0, b-1, ...), each waiting for its 202, the
+    conversations at once; with PORTS, message j of conversation i goes to
+    ports[(i + j) % len(ports)], as a round-robin load balancer would (bench_cluster.py)."""
+    urls = [f"http://127.0.0.1:{port}/hubs/webhook/events" for port in (ports or [env.port])]
     sent_at = {}
 
-    async def post(session, conv, text):
+    async def post(session, url, conv, text):
         body = json.dumps({"id": str(uuid.uuid4()), "type": "message", "conversation": conv,
                            "user": {"id": "u-" + conv}, "text": text}).encode()
         ts = str(int(time.time()))
@@ -72,7 +75,7 @@ async def drive(env, conversations, messages):
 
     async def conversation(session, i):
         for j in range(messages):
-            await post(session, f"b-{i}", f"m{j}")
+            await post(session, urls[(i + j) % len(urls)], f"b-{i}", f"m{j}")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
         await asyncio.gather(*(conversation(s, i) for i in range(conversations)))
     return sent_at
