@@ -222,6 +222,7 @@ def test_kill_9_of_an_owner_mid_traffic(cluster):
     assert {cluster.owner(c) for c in convs} <= survivors
     # orphans go to whoever claims them first: a sweep, or the instance an event reached
     shares = {n: sum(cluster.owner(k.split(":", 1)[1]) == n for k in owned) for n in survivors}
+    print(f"kill -9: the {len(owned)} conversations of {victim} split {shares}")
     assert all(shares.values()), f"both survivors took a share: {shares}"
     for n in survivors:
         assert cluster.nodes[n].errors() == []
