@@ -12,7 +12,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 SOURCE_DIR = pathlib.Path(os.environ.get("HANDOFFD_SOURCE_DIR", pathlib.Path(__file__).parents[2]))
 sys.path.insert(0, str(SOURCE_DIR))
 from tests.dlemu.control import spawn  # noqa: E402
+from jsonl_proc import JsonLinesProcess  # noqa: E402
 
 DRIVER = os.environ.get("DL_DRIVER", str(SOURCE_DIR / "build" / "tests" / "dl_driver"))
 DEADLINE = 15.0
@@ -44,7 +44,7 @@ def write_config(path, **directline):
     return path
 
 
-class Driver:
+class Driver(JsonLinesProcess):
     """dl_driver with its events collected; the log goes to a file in the test's tmp dir."""
 
     def __init__(self, tmp_path, emu, base="http_base", log_level="info", **settings):
@@ -53,31 +53,9 @@ class Driver:
                           ca_file=emu.info["ca_file"])
         directline.update(settings)
         self.config = write_config(tmp_path / "dl.lua", **directline)
-        self.log_path = tmp_path / "driver.log"
-        self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen([DRIVER, "-c", str(self.config), "--log-level", log_level,
-                                      "--print-tokens", "1"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file,
-                                     text=True)
-        self.events = []
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        super().__init__([DRIVER, "-c", str(self.config), "--log-level", log_level, "--print-tokens", "1"],
+                         tmp_path / "driver.log", name="dl_driver")
         self.wait_for(lambda e: e["ev"] == "ready")
-
-    def _read(self):
-        for line in self.proc.stdout:
-            event = json.loads(line)
-            with self.cond:
-                self.events.append(event)
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    # ---- commands -------------------------------------------------------------------
-    def cmd(self, *words):
-        self.proc.stdin.write(" ".join(str(w) for w in words) + "\n")
-        self.proc.stdin.flush()
 
     def batch(self, *lines):
         """Several commands in one write, so the driver reads them in one loop turn."""
@@ -129,19 +107,7 @@ class Driver:
 
     # ---- waiting --------------------------------------------------------------------
     def wait_for(self, pred, timeout=DEADLINE, start=0):
-        def find():
-            for e in self.events[start:]:
-                if pred(e):
-                    return e
-            return None
-        with self.cond:
-            found = self.cond.wait_for(lambda: find() or self.proc.poll() is not None, timeout)
-            event = find()
-        if not event:
-            raise AssertionError("no such event after %.0f s (exit=%s); events:\n%s\nlog:\n%s" % (
-                timeout, self.proc.poll(), "\n".join(json.dumps(e)[:300] for e in self.events[-30:]),
-                self.log()[-4000:]))
-        return event
+        return super().wait_for(pred, start, timeout)
 
     def wait_state(self, key, state, start=0, timeout=DEADLINE):
         return self.wait_for(lambda e: e["ev"] == "state" and e["key"] == key and e["state"] == state,
@@ -159,9 +125,6 @@ class Driver:
                 self.cond.wait(0.05)
         assert needle in self.log(), "no log line with %r:\n%s" % (needle, self.log()[-4000:])
 
-    def mark(self):
-        return len(self.events)
-
     # ---- reading --------------------------------------------------------------------
     def activities(self, key):
         return [e for e in self.events if e["ev"] == "activity" and e["key"] == key]
@@ -171,9 +134,6 @@ class Driver:
 
     def tokens(self):
         return {e["token"] for e in self.events if e["ev"] == "persist" and e.get("token")}
-
-    def log(self):
-        return self.log_path.read_text()
 
     def stop(self):
         """Ends the driver (end of input) and checks it exited cleanly."""

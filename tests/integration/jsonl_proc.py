@@ -26,7 +26,8 @@ class JsonLinesProcess:
                                      stderr=self.log_file, text=True, env=env)
         self.events = []
         self.cond = cond or threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for line in self.proc.stdout:
@@ -63,7 +64,8 @@ class JsonLinesProcess:
             return [e for e in self.events[since:] if e["ev"] == ev]
 
     def log(self):
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text()
 
     def close(self):
