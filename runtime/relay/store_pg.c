@@ -32,7 +32,7 @@
  * same turn as the effect the caller then writes, so both commit together. Until it
  * committed the id is marked in the mirror and a second delivery of it is answered
  * -EIO (503, retried) rather than "new". */
-#include "relay/store_backend.h"
+#include "relay/store_pg_internal.h"
 #include "relay/store_pg_load.h"
 #include "relay/store_pg_mirror.h"
 #include "relay/store_pg_schema.h"
@@ -51,19 +51,7 @@
 #include <string.h>
 #include <time.h>
 
-#define PG_BATCH_MAX 4000		/* statements per batch (pg_conn holds 10000) */
-#define PG_BACKLOG_MAX 200000		/* writes waiting for the database; then writes fail */
-#define PG_ID_MARK_EVERY 1000		/* ids between two high-water marks */
-#define PG_PROTO_RETRIES 5
-#define ENTRY_PARAMS 11
 
-enum sql {
-	Q_CONV_PUT, Q_OUT_ADD, Q_OUT_DONE, Q_OUT_RETRY, Q_ID_MARK, Q_EVENT_CHECK, Q_EVENT_ADD,
-	Q_EVENT_DEL, Q_EVENT_EXPIRE, Q_PURGE_OUTBOX, Q_PURGE_CONV, Q_IN_ADD, Q_IN_CLAIM, Q_NOTIFY, Q_IN_READ,
-	Q_IN_DONE, Q_IN_EXPIRE, Q_LOAD_CONV, Q_LOAD_OUTBOX, Q_BLOCK, Q_IN_UNOWNED, Q_COUNT
-};
-
-static const char *const KEY_QUEUES[] = { "to_bot", "to_hub", NULL };
 
 static const char *const SQL[Q_COUNT] = {
 	[Q_CONV_PUT] = "INSERT INTO conversations (key, state, user_json, dl_conversation_id, dl_token,"
@@ -112,66 +100,6 @@ static const char *const SQL[Q_COUNT] = {
 			 " (SELECT 1 FROM owners o WHERE o.key = i.key) LIMIT 500",
 };
 
-/* A statement of the log: a write (SEQ > 0, sent until it commits) or a question (SEQ 0,
- * asked once; FN hears the answer). */
-struct entry {
-	struct entry *next, *prev;
-	struct store_impl *st;
-	uint64_t seq;
-	enum sql q;
-	bool in_flight;
-	store_event_fn fn;
-	void (*rows)(void *arg, int err, const PGresult *r);	/* a question answered with rows */
-	void *arg;
-	int nparams;
-	char *p[ENTRY_PARAMS];
-};
-
-/* An after-commit callback; SEQ 0 until its turn ended, then the last write before it. */
-struct waiter {
-	store_commit_fn fn;
-	void *arg;
-	uint64_t seq;
-};
-
-struct store_impl {
-	struct loop *lp;
-	struct log *lg;
-	char *conninfo;
-	struct pg_conn *pc;
-	bool up;			/* the connection is up */
-	bool down;			/* it failed since it was last up: waiters fail at once */
-	bool held;			/* after a refused batch, until the retry timer */
-	bool begun;			/* this turn wrote, or store_begin: the hook runs at its end */
-	bool closing;
-	struct pgm *m;
-	struct entry *head, *tail;
-	unsigned nwrites;		/* writes in the log */
-	uint64_t seq;			/* the last write's */
-	unsigned flight;		/* entries of the batch in flight not yet answered */
-	uint64_t flight_last;		/* its last write */
-	int flight_err;
-	struct waiter *w;
-	size_t nw, capw;
-	int commit_err;			/* for the waiters running now */
-	struct loop_timer *turn, *retry;
-	store_commit_fn before;
-	void *before_arg;
-	store_commit_fn durable;	/* store_on_durable's hook */
-	void *durable_arg;
-	int64_t next_id, id_mark;
-	int64_t event_ttl_s;
-	uint64_t event_adds;
-	unsigned proto_failures;
-	/* STORE_PER_KEY: a cluster member */
-	bool per_key;
-	char node[CLUSTER_NODE_MAX];
-	char epoch[24];
-	uint64_t origins;		/* inbound rows added by this epoch */
-	int64_t block_end;		/* next_id reaches it: the next block */
-	int64_t next_block;		/* fetched ahead, or 0 */
-	bool block_asked;
-};
 
 static int64_t now_s(void)
 {
@@ -180,14 +108,14 @@ static int64_t now_s(void)
 
 /* {===== the log */
 
-static void entry_free(struct entry *e)
+void pgs_entry_free(struct entry *e)
 {
 	for (int i = 0; i < e->nparams; i++)
 		free(e->p[i]);
 	free(e);
 }
 
-static void unlink_entry(struct store_impl *st, struct entry *e)
+void pgs_unlink_entry(struct store_impl *st, struct entry *e)
 {
 	if (e->prev)
 		e->prev->next = e->next;
@@ -223,7 +151,7 @@ static struct entry *append(struct store_impl *st, enum sql q, bool write, int n
 	e->nparams = n;
 	for (int i = 0; i < n; i++) {
 		if (params[i] && !(e->p[i] = strdup(params[i]))) {
-			entry_free(e);
+			pgs_entry_free(e);
 			return NULL;
 		}
 	}
@@ -242,7 +170,7 @@ static struct entry *append(struct store_impl *st, enum sql q, bool write, int n
 	return e;
 }
 
-static int write_q(struct store_impl *st, enum sql q, int n, const char *const *params)
+int pgs_write(struct store_impl *st, enum sql q, int n, const char *const *params)
 {
 	return append(st, q, true, n, params) ? 0 : -EIO;
 }
@@ -262,7 +190,7 @@ static uint64_t durable_seq(const struct store_impl *st)
 
 /* Runs, with ERR, the waiters whose writes are at or before UPTO (a prefix: their
  * sequence numbers grow, and those of an unfinished turn, 0, come last). */
-static void run_waiters(struct store_impl *st, uint64_t upto, int err)
+void pgs_run_waiters(struct store_impl *st, uint64_t upto, int err)
 {
 	size_t n = 0;
 	struct waiter *run;
@@ -289,7 +217,7 @@ static void close_turn(struct store_impl *st)
 	for (size_t i = 0; i < st->nw; i++)
 		if (!st->w[i].seq)
 			st->w[i].seq = st->seq;
-	run_waiters(st, durable_seq(st), 0);	/* whatever is committed already */
+	pgs_run_waiters(st, durable_seq(st), 0);	/* whatever is committed already */
 }
 
 /* The database is out of reach: waiters hear it now (their writes stay in the log), and
@@ -298,17 +226,17 @@ static void fail_waiting(struct store_impl *st, int err)
 {
 	struct entry *e = st->head;
 
-	run_waiters(st, UINT64_MAX, err);
+	pgs_run_waiters(st, UINT64_MAX, err);
 	while (e) {
 		struct entry *next = e->next;
 
 		if (!e->seq && !e->in_flight) {
-			unlink_entry(st, e);
+			pgs_unlink_entry(st, e);
 			if (e->rows)
 				e->rows(e->arg, -EIO, NULL);
 			else
 				e->fn(e->arg, -EIO);
-			entry_free(e);
+			pgs_entry_free(e);
 		}
 		e = next;
 	}
@@ -323,12 +251,12 @@ static void on_done(void *arg, int err, const char *msg, const struct pg_result 
 static void drop_unsendable(struct store_impl *st, struct entry *e, int rc)
 {
 	log_error(st->lg, "store.write_dropped", "reason=\"%s\"", pg_conn_strerror(rc));
-	unlink_entry(st, e);
+	pgs_unlink_entry(st, e);
 	if (!e->seq)
 		e->fn(e->arg, -EIO);
 	else if (e->q == Q_EVENT_ADD)
 		pgm_mark_del(st->m, e->p[0], e->seq);
-	entry_free(e);
+	pgs_entry_free(e);
 }
 
 /* The log's head goes out as one batch (one transaction), unless one is in flight. */
@@ -408,8 +336,8 @@ static void drop_flight(struct store_impl *st, const char *why)
 		if (e->seq) {
 			if (e->q == Q_EVENT_ADD)
 				pgm_mark_del(st->m, e->p[0], e->seq);
-			unlink_entry(st, e);
-			entry_free(e);
+			pgs_unlink_entry(st, e);
+			pgs_entry_free(e);
 			n++;
 		}
 		e = next;
@@ -425,11 +353,11 @@ static void batch_over(struct store_impl *st)
 		return;
 	if (!err) {
 		st->proto_failures = 0;
-		run_waiters(st, durable_seq(st), 0);
+		pgs_run_waiters(st, durable_seq(st), 0);
 		if (st->durable)
 			st->durable(st->durable_arg);
 	} else {
-		run_waiters(st, st->flight_last, err);
+		pgs_run_waiters(st, st->flight_last, err);
 		if (err == -EPERM) {
 			/* Fenced: written for an epoch that is gone; sent again, it would commit
 			 * under the next one. */
@@ -467,7 +395,7 @@ static int event_fresh(struct store_impl *st, const char *id)
 		return -EIO;
 	if (++st->event_adds % 1024 == 0) {	/* expire old ids now and then, not on every event */
 		snprintf(at, sizeof(at), "%" PRId64, now_s() - st->event_ttl_s);
-		write_q(st, Q_EVENT_EXPIRE, 1, p + 1);
+		pgs_write(st, Q_EVENT_EXPIRE, 1, p + 1);
 	}
 	return 1;
 }
@@ -503,14 +431,14 @@ static void on_done(void *arg, int err, const char *msg, const struct pg_result 
 				 pg_conn_strerror(err), msg ? msg : "", st->nwrites);
 	}
 	if (!e->seq) {
-		unlink_entry(st, e);
+		pgs_unlink_entry(st, e);
 		answer(st, e, err, res);
-		entry_free(e);
+		pgs_entry_free(e);
 	} else if (!err) {
 		if (e->q == Q_EVENT_ADD)
 			pgm_mark_del(st->m, e->p[0], e->seq);
-		unlink_entry(st, e);
-		entry_free(e);
+		pgs_unlink_entry(st, e);
+		pgs_entry_free(e);
 	}
 	if (!st->flight)
 		batch_over(st);
@@ -588,7 +516,7 @@ static void pgs_before_commit(struct store_impl *st, store_commit_fn fn, void *a
 }
 
 /* "\x" and two hex digits a byte: bytea's text input. */
-static char *hex_bytea(const void *p, size_t n)
+char *pgs_hex_bytea(const void *p, size_t n)
 {
 	static const char digits[] = "0123456789abcdef";
 	const unsigned char *b = p;
@@ -609,7 +537,7 @@ static char *hex_bytea(const void *p, size_t n)
 static int pgs_conv_put(struct store_impl *st, const struct store_conv *c)
 {
 	char expiry[24], updated[24];
-	char *seen = c->nseen ? hex_bytea(c->seen, c->nseen * sizeof(*c->seen)) : NULL;
+	char *seen = c->nseen ? pgs_hex_bytea(c->seen, c->nseen * sizeof(*c->seen)) : NULL;
 	int64_t now = now_s();
 	const char *p[] = { c->key, c->state ? c->state : "bot", c->user_json, c->dl_conversation_id,
 			    c->dl_token, expiry, c->watermark, seen, c->hub_data, c->handoff_id, updated };
@@ -622,7 +550,7 @@ static int pgs_conv_put(struct store_impl *st, const struct store_conv *c)
 	}
 	snprintf(expiry, sizeof(expiry), "%" PRId64, c->dl_token_expiry);
 	snprintf(updated, sizeof(updated), "%" PRId64, now);
-	rc = write_q(st, Q_CONV_PUT, 11, p);
+	rc = pgs_write(st, Q_CONV_PUT, 11, p);
 	free(seen);
 	return rc;
 }
@@ -648,17 +576,17 @@ static int pgs_event_expire(struct store_impl *st, int64_t before_s)
 		const char *q[] = { ms };
 
 		snprintf(ms, sizeof(ms), "%" PRId64, before_s * 1000);
-		write_q(st, Q_IN_EXPIRE, 1, q);
+		pgs_write(st, Q_IN_EXPIRE, 1, q);
 	}
-	return write_q(st, Q_EVENT_EXPIRE, 1, p);
+	return pgs_write(st, Q_EVENT_EXPIRE, 1, p);
 }
 
 static void purge_gone(void *arg, const char *key)
 {
 	struct store_impl *st = arg;
 
-	write_q(st, Q_PURGE_OUTBOX, 1, &key);
-	write_q(st, Q_PURGE_CONV, 1, &key);
+	pgs_write(st, Q_PURGE_OUTBOX, 1, &key);
+	pgs_write(st, Q_PURGE_CONV, 1, &key);
 }
 
 static int pgs_purge_ended(struct store_impl *st, int64_t before_s, int64_t events_before_s)
@@ -686,7 +614,7 @@ static int pgs_event_add_async(struct store_impl *st, const char *event_id, stor
 static int pgs_event_delete(struct store_impl *st, const char *event_id)
 {
 	pgm_mark_del(st->m, event_id, 0);
-	return write_q(st, Q_EVENT_DEL, 1, &event_id);
+	return pgs_write(st, Q_EVENT_DEL, 1, &event_id);
 }
 
 static void pgs_set_event_ttl(struct store_impl *st, int64_t ttl_s)
@@ -711,7 +639,7 @@ static void on_block(void *arg, int err, const PGresult *r)
 	st->next_block = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 }
 
-static struct entry *ask(struct store_impl *st, enum sql q, int n, const char *const *params,
+struct entry *pgs_ask(struct store_impl *st, enum sql q, int n, const char *const *params,
 			 void (*rows)(void *arg, int err, const PGresult *r), void *arg)
 {
 	struct entry *e = append(st, q, false, n, params);
@@ -725,7 +653,7 @@ static struct entry *ask(struct store_impl *st, enum sql q, int n, const char *c
 
 static void ask_block(struct store_impl *st)
 {
-	if (!st->block_asked && !st->next_block && ask(st, Q_BLOCK, 0, NULL, on_block, st))
+	if (!st->block_asked && !st->next_block && pgs_ask(st, Q_BLOCK, 0, NULL, on_block, st))
 		st->block_asked = true;
 }
 
@@ -753,7 +681,7 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 {
 	struct pgm_item src = { .id = st->next_id, .role = (char *)role, .fn = (char *)fn,
 				.payload = (char *)payload, .len = len, .created_ms = (int64_t)clock_wall_ms() };
-	char id[24], created[24], *hex = hex_bytea(payload, len);
+	char id[24], created[24], *hex = pgs_hex_bytea(payload, len);
 	const char *p[] = { id, key, queue, hex, created, role, fn };
 	int rc;
 
@@ -770,14 +698,14 @@ static int64_t pgs_outbox_add_call(struct store_impl *st, const char *key, const
 	}
 	snprintf(id, sizeof(id), "%" PRId64, src.id);
 	snprintf(created, sizeof(created), "%" PRId64, src.created_ms);
-	rc = write_q(st, Q_OUT_ADD, 7, p);
+	rc = pgs_write(st, Q_OUT_ADD, 7, p);
 	free(hex);
 	if (rc < 0)
 		return rc;
 	if (!st->per_key && ++st->next_id > st->id_mark) {	/* the high-water mark moves ahead of the ids */
 		st->id_mark = st->next_id + PG_ID_MARK_EVERY;
 		snprintf(id, sizeof(id), "%" PRId64, st->id_mark);
-		write_q(st, Q_ID_MARK, 1, p);
+		pgs_write(st, Q_ID_MARK, 1, p);
 	}
 	return src.id;
 }
@@ -826,7 +754,7 @@ static int pgs_outbox_done(struct store_impl *st, int64_t id)
 		return 0;	/* gone already, as a DELETE of a missing row */
 	pgm_item_remove(st->m, it);
 	snprintf(s, sizeof(s), "%" PRId64, id);
-	return write_q(st, Q_OUT_DONE, 1, p);
+	return pgs_write(st, Q_OUT_DONE, 1, p);
 }
 
 static int pgs_outbox_count(struct store_impl *st, const char *key, const char *queue)
@@ -847,7 +775,7 @@ static int pgs_outbox_retry(struct store_impl *st, int64_t id, int attempts, int
 	snprintf(s, sizeof(s), "%" PRId64, id);
 	snprintf(a, sizeof(a), "%d", attempts);
 	snprintf(n, sizeof(n), "%" PRId64, next_at_ms);
-	return write_q(st, Q_OUT_RETRY, 3, p);
+	return pgs_write(st, Q_OUT_RETRY, 3, p);
 }
 
 static bool pgs_outbox_durable(struct store_impl *st, int64_t id)
@@ -973,17 +901,17 @@ static void pgs_close(struct store_impl *st)
 			log_warn(st->lg, "store.closed", "writes_not_written=%u", st->nwrites);
 		for (size_t i = 0; i < st->nw; i++)
 			st->w[i].seq = 1;
-		run_waiters(st, UINT64_MAX, rc);
+		pgs_run_waiters(st, UINT64_MAX, rc);
 	}
 	while (st->head) {
 		struct entry *e = st->head;
 
-		unlink_entry(st, e);
+		pgs_unlink_entry(st, e);
 		if (!e->seq && e->rows)
 			e->rows(e->arg, -ECANCELED, NULL);
 		else if (!e->seq)
 			e->fn(e->arg, -ECANCELED);
-		entry_free(e);
+		pgs_entry_free(e);
 	}
 	loop_timer_free(st->turn);
 	loop_timer_free(st->retry);
@@ -991,372 +919,6 @@ static void pgs_close(struct store_impl *st)
 	free(st->w);
 	free(st->conninfo);
 	free(st);
-}
-
-/* }===== */
-
-/* {===== a cluster member's store (STORE_PER_KEY) */
-
-static struct pg_conn *pgs_pg_conn(struct store_impl *st)
-{
-	return st->pc;
-}
-
-static int pgs_set_owner(struct store_impl *st, const char *node, int64_t epoch)
-{
-	if (!st->per_key || strlen(node) >= sizeof(st->node) || epoch <= 0)
-		return -EINVAL;
-	snprintf(st->node, sizeof(st->node), "%s", node);
-	snprintf(st->epoch, sizeof(st->epoch), "%" PRId64, epoch);
-	st->origins = 0;
-	return 0;
-}
-
-/* Drops every entry not in flight: writes (and their waiters, told -EPERM) and questions
- * (answered -ECANCELED). Those in flight are dropped when their batch's answer comes. */
-static void drop_log(struct store_impl *st, int err)
-{
-	struct entry *e = st->head;
-	unsigned n = 0;
-
-	while (e) {
-		struct entry *next = e->next;
-
-		if (!e->in_flight) {
-			unlink_entry(st, e);
-			if (!e->seq && e->rows)
-				e->rows(e->arg, -ECANCELED, NULL);
-			else if (!e->seq)
-				e->fn(e->arg, -ECANCELED);
-			else
-				n++;
-			entry_free(e);
-		}
-		e = next;
-	}
-	run_waiters(st, UINT64_MAX, err);
-	if (n)
-		log_warn(st->lg, "store.writes_dropped", "writes=%u reason=\"fenced\"", n);
-}
-
-static void pgs_fenced(struct store_impl *st)
-{
-	drop_log(st, -EPERM);
-}
-
-static void pgs_forget(struct store_impl *st, const char *key)
-{
-	pgm_forget(st->m, key, KEY_QUEUES);
-}
-
-static void pgs_forget_all(struct store_impl *st)
-{
-	struct pgm *m = pgm_new();
-
-	drop_log(st, -EPERM);
-	if (!m) {
-		log_error(st->lg, "store.error", "what=forget_all reason=\"out of memory\"");
-		return;
-	}
-	pgm_free(st->m);
-	st->m = m;
-	st->next_block = 0;
-	st->block_end = st->next_id;	/* a fresh block for the next epoch */
-	st->node[0] = '\0';		/* no claims until registered again */
-}
-
-/* Row ROW of a SELECT of the conversations' columns into the mirror. */
-static int mirror_row(struct store_impl *st, const PGresult *r, int row)
-{
-	struct store_conv c;
-	int rc;
-
-	store_pg_conv_of_row(r, row, &c);
-	rc = pgm_conv_put(st->m, &c, c.updated_at);
-	free(c.seen);
-	return rc;
-}
-
-/* One store_load: the row, then the items, then (when they carry ids above ours) a
- * fresh block. */
-struct load {
-	struct store_impl *st;
-	char *key;
-	void (*fn)(void *arg, int err);
-	void *arg;
-	int err;
-	int parts;		/* answers still expected */
-};
-
-static void load_finish(struct load *l)
-{
-	l->fn(l->arg, l->err);
-	free(l->key);
-	free(l);
-}
-
-static void on_load_block(void *arg, int err, const PGresult *r)
-{
-	struct load *l = arg;
-	struct store_impl *st = l->st;
-
-	if (!err && PQntuples(r) == 1) {
-		st->next_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		st->block_end = st->next_id + PG_ID_BLOCK;
-		st->next_block = 0;
-	} else {
-		l->err = err ? err : -EPROTO;
-	}
-	load_finish(l);
-}
-
-static void load_part_done(struct load *l)
-{
-	struct store_impl *st = l->st;
-
-	if (--l->parts > 0)
-		return;
-	if (!l->err && pgm_max_id(st->m, l->key, KEY_QUEUES) >= st->next_id) {
-		if (ask(st, Q_BLOCK, 0, NULL, on_load_block, l))
-			return;
-		l->err = -ENOMEM;
-	}
-	load_finish(l);
-}
-
-
-static void on_load_conv(void *arg, int err, const PGresult *r)
-{
-	struct load *l = arg;
-
-	if (err) {
-		l->err = err;
-	} else if (PQntuples(r) == 1 && mirror_row(l->st, r, 0) < 0) {
-		l->err = -ENOMEM;
-	}
-	load_part_done(l);
-}
-
-static void on_load_outbox(void *arg, int err, const PGresult *r)
-{
-	struct load *l = arg;
-
-	if (err)
-		l->err = err;
-	for (int i = 0; !err && !l->err && i < PQntuples(r); i++) {
-		size_t len = 0;
-		unsigned char *payload;
-		struct pgm_item it;
-
-		if (pgm_item_find(l->st->m, store_pg_int(r, i, 0)))
-			continue;	/* known already (written here) */
-		payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
-		it = (struct pgm_item){ .id = store_pg_int(r, i, 0), .payload = (char *)payload, .len = len,
-					.attempts = (int)store_pg_int(r, i, 4), .next_at_ms = store_pg_int(r, i, 5),
-					.created_ms = store_pg_int(r, i, 6), .role = (char *)store_pg_str(r, i, 7),
-					.fn = (char *)store_pg_str(r, i, 8) };
-		if (!payload || !pgm_item_add(l->st->m, store_pg_str(r, i, 1), store_pg_str(r, i, 2), &it))
-			l->err = -ENOMEM;
-		PQfreemem(payload);
-	}
-	load_part_done(l);
-}
-
-static int pgs_load(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg)
-{
-	struct load *l;
-
-	if (!st->per_key)
-		return -EOPNOTSUPP;
-	if (st->down)
-		return -ENOTCONN;
-	if (!(l = calloc(1, sizeof(*l))) || !(l->key = strdup(key))) {
-		free(l);
-		return -ENOMEM;
-	}
-	l->st = st;
-	l->fn = fn;
-	l->arg = arg;
-	l->parts = 2;
-	/* What this instance knew of KEY goes first: the database's rows replace it. */
-	pgm_forget(st->m, key, KEY_QUEUES);
-	if (!ask(st, Q_LOAD_CONV, 1, &key, on_load_conv, l)) {
-		free(l->key);
-		free(l);
-		return -ENOMEM;
-	}
-	if (!ask(st, Q_LOAD_OUTBOX, 1, &key, on_load_outbox, l)) {
-		l->err = -ENOMEM;
-		load_part_done(l);	/* the row's answer finishes it */
-	}
-	return 0;
-}
-
-static int pgs_inbound_add(struct store_impl *st, const struct store_inbound *in)
-{
-	char origin[CLUSTER_NODE_MAX + 48], created[24];
-	char *hex = NULL;
-	const char *add[] = { origin, in->key, in->op, in->id, in->arg, in->flag ? "true" : "false", NULL, created };
-	const char *claim[] = { in->key, st->node, st->epoch };
-	int rc;
-
-	if (!st->per_key)
-		return -EOPNOTSUPP;
-	if (in->payload && !(add[6] = hex = hex_bytea(in->payload, in->len)))
-		return -ENOMEM;
-	if (st->nwrites + 3 >= PG_BACKLOG_MAX) {
-		free(hex);
-		return -EIO;
-	}
-	if (in->origin)
-		add[0] = in->origin;	/* the hub event's call: a retry elsewhere adds no row */
-	else
-		snprintf(origin, sizeof(origin), "%s/%s/%" PRIu64, st->node, st->epoch, ++st->origins);
-	snprintf(created, sizeof(created), "%" PRId64, (int64_t)clock_wall_ms());
-	rc = write_q(st, Q_IN_ADD, 8, add);
-	free(hex);
-	/* Not registered yet (just started, or taken over a moment ago): the row waits without
-	 * an owner; the relay claims its key once registered (store_inbound_unowned). */
-	if (rc == 0 && st->node[0])
-		rc = write_q(st, Q_IN_CLAIM, 3, claim);
-	if (rc == 0)
-		rc = write_q(st, Q_NOTIFY, 1, claim);
-	return rc;
-}
-
-struct inbound_read {
-	store_inbound_fn fn;
-	void *arg;
-};
-
-static void on_inbound_rows(void *arg, int err, const PGresult *r)
-{
-	struct inbound_read *rd = arg;
-	int n = err ? 0 : PQntuples(r);
-	struct store_inbound *rows = n ? calloc((size_t)n, sizeof(*rows)) : NULL;
-
-	if (n && !rows)
-		err = -ENOMEM;
-	for (int i = 0; rows && i < n; i++) {
-		rows[i] = (struct store_inbound){
-			.seq = store_pg_int(r, i, 0), .op = (char *)store_pg_str(r, i, 1), .id = (char *)store_pg_str(r, i, 2),
-			.arg = (char *)store_pg_str(r, i, 3), .flag = store_pg_str(r, i, 4) && store_pg_str(r, i, 4)[0] == 't',
-		};
-		if (!PQgetisnull(r, i, 5)) {
-			rows[i].payload = (char *)PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 5),
-								  &rows[i].len);
-			if (!rows[i].payload) {
-				err = -ENOMEM;
-				n = i;
-			}
-		}
-	}
-	rd->fn(rd->arg, err, err ? NULL : rows, err ? 0 : (size_t)n);
-	for (int i = 0; rows && i < n; i++)
-		PQfreemem(rows[i].payload);
-	free(rows);
-	free(rd);
-}
-
-static int pgs_inbound_read(struct store_impl *st, const char *key, store_inbound_fn fn, void *arg)
-{
-	struct inbound_read *rd;
-
-	if (!st->per_key)
-		return -EOPNOTSUPP;
-	if (st->down)
-		return -ENOTCONN;
-	if (!(rd = calloc(1, sizeof(*rd))))
-		return -ENOMEM;
-	*rd = (struct inbound_read){ fn, arg };
-	if (!ask(st, Q_IN_READ, 1, &key, on_inbound_rows, rd)) {
-		free(rd);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-struct fetch {
-	void (*fn)(void *arg, int err, const struct store_conv *c);
-	void *arg;
-};
-
-static void on_fetched(void *arg, int err, const PGresult *r)
-{
-	struct fetch *f = arg;
-	struct store_conv c;
-
-	if (err || PQntuples(r) != 1) {
-		f->fn(f->arg, err ? err : -ENOENT, NULL);
-	} else {
-		store_pg_conv_of_row(r, 0, &c);
-		f->fn(f->arg, 0, &c);
-		free(c.seen);
-	}
-	free(f);
-}
-
-static int pgs_conv_fetch(struct store_impl *st, const char *key, void (*fn)(void *arg, int err, const struct store_conv *c),
-			  void *arg)
-{
-	struct fetch *f;
-
-	if (!st->per_key)
-		return -EOPNOTSUPP;
-	if (st->down)
-		return -ENOTCONN;
-	if (!(f = calloc(1, sizeof(*f))))
-		return -ENOMEM;
-	*f = (struct fetch){ fn, arg };
-	if (!ask(st, Q_LOAD_CONV, 1, &key, on_fetched, f)) {
-		free(f);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-struct unowned {
-	void (*fn)(void *arg, int err, const char *const *keys, size_t n);
-	void *arg;
-};
-
-static void on_unowned(void *arg, int err, const PGresult *r)
-{
-	struct unowned *u = arg;
-	int n = err ? 0 : PQntuples(r);
-	const char **keys = n ? calloc((size_t)n, sizeof(*keys)) : NULL;
-
-	for (int i = 0; keys && i < n; i++)
-		keys[i] = PQgetvalue(r, i, 0);
-	u->fn(u->arg, err ? err : n && !keys ? -ENOMEM : 0, keys, keys ? (size_t)n : 0);
-	free(keys);
-	free(u);
-}
-
-static int pgs_inbound_unowned(struct store_impl *st, void (*fn)(void *arg, int err, const char *const *keys, size_t n),
-			       void *arg)
-{
-	struct unowned *u;
-
-	if (!st->per_key)
-		return -EOPNOTSUPP;
-	if (!(u = calloc(1, sizeof(*u))))
-		return -ENOMEM;
-	*u = (struct unowned){ fn, arg };
-	if (!ask(st, Q_IN_UNOWNED, 0, NULL, on_unowned, u)) {
-		free(u);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static int pgs_inbound_done(struct store_impl *st, int64_t seq)
-{
-	char s[24];
-	const char *p[] = { s };
-
-	snprintf(s, sizeof(s), "%" PRId64, seq);
-	return write_q(st, Q_IN_DONE, 1, p);
 }
 
 /* }===== */
