@@ -10,8 +10,11 @@
  *
  * Each connection has one timer: the whole-request deadline while a request is arriving
  * (it counts from the first byte, however slowly the rest trickles in), nothing while the
- * request is handled, the idle timeout between requests. Bytes received are counted per
- * connection until the request is answered; their sum across connections is capped.
+ * request is handled, the idle timeout between requests. Both run a little long, by a random
+ * part of up to a tenth: clients that connected together (a crowd reconnecting after a cut-off,
+ * a balancer's pool) would otherwise all time out in the same loop turn, and thousands of
+ * answers and reconnections at once hold up the relay's sockets. Bytes received are counted
+ * per connection until the request is answered; their sum across connections is capped.
  *
  * When accept() fails for want of descriptors the listener pauses and retries on a timer
  * instead of spinning; a spare descriptor lets it answer and close one waiting connection
@@ -21,6 +24,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/random.h"
 #include "net/loop.h"
 
 #include <errno.h>
@@ -103,6 +107,7 @@ struct http_listener {
 	unsigned nconns;
 	size_t buffered;
 	bool accept_paused;
+	struct rng rng;				/* spreads the deadlines */
 	uint64_t last_warn_ms[WARN_KINDS];
 	unsigned long suppressed[WARN_KINDS];
 	unsigned long refused, timed_out, fd_exhausted;
@@ -135,10 +140,13 @@ static bool warn_due(struct http_listener *hl, enum warn_kind kind, unsigned lon
 	return true;
 }
 
+/* Starts C's timer for SECONDS and up to a tenth more (see the top of the file). */
 static void arm(struct conn *c, double seconds)
 {
-	struct timeval tv = { .tv_sec = (time_t)seconds };
+	struct timeval tv;
 
+	seconds += seconds / 10 * (double)(rng_next(&c->hl->rng) >> 11) / (double)(1ull << 53);
+	tv.tv_sec = (time_t)seconds;
 	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	event_add(c->timer, &tv);
 }
@@ -576,6 +584,7 @@ struct http_listener *http_listener_new(struct event_base *base, struct log *lg,
 	hl->log = lg;
 	hl->http = http;
 	hl->limits = *limits;
+	rng_seed(&hl->rng);
 	if (!hl->limits.connections)
 		hl->limits.connections = auto_connections();
 	hl->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
