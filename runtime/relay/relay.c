@@ -979,6 +979,15 @@ static int kick_queue(const char *key, const char *queue, void *arg)
 	return 0;
 }
 
+/* Closes C's Direct Line stream without ending the bot's conversation: another process
+ * (a restart, a peer) resumes it from the stored watermark. */
+static void close_dl(struct conversation *c, void *arg)
+{
+	(void)arg;
+	directline_close(c->dl, false);
+	c->dl = NULL;
+}
+
 /* {===== a cluster member's conversations, one key at a time (relay_cluster.c) */
 
 void relay_adopt(struct relay *r, const char *key)
@@ -998,20 +1007,13 @@ void relay_adopt(struct relay *r, const char *key)
 	store_conv_clear(&sc);
 }
 
-static void close_dl_quietly(struct conversation *c, void *arg)
-{
-	(void)arg;
-	directline_close(c->dl, false);
-	c->dl = NULL;
-}
-
 int relay_drop_all(struct relay *r)
 {
 	struct convstore *fresh = convstore_new(2 * (size_t)r->rt->config->limits.conversations);
 
 	if (!fresh)
 		return -ENOMEM;
-	convstore_each(r->convs, close_dl_quietly, NULL);
+	convstore_each(r->convs, close_dl, NULL);
 	while (r->dirty)
 		conv_dirty_unlink(r->dirty);
 	convstore_free(r->convs);
@@ -1131,13 +1133,6 @@ struct relay *relay_new(struct hd_runtime *rt, const struct relay_desk_ops *desk
 	log_info(rt->log, "relay.ready", "front=%s desk_only=%s resumed=%zu", r->front, r->desk_only ? "yes" : "no",
 		 convstore_count(r->convs));
 	return r;
-}
-
-static void close_dl(struct conversation *c, void *arg)
-{
-	(void)arg;
-	directline_close(c->dl, false);
-	c->dl = NULL;
 }
 
 void relay_free(struct relay *r)
