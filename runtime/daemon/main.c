@@ -201,12 +201,14 @@ static int serve(struct hd_runtime *rt, const struct options *o)
 	rc = runtime_run(rt);
 	err[0] = '\0';
 report:
+	/* The pidfile goes before the failure is told: the parent of -d exits on hearing it,
+	 * and whoever started it may look at the pidfile at once. */
+	daemon_pidfile_release(pidfile, pidfd);
+	free(pidfile);
 	if (err[0] && dh)
 		daemon_ready(dh, err);
 	else if (err[0])
 		fprintf(stderr, "handoffd: %s\n", err);
-	daemon_pidfile_release(pidfile, pidfd);
-	free(pidfile);
 	return rc;
 }
 
