@@ -59,15 +59,22 @@ function M.init(settings)
 end
 
 -- lua-cjson encodes an empty table as {}; these members are arrays in the contract.
-local ARRAY_KEYS = { attachments = true, transcript = true, topics = true, phrases = true }
+local EMPTY_ARRAYS = { { '"attachments":{}', '"attachments":[]' }, { '"transcript":{}', '"transcript":[]' },
+                       { '"topics":{}', '"topics":[]' }, { '"phrases":{}', '"phrases":[]' } }
 
--- One pass over the body (it is on every delivery), and none when nothing is empty.
+-- Plain searches only (a message without attachments has one on every delivery): a
+-- pattern would be tried at every position of the body.
 local function encode(payload)
   local body = json.encode(payload)
   if not body:find('":{}', 1, true) then return body end
-  return (body:gsub('"(%w+)":{}', function(k)
-    if ARRAY_KEYS[k] then return '"' .. k .. '":[]' end
-  end))
+  for _, pair in ipairs(EMPTY_ARRAYS) do
+    local at = body:find(pair[1], 1, true)
+    while at do
+      body = body:sub(1, at - 1) .. pair[2] .. body:sub(at + #pair[1])
+      at = body:find(pair[1], at + #pair[2], true)
+    end
+  end
+  return body
 end
 
 local function signature(ts, body)
