@@ -57,6 +57,24 @@ end
 
 local REMOVED = {}
 
+-- conv.user is the same JSON text on every call of a conversation: it is decoded once
+-- and every call gets a copy of its own (a hub may change what it got). A full cache is
+-- dropped as a whole, so it stays small however many conversations come and go.
+local USERS_MAX = 1024
+local users, nusers = {}, 0
+
+local function decode_user(text)
+  if text == nil then return nil end
+  local v = users[text]
+  if v == nil then
+    v = decode(text)
+    if v == nil then return nil end
+    if nusers >= USERS_MAX then users, nusers = {}, 0 end
+    users[text], nusers = v, nusers + 1
+  end
+  return copy(v)
+end
+
 -- The keys DATA set, changed or removed relative to BEFORE: { key = value or REMOVED },
 -- or nil when there are none.
 local function changes(before, data)
@@ -90,7 +108,7 @@ local function call(module, fn, conv, stored, ...)
   local f = module[fn]
   if type(f) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
   local text = conv.data
-  conv.user = decode(conv.user)
+  conv.user = decode_user(conv.user)
   conv.data = decode(text) or {}
   local before = copy(conv.data)
   local ok, err, retry = f(conv, ...)
