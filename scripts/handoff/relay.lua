@@ -127,12 +127,14 @@ end
 --- Delivers one outbox item. module: the hub module; fn: "to_user", "to_agent" or
 --- "conversation_end" (arg: {id, reason}); conv: {key, id, state, user, data,
 --- handoff_id, dl_conversation_id} with user and data as JSON text; arg: the activity
---- or event as JSON text; stored(id): the conversation's data as stored now.
+--- or event, decoded by the runtime already (the table cjson would make) or as JSON
+--- text; stored(id): the conversation's data as stored now.
 --- Returns ok, err, retry, data_json (nil when the call changed nothing).
 function M.run(module, fn, conv, arg, stored)
   if module[fn] == nil and fn == "conversation_end" then return true end
   if type(module[fn]) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
-  local activity, jerr = json.decode(arg)
+  local activity, jerr = arg, nil
+  if type(arg) == "string" then activity, jerr = json.decode(arg) end
   if not activity then return nil, "bad activity: " .. tostring(jerr) end
   return call(module, fn, conv, stored, activity)
 end
