@@ -8,6 +8,7 @@
 #include "net/http_server.h"
 #include "base/log.h"
 #include "base/hd_runtime.h"
+#include "script/bindings/bindings.h"
 #include "script/script_gen.h"
 
 #include <ctype.h>
@@ -148,33 +149,16 @@ static void on_peer_gone(struct evhttp_connection *conn, void *arg)
 	c->req = NULL;
 }
 
-/* The headers by lowercase name. The table is sized once and each name is interned
- * once: a webhook's request carries a dozen headers, and growing the table and hashing
- * every name three times cost more than the rest of the request table. */
+/* The headers by lowercase name, the table sized once. */
 static void push_headers(lua_State *co, struct evkeyvalq *hdrs)
 {
-	char name[256];
 	int count = 0;
 
 	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next)
 		count++;
 	lua_createtable(co, 0, count);
-	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next) {
-		size_t n = 0;
-
-		for (; kv->key[n] && n < sizeof(name) - 1; n++)
-			name[n] = (char)tolower((unsigned char)kv->key[n]);
-		lua_pushlstring(co, name, n);
-		lua_pushvalue(co, -1);
-		if (lua_rawget(co, -3) == LUA_TSTRING) {	/* a repeated header: join as HTTP allows */
-			lua_pushfstring(co, "%s, %s", lua_tostring(co, -1), kv->value);
-			lua_remove(co, -2);
-		} else {
-			lua_pop(co, 1);
-			lua_pushstring(co, kv->value);
-		}
-		lua_rawset(co, -3);
-	}
+	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next)
+		bind_header_add(co, kv->key, kv->value);
 }
 
 static void push_query(lua_State *co, const char *query)
