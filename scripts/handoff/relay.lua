@@ -110,7 +110,7 @@ local function call(module, fn, conv, stored, ...)
   local text = conv.data
   conv.user = decode_user(conv.user)
   conv.data = decode(text) or {}
-  local before = copy(conv.data)
+  local before = text == nil and {} or copy(conv.data)
   local ok, err, retry = f(conv, ...)
   local diff = type(conv.data) == "table" and changes(before, conv.data)
   return ok, err, retry, diff and settled(conv, text, before, diff, stored) or nil

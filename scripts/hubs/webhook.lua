@@ -81,18 +81,19 @@ local function signature(ts, body)
   return "v1=" .. crypto.hmac("sha256", conf.secret, ts .. "." .. body)
 end
 
+local SIGNATURE = { prefix = "v1=" }
+
 local function signed(req)
   local ts = req.headers["x-handoffd-timestamp"]
   return signature_ok.fresh(ts, MAX_SKEW_S) and ts:match("^%d+$") ~= nil
-     and signature_ok.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-handoffd-signature"],
-                              { prefix = "v1=" })
+     and signature_ok.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-handoffd-signature"], SIGNATURE)
 end
 
 --- POSTs PAYLOAD to the hub, signed. Returns the response, or nil, err, retry (true or
 --- the hub's Retry-After in seconds) for the runtime's retry policy.
 local function post(path, payload)
   local body = encode(payload)
-  local ts = string.format("%d", math.floor(time.now()))
+  local ts = tostring(math.floor(time.now()))   -- an integer: its digits, as %d
   local headers = { ["Content-Type"] = "application/json", ["X-Handoffd-Timestamp"] = ts,
                     ["X-Handoffd-Delivery"] = crypto.uuid(), ["X-Handoffd-Signature"] = signature(ts, body) }
   if conf.token then headers["Authorization"] = "Bearer " .. conf.token end
