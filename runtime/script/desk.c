@@ -9,6 +9,7 @@
 #include "base/hd_runtime.h"
 #include "relay/relay.h"
 #include "script/bindings/handoff_object.h"
+#include "script/json_table.h"
 #include "script/routing.h"
 #include "script/script_gen.h"
 
@@ -93,7 +94,8 @@ static void push_stored_data(lua_State *co, const struct desk_task *t)
 	lua_pushcclosure(co, l_stored_data, 1);
 }
 
-/* run(module, fn, conv, arg, stored) */
+/* run(module, fn, conv, arg, stored): ARG decoded here when it is plain JSON (cjson
+ * would build the same table, slower), else the text, for relay.lua to decode. */
 static int push_call(lua_State *co, void *arg)
 {
 	struct desk_task *t = arg;
@@ -102,7 +104,8 @@ static int push_call(lua_State *co, void *arg)
 		return -ENOENT;
 	lua_pushstring(co, t->call.fn);
 	lua_insert(co, -2);	/* fn before conv */
-	lua_pushlstring(co, t->call.arg, t->call.arg_len);
+	if (json_table_push(t->rt->scripts->json, co, t->call.arg, t->call.arg_len) < 0)
+		lua_pushlstring(co, t->call.arg, t->call.arg_len);
 	push_stored_data(co, t);
 	return 5;
 }

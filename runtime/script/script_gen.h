@@ -21,6 +21,7 @@
 #define SCRIPT_REG_RELAY_ROUTE "handoffd.relay_route"	/* handoff.relay's route */
 
 struct loop_timer;
+struct json_table;
 struct keyq_table;
 struct webhook;
 
@@ -58,6 +59,7 @@ struct script_host {
 	unsigned tasks;			/* over all generations, queued ones included */
 	struct keyq_table *keys;	/* per-key task order (script_task.c) */
 	struct script_task *running;	/* the task whose coroutine runs now */
+	struct json_table *json;	/* decodes the hub calls' arguments (desk.c) */
 	bool closing;			/* shutting down: queued tasks end unstarted */
 	uint64_t *errors;		/* counter: callbacks that ended in an error */
 	const char *failure;		/* category of the last failed load, or NULL */

@@ -14,6 +14,7 @@
 #include "net/loop.h"
 #include "base/metrics.h"
 #include "base/hd_runtime.h"
+#include "script/json_table.h"
 #include "script/script_dir.h"
 #include "base/secrets.h"
 #include "script/webhooks.h"
@@ -499,7 +500,10 @@ struct script_host *script_host_new(struct hd_runtime *rt)
 	sh->errors = metrics_counter(rt->metrics, "handoffd_script_errors_total", NULL,
 				     "Script callbacks that ended in an error");
 	sh->keys = script_task_table_new();
-	if (!sh->keys) {
+	sh->json = json_table_new();
+	if (!sh->keys || !sh->json) {
+		script_task_table_free(sh->keys);
+		json_table_free(sh->json);
 		free(sh);
 		return NULL;
 	}
@@ -519,6 +523,7 @@ void script_host_free(struct script_host *sh)
 	}
 	gen_close(sh->current);
 	script_task_table_free(sh->keys);
+	json_table_free(sh->json);
 	free(sh);
 }
 

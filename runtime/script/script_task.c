@@ -355,6 +355,13 @@ int script_host_spawn(struct script_host *sh, const char *key, const char *what,
 
 void script_task_set_budget_hook(lua_State *L)
 {
+	struct script_ctx *ctx = *(struct script_ctx **)lua_getextraspace(L);
+
+	/* A count hook makes Lua stop in its hook dispatch before every instruction, not
+	 * only every HOOK_INTERVAL (a twentieth of the relay's instructions per message),
+	 * so without a budget (max_instructions = 0) there is no hook. */
+	if (limits(ctx->gen->sh)->max_instructions == 0)
+		return;
 	lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
 }
 

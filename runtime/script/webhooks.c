@@ -8,6 +8,7 @@
 #include "net/http_server.h"
 #include "base/log.h"
 #include "base/hd_runtime.h"
+#include "script/bindings/bindings.h"
 #include "script/script_gen.h"
 
 #include <ctype.h>
@@ -21,11 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WEBHOOK_KEY_MAX 512
-
 struct webhook {
 	char method[8];
 	char *path;
+	char *what;		/* "webhook METHOD /path": names its tasks in the logs */
 	int fn_ref;
 	struct script_gen *g;
 };
@@ -74,8 +74,13 @@ static int add_webhook(struct script_gen *g, const char *module, char *err, size
 	wh = &g->webhooks[g->nwebhooks];
 	memset(wh, 0, sizeof(*wh));
 	wh->path = strdup(path);
-	if (!wh->path)
+	wh->what = malloc(sizeof("webhook  ") + strlen(method) + strlen(path));
+	if (!wh->path || !wh->what) {
+		free(wh->what);
+		free(wh->path);
 		return -ENOMEM;
+	}
+	sprintf(wh->what, "webhook %s %s", method, path);
 	strcpy(wh->method, method);
 	wh->g = g;
 	lua_pushvalue(L, -1);
@@ -131,8 +136,10 @@ int webhooks_collect(struct script_gen *g, char *err, size_t errlen)
 
 void webhooks_free(struct script_gen *g)
 {
-	for (size_t i = 0; i < g->nwebhooks; i++)
+	for (size_t i = 0; i < g->nwebhooks; i++) {
 		free(g->webhooks[i].path);
+		free(g->webhooks[i].what);
+	}
 	free(g->webhooks);
 	g->webhooks = NULL;
 	g->nwebhooks = 0;
@@ -148,25 +155,16 @@ static void on_peer_gone(struct evhttp_connection *conn, void *arg)
 	c->req = NULL;
 }
 
+/* The headers by lowercase name, the table sized once. */
 static void push_headers(lua_State *co, struct evkeyvalq *hdrs)
 {
-	char name[256];
+	int count = 0;
 
-	lua_newtable(co);
-	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next) {
-		size_t n = 0;
-
-		for (; kv->key[n] && n < sizeof(name) - 1; n++)
-			name[n] = (char)tolower((unsigned char)kv->key[n]);
-		name[n] = '\0';
-		lua_getfield(co, -1, name);
-		if (lua_isstring(co, -1))	/* a repeated header: join as HTTP allows */
-			lua_pushfstring(co, "%s, %s", lua_tostring(co, -1), kv->value);
-		else
-			lua_pushstring(co, kv->value);
-		lua_setfield(co, -3, name);
-		lua_pop(co, 1);
-	}
+	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next)
+		count++;
+	lua_createtable(co, 0, count);
+	for (struct evkeyval *kv = hdrs->tqh_first; kv; kv = kv->next.tqe_next)
+		bind_header_add(co, kv->key, kv->value);
 }
 
 static void push_query(lua_State *co, const char *query)
@@ -298,7 +296,6 @@ static void on_request(struct evhttp_request *req, void *arg)
 	struct webhook *wh = arg;
 	struct http_server *srv = wh->g->sh->rt->http;
 	struct call *c = calloc(1, sizeof(*c));
-	char what[WEBHOOK_KEY_MAX];
 
 	if (!c) {
 		http_server_reply_json(req, 503, "{\"error\":\"out of memory\"}");
@@ -307,8 +304,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->req = req;
 	c->wh = wh;
 	http_server_watch_peer(srv, req, on_peer_gone, c);
-	snprintf(what, sizeof(what), "webhook %s %s", wh->method, wh->path);
-	if (script_task_spawn_on(wh->g->sh, wh->g, NULL, what, push_call, call_done, c) < 0) {
+	if (script_task_spawn_on(wh->g->sh, wh->g, NULL, wh->what, push_call, call_done, c) < 0) {
 		http_server_watch_peer(srv, req, NULL, NULL);
 		http_server_reply_json(req, 503, "{\"error\":\"unavailable\"}");
 		free(c);

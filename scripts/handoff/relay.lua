@@ -57,6 +57,24 @@ end
 
 local REMOVED = {}
 
+-- conv.user is the same JSON text on every call of a conversation: it is decoded once
+-- and every call gets a copy of its own (a hub may change what it got). A full cache is
+-- dropped as a whole, so it stays small however many conversations come and go.
+local USERS_MAX = 1024
+local users, nusers = {}, 0
+
+local function decode_user(text)
+  if text == nil then return nil end
+  local v = users[text]
+  if v == nil then
+    v = decode(text)
+    if v == nil then return nil end
+    if nusers >= USERS_MAX then users, nusers = {}, 0 end
+    users[text], nusers = v, nusers + 1
+  end
+  return copy(v)
+end
+
 -- The keys DATA set, changed or removed relative to BEFORE: { key = value or REMOVED },
 -- or nil when there are none.
 local function changes(before, data)
@@ -90,9 +108,9 @@ local function call(module, fn, conv, stored, ...)
   local f = module[fn]
   if type(f) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
   local text = conv.data
-  conv.user = decode(conv.user)
+  conv.user = decode_user(conv.user)
   conv.data = decode(text) or {}
-  local before = copy(conv.data)
+  local before = text == nil and {} or copy(conv.data)
   local ok, err, retry = f(conv, ...)
   local diff = type(conv.data) == "table" and changes(before, conv.data)
   return ok, err, retry, diff and settled(conv, text, before, diff, stored) or nil
@@ -109,12 +127,14 @@ end
 --- Delivers one outbox item. module: the hub module; fn: "to_user", "to_agent" or
 --- "conversation_end" (arg: {id, reason}); conv: {key, id, state, user, data,
 --- handoff_id, dl_conversation_id} with user and data as JSON text; arg: the activity
---- or event as JSON text; stored(id): the conversation's data as stored now.
+--- or event, decoded by the runtime already (the table cjson would make) or as JSON
+--- text; stored(id): the conversation's data as stored now.
 --- Returns ok, err, retry, data_json (nil when the call changed nothing).
 function M.run(module, fn, conv, arg, stored)
   if module[fn] == nil and fn == "conversation_end" then return true end
   if type(module[fn]) ~= "function" then return nil, "the hub module has no " .. fn .. "()" end
-  local activity, jerr = json.decode(arg)
+  local activity, jerr = arg, nil
+  if type(arg) == "string" then activity, jerr = json.decode(arg) end
   if not activity then return nil, "bad activity: " .. tostring(jerr) end
   return call(module, fn, conv, stored, activity)
 end

@@ -59,33 +59,41 @@ function M.init(settings)
 end
 
 -- lua-cjson encodes an empty table as {}; these members are arrays in the contract.
-local ARRAY_KEYS = { attachments = true, transcript = true, topics = true, phrases = true }
+local EMPTY_ARRAYS = { { '"attachments":{}', '"attachments":[]' }, { '"transcript":{}', '"transcript":[]' },
+                       { '"topics":{}', '"topics":[]' }, { '"phrases":{}', '"phrases":[]' } }
 
--- One pass over the body (it is on every delivery), and none when nothing is empty.
+-- Plain searches only (a message without attachments has one on every delivery): a
+-- pattern would be tried at every position of the body.
 local function encode(payload)
   local body = json.encode(payload)
   if not body:find('":{}', 1, true) then return body end
-  return (body:gsub('"(%w+)":{}', function(k)
-    if ARRAY_KEYS[k] then return '"' .. k .. '":[]' end
-  end))
+  for _, pair in ipairs(EMPTY_ARRAYS) do
+    local at = body:find(pair[1], 1, true)
+    while at do
+      body = body:sub(1, at - 1) .. pair[2] .. body:sub(at + #pair[1])
+      at = body:find(pair[1], at + #pair[2], true)
+    end
+  end
+  return body
 end
 
 local function signature(ts, body)
   return "v1=" .. crypto.hmac("sha256", conf.secret, ts .. "." .. body)
 end
 
+local SIGNATURE = { prefix = "v1=" }
+
 local function signed(req)
   local ts = req.headers["x-handoffd-timestamp"]
   return signature_ok.fresh(ts, MAX_SKEW_S) and ts:match("^%d+$") ~= nil
-     and signature_ok.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-handoffd-signature"],
-                              { prefix = "v1=" })
+     and signature_ok.hmac_ok(conf.secret, ts .. "." .. req.body, req.headers["x-handoffd-signature"], SIGNATURE)
 end
 
 --- POSTs PAYLOAD to the hub, signed. Returns the response, or nil, err, retry (true or
 --- the hub's Retry-After in seconds) for the runtime's retry policy.
 local function post(path, payload)
   local body = encode(payload)
-  local ts = string.format("%d", math.floor(time.now()))
+  local ts = tostring(math.floor(time.now()))   -- an integer: its digits, as %d
   local headers = { ["Content-Type"] = "application/json", ["X-Handoffd-Timestamp"] = ts,
                     ["X-Handoffd-Delivery"] = crypto.uuid(), ["X-Handoffd-Signature"] = signature(ts, body) }
   if conf.token then headers["Authorization"] = "Bearer " .. conf.token end

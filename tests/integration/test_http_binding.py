@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from conftest import SOURCE_DIR
 from fakeserver import FakeServer
@@ -23,7 +24,7 @@ async def echo(request, body):
     return web.json_response({"method": request.method, "q": request.query.get("q"),
                               "hub": request.headers.get("X-Hub"),
                               "ctype": request.headers.get("Content-Type"), "body": body.decode()},
-                             headers={"X-Reply": "yes"})
+                             headers=CIMultiDict([("X-Reply", "yes"), ("X-Twice", "a"), ("x-twice", "b")]))
 
 
 async def status(request, body):
@@ -73,6 +74,7 @@ def call(d, method, path, body=None):
 def test_round_trip(hub, server):
     out = call(hub, "POST", "/h/echo", b"hello \x00 world")
     assert out["status"] == 200 and out["x"] == "yes" and out["ctype"].startswith("application/json")
+    assert out["twice"] == "a, b", "a repeated response header: its values joined, names lowercased"
     sent = json.loads(out["body"])
     assert sent == {"method": "POST", "q": "1", "hub": "abc", "ctype": "text/plain", "body": "hello \x00 world"}
     assert hub.error_lines() == []

@@ -4,6 +4,7 @@ Setup: a daemon on 127.0.0.1 with tests/integration/scripts/testhub.lua as its h
 Input: HTTP requests to the hub's webhooks, signals and admin calls. Expected: the
 answers and log lines below, and a daemon that keeps serving through every failure.
 """
+import http.client
 import json
 import signal
 import threading
@@ -51,6 +52,20 @@ def test_webhook_gets_the_request_and_shapes_the_answer(daemon):
     assert headers["Content-Type"] == "application/json"
     assert request(d.port, "GET", "/t/nothing")[0] == 200
     assert d.error_lines() == []
+
+
+def test_webhook_joins_a_repeated_header_and_lowercases_names(daemon):
+    d = daemon(config())
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+    conn.putrequest("POST", "/t/echo")
+    conn.putheader("X-TEST", "abc")
+    conn.putheader("x-test", "def")
+    conn.putheader("Content-Length", "2")
+    conn.endheaders(b"{}")
+    r = conn.getresponse()
+    assert r.status == 201
+    assert json.loads(r.read())["x"] == "abc, def"
+    conn.close()
 
 
 def test_handler_error_is_a_500_without_detail_and_logged_with_its_line(daemon):

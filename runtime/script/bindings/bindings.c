@@ -4,6 +4,7 @@
 #include "script/bindings/handoff_object.h"
 #include "script/script_host.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
 #include <lua-cjson.h>
 #include <string.h>
@@ -54,4 +55,23 @@ void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[])
 							      key ? key : luaL_typename(L, -2)));
 		lua_pop(L, 1);
 	}
+}
+
+void bind_header_add(lua_State *L, const char *name, const char *value)
+{
+	char lower[256];
+	size_t n = 0;
+
+	for (; name[n] && n < sizeof(lower) - 1; n++)
+		lower[n] = (char)tolower((unsigned char)name[n]);
+	lua_pushlstring(L, lower, n);
+	lua_pushvalue(L, -1);
+	if (lua_rawget(L, -3) == LUA_TSTRING) {
+		lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), value);
+		lua_remove(L, -2);
+	} else {
+		lua_pop(L, 1);
+		lua_pushstring(L, value);
+	}
+	lua_rawset(L, -3);
 }

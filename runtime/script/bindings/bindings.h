@@ -19,6 +19,12 @@ struct hd_runtime *bind_runtime(lua_State *L);
  * so a typo in an option table is an error instead of a silent default. */
 void bind_reject_unknown_keys(lua_State *L, int idx, const char *const names[]);
 
+/* Adds the header NAME: VALUE to the headers table on top of L (webhook requests,
+ * http.request responses): the name lowercased (up to 255 bytes), and a name seen
+ * before gets its values joined by ", " as HTTP allows. The name is hashed once and the
+ * table set raw, since a request brings a dozen of them. */
+void bind_header_add(lua_State *L, const char *name, const char *value);
+
 /* Arms the wake-up of the task running L after MS milliseconds (handoff.timer's); the
  * caller then yields. 0, -EINVAL (L runs no task: not inside a hook) or -ENOMEM. */
 int bind_task_pause(lua_State *L, uint64_t ms);

@@ -7,6 +7,7 @@
  * a script looks at it. Also the `handoff.payload` module. Parsing lives in activity.c
  * and handoff.c, the copy in handoff_copy.c; this file only translates. */
 #include "script/bindings/handoff_object.h"
+#include "script/json_table.h"
 
 #include <handoffd/activity.h>
 
@@ -201,48 +202,6 @@ static void push_party(lua_State *L, int kit, const struct hd_party *p)
 	set_str(L, kit, K_ROLE, p->role);
 }
 
-/* A JSON value as its Lua type; a JSON null is the light userdata NULL that lua-cjson
- * calls cjson.null, so that a key sent with null stays in the table. */
-static void push_node(lua_State *L, const struct hd_node *n)
-{
-	const struct hd_node *c = n + 1;
-
-	luaL_checkstack(L, 3, "context nested too deep");
-	switch (n->kind) {
-	case HD_OBJECT:
-		lua_createtable(L, 0, (int)n->count);
-		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
-			lua_pushlstring(L, c->key.ptr ? c->key.ptr : "", c->key.len);
-			push_node(L, c);
-			lua_rawset(L, -3);
-		}
-		break;
-	case HD_ARRAY:
-		lua_createtable(L, (int)n->count, 0);
-		for (uint32_t i = 0; i < n->count; i++, c += c->size) {
-			push_node(L, c);
-			lua_rawseti(L, -2, (lua_Integer)i + 1);
-		}
-		break;
-	case HD_STRING:
-		lua_pushlstring(L, n->str.ptr, n->str.len);
-		break;
-	case HD_NUMBER:
-		if (n->is_int)
-			lua_pushinteger(L, (lua_Integer)n->i);
-		else
-			lua_pushnumber(L, (lua_Number)n->d);
-		break;
-	case HD_TRUE:
-	case HD_FALSE:
-		lua_pushboolean(L, n->kind == HD_TRUE);
-		break;
-	default:
-		lua_pushlightuserdata(L, NULL);
-		break;
-	}
-}
-
 /* The context table: vars converted once, and each well-known variable set under its
  * friendly name as the same Lua value (a JSON null there is nil, not cjson.null). */
 static void push_context(lua_State *L, int kit, const struct hd_context *c)
@@ -256,7 +215,7 @@ static void push_context(lua_State *L, int kit, const struct hd_context *c)
 	lua_createtable(L, 0, n ? (int)n->count : 0);
 	for (uint32_t i = 0; n && i < n->count; i++, m += m->size) {
 		lua_pushlstring(L, m->key.ptr ? m->key.ptr : "", m->key.len);
-		push_node(L, m);
+		json_node_push(L, m, false);
 		for (int f = 0; f < HD_CTX_NFIELDS; f++) {
 			if (c->field[f] != m || m->kind == HD_NULL)
 				continue;

@@ -10,7 +10,6 @@
 #include "base/hd_runtime.h"
 #include "script/script_host.h"
 
-#include <ctype.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,26 +29,12 @@ struct waiting {
 
 static void push_response(lua_State *co, const struct http_response *res)
 {
-	char name[256];
-
 	lua_createtable(co, 0, 3);
 	lua_pushinteger(co, res->status);
 	lua_setfield(co, -2, "status");
-	lua_newtable(co);
-	for (size_t i = 0; i < res->nheaders; i++) {
-		size_t n = 0;
-
-		for (; res->headers[i].name[n] && n < sizeof(name) - 1; n++)
-			name[n] = (char)tolower((unsigned char)res->headers[i].name[n]);
-		name[n] = '\0';
-		lua_getfield(co, -1, name);
-		if (lua_isstring(co, -1))
-			lua_pushfstring(co, "%s, %s", lua_tostring(co, -1), res->headers[i].value);
-		else
-			lua_pushstring(co, res->headers[i].value);
-		lua_setfield(co, -3, name);
-		lua_pop(co, 1);
-	}
+	lua_createtable(co, 0, (int)res->nheaders);
+	for (size_t i = 0; i < res->nheaders; i++)
+		bind_header_add(co, res->headers[i].name, res->headers[i].value);
 	lua_setfield(co, -2, "headers");
 	lua_pushlstring(co, res->body, res->body_len);
 	lua_setfield(co, -2, "body");

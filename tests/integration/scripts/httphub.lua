@@ -15,7 +15,7 @@ local function call(path, opts)
   local res, err = http.request(target .. path, opts)
   if not res then return 200, { err = err } end
   return 200, { status = res.status, body = res.body, ctype = res.headers["content-type"],
-                x = res.headers["x-reply"] }
+                x = res.headers["x-reply"], twice = res.headers["x-twice"] }
 end
 
 M.webhooks = {
