@@ -48,7 +48,7 @@ struct http_transfer {
 	struct http_client *hc;
 	struct http_transfer *prev, *next;
 	CURL *easy;
-	CURLU *url;			/* the checked URL, for the debug line */
+	CURLU *url;			/* the checked URL, handed to libcurl as it is */
 	struct curl_slist *headers;
 	struct loop_timer *deadline;
 	http_done_fn done;
@@ -370,9 +370,9 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	int failed = 0;
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	/* The checked string, not t->url: given a URL handle, libcurl 7.88 copies it and
-	 * prints it back into a string on every request. */
-	failed |= curl_easy_setopt(e, CURLOPT_URL, req->url);
+	/* The handle parse_url() checked: libcurl 7.88 then copies it instead of parsing the
+	 * URL string a second time (it still prints it back into a string once). */
+	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
 	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
