@@ -628,41 +628,66 @@ static size_t value_len(const char *v)
 	return n;
 }
 
-static char *copy_str(char **p, const char *s, size_t n)
+/* Appends S (N bytes) and a NUL to the block being built, growing it. */
+static int append_str0(char **block, size_t *used, size_t *cap, const char *s, size_t n)
 {
-	char *dst = *p;
+	if (n + 1 > *cap - *used) {
+		size_t want = *cap ? *cap * 2 : 1024;
+		char *p;
 
-	memcpy(dst, s, n);
-	dst[n] = '\0';
-	*p += n + 1;
-	return dst;
+		if (want < *used + n + 1)
+			want = *used + n + 1;
+		p = realloc(*block, want);
+		if (!p)
+			return -ENOMEM;
+		*block = p;
+		*cap = want;
+	}
+	memcpy(*block + *used, s, n);
+	(*block)[*used + n] = '\0';
+	*used += n + 1;
+	return 0;
 }
 
-/* Copies the final response's headers into one block: the array, then the strings. */
-static int copy_headers(CURL *e, struct http_header **out, size_t *count)
+/* Copies the final response's headers into one block: the strings, then the array that
+ * points into them. One walk over libcurl's list, since each step of it scans the whole
+ * list again. *BLOCK is what to free. */
+static int copy_headers(CURL *e, char **block, const struct http_header **out, size_t *count)
 {
 	struct curl_header *h = NULL;
 	struct http_header *arr;
-	size_t n = 0, bytes = 0;
+	size_t n = 0, used = 0, cap = 0, off;
+	const char *s;
 	char *p;
 
-	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
-		n++;
-		bytes += strlen(h->name) + value_len(h->value) + 2;
-	}
-	*count = 0;
+	*block = NULL;
 	*out = NULL;
+	*count = 0;
+	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
+		if (append_str0(block, &used, &cap, h->name, strlen(h->name)) < 0 ||
+		    append_str0(block, &used, &cap, h->value, value_len(h->value)) < 0)
+			return -ENOMEM;
+		n++;
+	}
 	if (n == 0)
 		return 0;
-	arr = malloc(n * sizeof(*arr) + bytes);
-	if (!arr)
+	off = (used + _Alignof(struct http_header) - 1) / _Alignof(struct http_header) *
+	      _Alignof(struct http_header);
+	p = realloc(*block, off + n * sizeof(*arr));
+	if (!p)
 		return -ENOMEM;
-	p = (char *)(arr + n);
-	for (h = NULL; (h = curl_easy_nextheader(e, CURLH_HEADER, -1, h)); (*count)++) {
-		arr[*count].name = copy_str(&p, h->name, strlen(h->name));
-		arr[*count].value = copy_str(&p, h->value, value_len(h->value));
+	*block = p;
+	arr = (struct http_header *)(p + off);
+	for (size_t i = 0, at = 0; i < n; i++) {
+		s = p + at;
+		arr[i].name = s;
+		at += strlen(s) + 1;
+		s = p + at;
+		arr[i].value = s;
+		at += strlen(s) + 1;
 	}
 	*out = arr;
+	*count = n;
 	return 0;
 }
 
@@ -678,7 +703,7 @@ static bool request_sent(CURL *e)
 
 /* Fills RES for T's outcome; returns ERR, or -ENOMEM if the headers cannot be copied. */
 static int build_response(struct http_transfer *t, int err, struct http_response *res,
-			  struct http_header **hdrs)
+			  char **hdrs)
 {
 	long status = 0;
 
@@ -688,11 +713,10 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 	res->total_ms = clock_mono_ms() - t->started_ms;
 	if (err)
 		return err;
-	if (copy_headers(t->easy, hdrs, &res->nheaders) < 0)
+	if (copy_headers(t->easy, hdrs, &res->headers, &res->nheaders) < 0)
 		return -ENOMEM;
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 	res->status = (int)status;
-	res->headers = *hdrs;
 	if (t->body) {
 		res->body = t->body;
 		res->body_len = t->body_len;
@@ -760,7 +784,7 @@ static void log_done(const struct http_transfer *t, const struct http_response *
 static void finish(struct http_transfer *t, CURLcode rc)
 {
 	struct http_response res;
-	struct http_header *hdrs = NULL;
+	char *hdrs = NULL;
 	int err = build_response(t, result_error(t, rc), &res, &hdrs);
 
 	log_done(t, &res, err);
