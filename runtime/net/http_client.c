@@ -38,7 +38,7 @@ struct http_client {
 	struct http_transfer *transfers;	/* in flight, doubly linked */
 	unsigned in_flight;
 	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
-	CURL *idle[EASY_POOL_MAX];	/* reset easy handles, ready for a request */
+	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
@@ -60,6 +60,8 @@ struct http_transfer {
 	size_t body_len, body_cap, max_body;
 	int write_err;			/* why on_body refused data: -EFBIG or -ENOMEM */
 	uint64_t started_ms;
+	bool reset;			/* the handle needs curl_easy_reset before reuse */
+	bool copied_body;		/* COPYPOSTFIELDS holds a copy of the body */
 	bool finished;			/* the callback has started */
 };
 
@@ -278,12 +280,15 @@ static int setopt_result(int failed)
 	return failed ? -ENOMEM : 0;
 }
 
+/* A transfer without a no_resend body has nothing to read: libcurl asks only for bodies
+ * it was told to read, but the callback is set on every handle (see configure_handle). */
 static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
 {
 	struct http_transfer *t = arg;
 	size_t left = t->upload_len - t->upload_off, want = size * n < left ? size * n : left;
 
-	memcpy(buf, t->upload + t->upload_off, want);
+	if (want)
+		memcpy(buf, t->upload + t->upload_off, want);
 	t->upload_off += want;
 	return want;
 }
@@ -297,7 +302,7 @@ static int seek_upload(void *arg, curl_off_t offset, int origin)
 									 : CURL_SEEKFUNC_FAIL;
 }
 
-/* The body through a read callback that cannot be rewound (see no_resend). */
+/* The body through the read callback, which cannot rewind once sent (see no_resend). */
 static int set_upload(struct http_transfer *t, const struct http_request *req)
 {
 	CURL *e = t->easy;
@@ -310,13 +315,12 @@ static int set_upload(struct http_transfer *t, const struct http_request *req)
 	t->upload_len = req->body_len;
 	failed |= curl_easy_setopt(e, CURLOPT_POST, 1L);
 	failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
-	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
-	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
-	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 	return setopt_result(failed);
 }
 
+/* Every method option is set on every request (a pooled handle keeps the last one's):
+ * HTTPGET, POST or COPYPOSTFIELDS choose the method. HEAD and custom methods are not
+ * undone that way: their handle is reset when it comes back (t->reset). */
 static int set_method(struct http_transfer *t, const struct http_request *req)
 {
 	bool head = strcmp(t->method, "HEAD") == 0;
@@ -325,17 +329,26 @@ static int set_method(struct http_transfer *t, const struct http_request *req)
 
 	if ((!req->body && req->body_len) || (head && req->body))
 		return -EINVAL;
-	if (head)
-		return setopt_result(curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
+	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	if (head) {
+		t->reset = true;
+		return setopt_result(failed | curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
+	}
 	if (req->no_resend && req->body) {
 		failed |= set_upload(t, req) < 0;
 	} else if (req->body || method_has_body(t->method)) {
 		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
 		failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
+		t->copied_body = true;
+	} else {
+		failed |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	}
-	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0)
+	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0) {
 		failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
+		t->reset = true;
+	}
 	return setopt_result(failed);
 }
 
@@ -352,20 +365,16 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 	t->max_body = req->max_body ? req->max_body : o->max_body;
 	/* MAXFILESIZE fails early on a Content-Length over the cap; on_body catches the rest. */
 	failed |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
-	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	failed |= curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	/* The whole-request timeout is our deadline timer, not CURLOPT_TIMEOUT_MS: libcurl
 	 * 7.88 does not time out transfers queued for a connection. */
 	failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
 	failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
-	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
 	return setopt_result(failed);
 }
 
 static int set_transport(struct http_transfer *t, const struct http_request *req)
 {
-	const struct http_client_opts *o = &t->hc->opts;
-	const char *ca = req->ca_file ? req->ca_file : o->ca_file;
 	CURL *e = t->easy;
 	int failed = 0;
 
@@ -373,16 +382,33 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	/* The handle parse_url() checked: libcurl 7.88 then copies it instead of parsing the
 	 * URL string a second time (it still prints it back into a string once). */
 	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
+	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	/* A CA of the request's own replaces the client's until the handle is reset. */
+	if (req->ca_file) {
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+		t->reset = true;
+	}
+	return setopt_result(failed);
+}
+
+/* The options every request of HC shares, set once per easy handle: the pooled handles
+ * keep them, so a request sets only what is its own (set_method, set_transport,
+ * set_limits). */
+static int configure_handle(struct http_client *hc, CURL *e)
+{
+	const struct http_client_opts *o = &hc->opts;
+	int failed = 0;
+
 	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
 	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	failed |= curl_easy_setopt(e, CURLOPT_SHARE, t->hc->share);
-	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	failed |= curl_easy_setopt(e, CURLOPT_SHARE, hc->share);
 	/* Verification is not an option: a test CA goes in ca_file instead. */
 	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (ca)
-		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+	if (o->ca_file)
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
 	if (o->proxy)
 		failed |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
 	/* No proxy at all: no_proxy cannot matter, and an empty list spares libcurl its
@@ -390,28 +416,52 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	if (o->proxy && !*o->proxy)
 		failed |= curl_easy_setopt(e, CURLOPT_NOPROXY, "");
 	failed |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
 	return setopt_result(failed);
 }
 
-/* A pooled handle, reset to libcurl's defaults, or a new one. */
+/* A pooled handle, configured for HC, or a new one. */
 static CURL *easy_take(struct http_client *hc)
 {
-	return hc->nidle ? hc->idle[--hc->nidle] : curl_easy_init();
+	CURL *e;
+
+	if (hc->nidle)
+		return hc->idle[--hc->nidle];
+	e = curl_easy_init();
+	if (e && configure_handle(hc, e) < 0) {
+		curl_easy_cleanup(e);
+		return NULL;
+	}
+	return e;
 }
 
-/* Keeps E for a later request, or frees it. The reset drops every option, so E no
- * longer points at the transfer's headers or callbacks. */
-static void easy_put(struct http_client *hc, CURL *e)
+/* Keeps T's handle for a later request, or frees it. A handle whose request changed what
+ * set_method() does not set again (method, CA) is reset and configured anew; otherwise
+ * only the body copy goes, the per-request options being set again by the next one. */
+static void easy_put(struct http_transfer *t)
 {
+	struct http_client *hc = t->hc;
+	CURL *e = t->easy;
+
 	if (!e)
 		return;
 	if (hc->closing || hc->nidle == EASY_POOL_MAX) {
 		curl_easy_cleanup(e);
 		return;
 	}
-	curl_easy_reset(e);
+	if (t->reset) {
+		curl_easy_reset(e);
+		if (configure_handle(hc, e) < 0) {
+			curl_easy_cleanup(e);
+			return;
+		}
+	} else if (t->copied_body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);	/* frees the copy */
+	}
 	hc->idle[hc->nidle++] = e;
 }
 
@@ -419,7 +469,7 @@ static void transfer_free(struct http_transfer *t)
 {
 	if (!t)
 		return;
-	easy_put(t->hc, t->easy);
+	easy_put(t);
 	curl_url_cleanup(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);
@@ -465,6 +515,7 @@ static int transfer_new(struct http_client *hc, const struct http_request *req,
 		strcpy(t->method, method);
 	rc = transfer_setup(t, req);
 	if (rc < 0) {
+		t->reset = true;	/* whatever options it got so far go */
 		transfer_free(t);
 		return rc;
 	}
@@ -538,6 +589,7 @@ void http_client_cancel(struct http_transfer *t)
 	if (!t || t->finished)
 		return;
 	detach(t);
+	t->reset = true;	/* stopped half way: start its handle from scratch */
 	transfer_free(t);
 }
 
@@ -789,6 +841,7 @@ static void finish(struct http_transfer *t, CURLcode rc)
 
 	log_done(t, &res, err);
 	detach(t);
+	t->reset |= rc != CURLE_OK;	/* a failed transfer's handle starts from scratch */
 	t->finished = true;
 	t->done(&res, err, t->arg);
 	free(hdrs);

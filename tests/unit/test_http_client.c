@@ -465,6 +465,40 @@ static void test_reused_handle_starts_clean(void **state)
 	assert_int_equal(r2->body_len, 0);
 }
 
+/* A pooled handle keeps its configuration and gets only a request's own options again:
+ * each kind of request after each other kind still goes out as asked (method, body,
+ * redirect policy, connection failures reported as not sent). */
+static void test_reused_handle_across_request_kinds(void **state)
+{
+	struct fx *f = *state;
+	struct http_request once = { .method = "POST", .body = "one", .body_len = 3,
+				     .no_resend = true };
+	struct http_request get = { 0 }, follow = { .follow_redirects = true };
+	struct http_request copy = { .method = "POST", .body = "three", .body_len = 5 };
+	struct http_request empty = { .method = "POST" };
+	struct result *r[7];
+
+	r[0] = fetch(f, &once, "/echo");
+	r[1] = fetch(f, &get, "/echo");
+	r[2] = fetch(f, &copy, "/echo");
+	r[3] = fetch(f, &once, "/echo");
+	r[4] = fetch(f, &follow, "/status?code=302&location=/echo");
+	r[5] = fetch(f, &empty, "/status?code=302&location=/echo");
+	r[6] = fetch(f, &get, "/echo");
+	assert_string_equal(r[0]->x_method, "POST");
+	assert_string_equal(r[0]->body, "one");
+	assert_string_equal(r[1]->x_method, "GET");
+	assert_int_equal(r[1]->body_len, 0);
+	assert_string_equal(r[2]->x_method, "POST");
+	assert_string_equal(r[2]->body, "three");
+	assert_string_equal(r[3]->body, "one");
+	assert_int_equal(r[4]->status, 200);
+	assert_int_equal(r[5]->status, 302);	/* the last request's redirect policy is not kept */
+	assert_string_equal(r[6]->x_method, "GET");
+	assert_int_equal(r[6]->body_len, 0);
+	assert_int_equal(f->srv.connections, 1);
+}
+
 static void test_cancel(void **state)
 {
 	struct fx *f = *state;
@@ -712,6 +746,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_reuses_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_handle_starts_clean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reused_handle_across_request_kinds, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
