@@ -380,7 +380,10 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
 	/* The handle parse_url() checked: libcurl 7.88 then copies it instead of parsing the
-	 * URL string a second time (it still prints it back into a string once). */
+	 * URL string a second time. The string goes too: a pooled handle would otherwise keep
+	 * the last request's as its effective URL (libcurl prints a CURLU back into a string
+	 * only on a fresh handle, and a string costs it nothing more here). */
+	failed |= curl_easy_setopt(e, CURLOPT_URL, req->url);
 	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
 	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
 	/* A CA of the request's own replaces the client's until the handle is reset. */
