@@ -26,8 +26,19 @@
 /* Finished easy handles kept for the next requests: a new one costs libcurl a 5 KiB
  * zeroed struct and, on its first transfer, a 16 KiB buffer (about 22 KiB each here). */
 #define EASY_POOL_MAX 16
+/* URLs kept parsed: parsing one costs libcurl about 5k instructions, and requests go to
+ * a few URLs again and again (a hub's endpoint, a busy conversation's activities). */
+#define URL_CACHE_MAX 8
 #define HEADER_LINE_MAX 512	/* a longer "Name: value" line is built on the heap */
 #define LOG_URL_MAX 512		/* a longer URL is cut in the debug line */
+
+/* A URL that parse_url() accepted, shared by the transfers to it: libcurl only reads the
+ * CURLU it is given (it works on a copy). */
+struct checked_url {
+	CURLU *handle;
+	char *str;			/* as the caller gave it */
+	unsigned refs;			/* transfers using it, and the cache while there */
+};
 
 struct http_client {
 	struct loop *lp;
@@ -40,6 +51,8 @@ struct http_client {
 	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
 	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
+	struct checked_url *urls[URL_CACHE_MAX];	/* most recently used first */
+	unsigned nurls;
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
 };
@@ -48,7 +61,7 @@ struct http_transfer {
 	struct http_client *hc;
 	struct http_transfer *prev, *next;
 	CURL *easy;
-	CURLU *url;			/* the checked URL, handed to libcurl as it is */
+	struct checked_url *url;	/* a reference */
 	struct curl_slist *headers;
 	struct loop_timer *deadline;
 	http_done_fn done;
@@ -253,20 +266,71 @@ static int build_headers(struct http_transfer *t, const struct http_request *req
 	return has_expect ? 0 : append_line(&t->headers, "Expect:");
 }
 
-static int parse_url(struct http_transfer *t, const char *url)
+/* Parses URL into a new handle, which must be http or https. */
+static int parse_url(const char *url, CURLU **out)
 {
+	CURLU *u = curl_url();
 	char *scheme = NULL;
 	int rc = -EINVAL;
 
-	t->url = curl_url();
-	if (!t->url)
+	if (!u)
 		return -ENOMEM;
-	if (curl_url_set(t->url, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(t->url, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
 		rc = 0;
 	curl_free(scheme);
+	if (rc < 0)
+		curl_url_cleanup(u);
+	else
+		*out = u;
 	return rc;
+}
+
+static void url_release(struct checked_url *c)
+{
+	if (c && --c->refs == 0) {
+		curl_url_cleanup(c->handle);
+		free(c->str);
+		free(c);
+	}
+}
+
+/* The checked form of URL, with a reference for the caller: from the cache when a recent
+ * request went to the same URL (a bot's conversation, a hub's endpoint), else parsed and
+ * cached, the least recently used entry making room. */
+static int url_checked(struct http_client *hc, const char *url, struct checked_url **out)
+{
+	struct checked_url *c;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < hc->nurls && strcmp(hc->urls[i]->str, url) != 0; i++)
+		;
+	if (i < hc->nurls) {
+		c = hc->urls[i];
+	} else {
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->str = strdup(url))) {
+			free(c);
+			return -ENOMEM;
+		}
+		rc = parse_url(url, &c->handle);
+		if (rc < 0) {
+			free(c->str);
+			free(c);
+			return rc;
+		}
+		c->refs = 1;	/* the cache's */
+		if (hc->nurls == URL_CACHE_MAX)
+			url_release(hc->urls[--hc->nurls]);
+		i = hc->nurls++;
+	}
+	memmove(hc->urls + 1, hc->urls, i * sizeof(hc->urls[0]));	/* to the front */
+	hc->urls[0] = c;
+	c->refs++;
+	*out = c;
+	return 0;
 }
 
 static bool method_has_body(const char *m)
@@ -379,12 +443,12 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	int failed = 0;
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	/* The handle parse_url() checked: libcurl 7.88 then copies it instead of parsing the
-	 * URL string a second time. The string goes too: a pooled handle would otherwise keep
+	/* The handle url_checked() gave: libcurl 7.88 then copies it instead of parsing the
+	 * URL string again. The string goes too: a pooled handle would otherwise keep
 	 * the last request's as its effective URL (libcurl prints a CURLU back into a string
 	 * only on a fresh handle, and a string costs it nothing more here). */
-	failed |= curl_easy_setopt(e, CURLOPT_URL, req->url);
-	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url);
+	failed |= curl_easy_setopt(e, CURLOPT_URL, t->url->str);
+	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url->handle);
 	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
 	/* A CA of the request's own replaces the client's until the handle is reset. */
 	if (req->ca_file) {
@@ -473,7 +537,7 @@ static void transfer_free(struct http_transfer *t)
 	if (!t)
 		return;
 	easy_put(t);
-	curl_url_cleanup(t->url);
+	url_release(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);
 	free(t->upload);
@@ -489,7 +553,7 @@ static int transfer_setup(struct http_transfer *t, const struct http_request *re
 
 	if (!valid_method(t->method))
 		return -EINVAL;
-	rc = parse_url(t, req->url);
+	rc = url_checked(t->hc, req->url, &t->url);
 	if (rc == 0)
 		rc = build_headers(t, req);
 	if (rc < 0)
@@ -822,7 +886,7 @@ static void log_done(const struct http_transfer *t, const struct http_response *
 
 	if (log_get_level(t->hc->lg) > LEVEL_DEBUG)
 		return;
-	curl_url_get(t->url, CURLUPART_URL, &full, 0);
+	curl_url_get(t->url->handle, CURLUPART_URL, &full, 0);
 	redact_url(full ? full : "", url, sizeof(url));
 	curl_free(full);
 	if (err)
@@ -855,6 +919,8 @@ static void destroy(struct http_client *hc)
 {
 	while (hc->nidle)	/* before the share they are attached to */
 		curl_easy_cleanup(hc->idle[--hc->nidle]);
+	while (hc->nurls)
+		url_release(hc->urls[--hc->nurls]);
 	curl_multi_cleanup(hc->multi);
 	curl_share_cleanup(hc->share);
 	loop_timer_free(hc->timer);

@@ -500,6 +500,22 @@ static void test_reused_handle_across_request_kinds(void **state)
 	assert_int_equal(f->srv.connections, 1);
 }
 
+/* The client keeps the last few URLs parsed: more URLs than it keeps, then old ones
+ * again, must each reach their own. */
+static void test_many_urls_each_reach_their_own(void **state)
+{
+	struct fx *f = *state;
+	struct http_request req = { 0 };
+	static const int order[] = { 200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210,
+				     200, 209, 201, 210, 200 };
+	char path[64];
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		snprintf(path, sizeof(path), "/status?code=%d", order[i]);
+		assert_int_equal(fetch(f, &req, path)->status, order[i]);
+	}
+}
+
 /* {===== a server that drops a connection's second request unanswered */
 
 /* Answers "HTTP/1.1 200" with the request target as the body, keeping the connection;
@@ -864,6 +880,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_resend_on_reused_handle_goes_to_its_url, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_many_urls_each_reach_their_own, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
