@@ -26,8 +26,19 @@
 /* Finished easy handles kept for the next requests: a new one costs libcurl a 5 KiB
  * zeroed struct and, on its first transfer, a 16 KiB buffer (about 22 KiB each here). */
 #define EASY_POOL_MAX 16
+/* URLs kept parsed: parsing one costs libcurl about 5k instructions, and requests go to
+ * a few URLs again and again (a hub's endpoint, a busy conversation's activities). */
+#define URL_CACHE_MAX 8
 #define HEADER_LINE_MAX 512	/* a longer "Name: value" line is built on the heap */
 #define LOG_URL_MAX 512		/* a longer URL is cut in the debug line */
+
+/* A URL that parse_url() accepted, shared by the transfers to it: libcurl only reads the
+ * CURLU it is given (it works on a copy). */
+struct checked_url {
+	CURLU *handle;
+	char *str;			/* as the caller gave it */
+	unsigned refs;			/* transfers using it, and the cache while there */
+};
 
 struct http_client {
 	struct loop *lp;
@@ -38,8 +49,10 @@ struct http_client {
 	struct http_transfer *transfers;	/* in flight, doubly linked */
 	unsigned in_flight;
 	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
-	CURL *idle[EASY_POOL_MAX];	/* reset easy handles, ready for a request */
+	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
+	struct checked_url *urls[URL_CACHE_MAX];	/* most recently used first */
+	unsigned nurls;
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
 };
@@ -48,7 +61,7 @@ struct http_transfer {
 	struct http_client *hc;
 	struct http_transfer *prev, *next;
 	CURL *easy;
-	CURLU *url;			/* the checked URL, for the debug line */
+	struct checked_url *url;	/* a reference */
 	struct curl_slist *headers;
 	struct loop_timer *deadline;
 	http_done_fn done;
@@ -60,6 +73,8 @@ struct http_transfer {
 	size_t body_len, body_cap, max_body;
 	int write_err;			/* why on_body refused data: -EFBIG or -ENOMEM */
 	uint64_t started_ms;
+	bool reset;			/* the handle needs curl_easy_reset before reuse */
+	bool copied_body;		/* COPYPOSTFIELDS holds a copy of the body */
 	bool finished;			/* the callback has started */
 };
 
@@ -251,20 +266,71 @@ static int build_headers(struct http_transfer *t, const struct http_request *req
 	return has_expect ? 0 : append_line(&t->headers, "Expect:");
 }
 
-static int parse_url(struct http_transfer *t, const char *url)
+/* Parses URL into a new handle, which must be http or https. */
+static int parse_url(const char *url, CURLU **out)
 {
+	CURLU *u = curl_url();
 	char *scheme = NULL;
 	int rc = -EINVAL;
 
-	t->url = curl_url();
-	if (!t->url)
+	if (!u)
 		return -ENOMEM;
-	if (curl_url_set(t->url, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(t->url, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
 		rc = 0;
 	curl_free(scheme);
+	if (rc < 0)
+		curl_url_cleanup(u);
+	else
+		*out = u;
 	return rc;
+}
+
+static void url_release(struct checked_url *c)
+{
+	if (c && --c->refs == 0) {
+		curl_url_cleanup(c->handle);
+		free(c->str);
+		free(c);
+	}
+}
+
+/* The checked form of URL, with a reference for the caller: from the cache when a recent
+ * request went to the same URL (a bot's conversation, a hub's endpoint), else parsed and
+ * cached, the least recently used entry making room. */
+static int url_checked(struct http_client *hc, const char *url, struct checked_url **out)
+{
+	struct checked_url *c;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < hc->nurls && strcmp(hc->urls[i]->str, url) != 0; i++)
+		;
+	if (i < hc->nurls) {
+		c = hc->urls[i];
+	} else {
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->str = strdup(url))) {
+			free(c);
+			return -ENOMEM;
+		}
+		rc = parse_url(url, &c->handle);
+		if (rc < 0) {
+			free(c->str);
+			free(c);
+			return rc;
+		}
+		c->refs = 1;	/* the cache's */
+		if (hc->nurls == URL_CACHE_MAX)
+			url_release(hc->urls[--hc->nurls]);
+		i = hc->nurls++;
+	}
+	memmove(hc->urls + 1, hc->urls, i * sizeof(hc->urls[0]));	/* to the front */
+	hc->urls[0] = c;
+	c->refs++;
+	*out = c;
+	return 0;
 }
 
 static bool method_has_body(const char *m)
@@ -278,12 +344,15 @@ static int setopt_result(int failed)
 	return failed ? -ENOMEM : 0;
 }
 
+/* A transfer without a no_resend body has nothing to read: libcurl asks only for bodies
+ * it was told to read, but the callback is set on every handle (see configure_handle). */
 static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
 {
 	struct http_transfer *t = arg;
 	size_t left = t->upload_len - t->upload_off, want = size * n < left ? size * n : left;
 
-	memcpy(buf, t->upload + t->upload_off, want);
+	if (want)
+		memcpy(buf, t->upload + t->upload_off, want);
 	t->upload_off += want;
 	return want;
 }
@@ -297,7 +366,7 @@ static int seek_upload(void *arg, curl_off_t offset, int origin)
 									 : CURL_SEEKFUNC_FAIL;
 }
 
-/* The body through a read callback that cannot be rewound (see no_resend). */
+/* The body through the read callback, which cannot rewind once sent (see no_resend). */
 static int set_upload(struct http_transfer *t, const struct http_request *req)
 {
 	CURL *e = t->easy;
@@ -310,13 +379,12 @@ static int set_upload(struct http_transfer *t, const struct http_request *req)
 	t->upload_len = req->body_len;
 	failed |= curl_easy_setopt(e, CURLOPT_POST, 1L);
 	failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
-	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
-	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
-	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
 	return setopt_result(failed);
 }
 
+/* Every method option is set on every request (a pooled handle keeps the last one's):
+ * HTTPGET, POST or COPYPOSTFIELDS choose the method. HEAD and custom methods are not
+ * undone that way: their handle is reset when it comes back (t->reset). */
 static int set_method(struct http_transfer *t, const struct http_request *req)
 {
 	bool head = strcmp(t->method, "HEAD") == 0;
@@ -325,17 +393,26 @@ static int set_method(struct http_transfer *t, const struct http_request *req)
 
 	if ((!req->body && req->body_len) || (head && req->body))
 		return -EINVAL;
-	if (head)
-		return setopt_result(curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
+	failed |= curl_easy_setopt(e, CURLOPT_READDATA, t);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+	if (head) {
+		t->reset = true;
+		return setopt_result(failed | curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
+	}
 	if (req->no_resend && req->body) {
 		failed |= set_upload(t, req) < 0;
 	} else if (req->body || method_has_body(t->method)) {
 		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
 		failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
 		failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "");
+		t->copied_body = true;
+	} else {
+		failed |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	}
-	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0)
+	if (strcmp(t->method, "GET") != 0 && strcmp(t->method, "POST") != 0) {
 		failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->method);
+		t->reset = true;
+	}
 	return setopt_result(failed);
 }
 
@@ -352,62 +429,106 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 	t->max_body = req->max_body ? req->max_body : o->max_body;
 	/* MAXFILESIZE fails early on a Content-Length over the cap; on_body catches the rest. */
 	failed |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
-	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	failed |= curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	/* The whole-request timeout is our deadline timer, not CURLOPT_TIMEOUT_MS: libcurl
 	 * 7.88 does not time out transfers queued for a connection. */
 	failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms);
 	failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
-	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
 	return setopt_result(failed);
 }
 
 static int set_transport(struct http_transfer *t, const struct http_request *req)
 {
-	const struct http_client_opts *o = &t->hc->opts;
-	const char *ca = req->ca_file ? req->ca_file : o->ca_file;
 	CURL *e = t->easy;
 	int failed = 0;
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	/* The checked string, not t->url: given a URL handle, libcurl 7.88 copies it and
-	 * prints it back into a string on every request. */
-	failed |= curl_easy_setopt(e, CURLOPT_URL, req->url);
+	/* The handle url_checked() gave: libcurl 7.88 then copies it instead of parsing the
+	 * URL string again. The string goes too: a pooled handle would otherwise keep
+	 * the last request's as its effective URL (libcurl prints a CURLU back into a string
+	 * only on a fresh handle, and a string costs it nothing more here). */
+	failed |= curl_easy_setopt(e, CURLOPT_URL, t->url->str);
+	failed |= curl_easy_setopt(e, CURLOPT_CURLU, t->url->handle);
+	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	/* A CA of the request's own replaces the client's until the handle is reset. */
+	if (req->ca_file) {
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+		t->reset = true;
+	}
+	return setopt_result(failed);
+}
+
+/* The options every request of HC shares, set once per easy handle: the pooled handles
+ * keep them, so a request sets only what is its own (set_method, set_transport,
+ * set_limits). */
+static int configure_handle(struct http_client *hc, CURL *e)
+{
+	const struct http_client_opts *o = &hc->opts;
+	int failed = 0;
+
 	failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)HTTP_CLIENT_MAX_REDIRECTS);
 	failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	failed |= curl_easy_setopt(e, CURLOPT_SHARE, t->hc->share);
-	failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+	failed |= curl_easy_setopt(e, CURLOPT_SHARE, hc->share);
 	/* Verification is not an option: a test CA goes in ca_file instead. */
 	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (ca)
-		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+	if (o->ca_file)
+		failed |= curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
 	if (o->proxy)
 		failed |= curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
+	/* No proxy at all: no_proxy cannot matter, and an empty list spares libcurl its
+	 * environment lookups on every request. */
+	if (o->proxy && !*o->proxy)
+		failed |= curl_easy_setopt(e, CURLOPT_NOPROXY, "");
 	failed |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
 	return setopt_result(failed);
 }
 
-/* A pooled handle, reset to libcurl's defaults, or a new one. */
+/* A pooled handle, configured for HC, or a new one. */
 static CURL *easy_take(struct http_client *hc)
 {
-	return hc->nidle ? hc->idle[--hc->nidle] : curl_easy_init();
+	CURL *e;
+
+	if (hc->nidle)
+		return hc->idle[--hc->nidle];
+	e = curl_easy_init();
+	if (e && configure_handle(hc, e) < 0) {
+		curl_easy_cleanup(e);
+		return NULL;
+	}
+	return e;
 }
 
-/* Keeps E for a later request, or frees it. The reset drops every option, so E no
- * longer points at the transfer's headers or callbacks. */
-static void easy_put(struct http_client *hc, CURL *e)
+/* Keeps T's handle for a later request, or frees it. A handle whose request changed what
+ * set_method() does not set again (method, CA) is reset and configured anew; otherwise
+ * only the body copy goes, the per-request options being set again by the next one. */
+static void easy_put(struct http_transfer *t)
 {
+	struct http_client *hc = t->hc;
+	CURL *e = t->easy;
+
 	if (!e)
 		return;
 	if (hc->closing || hc->nidle == EASY_POOL_MAX) {
 		curl_easy_cleanup(e);
 		return;
 	}
-	curl_easy_reset(e);
+	if (t->reset) {
+		curl_easy_reset(e);
+		if (configure_handle(hc, e) < 0) {
+			curl_easy_cleanup(e);
+			return;
+		}
+	} else if (t->copied_body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);	/* frees the copy */
+	}
 	hc->idle[hc->nidle++] = e;
 }
 
@@ -415,8 +536,8 @@ static void transfer_free(struct http_transfer *t)
 {
 	if (!t)
 		return;
-	easy_put(t->hc, t->easy);
-	curl_url_cleanup(t->url);
+	easy_put(t);
+	url_release(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);
 	free(t->upload);
@@ -432,7 +553,7 @@ static int transfer_setup(struct http_transfer *t, const struct http_request *re
 
 	if (!valid_method(t->method))
 		return -EINVAL;
-	rc = parse_url(t, req->url);
+	rc = url_checked(t->hc, req->url, &t->url);
 	if (rc == 0)
 		rc = build_headers(t, req);
 	if (rc < 0)
@@ -461,6 +582,7 @@ static int transfer_new(struct http_client *hc, const struct http_request *req,
 		strcpy(t->method, method);
 	rc = transfer_setup(t, req);
 	if (rc < 0) {
+		t->reset = true;	/* whatever options it got so far go */
 		transfer_free(t);
 		return rc;
 	}
@@ -534,6 +656,7 @@ void http_client_cancel(struct http_transfer *t)
 	if (!t || t->finished)
 		return;
 	detach(t);
+	t->reset = true;	/* stopped half way: start its handle from scratch */
 	transfer_free(t);
 }
 
@@ -624,41 +747,66 @@ static size_t value_len(const char *v)
 	return n;
 }
 
-static char *copy_str(char **p, const char *s, size_t n)
+/* Appends S (N bytes) and a NUL to the block being built, growing it. */
+static int append_str0(char **block, size_t *used, size_t *cap, const char *s, size_t n)
 {
-	char *dst = *p;
+	if (n + 1 > *cap - *used) {
+		size_t want = *cap ? *cap * 2 : 1024;
+		char *p;
 
-	memcpy(dst, s, n);
-	dst[n] = '\0';
-	*p += n + 1;
-	return dst;
+		if (want < *used + n + 1)
+			want = *used + n + 1;
+		p = realloc(*block, want);
+		if (!p)
+			return -ENOMEM;
+		*block = p;
+		*cap = want;
+	}
+	memcpy(*block + *used, s, n);
+	(*block)[*used + n] = '\0';
+	*used += n + 1;
+	return 0;
 }
 
-/* Copies the final response's headers into one block: the array, then the strings. */
-static int copy_headers(CURL *e, struct http_header **out, size_t *count)
+/* Copies the final response's headers into one block: the strings, then the array that
+ * points into them. One walk over libcurl's list, since each step of it scans the whole
+ * list again. *BLOCK is what to free. */
+static int copy_headers(CURL *e, char **block, const struct http_header **out, size_t *count)
 {
 	struct curl_header *h = NULL;
 	struct http_header *arr;
-	size_t n = 0, bytes = 0;
+	size_t n = 0, used = 0, cap = 0, off;
+	const char *s;
 	char *p;
 
-	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
-		n++;
-		bytes += strlen(h->name) + value_len(h->value) + 2;
-	}
-	*count = 0;
+	*block = NULL;
 	*out = NULL;
+	*count = 0;
+	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
+		if (append_str0(block, &used, &cap, h->name, strlen(h->name)) < 0 ||
+		    append_str0(block, &used, &cap, h->value, value_len(h->value)) < 0)
+			return -ENOMEM;
+		n++;
+	}
 	if (n == 0)
 		return 0;
-	arr = malloc(n * sizeof(*arr) + bytes);
-	if (!arr)
+	off = (used + _Alignof(struct http_header) - 1) / _Alignof(struct http_header) *
+	      _Alignof(struct http_header);
+	p = realloc(*block, off + n * sizeof(*arr));
+	if (!p)
 		return -ENOMEM;
-	p = (char *)(arr + n);
-	for (h = NULL; (h = curl_easy_nextheader(e, CURLH_HEADER, -1, h)); (*count)++) {
-		arr[*count].name = copy_str(&p, h->name, strlen(h->name));
-		arr[*count].value = copy_str(&p, h->value, value_len(h->value));
+	*block = p;
+	arr = (struct http_header *)(p + off);
+	for (size_t i = 0, at = 0; i < n; i++) {
+		s = p + at;
+		arr[i].name = s;
+		at += strlen(s) + 1;
+		s = p + at;
+		arr[i].value = s;
+		at += strlen(s) + 1;
 	}
 	*out = arr;
+	*count = n;
 	return 0;
 }
 
@@ -674,7 +822,7 @@ static bool request_sent(CURL *e)
 
 /* Fills RES for T's outcome; returns ERR, or -ENOMEM if the headers cannot be copied. */
 static int build_response(struct http_transfer *t, int err, struct http_response *res,
-			  struct http_header **hdrs)
+			  char **hdrs)
 {
 	long status = 0;
 
@@ -684,11 +832,10 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 	res->total_ms = clock_mono_ms() - t->started_ms;
 	if (err)
 		return err;
-	if (copy_headers(t->easy, hdrs, &res->nheaders) < 0)
+	if (copy_headers(t->easy, hdrs, &res->headers, &res->nheaders) < 0)
 		return -ENOMEM;
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 	res->status = (int)status;
-	res->headers = *hdrs;
 	if (t->body) {
 		res->body = t->body;
 		res->body_len = t->body_len;
@@ -739,7 +886,7 @@ static void log_done(const struct http_transfer *t, const struct http_response *
 
 	if (log_get_level(t->hc->lg) > LEVEL_DEBUG)
 		return;
-	curl_url_get(t->url, CURLUPART_URL, &full, 0);
+	curl_url_get(t->url->handle, CURLUPART_URL, &full, 0);
 	redact_url(full ? full : "", url, sizeof(url));
 	curl_free(full);
 	if (err)
@@ -756,11 +903,12 @@ static void log_done(const struct http_transfer *t, const struct http_response *
 static void finish(struct http_transfer *t, CURLcode rc)
 {
 	struct http_response res;
-	struct http_header *hdrs = NULL;
+	char *hdrs = NULL;
 	int err = build_response(t, result_error(t, rc), &res, &hdrs);
 
 	log_done(t, &res, err);
 	detach(t);
+	t->reset |= rc != CURLE_OK;	/* a failed transfer's handle starts from scratch */
 	t->finished = true;
 	t->done(&res, err, t->arg);
 	free(hdrs);
@@ -771,6 +919,8 @@ static void destroy(struct http_client *hc)
 {
 	while (hc->nidle)	/* before the share they are attached to */
 		curl_easy_cleanup(hc->idle[--hc->nidle]);
+	while (hc->nurls)
+		url_release(hc->urls[--hc->nurls]);
 	curl_multi_cleanup(hc->multi);
 	curl_share_cleanup(hc->share);
 	loop_timer_free(hc->timer);
@@ -838,6 +988,22 @@ static void fill_defaults(struct http_client_opts *o)
 		o->max_body = HTTP_CLIENT_MAX_BODY;
 }
 
+/* The variables libcurl 7.88 reads to pick a proxy for http and https URLs (an empty one
+ * counts as unset). */
+static bool proxy_in_environment(void)
+{
+	static const char *const names[] = { "http_proxy", "https_proxy", "HTTPS_PROXY",
+					     "all_proxy", "ALL_PROXY" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		const char *v = getenv(names[i]);
+
+		if (v && *v)
+			return true;
+	}
+	return false;
+}
+
 static int copy_opts(struct http_client *hc, const struct http_client_opts *opts)
 {
 	const char *ca, *proxy;
@@ -847,6 +1013,10 @@ static int copy_opts(struct http_client *hc, const struct http_client_opts *opts
 	fill_defaults(&hc->opts);
 	ca = hc->opts.ca_file;
 	proxy = hc->opts.proxy;
+	/* libcurl's default with no proxy variable set is no proxy: saying so once here saves
+	 * it five getenv() calls and their bookkeeping per request. */
+	if (!proxy && !proxy_in_environment())
+		proxy = "";
 	hc->opts.ca_file = ca ? strdup(ca) : NULL;
 	hc->opts.proxy = proxy ? strdup(proxy) : NULL;
 	return (ca && !hc->opts.ca_file) || (proxy && !hc->opts.proxy) ? -ENOMEM : 0;

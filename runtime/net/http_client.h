@@ -60,7 +60,9 @@ struct http_client_opts {
 	uint32_t connect_timeout_ms;	/* likewise */
 	size_t max_body;		/* likewise */
 	const char *ca_file;		/* PEM bundle for every request; NULL: the system store */
-	const char *proxy;		/* NULL: libcurl's default (https_proxy...), "": never */
+	/* NULL: libcurl's default (https_proxy..., no_proxy), as the environment is when the
+	 * client is created; "": never */
+	const char *proxy;
 };
 
 /* What to send. Everything is copied by http_client_request(): the caller may free or

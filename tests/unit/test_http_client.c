@@ -13,6 +13,7 @@
 #include "http_test_server.h"
 
 #include <errno.h>
+#include <event2/listener.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -465,6 +466,169 @@ static void test_reused_handle_starts_clean(void **state)
 	assert_int_equal(r2->body_len, 0);
 }
 
+/* A pooled handle keeps its configuration and gets only a request's own options again:
+ * each kind of request after each other kind still goes out as asked (method, body,
+ * redirect policy, connection failures reported as not sent). */
+static void test_reused_handle_across_request_kinds(void **state)
+{
+	struct fx *f = *state;
+	struct http_request once = { .method = "POST", .body = "one", .body_len = 3,
+				     .no_resend = true };
+	struct http_request get = { 0 }, follow = { .follow_redirects = true };
+	struct http_request copy = { .method = "POST", .body = "three", .body_len = 5 };
+	struct http_request empty = { .method = "POST" };
+	struct result *r[7];
+
+	r[0] = fetch(f, &once, "/echo");
+	r[1] = fetch(f, &get, "/echo");
+	r[2] = fetch(f, &copy, "/echo");
+	r[3] = fetch(f, &once, "/echo");
+	r[4] = fetch(f, &follow, "/status?code=302&location=/echo");
+	r[5] = fetch(f, &empty, "/status?code=302&location=/echo");
+	r[6] = fetch(f, &get, "/echo");
+	assert_string_equal(r[0]->x_method, "POST");
+	assert_string_equal(r[0]->body, "one");
+	assert_string_equal(r[1]->x_method, "GET");
+	assert_int_equal(r[1]->body_len, 0);
+	assert_string_equal(r[2]->x_method, "POST");
+	assert_string_equal(r[2]->body, "three");
+	assert_string_equal(r[3]->body, "one");
+	assert_int_equal(r[4]->status, 200);
+	assert_int_equal(r[5]->status, 302);	/* the last request's redirect policy is not kept */
+	assert_string_equal(r[6]->x_method, "GET");
+	assert_int_equal(r[6]->body_len, 0);
+	assert_int_equal(f->srv.connections, 1);
+}
+
+/* The client keeps the last few URLs parsed: more URLs than it keeps, then old ones
+ * again, must each reach their own. */
+static void test_many_urls_each_reach_their_own(void **state)
+{
+	struct fx *f = *state;
+	struct http_request req = { 0 };
+	static const int order[] = { 200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210,
+				     200, 209, 201, 210, 200 };
+	char path[64];
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		snprintf(path, sizeof(path), "/status?code=%d", order[i]);
+		assert_int_equal(fetch(f, &req, path)->status, order[i]);
+	}
+}
+
+/* {===== a server that drops a connection's second request unanswered */
+
+/* Answers "HTTP/1.1 200" with the request target as the body, keeping the connection;
+ * but the second request on the first connection gets the connection closed, as a server
+ * whose keep-alive timeout hits just then: libcurl sends such a request again itself. */
+#define DROPPER_CONNECTIONS 4
+
+struct dropper {
+	struct evconnlistener *lis;
+	uint16_t port;
+	int connections;		/* accepted so far */
+	struct bufferevent *open[DROPPER_CONNECTIONS];	/* by order of arrival; NULL: closed */
+	int requests;			/* on the first connection */
+};
+
+static void dropper_close(struct dropper *d, struct bufferevent *bev)
+{
+	for (int i = 0; i < d->connections; i++)
+		if (d->open[i] == bev)
+			d->open[i] = NULL;
+	bufferevent_free(bev);
+}
+
+static void dropper_read(struct bufferevent *bev, void *arg)
+{
+	struct dropper *d = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	char line[256] = { 0 }, target[200] = { 0 };
+
+	if (end.pos < 0)
+		return;
+	evbuffer_copyout(in, line, end.pos < (ssize_t)sizeof(line) - 1 ? (size_t)end.pos
+								     : sizeof(line) - 1);
+	evbuffer_drain(in, (size_t)end.pos + 4);
+	if (bev == d->open[0] && ++d->requests == 2) {
+		dropper_close(d, bev);
+		return;
+	}
+	assert_int_equal(sscanf(line, "%*s %199s", target), 1);
+	evbuffer_add_printf(bufferevent_get_output(bev),
+			    "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(target),
+			    target);
+}
+
+static void dropper_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct dropper *d = arg;
+
+	(void)what;
+	dropper_close(d, bev);
+}
+
+static void dropper_accept(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+			   int len, void *arg)
+{
+	struct dropper *d = arg;
+	struct bufferevent *bev = bufferevent_socket_new(evconnlistener_get_base(lis), fd,
+							 BEV_OPT_CLOSE_ON_FREE);
+
+	(void)sa;
+	(void)len;
+	assert_non_null(bev);
+	assert_true(d->connections < DROPPER_CONNECTIONS);
+	d->open[d->connections++] = bev;
+	bufferevent_setcb(bev, dropper_read, NULL, dropper_event, d);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void dropper_start(struct dropper *d, struct loop *lp)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	d->lis = evconnlistener_new_bind(loop_base(lp), dropper_accept, d,
+					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+					 (struct sockaddr *)&sin, sizeof(sin));
+	assert_non_null(d->lis);
+	d->port = fd_port(evconnlistener_get_fd(d->lis));
+}
+
+static void dropper_stop(struct dropper *d)
+{
+	for (int i = 0; i < d->connections; i++)
+		if (d->open[i])
+			bufferevent_free(d->open[i]);
+	evconnlistener_free(d->lis);
+}
+
+/* }===== */
+
+/* libcurl sends a request again by itself when a reused connection dies before any
+ * answer: on a pooled handle, that must be this request's URL, not the last one's. */
+static void test_resend_on_reused_handle_goes_to_its_url(void **state)
+{
+	struct fx *f = *state;
+	struct dropper d = { 0 };
+	struct http_request req = { 0 };
+	struct result *first, *second;
+	char url[64];
+
+	dropper_start(&d, f->lp);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/first", d.port);
+	first = fetch_url(f, &req, url);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/second", d.port);
+	second = fetch_url(f, &req, url);
+	dropper_stop(&d);
+	assert_string_equal(first->body, "/first");
+	assert_int_equal(second->err, 0);
+	assert_string_equal(second->body, "/second");
+	assert_int_equal(d.connections, 2);
+}
+
 static void test_cancel(void **state)
 {
 	struct fx *f = *state;
@@ -712,6 +876,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_reuses_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_handle_starts_clean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reused_handle_across_request_kinds, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_resend_on_reused_handle_goes_to_its_url, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_many_urls_each_reach_their_own, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
