@@ -149,12 +149,13 @@ int main(int argc, char **argv)
 		return 1;
 	for (int i = 0; i < h.idle_target; i++)
 		open_idle(&h);
-	/* Spread the tricklers over a second so that their bytes do not arrive in one burst. */
+	/* Spread the tricklers evenly over a second so that their bytes do not arrive in
+	 * bursts (each one's tick repeats a second after it started): groups started together
+	 * would send together, and the bursts delay the relay load on the same CPU. */
 	for (int i = 0; i < h.trickle_target; i++) {
 		ts[i] = (struct trickler){ .h = &h, .i = i };
 		trickle_start(&ts[i]);
-		if (i % 200 == 199)
-			usleep(100000);
+		usleep((useconds_t)(1000000 / h.trickle_target));
 	}
 	printf("{\"ready\": {\"idle\": %lu, \"trickle\": %lu, \"cut\": %lu}}\n", h.idle_open, h.trickle_open, h.cut);
 	fflush(stdout);
