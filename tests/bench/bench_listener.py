@@ -7,14 +7,17 @@ one C process that is the Direct Line bot (REST and WebSocket stream; it echoes 
 message as "You said: ...", after a typing activity), the generic webhook hub (it checks
 handoffd's signed deliveries) and the customers (signed message events over a pool of
 keep-alive connections). handoffd's config is relay_env's, as for the Python emulator and
-hub. It opens the conversations, then relays RATE messages/s for SECONDS three times: alone
-(the baseline), while a separate process holds IDLE keep-alive connections
+hub. It opens the conversations, then relays RATE messages/s for SECONDS four times: alone
+(the baseline); as a control, while the holder described next holds the same connections
+against a sink in this process that never reads them (the holder shares the harness's
+CPU, so what the round trips lose then is the harness's share, not handoffd's); while a
+separate process holds IDLE keep-alive connections
 (one request each, then silence) and TRICKLE connections that send one byte a second,
 headers for half of them and a body for the other half, reconnecting whenever handoffd
 cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
 holder in this file, which costs more CPU than handoffd does), and alone again once they
 are gone: what changed between the two baselines is the daemon's own drift (its state
-grows with the messages it relayed), not the connections'. Prints, for the three runs:
+grows with the messages it relayed), not the connections'. Prints, for the runs:
 replies relayed per second, p50/p90/p99/max of the round trip hub -> handoffd -> bot ->
 handoffd -> hub, handoffd's CPU (per message too) and resident memory, the harness's own
 CPU, the changes between the runs, the load average, and the listener's counters from
@@ -283,6 +286,62 @@ async def hold(port, idle, trickle):
         t.cancel()
 
 
+class Sink:
+    """The control's target: a socket on 127.0.0.1 that accepts every connection, answers
+    the first complete request on it with an empty 200 (the idle connections wait for one)
+    and then never reads again, so the trickled bytes cost nothing but the kernel's buffer.
+    The holder aimed at it does all it does in the loaded run, on the harness's CPU, while
+    handoffd has nothing to do with it: what the round trips lose then is the harness's
+    share, not handoffd's."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    def __init__(self):
+        import selectors
+        import socket
+        self.sel = selectors.DefaultSelector()
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4096)
+        self.lsock.setblocking(False)
+        self.port = self.lsock.getsockname()[1]
+        self.held = []
+        self.sel.register(self.lsock, selectors.EVENT_READ)
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import selectors
+        while not self.stopping:
+            for key, _ in self.sel.select(0.2):
+                if key.fileobj is self.lsock:
+                    try:
+                        conn, _ = self.lsock.accept()
+                    except BlockingIOError:
+                        continue
+                    conn.setblocking(False)
+                    self.held.append(conn)
+                    self.sel.register(conn, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = key.fileobj.recv(4096)
+                except BlockingIOError:
+                    continue
+                # One read a connection: an idle one's request comes whole in its first
+                # segment; a trickler's bytes after its first stay in the kernel.
+                if b"\r\n\r\n" in data:
+                    key.fileobj.send(self.ANSWER)
+                self.sel.unregister(key.fileobj)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        for c in self.held:
+            c.close()
+        self.lsock.close()
+
+
 def holder_command(binary, port, idle, trickle):
     """The C holder built next to BINARY (build/tests/bench/), which costs far less CPU than
     this file's asyncio one (the fallback), so the harness competes less with the relay."""
@@ -316,6 +375,25 @@ def cpu_of(pid):
     return proc_stat(pid)[0] if pid else 0.0
 
 
+def control_run(binary, load, daemon, rate, seconds, idle, trickle):
+    """The relay while the same holder, on the same CPU, holds its connections against a
+    Sink instead of handoffd (see Sink); a run as long as the loaded one, its tricklers
+    never cut off."""
+    sink = Sink()
+    holder = subprocess.Popen(holder_command(binary, sink.port, idle, trickle),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        json.loads(holder.stdout.readline())
+        time.sleep(5)   # as before the loaded run
+        return relay_run(load, daemon, rate, seconds, "control")
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.stdout.readline()
+        holder.wait(60)
+        sink.close()
+
+
 def main():
     if sys.argv[1] == "--hold":
         asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
@@ -346,6 +424,7 @@ def main():
             relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
             relay_run(load, daemon, rate, 3, "warm")
             base = relay_run(load, daemon, rate, seconds, "base")
+            control = control_run(binary, load, daemon, rate, seconds, idle, trickle)
             before_held = listener_stats(daemon.port)["connections"]
             holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -383,7 +462,8 @@ def main():
     print(f"relay load, bot and hub: {load.proc.args[0]}")
     print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
           f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
-    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
+    for name, r in (("baseline", base), ("control", control), ("with idle+trickling", loaded),
+                    ("baseline again", after)):
         print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
               f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
               f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
@@ -409,6 +489,7 @@ def main():
               + "; ".join(describe_second(loaded["states"], sec)
                           for sec in range(loaded["cut_window"][0], loaded["cut_window"][1] + 2)))
     for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
+                       ("loaded vs control (the holder's share on the harness's CPU taken out)", control, loaded),
                        ("drift: baseline again vs baseline", base, after)):
         print(f"change, {name}: " + change(a, b))
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
