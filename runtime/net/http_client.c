@@ -1,8 +1,8 @@
 /* http_client.c - libcurl's multi interface driven by the libevent loop.
  * Owns the multi handle, one easy handle per request (kept for reuse once it is done), the
  * events that watch curl's sockets, curl's timer and each request's deadline; turns curl's
- * results into a response or a stable error. Knows nothing about what a status means:
- * callers decide about retries.
+ * results into a response or a stable error (URLs are http_url.c's, copying headers out
+ * of libcurl http_curl_headers.c's). Callers decide what a status means, and retries.
  *
  * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
  * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
@@ -12,6 +12,8 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "net/http_curl_headers.h"
+#include "net/http_url.h"
 #include "net/loop.h"
 
 #include <curl/curl.h>
@@ -32,14 +34,6 @@
 #define HEADER_LINE_MAX 512	/* a longer "Name: value" line is built on the heap */
 #define LOG_URL_MAX 512		/* a longer URL is cut in the debug line */
 
-/* A URL that parse_url() accepted, shared by the transfers to it: libcurl only reads the
- * CURLU it is given (it works on a copy). */
-struct checked_url {
-	CURLU *handle;
-	char *str;			/* as the caller gave it */
-	unsigned refs;			/* transfers using it, and the cache while there */
-};
-
 struct http_client {
 	struct loop *lp;
 	struct log *lg;
@@ -51,8 +45,7 @@ struct http_client {
 	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
 	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
-	struct checked_url *urls[URL_CACHE_MAX];	/* most recently used first */
-	unsigned nurls;
+	struct http_url_cache urls;
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
 };
@@ -266,73 +259,6 @@ static int build_headers(struct http_transfer *t, const struct http_request *req
 	return has_expect ? 0 : append_line(&t->headers, "Expect:");
 }
 
-/* Parses URL into a new handle, which must be http or https. */
-static int parse_url(const char *url, CURLU **out)
-{
-	CURLU *u = curl_url();
-	char *scheme = NULL;
-	int rc = -EINVAL;
-
-	if (!u)
-		return -ENOMEM;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
-		rc = 0;
-	curl_free(scheme);
-	if (rc < 0)
-		curl_url_cleanup(u);
-	else
-		*out = u;
-	return rc;
-}
-
-static void url_release(struct checked_url *c)
-{
-	if (c && --c->refs == 0) {
-		curl_url_cleanup(c->handle);
-		free(c->str);
-		free(c);
-	}
-}
-
-/* The checked form of URL, with a reference for the caller: from the cache when a recent
- * request went to the same URL (a bot's conversation, a hub's endpoint), else parsed and
- * cached, the least recently used entry making room. */
-static int url_checked(struct http_client *hc, const char *url, struct checked_url **out)
-{
-	struct checked_url *c;
-	unsigned i;
-	int rc;
-
-	for (i = 0; i < hc->nurls && strcmp(hc->urls[i]->str, url) != 0; i++)
-		;
-	if (i < hc->nurls) {
-		c = hc->urls[i];
-	} else {
-		c = calloc(1, sizeof(*c));
-		if (!c || !(c->str = strdup(url))) {
-			free(c);
-			return -ENOMEM;
-		}
-		rc = parse_url(url, &c->handle);
-		if (rc < 0) {
-			free(c->str);
-			free(c);
-			return rc;
-		}
-		c->refs = 1;	/* the cache's */
-		if (hc->nurls == URL_CACHE_MAX)
-			url_release(hc->urls[--hc->nurls]);
-		i = hc->nurls++;
-	}
-	memmove(hc->urls + 1, hc->urls, i * sizeof(hc->urls[0]));	/* to the front */
-	hc->urls[0] = c;
-	c->refs++;
-	*out = c;
-	return 0;
-}
-
 static bool method_has_body(const char *m)
 {
 	return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
@@ -443,7 +369,7 @@ static int set_transport(struct http_transfer *t, const struct http_request *req
 	int failed = 0;
 
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-	/* The handle url_checked() gave: libcurl 7.88 then copies it instead of parsing the
+	/* The handle http_url_get() gave: libcurl 7.88 then copies it instead of parsing the
 	 * URL string again. The string goes too: a pooled handle would otherwise keep
 	 * the last request's as its effective URL (libcurl prints a CURLU back into a string
 	 * only on a fresh handle, and a string costs it nothing more here). */
@@ -537,7 +463,7 @@ static void transfer_free(struct http_transfer *t)
 	if (!t)
 		return;
 	easy_put(t);
-	url_release(t->url);
+	http_url_release(t->url);
 	curl_slist_free_all(t->headers);
 	loop_timer_free(t->deadline);
 	free(t->upload);
@@ -553,7 +479,7 @@ static int transfer_setup(struct http_transfer *t, const struct http_request *re
 
 	if (!valid_method(t->method))
 		return -EINVAL;
-	rc = url_checked(t->hc, req->url, &t->url);
+	rc = http_url_get(&t->hc->urls, req->url, &t->url);
 	if (rc == 0)
 		rc = build_headers(t, req);
 	if (rc < 0)
@@ -737,79 +663,6 @@ static int result_error(const struct http_transfer *t, CURLcode rc)
 	}
 }
 
-/* libcurl 7.88 hands an empty value as "\r": trailing white space is cut here. */
-static size_t value_len(const char *v)
-{
-	size_t n = strlen(v);
-
-	while (n > 0 && strchr(" \t\r\n", v[n - 1]))
-		n--;
-	return n;
-}
-
-/* Appends S (N bytes) and a NUL to the block being built, growing it. */
-static int append_str0(char **block, size_t *used, size_t *cap, const char *s, size_t n)
-{
-	if (n + 1 > *cap - *used) {
-		size_t want = *cap ? *cap * 2 : 1024;
-		char *p;
-
-		if (want < *used + n + 1)
-			want = *used + n + 1;
-		p = realloc(*block, want);
-		if (!p)
-			return -ENOMEM;
-		*block = p;
-		*cap = want;
-	}
-	memcpy(*block + *used, s, n);
-	(*block)[*used + n] = '\0';
-	*used += n + 1;
-	return 0;
-}
-
-/* Copies the final response's headers into one block: the strings, then the array that
- * points into them. One walk over libcurl's list, since each step of it scans the whole
- * list again. *BLOCK is what to free. */
-static int copy_headers(CURL *e, char **block, const struct http_header **out, size_t *count)
-{
-	struct curl_header *h = NULL;
-	struct http_header *arr;
-	size_t n = 0, used = 0, cap = 0, off;
-	const char *s;
-	char *p;
-
-	*block = NULL;
-	*out = NULL;
-	*count = 0;
-	while ((h = curl_easy_nextheader(e, CURLH_HEADER, -1, h))) {
-		if (append_str0(block, &used, &cap, h->name, strlen(h->name)) < 0 ||
-		    append_str0(block, &used, &cap, h->value, value_len(h->value)) < 0)
-			return -ENOMEM;
-		n++;
-	}
-	if (n == 0)
-		return 0;
-	off = (used + _Alignof(struct http_header) - 1) / _Alignof(struct http_header) *
-	      _Alignof(struct http_header);
-	p = realloc(*block, off + n * sizeof(*arr));
-	if (!p)
-		return -ENOMEM;
-	*block = p;
-	arr = (struct http_header *)(p + off);
-	for (size_t i = 0, at = 0; i < n; i++) {
-		s = p + at;
-		arr[i].name = s;
-		at += strlen(s) + 1;
-		s = p + at;
-		arr[i].value = s;
-		at += strlen(s) + 1;
-	}
-	*out = arr;
-	*count = n;
-	return 0;
-}
-
 /* "Sent" means libcurl got as far as writing the request: its pretransfer time is set
  * (never 0 once reached, and kept across curl's own retries). */
 static bool request_sent(CURL *e)
@@ -832,7 +685,7 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 	res->total_ms = clock_mono_ms() - t->started_ms;
 	if (err)
 		return err;
-	if (copy_headers(t->easy, hdrs, &res->headers, &res->nheaders) < 0)
+	if (http_curl_headers_copy(t->easy, hdrs, &res->headers, &res->nheaders) < 0)
 		return -ENOMEM;
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 	res->status = (int)status;
@@ -843,42 +696,6 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 	return 0;
 }
 
-static void append_str(char *out, size_t cap, size_t *len, const char *s, size_t n)
-{
-	if (n > cap - 1 - *len)
-		n = cap - 1 - *len;
-	memcpy(out + *len, s, n);
-	*len += n;
-	out[*len] = '\0';
-}
-
-/* URL for a log line: no user:password, no fragment, every query value replaced. */
-static void redact_url(const char *url, char *out, size_t cap)
-{
-	const char *host = strstr(url, "://");
-	const char *path, *at, *q;
-	size_t len = 0;
-
-	host = host ? host + 3 : url;
-	path = host + strcspn(host, "/?#");
-	at = memchr(host, '@', (size_t)(path - host));
-	out[0] = '\0';
-	append_str(out, cap, &len, url, (size_t)(host - url));
-	host = at ? at + 1 : host;
-	q = path + strcspn(path, "?#");
-	append_str(out, cap, &len, host, (size_t)(q - host));
-	while (*q == '?' || *q == '&') {
-		size_t name = strcspn(q + 1, "=&#");
-
-		append_str(out, cap, &len, q, name + 1);
-		q += name + 1;
-		if (*q == '=') {
-			append_str(out, cap, &len, "=***", 4);
-			q += 1 + strcspn(q + 1, "&#");
-		}
-	}
-}
-
 static void log_done(const struct http_transfer *t, const struct http_response *res, int err)
 {
 	char url[LOG_URL_MAX];
@@ -887,7 +704,7 @@ static void log_done(const struct http_transfer *t, const struct http_response *
 	if (log_get_level(t->hc->lg) > LEVEL_DEBUG)
 		return;
 	curl_url_get(t->url->handle, CURLUPART_URL, &full, 0);
-	redact_url(full ? full : "", url, sizeof(url));
+	http_url_redact(full ? full : "", url, sizeof(url));
 	curl_free(full);
 	if (err)
 		log_debug(t->hc->lg, "http.done", "method=%s url=%s err=\"%s\" sent=%d ms=%llu",
@@ -919,8 +736,7 @@ static void destroy(struct http_client *hc)
 {
 	while (hc->nidle)	/* before the share they are attached to */
 		curl_easy_cleanup(hc->idle[--hc->nidle]);
-	while (hc->nurls)
-		url_release(hc->urls[--hc->nurls]);
+	http_url_cache_clear(&hc->urls);
 	curl_multi_cleanup(hc->multi);
 	curl_share_cleanup(hc->share);
 	loop_timer_free(hc->timer);
