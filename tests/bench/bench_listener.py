@@ -7,34 +7,43 @@ one C process that is the Direct Line bot (REST and WebSocket stream; it echoes 
 message as "You said: ...", after a typing activity), the generic webhook hub (it checks
 handoffd's signed deliveries) and the customers (signed message events over a pool of
 keep-alive connections). handoffd's config is relay_env's, as for the Python emulator and
-hub. It opens the conversations, then relays RATE messages/s for SECONDS four times: alone
-(the baseline); as a control, while the holder described next holds the same connections
-against a sink in this process that never reads them (the holder shares the harness's
-CPU, so what the round trips lose then is the harness's share, not handoffd's); while a
-separate process holds IDLE keep-alive connections
-(one request each, then silence) and TRICKLE connections that send one byte a second,
-headers for half of them and a body for the other half, reconnecting whenever handoffd
-cuts them off (build/tests/bench/bench_listener_hold when it was built, else an asyncio
-holder in this file, which costs more CPU than handoffd does), and alone again once they
-are gone: what changed between the two baselines is the daemon's own drift (its state
-grows with the messages it relayed), not the connections'. Prints, for the runs:
-replies relayed per second, p50/p90/p99/max of the round trip hub -> handoffd -> bot ->
-handoffd -> hub, handoffd's CPU (per message too) and resident memory, the harness's own
-CPU, the changes between the runs, the load average, and the listener's counters from
-/healthz. Asserts nothing about time. The Python relay harness this replaced (emulator,
-fakehub, aiohttp load) took more than a core at 500 messages/s: its queueing was what the
-round trips showed, so there is no Python fallback for the relay; bench_relay_load must be
-built (it is, with the tests).
+hub. It opens the conversations, then runs ROUNDS rounds of three runs, each relaying RATE
+messages/s for SECONDS:
+- the baseline: the relay alone;
+- the control: the relay while the holder (below) holds its connections against a sink in
+  this process that reads nothing after their first request. handoffd does nothing for
+  them, so what the round trips lose is what the holder costs the machine: on a 2-CPU
+  machine the holder and the harness share a CPU, and even pinned apart, activity on one
+  virtual CPU slows the other;
+- loaded: the same holder against handoffd.
+The holder (build/tests/bench/bench_listener_hold when it was built, else an asyncio holder
+in this file, which costs more CPU than handoffd does) holds IDLE keep-alive connections (one
+request each, then silence) and TRICKLE connections that send one byte a second, headers for
+half of them and a body for the other half, reconnecting whenever handoffd cuts them off. It
+runs under SCHED_IDLE (BENCH_HOLDER_SCHED=normal to change that), as attackers on other
+machines would take nothing from the harness. Runs alternate, so drift (handoffd's state grows
+with the messages it relayed) falls on all three alike.
+
+Prints, for each run: replies relayed per second, p50/p90/p99/max of the round trip hub ->
+handoffd -> bot -> handoffd -> hub, handoffd's CPU (per message too), its resident memory, the
+time it and the harness waited for a CPU, and where the slowest round trips of the loaded runs
+fell. Then the same quantiles over all the round trips of each kind pooled (one run's p99 rests
+on 200 round trips and moves by tens of percent from run to run; the pooled one is steadier),
+the changes between kinds, pooled and by round, and the listener's counters from /healthz.
+Asserts nothing about time. The Python relay harness this replaced (emulator, fakehub, aiohttp
+load) took more than a core at 500 messages/s: its queueing was what the round trips showed,
+so there is no Python fallback for the relay; bench_relay_load must be built (it is, with the
+tests).
 
 With BENCH_PIN=1 handoffd runs alone on CPU 0 and everything else (the relay load and the
-connection holder) on CPU 1. With BENCH_PERF=DIR handoffd is sampled by `perf record`
-during each measured run (DIR/perf.base, DIR/perf.load, DIR/perf.after); with
-BENCH_STRACE=DIR its system calls are counted by `strace -c` (DIR/strace.TAG). Both cost handoffd
-CPU: the figures of such a run are not the ones to quote.
+connection holder) on CPU 1. BENCH_STATE_DIR=DIR puts handoffd's state there (e.g. a tmpfs).
+With BENCH_PERF=DIR handoffd is sampled by `perf record` during each measured run
+(DIR/perf.TAG); with BENCH_STRACE=DIR its system calls are counted by `strace -c`
+(DIR/strace.TAG). Both cost handoffd CPU: the figures of such a run are not the ones to quote.
 
     cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release
     cmake --build build-rel --target handoffd bench_relay_load bench_listener_hold
-    /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle]
+    /usr/bin/python3 tests/bench/bench_listener.py build-rel/handoffd [rate] [seconds] [idle] [trickle] [rounds]
 """
 import asyncio
 import collections
@@ -212,13 +221,15 @@ def describe_second(per_second, sec):
 
 def relay_run(load, daemon, rate, seconds, tag, watch=False):
     pid = daemon.proc.pid
-    prof = profiler(pid, tag) if tag in ("base", "load", "after") else None
+    prof = profiler(pid, tag) if tag.startswith(("base", "control", "load")) else None
     cpu0, _ = proc_stat(pid)
     h0 = proc_stat(load.proc.pid)[0]
     wait0 = run_queue_wait(pid)
     cuts = CutWatch(daemon.port) if watch else None
     states = StateSampler(pid)
+    hwait0 = run_queue_wait(load.proc.pid)
     r = load.run(tag, rate, int(rate * seconds), daemon.port)
+    r["harness_wait"] = run_queue_wait(load.proc.pid) - hwait0
     r["states"] = states.close()
     r["cuts"] = cuts.close() if cuts else None
     r["cut_window"] = cuts.window if cuts else None
@@ -351,7 +362,18 @@ def holder_command(binary, port, idle, trickle):
     return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
 
 
+def start_holder(binary, port, idle, trickle):
+    """The holder, under SCHED_IDLE unless BENCH_HOLDER_SCHED=normal: it takes a CPU only
+    when the harness does not want it, as a holder on another machine would."""
+    idle_sched = os.environ.get("BENCH_HOLDER_SCHED", "idle") == "idle"
+    return subprocess.Popen(holder_command(binary, port, idle, trickle),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)))
+                            if idle_sched else None)
+
+
 def change(a, b):
+    """From run (or pool) A to B, in %."""
     per_msg = [r["cpu"] / max(r["received"], 1) for r in (a, b)]
     return (f"throughput {100 * (b['rate'] / a['rate'] - 1):+.1f} %, p50 {100 * (b['p50'] / a['p50'] - 1):+.1f} %, "
             f"p99 {100 * (b['p99'] / a['p99'] - 1):+.1f} %, handoffd CPU per message {100 * (per_msg[1] / per_msg[0] - 1):+.1f} %")
@@ -375,17 +397,16 @@ def cpu_of(pid):
     return proc_stat(pid)[0] if pid else 0.0
 
 
-def control_run(binary, load, daemon, rate, seconds, idle, trickle):
+def control_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
     """The relay while the same holder, on the same CPU, holds its connections against a
     Sink instead of handoffd (see Sink); a run as long as the loaded one, its tricklers
     never cut off."""
     sink = Sink()
-    holder = subprocess.Popen(holder_command(binary, sink.port, idle, trickle),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = start_holder(binary, sink.port, idle, trickle)
     try:
         json.loads(holder.stdout.readline())
         time.sleep(5)   # as before the loaded run
-        return relay_run(load, daemon, rate, seconds, "control")
+        return relay_run(load, daemon, rate, seconds, tag)
     finally:
         holder.stdin.write("\n")
         holder.stdin.flush()
@@ -394,15 +415,82 @@ def control_run(binary, load, daemon, rate, seconds, idle, trickle):
         sink.close()
 
 
+def loaded_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
+    """The relay while the holder holds its connections against handoffd; the figures of
+    holding them (before the relay starts) go into the result as "held"."""
+    pid = daemon.proc.pid
+    before_held = listener_stats(daemon.port)["connections"]
+    holder = start_holder(binary, daemon.port, idle, trickle)
+    try:
+        ready = json.loads(holder.stdout.readline())["ready"]
+        cpu0, hold0 = proc_stat(pid)[0], cpu_of(holder.pid)
+        time.sleep(5)   # the measurement window: what holding them costs without the relay
+        held = {"ready": ready, "cpu": (proc_stat(pid)[0] - cpu0) / 5,
+                "holder_cpu": (cpu_of(holder.pid) - hold0) / 5, "rss": proc_stat(pid)[1],
+                "stats": listener_stats(daemon.port)}
+        hold1 = cpu_of(holder.pid)
+        r = relay_run(load, daemon, rate, seconds, tag, watch=True)
+        held["holder_loaded"] = cpu_of(holder.pid) - hold1
+        held["stats_after"] = listener_stats(daemon.port)
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        done = holder.stdout.readline()
+        holder.wait(60)
+    held["done"] = json.loads(done)["done"]
+    r["held"] = held
+    # handoffd closes the 12,000 connections the holder left over a few loop turns: the
+    # next run starts once they are gone, not while it is still closing them.
+    deadline = time.monotonic() + 60
+    while listener_stats(daemon.port)["connections"] > before_held and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return r
+
+
+def pooled(runs):
+    """p50/p90/p99/max of the round trips of RUNS together, as bench_relay_load computes a
+    run's (the value at rank n*q)."""
+    v = sorted(x for r in runs for x in r["rtt"])
+    q = {name: v[max(int(len(v) * f) - 1, 0)] for name, f in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+    q.update(max=v[-1], n=len(v), rate=sum(r["rate"] for r in runs) / len(runs),
+             cpu=sum(r["cpu"] for r in runs), received=sum(r["received"] for r in runs))
+    return q
+
+
+def describe_run(name, r):
+    return (f"{name:>22}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
+            f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
+            f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
+            f"RSS {r['rss'] / 2**20:.1f} MiB; handoffd waited {r['cpu_wait'] * 1e3:,.0f} ms for a CPU; "
+            f"harness CPU {r['harness_cpu']:.2f} s, waited {r['harness_wait'] * 1e3:,.0f} ms for a CPU; "
+            f"errors {r['errors']}, lost {r['lost']}")
+
+
+def describe_loaded(r):
+    """Where the slowest round trips of a loaded run fell, and what handoffd's loop did then."""
+    worst = collections.Counter(int(t) for t, _ in r["slowest"]).most_common(1)
+    blocked = sum(v[2] for v in r["states"].values())
+    lines = [f"{'':>22}  {r['cuts']}; the slowest 1 % were sent in seconds {slowest_seconds(r)}",
+             f"{'':>22}  handoffd's loop thread (sampled every 5 ms) in "
+             f"{describe_second(r['states'], worst[0][0]) if worst else '-'}; blocked on disk in {blocked} samples in all"]
+    return "\n".join(lines)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
 def main():
     if sys.argv[1] == "--hold":
         asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
         return
     binary = os.path.abspath(sys.argv[1])
     rate = int(sys.argv[2]) if len(sys.argv) > 2 else 500
-    seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 40
     idle = int(sys.argv[4]) if len(sys.argv) > 4 else 10000
     trickle = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
+    rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 4
     hard = raise_fd_limit()
     pin = os.environ.get("BENCH_PIN") == "1"
     if pin:   # before any thread or child exists: they all inherit CPU 1
@@ -411,9 +499,10 @@ def main():
     limits = (f"limits = {{ connections = {connections}, keepalive_timeout = 600, "
               f"request_timeout = {REQUEST_TIMEOUT}, buffered_mb = {BUFFERED_MB} }},")
     load_avg = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
+    runs = {"baseline": [], "control": [], "loaded": []}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_STATE_DIR")) as tmp:
         load = RelayLoad(binary)
-        daemon, holder = None, None
+        daemon = None
         try:
             daemon = start_daemon(binary, tmp, load, limits)
             pid = daemon.proc.pid
@@ -423,84 +512,53 @@ def main():
             _, rss_idle = proc_stat(pid)
             relay_run(load, daemon, 200, CONVERSATIONS / 200, "open")   # one message per conversation
             relay_run(load, daemon, rate, 3, "warm")
-            base = relay_run(load, daemon, rate, seconds, "base")
-            control = control_run(binary, load, daemon, rate, seconds, idle, trickle)
-            before_held = listener_stats(daemon.port)["connections"]
-            holder = subprocess.Popen(holder_command(binary, daemon.port, idle, trickle),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            ready = json.loads(holder.stdout.readline())
-            cpu0, hold0 = proc_stat(pid)[0], cpu_of(holder.pid)
-            time.sleep(5)   # the measurement window: what holding them costs without the relay
-            cpu_held = (proc_stat(pid)[0] - cpu0) / 5
-            holder_held = (cpu_of(holder.pid) - hold0) / 5
-            _, rss_held = proc_stat(pid)
-            held_stats = listener_stats(daemon.port)
-            hold1 = cpu_of(holder.pid)
-            loaded = relay_run(load, daemon, rate, seconds, "load", watch=True)
-            holder_loaded = cpu_of(holder.pid) - hold1
-            after_stats = listener_stats(daemon.port)
-            holder.stdin.write("\n")
-            holder.stdin.flush()
-            done = json.loads(holder.stdout.readline())
-            holder.wait(60)
-            # handoffd closes the 12,000 connections the holder left over a few loop turns:
-            # the third run starts once they are gone, not while it is still closing them.
-            deadline = time.monotonic() + 60
-            while listener_stats(daemon.port)["connections"] > before_held and time.monotonic() < deadline:
-                time.sleep(0.2)
-            after = relay_run(load, daemon, rate, seconds, "after")
+            for i in range(rounds):
+                runs["baseline"].append(relay_run(load, daemon, rate, seconds, f"base{i}"))
+                runs["control"].append(control_run(binary, load, daemon, rate, seconds, idle, trickle, f"control{i}"))
+                runs["loaded"].append(loaded_run(binary, load, daemon, rate, seconds, idle, trickle, f"load{i}"))
         finally:
-            if holder:
-                holder.wait(60)
             if daemon:
                 daemon.stop()
             load.close()
     load_after = os.getloadavg()
-    print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s for {seconds} s"
+    held = runs["loaded"][-1]["held"]
+    print(f"fd limit {hard}; {CONVERSATIONS} conversations; relay paced at {rate} messages/s; {rounds} rounds "
+          f"of three {seconds}-s runs (baseline, control, loaded)"
           + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else "")
           + f"; load average {load_avg[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
-    print(f"relay load, bot and hub: {load.proc.args[0]}")
-    print(f"held by {holder.args[0]}: {ready['ready']['idle']} idle keep-alive + {trickle} trickling connections; "
-          f"tricklers connected {done['done']['trickle']} times, cut off {done['done']['cut']} times")
-    for name, r in (("baseline", base), ("control", control), ("with idle+trickling", loaded),
-                    ("baseline again", after)):
-        print(f"{name:>20}: {r['received']}/{r['sent']} replies, {r['rate']:,.0f} relayed/s, round trip "
-              f"p50 {r['p50']:.2f} ms, p90 {r['p90']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.1f} ms; "
-              f"handoffd CPU {r['cpu']:.2f} s = {r['cpu'] / max(r['received'], 1) * 1e6:,.0f} us/message, "
-              f"RSS {r['rss'] / 2**20:.1f} MiB; handoffd waited {r['cpu_wait'] * 1e3:,.0f} ms for a CPU; "
-              f"harness CPU {r['harness_cpu']:.2f} s; "
-              f"errors {r['errors']}, lost {r['lost']}")
-    print(f"when the slowest 1 % were sent (second of the run: how many); during the loaded run, "
-          f"{loaded['cuts']}:")
-    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
-        print(f"{name:>20}: {slowest_seconds(r)}")
-    print("handoffd's loop thread in the second most of the slowest were sent, and in its busiest "
-          "second for waiting (sampled every 5 ms):")
-    for name, r in (("baseline", base), ("with idle+trickling", loaded), ("baseline again", after)):
-        worst = collections.Counter(int(t) for t, _ in r["slowest"]).most_common(1)
-        waits = max(r["states"], key=lambda k: r["states"][k][1], default=0)
-        blocked = sum(v[2] for v in r["states"].values())
-        print(f"{name:>20}: {describe_second(r['states'], worst[0][0]) if worst else '-'}; "
-              f"most waiting in {describe_second(r['states'], waits)}; blocked on disk in {blocked} samples in all")
-    if loaded["cut_window"]:
-        ran = sorted(v[0] for v in loaded["states"].values())
-        print(f"the seconds the tricklers were cut off and reconnected (handoffd ran a median "
-              f"{ran[len(ran) // 2] / 1e6:.0f} ms a second in the loaded run): "
-              + "; ".join(describe_second(loaded["states"], sec)
-                          for sec in range(loaded["cut_window"][0], loaded["cut_window"][1] + 2)))
-    for name, a, b in (("loaded vs baseline", base, loaded), ("loaded vs baseline again", after, loaded),
-                       ("loaded vs control (the holder's share on the harness's CPU taken out)", control, loaded),
-                       ("drift: baseline again vs baseline", base, after)):
-        print(f"change, {name}: " + change(a, b))
-    print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {rss_held / 2**20:.1f} MiB once the connections were held, "
-          f"{loaded['rss'] / 2**20:.1f} MiB after the loaded run (caps: buffered_mb {BUFFERED_MB}, "
-          f"connections {connections})")
-    print(f"handoffd CPU while only holding them: {100 * cpu_held:.1f} % of a core; the holder's "
-          f"{100 * holder_held:.1f} % then, {holder_loaded:.2f} s during the loaded run")
+    print(f"relay load, bot and hub: {load.proc.args[0]}; holder: {holder_command(binary, 0, 0, 0)[0]} "
+          f"({'SCHED_IDLE' if os.environ.get('BENCH_HOLDER_SCHED', 'idle') == 'idle' else 'normal priority'})")
+    print(f"held: {held['ready']['idle']} idle keep-alive + {trickle} trickling connections; in the last "
+          f"round the tricklers connected {held['done']['trickle']} times and were cut off {held['done']['cut']} times")
+    for i in range(rounds):
+        base, control, loaded = (runs[k][i] for k in ("baseline", "control", "loaded"))
+        print(f"round {i + 1}:")
+        print(describe_run("baseline", base))
+        print(describe_run("control (holder vs sink)", control))
+        print(describe_run("loaded", loaded))
+        print(describe_loaded(loaded))
+    print("p99 by round, ms (baseline / control / loaded):  " + "; ".join(
+        f"{b['p99']:.2f} / {c['p99']:.2f} / {l['p99']:.2f}"
+        for b, c, l in zip(runs["baseline"], runs["control"], runs["loaded"])))
+    pool = {k: pooled(v) for k, v in runs.items()}
+    for k, q in pool.items():
+        print(f"pooled {k:>8}: {q['n']} round trips, {q['rate']:,.0f} relayed/s, p50 {q['p50']:.2f} ms, "
+              f"p90 {q['p90']:.2f} ms, p99 {q['p99']:.2f} ms, max {q['max']:.1f} ms; "
+              f"handoffd CPU {q['cpu'] / max(q['received'], 1) * 1e6:,.0f} us/message")
+    for name, a, b in (("loaded vs baseline", "baseline", "loaded"),
+                       ("loaded vs control (the holder's share on the harness's CPU taken out)", "control", "loaded"),
+                       ("control vs baseline (the harness's share)", "baseline", "control")):
+        print(f"change, pooled, {name}: " + change(pool[a], pool[b]) + "; p99 by round "
+              + ", ".join(f"{100 * (y['p99'] / x['p99'] - 1):+.0f} %" for x, y in zip(runs[a], runs[b]))
+              + f" (median {median([100 * (y['p99'] / x['p99'] - 1) for x, y in zip(runs[a], runs[b])]):+.1f} %)")
+    print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {held['rss'] / 2**20:.1f} MiB once the connections were held, "
+          f"{max(r['rss'] for r in runs['loaded']) / 2**20:.1f} MiB at most after a loaded run "
+          f"(caps: buffered_mb {BUFFERED_MB}, connections {connections})")
+    print(f"handoffd CPU while only holding them: {100 * held['cpu']:.1f} % of a core; the holder's "
+          f"{100 * held['holder_cpu']:.1f} % then, {held['holder_loaded']:.2f} s during the loaded run")
     print(f"handoffd's log: {log_summary(daemon.lines)}")
-    print(f"listener while held: {held_stats}")
-    print(f"listener after the loaded run: {after_stats}")
-
+    print(f"listener while held: {held['stats']}")
+    print(f"listener after the loaded run: {held['stats_after']}")
 
 if __name__ == "__main__":
     main()

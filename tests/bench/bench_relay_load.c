@@ -25,7 +25,7 @@
  * daemon's config, then reads commands on stdin, one a line:
  *   run TAG RATE COUNT CONVERSATIONS PORT
  * and prints {"tag", "sent", "accepted", "errors", "received", "rate", "send_rate", "p50",
- * "p90", "p99", "max", ..., "slowest"} (times in ms) when it is done. Exits at end of
+ * "p90", "p99", "max", ..., "rtt", "slowest"} (times in ms) when it is done. Exits at end of
  * input. */
 #define _GNU_SOURCE
 #include "base/json_text.h"
@@ -1038,6 +1038,16 @@ static void print_slowest(const struct run *r, double threshold)
 	printf("]}\n");
 }
 
+/* "rtt": every round trip of the run in ms, sorted, so that runs can be pooled: the p99 of
+ * several runs together is steadier than any one run's. */
+static void print_all(const double *v, size_t n)
+{
+	printf("\"rtt\":[");
+	for (size_t k = 0; v && k < n; k++)
+		printf("%s%.3f", k ? "," : "", v[k] * 1e3);
+	printf("],");
+}
+
 static void run_finish(struct bench *b)
 {
 	struct run *r = b->run;
@@ -1057,6 +1067,7 @@ static void run_finish(struct bench *b)
 	       r->misrouted, span > 0 ? r->received / span : 0, send_span > 0 ? r->sent / send_span : 0,
 	       v ? quantile(v, n, 0.50) : 0, v ? quantile(v, n, 0.90) : 0, v ? quantile(v, n, 0.99) : 0,
 	       v && n ? v[n - 1] * 1e3 : 0, b->hub_rejected, b->hub_typing, b->ws_dropped);
+	print_all(v, n);
 	print_slowest(r, v && n ? v[n - 1 - n / 100] : 0);
 	fflush(stdout);
 	free(v);
