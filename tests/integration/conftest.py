@@ -88,7 +88,7 @@ class Daemon:
                     return line
             return None
         with self.cond:
-            found = self.cond.wait_for(lambda: find() or self.proc.poll() is not None, timeout)
+            self.cond.wait_for(lambda: find() or self.proc.poll() is not None, timeout)
             line = find()
         if not line:
             raise AssertionError(f"no log line with {needle!r} (exit={self.proc.poll()}):\n" + self.log())

@@ -127,7 +127,7 @@ class FakeTwilio(ServedFake):
         self.answers = []         # every webhook answer handoffd gave: (event, status, body)
         self.timeouts = []        # webhooks handoffd did not answer within Twilio's timeout
         self.clock = itertools.count(1)
-        base = f"/v1/Services/{{service}}/Conversations/{{conv}}/Messages"
+        base = "/v1/Services/{service}/Conversations/{conv}/Messages"
         self.server.route("POST", base, self._create_message)
         self.server.route("GET", base, self._list_messages)
         self.server.route("POST", "/v1/Services/{service}/Conversations/{conv}", self._update_conversation)

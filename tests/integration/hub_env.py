@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 from conftest import BIN
-from relay_env import ROUTES, Handoffd, config_text
+from relay_env import ROUTES, Handoffd, close_cleanly, config_text
 from tests.dlemu.control import spawn
 
 # The rules of the desk hubs' tests: "order" talk to queue orders, "manager" to agent sam.
@@ -146,7 +146,7 @@ class HubEnv:
         return self
 
     def __exit__(self, *exc):
-        assert self.close() == 0, "handoffd stops cleanly"
+        close_cleanly(self)
 
     def close(self):
         """Stops everything; returns handoffd's exit code."""
@@ -160,4 +160,4 @@ class HubEnv:
 def running(env):
     """A pytest fixture's body: yields ENV, then checks handoffd stopped cleanly."""
     yield env
-    assert env.close() == 0, "handoffd stops cleanly"
+    close_cleanly(env)

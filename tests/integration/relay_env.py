@@ -2,7 +2,6 @@
 with its scripted bot, the contract fake of the generic webhook hub, and handoffd
 between them on a config written for this run.
 """
-import os
 import pathlib
 import signal
 import subprocess
@@ -98,6 +97,15 @@ class Handoffd:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode if self.proc else None
+
+
+def close_cleanly(env):
+    """Stops ENV (anything with close() and a daemon); asserts handoffd exited 0 and, when it
+    did not, shows the exit code and what handoffd said last, so that a failure seen once
+    under load can be read afterwards."""
+    code = env.close()
+    assert code == 0, (f"handoffd stops cleanly: exit code {code}; its last lines:\n"
+                       + "\n".join(env.daemon.lines[-30:]))
 
 
 class Environment:

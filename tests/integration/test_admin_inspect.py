@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 TOKEN = "inspect-token-0123456789"
 ADMIN = f'admin = {{ token = "{TOKEN}" }},'
@@ -25,7 +25,7 @@ ADMIN = f'admin = {{ token = "{TOKEN}" }},'
 def env(tmp_path):
     e = Environment(BIN, tmp_path, extra_config=ADMIN)
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 def admin(port, method, path, token=TOKEN):

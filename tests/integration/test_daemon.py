@@ -8,7 +8,7 @@ import os
 import pathlib
 import signal
 
-from conftest import (MINIMAL_CONFIG, SOURCE_DIR, Daemon, http_get, run, wait_pid_exit,
+from conftest import (MINIMAL_CONFIG, SOURCE_DIR, http_get, run, wait_pid_exit,
                       write_config)
 
 ROUTES_OK = "return function(h) return { queue = 'general' } end\n"
@@ -231,7 +231,7 @@ def port_from_log(path):
 
 
 def test_daemon_mode_with_pidfile(tmp_path):
-    cfg = write_config(tmp_path)
+    write_config(tmp_path)
     pidfile, logfile = tmp_path / "handoffd.pid", tmp_path / "handoffd.log"
     out = run(["-d", "-c", "config.lua", "--pidfile", "handoffd.pid", "--log", "handoffd.log"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import BIN
 from fakehub import sign
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 
 def end_event(conversation, event_id=None):
@@ -79,7 +79,7 @@ def talk_and_end(env, conversation, text="hello"):
 def env(tmp_path):
     e = Environment(BIN, tmp_path)
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 def test_ended_conversations_free_their_slots(tmp_path):

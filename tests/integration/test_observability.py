@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN, SOURCE_DIR
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 CHAT_BUCKETS = ["0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf"]
 
@@ -21,7 +21,7 @@ CHAT_BUCKETS = ["0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", 
 def env(tmp_path):
     e = Environment(BIN, tmp_path)
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 def scrape(port):

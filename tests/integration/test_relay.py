@@ -16,14 +16,14 @@ from aiohttp import web
 
 from conftest import BIN, SOURCE_DIR, http_get
 from fakeserver import FakeServer, post_json
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 
 @pytest.fixture
 def env(tmp_path):
     e = Environment(BIN, tmp_path)
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 def texts(messages):

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from conftest import BIN
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 
 def healthz(port):
@@ -40,7 +40,7 @@ def make_env(tmp_path):
         return e
     yield make
     for e in envs:
-        assert e.close() == 0, "handoffd stops cleanly"
+        close_cleanly(e)
 
 
 def test_agent_parks_the_stream_and_completion_wakes_it(make_env):

@@ -19,7 +19,7 @@ import test_relay
 from conftest import BIN
 from fakehub import sign
 from pg_server import pg_server  # noqa: F401 - the fixture
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 _names = itertools.count()
 
@@ -29,7 +29,7 @@ def env(tmp_path, pg_server):  # noqa: F811
     e = Environment(BIN, tmp_path, pg=(pg_server, pg_server.create_db(f"relay{next(_names)}")))
     e.daemon.wait_line("store.opened backend=postgresql")
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 def test_complete_flow(env):

@@ -19,7 +19,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import BIN
-from relay_env import Environment
+from relay_env import Environment, close_cleanly
 
 TOKEN = "status-page-token-0123456789"
 
@@ -28,7 +28,7 @@ TOKEN = "status-page-token-0123456789"
 def env(tmp_path):
     e = Environment(BIN, tmp_path, extra_config=f'admin = {{ token = "{TOKEN}" }},')
     yield e
-    assert e.close() == 0, "handoffd stops cleanly"
+    close_cleanly(e)
 
 
 @pytest.fixture
