@@ -292,7 +292,7 @@ class Dribbler:
 
 
 def test_frames_cut_anywhere_across_reads_are_reassembled():
-    # The client frees its wslay context between messages (websocket.c, idle_framing) and
+    # The client frees its wslay context between messages (websocket_frames.c, ws_idle_framing) and
     # must keep it while a frame or a fragmented message is only partly read: cut the
     # stream everywhere (inside headers of every length encoding, payloads, between the
     # fragments of a message, around a ping inside one) and every message must come whole.
