@@ -18,11 +18,11 @@ messages/s for SECONDS:
 - loaded: the same holder against handoffd.
 The holder (build/tests/bench/bench_listener_hold when it was built, else an asyncio holder
 in this file, which costs more CPU than handoffd does) holds IDLE keep-alive connections (one
-request each, then silence) and TRICKLE connections that send one byte a second, headers for
-half of them and a body for the other half, reconnecting whenever handoffd cuts them off. It
-runs under SCHED_IDLE (BENCH_HOLDER_SCHED=normal to change that), as attackers on other
-machines would take nothing from the harness. Runs alternate, so drift (handoffd's state grows
-with the messages it relayed) falls on all three alike.
+request each, then silence) and TRICKLE connections that send one byte a second (or one every
+BENCH_TRICKLE_MS ms), headers for half of them and a body for the other half, reconnecting
+whenever handoffd cuts them off. It runs under SCHED_IDLE (BENCH_HOLDER_SCHED=normal to change
+that), as attackers on other machines would take nothing from the harness. Runs alternate, so
+drift (handoffd's state grows with the messages it relayed) falls on all three alike.
 
 Prints, for each run: replies relayed per second, p50/p90/p99/max of the round trip hub ->
 handoffd -> bot -> handoffd -> hub, handoffd's CPU (per message too), its resident memory, the
@@ -70,6 +70,7 @@ from relay_env import ROUTES, Handoffd, config_text  # noqa: E402
 CONVERSATIONS = 100
 BUFFERED_MB = 64
 REQUEST_TIMEOUT = 30
+TRICKLE_MS = int(os.environ.get("BENCH_TRICKLE_MS", "1000"))   # a trickler's byte every ... ms
 
 
 def raise_fd_limit():
@@ -274,7 +275,7 @@ async def hold(port, idle, trickle):
             while not stop.is_set():
                 w.write(payload[k:k + 1])
                 k = k + 1 if k + 1 < len(payload) else len(payload) - 1000
-                done, _ = await asyncio.wait([eof], timeout=1.0)
+                done, _ = await asyncio.wait([eof], timeout=TRICKLE_MS / 1000)
                 if done:
                     opened["cut"] += 1
                     break
@@ -358,7 +359,7 @@ def holder_command(binary, port, idle, trickle):
     this file's asyncio one (the fallback), so the harness competes less with the relay."""
     native = pathlib.Path(binary).parent / "tests" / "bench" / "bench_listener_hold"
     if native.exists():
-        return [str(native), str(port), str(idle), str(trickle)]
+        return [str(native), str(port), str(idle), str(trickle), str(TRICKLE_MS)]
     return [sys.executable, __file__, "--hold", str(port), str(idle), str(trickle)]
 
 
@@ -528,7 +529,8 @@ def main():
           + f"; load average {load_avg[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
     print(f"relay load, bot and hub: {load.proc.args[0]}; holder: {holder_command(binary, 0, 0, 0)[0]} "
           f"({'SCHED_IDLE' if os.environ.get('BENCH_HOLDER_SCHED', 'idle') == 'idle' else 'normal priority'})")
-    print(f"held: {held['ready']['idle']} idle keep-alive + {trickle} trickling connections; in the last "
+    print(f"held: {held['ready']['idle']} idle keep-alive + {trickle} trickling connections, a byte every "
+          f"{TRICKLE_MS} ms each; in the last "
           f"round the tricklers connected {held['done']['trickle']} times and were cut off {held['done']['cut']} times")
     for i in range(rounds):
         base, control, loaded = (runs[k][i] for k in ("baseline", "control", "loaded"))

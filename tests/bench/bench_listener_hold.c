@@ -1,12 +1,12 @@
 /* bench_listener_hold.c - the connection holder of bench_listener.py, in C.
  *
  * Holds IDLE keep-alive connections (one GET /healthz answered, then silence) and TRICKLE
- * connections that send one byte a second (headers for even ones, a body after complete
- * headers for odd ones), reconnecting whenever handoffd cuts one off. A Python holder cost
+ * connections that send one byte every INTERVAL_MS (default 1000; headers for even ones, a
+ * body after complete headers for odd ones), reconnecting whenever handoffd cuts one off. A Python holder cost
  * more CPU than handoffd itself, on the core the relay's harness needed, so the round
  * trips measured its cost as much as handoffd's; this one stays out of the figures.
  *
- *   bench_listener_hold PORT IDLE TRICKLE
+ *   bench_listener_hold PORT IDLE TRICKLE [INTERVAL_MS]
  * prints {"ready": {...}} once all are open, waits for a line on stdin, prints
  * {"done": {"idle": N, "trickle": N, "cut": N}} and exits. */
 #include <arpa/inet.h>
@@ -23,6 +23,7 @@
 struct holder {
 	struct event_base *base;
 	int port;
+	struct timeval interval;
 	unsigned long idle_open, trickle_open, cut;
 	int idle_target, trickle_target;
 	int stopping;
@@ -97,7 +98,6 @@ static void on_trickle_tick(evutil_socket_t fd, short what, void *arg)
 
 static void trickle_start(struct trickler *t)
 {
-	struct timeval one = { 1, 0 };
 	const char *head = t->i % 2 ? SLOW_BODY_HEAD : SLOW_HEADER_HEAD;
 
 	t->fd = connect_to(t->h->port);
@@ -110,7 +110,7 @@ static void trickle_start(struct trickler *t)
 	t->io = event_new(t->h->base, t->fd, EV_READ | EV_PERSIST, on_trickle_io, t);
 	t->tick = event_new(t->h->base, -1, EV_PERSIST, on_trickle_tick, t);
 	event_add(t->io, NULL);
-	event_add(t->tick, &one);
+	event_add(t->tick, &t->h->interval);
 	t->h->trickle_open++;
 }
 
@@ -132,8 +132,10 @@ int main(int argc, char **argv)
 	struct trickler *ts;
 	struct event *in;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s PORT IDLE TRICKLE\n", argv[0]);
+	long interval_ms = argc > 4 ? atol(argv[4]) : 1000;
+
+	if (argc < 4 || argc > 5 || interval_ms <= 0) {
+		fprintf(stderr, "usage: %s PORT IDLE TRICKLE [INTERVAL_MS]\n", argv[0]);
 		return 2;
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -143,19 +145,20 @@ int main(int argc, char **argv)
 	h.port = atoi(argv[1]);
 	h.idle_target = atoi(argv[2]);
 	h.trickle_target = atoi(argv[3]);
+	h.interval = (struct timeval){ interval_ms / 1000, (interval_ms % 1000) * 1000 };
 	h.base = event_base_new();
 	ts = calloc((size_t)h.trickle_target + 1, sizeof(*ts));
 	if (!h.base || !ts)
 		return 1;
 	for (int i = 0; i < h.idle_target; i++)
 		open_idle(&h);
-	/* Spread the tricklers evenly over a second so that their bytes do not arrive in
-	 * bursts (each one's tick repeats a second after it started): groups started together
+	/* Spread the tricklers evenly over one interval so that their bytes do not arrive in
+	 * bursts (each one's tick repeats an interval after it started): groups started together
 	 * would send together, and the bursts delay the relay load on the same CPU. */
 	for (int i = 0; i < h.trickle_target; i++) {
 		ts[i] = (struct trickler){ .h = &h, .i = i };
 		trickle_start(&ts[i]);
-		usleep((useconds_t)(1000000 / h.trickle_target));
+		usleep((useconds_t)(interval_ms * 1000 / h.trickle_target));
 	}
 	printf("{\"ready\": {\"idle\": %lu, \"trickle\": %lu, \"cut\": %lu}}\n", h.idle_open, h.trickle_open, h.cut);
 	fflush(stdout);
