@@ -12,9 +12,9 @@ messages/s for SECONDS:
 - the baseline: the relay alone;
 - the control: the relay while the holder (below) holds its connections against a sink in
   this process that reads nothing after their first request. handoffd does nothing for
-  them, so what the round trips lose is what the holder costs the machine: on a 2-CPU
-  machine the holder and the harness share a CPU, and even pinned apart, activity on one
-  virtual CPU slows the other;
+  them, so what the round trips lose is what the connections cost the machine: on a 2-CPU
+  machine the holder and the harness share a CPU, and on the 2-vCPU development VM even
+  idle connections between two other processes slowed every round trip (README, Benchmarks);
 - loaded: the same holder against handoffd.
 The holder (build/tests/bench/bench_listener_hold when it was built, else an asyncio holder
 in this file, which costs more CPU than handoffd does) holds IDLE keep-alive connections (one
@@ -156,7 +156,7 @@ class CutWatch:
     connections off at their request deadline (seconds into the run, from the counter)."""
 
     def __init__(self, port):
-        self.port, self.seen, self.stop, self.window = port, [], threading.Event(), None
+        self.port, self.seen, self.stop = port, [], threading.Event()
         self.t0 = time.monotonic()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -173,7 +173,6 @@ class CutWatch:
         first = self.seen[0][1]
         start = next(t for t, n in self.seen if n > first)
         end = next(t for t, n in self.seen if n == self.seen[-1][1])
-        self.window = (int(start - 0.25), int(end))
         return f"{self.seen[-1][1] - first} connections cut off between {start - 0.25:.1f} and {end:.1f} s into the run"
 
 
@@ -233,7 +232,6 @@ def relay_run(load, daemon, rate, seconds, tag, watch=False):
     r["harness_wait"] = run_queue_wait(load.proc.pid) - hwait0
     r["states"] = states.close()
     r["cuts"] = cuts.close() if cuts else None
-    r["cut_window"] = cuts.window if cuts else None
     cpu1, rss = proc_stat(pid)
     r["cpu_wait"] = run_queue_wait(pid) - wait0
     if prof:
@@ -548,8 +546,8 @@ def main():
               f"p90 {q['p90']:.2f} ms, p99 {q['p99']:.2f} ms, max {q['max']:.1f} ms; "
               f"handoffd CPU {q['cpu'] / max(q['received'], 1) * 1e6:,.0f} us/message")
     for name, a, b in (("loaded vs baseline", "baseline", "loaded"),
-                       ("loaded vs control (the holder's share on the harness's CPU taken out)", "control", "loaded"),
-                       ("control vs baseline (the harness's share)", "baseline", "control")):
+                       ("loaded vs control (what the connections cost the machine taken out)", "control", "loaded"),
+                       ("control vs baseline (what the connections cost the machine)", "baseline", "control")):
         print(f"change, pooled, {name}: " + change(pool[a], pool[b]) + "; p99 by round "
               + ", ".join(f"{100 * (y['p99'] / x['p99'] - 1):+.0f} %" for x, y in zip(runs[a], runs[b]))
               + f" (median {median([100 * (y['p99'] / x['p99'] - 1) for x, y in zip(runs[a], runs[b])]):+.1f} %)")
@@ -561,6 +559,7 @@ def main():
     print(f"handoffd's log: {log_summary(daemon.lines)}")
     print(f"listener while held: {held['stats']}")
     print(f"listener after the loaded run: {held['stats_after']}")
+
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,9 @@
  * more CPU than handoffd itself, on the core the relay's harness needed, so the round
  * trips measured its cost as much as handoffd's; this one stays out of the figures.
  *
- *   bench_listener_hold PORT IDLE TRICKLE [INTERVAL_MS]
+ *   bench_listener_hold [IPV4:]PORT IDLE TRICKLE [INTERVAL_MS]
+ * (127.0.0.1 unless an address is given: run from another machine, the holder takes no CPU
+ * from the daemon's host, which is how the listener benchmark's p99 is best measured)
  * prints {"ready": {...}} once all are open, waits for a line on stdin, prints
  * {"done": {"idle": N, "trickle": N, "cut": N}} and exits. */
 #include <arpa/inet.h>
@@ -22,7 +24,7 @@
 
 struct holder {
 	struct event_base *base;
-	int port;
+	struct sockaddr_in target;
 	struct timeval interval;
 	unsigned long idle_open, trickle_open, cut;
 	int idle_target, trickle_target;
@@ -39,13 +41,11 @@ struct trickler {
 static const char SLOW_BODY_HEAD[] = "POST /hubs/webhook/events HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\r\n";
 static const char SLOW_HEADER_HEAD[] = "GET /healthz HTTP/1.1\r\nX-Slow: ";
 
-static int connect_to(int port)
+static int connect_to(const struct sockaddr_in *sa)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
 		perror("connect");
 		exit(1);
 	}
@@ -57,7 +57,7 @@ static void open_idle(struct holder *h)
 {
 	static const char req[] = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
 	char buf[4096];
-	int fd = connect_to(h->port);
+	int fd = connect_to(&h->target);
 	ssize_t n;
 
 	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1 || (n = read(fd, buf, sizeof(buf))) <= 0) {
@@ -68,6 +68,21 @@ static void open_idle(struct holder *h)
 }
 
 static void trickle_start(struct trickler *t);
+
+/* "PORT" (on 127.0.0.1) or "IPV4:PORT". */
+static int parse_target(const char *arg, struct sockaddr_in *sa)
+{
+	const char *colon = strrchr(arg, ':');
+	char host[INET_ADDRSTRLEN] = "127.0.0.1";
+	long port = atol(colon ? colon + 1 : arg);
+
+	*sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	if (colon && (size_t)(colon - arg) < sizeof(host))
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - arg), arg);
+	else if (colon)
+		return -1;
+	return port > 0 && port < 65536 && inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
 
 static void on_trickle_io(evutil_socket_t fd, short what, void *arg)
 {
@@ -100,7 +115,7 @@ static void trickle_start(struct trickler *t)
 {
 	const char *head = t->i % 2 ? SLOW_BODY_HEAD : SLOW_HEADER_HEAD;
 
-	t->fd = connect_to(t->h->port);
+	t->fd = connect_to(&t->h->target);
 	evutil_make_socket_nonblocking(t->fd);
 	if (write(t->fd, head, strlen(head)) < 0) {
 		perror("write");
@@ -135,14 +150,17 @@ int main(int argc, char **argv)
 	long interval_ms = argc > 4 ? atol(argv[4]) : 1000;
 
 	if (argc < 4 || argc > 5 || interval_ms <= 0) {
-		fprintf(stderr, "usage: %s PORT IDLE TRICKLE [INTERVAL_MS]\n", argv[0]);
+		fprintf(stderr, "usage: %s [IPV4:]PORT IDLE TRICKLE [INTERVAL_MS]\n", argv[0]);
 		return 2;
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	h.port = atoi(argv[1]);
+	if (parse_target(argv[1], &h.target) < 0) {
+		fprintf(stderr, "%s: not [IPV4:]PORT: %s\n", argv[0], argv[1]);
+		return 2;
+	}
 	h.idle_target = atoi(argv[2]);
 	h.trickle_target = atoi(argv[3]);
 	h.interval = (struct timeval){ interval_ms / 1000, (interval_ms % 1000) * 1000 };
