@@ -225,10 +225,13 @@ def test_kill_9_of_an_owner_mid_traffic(cluster):
     print(f"kill -9: {len(owned)} conversations of {victim} owned by the others {took['after']:.2f} s after")
     survivors = set(NODES) - {victim}
     assert {cluster.owner(c) for c in convs} <= survivors
-    # orphans go to whoever claims them first: a sweep, or the instance an event reached
+    # Orphans go to whoever claims them first: a sweep, which evens out the survivors'
+    # totals (not the orphans: one that already owned more may rightly take none), or the
+    # instance an event reached. So the split is printed, not asserted; test_cluster.py's
+    # test_kill_9_of_an_owner_its_keys_go_to_the_others_evenly_after_the_lease asserts the
+    # even split, without traffic.
     shares = {n: sum(cluster.owner(k.split(":", 1)[1]) == n for k in owned) for n in survivors}
     print(f"kill -9: the {len(owned)} conversations of {victim} split {shares}")
-    assert all(shares.values()), f"both survivors took a share: {shares}"
     for n in survivors:
         assert cluster.nodes[n].errors() == []
 
