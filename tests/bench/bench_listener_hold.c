@@ -2,9 +2,10 @@
  *
  * Holds IDLE keep-alive connections (one GET /healthz answered, then silence) and TRICKLE
  * connections that send one byte every INTERVAL_MS (default 1000; headers for even ones, a
- * body after complete headers for odd ones), reconnecting whenever handoffd cuts one off. A Python holder cost
- * more CPU than handoffd itself, on the core the relay's harness needed, so the round
- * trips measured its cost as much as handoffd's; this one stays out of the figures.
+ * body after complete headers for odd ones), reconnecting whenever handoffd cuts one off.
+ * A Python holder cost more CPU than handoffd itself, on the core the relay's harness
+ * needed, so the round trips measured its cost as much as handoffd's; this one stays out
+ * of the figures.
  *
  *   bench_listener_hold [IPV4:]PORT IDLE TRICKLE [INTERVAL_MS]
  * (127.0.0.1 unless an address is given: run from another machine, the holder takes no CPU
@@ -146,7 +147,6 @@ int main(int argc, char **argv)
 	struct rlimit rl;
 	struct trickler *ts;
 	struct event *in;
-
 	long interval_ms = argc > 4 ? atol(argv[4]) : 1000;
 
 	if (argc < 4 || argc > 5 || interval_ms <= 0) {
