@@ -52,6 +52,7 @@ import os
 import pathlib
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ CONVERSATIONS = 100
 BUFFERED_MB = 64
 REQUEST_TIMEOUT = 30
 TRICKLE_MS = int(os.environ.get("BENCH_TRICKLE_MS", "1000"))   # a trickler's byte every ... ms
+HOLDER_IDLE = os.environ.get("BENCH_HOLDER_SCHED", "idle") == "idle"   # the holder under SCHED_IDLE
 
 
 def raise_fd_limit():
@@ -364,11 +366,19 @@ def holder_command(binary, port, idle, trickle):
 def start_holder(binary, port, idle, trickle):
     """The holder, under SCHED_IDLE unless BENCH_HOLDER_SCHED=normal: it takes a CPU only
     when the harness does not want it, as a holder on another machine would."""
-    idle_sched = os.environ.get("BENCH_HOLDER_SCHED", "idle") == "idle"
     return subprocess.Popen(holder_command(binary, port, idle, trickle),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             preexec_fn=(lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)))
-                            if idle_sched else None)
+                            if HOLDER_IDLE else None)
+
+
+def stop_holder(holder):
+    """Tells the holder to let go; its {"done": ...} line."""
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    done = holder.stdout.readline()
+    holder.wait(60)
+    return done
 
 
 def change(a, b):
@@ -404,13 +414,12 @@ def control_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
     holder = start_holder(binary, sink.port, idle, trickle)
     try:
         json.loads(holder.stdout.readline())
-        time.sleep(5)   # as before the loaded run
+        # As long as the loaded run's measurement window: both runs start as long after the
+        # holder opened its connections (a pacing, not a wait for anything).
+        time.sleep(5)
         return relay_run(load, daemon, rate, seconds, tag)
     finally:
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        holder.stdout.readline()
-        holder.wait(60)
+        stop_holder(holder)
         sink.close()
 
 
@@ -432,10 +441,7 @@ def loaded_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
         held["holder_loaded"] = cpu_of(holder.pid) - hold1
         held["stats_after"] = listener_stats(daemon.port)
     finally:
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        done = holder.stdout.readline()
-        holder.wait(60)
+        done = stop_holder(holder)
     held["done"] = json.loads(done)["done"]
     r["held"] = held
     # handoffd closes the 12,000 connections the holder left over a few loop turns: the
@@ -473,11 +479,6 @@ def describe_loaded(r):
              f"{'':>22}  handoffd's loop thread (sampled every 5 ms) in "
              f"{describe_second(r['states'], worst[0][0]) if worst else '-'}; blocked on disk in {blocked} samples in all"]
     return "\n".join(lines)
-
-
-def median(xs):
-    xs = sorted(xs)
-    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
 def main():
@@ -526,7 +527,7 @@ def main():
           + ("; handoffd alone on CPU 0, the harness on CPU 1" if pin else "")
           + f"; load average {load_avg[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
     print(f"relay load, bot and hub: {load.proc.args[0]}; holder: {holder_command(binary, 0, 0, 0)[0]} "
-          f"({'SCHED_IDLE' if os.environ.get('BENCH_HOLDER_SCHED', 'idle') == 'idle' else 'normal priority'})")
+          f"({'SCHED_IDLE' if HOLDER_IDLE else 'normal priority'})")
     print(f"held: {held['ready']['idle']} idle keep-alive + {trickle} trickling connections, a byte every "
           f"{TRICKLE_MS} ms each; in the last "
           f"round the tricklers connected {held['done']['trickle']} times and were cut off {held['done']['cut']} times")
@@ -550,7 +551,7 @@ def main():
                        ("control vs baseline (what the connections cost the machine)", "baseline", "control")):
         print(f"change, pooled, {name}: " + change(pool[a], pool[b]) + "; p99 by round "
               + ", ".join(f"{100 * (y['p99'] / x['p99'] - 1):+.0f} %" for x, y in zip(runs[a], runs[b]))
-              + f" (median {median([100 * (y['p99'] / x['p99'] - 1) for x, y in zip(runs[a], runs[b])]):+.1f} %)")
+              + f" (median {statistics.median([100 * (y['p99'] / x['p99'] - 1) for x, y in zip(runs[a], runs[b])]):+.1f} %)")
     print(f"RSS: {rss_idle / 2**20:.1f} MiB at start, {held['rss'] / 2**20:.1f} MiB once the connections were held, "
           f"{max(r['rss'] for r in runs['loaded']) / 2**20:.1f} MiB at most after a loaded run "
           f"(caps: buffered_mb {BUFFERED_MB}, connections {connections})")
