@@ -72,6 +72,9 @@ struct directline_callbacks {
 	/* The conversation id, the token or the watermark changed. The watermark changes only
 	 * after on_activity returned for every activity of its set. May be NULL. */
 	void (*on_persist)(struct dl_conv *c, const char *key, const struct dl_persist *p, void *arg);
+	/* Asked right before an activity's POST leaves: false holds it back, and it is posted
+	 * later, as one that never left (a cluster member's lease). May be NULL: always. */
+	bool (*may_send)(void *arg);
 };
 
 /* A send finished: ERR 0 ("ok") and the id Direct Line gave the activity (NULL when the

@@ -53,7 +53,8 @@ int dl_http(struct dl_conv *c, struct dl_req *r, const char *method, const char 
 	/* POSTs of activities are not idempotent: never let libcurl send one twice. */
 	struct http_request req = { .method = method, .headers = h, .body = body, .body_len = len,
 				    .timeout_ms = timeout_ms, .max_body = c->dl->s.max_message,
-				    .no_resend = body != NULL };
+				    .no_resend = body != NULL, .may_send = body ? c->dl->cb.may_send : NULL,
+				    .may_send_arg = c->dl->arg };
 	char url[DL_URL_MAX], auth[DL_TOKEN_MAX + 16];
 	size_t n = 0;
 

@@ -477,6 +477,8 @@ static void on_posted(struct dl_conv *c, const struct http_response *res, int er
 		return;
 	if (dl_http_ok(res, err))
 		posted_ok(c, res);
+	else if (err == -EPERM)	/* held back (the lease): not a failed attempt */
+		later(c, TX_RETRY, dl_backoff_ms(c->dl, 0));
 	else if (err && !res->sent)
 		retry(c, -1);	/* it never left: sending again cannot duplicate it */
 	else if (err)

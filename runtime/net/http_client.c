@@ -69,6 +69,9 @@ struct http_transfer {
 	bool reset;			/* the handle needs curl_easy_reset before reuse */
 	bool copied_body;		/* COPYPOSTFIELDS holds a copy of the body */
 	bool finished;			/* the callback has started */
+	bool held_back;			/* may_send said no */
+	bool (*may_send)(void *arg);
+	void *may_send_arg;
 };
 
 int http_client_global_init(void)
@@ -100,6 +103,7 @@ const char *http_client_strerror(int err)
 	case -EINVAL: return "invalid request";
 	case -ENOMEM: return "out of memory";
 	case -ESHUTDOWN: return "shutting down";
+	case -EPERM: return "held back";
 	default: return "request failed";
 	}
 }
@@ -363,12 +367,28 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 	return setopt_result(failed);
 }
 
+/* libcurl's last call before it writes the request. */
+static int on_prerequest(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	struct http_transfer *t = arg;
+
+	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+	if (t->may_send && !t->may_send(t->may_send_arg)) {
+		t->held_back = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+
 static int set_transport(struct http_transfer *t, const struct http_request *req)
 {
 	CURL *e = t->easy;
 	int failed = 0;
 
+	t->may_send = req->may_send;
+	t->may_send_arg = req->may_send_arg;
 	failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	failed |= curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
 	/* The handle http_url_get() gave: libcurl 7.88 then copies it instead of parsing the
 	 * URL string again. The string goes too: a pooled handle would otherwise keep
 	 * the last request's as its effective URL (libcurl prints a CURLU back into a string
@@ -412,6 +432,7 @@ static int configure_handle(struct http_client *hc, CURL *e)
 	failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
 	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
+	failed |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prerequest);
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
 	return setopt_result(failed);
@@ -659,6 +680,7 @@ static int result_error(const struct http_transfer *t, CURLcode rc)
 	case CURLE_BAD_CONTENT_ENCODING:
 	case CURLE_UNSUPPORTED_PROTOCOL: return -EBADMSG;
 	case CURLE_OUT_OF_MEMORY: return -ENOMEM;
+	case CURLE_ABORTED_BY_CALLBACK: return t->held_back ? -EPERM : -EIO;
 	default: return -EIO;
 	}
 }
@@ -681,7 +703,7 @@ static int build_response(struct http_transfer *t, int err, struct http_response
 
 	memset(res, 0, sizeof(*res));
 	res->body = "";
-	res->sent = request_sent(t->easy);
+	res->sent = !t->held_back && request_sent(t->easy);
 	res->total_ms = clock_mono_ms() - t->started_ms;
 	if (err)
 		return err;

@@ -24,7 +24,7 @@
  *   -ECANCELED "cancelled", -EBUSY "too many requests in flight", -EPIPE "send failed",
  *   -ECONNRESET "connection reset", -EBADMSG "bad response", -ELOOP "too many redirects",
  *   -EINVAL "invalid request", -ENOMEM "out of memory", -ESHUTDOWN "shutting down",
- *   anything else "request failed". */
+ *   -EPERM "held back" (may_send said no), anything else "request failed". */
 #ifndef HANDOFFD_HTTP_CLIENT_H
 #define HANDOFFD_HTTP_CLIENT_H
 
@@ -83,6 +83,12 @@ struct http_request {
 	 * answer. For a POST that is not idempotent (Direct Line activities) that can deliver
 	 * it twice: with NO_RESEND the request fails instead (-ECONNRESET, sent true). */
 	bool no_resend;
+	/* Asked right before the request's bytes leave (its connection up, libcurl's
+	 * pre-request callback): false fails it with -EPERM, sent false. A cluster member
+	 * passes its lease: a process that stalled between starting a request and sending it
+	 * must not send it once another instance may have taken over. NULL: always. */
+	bool (*may_send)(void *arg);
+	void *may_send_arg;
 };
 
 /* Borrowed by the callback: every pointer in it dies when the callback returns. */

@@ -263,8 +263,14 @@ static void batch_done(struct pg_conn *pc)
 	if (err) {
 		pc->stats.batches_failed++;
 		pc->stats.batches_fenced += err == -EPERM;
-		log_warn(pc->lg, "pg.batch_failed", "statements=%u sqlstate=%s prologue=%d reason=\"%s\"",
-			 pc->flight.n, pc->flight_sqlstate, err == -EPERM, pc->flight_msg);
+		/* Class 40 (40P01 a deadlock, 40001 a serialization failure): the server rolled
+		 * it back so that it be sent again; the caller does. */
+		if (strncmp(pc->flight_sqlstate, "40", 2) == 0)
+			log_info(pc->lg, "pg.batch_rolled_back", "statements=%u sqlstate=%s", pc->flight.n,
+				 pc->flight_sqlstate);
+		else
+			log_warn(pc->lg, "pg.batch_failed", "statements=%u sqlstate=%s prologue=%d reason=\"%s\"",
+				 pc->flight.n, pc->flight_sqlstate, err == -EPERM, pc->flight_msg);
 	} else {
 		pc->stats.batches_committed++;
 		pc->stats.statements_committed += pc->flight.n;

@@ -103,7 +103,13 @@ static const char SQL_TAKE_ORPHANS[] = "WITH picked AS (SELECT o.key FROM owners
 	ORPHAN("o") " ORDER BY o.key LIMIT $3::bigint FOR UPDATE OF o SKIP LOCKED)"
 	" UPDATE owners SET node = $1, epoch = $2::bigint, claimed_at = now() FROM picked"
 	" WHERE owners.key = picked.key AND " ORPHAN("owners") " RETURNING owners.key";
-static const char SQL_CLAIM[] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
+/* A key a live node owns is left alone, unlocked: ON CONFLICT DO UPDATE locks the row even
+ * when its WHERE is false, until the end of the batch, and two instances' batches that
+ * forward events of the same conversations in a different order deadlocked on those
+ * locks. Only a key without a row or with an orphan row at the statement's start is
+ * inserted or locked; its WHERE then sees the newest version. */
+const char cluster_sql_claim[] = "INSERT INTO owners (key, node, epoch) SELECT $1::text, $2::text, $3::bigint"
+	" WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.key = $1 AND NOT " ORPHAN("o") ")"
 	" ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
 	" claimed_at = now() WHERE " ORPHAN("owners") " RETURNING node";
 /* A statement of its own: it sees what committed while the INSERT waited. */
@@ -623,7 +629,7 @@ int cluster_claim(struct cluster *c, const char *key, cluster_claim_fn cb, void 
 		return -ENOMEM;
 	}
 	op->req = req;
-	err = queue_op(c, op, false, SQL_CLAIM, 3, params);	/* frees req with op */
+	err = queue_op(c, op, false, cluster_sql_claim, 3, params);	/* frees req with op */
 	if (err)
 		return err;
 	/* Without the lookup the claim still reports (claimed_one sees refs == 1). */

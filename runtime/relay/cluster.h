@@ -65,6 +65,10 @@ struct cluster;
  * REPLACE). */
 extern const char *const cluster_schema_sql[];
 extern const size_t cluster_schema_count;
+/* The claim of a key (parameters: key, node, epoch): it becomes the node's unless a live
+ * node owns it; RETURNING node when it did. cluster_claim's, and the store's with an
+ * inbound row. */
+extern const char cluster_sql_claim[];
 
 struct cluster_opts {
 	const char *node;	/* NULL or "": hostname:pid; unique among running instances */

@@ -689,6 +689,13 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 		wait_dl_durable(r, c);
 }
 
+/* Whether an activity's POST may leave now: a cluster member's lease is checked again at
+ * the last moment, since the process may have stalled after relay_kick let the send go. */
+static bool may_send(void *arg)
+{
+	return relay_cluster_may_act(arg);
+}
+
 /* ---- start and stop ------------------------------------------------------------------- */
 
 static int resume_one(const struct store_conv *sc, void *arg)
@@ -807,7 +814,7 @@ static int open_parts(struct relay *r, char *err, size_t errlen)
 	const struct config *cfg = r->rt->config;
 	const char *state = cfg->state;
 	char *path;
-	struct directline_callbacks cb = { on_activity, on_dl_state, on_persist };
+	struct directline_callbacks cb = { on_activity, on_dl_state, on_persist, may_send };
 
 	if (strncmp(state, "sqlite:", 7) != 0 && !store_is_postgresql(state)) {
 		snprintf(err, errlen, "state \"%s\": sqlite:PATH or postgresql://... expected", state);

@@ -21,6 +21,8 @@
  *   upserts, inserts ON CONFLICT DO NOTHING, deletes and updates by id.
  * - A batch refused by the server (-EPROTO) is retried PG_PROTO_RETRIES times, a second
  *   apart; then its writes are dropped from the log (logged: the mirror still has them).
+ *   One the server rolled back for a deadlock or a serialization failure (SQLSTATE class
+ *   40) is sent again at once, its waiters still waiting: not a refusal.
  *
  * Outbox ids are handoffd's, not the database's: the mirror must hand one out at once.
  * They count up from the high-water mark kept in the sequence handoffd_outbox_id (written
@@ -79,11 +81,7 @@ static const char *const SQL[Q_COUNT] = {
 	[Q_PURGE_CONV] = "DELETE FROM conversations WHERE key = $1 AND state = 'closed'",
 	[Q_IN_ADD] = "INSERT INTO inbound (origin, key, op, id, arg, flag, payload, created)"
 		     " VALUES ($1, $2, $3, $4, $5, $6::boolean, $7, $8) ON CONFLICT (origin) DO NOTHING",
-	/* cluster.c's claim: the key becomes this node's when no live node owns it. */
-	[Q_IN_CLAIM] = "INSERT INTO owners (key, node, epoch) VALUES ($1, $2, $3::bigint)"
-		       " ON CONFLICT (key) DO UPDATE SET node = EXCLUDED.node, epoch = EXCLUDED.epoch,"
-		       " claimed_at = now() WHERE (SELECT count(*) FROM nodes n"
-		       " WHERE n.node = owners.node AND n.epoch = owners.epoch) = 0",
+	[Q_IN_CLAIM] = cluster_sql_claim,
 	[Q_NOTIFY] = "SELECT pg_notify('" CLUSTER_CHANNEL "', $1)",
 	[Q_IN_READ] = "SELECT seq, op, id, arg, flag, payload FROM inbound WHERE key = $1 AND NOT done"
 		      " ORDER BY seq LIMIT 200",
@@ -356,6 +354,10 @@ static void batch_over(struct store_impl *st)
 		pgs_run_waiters(st, durable_seq(st), 0);
 		if (st->durable)
 			st->durable(st->durable_arg);
+	} else if (st->flight_rolled_back) {
+		/* A deadlock's victim, or a serialization failure: the server asks for the batch
+		 * again. Its waiters wait for that, and it does not count as a refusal. */
+		st->flight_rolled_back = false;
 	} else {
 		pgs_run_waiters(st, st->flight_last, err);
 		if (err == -EPERM) {
@@ -426,7 +428,8 @@ static void on_done(void *arg, int err, const char *msg, const struct pg_result 
 	e->in_flight = false;
 	if (err && !st->flight_err) {
 		st->flight_err = err;
-		if (!st->closing)
+		st->flight_rolled_back = err == -EPROTO && strncmp(pg_conn_batch_sqlstate(st->pc), "40", 2) == 0;
+		if (!st->closing && !st->flight_rolled_back)
 			log_warn(st->lg, "store.batch_failed", "reason=\"%s\" detail=\"%s\" writes_kept=%u",
 				 pg_conn_strerror(err), msg ? msg : "", st->nwrites);
 	}

@@ -66,6 +66,7 @@ struct store_impl {
 	unsigned flight;		/* entries of the batch in flight not yet answered */
 	uint64_t flight_last;		/* its last write */
 	int flight_err;
+	bool flight_rolled_back;	/* the server rolled it back: sent again, no one told */
 	struct waiter *w;
 	size_t nw, capw;
 	int commit_err;			/* for the waiters running now */

@@ -62,7 +62,8 @@ int script_host_run_tests(struct script_host *sh, const char *file, unsigned *pa
 /* ---- tasks (script_task.c) ---------------------------------------------------- */
 
 /* Pushes the function to run and its arguments onto CO; returns the argument count or
- * a negative errno (the task then ends with an error without running). */
+ * a negative errno (the task then ends with an error without running; -ENOENT: what it
+ * was for is gone, e.g. its conversation ended or was taken over, which is no error). */
 typedef int (*script_push_fn)(lua_State *co, void *arg);
 /* Called once when a task ends. OK: the function returned and its NRES results are on
  * top of CO's stack; otherwise the error message is on top. Results are valid only

@@ -281,6 +281,14 @@ static void start(struct script_task *t)
 	*(struct script_ctx **)lua_getextraspace(t->co) = &t->ctx;
 	script_task_set_budget_hook(t->co);
 	nargs = t->push(t->co, t->arg);
+	if (nargs == -ENOENT) {
+		lua_settop(t->co, 0);
+		lua_pushliteral(t->co, "its conversation is gone");
+		log_info(t->sh->rt->log, "script.skipped", "what=\"%s\" key=%s reason=\"its conversation is gone\"",
+			 t->what, t->key ? t->key : "-");
+		finish(t, false, 1);
+		return;
+	}
 	if (nargs < 0) {
 		lua_settop(t->co, 0);
 		fail_with(t, "could not prepare the call (out of memory?)");

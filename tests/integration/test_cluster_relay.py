@@ -138,19 +138,37 @@ def converse(cluster, conversations, per, on_sent=None, first=0):
         list(pool.map(one, conversations))
 
 
+def replies_in(received, conversation):
+    return [b for p, b in received if p == "/messages" and b["conversation"] == conversation and
+            b["activity"]["text"].startswith("You said")]
+
+
+def explain(cluster, conversation):
+    """What the bot got in CONVERSATION, and every instance's log lines about it or warnings."""
+    cid = cluster.dl_conversation(conversation)
+    got = [(a.get("text"), a.get("timestamp"), a.get("channelData", {}).get("clientActivityID"))
+           for a in (cluster.emu.ctl.received(cid) if cid else []) if a.get("type") == "message"]
+    print(f"{conversation}: owner {cluster.owner(conversation)}; the bot got (text, at, clientActivityID) {got}")
+    for n, d in cluster.nodes.items():
+        print("\n".join(f"{n}: {l}" for l in d.lines if f":{conversation} " in l or f":{conversation}\"" in l
+                         or " warn " in l or " error " in l))
+
+
 def expect_exactly_once(cluster, conversations, per, timeout=60):
     want = {c: [f"{c} says {i}" for i in range(per)] for c in conversations}
-    cluster.hub.wait(lambda r: all(
-        len([b for p, b in r if p == "/messages" and b["conversation"] == c and
-             b["activity"]["text"].startswith("You said")]) >= per for c in conversations),
-        timeout, "every reply at the hub")
+    try:
+        cluster.hub.wait(lambda r: all(len(replies_in(r, c)) >= per for c in conversations),
+                         timeout, "every reply at the hub")
+    except AssertionError:
+        received = cluster.hub.messages()
+        short = [c for c in conversations if len(replies_in([("/messages", b) for b in received], c)) < per]
+        for c in short:
+            explain(cluster, c)
+        raise AssertionError(f"replies missing after {timeout} s in {short}") from None
     for c in conversations:
         got = cluster.bot_texts(c)
         if got != want[c]:
-            print("DEBUG", c, got)
-            for n, d in cluster.nodes.items():
-                print("\n".join(f"{n}: {l}" for l in d.lines if f":{c} " in l or f":{c}\"" in l or " warn " in l
-                                 or " error " in l))
+            explain(cluster, c)
         assert got == want[c], f"{c}: the bot got each message once, in order"
         replies = [t for t in texts(cluster.hub.messages(c)) if t.startswith("You said")]
         assert replies == [f"You said: {t}" for t in want[c]], f"{c}: every reply reached the hub once, in order"

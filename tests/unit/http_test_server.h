@@ -33,6 +33,7 @@ struct server {
 	struct evhttp *http;
 	uint16_t port;
 	int connections;	/* accepted so far */
+	int requests;		/* served so far */
 	SSL_CTX *tls;		/* NULL: plain HTTP */
 };
 
@@ -112,8 +113,9 @@ static inline void serve(struct evhttp_request *req, void *arg)
 	const char *path = evhttp_uri_get_path(uri);
 	const char *query = evhttp_uri_get_query(uri);
 	struct evkeyvalq q = { 0 };
+	struct server *s = arg;
 
-	(void)arg;
+	s->requests++;
 	evhttp_parse_query_str(query ? query : "", &q);
 	if (strcmp(path, "/echo") == 0)
 		serve_echo(req);

@@ -500,6 +500,38 @@ static void test_reused_handle_across_request_kinds(void **state)
 	assert_int_equal(f->srv.connections, 1);
 }
 
+static bool answer_is(void *arg)
+{
+	return *(bool *)arg;
+}
+
+/* may_send is asked once the connection is up, right before the request leaves: "no"
+ * fails it as never sent (a reused connection, so the only thing left to do was to write
+ * the request), and the next request on the same handles goes out as usual. */
+static void test_may_send_holds_a_request_back(void **state)
+{
+	struct fx *f = *state;
+	bool allowed = false;
+	struct http_request plain = { 0 };
+	struct http_request gated = { .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
+				      .may_send = answer_is, .may_send_arg = &allowed };
+	struct result *r;
+
+	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
+	r = fetch(f, &gated, "/echo");
+	assert_int_equal(r->err, -EPERM);
+	assert_string_equal(http_client_strerror(r->err), "held back");
+	assert_false(r->sent);
+	assert_int_equal(f->srv.requests, 1);
+	allowed = true;
+	r = fetch(f, &gated, "/echo");
+	assert_int_equal(r->status, 200);
+	assert_string_equal(r->body, "x");
+	assert_int_equal(f->srv.requests, 2);
+	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);	/* no gate left on the handle */
+	assert_int_equal(f->srv.requests, 3);
+}
+
 /* The client keeps the last few URLs parsed: more URLs than it keeps, then old ones
  * again, must each reach their own. */
 static void test_many_urls_each_reach_their_own(void **state)
@@ -881,6 +913,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resend_on_reused_handle_goes_to_its_url, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_many_urls_each_reach_their_own, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_may_send_holds_a_request_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
