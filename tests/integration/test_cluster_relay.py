@@ -164,6 +164,14 @@ def expect_exactly_once(cluster, conversations, per, timeout=60):
         short = [c for c in conversations if len(replies_in([("/messages", b) for b in received], c)) < per]
         for c in short:
             explain(cluster, c)
+        keys = ",".join(f"'{PREFIX}:{c}'" for c in short)
+        for sql in ("SELECT node, epoch, heartbeat_at, draining FROM nodes",
+                    f"SELECT key, node, epoch, claimed_at FROM owners WHERE key IN ({keys})",
+                    f"SELECT key, seq, op, done, origin FROM inbound WHERE key IN ({keys}) AND NOT done",
+                    f"SELECT key, id, queue, attempts, next_at FROM outbox WHERE key IN ({keys})",
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 80) FROM pg_stat_activity"
+                    " WHERE datname IS NOT NULL"):
+            print(sql, "\n", cluster.pg.psql(sql))
         raise AssertionError(f"replies missing after {timeout} s in {short}") from None
     for c in conversations:
         got = cluster.bot_texts(c)
