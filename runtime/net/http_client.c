@@ -274,13 +274,26 @@ static int setopt_result(int failed)
 	return failed ? -ENOMEM : 0;
 }
 
+/* may_send's question, once the request is about to leave. */
+static bool held_back(struct http_transfer *t)
+{
+	if (t->may_send && !t->may_send(t->may_send_arg))
+		t->held_back = true;
+	return t->held_back;
+}
+
 /* A transfer without a no_resend body has nothing to read: libcurl asks only for bodies
- * it was told to read, but the callback is set on every handle (see configure_handle). */
+ * it was told to read, but the callback is set on every handle (see configure_handle).
+ * libcurl writes such a body after the request line and headers, a loop turn or more
+ * later: may_send is asked again before the first byte of it, so a request whose body
+ * did not leave is cut short (the server drops an unfinished request). */
 static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
 {
 	struct http_transfer *t = arg;
 	size_t left = t->upload_len - t->upload_off, want = size * n < left ? size * n : left;
 
+	if (t->upload_off == 0 && held_back(t))
+		return CURL_READFUNC_ABORT;
 	if (want)
 		memcpy(buf, t->upload + t->upload_off, want);
 	t->upload_off += want;
@@ -373,11 +386,7 @@ static int on_prerequest(void *arg, char *primary_ip, char *local_ip, int primar
 	struct http_transfer *t = arg;
 
 	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
-	if (t->may_send && !t->may_send(t->may_send_arg)) {
-		t->held_back = true;
-		return CURL_PREREQFUNC_ABORT;
-	}
-	return CURL_PREREQFUNC_OK;
+	return held_back(t) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 static int set_transport(struct http_transfer *t, const struct http_request *req)

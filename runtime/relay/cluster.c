@@ -11,8 +11,9 @@
  * Choices, with their reasons:
  * - A dead node's row is removed with FOR UPDATE SKIP LOCKED, not by a DELETE that waits
  *   on its KEY SHARE: a stalled node's batch can hold the lock for long (its results fill
- *   the socket), and a waiting DELETE would hold this connection, heartbeat included.
- *   The row goes at a later heartbeat, when no batch of it is in flight: the same fence.
+ *   the socket, or it stopped halfway through sending), and a waiting DELETE would hold
+ *   this connection, heartbeat included. hd_cut ends such a batch's session; the row goes
+ *   at a later heartbeat, when no batch of it is in flight: the same fence.
  * - The share of orphans evens out everything owned (ceil(total / live) - mine), not
  *   ceil(orphans / live): instances claim at different moments, and the latter would
  *   hand the first claimer a half, the next a quarter of what is left, and so on.
@@ -55,16 +56,32 @@ const char *const cluster_schema_sql[] = {
 	" epoch bigint NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now())",
 	"CREATE INDEX IF NOT EXISTS owners_node_epoch ON owners (node, epoch)",
 	/* FOR KEY SHARE: a DELETE of the row (a takeover) waits for, or skips, the batch in
-	 * flight that holds it; after the DELETE commits, the lookup finds nothing. */
-	/* The timeout: a member stopped (SIGSTOP, a stall) halfway through sending a batch
-	 * would hold that lock, and keep its peers from declaring it dead, for as long as it
-	 * stalls; its session is ended instead. */
+	 * flight that holds it; after the DELETE commits, the lookup finds nothing.
+	 * A member stopped (SIGSTOP, a stall) halfway through sending a batch would hold that
+	 * lock, and keep its peers from declaring it dead, for as long as it stalls. Its
+	 * backend then waits for the rest of the pipeline: not idle in transaction (the
+	 * timeout set here covers a client stopped between a batch's end and its Sync), not a
+	 * statement running, so no server timeout ends it. hd_cut does: the session carries
+	 * its epoch (unique) in application_name for the transaction. */
 	"CREATE OR REPLACE FUNCTION hd_fence(p_node text, p_epoch bigint) RETURNS void"
 	" LANGUAGE plpgsql AS $$ BEGIN"
 	" PERFORM set_config('idle_in_transaction_session_timeout', '1000', true);"
+	" PERFORM set_config('application_name', 'handoffd epoch ' || p_epoch, true);"
 	" PERFORM 1 FROM nodes WHERE node = p_node AND epoch = p_epoch FOR KEY SHARE;"
 	" IF NOT FOUND THEN RAISE EXCEPTION 'node % epoch % is fenced', p_node, p_epoch"
 	" USING ERRCODE = 'HD001'; END IF; END $$",
+	/* Ends the sessions in a transaction of a member whose heartbeat is older than the
+	 * lease: it is dead to the others, and its open transaction holds its row. Members
+	 * share a role (or may signal each other's sessions: pg_signal_backend); where not,
+	 * a warning, and the row stays until that transaction ends. */
+	"CREATE OR REPLACE FUNCTION hd_cut(p_self text, p_lease float8) RETURNS void"
+	" LANGUAGE plpgsql AS $$ DECLARE s record; BEGIN"
+	" FOR s IN SELECT a.pid FROM pg_stat_activity a JOIN nodes n"
+	" ON a.application_name = 'handoffd epoch ' || n.epoch WHERE n.node <> p_self"
+	" AND n.heartbeat_at < now() - make_interval(secs => p_lease) AND a.pid <> pg_backend_pid() LOOP"
+	" BEGIN PERFORM pg_terminate_backend(s.pid);"
+	" EXCEPTION WHEN insufficient_privilege THEN RAISE WARNING 'hd_cut: may not end session %', s.pid; END;"
+	" END LOOP; END $$",
 };
 const size_t cluster_schema_count = sizeof(cluster_schema_sql) / sizeof(cluster_schema_sql[0]);
 
@@ -90,6 +107,7 @@ static const char SQL_EXPIRE[] = "WITH gone AS (DELETE FROM nodes WHERE node IN"
 	" (SELECT node FROM nodes WHERE node <> $1"
 	" AND heartbeat_at < now() - make_interval(secs => $2::float8) FOR UPDATE SKIP LOCKED)"
 	" RETURNING node) SELECT node, pg_notify('" CLUSTER_RELEASE_CHANNEL "', node) FROM gone";
+static const char SQL_CUT[] = "SELECT hd_cut($1, $2::float8)";
 static const char SQL_FIGURES[] = "SELECT"
 	" (SELECT count(*) FROM owners o WHERE " ORPHAN("o") "),"
 	" (SELECT count(*) FROM owners),"
@@ -343,6 +361,7 @@ static void heartbeat(struct cluster *c)
 	c->beating = true;
 	/* In the same transaction: a failure of these costs this heartbeat, which the next
 	 * one makes up for well within the lease. */
+	pg_conn_queue(c->pc, SQL_CUT, 2, expire, NULL, NULL);	/* the row goes at a later one */
 	queue_kind(c, OP_EXPIRE, SQL_EXPIRE, 2, expire);
 	queue_kind(c, OP_PEERS, SQL_PEERS, 1, peers);
 	if (++c->beats >= CLUSTER_SWEEP_EVERY)

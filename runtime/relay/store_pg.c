@@ -323,7 +323,7 @@ static void on_retry(void *arg)
 
 /* Drops the writes of the batch in flight: refused again and again (they can never commit,
  * and holding them would block every write behind them), or fenced. */
-static void drop_flight(struct store_impl *st, const char *why)
+static void drop_flight(struct store_impl *st, bool fenced)
 {
 	struct entry *e = st->head;
 	unsigned n = 0;
@@ -340,7 +340,12 @@ static void drop_flight(struct store_impl *st, const char *why)
 		}
 		e = next;
 	}
-	log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"%s\"", n, why);
+	/* Fenced is a cluster's normal course (the new owner goes on from what committed), as
+	 * in drop_log; refused again and again loses writes. */
+	if (fenced)
+		log_warn(st->lg, "store.writes_dropped", "writes=%u reason=\"fenced\"", n);
+	else
+		log_error(st->lg, "store.writes_dropped", "writes=%u reason=\"refused by the database again and again\"", n);
 }
 
 static void batch_over(struct store_impl *st)
@@ -363,11 +368,11 @@ static void batch_over(struct store_impl *st)
 		if (err == -EPERM) {
 			/* Fenced: written for an epoch that is gone; sent again, it would commit
 			 * under the next one. */
-			drop_flight(st, "fenced");
+			drop_flight(st, true);
 			st->proto_failures = 0;
 		} else if (err == -EPROTO) {
 			if (++st->proto_failures >= PG_PROTO_RETRIES) {
-				drop_flight(st, "refused by the database again and again");
+				drop_flight(st, false);
 				st->proto_failures = 0;
 				if (st->durable)	/* what waited on the dropped writes may go */
 					st->durable(st->durable_arg);

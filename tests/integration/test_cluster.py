@@ -6,12 +6,14 @@ Each scenario states what the cluster must do: a key claimed by everyone at once
 exactly one owner; after kill -9 of an owner the two others take all its keys, evenly,
 after its lease passed by the database's clock and within lease + 5 s; an owner stalled
 beyond its lease (SIGSTOP) does nothing when it resumes before it learns it was fenced,
-then registers again with a larger epoch; a drained member's keys move at once, not
+then registers again with a larger epoch, and its transaction left open (stopped halfway
+through a batch) does not keep it alive; a drained member's keys move at once, not
 after the lease; a wake-up travels only with a committed batch, also after the database
 restarted. Waiting is for the drivers' events and the server's own view, with deadlines.
 """
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -76,7 +78,7 @@ def cluster(tmp_path, pg_server):  # noqa: F811
 
     def start(lease):
         pg_server.psql("DROP TABLE IF EXISTS nodes, owners; DROP SEQUENCE IF EXISTS handoffd_epoch;"
-                       " DROP FUNCTION IF EXISTS hd_fence")
+                       " DROP FUNCTION IF EXISTS hd_fence, hd_cut")
         for i, name in enumerate(("a", "b", "c")):
             members.append(Member(tmp_path, pg_server, name, lease, schema=i == 0, cond=cond))
         return members
@@ -201,6 +203,37 @@ def test_a_stalled_owner_is_fenced_when_it_resumes_and_registers_again(cluster, 
     c.cmd("write", "w2", keys[0])
     w2 = c.wait_for(lambda e: e["ev"] == "write" and e["tag"] == "w2", since)
     assert (w2["lease"], w2["err"]) == (True, 0), w2
+
+
+def test_a_member_stopped_inside_a_transaction_is_still_taken_over(cluster, pg_server):  # noqa: F811
+    """A member stopped halfway through sending a batch leaves its transaction open: its
+    backend waits for the rest of the pipeline, not idle, holding the member's row against
+    the others' DELETE. Here that transaction is a session of the same role, fenced with
+    the member's epoch and kept busy; the others end it once the lease passed (hd_cut) and
+    take the member's keys."""
+    a, b, c = cluster(SHORT_LEASE)
+    keys = [f"m{i}" for i in range(6)]
+    c.claim(*keys)
+    held = subprocess.Popen([f"{pg_server.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", pg_server.url, "-c",
+                             f"SELECT hd_fence('c', {c.epoch}); SELECT pg_sleep(600)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + DEADLINE
+        while pg_server.psql("SELECT count(*) FROM pg_stat_activity"
+                             f" WHERE application_name = 'handoffd epoch {c.epoch}'") != "1":
+            assert time.monotonic() < end and held.poll() is None, held.stdout.read()
+            time.sleep(0.05)
+        marks = [a.mark(), b.mark()]
+        c.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_all_taken([a, b], keys, marks, SHORT_LEASE + 5)
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+        assert held.wait(timeout=DEADLINE) != 0
+        assert "terminating connection" in held.stdout.read()
+    finally:
+        held.kill()
+        held.wait()
 
 
 def test_a_restart_under_the_same_name_frees_the_old_epoch_s_keys_at_once(cluster, pg_server, tmp_path):  # noqa: F811

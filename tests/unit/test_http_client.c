@@ -532,6 +532,32 @@ static void test_may_send_holds_a_request_back(void **state)
 	assert_int_equal(f->srv.requests, 3);
 }
 
+static bool yes_once(void *arg)
+{
+	return (*(int *)arg)++ == 0;
+}
+
+/* A no_resend body leaves after the request's head, a loop turn or more later: may_send is
+ * asked again before it, and a "no" then cuts the request short, which the server never
+ * acts on. */
+static void test_may_send_is_asked_again_before_the_body(void **state)
+{
+	struct fx *f = *state;
+	int asked = 0;
+	struct http_request plain = { 0 };
+	struct http_request gated = { .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
+				      .may_send = yes_once, .may_send_arg = &asked };
+	struct result *r;
+
+	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
+	r = fetch(f, &gated, "/echo");
+	assert_int_equal(asked, 2);
+	assert_int_equal(r->err, -EPERM);
+	assert_false(r->sent);
+	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
+	assert_int_equal(f->srv.requests, 2);	/* the two GETs only */
+}
+
 /* The client keeps the last few URLs parsed: more URLs than it keeps, then old ones
  * again, must each reach their own. */
 static void test_many_urls_each_reach_their_own(void **state)
@@ -914,6 +940,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_many_urls_each_reach_their_own, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_may_send_holds_a_request_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_may_send_is_asked_again_before_the_body, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
