@@ -59,13 +59,12 @@ const char *const cluster_schema_sql[] = {
 	 * flight that holds it; after the DELETE commits, the lookup finds nothing.
 	 * A member stopped (SIGSTOP, a stall) halfway through sending a batch would hold that
 	 * lock, and keep its peers from declaring it dead, for as long as it stalls. Its
-	 * backend then waits for the rest of the pipeline: not idle in transaction (the
-	 * timeout set here covers a client stopped between a batch's end and its Sync), not a
-	 * statement running, so no server timeout ends it. hd_cut does: the session carries
-	 * its epoch (unique) in application_name for the transaction. */
+	 * backend then waits for the rest of the pipeline, which is neither idle in
+	 * transaction (no Sync came) nor a statement running, so no server timeout ends it.
+	 * hd_cut does: the session carries its epoch (unique) in application_name for the
+	 * transaction. */
 	"CREATE OR REPLACE FUNCTION hd_fence(p_node text, p_epoch bigint) RETURNS void"
 	" LANGUAGE plpgsql AS $$ BEGIN"
-	" PERFORM set_config('idle_in_transaction_session_timeout', '1000', true);"
 	" PERFORM set_config('application_name', 'handoffd epoch ' || p_epoch, true);"
 	" PERFORM 1 FROM nodes WHERE node = p_node AND epoch = p_epoch FOR KEY SHARE;"
 	" IF NOT FOUND THEN RAISE EXCEPTION 'node % epoch % is fenced', p_node, p_epoch"
