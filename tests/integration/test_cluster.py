@@ -221,7 +221,8 @@ def test_a_member_stopped_inside_a_transaction_is_still_taken_over(cluster, pg_s
         end = time.monotonic() + DEADLINE
         while pg_server.psql("SELECT count(*) FROM pg_stat_activity"
                              f" WHERE application_name = 'handoffd epoch {c.epoch}'") != "1":
-            assert time.monotonic() < end and held.poll() is None, held.stdout.read()
+            assert held.poll() is None, held.stdout.read()
+            assert time.monotonic() < end, "the fenced session never showed in pg_stat_activity"
             time.sleep(0.05)
         marks = [a.mark(), b.mark()]
         c.proc.send_signal(signal.SIGSTOP)
