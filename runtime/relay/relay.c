@@ -693,7 +693,7 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
  * the last moment, since the process may have stalled after relay_kick let the send go. */
 static bool may_send(void *arg)
 {
-	return relay_cluster_may_act(arg);
+	return relay_cluster_lease_valid(arg);
 }
 
 /* ---- start and stop ------------------------------------------------------------------- */

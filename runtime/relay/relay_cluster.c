@@ -625,6 +625,11 @@ bool relay_cluster_may_act(const struct relay *r)
 	return !r->cluster || (r->cluster->leave == LEAVE_NONE && cluster_lease_valid(r->cluster->c));
 }
 
+bool relay_cluster_lease_valid(const struct relay *r)
+{
+	return !r->cluster || cluster_lease_valid(r->cluster->c);
+}
+
 void relay_cluster_held_back(struct relay *r)
 {
 	if (r->cluster)

@@ -112,6 +112,9 @@ int relay_cluster_forward(struct relay *r, const char *op, const char *id, const
 /* Whether sends, hub calls and streams may start: no cluster, or its lease is valid and
  * it is not draining. */
 bool relay_cluster_may_act(const struct relay *r);
+/* Whether a send already started may still leave: no cluster, or its lease is valid (a
+ * draining member lets what is under way finish). */
+bool relay_cluster_lease_valid(const struct relay *r);
 /* Something was held back by that gate: relay_act_again once it opens. */
 void relay_cluster_held_back(struct relay *r);
 /* Changes each time every conversation was dropped (lost): callbacks that outlived it
