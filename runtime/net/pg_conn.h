@@ -158,6 +158,9 @@ int pg_conn_listen(struct pg_conn *pc, const char *channel);
 
 /* The SQLSTATE of the failed batch whose callbacks are running ("" otherwise). */
 const char *pg_conn_batch_sqlstate(const struct pg_conn *pc);
+/* Whether SQLSTATE is one the server rolls a transaction back with so that it be sent
+ * again: class 40 (40P01 a deadlock, 40001 a serialization failure). */
+bool pg_conn_sqlstate_retry(const char *sqlstate);
 
 bool pg_conn_is_up(const struct pg_conn *pc);
 void pg_conn_stats(const struct pg_conn *pc, struct pg_conn_stats *out);

@@ -146,6 +146,11 @@ const char *pg_conn_batch_sqlstate(const struct pg_conn *pc)
 	return pc->cb_sqlstate;
 }
 
+bool pg_conn_sqlstate_retry(const char *sqlstate)
+{
+	return strncmp(sqlstate, "40", 2) == 0;
+}
+
 /* }===== */
 
 /* {===== batches */
@@ -263,9 +268,8 @@ static void batch_done(struct pg_conn *pc)
 	if (err) {
 		pc->stats.batches_failed++;
 		pc->stats.batches_fenced += err == -EPERM;
-		/* Class 40 (40P01 a deadlock, 40001 a serialization failure): the server rolled
-		 * it back so that it be sent again; the caller does. */
-		if (strncmp(pc->flight_sqlstate, "40", 2) == 0)
+		/* Rolled back to be sent again: the caller does. */
+		if (pg_conn_sqlstate_retry(pc->flight_sqlstate))
 			log_info(pc->lg, "pg.batch_rolled_back", "statements=%u sqlstate=%s", pc->flight.n,
 				 pc->flight_sqlstate);
 		else

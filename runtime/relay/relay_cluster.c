@@ -620,14 +620,14 @@ int relay_conversation_fetch(struct relay *r, const char *id,
 	return -EINPROGRESS;
 }
 
-bool relay_cluster_may_act(const struct relay *r)
-{
-	return !r->cluster || (r->cluster->leave == LEAVE_NONE && cluster_lease_valid(r->cluster->c));
-}
-
 bool relay_cluster_lease_valid(const struct relay *r)
 {
 	return !r->cluster || cluster_lease_valid(r->cluster->c);
+}
+
+bool relay_cluster_may_act(const struct relay *r)
+{
+	return relay_cluster_lease_valid(r) && (!r->cluster || r->cluster->leave == LEAVE_NONE);
 }
 
 void relay_cluster_held_back(struct relay *r)

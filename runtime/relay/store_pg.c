@@ -433,7 +433,7 @@ static void on_done(void *arg, int err, const char *msg, const struct pg_result 
 	e->in_flight = false;
 	if (err && !st->flight_err) {
 		st->flight_err = err;
-		st->flight_rolled_back = err == -EPROTO && strncmp(pg_conn_batch_sqlstate(st->pc), "40", 2) == 0;
+		st->flight_rolled_back = err == -EPROTO && pg_conn_sqlstate_retry(pg_conn_batch_sqlstate(st->pc));
 		if (!st->closing && !st->flight_rolled_back)
 			log_warn(st->lg, "store.batch_failed", "reason=\"%s\" detail=\"%s\" writes_kept=%u",
 				 pg_conn_strerror(err), msg ? msg : "", st->nwrites);

@@ -73,6 +73,7 @@ BUFFERED_MB = 64
 REQUEST_TIMEOUT = 30
 TRICKLE_MS = int(os.environ.get("BENCH_TRICKLE_MS", "1000"))   # a trickler's byte every ... ms
 HOLDER_IDLE = os.environ.get("BENCH_HOLDER_SCHED", "idle") == "idle"   # the holder under SCHED_IDLE
+HOLD_WINDOW_S = 5      # what holding the connections costs, measured before the relay starts
 
 
 def raise_fd_limit():
@@ -414,9 +415,9 @@ def control_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
     holder = start_holder(binary, sink.port, idle, trickle)
     try:
         json.loads(holder.stdout.readline())
-        # As long as the loaded run's measurement window: both runs start as long after the
+        # The loaded run's measurement window, so that both runs start as long after the
         # holder opened its connections (a pacing, not a wait for anything).
-        time.sleep(5)
+        time.sleep(HOLD_WINDOW_S)
         return relay_run(load, daemon, rate, seconds, tag)
     finally:
         stop_holder(holder)
@@ -432,9 +433,9 @@ def loaded_run(binary, load, daemon, rate, seconds, idle, trickle, tag):
     try:
         ready = json.loads(holder.stdout.readline())["ready"]
         cpu0, hold0 = proc_stat(pid)[0], cpu_of(holder.pid)
-        time.sleep(5)   # the measurement window: what holding them costs without the relay
-        held = {"ready": ready, "cpu": (proc_stat(pid)[0] - cpu0) / 5,
-                "holder_cpu": (cpu_of(holder.pid) - hold0) / 5, "rss": proc_stat(pid)[1],
+        time.sleep(HOLD_WINDOW_S)   # the measurement window: what holding them costs without the relay
+        held = {"ready": ready, "cpu": (proc_stat(pid)[0] - cpu0) / HOLD_WINDOW_S,
+                "holder_cpu": (cpu_of(holder.pid) - hold0) / HOLD_WINDOW_S, "rss": proc_stat(pid)[1],
                 "stats": listener_stats(daemon.port)}
         hold1 = cpu_of(holder.pid)
         r = relay_run(load, daemon, rate, seconds, tag, watch=True)

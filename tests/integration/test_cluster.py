@@ -214,16 +214,15 @@ def test_a_member_stopped_inside_a_transaction_is_still_taken_over(cluster, pg_s
     a, b, c = cluster(SHORT_LEASE)
     keys = [f"m{i}" for i in range(6)]
     c.claim(*keys)
-    held = subprocess.Popen([f"{pg_server.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", pg_server.url, "-c",
-                             f"SELECT hd_fence('c', {c.epoch}); SELECT pg_sleep(600)"],
+    # One transaction over three commands: psql prints "fenced" once the fence holds.
+    held = subprocess.Popen([f"{pg_server.bindir}/psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+                             pg_server.url, "-c", "BEGIN", "-c", f"SELECT 'fenced' FROM hd_fence('c', {c.epoch})",
+                             "-c", "SELECT pg_sleep(600)"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        end = time.monotonic() + DEADLINE
-        while pg_server.psql("SELECT count(*) FROM pg_stat_activity"
-                             f" WHERE application_name = 'handoffd epoch {c.epoch}'") != "1":
-            assert held.poll() is None, held.stdout.read()
-            assert time.monotonic() < end, "the fenced session never showed in pg_stat_activity"
-            time.sleep(0.05)
+        assert held.stdout.readline() == "fenced\n"
+        assert pg_server.psql("SELECT count(*) FROM pg_stat_activity"
+                              f" WHERE application_name = 'handoffd epoch {c.epoch}'") == "1"
         marks = [a.mark(), b.mark()]
         c.proc.send_signal(signal.SIGSTOP)
         try:

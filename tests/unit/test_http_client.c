@@ -505,6 +505,13 @@ static bool answer_is(void *arg)
 	return *(bool *)arg;
 }
 
+/* A POST of "x" whose body goes through the read callback, asking MAY_SEND(ARG). */
+static struct http_request gated_post(bool (*may_send)(void *arg), void *arg)
+{
+	return (struct http_request){ .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
+				      .may_send = may_send, .may_send_arg = arg };
+}
+
 /* may_send is asked once the connection is up, right before the request leaves: "no"
  * fails it as never sent (a reused connection, so the only thing left to do was to write
  * the request), and the next request on the same handles goes out as usual. */
@@ -513,8 +520,7 @@ static void test_may_send_holds_a_request_back(void **state)
 	struct fx *f = *state;
 	bool allowed = false;
 	struct http_request plain = { 0 };
-	struct http_request gated = { .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
-				      .may_send = answer_is, .may_send_arg = &allowed };
+	struct http_request gated = gated_post(answer_is, &allowed);
 	struct result *r;
 
 	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
@@ -545,8 +551,7 @@ static void test_may_send_is_asked_again_before_the_body(void **state)
 	struct fx *f = *state;
 	int asked = 0;
 	struct http_request plain = { 0 };
-	struct http_request gated = { .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
-				      .may_send = yes_once, .may_send_arg = &asked };
+	struct http_request gated = gated_post(yes_once, &asked);
 	struct result *r;
 
 	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
