@@ -41,8 +41,9 @@ struct conversation {
 	char *handoff_id;
 	struct dl_conv *dl;		/* NULL until the first message to the bot */
 	bool dl_gone;			/* the bot's conversation ended under us (not yet reopened) */
-	/* A cluster member sends to the bot only through a Direct Line conversation whose id
-	 * is committed (else the next owner would start another and send again there). */
+	/* Messages go to the bot only through a Direct Line conversation whose id is
+	 * committed (else a restart or the next owner would start another and send again
+	 * there). */
 	bool dl_id_durable;
 	bool dl_id_waiting;		/* for that commit */
 	/* Direct Line's position moved while a send to the bot was under way: written when the

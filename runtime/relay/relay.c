@@ -267,11 +267,13 @@ static void on_bot_sent(struct dl_conv *dc, int err, const char *reason, const c
 /* Each message goes with its outbox identity: after a restart, one that may have left
  * (attempts > 0) is looked for in the bot's conversation by Direct Line before it is
  * posted again (directline_send_item). */
-static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it, bool marked);
+static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it);
 static int arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
 
-/* A cluster member's send waits for the commit of its attempt: the POST must not leave
- * before the mark that makes the next owner look for it is durable. */
+/* A send waits for the commit of its attempt: the POST must not leave before the mark
+ * that makes a restart (or the next owner) look for it is durable. The turn's
+ * transaction alone is not enough: libcurl may write a request on a kept-alive
+ * connection inside the very call that finished the one before, before the turn ends. */
 struct marked {
 	struct relay *r;
 	char *key;
@@ -292,7 +294,7 @@ static void on_marked(void *arg)
 			if (arm_retry(r, c, QUEUE_TO_BOT, backoff_ms(r, it.attempts)) < 0)
 				log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
 		} else {
-			send_to_bot(r, c, &it, true);
+			send_to_bot(r, c, &it);
 		}
 		store_item_clear(&it);
 	} else if (c) {
@@ -342,10 +344,6 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 {
 	struct marked *m;
 
-	if (!r->cluster) {
-		send_to_bot(r, c, it, false);
-		return;
-	}
 	if (!c->dl_id_durable) {
 		c->queues[QUEUE_TO_BOT].busy = false;
 		if (!open_dl(r, c))
@@ -368,10 +366,10 @@ static void deliver_to_bot(struct relay *r, struct conversation *c, struct store
 	}
 }
 
-/* MARKED: IT's attempt is counted and committed already (a cluster member's). */
-static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it, bool marked)
+/* IT's attempt is counted and committed already (deliver_to_bot). */
+static void send_to_bot(struct relay *r, struct conversation *c, struct store_item *it)
 {
-	int attempts = marked ? it->attempts : it->attempts + 1;
+	int attempts = it->attempts;
 	struct dl_send_item item = { .id = it->id, .created_ms = it->created_ms, .maybe_sent = attempts > 1 };
 	struct sent *s;
 	int rc;
@@ -385,10 +383,6 @@ static void send_to_bot(struct relay *r, struct conversation *c, struct store_it
 	s->r = r;
 	s->item = it->id;
 	s->created_ms = it->created_ms;
-	/* From here the message may reach the bot: a restart must look for it. Written
-	 * first, so the turn's transaction carries it before the POST can leave. */
-	if (!marked)
-		store_outbox_retry(r->store, it->id, attempts, 0);
 	rc = directline_send_item(c->dl, it->payload, it->payload_len, &item, on_bot_sent, s);
 	if (rc == 0)
 		return;
@@ -685,7 +679,7 @@ static void on_persist(struct dl_conv *dc, const char *key, const struct dl_pers
 		c->position_pending = true;	/* written once the send is done (on_bot_sent) */
 	else
 		relay_save(r, c);
-	if (r->cluster && !c->dl_id_durable && c->dl_conversation_id)
+	if (!c->dl_id_durable && c->dl_conversation_id)
 		wait_dl_durable(r, c);
 }
 

@@ -51,11 +51,11 @@ class Handoffd:
 
     def __init__(self, binary, workdir):
         self.binary, self.workdir = binary, pathlib.Path(workdir)
-        self.proc, self.port, self.lines = None, None, []
+        self.proc, self.port, self.lines, self.previous_lines = None, None, [], []
         self.cond = threading.Condition()
 
     def start(self, *args):
-        self.lines = []
+        self.previous_lines, self.lines = self.lines, []
         self.proc = subprocess.Popen([self.binary, "-c", "config.lua", *args], cwd=self.workdir,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
@@ -147,6 +147,14 @@ class Environment:
 
     def bot_received(self, conversation):
         return self.emu.ctl.received(self.dl_conversation(conversation))
+
+    def explain(self, conversation):
+        """What the bot got in CONVERSATION (text, when, clientActivityID) and what handoffd
+        logged, this run and the one before a restart: for a failure seen once under load."""
+        got = [(a.get("text"), a.get("timestamp"), a.get("channelData", {}).get("clientActivityID"))
+               for a in self.bot_received(conversation) if a.get("type") == "message"]
+        return "\n".join([f"the bot got {got}", "handoffd, the run before:", *self.daemon.previous_lines,
+                          "handoffd, this run:", *self.daemon.lines])
 
     def close(self):
         code = self.daemon.stop()

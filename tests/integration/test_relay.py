@@ -162,10 +162,11 @@ def test_kill_and_restart_mid_traffic(env):
         assert hub.message(env.port, "k-1", f"m{j}")[0] == 202
         sent.append(f"m{j}")
     msgs = hub.wait_messages("k-1", 21, timeout=60)
+    assert [a["text"] for a in env.bot_received("k-1")] == sent, \
+        f"every message reached the bot once\n{env.explain('k-1')}"
     # A reply whose delivery the kill interrupted comes again with the same id, which the
     # contract tells the hub to drop (the fake does, into hub.redelivered).
-    assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], "every reply once, in order"
-    assert [a["text"] for a in env.bot_received("k-1")] == sent, "every message reached the bot once"
+    assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], f"every reply once, in order\n{env.explain('k-1')}"
 
 
 def test_kill_with_send_in_flight_and_slow_replay(env):
