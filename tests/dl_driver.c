@@ -13,8 +13,10 @@
  *                              MAYBE 1: it may have been sent before (directline_send_item)
  *   close KEY [end]            give the handle back (end: tell the bot)
  *   park KEY / wake KEY        directline_park / directline_wake
- *   reopen KEY [expired]       close if open, then resume from the last on_persist
- *                              (expired: as if its token had expired meanwhile)
+ *   reopen KEY [expired|unplaced]
+ *                              close if open, then resume from the last on_persist
+ *                              (expired: as if its token had expired meanwhile;
+ *                              unplaced: as if no watermark had ever been stored)
  *   stats                      print the client's figures
  *   metrics                    print the metrics text
  * End of input closes everything and exits.
@@ -247,12 +249,15 @@ static void cmd_open(struct driver *d, const char *key)
 		error("open %s failed", key);
 }
 
-/* EXPIRED: as if the process was down longer than the token lived. */
-static void cmd_reopen(struct driver *d, struct conv *cv, bool expired)
+/* HOW "expired": as if the process was down longer than the token lived; "unplaced": as
+ * if the process that took the bot's activities in had never stored their position. */
+static void cmd_reopen(struct driver *d, struct conv *cv, const char *how)
 {
+	bool expired = strcmp(how, "expired") == 0;
 	struct dl_persist p = {
 		.conversation_id = cv->saved.conversation_id, .token = cv->saved.token,
-		.token_expires = expired ? 1 : cv->saved.token_expires, .watermark = cv->saved.watermark,
+		.token_expires = expired ? 1 : cv->saved.token_expires,
+		.watermark = strcmp(how, "unplaced") == 0 ? NULL : cv->saved.watermark,
 		.seen = cv->saved.seen, .nseen = cv->saved.nseen, .unsettled = cv->saved.unsettled,
 	};
 
@@ -364,7 +369,7 @@ static void command(struct driver *d, char *line)
 	} else if (strcmp(cmd, "open") == 0 && key) {
 		cmd_open(d, key);
 	} else if (strcmp(cmd, "reopen") == 0 && cv && cv->saved.conversation_id) {
-		cmd_reopen(d, cv, strcmp(line, "expired") == 0);
+		cmd_reopen(d, cv, line);
 	} else if (!cv || !cv->c) {
 		error("bad command or unknown conversation: %s %s", cmd, key ? key : "");
 	} else if (strcmp(cmd, "send") == 0 || strcmp(cmd, "sendjson") == 0) {

@@ -183,6 +183,7 @@ struct dl_conv {
 	bool ever_online;			/* a later ONLINE is a reconnect */
 	bool poll_soon;				/* polling: GET again shortly after this one */
 	bool catch_up;				/* the next socket needs a GET for what it misses */
+	bool history_read;			/* no watermark: the history was read for this resume */
 	bool parked;				/* no socket: a GET every parked_sync instead */
 	bool held;				/* parked by directline_park: only directline_wake ends it */
 	bool waking;				/* held, woken: a GET reads what came meanwhile first */

@@ -472,11 +472,21 @@ static void on_resumed(struct dl_conv *c, const struct http_response *res, int e
 	connect_stream(c);
 }
 
+static void read_history(struct dl_conv *c);
+
+/* Without a watermark a new socket gives only what comes after the reconnect call: what
+ * came before it (an earlier owner's last replies it never committed) is read by GET
+ * first. A history still empty leaves the GET after the socket opens (catch_up). */
 static void resume(struct dl_conv *c)
 {
 	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
 
 	c->phase = DL_PH_RESUME;
+	if (!c->watermark && !c->history_read) {
+		read_history(c);
+		return;
+	}
+	c->history_read = false;
 	if (conv_path(c, "", path, sizeof(path)) < 0) {
 		dl_terminate(c, DL_STATE_FAILED, "conversation id too long");
 		return;
@@ -496,6 +506,46 @@ static bool more_pages(const struct dl_conv *c, int n, const char *before)
 	if (n <= 0 || !c->watermark)
 		return false;
 	return !before || strcmp(before, c->watermark) != 0;
+}
+
+/* A page of the history before a resume without a watermark: all of it is read, in
+ * order, before the socket, so that nothing the socket gives can overtake it. */
+static void on_history(struct dl_conv *c, const struct http_response *res, int err)
+{
+	char *before;
+	int n;
+
+	if (dl_done(c))
+		return;
+	if (!dl_http_ok(res, err)) {
+		rest_failed(c, res, err, "history");
+		return;
+	}
+	before = c->watermark ? strdup(c->watermark) : NULL;
+	n = dl_dispatch(c, res->body, res->body_len);
+	if (!dl_done(c) && more_pages(c, n, before)) {
+		free(before);
+		read_history(c);
+		return;
+	}
+	free(before);
+	if (dl_done(c))
+		return;
+	if (n < 0) {
+		dl_stream_retry(c, -1, "history unreadable");
+		return;
+	}
+	c->history_read = true;
+	resume(c);
+}
+
+static void read_history(struct dl_conv *c)
+{
+	char path[DL_ID_MAX * 3 + DL_WATERMARK_MAX * 3 + 64];
+
+	if (conv_path(c, "/activities", path, sizeof(path)) < 0 ||
+	    dl_http(c, &c->rx, "GET", path, DL_CRED_TOKEN, NULL, 0, DL_REST_TIMEOUT_MS, on_history) < 0)
+		dl_stream_retry(c, -1, "cannot read the history");
 }
 
 static void on_polled(struct dl_conv *c, const struct http_response *res, int err)

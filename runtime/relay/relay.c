@@ -764,6 +764,11 @@ void relay_adopt(struct relay *r, const char *key)
 	store_conv_clear(&sc);
 }
 
+void relay_close_streams(struct relay *r)
+{
+	convstore_each(r->convs, close_dl, NULL);
+}
+
 int relay_drop_all(struct relay *r)
 {
 	struct convstore *fresh = convstore_new(2 * (size_t)r->rt->config->limits.conversations);

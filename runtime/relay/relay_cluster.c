@@ -498,6 +498,9 @@ static void leave_step(struct relay_cluster *cl)
 			return;
 		if (busy)
 			log_warn(cl->r->rt->log, "cluster.leave_deadline", "busy=%zu", busy);
+		/* What the bot says after the last commit would be taken in and never written:
+		 * the streams close first, and the next owner reads it from the stored watermark. */
+		relay_close_streams(cl->r);
 		cl->leave = LEAVE_COMMIT;
 	}
 	if (cl->leave == LEAVE_COMMIT) {

@@ -96,6 +96,9 @@ bool relay_hub_escalation_failed(struct relay *r, struct conversation *c, int64_
 void relay_adopt(struct relay *r, const char *key);
 /* Every conversation leaves memory without a write; Direct Line handles are closed. */
 int relay_drop_all(struct relay *r);
+/* Every Direct Line handle is closed, the conversations stay: a leaving member takes in
+ * nothing more from the bot once it is about to commit for the last time. */
+void relay_close_streams(struct relay *r);
 /* What the lease gate held back goes now: streams open, queues run. */
 void relay_act_again(struct relay *r);
 

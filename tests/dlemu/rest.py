@@ -155,6 +155,9 @@ class Rest:
         watermark = self.watermark(request)
         await self.scripted(request, conv, "get_activities")
         self.emu.stats.bump("get_activities")
+        delay = self.emu.settings.get(conv, "get_delay_ms")
+        if delay:
+            await asyncio.sleep(delay / 1000)
         acts, position = conv.page(watermark or 0, max(1, self.emu.settings.get(conv, "page_size")))
         return reply({"activities": acts, "watermark": conv.reported(position)})
 

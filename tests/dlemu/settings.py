@@ -23,6 +23,7 @@ TABLE = {
                                "with reason 'collision', or none"),
     "handshake_delay_ms": (0, True, "hold each WebSocket handshake this long before answering (F26)"),
     "reconnect_delay_ms": (0, True, "hold each GET /conversations/{id} this long before answering (F26)"),
+    "get_delay_ms": (0, True, "hold each GET /activities this long, then answer with what is there then"),
     "bot_enabled": (True, True, "the scripted bot answers user activities"),
     "push": (True, True, "push new activities to open sockets; off = lost on the socket, still in GET"),
     "connect_rate_limit": (0, False, "reconnect GETs + handshakes allowed per second, more get 429 "

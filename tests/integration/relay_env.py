@@ -58,7 +58,8 @@ class Handoffd:
         self.previous_lines, self.lines = self.lines, []
         self.proc = subprocess.Popen([self.binary, "-c", "config.lua", *args], cwd=self.workdir,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self.reader.start()
         line = self.wait_line("http.listen")
         self.port = int(line.rsplit(":", 1)[1])
         return self
@@ -93,9 +94,10 @@ class Handoffd:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(20)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+            self.reader.join(5)  # its last words (a sanitizer's report) are in self.lines
         return self.proc.returncode if self.proc else None
 
 

@@ -149,8 +149,11 @@ def explain(cluster, conversation):
     got = [(a.get("text"), a.get("timestamp"), a.get("channelData", {}).get("clientActivityID"))
            for a in (cluster.emu.ctl.received(cid) if cid else []) if a.get("type") == "message"]
     print(f"{conversation}: owner {cluster.owner(conversation)}; the bot got (text, at, clientActivityID) {got}")
+    hub = [(b["id"], b["activity"]["text"]) for b in cluster.hub.messages(conversation)]
+    print(f"{conversation}: the hub got (id, text) {hub}")
     for n, d in cluster.nodes.items():
-        print("\n".join(f"{n}: {l}" for l in d.lines if f":{conversation} " in l or f":{conversation}\"" in l
+        print("\n".join(f"{n}{run}: {l}" for run, lines in (("-before", d.previous_lines), ("", d.lines))
+                         for l in lines if f":{conversation} " in l or f":{conversation}\"" in l
                          or " warn " in l or " error " in l))
 
 
@@ -179,6 +182,8 @@ def expect_exactly_once(cluster, conversations, per, timeout=60):
             explain(cluster, c)
         assert got == want[c], f"{c}: the bot got each message once, in order"
         replies = [t for t in texts(cluster.hub.messages(c)) if t.startswith("You said")]
+        if replies != [f"You said: {t}" for t in want[c]]:
+            explain(cluster, c)
         assert replies == [f"You said: {t}" for t in want[c]], f"{c}: every reply reached the hub once, in order"
 
 
@@ -312,12 +317,13 @@ def raw_post(cluster, conversation, text):
 def test_rolling_restart(cluster):
     convs = [f"r-{i}" for i in range(15)]
     per = 12
-    codes, left = [], []
+    codes, left, last_words = [], [], []
 
     def restart_all():
         for name in NODES:
             codes.append(cluster.nodes[name].stop())
             left.append(any("cluster.left released=yes" in l for l in cluster.nodes[name].lines))
+            last_words.extend(f"{name}: {l}" for l in cluster.nodes[name].lines[-80:])
             cluster.start(name)
     t = threading.Thread(target=restart_all)
 
@@ -326,7 +332,8 @@ def test_rolling_restart(cluster):
             t.start()
     converse(cluster, convs, per, on_sent)
     t.join(120)
-    assert codes == [0, 0, 0] and left == [True, True, True], "each instance released its conversations and left"
+    assert codes == [0, 0, 0] and left == [True, True, True], \
+        "each instance released its conversations and left; their last lines:\n" + "\n".join(last_words)
     expect_exactly_once(cluster, convs, per, timeout=90)
 
 

@@ -112,3 +112,26 @@ def test_resume_from_persisted_state(driver_factory, emu, transport, expired):
     assert "resume=yes" in drv.log()
     assert ("directline.token_reacquired" in drv.log()) == expired
     assert {e["conv"] for e in drv.events if e.get("conv")} == {cid}
+
+
+def test_resume_without_a_watermark_reads_the_history_first(driver_factory, emu):
+    """A process that took the bot's last activities in but never stored their position
+    (a cluster member that left before committing them): the next one resumes without a
+    watermark, and a socket opened so gives only what comes after the reconnect. What came
+    before is read by GET first, so the socket cannot overtake it, even when that GET is slow."""
+    ctl = emu.ctl
+    drv = driver_factory()
+    cid = drv.open("k1")
+    ctl.bot(cid, seq=3, prefix="before-")
+    check_exactly_once(drv, ctl, "k1", cid)
+    drv.cmd("close", "k1")
+    drv.wait_log('directline.close key="k1"')
+    ctl.bot(cid, seq=2, prefix="meanwhile-")
+    ctl.settings(cid, get_delay_ms=500)
+    mark = drv.mark()
+    drv.cmd("reopen", "k1", "unplaced")
+    drv.wait_state("k1", "online", start=mark)
+    ctl.bot(cid, seq=1, prefix="after-")
+    check_exactly_once(drv, ctl, "k1", cid)
+    assert [t for t in texts(drv, "k1") if "-" in t] == \
+        ["before-1", "before-2", "before-3", "meanwhile-1", "meanwhile-2", "after-1"]
