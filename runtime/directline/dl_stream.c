@@ -499,20 +499,24 @@ static void resume(struct dl_conv *c)
 
 /* {===== Polling, and catch-up GETs beside the stream */
 
-/* A page was read. More may follow while it held activities and moved the watermark;
- * a page that does not move it cannot be followed without looping. */
-static bool more_pages(const struct dl_conv *c, int n, const char *before)
+/* Dispatches one page of GET /activities (*N: what dl_dispatch said); true when another
+ * may follow: the page held activities and moved the watermark (one that does not move it
+ * cannot be followed without looping). */
+static bool read_page(struct dl_conv *c, const struct http_response *res, int *n)
 {
-	if (n <= 0 || !c->watermark)
-		return false;
-	return !before || strcmp(before, c->watermark) != 0;
+	char *before = c->watermark ? strdup(c->watermark) : NULL;
+	bool more;
+
+	*n = dl_dispatch(c, res->body, res->body_len);
+	more = !dl_done(c) && *n > 0 && c->watermark && (!before || strcmp(before, c->watermark) != 0);
+	free(before);
+	return more;
 }
 
 /* A page of the history before a resume without a watermark: all of it is read, in
  * order, before the socket, so that nothing the socket gives can overtake it. */
 static void on_history(struct dl_conv *c, const struct http_response *res, int err)
 {
-	char *before;
 	int n;
 
 	if (dl_done(c))
@@ -521,14 +525,10 @@ static void on_history(struct dl_conv *c, const struct http_response *res, int e
 		rest_failed(c, res, err, "history");
 		return;
 	}
-	before = c->watermark ? strdup(c->watermark) : NULL;
-	n = dl_dispatch(c, res->body, res->body_len);
-	if (!dl_done(c) && more_pages(c, n, before)) {
-		free(before);
+	if (read_page(c, res, &n)) {
 		read_history(c);
 		return;
 	}
-	free(before);
 	if (dl_done(c))
 		return;
 	if (n < 0) {
@@ -550,7 +550,7 @@ static void read_history(struct dl_conv *c)
 
 static void on_polled(struct dl_conv *c, const struct http_response *res, int err)
 {
-	char *before;
+	bool more;
 	int n;
 
 	if (dl_done(c))
@@ -561,16 +561,15 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 			c->phase = DL_PH_POLL;	/* keep polling after the backoff */
 		return;
 	}
-	before = c->watermark ? strdup(c->watermark) : NULL;
-	n = dl_dispatch(c, res->body, res->body_len);
+	more = read_page(c, res, &n);
 	if (!dl_done(c)) {
 		c->rx_attempt = 0;
 		went_online(c, c->parked ? "parked" : c->poll_until_ms ? "polling fallback" : "polling");
 	}
 	if (!dl_done(c)) {
 		c->phase = DL_PH_POLL;
-		if (more_pages(c, n, before) || (c->poll_soon && n >= 0))
-			arm(c, c->poll_soon && !more_pages(c, n, before) ? DL_EXTRA_POLL_MS : 0);
+		if (more || (c->poll_soon && n >= 0))
+			arm(c, c->poll_soon && !more ? DL_EXTRA_POLL_MS : 0);
 		else if (n < 0)
 			arm(c, dl_backoff_ms(c->dl, 1));
 		else if (c->waking)
@@ -581,7 +580,6 @@ static void on_polled(struct dl_conv *c, const struct http_response *res, int er
 			arm_next_poll(c);
 		c->poll_soon = false;
 	}
-	free(before);
 }
 
 static void poll_now(struct dl_conv *c)
@@ -626,7 +624,6 @@ static void sync_page(struct dl_conv *c);
 
 static void on_synced(struct dl_conv *c, const struct http_response *res, int err)
 {
-	char *before;
 	int n;
 
 	if (dl_done(c))
@@ -640,14 +637,10 @@ static void on_synced(struct dl_conv *c, const struct http_response *res, int er
 		dl_send_synced(c, false);
 		return;
 	}
-	before = c->watermark ? strdup(c->watermark) : NULL;
-	n = dl_dispatch(c, res->body, res->body_len);
-	if (!dl_done(c) && more_pages(c, n, before)) {
-		free(before);
+	if (read_page(c, res, &n)) {
 		sync_page(c);
 		return;
 	}
-	free(before);
 	if (dl_done(c))
 		return;
 	if (c->sync_again) {
