@@ -281,11 +281,22 @@ struct marked {
 	uint64_t generation;
 };
 
+/* The conversation M was made for, while it is held as it was then: not after a cluster
+ * member dropped its conversations, nor once relay_free has begun. */
+static struct conversation *marked_conv(const struct marked *m)
+{
+	struct relay *r = m->r;
+
+	if (r->stopping || m->generation != relay_cluster_generation(r))
+		return NULL;
+	return convstore_get(r->convs, m->key);
+}
+
 static void on_marked(void *arg)
 {
 	struct marked *m = arg;
 	struct relay *r = m->r;
-	struct conversation *c = m->generation == relay_cluster_generation(r) ? convstore_get(r->convs, m->key) : NULL;
+	struct conversation *c = marked_conv(m);
 	struct store_item it;
 
 	if (c && store_outbox_head(r->store, c->key, queue_names[QUEUE_TO_BOT], &it) == 0) {
@@ -308,7 +319,7 @@ static void on_dl_durable(void *arg)
 {
 	struct marked *m = arg;
 	struct relay *r = m->r;
-	struct conversation *c = m->generation == relay_cluster_generation(r) ? convstore_get(r->convs, m->key) : NULL;
+	struct conversation *c = marked_conv(m);
 
 	if (c) {
 		c->dl_id_waiting = false;
@@ -901,6 +912,7 @@ void relay_free(struct relay *r)
 {
 	if (!r)
 		return;
+	r->stopping = true;
 	relay_end_stop(r);
 	if (r->convs)
 		convstore_each(r->convs, close_dl, NULL);

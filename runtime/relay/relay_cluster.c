@@ -467,12 +467,14 @@ static void on_released(void *arg, int err)
 	leave_finish(cl);
 }
 
+/* ARG is the relay, not the cluster part: a second wait queued by a later tick may still
+ * be pending when relay_free frees that part, and the store's close runs it after. */
 static void on_left_committed(void *arg)
 {
-	struct relay_cluster *cl = arg;
+	struct relay_cluster *cl = ((struct relay *)arg)->cluster;
 	int rc;
 
-	if (cl->leave != LEAVE_COMMIT)
+	if (!cl || cl->leave != LEAVE_COMMIT)
 		return;
 	cl->leave = LEAVE_RELEASE;
 	rc = cluster_release_all(cl->c, on_released, cl);
@@ -505,7 +507,7 @@ static void leave_step(struct relay_cluster *cl)
 	}
 	if (cl->leave == LEAVE_COMMIT) {
 		store_flush(cl->r->store);
-		if (store_after_commit(cl->r->store, on_left_committed, cl) < 0)
+		if (store_after_commit(cl->r->store, on_left_committed, cl->r) < 0)
 			on_released(cl, -ENOMEM);
 	} else if (cl->leave == LEAVE_RELEASE && clock_mono_ms() > cl->leave_deadline_ms + LEAVE_RELEASE_MS) {
 		on_released(cl, -ETIMEDOUT);

@@ -47,6 +47,9 @@ struct relay {
 	struct relay_end *end;		/* relay_end.c's timers and counts */
 	struct relay_cluster *cluster;	/* relay_cluster.c's; NULL unless the state is PostgreSQL */
 	const char *origin;		/* relay_set_origin's, borrowed */
+	/* relay_free has begun: the store's last after-commit callbacks, run by its final
+	 * flush and its close, find the conversations and Direct Line gone, and act on nothing. */
+	bool stopping;
 	struct conversation *dirty;	/* rows to write before the commit (relay_save) */
 	char **held;			/* keys of conversations whose next item waits for its commit */
 	size_t nheld, capheld;

@@ -150,6 +150,25 @@ def test_hub_outage_loses_nothing(env):
     env.daemon.wait_line("relay.to_hub_retry")
 
 
+def test_sigterm_mid_traffic_stops_cleanly_and_loses_nothing(env):
+    """A graceful stop while messages queue up for the bot: handoffd exits 0 (what the store's
+    last commit completes finds the Direct Line client gone and sends nothing), and after
+    a restart every message reaches the bot once and every reply the hub once, in order."""
+    hub = env.hub
+    sent = [f"m{j}" for j in range(12)]
+    for text in sent[:8]:
+        assert hub.message(env.port, "g-1", text)[0] == 202
+    code = env.daemon.stop()
+    assert code == 0, "handoffd stops cleanly; its last lines:\n" + "\n".join(env.daemon.lines[-40:])
+    env.daemon.start()
+    for text in sent[8:]:
+        assert hub.message(env.port, "g-1", text)[0] == 202
+    msgs = hub.wait_messages("g-1", 13, timeout=60)
+    assert [a["text"] for a in env.bot_received("g-1")] == sent, \
+        f"every message reached the bot once\n{env.explain('g-1')}"
+    assert texts(msgs)[1:] == [f"You said: {t}" for t in sent], f"every reply once, in order\n{env.explain('g-1')}"
+
+
 def test_kill_and_restart_mid_traffic(env):
     hub, port = env.hub, env.port
     sent = []
