@@ -117,4 +117,3 @@ def test_resume_from_persisted_state(driver_factory, emu, transport, how):
     assert "resume=yes" in drv.log()
     assert ("directline.token_reacquired" in drv.log()) == (how == "expired")
     assert {e["conv"] for e in drv.events if e.get("conv")} == {cid}
-
