@@ -786,7 +786,7 @@ int relay_drop_all(struct relay *r)
 
 	if (!fresh)
 		return -ENOMEM;
-	convstore_each(r->convs, close_dl, NULL);
+	relay_close_streams(r);
 	while (r->dirty)
 		conv_dirty_unlink(r->dirty);
 	convstore_free(r->convs);
@@ -915,7 +915,7 @@ void relay_free(struct relay *r)
 	r->stopping = true;
 	relay_end_stop(r);
 	if (r->convs)
-		convstore_each(r->convs, close_dl, NULL);
+		relay_close_streams(r);
 	directline_free(r->dl);
 	if (r->store) {	/* the dirty rows, before their conversations go */
 		store_on_durable(r->store, NULL, NULL);
