@@ -1,6 +1,6 @@
-/* relay_internal.h - what relay.c (states, bot side, queue runner), relay_hub.c
- * (deliveries to hub scripts, the handoff's escalation) and relay_end.c (ending, drain,
- * idle expiry, retention) share. Nothing else includes it. */
+/* relay_internal.h - what relay.c (states, queue runner), relay_bot.c (Direct Line
+ * streams and sends), relay_hub.c (deliveries to hub scripts, the handoff's escalation)
+ * and relay_end.c (ending, drain, idle expiry, retention) share. Nothing else includes it. */
 #ifndef HANDOFFD_RELAY_INTERNAL_H
 #define HANDOFFD_RELAY_INTERNAL_H
 
@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+struct directline_callbacks;
+struct dl_conv;
 struct hd_activity;
 struct relay_cluster;
 struct relay_end;
@@ -76,6 +78,21 @@ void relay_item_finished(struct relay *r, struct conversation *c, enum conv_queu
 /* Item ID failed for now: retried after a backoff, at least AT_LEAST_MS. */
 void relay_retry_later(struct relay *r, struct conversation *c, enum conv_queue q, int64_t id,
 		       int attempts, uint64_t at_least_ms);
+/* The backoff after ATTEMPTS tries (retry.base, retry.max_delay), at least 1 ms. */
+uint64_t relay_backoff_ms(struct relay *r, int attempts);
+/* Runs Q of C again in DELAY_MS (its retry timer); -ENOMEM when no timer could be made. */
+int relay_arm_retry(struct relay *r, struct conversation *c, enum conv_queue q, uint64_t delay_ms);
+
+/* relay_bot.c */
+/* Direct Line's callbacks for the relay's client (directline_new). */
+struct directline_callbacks relay_bot_callbacks(void);
+/* C's Direct Line stream, opened (resumed from C's stored position) when it is not: NULL
+ * when it cannot be, or not yet (a cluster member without its lease). */
+struct dl_conv *relay_bot_open(struct relay *r, struct conversation *c);
+/* C's state changed from FROM: its stream is parked while an agent has C, woken after. */
+void relay_bot_park_for_state(struct conversation *c, enum conv_state from);
+/* Sends the head item IT of C's to_bot queue, once its attempt is committed. */
+void relay_bot_deliver(struct relay *r, struct conversation *c, struct store_item *it);
 /* Posts handoff.status STATE (MESSAGE: a JSON string or NULL) to the bot when configured. */
 void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message);
 
