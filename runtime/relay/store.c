@@ -136,11 +136,6 @@ int store_event_delete(struct store *st, const char *event_id)
 	return st->be->event_delete(st->impl, event_id);
 }
 
-int store_event_expire(struct store *st, int64_t before_s)
-{
-	return st->be->event_expire(st->impl, before_s);
-}
-
 void store_set_event_ttl(struct store *st, int64_t ttl_s)
 {
 	st->be->set_event_ttl(st->impl, ttl_s);
@@ -211,12 +206,6 @@ struct pg_conn *store_pg_conn(struct store *st)
 int store_set_owner(struct store *st, const char *node, int64_t epoch)
 {
 	return st->be->set_owner ? st->be->set_owner(st->impl, node, epoch) : -EOPNOTSUPP;
-}
-
-void store_fenced(struct store *st)
-{
-	if (st->be->fenced)
-		st->be->fenced(st->impl);
 }
 
 int store_load(struct store *st, const char *key, void (*fn)(void *arg, int err), void *arg)

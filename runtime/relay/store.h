@@ -113,8 +113,6 @@ int store_event_add(struct store *st, const char *event_id);
  * store_event_add on a PostgreSQL state returns -EOPNOTSUPP. */
 int store_event_add_async(struct store *st, const char *event_id, store_event_fn fn, void *arg);
 int store_event_delete(struct store *st, const char *event_id);
-/* Forgets the event ids recorded before BEFORE_S (unix seconds). */
-int store_event_expire(struct store *st, int64_t before_s);
 /* How long store_event_add remembers an id (state_retention). */
 void store_set_event_ttl(struct store *st, int64_t ttl_s);
 
@@ -163,9 +161,6 @@ struct pg_conn *store_pg_conn(struct store *st);
 /* Who this instance is in the cluster (NODE copied, EPOCH > 0), for the claims that go
  * with inbound rows; called again after every registration. */
 int store_set_owner(struct store *st, const char *node, int64_t epoch);
-/* A batch was refused by the fence: whatever the log holds was written for an epoch that
- * is gone; it is dropped, never sent again. */
-void store_fenced(struct store *st);
 /* Loads KEY's conversation row and outbox items into memory, asynchronously: FN(ARG, 0)
  * once they are there (a key with no row is fine), or FN(ARG, negative errno). */
 int store_load(struct store *st, const char *key, void (*fn)(void *arg, int err), void *arg);

@@ -26,7 +26,6 @@ struct store_backend {
 	/* NULL: event_add answers at once. */
 	int (*event_add_async)(struct store_impl *st, const char *event_id, store_event_fn fn, void *arg);
 	int (*event_delete)(struct store_impl *st, const char *event_id);
-	int (*event_expire)(struct store_impl *st, int64_t before_s);
 	void (*set_event_ttl)(struct store_impl *st, int64_t ttl_s);
 	int64_t (*outbox_add_call)(struct store_impl *st, const char *key, const char *queue, const char *role,
 				   const char *fn, const char *payload, size_t len);
@@ -41,7 +40,6 @@ struct store_backend {
 	/* A cluster member's (store.h); NULL: -EOPNOTSUPP. */
 	struct pg_conn *(*pg_conn)(struct store_impl *st);
 	int (*set_owner)(struct store_impl *st, const char *node, int64_t epoch);
-	void (*fenced)(struct store_impl *st);
 	int (*load)(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg);
 	void (*forget)(struct store_impl *st, const char *key);
 	void (*forget_all)(struct store_impl *st);

@@ -60,11 +60,6 @@ static void drop_log(struct store_impl *st, int err)
 		log_warn(st->lg, "store.writes_dropped", "writes=%u reason=\"fenced\"", n);
 }
 
-void pgs_fenced(struct store_impl *st)
-{
-	drop_log(st, -EPERM);
-}
-
 void pgs_forget(struct store_impl *st, const char *key)
 {
 	pgm_forget(st->m, key, KEY_QUEUES);

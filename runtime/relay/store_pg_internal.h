@@ -109,7 +109,6 @@ char *pgs_hex_bytea(const void *p, size_t n);
 
 struct pg_conn *pgs_pg_conn(struct store_impl *st);
 int pgs_set_owner(struct store_impl *st, const char *node, int64_t epoch);
-void pgs_fenced(struct store_impl *st);
 void pgs_forget(struct store_impl *st, const char *key);
 void pgs_forget_all(struct store_impl *st);
 int pgs_load(struct store_impl *st, const char *key, void (*fn)(void *arg, int err), void *arg);

@@ -419,16 +419,6 @@ int pgm_count(struct pgm *m, const char *key, const char *queue)
 	return q ? q->n : 0;
 }
 
-const char *pgm_item_key(const struct pgm_item *it)
-{
-	return it->queue->key;
-}
-
-const char *pgm_item_queue(const struct pgm_item *it)
-{
-	return it->queue->queue;
-}
-
 int pgm_each_queue(struct pgm *m, int (*fn)(const char *key, const char *queue, void *arg), void *arg)
 {
 	size_t n = 0, cap = m->queues.n;

@@ -51,9 +51,6 @@ void pgm_item_remove(struct pgm *m, struct pgm_item *it);
 /* The oldest item of KEY/QUEUE, or NULL. */
 struct pgm_item *pgm_head(struct pgm *m, const char *key, const char *queue);
 int pgm_count(struct pgm *m, const char *key, const char *queue);
-/* The key and queue an item belongs to (borrowed). */
-const char *pgm_item_key(const struct pgm_item *it);
-const char *pgm_item_queue(const struct pgm_item *it);
 /* FN(key, queue, arg) per pair that has items; FN may change the mirror. */
 int pgm_each_queue(struct pgm *m, int (*fn)(const char *key, const char *queue, void *arg), void *arg);
 

@@ -660,7 +660,6 @@ const struct store_backend store_sqlite_backend = {
 	.purge_ended = sq_purge_ended,
 	.event_add = sq_event_add,
 	.event_delete = sq_event_delete,
-	.event_expire = sq_event_expire,
 	.set_event_ttl = sq_set_event_ttl,
 	.outbox_add_call = sq_outbox_add_call,
 	.outbox_head = sq_outbox_head,
