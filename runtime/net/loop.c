@@ -58,6 +58,13 @@ void loop_free(struct loop *lp)
 {
 	if (!lp)
 		return;
+	/* A bufferevent freed while one of its deferred callbacks is queued stays allocated
+	 * (its socket open) until that callback has run, and event_base_free drops queued
+	 * callbacks without running them: a connection closed in the loop's last turn would
+	 * leak. So what is queued runs first. Every owner of an event has freed it by now, so
+	 * only such callbacks and libevent's own finalizers are left to run. */
+	if (event_base_get_num_events(lp->base, EVENT_BASE_COUNT_ACTIVE) > 0)
+		event_base_loop(lp->base, EVLOOP_NONBLOCK);
 	event_base_free(lp->base);
 	free(lp);
 }
