@@ -267,13 +267,7 @@ struct websocket_client *websocket_client_new(struct loop *lp, struct log *lg,
 	wc->lg = lg;
 	wc->o = *opts;
 	wc->o.ca_file = NULL;
-	wc->dns = opts->dns;
-	if (!wc->dns) {
-		/* DISABLE_WHEN_INACTIVE: an idle resolver does not keep the loop running. */
-		wc->dns = evdns_base_new(loop_base(lp), EVDNS_BASE_INITIALIZE_NAMESERVERS |
-						       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-		wc->own_dns = true;
-	}
+	wc->dns = opts->dns ? opts->dns : loop_dns(lp);
 	wc->ssl_ctx = ws_new_ssl_ctx(lg, opts->ca_file);
 	wc->sessions = wc->ssl_ctx ? tls_sessions_new(wc->ssl_ctx) : NULL;
 	if (!wc->dns || !wc->sessions) {
@@ -289,8 +283,6 @@ void websocket_client_free(struct websocket_client *wc)
 		return;
 	if (wc->live)
 		log_error(wc->lg, "websocket.client_busy", "live=%zu", wc->live);
-	if (wc->own_dns && wc->dns)
-		evdns_base_free(wc->dns, 1);
 	SSL_CTX_free(wc->ssl_ctx);
 	tls_sessions_free(wc->sessions);
 	free(wc);

@@ -1,7 +1,7 @@
 /* websocket.h - WebSocket client (RFC 6455) over libevent bufferevents, framing by libwslay.
  * Built for the Direct Line stream: many long-lived, mostly idle, receive-only sockets.
  *
- * A websocket_client holds what all sockets share: the loop, the log, one resolver
+ * A websocket_client holds what all sockets share: the loop, the log, the loop's resolver
  * (evdns) and one TLS context, plus the limits and timeouts below. websocket_connect
  * opens one socket for one ws:// or wss:// URL and reports through callbacks.
  *
@@ -35,7 +35,7 @@ struct websocket_client;
 
 struct websocket_opts {
 	const char *ca_file;	/* PEM file of trusted CAs; NULL = the system store */
-	struct evdns_base *dns;	/* borrowed resolver; NULL = the client makes its own */
+	struct evdns_base *dns;	/* borrowed resolver; NULL = the loop's (loop_dns) */
 	size_t max_message;	/* larger message: close 1009, WEBSOCKET_END_TOO_LARGE */
 	size_t max_handshake;
 	size_t max_output;

@@ -3,11 +3,13 @@
  * borrows the base. */
 #include "net/loop.h"
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <stdlib.h>
 
 struct loop {
 	struct event_base *base;
+	struct evdns_base *dns;	/* loop_dns's, NULL until asked for */
 };
 
 struct loop_timer {
@@ -62,9 +64,13 @@ void loop_free(struct loop *lp)
 	 * (its socket open) until that callback has run, and event_base_free drops queued
 	 * callbacks without running them: a connection closed in the loop's last turn would
 	 * leak. So what is queued runs first. Every owner of an event has freed it by now, so
-	 * only such callbacks and libevent's own finalizers are left to run. */
+	 * only such callbacks, libevent's own finalizers and the resolver's queued answers
+	 * (a lookup cancelled in that turn gets one, which reads the resolver: so the resolver
+	 * goes after them) are left to run. */
 	if (event_base_get_num_events(lp->base, EVENT_BASE_COUNT_ACTIVE) > 0)
 		event_base_loop(lp->base, EVLOOP_NONBLOCK);
+	if (lp->dns)
+		evdns_base_free(lp->dns, 0);	/* nobody waits for an answer by now */
 	event_base_free(lp->base);
 	free(lp);
 }
@@ -72,6 +78,15 @@ void loop_free(struct loop *lp)
 struct event_base *loop_base(struct loop *lp)
 {
 	return lp->base;
+}
+
+struct evdns_base *loop_dns(struct loop *lp)
+{
+	/* DISABLE_WHEN_INACTIVE: an idle resolver does not keep the loop running. */
+	if (!lp->dns)
+		lp->dns = evdns_base_new(lp->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+							   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	return lp->dns;
 }
 
 int loop_run(struct loop *lp)

@@ -1,4 +1,4 @@
-/* loop.h - the libevent base, timers and signal events.
+/* loop.h - the libevent base, timers and signal events, and the loop's DNS resolver.
  * Everything in handoffd runs on this one loop; parts that need raw libevent
  * (evhttp, bufferevents, libcurl's socket callbacks) take loop_base(). */
 #ifndef HANDOFFD_LOOP_H
@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct evdns_base;
 struct loop;
 struct loop_timer;
 
@@ -18,6 +19,10 @@ struct loop *loop_new(void);
 /* Frees the loop; every timer and signal must have been freed before. */
 void loop_free(struct loop *lp);
 struct event_base *loop_base(struct loop *lp);
+/* The loop's resolver (libevent's evdns, on the system's nameservers), made on first use;
+ * NULL without memory. Borrowed: loop_free frees it, once the answers it still has queued
+ * (a cancelled lookup's among them) have been delivered. */
+struct evdns_base *loop_dns(struct loop *lp);
 
 /* Runs until loop_stop() or until nothing is left to wait for. Returns 0 or -1. */
 int loop_run(struct loop *lp);
