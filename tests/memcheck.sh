@@ -3,10 +3,9 @@
 # Runs the unit tests, the Lua tests and the demo under valgrind's memcheck, on a build made
 # for it: without the sanitizers (valgrind cannot run an ASan binary) and without mimalloc
 # (valgrind would take its operator delete[] for a mismatched free). A test fails on any
-# memcheck error or on memory definitely or indirectly lost. Run by hand, about 2 minutes
-# with the build on 2 cores (CI runs the sanitized tree, in which valgrind cannot run);
-# prints one line per program and the valgrind report of each that failed, and exits 1 if
-# any did.
+# memcheck error or on memory definitely or indirectly lost. ctest runs it as `memcheck`
+# (about 2 minutes with the build on 2 cores); prints one line per program and the
+# valgrind report of each that failed, and exits 1 if any did.
 #   tests/memcheck.sh
 set -u
 src="$(cd "$(dirname "$0")/.." && pwd)"
