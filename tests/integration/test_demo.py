@@ -1,6 +1,7 @@
 """The README's first command ends in the demo (tests/demo/demo.py): it must play its
-conversation to the end, in the order the README shows, and exit 0. Nothing else runs it,
-so without this test a change could break the first thing a new user types."""
+conversation to the end, in the order the README shows, and exit 0, on the build under
+test (ctest's memcheck runs it once more under valgrind), so that no change breaks the
+first thing a new user types."""
 import subprocess
 import sys
 
