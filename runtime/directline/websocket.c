@@ -267,7 +267,7 @@ struct websocket_client *websocket_client_new(struct loop *lp, struct log *lg,
 	wc->lg = lg;
 	wc->o = *opts;
 	wc->o.ca_file = NULL;
-	wc->dns = opts->dns ? opts->dns : loop_dns(lp);
+	wc->dns = loop_dns(lp);
 	wc->ssl_ctx = ws_new_ssl_ctx(lg, opts->ca_file);
 	wc->sessions = wc->ssl_ctx ? tls_sessions_new(wc->ssl_ctx) : NULL;
 	if (!wc->dns || !wc->sessions) {

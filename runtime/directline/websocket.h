@@ -18,7 +18,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evdns_base;
 struct log;
 struct loop;
 struct websocket;
@@ -35,7 +34,6 @@ struct websocket_client;
 
 struct websocket_opts {
 	const char *ca_file;	/* PEM file of trusted CAs; NULL = the system store */
-	struct evdns_base *dns;	/* borrowed resolver; NULL = the loop's (loop_dns) */
 	size_t max_message;	/* larger message: close 1009, WEBSOCKET_END_TOO_LARGE */
 	size_t max_handshake;
 	size_t max_output;
@@ -46,7 +44,7 @@ struct websocket_opts {
 };
 
 #define WEBSOCKET_OPTS_DEFAULT { \
-	.ca_file = NULL, .dns = NULL, \
+	.ca_file = NULL, \
 	.max_message = WEBSOCKET_MAX_MESSAGE_DEFAULT, \
 	.max_handshake = WEBSOCKET_MAX_HANDSHAKE_DEFAULT, \
 	.max_output = WEBSOCKET_MAX_OUTPUT_DEFAULT, \

@@ -78,7 +78,7 @@ enum state { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSING, ST_
 struct websocket_client {
 	struct loop *lp;
 	struct log *lg;
-	struct evdns_base *dns;	/* borrowed */
+	struct evdns_base *dns;	/* the loop's (loop_dns), borrowed */
 	SSL_CTX *ssl_ctx;
 	struct tls_sessions *sessions;	/* resumption, per server */
 	struct websocket_opts o;
