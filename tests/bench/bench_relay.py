@@ -13,12 +13,14 @@ Asserts nothing about time.
 
 With HANDOFFD_BENCH_PERF=FILE, `perf record` samples handoffd (call graphs through DWARF)
 during the measured phase only, into FILE; its sampling costs handoffd CPU, so the CPU
-figure of such a run is not the one to quote. With HANDOFFD_BENCH_CALLGRIND=FILE, handoffd
-runs under valgrind's callgrind, whose counts are zeroed before the measured phase and dumped
-into FILE after it: instructions per message, unmoved by other load on the machine
-(`callgrind_annotate FILE`). With HANDOFFD_BENCH_STATE=postgresql, the state lives in a
-throwaway PostgreSQL server (tests/integration/pg_server.py, fsync on) instead of SQLite,
-and the commits per relayed message are printed too.
+figure of such a run is not the one to quote. HANDOFFD_BENCH_STRACE=FILE does the same with
+`strace -c`: the system calls of the measured phase, counted (divide by the messages; strace
+slows handoffd too). With HANDOFFD_BENCH_CALLGRIND=FILE, handoffd runs under valgrind's
+callgrind, whose counts are zeroed before the measured phase and dumped into FILE after it:
+instructions per message, unmoved by other load on the machine (`callgrind_annotate FILE`).
+With HANDOFFD_BENCH_STATE=postgresql, the state lives in a throwaway PostgreSQL server
+(tests/integration/pg_server.py, fsync on) instead of SQLite, and the commits per relayed
+message are printed too.
 """
 import asyncio
 import json
@@ -88,12 +90,16 @@ def replies(received):
 
 
 def start_profile(pid):
-    """perf record on PID into $HANDOFFD_BENCH_PERF, or None when it is not set."""
-    out = os.environ.get("HANDOFFD_BENCH_PERF")
-    if not out:
+    """perf record on PID into $HANDOFFD_BENCH_PERF, or `strace -c` (a count of system calls)
+    into $HANDOFFD_BENCH_STRACE, or None when neither is set."""
+    if os.environ.get("HANDOFFD_BENCH_STRACE"):
+        argv = ["strace", "-c", "-f", "-o", os.environ["HANDOFFD_BENCH_STRACE"], "-p", str(pid)]
+    elif os.environ.get("HANDOFFD_BENCH_PERF"):
+        argv = ["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
+                "-p", str(pid), "-o", os.environ["HANDOFFD_BENCH_PERF"]]
+    else:
         return None
-    perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
-                             "-p", str(pid), "-o", out], stdout=subprocess.DEVNULL)
+    perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)  # perf has no ready signal; a late start only shortens the sample
     return perf
 
