@@ -35,8 +35,9 @@ static const char body[] = "{\"type\":\"message\",\"text\":\"hello\",\"from\":{\
 struct bench {
 	struct loop *lp;
 	int done, started, failed, n, window;
+	bool stuck;			/* a request could not start */
 	char auth[TOKEN_MAX + 8];
-	char url[64];
+	char url[64], host[32];
 	/* evhttp */
 	struct evhttp_connection *conns[MAX_CONNS];
 	unsigned nconns, next;
@@ -58,7 +59,7 @@ static void finished(struct bench *b, int ok)
 {
 	b->done++;
 	b->failed += !ok;
-	if (b->done == b->n)
+	if (b->done == b->n || b->stuck)
 		loop_stop(b->lp);
 	else
 		start_more(b);
@@ -95,7 +96,7 @@ static int start_evhttp(struct bench *b)
 	if (!req)
 		return -1;
 	h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Host", "127.0.0.1");
+	evhttp_add_header(h, "Host", b->host);	/* as libcurl sends it */
 	evhttp_add_header(h, "Authorization", b->auth);
 	evhttp_add_header(h, "Accept", "application/json");
 	evhttp_add_header(h, "x-ms-bot-agent", "handoffd/bench");
@@ -106,13 +107,14 @@ static int start_evhttp(struct bench *b)
 
 static void start_more(struct bench *b)
 {
-	while (b->started < b->n && b->started - b->done < b->window) {
-		if ((b->hc ? start_curl(b) : start_evhttp(b)) != 0) {
-			fprintf(stderr, "could not start a request\n");
-			exit(1);
-		}
-		b->started++;
+	while (!b->stuck && b->started < b->n && b->started - b->done < b->window) {
+		if ((b->hc ? start_curl(b) : start_evhttp(b)) != 0)
+			b->stuck = true;
+		else
+			b->started++;
 	}
+	if (b->stuck && b->started == b->done)
+		loop_stop(b->lp);	/* nothing left in flight to end the loop */
 }
 
 static double cpu_seconds(void)
@@ -137,36 +139,42 @@ int main(int argc, char **argv)
 	double cpu0;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (!b.lp || !lg || http_client_global_init() < 0 || conns == 0 || conns > MAX_CONNS ||
-	    token < 0 || token > TOKEN_MAX ||
+	if (!b.lp || !lg || http_client_global_init() < 0 || b.n <= 0 || b.window <= 0 ||
+	    conns == 0 || conns > MAX_CONNS || token < 0 || token > TOKEN_MAX ||
 	    (strcmp(mode, "curl") != 0 && strcmp(mode, "evhttp") != 0))
 		return 1;
 	server_start(&srv, b.lp, NULL);
 	fill_token(&b, (size_t)token);
 	snprintf(b.url, sizeof(b.url), "http://127.0.0.1:%u/echo", srv.port);
+	snprintf(b.host, sizeof(b.host), "127.0.0.1:%u", srv.port);
 	if (strcmp(mode, "curl") == 0) {
 		struct http_client_opts opts = { .max_total_connections = conns, .proxy = "" };
 
-		b.hc = http_client_new(b.lp, lg, &opts);
+		b.stuck = !(b.hc = http_client_new(b.lp, lg, &opts));
 	} else {
-		for (b.nconns = 0; b.nconns < conns; b.nconns++)
-			b.conns[b.nconns] = evhttp_connection_base_new(loop_base(b.lp), NULL,
-								      "127.0.0.1", srv.port);
+		for (b.nconns = 0; b.nconns < conns && !b.stuck; b.nconns++)
+			b.stuck = !(b.conns[b.nconns] = evhttp_connection_base_new(
+					    loop_base(b.lp), NULL, "127.0.0.1", srv.port));
 	}
 	t0 = clock_mono_ms();
 	cpu0 = cpu_seconds();
 	start_more(&b);
-	loop_run(b.lp);
+	if (!b.stuck)
+		loop_run(b.lp);
+	if (b.stuck)
+		fprintf(stderr, "bench_http_transport: a request could not start\n");
 	printf("%s: requests=%d in_flight=%d connections=%u token=%d opened=%d failed=%d "
 	       "cpu_us_per_request=%.1f wall_ms=%llu\n", mode, b.n, b.window, conns, token,
 	       srv.connections, b.failed, (cpu_seconds() - cpu0) / b.n * 1e6,
 	       (unsigned long long)(clock_mono_ms() - t0));
 	for (unsigned i = 0; i < b.nconns; i++)
-		evhttp_connection_free(b.conns[i]);
-	http_client_free(b.hc);
+		if (b.conns[i])
+			evhttp_connection_free(b.conns[i]);
+	if (b.hc)
+		http_client_free(b.hc);
 	server_stop(&srv);
 	http_client_global_cleanup();
 	log_free(lg);
 	loop_free(b.lp);
-	return b.failed != 0;
+	return b.failed != 0 || b.stuck;
 }
