@@ -93,13 +93,14 @@ def start_profile(pid):
     """perf record on PID into $HANDOFFD_BENCH_PERF, or `strace -c` (a count of system calls)
     into $HANDOFFD_BENCH_STRACE, or None when neither is set."""
     if os.environ.get("HANDOFFD_BENCH_STRACE"):
-        argv = ["strace", "-c", "-f", "-o", os.environ["HANDOFFD_BENCH_STRACE"], "-p", str(pid)]
+        # -q: no "attached" line per thread
+        argv = ["strace", "-q", "-c", "-f", "-o", os.environ["HANDOFFD_BENCH_STRACE"], "-p", str(pid)]
     elif os.environ.get("HANDOFFD_BENCH_PERF"):
         argv = ["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
                 "-p", str(pid), "-o", os.environ["HANDOFFD_BENCH_PERF"]]
     else:
         return None
-    perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     time.sleep(1)  # perf has no ready signal; a late start only shortens the sample
     return perf
 
