@@ -27,6 +27,12 @@
 #define TOKEN_MIN_LIFETIME_MS 2000
 #define JWT_PAYLOAD_MAX 4096
 #define DEFAULT_API_VERSION "2022-03-01-preview"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* What a 2xx answer lacked, for the log line: the limits are ours (dl_internal.h), so a
+ * service that sends a longer token than we take says so instead of failing silently. */
+#define UNUSABLE_TOKEN "no usable token in the answer (none, or over " STR(DL_TOKEN_MAX) " bytes)"
+#define UNUSABLE_START "no usable conversationId in the answer (none, or over " STR(DL_ID_MAX) " bytes)"
 
 static void start_conversation(struct dl_conv *c);
 
@@ -210,14 +216,16 @@ static int user_body(const struct dl_conv *c, char *out, size_t cap)
 			locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");
 }
 
-/* A failed step of the start: credentials refused end it, anything else is retried. */
-static void start_failed(struct dl_conv *c, const struct http_response *res, int err, const char *step)
+/* A failed step of the start: credentials refused end it, anything else is retried.
+ * UNUSABLE says, for the log, what was wrong with the answer if it was a 2xx. */
+static void start_failed(struct dl_conv *c, const struct http_response *res, int err, const char *step,
+			 const char *unusable)
 {
 	struct directline *dl = c->dl;
 	int status = err ? 0 : res->status;
 
 	log_warn(dl->lg, "directline.start_failed", "key=\"%s\" step=%s status=%d err=\"%s\"", c->key,
-		 step, status, err ? http_client_strerror(err) : "");
+		 step, status, err ? http_client_strerror(err) : dl_http_ok(res, 0) ? unusable : "");
 	if (status == 401 || status == 403) {
 		dl_terminate(c, DL_STATE_FAILED, "credentials refused");
 		return;
@@ -242,7 +250,7 @@ static void on_started(struct dl_conv *c, const struct http_response *res, int e
 	if (dl_done(c))
 		return;
 	if (!dl_http_ok(res, err) || dl_token_parse(c->dl, res, &a) < 0 || !a.conversation_id.ptr) {
-		start_failed(c, res, err, "start");
+		start_failed(c, res, err, "start", UNUSABLE_START);
 		return;
 	}
 	if (dl_strset(&c->id, a.conversation_id.ptr, a.conversation_id.len) < 0 ||
@@ -282,7 +290,7 @@ static void on_acquired(struct dl_conv *c, const struct http_response *res, int 
 	if (dl_done(c))
 		return;
 	if (!dl_http_ok(res, err) || dl_token_parse(c->dl, res, &a) < 0 || !a.token.ptr) {
-		start_failed(c, res, err, c->dl->s.secret ? "generate" : "token_url");
+		start_failed(c, res, err, c->dl->s.secret ? "generate" : "token_url", UNUSABLE_TOKEN);
 		return;
 	}
 	if ((a.conversation_id.ptr && dl_strset(&c->id, a.conversation_id.ptr, a.conversation_id.len) < 0) ||
@@ -424,7 +432,8 @@ static void on_refreshed(struct dl_conv *c, const struct http_response *res, int
 	}
 	metrics_inc(c->dl->c.refresh_failed);
 	log_warn(c->dl->lg, "directline.refresh_failed", "key=\"%s\" conv=%s status=%d err=\"%s\"", c->key,
-		 c->id ? c->id : "-", status, err ? http_client_strerror(err) : "");
+		 c->id ? c->id : "-", status,
+		 err ? http_client_strerror(err) : dl_http_ok(res, 0) ? UNUSABLE_TOKEN : "");
 	if (status == 404)
 		dl_terminate(c, DL_STATE_ENDED, "not found");
 	else if (status == 401 || status == 403)

@@ -98,7 +98,8 @@ class Rest:
 
     def token_body(self, conv):
         ttl = self.emu.settings.get(conv, "token_ttl")
-        token = self.emu.minter.mint(tokens.CONV, conv.id, ttl, conv.user_id)
+        token = self.emu.minter.mint(tokens.CONV, conv.id, ttl, conv.user_id,
+                                     size=self.emu.settings.get(conv, "token_size"))
         return {"conversationId": conv.id, "token": token, "expires_in": int(ttl)}
 
     # ---- conversations --------------------------------------------------------------
@@ -142,7 +143,7 @@ class Rest:
     def stream_url(self, request, conv, watermark, replay_from):
         """Same listener, same base path, ws:// or wss:// to match; t= lives stream_ttl."""
         t = self.emu.minter.mint(tokens.STREAM, conv.id, self.emu.settings.get(conv, "stream_ttl"),
-                                 replay_from=replay_from)
+                                 replay_from=replay_from, size=self.emu.settings.get(conv, "token_size"))
         base = request.path[:request.path.index("/conversations")]
         query = ("watermark=%s&" % watermark if watermark is not None else "") + "t=" + t
         origin = self.emu.settings.get(conv, "stream_origin") or "%s://%s" % (

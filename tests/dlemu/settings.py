@@ -7,6 +7,8 @@ bot.py) through Settings.get(conv, key), which prefers the conversation's overri
 # name: (default, per-conversation override allowed, meaning)
 TABLE = {
     "token_ttl": (1800, True, "expires_in of conversation tokens, seconds; enforced"),
+    "token_size": (0, True, "pad conversation and stream tokens to about this many characters "
+                            "(Direct Line's are about 1,000); 0 = as short as they come"),
     "stream_ttl": (60, True, "lifetime of a streamUrl's t= token, seconds; enforced at handshake"),
     "page_size": (100, True, "max activities per GET page and per replayed ActivitySet (F19)"),
     "keepalive_interval": (0.0, True, "seconds between keep-alive frames on each socket; 0 = none (F5)"),

@@ -35,11 +35,22 @@ class Minter:
         self._key = os.urandom(32)
         self._header = b64url(b'{"alg":"HS256","typ":"JWT"}')
 
-    def mint(self, kind, conv_id, ttl, user_id=None, replay_from=None):
+    def mint(self, kind, conv_id, ttl, user_id=None, replay_from=None, size=0):
+        """A token; SIZE > 0 pads it with a claim to about SIZE characters, the length of
+        a real Direct Line token (the short ones would hide a header or URL buffer that
+        is too small)."""
+        token = self._mint(kind, conv_id, ttl, user_id, replay_from, "")
+        if size > len(token):
+            token = self._mint(kind, conv_id, ttl, user_id, replay_from, "x" * ((size - len(token)) * 3 // 4))
+        return token
+
+    def _mint(self, kind, conv_id, ttl, user_id, replay_from, pad):
         now = time.time()
         # Whole seconds like a real JWT; rounding up keeps the lifetime at least `ttl`.
         claims = {"iss": "dlemu", "kind": kind, "conv": conv_id, "iat": int(now),
                   "nbf": int(now), "exp": int(math.ceil(now + ttl)), "jti": b64url(os.urandom(9))}
+        if pad:
+            claims["pad"] = pad
         if user_id:
             claims["user"] = user_id
         if replay_from is not None:

@@ -162,6 +162,14 @@ def short_emu():
         yield e
 
 
+@pytest.fixture(scope="module")
+def long_token_emu():
+    """As short_emu, with tokens as long as Direct Line's (about 1,200 characters, where the
+    emulator's own are about 250): in Authorization headers, streamUrls and refreshes."""
+    with spawn(token_ttl=3, settings={"token_size": 1200}) as e:
+        yield e
+
+
 @pytest.fixture
 def driver_factory(tmp_path, emu):
     """driver_factory(**settings) -> a Driver; each is stopped and checked at teardown."""

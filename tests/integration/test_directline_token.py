@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from dldriver import (JWT_HEADER, check_exactly_once, check_received, driver_factory, emu,  # noqa: F401
-                      short_emu, spawn, texts)
+                      long_token_emu, short_emu, spawn, texts)
 
 
 def refreshes(drv, key):
@@ -30,14 +30,19 @@ def next_token(drv, key, after):
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-def test_f13_conversation_across_many_token_lifetimes(driver_factory, short_emu, transport):
+@pytest.mark.parametrize("emulator", ["short_emu", "long_token_emu"])
+def test_f13_conversation_across_many_token_lifetimes(request, driver_factory, emulator, transport):
     """F13: a conversation three token lifetimes long (six refreshes): each token is
     refreshed before it expires, sends and the receive path keep working across refreshes
-    and a reconnect, and the service never sees an expired token."""
-    ctl = short_emu.ctl
-    drv = driver_factory(emulator=short_emu, transport=transport)
+    and a reconnect, and the service never sees an expired token. Also with tokens as long
+    as Direct Line's (long_token_emu)."""
+    dlemu = request.getfixturevalue(emulator)
+    ctl = dlemu.ctl
+    drv = driver_factory(emulator=dlemu, transport=transport)
     cid = drv.open("k1")
     seen = set(drv.tokens())
+    if emulator == "long_token_emu":
+        assert min(len(t) for t in seen) >= 1100
     sent = []
     for i in range(6):      # paced by refreshes, ~1.5 s each
         seen.add(next_token(drv, "k1", seen)["token"])
@@ -54,6 +59,27 @@ def test_f13_conversation_across_many_token_lifetimes(driver_factory, short_emu,
     assert "token_reacquired" not in drv.log()
     # A reconnect also hands out a token (adopted), so at least five came by refresh.
     assert len([l for l in drv.log().splitlines() if "directline.token_refreshed" in l]) >= 5
+
+
+@pytest.fixture(scope="module")
+def oversized_token_emu():
+    """Tokens of about 9,000 characters: over the 8,192 bytes the client takes."""
+    with spawn(settings={"token_size": 9000}) as e:
+        yield e
+
+
+def test_a_token_over_the_limit_is_refused_with_the_reason(driver_factory, oversized_token_emu):
+    """A token longer than the client takes is not adopted, cut or sent back: the start
+    fails, is retried, and the log line says why (a 200 alone would not)."""
+    drv = driver_factory(emulator=oversized_token_emu)
+    drv.cmd("open", "k1")
+    drv.wait_log('step=generate status=200 err="no usable token in the answer (none, or over 8192 bytes)"')
+    drv.wait_log('reason="start failed" attempt=2')   # the second refusal: retried, not given up
+    assert not drv.tokens()
+    assert "directline.started" not in drv.log()
+    stats = oversized_token_emu.ctl.stats()
+    assert stats.get("tokens_generated", 0) >= 2    # asked again after the first was refused
+    assert stats.get("conversations_started", 0) == 0
 
 
 def test_f14_refresh_fails_twice_then_succeeds(driver_factory, short_emu):
