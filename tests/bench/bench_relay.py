@@ -18,7 +18,9 @@ figure of such a run is not the one to quote. HANDOFFD_BENCH_STRACE=FILE does th
 slows handoffd too). With HANDOFFD_BENCH_CALLGRIND=FILE, handoffd runs under valgrind's
 callgrind, whose counts are zeroed before the measured phase and dumped into FILE after it:
 instructions per message, unmoved by other load on the machine (`callgrind_annotate FILE`).
-With HANDOFFD_BENCH_STATE=postgresql, the state lives in a throwaway PostgreSQL server
+HANDOFFD_BENCH_TOKEN_SIZE=N gives the emulator's Direct Line tokens about N characters
+(real ones have about 1,000; the emulator's own about 250). With
+HANDOFFD_BENCH_STATE=postgresql, the state lives in a throwaway PostgreSQL server
 (tests/integration/pg_server.py, fsync on) instead of SQLite, and the commits per relayed
 message are printed too.
 """
@@ -162,7 +164,9 @@ def main():
     pg = PgServer() if os.environ.get("HANDOFFD_BENCH_STATE") == "postgresql" else None
     commits = None
     with tempfile.TemporaryDirectory() as tmp:
-        env = Environment(callgrind_wrapper(binary, tmp), tmp, emulator_settings={"bot_delay_ms": 0},
+        token_size = int(os.environ.get("HANDOFFD_BENCH_TOKEN_SIZE", "0"))
+        env = Environment(callgrind_wrapper(binary, tmp), tmp,
+                          emulator_settings={"bot_delay_ms": 0, "token_size": token_size},
                           pg=(pg, pg.create_db("bench")) if pg else None)
         try:
             pid = env.daemon.proc.pid
