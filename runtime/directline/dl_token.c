@@ -216,6 +216,13 @@ static int user_body(const struct dl_conv *c, char *out, size_t cap)
 			locale[0] ? ",\"locale\":\"" : "", locale, locale[0] ? "\"" : "");
 }
 
+/* The err= of a failed token call's log line: the request's failure, or UNUSABLE when the
+ * service answered 2xx with nothing we could take. */
+static const char *failure_text(const struct http_response *res, int err, const char *unusable)
+{
+	return err ? http_client_strerror(err) : dl_http_ok(res, 0) ? unusable : "";
+}
+
 /* A failed step of the start: credentials refused end it, anything else is retried.
  * UNUSABLE says, for the log, what was wrong with the answer if it was a 2xx. */
 static void start_failed(struct dl_conv *c, const struct http_response *res, int err, const char *step,
@@ -225,7 +232,7 @@ static void start_failed(struct dl_conv *c, const struct http_response *res, int
 	int status = err ? 0 : res->status;
 
 	log_warn(dl->lg, "directline.start_failed", "key=\"%s\" step=%s status=%d err=\"%s\"", c->key,
-		 step, status, err ? http_client_strerror(err) : dl_http_ok(res, 0) ? unusable : "");
+		 step, status, failure_text(res, err, unusable));
 	if (status == 401 || status == 403) {
 		dl_terminate(c, DL_STATE_FAILED, "credentials refused");
 		return;
@@ -432,8 +439,7 @@ static void on_refreshed(struct dl_conv *c, const struct http_response *res, int
 	}
 	metrics_inc(c->dl->c.refresh_failed);
 	log_warn(c->dl->lg, "directline.refresh_failed", "key=\"%s\" conv=%s status=%d err=\"%s\"", c->key,
-		 c->id ? c->id : "-", status,
-		 err ? http_client_strerror(err) : dl_http_ok(res, 0) ? UNUSABLE_TOKEN : "");
+		 c->id ? c->id : "-", status, failure_text(res, err, UNUSABLE_TOKEN));
 	if (status == 404)
 		dl_terminate(c, DL_STATE_ENDED, "not found");
 	else if (status == 401 || status == 403)
