@@ -2,7 +2,7 @@
  * Owns the multi handle, one easy handle per request (kept for reuse once it is done), the
  * events that watch curl's sockets, curl's timer and each request's deadline; turns curl's
  * results into a response or a stable error (URLs are http_url.c's, copying headers out
- * of libcurl http_curl_headers.c's). Callers decide what a status means, and retries.
+ * of libcurl http_curl_headers.c's, the table of parked socket events http_parked.c's). Callers decide what a status means, and retries.
  *
  * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
  * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "net/http_curl_headers.h"
+#include "net/http_parked.h"
 #include "net/http_url.h"
 #include "net/loop.h"
 
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define METHOD_MAX 16		/* longest method token we accept, NUL included */
 /* Finished easy handles kept for the next requests: a new one costs libcurl a 5 KiB
@@ -46,6 +48,7 @@ struct http_client {
 	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
 	struct http_url_cache urls;
+	struct http_parked parked;	/* kept-alive connections' socket events */
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
 };
@@ -130,8 +133,15 @@ static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
 	struct http_client *hc = arg;
 	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
 		     ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	struct event *parked = http_parked_take(&hc->parked, fd);
 	int running;
 
+	/* A parked socket is an idle connection's: its server closed it or spoke out of turn.
+	 * It is watched no more, so as not to busy the loop; curl finds it dead on its own. */
+	if (parked) {
+		event_free(parked);
+		return;
+	}
 	curl_multi_socket_action(hc->multi, fd, action, &running);
 	drain(hc);	/* may free hc */
 }
@@ -145,35 +155,75 @@ static void on_curl_timeout(void *arg)
 	drain(hc);	/* may free hc */
 }
 
+/* A kept-alive connection's socket between two requests is "parked": curl says
+ * CURL_POLL_REMOVE when a transfer ends and asks for the socket again when the next request
+ * takes the connection, and freeing and making its event each time would cost two
+ * epoll_ctl calls per request (about 5 us each here). A parked event watches for reading,
+ * as the next request's wait for its answer does, so taking it back costs nothing; it sees
+ * a server closing the idle connection (on_socket_ready). */
+#define PARKED_FLAGS (EV_READ | EV_PERSIST)
+
+/* Makes EV watch FD for FLAGS, with as few changes to the kernel's set as can be. */
+static int watch(struct http_client *hc, struct event *ev, curl_socket_t fd, short flags)
+{
+	if (event_get_events(ev) == flags && event_pending(ev, EV_READ | EV_WRITE, NULL))
+		return 0;
+	/* event_assign on a pending event is undefined: delete it first. */
+	event_del(ev);
+	event_assign(ev, loop_base(hc->lp), fd, flags, on_socket_ready, hc);
+	return event_add(ev, NULL);
+}
+
+/* Only the socket of a connection curl keeps in its cache is parked: curl closes those
+ * through on_curl_close, which frees the event first. An event left on a closed socket
+ * would make libevent skip registering the next socket given the same number. Resolver
+ * sockets and connections being closed fail this test. */
+static bool park(struct http_client *hc, CURL *easy, curl_socket_t fd, struct event *ev)
+{
+	curl_socket_t kept = CURL_SOCKET_BAD;
+
+	if (hc->closing || !easy || curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept) != CURLE_OK ||
+	    kept != fd)
+		return false;
+	return watch(hc, ev, fd, PARKED_FLAGS) == 0 && http_parked_put(&hc->parked, fd, ev) == 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION */
+static int on_curl_close(void *clientp, curl_socket_t fd)
+{
+	struct http_client *hc = clientp;
+	struct event *ev = http_parked_take(&hc->parked, fd);
+
+	if (ev)
+		event_free(ev);
+	return close(fd);
+}
+
 /* CURLMOPT_SOCKETFUNCTION: curl says which sockets to watch for what. The socket's event
- * is curl's per-socket pointer, so it goes away with the socket. */
+ * is curl's per-socket pointer while curl watches it, and parked between requests. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct http_client *hc = userp;
-	struct event_base *base = loop_base(hc->lp);
 	struct event *ev = socketp;
 	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
 		      ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
 
-	(void)easy;
 	if (what == CURL_POLL_REMOVE) {
-		if (ev)
+		if (ev && !park(hc, easy, fd, ev))
 			event_free(ev);
 		return 0;
 	}
 	if (!ev) {
-		ev = event_new(base, fd, flags, on_socket_ready, hc);
+		ev = http_parked_take(&hc->parked, fd);
+		if (!ev)
+			ev = event_new(loop_base(hc->lp), fd, flags, on_socket_ready, hc);
 		if (!ev || curl_multi_assign(hc->multi, fd, ev) != CURLM_OK) {
 			if (ev)
 				event_free(ev);
 			return -1;
 		}
-	} else {
-		/* event_assign on a pending event is undefined: delete it first. */
-		event_del(ev);
-		event_assign(ev, base, fd, flags, on_socket_ready, hc);
 	}
-	return event_add(ev, NULL) == 0 ? 0 : -1;
+	return watch(hc, ev, fd, flags) == 0 ? 0 : -1;
 }
 
 /* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) after MS; -1 cancels. Even 0
@@ -442,6 +492,8 @@ static int configure_handle(struct http_client *hc, CURL *e)
 	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
 	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
 	failed |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prerequest);
+	failed |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+	failed |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hc);
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
 	return setopt_result(failed);
@@ -768,7 +820,8 @@ static void destroy(struct http_client *hc)
 	while (hc->nidle)	/* before the share they are attached to */
 		curl_easy_cleanup(hc->idle[--hc->nidle]);
 	http_url_cache_clear(&hc->urls);
-	curl_multi_cleanup(hc->multi);
+	curl_multi_cleanup(hc->multi);	/* closes the kept connections: on_curl_close */
+	http_parked_clear(&hc->parked);
 	curl_share_cleanup(hc->share);
 	loop_timer_free(hc->timer);
 	free((char *)hc->opts.ca_file);

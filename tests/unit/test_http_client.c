@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -692,6 +693,159 @@ static void test_resend_on_reused_handle_goes_to_its_url(void **state)
 	assert_int_equal(d.connections, 2);
 }
 
+/* {===== kept-alive connections' watches */
+
+/* Sockets of this process connected to PORT, as a client. */
+static bool is_client_of(evutil_socket_t fd, uint16_t port)
+{
+	struct sockaddr_in peer, self;
+	socklen_t plen = sizeof(peer), slen = sizeof(self);
+
+	return getpeername(fd, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_family == AF_INET &&
+	       ntohs(peer.sin_port) == port && getsockname(fd, (struct sockaddr *)&self, &slen) == 0 &&
+	       ntohs(self.sin_port) != port;
+}
+
+struct watches {
+	uint16_t port;
+	int of_client;		/* events on a client socket of port */
+	int on_closed;		/* events on a socket that is closed */
+};
+
+static int count_watch(const struct event_base *base, const struct event *ev, void *arg)
+{
+	struct watches *w = arg;
+	evutil_socket_t fd = event_get_fd(ev);
+
+	(void)base;
+	if (fd < 0 || (event_get_events(ev) & EV_SIGNAL))
+		return 0;
+	if (fcntl(fd, F_GETFD) == -1)
+		w->on_closed++;
+	else if (is_client_of(fd, w->port))
+		w->of_client++;
+	return 0;
+}
+
+/* What the loop watches: the client's sockets to PORT, and sockets that are closed. An event
+ * left on a closed socket makes libevent skip registering the next socket given that
+ * number, which would then never be heard. */
+static struct watches watches(struct fx *f, uint16_t port)
+{
+	struct watches w = { .port = port };
+
+	event_base_foreach_event(loop_base(f->lp), count_watch, &w);
+	return w;
+}
+
+static struct fx *polled;
+static uint16_t polled_port;
+
+static void on_poll_unwatched(void *arg)
+{
+	(void)arg;
+	if (watches(polled, polled_port).of_client == 0)
+		loop_stop(polled->lp);
+}
+
+/* Runs the loop until no client socket to PORT is watched, or fails at the watchdog. */
+static void run_until_unwatched(struct fx *f, uint16_t port)
+{
+	struct loop_timer *poll = loop_timer_new(f->lp, on_poll_unwatched, NULL);
+
+	polled = f;
+	polled_port = port;
+	assert_non_null(poll);
+	loop_timer_start(poll, 5, 1);
+	loop_timer_start(f->watchdog, WATCHDOG_MS, 0);
+	while (watches(f, port).of_client > 0 && !f->expired)
+		loop_run(f->lp);
+	loop_timer_stop(f->watchdog);
+	loop_timer_free(poll);
+	assert_false(f->expired);
+}
+
+/* Between requests the idle connection's socket stays watched, so the next request on it
+ * changes nothing in the kernel's set (epoll_ctl) and a server's close is seen. */
+static void test_kept_connection_stays_watched_between_requests(void **state)
+{
+	struct fx *f = *state;
+	struct http_request req = { 0 };
+	struct watches w;
+
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(fetch(f, &req, "/echo")->status, 200);
+		w = watches(f, f->srv.port);
+		assert_int_equal(w.of_client, 1);
+		assert_int_equal(w.on_closed, 0);
+	}
+	assert_int_equal(f->srv.connections, 1);
+}
+
+/* A server closing an idle kept-alive connection: the client stops watching it at once
+ * (not a busy loop on a readable socket), and the next request goes on a new connection. */
+static void test_idle_connection_closed_by_the_server(void **state)
+{
+	struct fx *f = *state;
+	struct dropper d = { 0 };
+	struct http_request req = { 0 };
+	struct result *second;
+	char url[64];
+
+	dropper_start(&d, f->lp);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/first", d.port);
+	assert_string_equal(fetch_url(f, &req, url)->body, "/first");
+	assert_int_equal(watches(f, d.port).of_client, 1);
+	dropper_close(&d, d.open[0]);
+	run_until_unwatched(f, d.port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/second", d.port);
+	second = fetch_url(f, &req, url);
+	assert_int_equal(second->err, 0);
+	assert_string_equal(second->body, "/second");
+	assert_int_equal(d.connections, 2);
+	assert_int_equal(watches(f, d.port).on_closed, 0);
+	dropper_stop(&d);
+}
+
+/* libcurl closes an idle connection to make room for another (here one connection in
+ * all): the closed socket's watch goes with it. A spare descriptor below the first
+ * connection's, freed just before, makes the new connection take the spare's number, so
+ * that the closed one's number goes to the test server's next accepted socket: with a
+ * watch left on it, that socket would never be heard. */
+static void test_connection_closed_by_libcurl_leaves_no_watch(void **state)
+{
+	struct fx *f = *state;
+	struct http_client_opts opts = { .max_total_connections = 1, .max_host_connections = 1 };
+	struct server other = { 0 };
+	struct http_request req = { 0 };
+	struct result *r;
+	char url[64];
+	struct watches w;
+	int spare;
+
+	new_client(f, &opts);
+	server_start(&other, f->lp, NULL);
+	spare = dup(STDERR_FILENO);
+	assert_true(spare >= 0);
+	assert_int_equal(fetch(f, &req, "/echo")->status, 200);
+	assert_int_equal(watches(f, f->srv.port).of_client, 1);
+	close(spare);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/echo", other.port);
+	r = fetch_url(f, &req, url);
+	assert_int_equal(r->err, 0);
+	assert_int_equal(r->status, 200);
+	w = watches(f, f->srv.port);
+	assert_int_equal(w.on_closed, 0);
+	assert_int_equal(w.of_client, 0);
+	assert_int_equal(watches(f, other.port).of_client, 1);
+	http_client_free(f->hc);	/* closes the last one */
+	f->hc = NULL;
+	assert_int_equal(watches(f, other.port).on_closed, 0);
+	server_stop(&other);
+}
+
+/* }===== */
+
 static void test_cancel(void **state)
 {
 	struct fx *f = *state;
@@ -938,6 +1092,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_reuses_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kept_connection_stays_watched_between_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_connection_closed_by_the_server, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_closed_by_libcurl_leaves_no_watch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_handle_starts_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reused_handle_across_request_kinds, setup,
 						teardown),
