@@ -147,9 +147,16 @@ static void send_to_bot(struct relay *r, struct conversation *c, struct store_it
 struct marked {
 	struct relay *r;
 	char *key;
-	int64_t item;
 	uint64_t generation;
+	struct store_item sending;	/* on_marked's: the item, its attempt counted */
 };
+
+static void marked_free(struct marked *m)
+{
+	store_item_clear(&m->sending);
+	free(m->key);
+	free(m);
+}
 
 /* The conversation M was made for, while it is held as it was then: not after a cluster
  * member dropped its conversations, nor once relay_free has begun. */
@@ -162,27 +169,22 @@ static struct conversation *marked_conv(const struct marked *m)
 	return convstore_get(r->convs, m->key);
 }
 
+/* The item is the one relay_bot_deliver read: while the queue is busy nothing else takes
+ * or removes its head, so it is not read again. */
 static void on_marked(void *arg)
 {
 	struct marked *m = arg;
 	struct relay *r = m->r;
 	struct conversation *c = marked_conv(m);
-	struct store_item it;
 
-	if (c && store_outbox_head(r->store, c->key, relay_queue_name(QUEUE_TO_BOT), &it) == 0) {
-		if (it.id != m->item || store_commit_error(r->store) < 0 || !relay_cluster_may_act(r)) {
-			c->queues[QUEUE_TO_BOT].busy = false;
-			if (relay_arm_retry(r, c, QUEUE_TO_BOT, relay_backoff_ms(r, it.attempts)) < 0)
-				log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
-		} else {
-			send_to_bot(r, c, &it);
-		}
-		store_item_clear(&it);
-	} else if (c) {
+	if (c && (store_commit_error(r->store) < 0 || !relay_cluster_may_act(r))) {
 		c->queues[QUEUE_TO_BOT].busy = false;
+		if (relay_arm_retry(r, c, QUEUE_TO_BOT, relay_backoff_ms(r, m->sending.attempts)) < 0)
+			log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
+	} else if (c) {
+		send_to_bot(r, c, &m->sending);
 	}
-	free(m->key);
-	free(m);
+	marked_free(m);
 }
 
 static void on_dl_durable(void *arg)
@@ -200,8 +202,7 @@ static void on_dl_durable(void *arg)
 			log_error(r->rt->log, "relay.retry_lost", "conv=%s queue=to_bot", c->key);
 		}
 	}
-	free(m->key);
-	free(m);
+	marked_free(m);
 }
 
 /* The to_bot queue goes on once C's Direct Line conversation id is committed. */
@@ -216,8 +217,7 @@ static void wait_dl_durable(struct relay *r, struct conversation *c)
 	c->dl_id_waiting = true;	/* before: with nothing to commit, the callback runs at once */
 	if (!(m->key = strdup(c->key)) || store_after_commit(r->store, on_dl_durable, m) < 0) {
 		c->dl_id_waiting = false;
-		free(m->key);
-		free(m);
+		marked_free(m);
 	}
 }
 
@@ -238,12 +238,13 @@ void relay_bot_deliver(struct relay *r, struct conversation *c, struct store_ite
 		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts, 0);
 		return;
 	}
-	*m = (struct marked){ r, m->key, it->id, relay_cluster_generation(r) };
-	store_outbox_retry(r->store, it->id, it->attempts + 1, 0);
+	*m = (struct marked){ r, m->key, relay_cluster_generation(r), *it };
+	memset(it, 0, sizeof(*it));	/* the item is M's now */
+	m->sending.attempts++;
+	store_outbox_retry(r->store, m->sending.id, m->sending.attempts, 0);
 	if (store_after_commit(r->store, on_marked, m) < 0) {
-		free(m->key);
-		free(m);
-		relay_retry_later(r, c, QUEUE_TO_BOT, it->id, it->attempts + 1, 0);
+		relay_retry_later(r, c, QUEUE_TO_BOT, m->sending.id, m->sending.attempts, 0);
+		marked_free(m);
 	}
 }
 

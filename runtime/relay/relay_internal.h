@@ -92,7 +92,8 @@ struct dl_conv *relay_bot_open(struct relay *r, struct conversation *c);
 /* C's state changed from FROM: its stream is parked while an agent has C, woken after. */
 void relay_bot_park_for_state(struct conversation *c, enum conv_state from);
 /* Counts an attempt on IT, the head of C's to_bot queue, and sends it once that count is
- * committed (and C's Direct Line conversation id with it). */
+ * committed (and C's Direct Line conversation id with it). IT's contents may be taken for
+ * the send, leaving IT empty; the caller clears IT either way. */
 void relay_bot_deliver(struct relay *r, struct conversation *c, struct store_item *it);
 /* Posts handoff.status STATE (MESSAGE: a JSON string or NULL) to the bot when configured. */
 void relay_report_status(struct relay *r, struct conversation *c, const char *state, const char *message);
