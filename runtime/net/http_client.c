@@ -35,6 +35,9 @@
 #define URL_CACHE_MAX 8
 #define HEADER_LINE_MAX 512	/* a longer "Name: value" line is built on the heap */
 #define LOG_URL_MAX 512		/* a longer URL is cut in the debug line */
+/* libcurl 7.88 writes a POSTFIELDS body under 64 KiB in the same send() as the request's
+ * head (its MAX_INITIAL_POST_SIZE); a longer one follows on its own, later. */
+#define BODY_WITH_HEAD_MAX (64 * 1024 - 1)
 
 struct http_client {
 	struct loop *lp;
@@ -73,6 +76,10 @@ struct http_transfer {
 	bool copied_body;		/* COPYPOSTFIELDS holds a copy of the body */
 	bool finished;			/* the callback has started */
 	bool held_back;			/* may_send said no */
+	bool no_resend;			/* libcurl must not send the request again by itself */
+	bool asked;			/* on_prerequest ran: the request left once */
+	long redirects;			/* redirects followed when it did */
+	bool resend_refused;		/* on_prerequest refused libcurl's own resend */
 	bool (*may_send)(void *arg);
 	void *may_send_arg;
 };
@@ -332,11 +339,11 @@ static bool held_back(struct http_transfer *t)
 	return t->held_back;
 }
 
-/* A transfer without a no_resend body has nothing to read: libcurl asks only for bodies
- * it was told to read, but the callback is set on every handle (see configure_handle).
- * libcurl writes such a body after the request line and headers, a loop turn or more
- * later: may_send is asked again before the first byte of it, so a request whose body
- * did not leave is cut short (the server drops an unfinished request). */
+/* Only a no_resend body too long to leave with the head is read: libcurl asks only for
+ * bodies it was told to read, but the callback is set on every handle (see
+ * configure_handle). libcurl writes such a body after the request line and headers, a
+ * loop turn or more later: may_send is asked again before the first byte of it, so a
+ * request whose body did not leave is cut short (the server drops an unfinished request). */
 static size_t read_upload(char *buf, size_t size, size_t n, void *arg)
 {
 	struct http_transfer *t = arg;
@@ -359,7 +366,7 @@ static int seek_upload(void *arg, curl_off_t offset, int origin)
 									 : CURL_SEEKFUNC_FAIL;
 }
 
-/* The body through the read callback, which cannot rewind once sent (see no_resend). */
+/* A long no_resend body through the read callback, asking may_send again before it. */
 static int set_upload(struct http_transfer *t, const struct http_request *req)
 {
 	CURL *e = t->easy;
@@ -392,7 +399,8 @@ static int set_method(struct http_transfer *t, const struct http_request *req)
 		t->reset = true;
 		return setopt_result(failed | curl_easy_setopt(e, CURLOPT_NOBODY, 1L));
 	}
-	if (req->no_resend && req->body) {
+	t->no_resend = req->no_resend;
+	if (req->no_resend && req->body && req->body_len > BODY_WITH_HEAD_MAX) {
 		failed |= set_upload(t, req) < 0;
 	} else if (req->body || method_has_body(t->method)) {
 		/* The size goes first: with it, COPYPOSTFIELDS copies bodies holding NUL bytes. */
@@ -431,11 +439,23 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 }
 
 /* libcurl's last call before it writes the request. */
+/* CURLOPT_PREREQFUNCTION: right before each request of the transfer leaves. Another one
+ * with no redirect in between is libcurl sending the request again by itself, its reused
+ * connection having died before any answer: a no_resend request refuses that, since the
+ * server may have acted on the first. */
 static int on_prerequest(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
 	struct http_transfer *t = arg;
+	long redirects = 0;
 
 	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+	curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &redirects);
+	if (t->no_resend && t->asked && redirects == t->redirects) {
+		t->resend_refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	t->asked = true;
+	t->redirects = redirects;
 	return held_back(t) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
@@ -741,7 +761,7 @@ static int result_error(const struct http_transfer *t, CURLcode rc)
 	case CURLE_BAD_CONTENT_ENCODING:
 	case CURLE_UNSUPPORTED_PROTOCOL: return -EBADMSG;
 	case CURLE_OUT_OF_MEMORY: return -ENOMEM;
-	case CURLE_ABORTED_BY_CALLBACK: return t->held_back ? -EPERM : -EIO;
+	case CURLE_ABORTED_BY_CALLBACK: return t->held_back ? -EPERM : t->resend_refused ? -ECONNRESET : -EIO;
 	default: return -EIO;
 	}
 }

@@ -84,11 +84,11 @@ struct http_request {
 	 * it twice: with NO_RESEND the request fails instead (-ECONNRESET, sent true). */
 	bool no_resend;
 	/* Asked right before the request's bytes leave (its connection up, libcurl's
-	 * pre-request callback) and, for a no_resend body, again right before the body's
-	 * first byte: false fails it with -EPERM, sent false (a request cut before its body
-	 * is one no server acts on). A cluster member passes its lease: a process that stalled
-	 * between starting a request and sending it must not send it once another instance
-	 * may have taken over. NULL: always. */
+	 * pre-request callback) and, for a no_resend body of 64 KiB or more (sent after the
+	 * head), again right before the body's first byte: false fails it with -EPERM, sent
+	 * false (a request cut before its body is one no server acts on). A cluster member
+	 * passes its lease: a process that stalled between starting a request and sending it
+	 * must not send it once another instance may have taken over. NULL: always. */
 	bool (*may_send)(void *arg);
 	void *may_send_arg;
 };

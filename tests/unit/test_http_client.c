@@ -506,11 +506,23 @@ static bool answer_is(void *arg)
 	return *(bool *)arg;
 }
 
-/* A POST of "x" whose body goes through the read callback, asking MAY_SEND(ARG). */
+/* A no_resend POST of "x", asking MAY_SEND(ARG). */
 static struct http_request gated_post(bool (*may_send)(void *arg), void *arg)
 {
 	return (struct http_request){ .method = "POST", .body = "x", .body_len = 1, .no_resend = true,
 				      .may_send = may_send, .may_send_arg = arg };
+}
+
+#define LONG_BODY_LEN (64 * 1024)	/* libcurl sends it after the head, not with it */
+
+/* The same with a body of LONG_BODY_LEN bytes ("y"), which goes through the read callback. */
+static struct http_request gated_long_post(bool (*may_send)(void *arg), void *arg)
+{
+	static char body[LONG_BODY_LEN];
+
+	memset(body, 'y', sizeof(body));
+	return (struct http_request){ .method = "POST", .body = body, .body_len = sizeof(body),
+				      .no_resend = true, .may_send = may_send, .may_send_arg = arg };
 }
 
 /* may_send is asked once the connection is up, right before the request leaves: "no"
@@ -544,15 +556,15 @@ static bool yes_once(void *arg)
 	return (*(int *)arg)++ == 0;
 }
 
-/* A no_resend body leaves after the request's head, a loop turn or more later: may_send is
- * asked again before it, and a "no" then cuts the request short, which the server never
- * acts on. */
-static void test_may_send_is_asked_again_before_the_body(void **state)
+/* A long no_resend body leaves after the request's head, a loop turn or more later:
+ * may_send is asked again before it, and a "no" then cuts the request short, which the
+ * server never acts on. */
+static void test_may_send_is_asked_again_before_a_long_body(void **state)
 {
 	struct fx *f = *state;
 	int asked = 0;
 	struct http_request plain = { 0 };
-	struct http_request gated = gated_post(yes_once, &asked);
+	struct http_request gated = gated_long_post(yes_once, &asked);
 	struct result *r;
 
 	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
@@ -562,6 +574,21 @@ static void test_may_send_is_asked_again_before_the_body(void **state)
 	assert_false(r->sent);
 	assert_int_equal(fetch(f, &plain, "/echo")->status, 200);
 	assert_int_equal(f->srv.requests, 2);	/* the two GETs only */
+}
+
+/* A short no_resend body leaves in the same write as the head: one question covers both. */
+static void test_may_send_is_asked_once_for_a_short_body(void **state)
+{
+	struct fx *f = *state;
+	int asked = 0;
+	struct http_request gated = gated_post(yes_once, &asked);
+	struct result *r;
+
+	r = fetch(f, &gated, "/echo");
+	assert_int_equal(asked, 1);
+	assert_int_equal(r->err, 0);
+	assert_int_equal(r->status, 200);
+	assert_string_equal(r->body, "x");
 }
 
 /* The client keeps the last few URLs parsed: more URLs than it keeps, then old ones
@@ -593,6 +620,7 @@ struct dropper {
 	int connections;		/* accepted so far */
 	struct bufferevent *open[DROPPER_CONNECTIONS];	/* by order of arrival; NULL: closed */
 	int requests;			/* on the first connection */
+	int others;			/* on the later ones */
 };
 
 static void dropper_close(struct dropper *d, struct bufferevent *bev)
@@ -619,6 +647,8 @@ static void dropper_read(struct bufferevent *bev, void *arg)
 		dropper_close(d, bev);
 		return;
 	}
+	if (bev != d->open[0])
+		d->others++;
 	assert_int_equal(sscanf(line, "%*s %199s", target), 1);
 	evbuffer_add_printf(bufferevent_get_output(bev),
 			    "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(target),
@@ -691,6 +721,7 @@ static void test_resend_on_reused_handle_goes_to_its_url(void **state)
 	assert_int_equal(second->err, 0);
 	assert_string_equal(second->body, "/second");
 	assert_int_equal(d.connections, 2);
+	assert_int_equal(d.others, 1);
 }
 
 /* {===== kept-alive connections' watches */
@@ -845,6 +876,28 @@ static void test_connection_closed_by_libcurl_leaves_no_watch(void **state)
 }
 
 /* }===== */
+
+/* The same dead connection under a no_resend POST: libcurl must not send it again (the
+ * server may have acted on it), and says it may have been sent. */
+static void test_no_resend_request_is_not_sent_again(void **state)
+{
+	struct fx *f = *state;
+	struct dropper d = { 0 };
+	struct http_request get = { 0 };
+	struct http_request once = { .method = "POST", .body = "x", .body_len = 1, .no_resend = true };
+	struct result *second;
+	char url[64];
+
+	dropper_start(&d, f->lp);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/first", d.port);
+	assert_string_equal(fetch_url(f, &get, url)->body, "/first");
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/second", d.port);
+	second = fetch_url(f, &once, url);
+	dropper_stop(&d);
+	assert_int_equal(second->err, -ECONNRESET);
+	assert_true(second->sent);
+	assert_int_equal(d.others, 0);	/* libcurl may connect again, but sends nothing */
+}
 
 static void test_cancel(void **state)
 {
@@ -1102,8 +1155,11 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_many_urls_each_reach_their_own, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_may_send_holds_a_request_back, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_may_send_is_asked_again_before_the_body, setup,
+		cmocka_unit_test_setup_teardown(test_may_send_is_asked_again_before_a_long_body, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_may_send_is_asked_once_for_a_short_body, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_no_resend_request_is_not_sent_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_inside_own_callback_is_noop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_in_flight_cap, setup, teardown),
