@@ -2,7 +2,8 @@
  * Owns the multi handle, one easy handle per request (kept for reuse once it is done), the
  * events that watch curl's sockets, curl's timer and each request's deadline; turns curl's
  * results into a response or a stable error (URLs are http_url.c's, copying headers out
- * of libcurl http_curl_headers.c's, the table of parked socket events http_parked.c's). Callers decide what a status means, and retries.
+ * of libcurl http_curl_headers.c's, the table of parked socket events http_parked.c's).
+ * Callers decide what a status means, and retries.
  *
  * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
  * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
@@ -438,7 +439,6 @@ static int set_limits(struct http_transfer *t, const struct http_request *req)
 	return setopt_result(failed);
 }
 
-/* libcurl's last call before it writes the request. */
 /* CURLOPT_PREREQFUNCTION: right before each request of the transfer leaves. Another one
  * with no redirect in between is libcurl sending the request again by itself, its reused
  * connection having died before any answer: a no_resend request refuses that, since the
