@@ -129,7 +129,8 @@ struct store_item {
 	int64_t created_ms;	/* when it was queued, wall clock ms */
 };
 
-/* Appends PAYLOAD; returns the item id (> 0) or a negative errno. */
+/* Appends PAYLOAD; returns the item id (> 0) or a negative errno. Ids only grow: none is
+ * handed out twice, also across a restart. */
 int64_t store_outbox_add(struct store *st, const char *key, const char *queue, const char *payload, size_t len);
 /* The same for a call of a hub module: ROLE's FN with PAYLOAD (kept as columns, so the
  * payload is the call's argument alone). */

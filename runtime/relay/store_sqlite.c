@@ -30,18 +30,23 @@ static const char *const SCHEMA =
 	"  handoff_id TEXT, updated_at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, at INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS outbox ("
-	"  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, queue TEXT NOT NULL,"
+	"  id INTEGER PRIMARY KEY, key TEXT NOT NULL, queue TEXT NOT NULL,"
 	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
 	"  created INTEGER NOT NULL DEFAULT 0, role TEXT, fn TEXT);"
+	"CREATE TABLE IF NOT EXISTS outbox_ids (one INTEGER PRIMARY KEY CHECK (one = 1), reserved INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (key, queue, id);"
 	"CREATE INDEX IF NOT EXISTS conversations_by_state ON conversations (state, updated_at);"
 	"CREATE INDEX IF NOT EXISTS events_by_time ON events (at);"	/* expiry without a full scan */
-	"PRAGMA user_version = 1;";
+	"PRAGMA user_version = 2;";
 
 /* The schema version this code writes (PRAGMA user_version). 0 is the first layout,
  * whose hub items were an envelope {"role":R,"fn":F,"<member>":RAW} in the payload;
- * 1 has ROLE and FN as columns and RAW alone as the payload. */
-#define STORE_SCHEMA_VERSION 1
+ * 1 has ROLE and FN as columns and RAW alone as the payload; 2 gives outbox ids from
+ * blocks reserved in outbox_ids instead of AUTOINCREMENT (see take_outbox_id). */
+#define STORE_SCHEMA_VERSION 2
+
+/* Outbox ids reserved by one write of outbox_ids. */
+#define OUTBOX_ID_BLOCK 4096
 
 /* Version 0 -> 1, once, in one transaction: the columns, and each queued hub item
  * unwrapped by SQLite's JSON functions (the envelope's third member is the payload). */
@@ -58,13 +63,33 @@ static const char *const MIGRATE_1 =
 	"PRAGMA user_version = 1;"
 	"COMMIT;";
 
+/* Version 1 -> 2, once, in one transaction: the outbox without AUTOINCREMENT (rebuilt, as
+ * SQLite cannot drop it from a table), its ids going on above every one handed out. */
+static const char *const MIGRATE_2 =
+	"BEGIN;"
+	"CREATE TABLE outbox_ids (one INTEGER PRIMARY KEY CHECK (one = 1), reserved INTEGER NOT NULL);"
+	"INSERT INTO outbox_ids (one, reserved) SELECT 1, MAX("
+	"  COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),"
+	"  COALESCE((SELECT MAX(id) FROM outbox), 0)) + 1;"
+	"CREATE TABLE outbox_2 ("
+	"  id INTEGER PRIMARY KEY, key TEXT NOT NULL, queue TEXT NOT NULL,"
+	"  payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0,"
+	"  created INTEGER NOT NULL DEFAULT 0, role TEXT, fn TEXT);"
+	"INSERT INTO outbox_2 (id, key, queue, payload, attempts, next_at, created, role, fn)"
+	"  SELECT id, key, queue, payload, attempts, next_at, created, role, fn FROM outbox;"
+	"DROP TABLE outbox;"
+	"ALTER TABLE outbox_2 RENAME TO outbox;"
+	"CREATE INDEX outbox_by_queue ON outbox (key, queue, id);"
+	"PRAGMA user_version = 2;"
+	"COMMIT;";
+
 
 
 enum stmt {
 	S_BEGIN, S_COMMIT, S_CONV_PUT, S_CONV_GET, S_CONV_OPEN,
 	S_EVENT_ADD, S_EVENT_DEL, S_EVENT_EXPIRE,
 	S_OUT_ADD, S_OUT_HEAD, S_OUT_DONE, S_OUT_RETRY, S_OUT_QUEUES, S_OUT_COUNT,
-	S_PURGE_OUTBOX, S_PURGE_CONVS, S_NSTMT
+	S_PURGE_OUTBOX, S_PURGE_CONVS, S_IDS_RESERVE, S_NSTMT
 };
 
 static const char *const SQL[S_NSTMT] = {
@@ -84,7 +109,7 @@ static const char *const SQL[S_NSTMT] = {
 	[S_EVENT_ADD] = "INSERT OR IGNORE INTO events (id, at) VALUES (?1, ?2)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
 	[S_EVENT_EXPIRE] = "DELETE FROM events WHERE at < ?1",
-	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created, role, fn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[S_OUT_ADD] = "INSERT INTO outbox (key, queue, payload, created, role, fn, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[S_OUT_HEAD] = "SELECT id, key, queue, payload, attempts, next_at, created, role, fn FROM outbox"
 		       " WHERE key = ?1 AND queue = ?2 ORDER BY id LIMIT 1",
 	[S_OUT_DONE] = "DELETE FROM outbox WHERE id = ?1",
@@ -97,6 +122,7 @@ static const char *const SQL[S_NSTMT] = {
 			   " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
 	[S_PURGE_CONVS] = "DELETE FROM conversations WHERE key IN (SELECT key FROM conversations"
 			  " WHERE state = 'closed' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+	[S_IDS_RESERVE] = "INSERT OR REPLACE INTO outbox_ids (one, reserved) VALUES (1, ?1)",
 };
 
 struct after_commit {
@@ -116,6 +142,8 @@ struct store_impl {
 	void *before_arg;
 	uint64_t writes;		/* since open: for event-id expiry pacing */
 	int64_t event_ttl_s;		/* how long hub event ids are remembered */
+	int64_t next_id;		/* the next outbox id */
+	int64_t ids_end;		/* the first id not reserved by a committed write */
 	struct sq_checkpointer *checkpointer;	/* NULL: SQLite checkpoints in the commits */
 	uint64_t checkpoint_failures;	/* the checkpointer's, as last logged */
 };
@@ -183,8 +211,10 @@ static int sq_flush(struct store_impl *st)
 
 		sqlite3_reset(st->stmt[S_COMMIT]);
 		st->in_txn = false;
-		if (sq != SQLITE_DONE)
+		if (sq != SQLITE_DONE) {
 			rc = db_error(st, "commit");
+			st->ids_end = st->next_id;	/* its reservation may be lost too */
+		}
 		if (st->checkpointer)
 			report_checkpoints(st);
 	}
@@ -261,6 +291,20 @@ static int64_t query_int(sqlite3 *db, const char *sql)
 	return v;
 }
 
+/* Runs SQL, the step to VERSION, in its own transaction. */
+static int migrate_to(struct store_impl *st, const char *path, const char *sql, int version, char *err,
+		      size_t errlen)
+{
+	if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "state %s: upgrading to schema version %d: %s", path, version,
+			 sqlite3_errmsg(st->db));
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	log_info(st->log, "store.migrated", "path=%s version=%d", path, version);
+	return 0;
+}
+
 /* Brings a state written by an earlier handoffd to this version; refuses a later one
  * (its rows could mean something this code does not know). */
 static int migrate(struct store_impl *st, const char *path, char *err, size_t errlen)
@@ -275,15 +319,20 @@ static int migrate(struct store_impl *st, const char *path, char *err, size_t er
 			 (long long)version, STORE_SCHEMA_VERSION);
 		return -EPROTO;
 	}
-	if (version >= 1 || tables == 0)	/* current, or new: SCHEMA makes it */
+	if (version == STORE_SCHEMA_VERSION || tables == 0)	/* current, or new: SCHEMA makes it */
 		return 0;
-	if (sqlite3_exec(st->db, MIGRATE_1, NULL, NULL, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "state %s: upgrading to schema version 1: %s", path, sqlite3_errmsg(st->db));
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	if (version < 1 && migrate_to(st, path, MIGRATE_1, 1, err, errlen) < 0)
 		return -EIO;
-	}
-	log_info(st->log, "store.migrated", "path=%s version=1", path);
-	return 0;
+	return migrate_to(st, path, MIGRATE_2, 2, err, errlen);
+}
+
+/* At open: ids go on above every one reserved or stored. */
+static int load_outbox_ids(struct store_impl *st)
+{
+	st->next_id = query_int(st->db, "SELECT MAX((SELECT COALESCE(MAX(reserved), 1) FROM outbox_ids),"
+					" (SELECT COALESCE(MAX(id), 0) + 1 FROM outbox))");
+	st->ids_end = st->next_id;	/* the first row reserves a block */
+	return st->next_id > 0 ? 0 : -EIO;
 }
 
 struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char *path, char *err, size_t errlen)
@@ -307,7 +356,7 @@ struct store_impl *store_sqlite_open(struct loop *lp, struct log *lg, const char
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(st->db, 5000) != SQLITE_OK || migrate(st, path, err, errlen) < 0 ||
-	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
+	    sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || load_outbox_ids(st) < 0) {
 		if (!err[0])
 			snprintf(err, errlen, "cannot open state %s: %s", path, sqlite3_errmsg(st->db));
 		sq_close(st);
@@ -544,13 +593,32 @@ static int sq_event_delete(struct store_impl *st, const char *event_id)
 
 /* ---- outbox ---- */
 
+/* The id for the next outbox row, in the open write transaction. SQLite's AUTOINCREMENT
+ * would write its sqlite_sequence table in every transaction that adds a row (a page more
+ * in the WAL, two writes); instead ids are reserved OUTBOX_ID_BLOCK at a time in
+ * outbox_ids, in the transaction of the first row past the last block, so an id is never
+ * handed out twice, even after a crash: none leaves the process before its row is
+ * committed, and the reservation with it. */
+static int64_t take_outbox_id(struct store_impl *st)
+{
+	sqlite3_stmt *s = st->stmt[S_IDS_RESERVE];
+
+	if (st->next_id < st->ids_end)
+		return st->next_id;
+	sqlite3_bind_int64(s, 1, st->next_id + OUTBOX_ID_BLOCK);
+	if (finish(st, s, sqlite3_step(s), "outbox_ids") < 0)
+		return -EIO;
+	st->ids_end = st->next_id + OUTBOX_ID_BLOCK;
+	return st->next_id;
+}
 
 static int64_t sq_outbox_add_call(struct store_impl *st, const char *key, const char *queue, const char *role,
 			      const char *fn, const char *payload, size_t len)
 {
 	sqlite3_stmt *s = st->stmt[S_OUT_ADD];
+	int64_t id;
 
-	if (write_begin(st) < 0)
+	if (write_begin(st) < 0 || (id = take_outbox_id(st)) < 0)
 		return -EIO;
 	bind_text(s, 1, key);
 	bind_text(s, 2, queue);
@@ -558,9 +626,11 @@ static int64_t sq_outbox_add_call(struct store_impl *st, const char *key, const 
 	sqlite3_bind_int64(s, 4, clock_wall_ms());
 	bind_text(s, 5, role);
 	bind_text(s, 6, fn);
+	sqlite3_bind_int64(s, 7, id);
 	if (finish(st, s, sqlite3_step(s), "outbox_add") < 0)
 		return -EIO;
-	return sqlite3_last_insert_rowid(st->db);
+	st->next_id++;
+	return id;
 }
 
 static int sq_outbox_head(struct store_impl *st, const char *key, const char *queue, struct store_item *out)

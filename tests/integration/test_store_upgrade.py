@@ -9,7 +9,8 @@ it (relay_env.Environment). Expected: the log says store.migrated; the customer 
 reply, the bot the message (its answer comes back), the desk the handoff (parsed from the stored event, routed by
 the rules; the log's handoff.parse_stored names it), and a handoff arriving afterwards
 escalates on its dispatch-time parse (no handoff.parse_stored); the database is at
-version 1 with role and fn as columns.
+version 2: role and fn as columns, and the outbox without AUTOINCREMENT, its ids reserved
+in outbox_ids above every id the old daemon handed out.
 """
 import json
 import sqlite3
@@ -89,9 +90,12 @@ def test_an_upgraded_daemon_delivers_what_the_old_one_queued(tmp_path):
         assert env.close() == 0
     db = sqlite3.connect(tmp_path / "state.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         columns = [row[1] for row in db.execute("PRAGMA table_info(outbox)")]
         assert "role" in columns and "fn" in columns
+        table = db.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
+        assert "AUTOINCREMENT" not in table
+        assert db.execute("SELECT reserved FROM outbox_ids").fetchone()[0] > 3  # the old daemon's 3 items
     finally:
         db.close()
 

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 struct fixture {
 	char dir[64];
@@ -470,9 +471,9 @@ static void test_pg_refused_batch_is_sent_again(void **state)
 	store_item_clear(&it);
 }
 
-/* PostgreSQL: an outbox id is never handed out twice, even across a restart that lost
- * what was written last. */
-static void test_pg_ids_grow_across_reopen(void **state)
+/* An outbox id is never handed out twice, even once the outbox is empty again and across
+ * a restart (the relay holds ids in memory; Direct Line's copy of a message carries its). */
+static void test_ids_grow_across_reopen(void **state)
 {
 	struct fixture *f = *state;
 	int64_t a = store_outbox_add(f->st, "k", "to_bot", "a", 1), b;
@@ -481,6 +482,42 @@ static void test_pg_ids_grow_across_reopen(void **state)
 	reopen(f);
 	b = store_outbox_add(f->st, "k", "to_bot", "b", 1);
 	assert_true(b > a);
+	store_outbox_done(f->st, b);
+	assert_int_equal(store_flush(f->st), 0);
+	assert_true(store_outbox_add(f->st, "k", "to_bot", "c", 1) > b);
+}
+
+/* Runs SQL on the fixture's SQLite file, outside the store. */
+static void sqlite_exec(struct fixture *f, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *err = NULL;
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+	sqlite3_close(db);
+}
+
+/* A state of schema version 1 gave ids by AUTOINCREMENT: upgraded, its ids go on above
+ * the highest one it handed out, though that row is gone. */
+static void test_upgraded_ids_go_on_above_autoincrement(void **state)
+{
+	struct fixture *f = *state;
+
+	store_close(f->st);
+	f->st = NULL;
+	unlink(f->path);
+	sqlite_exec(f, "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,"
+		       " queue TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+		       " next_at INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL DEFAULT 0, role TEXT, fn TEXT);"
+		       "INSERT INTO outbox (id, key, queue, payload) VALUES (41, 'k', 'to_bot', 'gone');"
+		       "INSERT INTO outbox (id, key, queue, payload) VALUES (7, 'k', 'to_hub', 'kept');"
+		       "DELETE FROM outbox WHERE id = 41;"
+		       "PRAGMA user_version = 1;");
+	reopen(f);
+	assert_int_equal(store_outbox_add(f->st, "k", "to_hub", "new", 3), 42);
+	assert_int_equal(store_outbox_count(f->st, "k", "to_hub"), 2);
 }
 
 static off_t file_size(const char *path)
@@ -514,10 +551,10 @@ int main(void)
 	const struct CMUnitTest sqlite_only[] = {
 		cmocka_unit_test_setup_teardown(test_file_is_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoints_run_off_the_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgraded_ids_go_on_above_autoincrement, setup, teardown),
 	};
 	const struct CMUnitTest pg_only[] = {
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_is_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pg_ids_grow_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_refused_batch_is_sent_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_lost_connection_fails_the_waiter_and_keeps_the_write, setup,
 						teardown),
@@ -527,6 +564,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_each_open_skips_closed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_order_retry_done, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ids_grow_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_call_kind_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_commit_waits_for_the_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_before_commit_writes_join_the_commit, setup, teardown),
