@@ -143,7 +143,7 @@ struct store_impl {
 	uint64_t writes;		/* since open: for event-id expiry pacing */
 	int64_t event_ttl_s;		/* how long hub event ids are remembered */
 	int64_t next_id;		/* the next outbox id */
-	int64_t ids_end;		/* the first id not reserved by a committed write */
+	int64_t ids_end;		/* ids below it are reserved in outbox_ids */
 	struct sq_checkpointer *checkpointer;	/* NULL: SQLite checkpoints in the commits */
 	uint64_t checkpoint_failures;	/* the checkpointer's, as last logged */
 };
