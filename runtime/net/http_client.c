@@ -1,9 +1,9 @@
 /* http_client.c - libcurl's multi interface driven by the libevent loop.
- * Owns the multi handle, one easy handle per request (kept for reuse once it is done), the
- * events that watch curl's sockets, curl's timer and each request's deadline; turns curl's
- * results into a response or a stable error (URLs are http_url.c's, copying headers out
- * of libcurl http_curl_headers.c's, the table of parked socket events http_parked.c's).
- * Callers decide what a status means, and retries.
+ * Owns the multi handle, one easy handle per request (kept for reuse once it is done) and
+ * each request's deadline; turns curl's results into a response or a stable error (the
+ * multi handle's sockets and timer on the loop are http_curl_loop.c's, URLs http_url.c's,
+ * copying headers out of libcurl http_curl_headers.c's). Callers decide what a status
+ * means, and retries.
  *
  * Callbacks into callers run only from drain() (completions), on_deadline() (timeouts)
  * and http_client_free() (cancellations), never from inside a libcurl call, so callers may
@@ -14,18 +14,16 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "net/http_curl_headers.h"
-#include "net/http_parked.h"
+#include "net/http_curl_loop.h"
 #include "net/http_url.h"
 #include "net/loop.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #define METHOD_MAX 16		/* longest method token we accept, NUL included */
 /* Finished easy handles kept for the next requests: a new one costs libcurl a 5 KiB
@@ -45,14 +43,13 @@ struct http_client {
 	struct log *lg;
 	CURLM *multi;
 	CURLSH *share;			/* TLS sessions, so new connections resume them */
-	struct loop_timer *timer;	/* the one timeout libcurl asks for */
+	struct http_curl_loop curl_loop;	/* the multi handle's sockets and timer */
 	struct http_transfer *transfers;	/* in flight, doubly linked */
 	unsigned in_flight;
 	struct http_client_opts opts;	/* defaults filled in; strings are owned copies */
 	CURL *idle[EASY_POOL_MAX];	/* configured easy handles, ready for a request */
 	unsigned nidle;
 	struct http_url_cache urls;
-	struct http_parked parked;	/* kept-alive connections' socket events */
 	int depth;			/* frames that are running callers' callbacks */
 	bool closing;			/* http_client_free() was called */
 };
@@ -131,124 +128,6 @@ unsigned http_client_in_flight(const struct http_client *hc)
 {
 	return hc->in_flight;
 }
-
-/* {===== the loop drives libcurl */
-
-static void drain(struct http_client *hc);
-
-static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
-{
-	struct http_client *hc = arg;
-	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
-		     ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	struct event *parked = http_parked_take(&hc->parked, fd);
-	int running;
-
-	/* A parked socket is an idle connection's: its server closed it or spoke out of turn.
-	 * It is watched no more, so as not to busy the loop; curl finds it dead on its own. */
-	if (parked) {
-		event_free(parked);
-		return;
-	}
-	curl_multi_socket_action(hc->multi, fd, action, &running);
-	drain(hc);	/* may free hc */
-}
-
-static void on_curl_timeout(void *arg)
-{
-	struct http_client *hc = arg;
-	int running;
-
-	curl_multi_socket_action(hc->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	drain(hc);	/* may free hc */
-}
-
-/* A kept-alive connection's socket between two requests is "parked": curl says
- * CURL_POLL_REMOVE when a transfer ends and asks for the socket again when the next request
- * takes the connection, and freeing and making its event each time would cost two
- * epoll_ctl calls per request (about 5 us each here). A parked event watches for reading,
- * as the next request's wait for its answer does, so taking it back costs nothing; it sees
- * a server closing the idle connection (on_socket_ready). */
-#define PARKED_FLAGS (EV_READ | EV_PERSIST)
-
-/* Makes EV watch FD for FLAGS, with as few changes to the kernel's set as can be. */
-static int watch(struct http_client *hc, struct event *ev, curl_socket_t fd, short flags)
-{
-	if (event_get_events(ev) == flags && event_pending(ev, EV_READ | EV_WRITE, NULL))
-		return 0;
-	/* event_assign on a pending event is undefined: delete it first. */
-	event_del(ev);
-	event_assign(ev, loop_base(hc->lp), fd, flags, on_socket_ready, hc);
-	return event_add(ev, NULL);
-}
-
-/* Only the socket of a connection curl keeps in its cache is parked: curl closes those
- * through on_curl_close, which frees the event first. An event left on a closed socket
- * would make libevent skip registering the next socket given the same number. Resolver
- * sockets and connections being closed fail this test. */
-static bool park(struct http_client *hc, CURL *easy, curl_socket_t fd, struct event *ev)
-{
-	curl_socket_t kept = CURL_SOCKET_BAD;
-
-	if (hc->closing || !easy || curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept) != CURLE_OK ||
-	    kept != fd)
-		return false;
-	return watch(hc, ev, fd, PARKED_FLAGS) == 0 && http_parked_put(&hc->parked, fd, ev) == 0;
-}
-
-/* CURLOPT_CLOSESOCKETFUNCTION */
-static int on_curl_close(void *clientp, curl_socket_t fd)
-{
-	struct http_client *hc = clientp;
-	struct event *ev = http_parked_take(&hc->parked, fd);
-
-	if (ev)
-		event_free(ev);
-	return close(fd);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: curl says which sockets to watch for what. The socket's event
- * is curl's per-socket pointer while curl watches it, and parked between requests. */
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	struct http_client *hc = userp;
-	struct event *ev = socketp;
-	short flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-		      ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-
-	if (what == CURL_POLL_REMOVE) {
-		if (ev && !park(hc, easy, fd, ev))
-			event_free(ev);
-		return 0;
-	}
-	if (!ev) {
-		ev = http_parked_take(&hc->parked, fd);
-		if (!ev)
-			ev = event_new(loop_base(hc->lp), fd, flags, on_socket_ready, hc);
-		if (!ev || curl_multi_assign(hc->multi, fd, ev) != CURLM_OK) {
-			if (ev)
-				event_free(ev);
-			return -1;
-		}
-	}
-	return watch(hc, ev, fd, flags) == 0 ? 0 : -1;
-}
-
-/* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) after MS; -1 cancels. Even 0
- * goes through the loop, as libcurl requires (no socket_action from inside its callbacks). */
-static int on_curl_timer(CURLM *multi, long ms, void *userp)
-{
-	struct http_client *hc = userp;
-
-	(void)multi;
-	if (ms < 0) {
-		loop_timer_stop(hc->timer);
-		return 0;
-	}
-	return loop_timer_start(hc->timer, (uint64_t)ms, 0) == 0 ? 0 : -1;
-}
-
-/* }===== */
 
 /* {===== building a request */
 
@@ -512,8 +391,7 @@ static int configure_handle(struct http_client *hc, CURL *e)
 	failed |= curl_easy_setopt(e, CURLOPT_READFUNCTION, read_upload);
 	failed |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_upload);
 	failed |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prerequest);
-	failed |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
-	failed |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hc);
+	failed |= http_curl_loop_configure(&hc->curl_loop, e) < 0;
 	/* No CURLOPT_PIPEWAIT: in libcurl 7.88 a transfer waiting on a connection that turns
 	 * out to be HTTP/1.1 can stall until its connect timeout. */
 	return setopt_result(failed);
@@ -840,10 +718,9 @@ static void destroy(struct http_client *hc)
 	while (hc->nidle)	/* before the share they are attached to */
 		curl_easy_cleanup(hc->idle[--hc->nidle]);
 	http_url_cache_clear(&hc->urls);
-	curl_multi_cleanup(hc->multi);	/* closes the kept connections: on_curl_close */
-	http_parked_clear(&hc->parked);
+	curl_multi_cleanup(hc->multi);	/* closes the kept connections, unparking them */
+	http_curl_loop_clear(&hc->curl_loop);
 	curl_share_cleanup(hc->share);
-	loop_timer_free(hc->timer);
 	free((char *)hc->opts.ca_file);
 	free((char *)hc->opts.proxy);
 	free(hc);
@@ -876,6 +753,12 @@ static void drain(struct http_client *hc)
 		finish((struct http_transfer *)t, msg->data.result);
 	}
 	leave(hc);
+}
+
+/* What http_curl_loop runs after each of libcurl's socket actions. */
+static void after_action(void *arg)
+{
+	drain(arg);	/* may free the client */
 }
 
 static void on_deadline(void *arg)
@@ -948,10 +831,6 @@ static int setup_multi(struct http_client *hc)
 	const struct http_client_opts *o = &hc->opts;
 	int rc = 0;
 
-	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-	rc |= curl_multi_setopt(m, CURLMOPT_SOCKETDATA, hc);
-	rc |= curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-	rc |= curl_multi_setopt(m, CURLMOPT_TIMERDATA, hc);
 	rc |= curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o->max_host_connections);
 	rc |= curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)o->max_total_connections);
 	/* Keep as many idle connections as we may open, for reuse. */
@@ -971,9 +850,8 @@ struct http_client *http_client_new(struct loop *lp, struct log *lg,
 	hc->lg = lg;
 	hc->multi = curl_multi_init();
 	hc->share = curl_share_init();
-	hc->timer = loop_timer_new(lp, on_curl_timeout, hc);
-	if (copy_opts(hc, opts) < 0 || !hc->multi || !hc->share || !hc->timer ||
-	    setup_multi(hc) < 0) {
+	if (copy_opts(hc, opts) < 0 || !hc->multi || !hc->share ||
+	    http_curl_loop_init(&hc->curl_loop, lp, hc->multi, after_action, hc) < 0 || setup_multi(hc) < 0) {
 		destroy(hc);
 		return NULL;
 	}
@@ -988,6 +866,7 @@ void http_client_free(struct http_client *hc)
 	if (!hc || hc->closing)
 		return;
 	hc->closing = true;
+	hc->curl_loop.closing = true;
 	enter(hc);
 	/* Pop one at a time: a callback may cancel others. */
 	while ((t = hc->transfers)) {
