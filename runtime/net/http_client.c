@@ -866,7 +866,6 @@ void http_client_free(struct http_client *hc)
 	if (!hc || hc->closing)
 		return;
 	hc->closing = true;
-	hc->curl_loop.closing = true;
 	enter(hc);
 	/* Pop one at a time: a callback may cancel others. */
 	while ((t = hc->transfers)) {

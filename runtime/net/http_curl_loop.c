@@ -108,7 +108,7 @@ static bool park(struct http_curl_loop *cl, CURL *easy, curl_socket_t fd, struct
 {
 	curl_socket_t kept = CURL_SOCKET_BAD;
 
-	if (cl->closing || !easy || curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept) != CURLE_OK ||
+	if (!easy || curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &kept) != CURLE_OK ||
 	    kept != fd)
 		return false;
 	return watch(cl, ev, fd, PARKED_FLAGS) == 0 && parked_put(cl, fd, ev) == 0;

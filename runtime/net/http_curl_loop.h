@@ -17,7 +17,6 @@ struct http_curl_loop {
 	struct loop_timer *timer;	/* the one timeout libcurl asks for */
 	struct event **parked;		/* by socket: idle kept-alive connections' events */
 	size_t parked_cap;
-	bool closing;			/* the owner is going: nothing more is parked */
 	void (*after)(void *arg);	/* after each socket action; may free the owner */
 	void *arg;
 };

@@ -769,23 +769,25 @@ static struct watches watches(struct fx *f, uint16_t port)
 	return w;
 }
 
-static struct fx *polled;
-static uint16_t polled_port;
+struct unwatch_poll {
+	struct fx *f;
+	uint16_t port;
+};
 
 static void on_poll_unwatched(void *arg)
 {
-	(void)arg;
-	if (watches(polled, polled_port).of_client == 0)
-		loop_stop(polled->lp);
+	struct unwatch_poll *p = arg;
+
+	if (watches(p->f, p->port).of_client == 0)
+		loop_stop(p->f->lp);
 }
 
 /* Runs the loop until no client socket to PORT is watched, or fails at the watchdog. */
 static void run_until_unwatched(struct fx *f, uint16_t port)
 {
-	struct loop_timer *poll = loop_timer_new(f->lp, on_poll_unwatched, NULL);
+	struct unwatch_poll p = { f, port };
+	struct loop_timer *poll = loop_timer_new(f->lp, on_poll_unwatched, &p);
 
-	polled = f;
-	polled_port = port;
 	assert_non_null(poll);
 	loop_timer_start(poll, 5, 1);
 	loop_timer_start(f->watchdog, WATCHDOG_MS, 0);
