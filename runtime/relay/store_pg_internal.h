@@ -1,7 +1,7 @@
-/* store_pg_internal.h - what the two halves of the PostgreSQL store share: the write-behind
- * log and its statements (store_pg.c) and a cluster member's part (store_pg_cluster.c:
- * ownership, loading a key taken over, the inbound table). Nothing outside those two files
- * includes it. */
+/* store_pg_internal.h - what the parts of the PostgreSQL store share: the store API over
+ * the mirror (store_pg.c), the write-behind log, its statements and batches
+ * (store_pg_log.c) and a cluster member's part (store_pg_cluster.c: ownership, loading a
+ * key taken over, the inbound table). Nothing outside those files includes it. */
 #ifndef HANDOFFD_STORE_PG_INTERNAL_H
 #define HANDOFFD_STORE_PG_INTERNAL_H
 
@@ -89,8 +89,10 @@ struct store_impl {
 	bool block_asked;
 };
 
-/* ---- the log (store_pg.c) ---- */
+/* ---- the log (store_pg_log.c) ---- */
 
+/* The text of statement Q. */
+const char *pgs_sql(enum sql q);
 void pgs_entry_free(struct entry *e);
 /* Takes E out of the log (not freed). */
 void pgs_unlink_entry(struct store_impl *st, struct entry *e);
@@ -100,8 +102,21 @@ int pgs_write(struct store_impl *st, enum sql q, int n, const char *const *param
  * or NULL. */
 struct entry *pgs_ask(struct store_impl *st, enum sql q, int n, const char *const *params,
 		      void (*rows)(void *arg, int err, const PGresult *r), void *arg);
+/* Appends Q with N text parameters (copied; NULL: SQL NULL), a write (WRITE: sent until it
+ * commits) or a question: the entry, or NULL (backlog full, memory). */
+struct entry *pgs_append(struct store_impl *st, enum sql q, bool write, int n, const char *const *params);
 /* Runs, with ERR, the after-commit waiters whose writes are at or before UPTO. */
 void pgs_run_waiters(struct store_impl *st, uint64_t upto, int err);
+/* Every write up to the returned sequence number is committed (or given up). */
+uint64_t pgs_durable_seq(const struct store_impl *st);
+/* Makes the loop end the turn soon: what was appended goes out. */
+void pgs_arm_turn(struct store_impl *st);
+/* The turn timer (ST): the turn's waiters are closed and the log's head sent as a batch. */
+void pgs_on_turn(void *arg);
+/* The retry timer (ST): a held batch may go again. */
+void pgs_on_retry(void *arg);
+/* pg_conn's state callback (ST): the database came up or went down. */
+void pgs_on_state(void *arg, bool up, const char *reason);
 /* P as bytea's hex text input ("\x..."), malloc'ed; NULL without memory. */
 char *pgs_hex_bytea(const void *p, size_t n);
 
